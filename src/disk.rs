@@ -1,0 +1,358 @@
+//! The `Disk` trait: the small set of file operations the WAL and snapshot code need, so the same code
+//! runs on a real disk (`server::fs_disk`) and on [`MemDisk`], which keeps synced and unsynced bytes
+//! apart and can lose, tear or flip them on a simulated crash.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use rand::Rng;
+
+/// An error from a disk operation, naming the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("{path}: no such file or directory")]
+    NotFound { path: PathBuf },
+    #[error("{path}: file already exists")]
+    AlreadyExists { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// File operations in the shape the WAL needs: append-only files that become durable on `sync`, and
+/// directory entries (create, rename, remove) that become durable on `sync_dir`.
+pub trait Disk {
+    /// Creates a directory and its parents (durable at once; done only at start-up).
+    fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError>;
+    /// Creates a new empty file; fails if it exists.
+    fn create(&mut self, path: &Path) -> Result<(), DiskError>;
+    /// Appends bytes to the end of a file.
+    fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError>;
+    /// Makes a file's contents durable (fsync).
+    fn sync(&mut self, path: &Path) -> Result<(), DiskError>;
+    /// Makes a directory's entries durable (fsync of the directory).
+    fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError>;
+    /// Reads a whole file.
+    fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError>;
+    /// Cuts a file to `len` bytes (used to drop a torn tail).
+    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError>;
+    /// Renames a file, replacing any file at `to`.
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError>;
+    /// Removes a file.
+    fn remove(&mut self, path: &Path) -> Result<(), DiskError>;
+    /// The names of the files in a directory, sorted; empty if the directory does not exist.
+    fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError>;
+}
+
+impl<D: Disk + ?Sized> Disk for &mut D {
+    fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError> {
+        (**self).create_dir_all(dir)
+    }
+    fn create(&mut self, path: &Path) -> Result<(), DiskError> {
+        (**self).create(path)
+    }
+    fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
+        (**self).append(path, data)
+    }
+    fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
+        (**self).sync(path)
+    }
+    fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError> {
+        (**self).sync_dir(dir)
+    }
+    fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError> {
+        (**self).read(path)
+    }
+    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
+        (**self).truncate(path, len)
+    }
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
+        (**self).rename(from, to)
+    }
+    fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
+        (**self).remove(path)
+    }
+    fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError> {
+        (**self).list(dir)
+    }
+}
+
+/// What a simulated crash does to the bytes that were not yet synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashFault {
+    /// Every unsynced byte and every unsynced directory entry is lost.
+    LoseUnsynced,
+    /// Like `LoseUnsynced`, but a random prefix of each file's unsynced tail survives (a torn write).
+    TearUnsynced,
+    /// Like `TearUnsynced`, and one random bit of one file's surviving bytes is flipped.
+    FlipBit,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Inode {
+    data: Vec<u8>,
+    synced: Vec<u8>,
+}
+
+/// An in-memory disk with the durability rules of a real one: file bytes survive a crash only once
+/// synced, and directory entries only once their directory is synced.
+#[derive(Debug, Clone, Default)]
+pub struct MemDisk {
+    inodes: BTreeMap<u64, Inode>,
+    next_inode: u64,
+    entries: BTreeMap<PathBuf, u64>,
+    durable_entries: BTreeMap<PathBuf, u64>,
+    dirs: BTreeSet<PathBuf>,
+    /// Number of `sync` and `sync_dir` calls, for tests and benchmarks.
+    pub sync_count: u64,
+}
+
+impl MemDisk {
+    /// An empty disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn inode(&self, path: &Path) -> Result<&Inode, DiskError> {
+        self.entries
+            .get(path)
+            .and_then(|id| self.inodes.get(id))
+            .ok_or_else(|| DiskError::NotFound {
+                path: path.to_path_buf(),
+            })
+    }
+
+    fn inode_mut(&mut self, path: &Path) -> Result<&mut Inode, DiskError> {
+        let id = *self.entries.get(path).ok_or_else(|| DiskError::NotFound {
+            path: path.to_path_buf(),
+        })?;
+        self.inodes.get_mut(&id).ok_or_else(|| DiskError::NotFound {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Simulates a power failure: what was not synced is lost, torn or corrupted as `fault` says.
+    pub fn crash(&mut self, fault: CrashFault, rng: &mut impl Rng) {
+        self.entries = self.durable_entries.clone();
+        let live: BTreeSet<u64> = self.entries.values().copied().collect();
+        self.inodes.retain(|id, _| live.contains(id));
+        for inode in self.inodes.values_mut() {
+            let mut survived = inode.synced.clone();
+            let extends_synced = inode.data.starts_with(&inode.synced);
+            if fault != CrashFault::LoseUnsynced && extends_synced {
+                let tail = &inode.data[inode.synced.len()..];
+                if !tail.is_empty() {
+                    let keep = rng.gen_range(0..=tail.len());
+                    survived.extend_from_slice(&tail[..keep]);
+                }
+            }
+            inode.data = survived.clone();
+            inode.synced = survived;
+        }
+        if fault == CrashFault::FlipBit {
+            let candidates: Vec<u64> = self
+                .inodes
+                .iter()
+                .filter(|(_, inode)| !inode.data.is_empty())
+                .map(|(id, _)| *id)
+                .collect();
+            if !candidates.is_empty() {
+                let id = candidates[rng.gen_range(0..candidates.len())];
+                if let Some(inode) = self.inodes.get_mut(&id) {
+                    let byte = rng.gen_range(0..inode.data.len());
+                    inode.data[byte] ^= 1 << rng.gen_range(0..8);
+                    inode.synced = inode.data.clone();
+                }
+            }
+        }
+    }
+
+    /// Total bytes held in files, synced or not.
+    pub fn total_bytes(&self) -> usize {
+        self.inodes.values().map(|inode| inode.data.len()).sum()
+    }
+
+    /// Overwrites one byte of a file, durably (to test corruption handling).
+    pub fn corrupt_byte(&mut self, path: &Path, offset: usize, value: u8) -> Result<(), DiskError> {
+        let inode = self.inode_mut(path)?;
+        if let Some(byte) = inode.data.get_mut(offset) {
+            *byte = value;
+        }
+        if let Some(byte) = inode.synced.get_mut(offset) {
+            *byte = value;
+        }
+        Ok(())
+    }
+}
+
+impl Disk for MemDisk {
+    fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError> {
+        for ancestor in dir.ancestors() {
+            self.dirs.insert(ancestor.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn create(&mut self, path: &Path) -> Result<(), DiskError> {
+        if self.entries.contains_key(path) {
+            return Err(DiskError::AlreadyExists {
+                path: path.to_path_buf(),
+            });
+        }
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() && !self.dirs.contains(parent) {
+                return Err(DiskError::NotFound {
+                    path: parent.to_path_buf(),
+                });
+            }
+        }
+        self.next_inode += 1;
+        self.inodes.insert(self.next_inode, Inode::default());
+        self.entries.insert(path.to_path_buf(), self.next_inode);
+        Ok(())
+    }
+
+    fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
+        self.inode_mut(path)?.data.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
+        self.sync_count += 1;
+        let inode = self.inode_mut(path)?;
+        inode.synced = inode.data.clone();
+        Ok(())
+    }
+
+    fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError> {
+        self.sync_count += 1;
+        let in_dir = |path: &PathBuf| path.parent() == Some(dir);
+        self.durable_entries.retain(|path, _| !in_dir(path));
+        for (path, id) in &self.entries {
+            if in_dir(path) {
+                self.durable_entries.insert(path.clone(), *id);
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError> {
+        Ok(self.inode(path)?.data.clone())
+    }
+
+    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
+        let inode = self.inode_mut(path)?;
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        inode.data.truncate(len);
+        Ok(())
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
+        let id = self
+            .entries
+            .remove(from)
+            .ok_or_else(|| DiskError::NotFound {
+                path: from.to_path_buf(),
+            })?;
+        self.entries.insert(to.to_path_buf(), id);
+        Ok(())
+    }
+
+    fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
+        self.entries
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| DiskError::NotFound {
+                path: path.to_path_buf(),
+            })
+    }
+
+    fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError> {
+        Ok(self
+            .entries
+            .keys()
+            .filter(|path| path.parent() == Some(dir))
+            .filter_map(|path| path.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn rng() -> rand_chacha::ChaCha8Rng {
+        rand_chacha::ChaCha8Rng::seed_from_u64(7)
+    }
+
+    fn disk_with_file() -> (MemDisk, PathBuf) {
+        let mut disk = MemDisk::new();
+        let dir = PathBuf::from("/d");
+        disk.create_dir_all(&dir).unwrap();
+        let file = dir.join("f");
+        disk.create(&file).unwrap();
+        (disk, file)
+    }
+
+    #[test]
+    fn unsynced_bytes_are_lost_on_crash() {
+        let (mut disk, file) = disk_with_file();
+        disk.sync_dir(Path::new("/d")).unwrap();
+        disk.append(&file, b"durable").unwrap();
+        disk.sync(&file).unwrap();
+        disk.append(&file, b"volatile").unwrap();
+        disk.crash(CrashFault::LoseUnsynced, &mut rng());
+        assert_eq!(disk.read(&file).unwrap(), b"durable");
+    }
+
+    #[test]
+    fn a_created_file_vanishes_unless_its_directory_was_synced() {
+        let (mut disk, file) = disk_with_file();
+        disk.append(&file, b"x").unwrap();
+        disk.sync(&file).unwrap();
+        disk.crash(CrashFault::LoseUnsynced, &mut rng());
+        assert!(matches!(disk.read(&file), Err(DiskError::NotFound { .. })));
+    }
+
+    #[test]
+    fn a_rename_is_undone_by_a_crash_before_the_directory_sync() {
+        let (mut disk, file) = disk_with_file();
+        disk.sync_dir(Path::new("/d")).unwrap();
+        let renamed = PathBuf::from("/d/g");
+        disk.rename(&file, &renamed).unwrap();
+        disk.crash(CrashFault::LoseUnsynced, &mut rng());
+        assert!(disk.read(&file).is_ok());
+        assert!(disk.read(&renamed).is_err());
+    }
+
+    #[test]
+    fn a_torn_write_keeps_a_prefix_of_the_unsynced_tail() {
+        for seed in 0..20 {
+            let (mut disk, file) = disk_with_file();
+            disk.sync_dir(Path::new("/d")).unwrap();
+            disk.append(&file, b"abc").unwrap();
+            disk.sync(&file).unwrap();
+            disk.append(&file, b"defgh").unwrap();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            disk.crash(CrashFault::TearUnsynced, &mut rng);
+            let data = disk.read(&file).unwrap();
+            assert!(
+                b"abcdefgh".starts_with(&data) && data.len() >= 3,
+                "{data:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn list_returns_sorted_names_in_one_directory() {
+        let (mut disk, _) = disk_with_file();
+        disk.create(Path::new("/d/a")).unwrap();
+        disk.create_dir_all(Path::new("/d/sub")).unwrap();
+        disk.create(Path::new("/d/sub/z")).unwrap();
+        assert_eq!(disk.list(Path::new("/d")).unwrap(), vec!["a", "f"]);
+    }
+}
