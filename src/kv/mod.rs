@@ -1,0 +1,1 @@
+//! The MVCC key-value store (in progress).

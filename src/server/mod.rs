@@ -1,0 +1,3 @@
+//! The adapter: everything that does real IO (in progress).
+
+pub mod fs_disk;

@@ -1,0 +1,1 @@
+//! Watches (in progress).
