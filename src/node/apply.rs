@@ -1,0 +1,161 @@
+//! Applying committed entries on a node: normal entries go to the state machine (and their events
+//! to the watch hub), conf changes to the membership and to raft's configuration.
+
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
+use raft::StateRole;
+
+use super::request::{ClientError, ClientResponse};
+use super::{Node, Output};
+use crate::member::MemberError;
+use crate::proto::etcdserverpb as pb;
+use crate::proto::stetpb;
+use crate::types::MemberId;
+
+impl Node {
+    /// Applies committed entries in order. Entries at or below the applied index are skipped (they
+    /// are already in the state, e.g. restored from a snapshot).
+    pub(super) fn apply_entries(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            if entry.index <= self.applied_index {
+                continue;
+            }
+            assert_eq!(
+                entry.index,
+                self.applied_index + 1,
+                "committed entries must be applied in order without gaps"
+            );
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(&entry),
+                EntryType::EntryConfChange => self.apply_conf_change(&entry),
+                EntryType::EntryConfChangeV2 => {}
+            }
+            self.applied_index = entry.index;
+            if self.removed {
+                return;
+            }
+        }
+    }
+
+    fn apply_normal(&mut self, entry: &Entry) {
+        if entry.data.is_empty() {
+            return; // a new leader's empty entry
+        }
+        // A committed entry that does not decode is identical on every member (they all hold the
+        // same bytes), so skipping it keeps replicas in agreement.
+        let Ok(request) = stetpb::InternalRequest::decode(&entry.data[..]) else {
+            return;
+        };
+        let Some(body) = request.request else {
+            return;
+        };
+        let is_leader = self.role == StateRole::Leader;
+        let revision_before = self.state.kv.current_revision();
+        let applied = self.state.apply(body, self.now, is_leader);
+        if !applied.events.is_empty() {
+            let revision = self.state.kv.current_revision();
+            debug_assert!(revision > revision_before, "events without a new revision");
+            for (stream, response) in self.watches.notify(&applied.events, revision) {
+                self.emit_watch(stream, response);
+            }
+        }
+        if request.origin == self.config.id.0 {
+            if let Some(reply) = applied.reply {
+                self.complete(request.id, reply);
+            }
+        }
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) {
+        let Ok(change) = ConfChange::parse_from_bytes(&entry.data) else {
+            return;
+        };
+        let context = stetpb::ConfChangeContext::decode(&change.context[..]).unwrap_or_default();
+        let member_id = MemberId(change.node_id);
+        let result = self.apply_membership(&change, &context);
+        if result.is_ok() {
+            match self.raw.apply_conf_change(&change) {
+                Ok(conf_state) => self.raw.mut_store().set_conf_state(conf_state),
+                Err(error) => {
+                    self.fail(format!("raft refused conf change: {error}"));
+                    return;
+                }
+            }
+        }
+        if context.origin == self.config.id.0 {
+            let reply = result.map(|()| self.membership_reply(&change, &context));
+            self.complete(context.id, reply.map_err(ClientError::from));
+        }
+        if change.get_change_type() == ConfChangeType::RemoveNode && member_id == self.config.id
+        {
+            self.removed = true;
+            self.outputs.push_back(Output::Removed);
+        }
+    }
+
+    fn apply_membership(
+        &mut self,
+        change: &ConfChange,
+        context: &stetpb::ConfChangeContext,
+    ) -> Result<(), MemberError> {
+        let id = MemberId(change.node_id);
+        match change.get_change_type() {
+            ConfChangeType::AddNode if context.promote => self.state.members.promote(id),
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let member = context.member.clone().unwrap_or(pb::Member {
+                    id: change.node_id,
+                    ..Default::default()
+                });
+                self.state.members.add(member)
+            }
+            ConfChangeType::RemoveNode => self.state.members.remove(id).map(|_| ()),
+        }
+    }
+
+    fn membership_reply(
+        &self,
+        change: &ConfChange,
+        context: &stetpb::ConfChangeContext,
+    ) -> ClientResponse {
+        let members = self.state.members.list();
+        match change.get_change_type() {
+            ConfChangeType::RemoveNode => ClientResponse::MemberRemove(pb::MemberRemoveResponse {
+                members,
+                ..Default::default()
+            }),
+            ConfChangeType::AddNode if context.promote => {
+                ClientResponse::MemberPromote(pb::MemberPromoteResponse {
+                    members,
+                    ..Default::default()
+                })
+            }
+            _ => ClientResponse::MemberAdd(pb::MemberAddResponse {
+                member: self
+                    .state
+                    .members
+                    .get(MemberId(change.node_id))
+                    .cloned()
+                    .or_else(|| context.member.clone()),
+                members,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// On the leader: proposes one revoke for each lease whose time ran out.
+    pub(super) fn revoke_expired_leases(&mut self) {
+        let expired = self.state.lessor.expired(self.now, 16);
+        for id in expired {
+            let entry = stetpb::InternalRequest {
+                id: 0,
+                origin: 0,
+                request: Some(stetpb::internal_request::Request::LeaseRevoke(
+                    pb::LeaseRevokeRequest { id },
+                )),
+            };
+            // A dropped proposal is retried once the lessor offers the lease again.
+            let _ = self.raw.propose(Vec::new(), entry.encode_to_vec());
+        }
+    }
+}

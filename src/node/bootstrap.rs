@@ -1,0 +1,175 @@
+//! Starting a node: bootstrapping a new cluster, joining an existing one, or restarting from what
+//! the driver read back from disk (snapshot plus WAL).
+
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Snapshot};
+
+use super::{Node, Output, Persist};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::stetpb;
+use crate::raftlog::LogStore;
+use crate::state::{RestoreError, StateMachine};
+use crate::time::Instant;
+
+/// What a member had on disk: its last snapshot, the hard state and the entries after the snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct DurableState {
+    pub hard_state: HardState,
+    pub snapshot: Option<Snapshot>,
+    pub entries: Vec<Entry>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("raft refused to start: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("cannot restore the snapshot at index {index}: {source}")]
+    Snapshot {
+        index: u64,
+        #[source]
+        source: RestoreError,
+    },
+    #[error("the log read from disk is not contiguous: {0}")]
+    Log(#[from] raft::StorageError),
+    #[error("--initial-cluster does not include this member ({0})")]
+    NotInInitialCluster(crate::types::MemberId),
+}
+
+impl Node {
+    /// Starts the first member set of a new cluster. Every initial member writes the same first
+    /// entries: one conf change per member (term 1), committed from the start, so the membership
+    /// (names, URLs) is replicated state like every later change. The first output asks the driver
+    /// to persist them.
+    pub fn bootstrap(
+        config: super::NodeConfig,
+        initial_members: &[pb::Member],
+        now: Instant,
+        logger: &slog::Logger,
+    ) -> Result<Node, StartError> {
+        if !initial_members.iter().any(|m| m.id == config.id.0) {
+            return Err(StartError::NotInInitialCluster(config.id));
+        }
+        let mut members = initial_members.to_vec();
+        members.sort_by_key(|m| m.id);
+        let conf_state = ConfState {
+            voters: members.iter().map(|m| m.id).collect(),
+            ..Default::default()
+        };
+        let entries: Vec<Entry> = members
+            .iter()
+            .zip(1u64..)
+            .map(|(member, index)| bootstrap_entry(member, index))
+            .collect();
+        let hard_state = HardState {
+            term: 1,
+            vote: 0,
+            commit: entries.len() as u64,
+            ..Default::default()
+        };
+        let mut store = LogStore::new(conf_state);
+        store.append(&entries)?;
+        store.set_hard_state(hard_state.clone());
+        let state = StateMachine::new(config.cluster_id, config.min_lease_ttl_seconds());
+        let mut node = Node::from_parts(config, store, state, 0, now, logger)?;
+        node.outputs.push_back(Output::Persist(Persist {
+            ready_number: 0,
+            hard_state: Some(hard_state),
+            entries,
+            snapshot: None,
+            must_sync: true,
+        }));
+        node.process_ready();
+        Ok(node)
+    }
+
+    /// Starts a member added to a running cluster: it knows nothing until the leader sends it the
+    /// log (or a snapshot).
+    pub fn join(
+        config: super::NodeConfig,
+        now: Instant,
+        logger: &slog::Logger,
+    ) -> Result<Node, StartError> {
+        let store = LogStore::new(ConfState::default());
+        let state = StateMachine::new(config.cluster_id, config.min_lease_ttl_seconds());
+        Node::from_parts(config, store, state, 0, now, logger)
+    }
+
+    /// Restarts a member from its disk: the state machine from the snapshot, raft's log from the
+    /// snapshot plus the WAL entries after it; raft then re-applies the committed entries.
+    pub fn restart(
+        config: super::NodeConfig,
+        durable: DurableState,
+        now: Instant,
+        logger: &slog::Logger,
+    ) -> Result<Node, StartError> {
+        let min_ttl = config.min_lease_ttl_seconds();
+        let mut store = LogStore::new(ConfState::default());
+        let (state, applied) = match durable.snapshot {
+            Some(snapshot) if !snapshot.data.is_empty() => {
+                let index = snapshot.get_metadata().index;
+                let state = StateMachine::from_snapshot_bytes(&snapshot.data, min_ttl)
+                    .map_err(|source| StartError::Snapshot { index, source })?;
+                store.apply_snapshot(snapshot);
+                (state, index)
+            }
+            _ => (StateMachine::new(config.cluster_id, min_ttl), 0),
+        };
+        let conf_state = store.conf_state().clone();
+        let entries: Vec<Entry> = durable
+            .entries
+            .into_iter()
+            .filter(|e| e.index > applied)
+            .collect();
+        store.append(&entries)?;
+        let mut hard_state = durable.hard_state;
+        hard_state.commit = hard_state.commit.max(applied);
+        store.set_hard_state(hard_state);
+        // A member bootstrapped without a snapshot learns its first configuration from the
+        // conf-change entries at the head of its log.
+        if applied == 0 && conf_state.voters.is_empty() {
+            store.set_conf_state(initial_conf_state(&entries));
+        }
+        let mut node = Node::from_parts(config, store, state, applied, now, logger)?;
+        node.snapshot_index = applied;
+        node.process_ready();
+        Ok(node)
+    }
+}
+
+/// The configuration a log starts with: the voters and learners added by its first conf changes
+/// (a bootstrapped log begins with one AddNode per initial member).
+fn initial_conf_state(entries: &[Entry]) -> ConfState {
+    let mut conf_state = ConfState::default();
+    for entry in entries {
+        if entry.get_entry_type() != EntryType::EntryConfChange || entry.term > 1 {
+            break;
+        }
+        let Ok(change) = ConfChange::parse_from_bytes(&entry.data) else {
+            break;
+        };
+        if change.get_change_type() != ConfChangeType::AddNode {
+            break;
+        }
+        conf_state.voters.push(change.node_id);
+    }
+    conf_state
+}
+
+fn bootstrap_entry(member: &pb::Member, index: u64) -> Entry {
+    let context = stetpb::ConfChangeContext {
+        member: Some(member.clone()),
+        ..Default::default()
+    };
+    let mut change = ConfChange::default();
+    change.set_change_type(ConfChangeType::AddNode);
+    change.node_id = member.id;
+    change.context = context.encode_to_vec().into();
+    let mut entry = Entry::default();
+    entry.set_entry_type(EntryType::EntryConfChange);
+    entry.term = 1;
+    entry.index = index;
+    entry.data = change.write_to_bytes().unwrap_or_default().into();
+    entry
+}

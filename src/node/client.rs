@@ -1,0 +1,384 @@
+//! Client requests on a node: serve reads locally or through ReadIndex, propose writes and
+//! membership changes, and keep every waiting request bounded in number and in time.
+
+use prost::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType};
+use raft::StateRole;
+use rand::Rng;
+
+use super::request::{ClientError, ClientRequest, ClientResponse, RequestId};
+use super::{Node, Pending, PendingKind};
+use crate::member;
+use crate::proto::etcdserverpb as pb;
+use crate::proto::stetpb::{self, internal_request::Request};
+use crate::types::MemberId;
+
+/// A learner may be promoted once it has this share of the leader's log (etcd's readyPercent).
+const LEARNER_READY_PERCENT: u64 = 90;
+
+impl Node {
+    pub(super) fn on_client_request(&mut self, id: RequestId, request: ClientRequest) {
+        if self.pending.contains_key(&id) {
+            return self.reply(id, Err(ClientError::TooManyRequests));
+        }
+        match request {
+            ClientRequest::Range(range) => self.read(id, range),
+            ClientRequest::Put(put) => self.propose(id, Request::Put(put)),
+            ClientRequest::DeleteRange(delete) => self.propose(id, Request::DeleteRange(delete)),
+            ClientRequest::Txn(txn) => self.propose(id, Request::Txn(txn)),
+            ClientRequest::Compact(compact) => self.propose(id, Request::Compaction(compact)),
+            ClientRequest::LeaseGrant(mut grant) => {
+                if grant.id == 0 {
+                    grant.id = self.new_lease_id();
+                }
+                self.propose(id, Request::LeaseGrant(grant))
+            }
+            ClientRequest::LeaseRevoke(revoke) => self.propose(id, Request::LeaseRevoke(revoke)),
+            ClientRequest::LeaseKeepAlive(keep) => self.keep_alive(id, keep.id),
+            ClientRequest::LeaseTimeToLive(ttl) => self.time_to_live(id, &ttl),
+            ClientRequest::LeaseLeases(_) => {
+                let leases = self
+                    .state
+                    .lessor
+                    .leases()
+                    .into_iter()
+                    .map(|id| pb::LeaseStatus { id })
+                    .collect();
+                let response = pb::LeaseLeasesResponse {
+                    leases,
+                    ..Default::default()
+                };
+                self.reply(id, Ok(ClientResponse::LeaseLeases(response)))
+            }
+            ClientRequest::MemberAdd(add) => self.member_add(id, add),
+            ClientRequest::MemberRemove(remove) => self.member_remove(id, remove.id),
+            ClientRequest::MemberUpdate(update) => self.member_update(id, update),
+            ClientRequest::MemberList(_) => {
+                let response = pb::MemberListResponse {
+                    members: self.state.members.list(),
+                    ..Default::default()
+                };
+                self.reply(id, Ok(ClientResponse::MemberList(response)))
+            }
+            ClientRequest::MemberPromote(promote) => self.member_promote(id, promote.id),
+            ClientRequest::HashKv(hash) => {
+                let result = self
+                    .state
+                    .kv
+                    .hash_kv(hash.revision)
+                    .map(|(hash, compact_revision)| {
+                        ClientResponse::HashKv(pb::HashKvResponse {
+                            hash,
+                            compact_revision,
+                            ..Default::default()
+                        })
+                    })
+                    .map_err(ClientError::from);
+                self.reply(id, result)
+            }
+            ClientRequest::WatchCreate { stream, request } => {
+                let responses = self.watches.create(stream, &request, &self.state.kv);
+                for response in responses {
+                    self.emit_watch(stream, response);
+                }
+                self.reply(id, Ok(ClientResponse::WatchAccepted))
+            }
+            ClientRequest::WatchCancel { stream, watch_id } => {
+                for response in self.watches.cancel(stream, watch_id) {
+                    self.emit_watch(stream, response);
+                }
+                self.reply(id, Ok(ClientResponse::WatchAccepted))
+            }
+            ClientRequest::WatchProgress { stream } => {
+                let revision = self.state.kv.current_revision();
+                for response in self.watches.progress(stream, revision) {
+                    self.emit_watch(stream, response);
+                }
+                self.reply(id, Ok(ClientResponse::WatchAccepted))
+            }
+            ClientRequest::WatchClose { stream } => {
+                self.watches.close_stream(stream);
+                self.reply(id, Ok(ClientResponse::WatchAccepted))
+            }
+        }
+    }
+
+    /// Registers a request that waits for raft, unless too many already wait.
+    fn wait(&mut self, id: RequestId, kind: PendingKind) -> bool {
+        if self.pending.len() >= self.config.max_pending_requests {
+            self.reply(id, Err(ClientError::TooManyRequests));
+            return false;
+        }
+        let deadline = self.now + self.config.request_timeout;
+        self.pending.insert(id, Pending { deadline, kind });
+        self.deadlines.insert((deadline, id));
+        true
+    }
+
+    fn finish(&mut self, id: RequestId) -> Option<Pending> {
+        let pending = self.pending.remove(&id)?;
+        self.deadlines.remove(&(pending.deadline, id));
+        Some(pending)
+    }
+
+    /// Answers the waiting request `id` (if this member is the one it waits on).
+    pub(super) fn complete(&mut self, id: RequestId, result: Result<ClientResponse, ClientError>) {
+        if self.finish(id).is_some() {
+            self.reply(id, result);
+        }
+    }
+
+    /// Fails every request whose deadline passed.
+    pub(super) fn expire_requests(&mut self) {
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > self.now {
+                break;
+            }
+            self.finish(id);
+            self.reply(id, Err(ClientError::Timeout));
+        }
+    }
+
+    fn propose(&mut self, id: RequestId, request: Request) {
+        let entry = stetpb::InternalRequest {
+            id,
+            origin: self.config.id.0,
+            request: Some(request),
+        };
+        if !self.wait(id, PendingKind::Write) {
+            return;
+        }
+        if self.raw.propose(Vec::new(), entry.encode_to_vec()).is_err() {
+            self.finish(id);
+            self.reply(id, Err(ClientError::NoLeader));
+        }
+    }
+
+    fn read(&mut self, id: RequestId, range: pb::RangeRequest) {
+        if range.serializable {
+            let result = self.state.kv.range(&range).map(ClientResponse::Range);
+            return self.reply(id, result.map_err(ClientError::from));
+        }
+        let kind = PendingKind::Read {
+            request: range,
+            index: None,
+            issued_at: self.now,
+        };
+        if self.wait(id, kind) {
+            self.raw.read_index(id.to_le_bytes().to_vec());
+        }
+    }
+
+    /// Asks raft again for reads it dropped (no leader yet, or a leader that has not committed in
+    /// its term yet drops ReadIndex requests silently).
+    pub(super) fn reissue_stale_reads(&mut self) {
+        let stale_after = self.config.heartbeat_interval * 2;
+        let now = self.now;
+        let mut reissue = Vec::new();
+        for (id, pending) in &mut self.pending {
+            if let PendingKind::Read {
+                index: None,
+                issued_at,
+                ..
+            } = &mut pending.kind
+            {
+                if now.saturating_duration_since(*issued_at) >= stale_after {
+                    *issued_at = now;
+                    reissue.push(*id);
+                }
+            }
+        }
+        for id in reissue {
+            self.raw.read_index(id.to_le_bytes().to_vec());
+        }
+    }
+
+    pub(super) fn on_read_state(&mut self, index: u64, ctx: &[u8]) {
+        let Ok(bytes) = <[u8; 8]>::try_from(ctx) else {
+            return;
+        };
+        let id = u64::from_le_bytes(bytes);
+        if let Some(Pending {
+            kind: PendingKind::Read { index: slot, .. },
+            ..
+        }) = self.pending.get_mut(&id)
+        {
+            slot.get_or_insert(index);
+        }
+    }
+
+    /// Serves every linearizable read whose read index has been applied.
+    pub(super) fn serve_ready_reads(&mut self) {
+        let applied = self.applied_index;
+        let ready: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter_map(|(id, p)| match &p.kind {
+                PendingKind::Read {
+                    index: Some(index), ..
+                } if *index <= applied => Some(*id),
+                _ => None,
+            })
+            .collect();
+        for id in ready {
+            if let Some(Pending {
+                kind: PendingKind::Read { request, .. },
+                ..
+            }) = self.finish(id)
+            {
+                let result = self.state.kv.range(&request).map(ClientResponse::Range);
+                self.reply(id, result.map_err(ClientError::from));
+            }
+        }
+    }
+
+    fn not_leader(&self) -> ClientError {
+        ClientError::NotLeader {
+            leader: self.leader(),
+        }
+    }
+
+    fn keep_alive(&mut self, id: RequestId, lease: i64) {
+        if self.role != StateRole::Leader {
+            return self.reply(id, Err(self.not_leader()));
+        }
+        let now = self.now;
+        let result = self
+            .state
+            .lessor
+            .renew(lease, now)
+            .map(|ttl| {
+                ClientResponse::LeaseKeepAlive(pb::LeaseKeepAliveResponse {
+                    id: lease,
+                    ttl,
+                    ..Default::default()
+                })
+            })
+            .map_err(ClientError::from);
+        self.reply(id, result)
+    }
+
+    fn time_to_live(&mut self, id: RequestId, request: &pb::LeaseTimeToLiveRequest) {
+        if self.role != StateRole::Leader {
+            return self.reply(id, Err(self.not_leader()));
+        }
+        let result = self
+            .state
+            .lessor
+            .time_to_live(request.id, self.now)
+            .map(|(ttl, granted_ttl, keys)| {
+                ClientResponse::LeaseTimeToLive(pb::LeaseTimeToLiveResponse {
+                    id: request.id,
+                    ttl,
+                    granted_ttl,
+                    keys: if request.keys { keys } else { Vec::new() },
+                    ..Default::default()
+                })
+            })
+            .map_err(ClientError::from);
+        self.reply(id, result)
+    }
+
+    fn propose_conf_change(&mut self, id: RequestId, change: ConfChange) {
+        if !self.wait(id, PendingKind::Write) {
+            return;
+        }
+        if self.raw.propose_conf_change(Vec::new(), change).is_err() {
+            self.finish(id);
+            self.reply(id, Err(ClientError::NoLeader));
+        }
+    }
+
+    fn conf_change(
+        &self,
+        id: RequestId,
+        change_type: ConfChangeType,
+        member: pb::Member,
+        promote: bool,
+    ) -> ConfChange {
+        let context = stetpb::ConfChangeContext {
+            id,
+            origin: self.config.id.0,
+            member: Some(member.clone()),
+            promote,
+        };
+        let mut change = ConfChange::default();
+        change.set_change_type(change_type);
+        change.node_id = member.id;
+        change.context = context.encode_to_vec().into();
+        change
+    }
+
+    fn member_add(&mut self, id: RequestId, add: pb::MemberAddRequest) {
+        // A random salt, so a member re-added with the same URLs gets a new ID.
+        let salt: u64 = self.rng.gen();
+        let member_id = member::member_id(&add.peer_ur_ls, &self.config.cluster_token, Some(salt));
+        let member = pb::Member {
+            id: member_id.0,
+            name: String::new(),
+            peer_ur_ls: add.peer_ur_ls,
+            client_ur_ls: Vec::new(),
+            is_learner: add.is_learner,
+        };
+        if let Err(error) = self.state.members.validate_add(&member) {
+            return self.reply(id, Err(error.into()));
+        }
+        let change_type = if add.is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        let change = self.conf_change(id, change_type, member, false);
+        self.propose_conf_change(id, change)
+    }
+
+    fn member_remove(&mut self, id: RequestId, member_id: u64) {
+        let Some(member) = self.state.members.get(MemberId(member_id)).cloned() else {
+            let error = if self.state.members.is_removed(MemberId(member_id)) {
+                member::MemberError::IdRemoved
+            } else {
+                member::MemberError::IdNotFound
+            };
+            return self.reply(id, Err(error.into()));
+        };
+        let change = self.conf_change(id, ConfChangeType::RemoveNode, member, false);
+        self.propose_conf_change(id, change)
+    }
+
+    fn member_promote(&mut self, id: RequestId, member_id: u64) {
+        if self.role != StateRole::Leader {
+            return self.reply(id, Err(self.not_leader()));
+        }
+        let Some(member) = self.state.members.get(MemberId(member_id)).cloned() else {
+            return self.reply(id, Err(member::MemberError::IdNotFound.into()));
+        };
+        if !member.is_learner {
+            return self.reply(id, Err(member::MemberError::NotLearner.into()));
+        }
+        let leader_match = self.raw.raft.raft_log.last_index();
+        let learner_match = self
+            .raw
+            .raft
+            .prs()
+            .get(member_id)
+            .map_or(0, |progress| progress.matched);
+        if learner_match * 100 < leader_match * LEARNER_READY_PERCENT {
+            return self.reply(id, Err(ClientError::LearnerNotReady));
+        }
+        let change = self.conf_change(id, ConfChangeType::AddNode, member, true);
+        self.propose_conf_change(id, change)
+    }
+
+    fn member_update(&mut self, id: RequestId, update: pb::MemberUpdateRequest) {
+        if self.state.members.get(MemberId(update.id)).is_none() {
+            return self.reply(id, Err(member::MemberError::IdNotFound.into()));
+        }
+        let attrs = stetpb::MemberAttributes {
+            member_id: update.id,
+            peer_urls: update.peer_ur_ls,
+            update_peer_urls: true,
+            ..Default::default()
+        };
+        self.propose(id, Request::MemberAttributes(attrs))
+    }
+}

@@ -1,0 +1,65 @@
+//! `NodeConfig`: everything a node needs to know at start, chosen by the driver.
+
+use std::time::Duration;
+
+use crate::types::{ClusterId, MemberId};
+
+/// Settings of one member's core.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: MemberId,
+    pub cluster_id: ClusterId,
+    /// Used to derive the IDs of members added at runtime (etcd's `--initial-cluster-token`).
+    pub cluster_token: String,
+    /// Raft's tick: leaders send heartbeats this often (etcd's `--heartbeat-interval`).
+    pub heartbeat_interval: Duration,
+    /// Followers start an election after this long without a leader (etcd's `--election-timeout`).
+    pub election_timeout: Duration,
+    /// Applied entries between snapshots (etcd's `--snapshot-count`).
+    pub snapshot_count: u64,
+    /// Entries kept in the log behind a snapshot for slow followers.
+    pub catch_up_entries: u64,
+    /// Proposals and reads waiting for an answer; more are refused with "too many requests".
+    pub max_pending_requests: usize,
+    /// How long a request may wait for raft before it fails with "request timed out".
+    pub request_timeout: Duration,
+    /// Largest raft message payload (bytes of entries per append).
+    pub max_size_per_msg: u64,
+    /// Appends in flight to one follower.
+    pub max_inflight_msgs: usize,
+    /// Seeds the node's own RNG: election timeouts, lease IDs, member ID salts.
+    pub seed: u64,
+}
+
+impl NodeConfig {
+    /// etcd's defaults for a member with the given identity.
+    pub fn new(id: MemberId, cluster_id: ClusterId) -> Self {
+        NodeConfig {
+            id,
+            cluster_id,
+            cluster_token: "etcd-cluster".to_string(),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            snapshot_count: 100_000,
+            catch_up_entries: 5_000,
+            max_pending_requests: 10_000,
+            request_timeout: Duration::from_secs(5),
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            seed: id.0,
+        }
+    }
+
+    /// Election timeout in heartbeat ticks (at least 2, as raft requires).
+    pub fn election_ticks(&self) -> usize {
+        let heartbeat = self.heartbeat_interval.as_micros().max(1);
+        let ticks = self.election_timeout.as_micros() / heartbeat;
+        usize::try_from(ticks).unwrap_or(usize::MAX).max(2)
+    }
+
+    /// The shortest lease TTL granted, in seconds: etcd's 1.5 election timeouts, rounded up.
+    pub fn min_lease_ttl_seconds(&self) -> i64 {
+        let micros = self.election_timeout.as_micros() * 3 / 2;
+        i64::try_from(micros.div_ceil(1_000_000)).unwrap_or(i64::MAX).max(1)
+    }
+}

@@ -1,0 +1,535 @@
+//! `Node`: one member's sans-IO core. It wraps raft-rs's `RawNode` (pre-vote and check-quorum on)
+//! and the replicated `StateMachine`, and is driven in the style of quinn-proto:
+//! `handle(now, input)`, then drain `poll_output()`, then sleep until `poll_timeout()`.
+//!
+//! One function, `process_ready`, owns the order of side effects for each raft `Ready`: record what
+//! must be persisted and ask the driver to persist it, send what may be sent now, hold back messages
+//! that depend on unpersisted state until the driver reports `Persisted`, and apply only committed
+//! entries (raft-rs hands out committed entries only once they are persisted locally).
+
+pub mod config;
+pub mod request;
+
+mod apply;
+mod bootstrap;
+mod client;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use raft::eraftpb::{Entry, HardState, Message, Snapshot};
+use raft::{RawNode, StateRole};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::proto::etcdserverpb as pb;
+use crate::raftlog::LogStore;
+use crate::state::StateMachine;
+use crate::time::Instant;
+use crate::types::MemberId;
+use crate::watch::{StreamId, WatchHub};
+
+pub use bootstrap::DurableState;
+pub use config::NodeConfig;
+pub use request::{ClientError, ClientRequest, ClientResponse, RequestId};
+
+/// Something that happened outside the node.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Only time passed (the node ticks raft and expires requests and leases from `now`).
+    Tick,
+    /// A raft message from a peer.
+    Peer(Message),
+    /// A request from a client of this member.
+    Client {
+        id: RequestId,
+        request: ClientRequest,
+    },
+    /// Everything in `Output::Persist` up to and including this ready number is durable.
+    Persisted { ready_number: u64 },
+    /// The transport could not reach a peer.
+    Unreachable(MemberId),
+    /// A snapshot sent to a peer was delivered (`ok`) or failed.
+    SnapshotReport { to: MemberId, ok: bool },
+    /// Hand leadership to another member (etcd's MoveLeader).
+    TransferLeader(MemberId),
+}
+
+/// What the driver must persist before reporting `Input::Persisted { ready_number }`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Persist {
+    pub ready_number: u64,
+    pub hard_state: Option<HardState>,
+    pub entries: Vec<Entry>,
+    /// A snapshot received from the leader: save its file and a WAL snapshot marker.
+    pub snapshot: Option<Snapshot>,
+    /// Whether the write must be fsynced before it is acknowledged.
+    pub must_sync: bool,
+}
+
+/// Something the driver must do, in the order the node emits them.
+#[derive(Debug, Clone)]
+pub enum Output {
+    Persist(Persist),
+    /// A snapshot of this member's own state: save its file, then the WAL may drop entries before it.
+    SaveSnapshot(Snapshot),
+    Send(Message),
+    Reply {
+        id: RequestId,
+        result: Result<ClientResponse, ClientError>,
+    },
+    Watch {
+        stream: StreamId,
+        response: pb::WatchResponse,
+    },
+    /// The leader changed (or was lost).
+    LeaderChanged { term: u64, leader: Option<MemberId> },
+    /// "this member has been permanently removed from the cluster. Exiting." The node stops.
+    Removed,
+    /// The node hit state it cannot serve from (a corrupt snapshot from the leader); it stops.
+    Fatal { reason: String },
+}
+
+/// A client request waiting for raft.
+#[derive(Debug, Clone)]
+struct Pending {
+    deadline: Instant,
+    kind: PendingKind,
+}
+
+#[derive(Debug, Clone)]
+enum PendingKind {
+    Write,
+    Read {
+        request: pb::RangeRequest,
+        /// The read index once raft confirmed leadership; `None` while waiting.
+        index: Option<u64>,
+        issued_at: Instant,
+    },
+}
+
+/// One member's core.
+pub struct Node {
+    config: NodeConfig,
+    raw: RawNode<LogStore>,
+    state: StateMachine,
+    watches: WatchHub,
+    rng: ChaCha8Rng,
+    outputs: VecDeque<Output>,
+    now: Instant,
+    next_tick_at: Instant,
+    election_timeout_ticks: usize,
+    /// Requests waiting for raft, by request id; `deadlines` orders them for expiry.
+    pending: BTreeMap<RequestId, Pending>,
+    deadlines: BTreeSet<(Instant, RequestId)>,
+    /// Persist outputs not yet acknowledged, with the messages that must wait for them.
+    unpersisted: VecDeque<(u64, Vec<Message>)>,
+    applied_index: u64,
+    snapshot_index: u64,
+    role: StateRole,
+    leader: u64,
+    removed: bool,
+    failed: bool,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.config.id)
+            .field("role", &self.role)
+            .field("term", &self.raw.raft.term)
+            .field("applied_index", &self.applied_index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    fn from_parts(
+        config: NodeConfig,
+        store: LogStore,
+        state: StateMachine,
+        applied_index: u64,
+        now: Instant,
+        logger: &slog::Logger,
+    ) -> Result<Self, raft::Error> {
+        let election_ticks = config.election_ticks();
+        let raft_config = raft::Config {
+            id: config.id.0,
+            election_tick: election_ticks,
+            heartbeat_tick: 1,
+            min_election_tick: election_ticks,
+            max_election_tick: 2 * election_ticks,
+            applied: applied_index,
+            max_size_per_msg: config.max_size_per_msg,
+            max_inflight_msgs: config.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let raw = RawNode::new(&raft_config, store, logger)?;
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let role = raw.raft.state;
+        let next_tick_at = now + config.heartbeat_interval;
+        let mut node = Node {
+            raw,
+            state,
+            watches: WatchHub::new(),
+            rng,
+            outputs: VecDeque::new(),
+            now,
+            next_tick_at,
+            election_timeout_ticks: election_ticks,
+            pending: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            unpersisted: VecDeque::new(),
+            applied_index,
+            snapshot_index: applied_index,
+            role,
+            leader: 0,
+            removed: false,
+            failed: false,
+            config,
+        };
+        node.draw_election_timeout();
+        Ok(node)
+    }
+
+    /// This member's ID.
+    pub fn id(&self) -> MemberId {
+        self.config.id
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The raft role this member holds now.
+    pub fn role(&self) -> StateRole {
+        self.role
+    }
+
+    /// The leader this member knows of.
+    pub fn leader(&self) -> Option<MemberId> {
+        (self.leader != 0).then_some(MemberId(self.leader))
+    }
+
+    /// The current raft term.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// The highest log index known committed.
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// The highest log index applied to the state machine.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The replicated state as applied so far.
+    pub fn state(&self) -> &StateMachine {
+        &self.state
+    }
+
+    /// The in-memory raft log.
+    pub fn log(&self) -> &LogStore {
+        self.raw.store()
+    }
+
+    /// Whether this member learned it was removed from the cluster.
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
+
+    /// Whether the node stopped on state it cannot serve from.
+    pub fn has_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Requests still waiting for an answer.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Feeds one input to the node at time `now`.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        if self.removed || self.failed {
+            if let Input::Client { id, .. } = input {
+                self.reply(id, Err(ClientError::Stopped));
+            }
+            return;
+        }
+        self.now = self.now.max(now);
+        self.advance_time();
+        match input {
+            Input::Tick => {}
+            Input::Peer(message) => {
+                // Errors here are messages raft refuses (e.g. from unknown peers); dropping them is
+                // what raft expects.
+                let _ = self.raw.step(message);
+            }
+            Input::Client { id, request } => self.on_client_request(id, request),
+            Input::Persisted { ready_number } => self.on_persisted(ready_number),
+            Input::Unreachable(peer) => self.raw.report_unreachable(peer.0),
+            Input::SnapshotReport { to, ok } => {
+                let status = if ok {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to.0, status);
+            }
+            Input::TransferLeader(to) => self.raw.transfer_leader(to.0),
+        }
+        self.process_ready();
+    }
+
+    /// The next thing the driver must do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the node next needs `handle(now, Input::Tick)` even if nothing else happens.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut at = self.next_tick_at;
+        if let Some((deadline, _)) = self.deadlines.first() {
+            at = at.min(*deadline);
+        }
+        if self.role == StateRole::Leader {
+            if let Some(expiry) = self.state.lessor.next_expiry() {
+                at = at.min(expiry.max(self.now));
+            }
+        }
+        at
+    }
+
+    /// Ticks raft for every heartbeat interval that passed, expires overdue requests and, on the
+    /// leader, proposes revokes for expired leases.
+    fn advance_time(&mut self) {
+        let interval = self.config.heartbeat_interval;
+        let mut ticks = 0;
+        while self.now >= self.next_tick_at {
+            // After a long stall (a paused process), tick at most an election timeout's worth.
+            if ticks <= 2 * self.config.election_ticks() {
+                self.tick();
+                ticks += 1;
+            }
+            self.next_tick_at = self.next_tick_at + interval;
+        }
+        if ticks > 0 {
+            self.reissue_stale_reads();
+        }
+        self.expire_requests();
+        if self.role == StateRole::Leader {
+            self.revoke_expired_leases();
+        }
+    }
+
+    /// Draws this node's own randomized election timeout, in [election, 2 * election) ticks.
+    fn draw_election_timeout(&mut self) {
+        let ticks = self.config.election_ticks();
+        self.election_timeout_ticks = self.rng.gen_range(ticks..2 * ticks);
+    }
+
+    /// One raft tick. raft-rs draws its randomized election timeout from a global RNG, which would
+    /// make runs irreproducible; it only reads that value while ticking, so the node sets its own
+    /// seeded draw right before every tick, drawing anew whenever raft restarted its election clock.
+    fn tick(&mut self) {
+        if self.raw.raft.election_elapsed == 0 {
+            self.draw_election_timeout();
+        }
+        self.raw
+            .raft
+            .set_randomized_election_timeout(self.election_timeout_ticks);
+        self.raw.tick();
+    }
+
+    fn on_persisted(&mut self, ready_number: u64) {
+        if ready_number == 0 {
+            return;
+        }
+        self.raw.on_persist_ready(ready_number);
+        while let Some((number, _)) = self.unpersisted.front() {
+            if *number > ready_number {
+                break;
+            }
+            if let Some((_, messages)) = self.unpersisted.pop_front() {
+                self.outputs.extend(messages.into_iter().map(Output::Send));
+            }
+        }
+    }
+
+    /// Handles every pending raft `Ready` in the order raft-rs requires.
+    fn process_ready(&mut self) {
+        while !self.removed && !self.failed && self.raw.has_ready() {
+            let mut ready = self.raw.ready();
+
+            if let Some(soft) = ready.ss() {
+                let (role, leader) = (soft.raft_state, soft.leader_id);
+                self.on_soft_state(role, leader);
+            }
+            for read in ready.take_read_states() {
+                self.on_read_state(read.index, &read.request_ctx);
+            }
+            // Leaders may send before persisting (raft thesis 10.2.1).
+            self.outputs
+                .extend(ready.take_messages().into_iter().map(Output::Send));
+
+            let snapshot = (!ready.snapshot().is_empty()).then(|| ready.snapshot().clone());
+            if let Some(snapshot) = &snapshot {
+                if !self.install_leader_snapshot(snapshot) {
+                    return;
+                }
+            }
+            let entries = ready.entries().clone();
+            if let Err(error) = self.raw.mut_store().append(&entries) {
+                self.fail(format!("raft log append failed: {error}"));
+                return;
+            }
+            let hard_state = ready.hs().cloned();
+            if let Some(hs) = &hard_state {
+                self.raw.mut_store().set_hard_state(hs.clone());
+            }
+
+            let number = ready.number();
+            let held = ready.take_persisted_messages();
+            let must_persist = snapshot.is_some() || !entries.is_empty() || hard_state.is_some();
+            if must_persist {
+                self.outputs.push_back(Output::Persist(Persist {
+                    ready_number: number,
+                    hard_state,
+                    entries,
+                    snapshot,
+                    must_sync: ready.must_sync(),
+                }));
+                self.unpersisted.push_back((number, held));
+            } else if let Some((_, waiting)) = self.unpersisted.back_mut() {
+                waiting.extend(held);
+            } else {
+                self.outputs.extend(held.into_iter().map(Output::Send));
+            }
+
+            let committed = ready.take_committed_entries();
+            self.raw.advance_append_async(ready);
+            self.apply_entries(committed);
+            self.raw.advance_apply_to(self.applied_index);
+            self.serve_ready_reads();
+            self.maybe_snapshot();
+        }
+    }
+
+    fn on_soft_state(&mut self, role: StateRole, leader: u64) {
+        let was_leader = self.role == StateRole::Leader;
+        let changed_leader = leader != self.leader;
+        self.role = role;
+        self.leader = leader;
+        if role == StateRole::Leader && !was_leader {
+            self.state
+                .lessor
+                .promote(self.now, self.config.election_timeout);
+        } else if role != StateRole::Leader && was_leader {
+            self.state.lessor.demote();
+        }
+        if changed_leader {
+            self.outputs.push_back(Output::LeaderChanged {
+                term: self.raw.raft.term,
+                leader: self.leader(),
+            });
+        }
+    }
+
+    /// Replaces the state machine with a snapshot the leader sent. Returns false if it was corrupt.
+    fn install_leader_snapshot(&mut self, snapshot: &Snapshot) -> bool {
+        let min_ttl = self.config.min_lease_ttl_seconds();
+        match StateMachine::from_snapshot_bytes(&snapshot.data, min_ttl) {
+            Ok(state) => {
+                self.state = state;
+                let index = snapshot.get_metadata().index;
+                self.applied_index = index;
+                self.snapshot_index = index;
+                self.raw.mut_store().apply_snapshot(snapshot.clone());
+                true
+            }
+            Err(error) => {
+                self.fail(format!("snapshot from the leader is corrupt: {error}"));
+                false
+            }
+        }
+    }
+
+    /// Takes a snapshot of the applied state every `snapshot_count` entries and compacts the log.
+    fn maybe_snapshot(&mut self) {
+        if self.applied_index < self.snapshot_index + self.config.snapshot_count.max(1) {
+            return;
+        }
+        let index = self.applied_index;
+        let Ok(term) = raft::Storage::term(self.raw.store(), index) else {
+            return;
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.data = self.state.to_snapshot_bytes().into();
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.raw.store().conf_state().clone());
+        let compact_to = index.saturating_sub(self.config.catch_up_entries);
+        if let Err(error) = self
+            .raw
+            .mut_store()
+            .install_own_snapshot(snapshot.clone(), compact_to)
+        {
+            self.fail(format!("snapshot at index {index} failed: {error}"));
+            return;
+        }
+        self.snapshot_index = index;
+        self.outputs.push_back(Output::SaveSnapshot(snapshot));
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.failed = true;
+        self.outputs.push_back(Output::Fatal { reason });
+    }
+
+    /// A fresh random lease ID, positive and not in use.
+    fn new_lease_id(&mut self) -> i64 {
+        loop {
+            let id = self.rng.gen::<i64>() & i64::MAX;
+            if id != 0 && !self.state.lessor.exists(id) {
+                return id;
+            }
+        }
+    }
+
+    fn response_header(&self) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.config.cluster_id.0,
+            member_id: self.config.id.0,
+            revision: self.state.kv.current_revision(),
+            raft_term: self.raw.raft.term,
+        }
+    }
+
+    fn reply(&mut self, id: RequestId, result: Result<ClientResponse, ClientError>) {
+        let header = self.response_header();
+        let result = result.map(|mut response| {
+            if let Some(h) = response.header_mut() {
+                *h = header;
+            }
+            response
+        });
+        self.outputs.push_back(Output::Reply { id, result });
+    }
+
+    fn emit_watch(&mut self, stream: StreamId, mut response: pb::WatchResponse) {
+        let revision = response
+            .header
+            .as_ref()
+            .map_or(self.state.kv.current_revision(), |h| h.revision);
+        let mut header = self.response_header();
+        header.revision = revision;
+        response.header = Some(header);
+        self.outputs.push_back(Output::Watch { stream, response });
+    }
+}

@@ -1,0 +1,170 @@
+//! What clients ask a node and what it answers: requests, responses and errors with etcd's
+//! messages. The adapter maps `ClientError::grpc_code` onto gRPC status codes.
+
+use crate::kv::KvError;
+use crate::lease::LeaseError;
+use crate::member::MemberError;
+use crate::proto::etcdserverpb as pb;
+use crate::types::MemberId;
+use crate::watch::StreamId;
+
+/// A driver-chosen identifier for one client request; replies carry it back.
+pub type RequestId = u64;
+
+/// A request from a client to this member.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientRequest {
+    Range(pb::RangeRequest),
+    Put(pb::PutRequest),
+    DeleteRange(pb::DeleteRangeRequest),
+    Txn(pb::TxnRequest),
+    Compact(pb::CompactionRequest),
+    LeaseGrant(pb::LeaseGrantRequest),
+    LeaseRevoke(pb::LeaseRevokeRequest),
+    LeaseKeepAlive(pb::LeaseKeepAliveRequest),
+    LeaseTimeToLive(pb::LeaseTimeToLiveRequest),
+    LeaseLeases(pb::LeaseLeasesRequest),
+    MemberAdd(pb::MemberAddRequest),
+    MemberRemove(pb::MemberRemoveRequest),
+    MemberUpdate(pb::MemberUpdateRequest),
+    MemberList(pb::MemberListRequest),
+    MemberPromote(pb::MemberPromoteRequest),
+    HashKv(pb::HashKvRequest),
+    /// Open a watch on a watch stream; responses arrive as `Output::Watch`.
+    WatchCreate {
+        stream: StreamId,
+        request: pb::WatchCreateRequest,
+    },
+    WatchCancel {
+        stream: StreamId,
+        watch_id: i64,
+    },
+    WatchProgress {
+        stream: StreamId,
+    },
+    /// The client went away: drop every watch of the stream.
+    WatchClose {
+        stream: StreamId,
+    },
+}
+
+/// A successful answer, with its response header filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientResponse {
+    Range(pb::RangeResponse),
+    Put(pb::PutResponse),
+    DeleteRange(pb::DeleteRangeResponse),
+    Txn(pb::TxnResponse),
+    Compact(pb::CompactionResponse),
+    LeaseGrant(pb::LeaseGrantResponse),
+    LeaseRevoke(pb::LeaseRevokeResponse),
+    LeaseKeepAlive(pb::LeaseKeepAliveResponse),
+    LeaseTimeToLive(pb::LeaseTimeToLiveResponse),
+    LeaseLeases(pb::LeaseLeasesResponse),
+    MemberAdd(pb::MemberAddResponse),
+    MemberRemove(pb::MemberRemoveResponse),
+    MemberUpdate(pb::MemberUpdateResponse),
+    MemberList(pb::MemberListResponse),
+    MemberPromote(pb::MemberPromoteResponse),
+    HashKv(pb::HashKvResponse),
+    /// Watch control requests are answered through `Output::Watch`; this acknowledges them.
+    WatchAccepted,
+}
+
+/// Why a request failed. Display strings are etcd's, so clients recognise them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Member(#[from] MemberError),
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// Only the leader can answer this (lease keep-alive, time-to-live, promote); the driver
+    /// forwards it to `leader` when known.
+    #[error("etcdserver: not leader")]
+    NotLeader { leader: Option<MemberId> },
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyTxnOps,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+}
+
+/// The subset of gRPC status codes etcd uses for its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcCode {
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    OutOfRange = 11,
+    Unavailable = 14,
+    DataLoss = 15,
+}
+
+impl ClientError {
+    /// The gRPC status code etcd answers this error with.
+    pub fn grpc_code(&self) -> GrpcCode {
+        use GrpcCode::*;
+        match self {
+            ClientError::Kv(KvError::Compacted { .. } | KvError::FutureRevision) => OutOfRange,
+            ClientError::Kv(KvError::LeaseNotFound) => NotFound,
+            ClientError::Kv(KvError::CorruptSnapshot(_)) => DataLoss,
+            ClientError::Kv(_) => InvalidArgument,
+            ClientError::Lease(LeaseError::NotFound) => NotFound,
+            ClientError::Lease(LeaseError::AlreadyExists) => FailedPrecondition,
+            ClientError::Lease(_) => OutOfRange,
+            ClientError::Member(MemberError::IdNotFound) => NotFound,
+            ClientError::Member(
+                MemberError::IdExists | MemberError::PeerUrlExists | MemberError::IdRemoved,
+            ) => FailedPrecondition,
+            ClientError::Member(MemberError::Corrupt(_)) => DataLoss,
+            ClientError::Member(_) => FailedPrecondition,
+            ClientError::NoLeader
+            | ClientError::NotLeader { .. }
+            | ClientError::Timeout
+            | ClientError::Stopped => Unavailable,
+            ClientError::TooManyRequests => ResourceExhausted,
+            ClientError::RequestTooLarge | ClientError::TooManyTxnOps => InvalidArgument,
+            ClientError::LearnerNotReady => FailedPrecondition,
+        }
+    }
+}
+
+impl ClientResponse {
+    /// The response header, for drivers that need to read or adjust it.
+    pub fn header_mut(&mut self) -> Option<&mut pb::ResponseHeader> {
+        let header = match self {
+            ClientResponse::Range(r) => &mut r.header,
+            ClientResponse::Put(r) => &mut r.header,
+            ClientResponse::DeleteRange(r) => &mut r.header,
+            ClientResponse::Txn(r) => &mut r.header,
+            ClientResponse::Compact(r) => &mut r.header,
+            ClientResponse::LeaseGrant(r) => &mut r.header,
+            ClientResponse::LeaseRevoke(r) => &mut r.header,
+            ClientResponse::LeaseKeepAlive(r) => &mut r.header,
+            ClientResponse::LeaseTimeToLive(r) => &mut r.header,
+            ClientResponse::LeaseLeases(r) => &mut r.header,
+            ClientResponse::MemberAdd(r) => &mut r.header,
+            ClientResponse::MemberRemove(r) => &mut r.header,
+            ClientResponse::MemberUpdate(r) => &mut r.header,
+            ClientResponse::MemberList(r) => &mut r.header,
+            ClientResponse::MemberPromote(r) => &mut r.header,
+            ClientResponse::HashKv(r) => &mut r.header,
+            ClientResponse::WatchAccepted => return None,
+        };
+        Some(header.get_or_insert_with(Default::default))
+    }
+}

@@ -1,0 +1,231 @@
+//! `StateMachine`: the replicated state every member derives from the committed raft log — the MVCC
+//! key-value store, the leases attached to its keys and the cluster membership. Applying the same
+//! entries in the same order gives the same state on every member; only lease expiry timing (leader
+//! only) depends on the `now` passed in.
+
+use prost::Message as _;
+
+use crate::kv::{KvError, KvStore};
+use crate::lease::Lessor;
+use crate::member::Membership;
+use crate::node::request::{ClientError, ClientResponse};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::mvccpb::{event::EventType, Event};
+use crate::proto::stetpb::{self, internal_request::Request};
+use crate::time::Instant;
+use crate::types::ClusterId;
+
+/// The outcome of applying one normal entry.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The answer for the client that proposed the entry (if any is waiting).
+    pub reply: Option<Result<ClientResponse, ClientError>>,
+    /// The key-value events the entry produced, in revision order.
+    pub events: Vec<Event>,
+}
+
+/// An error restoring state from a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("snapshot data does not decode: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("snapshot holds a corrupt key-value store: {0}")]
+    Kv(#[from] KvError),
+    #[error("snapshot holds corrupt leases: {0}")]
+    Lease(#[from] crate::lease::LeaseError),
+    #[error("snapshot holds a corrupt membership: {0}")]
+    Member(#[from] crate::member::MemberError),
+}
+
+/// KV store, leases and membership at one applied raft index.
+#[derive(Debug, Clone)]
+pub struct StateMachine {
+    pub kv: KvStore,
+    pub lessor: Lessor,
+    pub members: Membership,
+    min_lease_ttl_seconds: i64,
+}
+
+impl StateMachine {
+    /// An empty state machine for a cluster.
+    pub fn new(cluster_id: ClusterId, min_lease_ttl_seconds: i64) -> Self {
+        StateMachine {
+            kv: KvStore::new(),
+            lessor: Lessor::new(min_lease_ttl_seconds),
+            members: Membership::new(cluster_id),
+            min_lease_ttl_seconds,
+        }
+    }
+
+    /// Applies one client write or internal command from a committed entry.
+    pub fn apply(&mut self, request: Request, now: Instant, is_leader: bool) -> Applied {
+        let result = match request {
+            Request::Put(put) => self.put(&put),
+            Request::DeleteRange(delete) => self.delete_range(&delete),
+            Request::Txn(txn) => self.txn(&txn),
+            Request::Compaction(compact) => self
+                .kv
+                .compact(compact.revision)
+                .map(|()| (ClientResponse::Compact(Default::default()), Vec::new()))
+                .map_err(ClientError::from),
+            Request::LeaseGrant(grant) => self
+                .lessor
+                .grant(grant.id, grant.ttl, now, is_leader)
+                .map(|ttl| {
+                    let response = pb::LeaseGrantResponse {
+                        id: grant.id,
+                        ttl,
+                        ..Default::default()
+                    };
+                    (ClientResponse::LeaseGrant(response), Vec::new())
+                })
+                .map_err(ClientError::from),
+            Request::LeaseRevoke(revoke) => self.revoke_lease(revoke.id),
+            Request::MemberAttributes(attrs) => self.member_attributes(&attrs),
+            Request::Range(range) => self
+                .kv
+                .range(&range)
+                .map(|r| (ClientResponse::Range(r), Vec::new()))
+                .map_err(ClientError::from),
+            Request::LeaseRenew(renew) => {
+                if is_leader {
+                    for id in renew.ids {
+                        let _ = self.lessor.renew(id, now);
+                    }
+                }
+                Ok((ClientResponse::WatchAccepted, Vec::new()))
+            }
+        };
+        match result {
+            Ok((response, events)) => Applied {
+                reply: Some(Ok(response)),
+                events,
+            },
+            Err(error) => Applied {
+                reply: Some(Err(error)),
+                events: Vec::new(),
+            },
+        }
+    }
+
+    fn put(&mut self, put: &pb::PutRequest) -> Result<(ClientResponse, Vec<Event>), ClientError> {
+        let lessor = &self.lessor;
+        let (response, events) = self.kv.put(put, &|id| lessor.exists(id))?;
+        self.track_leases(&events);
+        Ok((ClientResponse::Put(response), events))
+    }
+
+    fn delete_range(
+        &mut self,
+        delete: &pb::DeleteRangeRequest,
+    ) -> Result<(ClientResponse, Vec<Event>), ClientError> {
+        let (response, events) = self.kv.delete_range(delete)?;
+        self.track_leases(&events);
+        Ok((ClientResponse::DeleteRange(response), events))
+    }
+
+    fn txn(&mut self, txn: &pb::TxnRequest) -> Result<(ClientResponse, Vec<Event>), ClientError> {
+        let lessor = &self.lessor;
+        let (response, events) = self.kv.txn(txn, &|id| lessor.exists(id))?;
+        self.track_leases(&events);
+        Ok((ClientResponse::Txn(response), events))
+    }
+
+    /// Revokes a lease and deletes its keys, all in one revision.
+    fn revoke_lease(&mut self, id: i64) -> Result<(ClientResponse, Vec<Event>), ClientError> {
+        let keys = self.lessor.revoke(id)?;
+        let success = keys
+            .into_iter()
+            .map(|key| pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestDeleteRange(
+                    pb::DeleteRangeRequest {
+                        key,
+                        ..Default::default()
+                    },
+                )),
+            })
+            .collect::<Vec<_>>();
+        let mut events = Vec::new();
+        if !success.is_empty() {
+            let txn = pb::TxnRequest {
+                success,
+                ..Default::default()
+            };
+            let (_, deleted) = self.kv.txn(&txn, &|_| false)?;
+            events = deleted;
+        }
+        Ok((ClientResponse::LeaseRevoke(Default::default()), events))
+    }
+
+    fn member_attributes(
+        &mut self,
+        attrs: &stetpb::MemberAttributes,
+    ) -> Result<(ClientResponse, Vec<Event>), ClientError> {
+        let id = crate::types::MemberId(attrs.member_id);
+        if attrs.update_peer_urls {
+            self.members.update_peer_urls(id, attrs.peer_urls.clone())?;
+            let members = self.members.list();
+            let response = pb::MemberUpdateResponse {
+                members,
+                ..Default::default()
+            };
+            return Ok((ClientResponse::MemberUpdate(response), Vec::new()));
+        }
+        self.members
+            .set_attributes(id, attrs.name.clone(), attrs.client_urls.clone())?;
+        Ok((ClientResponse::WatchAccepted, Vec::new()))
+    }
+
+    /// Keeps the lessor's key sets in step with the writes that attached or detached keys.
+    fn track_leases(&mut self, events: &[Event]) {
+        for event in events {
+            let old = event.prev_kv.as_ref().filter(|kv| kv.lease != 0);
+            let new = event
+                .kv
+                .as_ref()
+                .filter(|_| event.r#type == EventType::Put as i32)
+                .filter(|kv| kv.lease != 0);
+            if let Some(old) = old {
+                if new.map(|n| n.lease) != Some(old.lease) {
+                    self.lessor.detach(old.lease, &old.key);
+                }
+            }
+            if let Some(new) = new {
+                self.lessor.attach(new.lease, &new.key);
+            }
+        }
+    }
+
+    /// Serializes the whole state.
+    pub fn to_snapshot_bytes(&self) -> Vec<u8> {
+        let mut snapshot = stetpb::StateSnapshot {
+            kv: Some(self.kv.to_snapshot()),
+            leases: self.lessor.to_snapshot(),
+            ..Default::default()
+        };
+        self.members.write_to_snapshot(&mut snapshot);
+        snapshot.encode_to_vec()
+    }
+
+    /// Rebuilds the state from snapshot bytes; never panics on bad input.
+    pub fn from_snapshot_bytes(
+        bytes: &[u8],
+        min_lease_ttl_seconds: i64,
+    ) -> Result<Self, RestoreError> {
+        let snapshot = stetpb::StateSnapshot::decode(bytes)?;
+        let kv = KvStore::from_snapshot(&snapshot.kv.clone().unwrap_or_default())?;
+        let lessor = Lessor::restore(&snapshot.leases, min_lease_ttl_seconds)?;
+        let members = Membership::restore(&snapshot)?;
+        Ok(StateMachine {
+            kv,
+            lessor,
+            members,
+            min_lease_ttl_seconds,
+        })
+    }
+
+    /// The minimum lease TTL this state machine grants.
+    pub fn min_lease_ttl_seconds(&self) -> i64 {
+        self.min_lease_ttl_seconds
+    }
+}

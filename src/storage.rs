@@ -1,0 +1,187 @@
+//! `MemberStorage`: a member's durable state on a `Disk` — the WAL plus the snapshot directory —
+//! and the order in which a node's persist requests reach them. Both drivers (server and simulator)
+//! use it, so the rules live in one place:
+//! - a received snapshot's file is durable before its WAL marker, and the marker before entries
+//!   after it are acknowledged;
+//! - `Persist` with `must_sync` is fsynced before the driver reports it persisted;
+//! - after the node's own snapshot is saved and marked, WAL segments before it are released.
+
+use std::path::{Path, PathBuf};
+
+use raft::eraftpb::{HardState, Snapshot};
+
+use crate::disk::Disk;
+use crate::node::{DurableState, Persist};
+use crate::snap;
+use crate::wal::{Metadata, TornTail, Wal, WalError, WalOptions};
+
+/// Snapshot files kept on disk (older ones are purged).
+const SNAPSHOTS_KEPT: usize = 5;
+
+/// Errors from a member's storage, naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Snap(#[from] snap::SnapError),
+    #[error("member {found:x} of cluster {found_cluster:x} owns the data in {dir} but this is member {expected:x} of cluster {expected_cluster:x}")]
+    IdentityMismatch {
+        dir: PathBuf,
+        expected: u64,
+        expected_cluster: u64,
+        found: u64,
+        found_cluster: u64,
+    },
+}
+
+/// Where a member keeps its data.
+#[derive(Debug, Clone)]
+pub struct StorageLayout {
+    pub wal_dir: PathBuf,
+    pub snap_dir: PathBuf,
+}
+
+impl StorageLayout {
+    /// etcd's layout: `<data-dir>/member/wal` and `<data-dir>/member/snap`, or the WAL elsewhere.
+    pub fn new(data_dir: &Path, wal_dir: Option<&Path>) -> Self {
+        let member = data_dir.join("member");
+        StorageLayout {
+            wal_dir: wal_dir.map_or_else(|| member.join("wal"), Path::to_path_buf),
+            snap_dir: member.join("snap"),
+        }
+    }
+}
+
+/// What `open` found beyond the durable state itself.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub metadata: Option<Metadata>,
+    pub torn_tail: Option<TornTail>,
+}
+
+/// A member's WAL and snapshots.
+pub struct MemberStorage<D: Disk> {
+    wal: Wal<D>,
+    layout: StorageLayout,
+}
+
+impl<D: Disk> MemberStorage<D> {
+    /// Whether a WAL already exists (the member has data).
+    pub fn exists(disk: &D, layout: &StorageLayout) -> bool {
+        Wal::exists(disk, &layout.wal_dir)
+    }
+
+    /// Creates fresh storage for a new member.
+    pub fn create(
+        mut disk: D,
+        layout: StorageLayout,
+        metadata: Metadata,
+        options: WalOptions,
+    ) -> Result<Self, StorageError> {
+        disk.create_dir_all(&layout.snap_dir)
+            .map_err(|e| StorageError::Wal(WalError::from(e)))?;
+        let wal = Wal::create(disk, &layout.wal_dir, metadata, options)?;
+        Ok(MemberStorage { wal, layout })
+    }
+
+    /// Opens existing storage and reads back the durable state: the newest snapshot the WAL has a
+    /// marker for, the hard state and the entries after the snapshot. Checks the identity when given.
+    pub fn open(
+        disk: D,
+        layout: StorageLayout,
+        options: WalOptions,
+        expected: Option<Metadata>,
+    ) -> Result<(Self, DurableState, OpenReport), StorageError> {
+        let (wal, recovered) = Wal::open(disk, &layout.wal_dir, options)?;
+        if let Some(expected) = expected {
+            let found = &recovered.metadata;
+            if found.member_id != expected.member_id || found.cluster_id != expected.cluster_id {
+                return Err(StorageError::IdentityMismatch {
+                    dir: layout.wal_dir.clone(),
+                    expected: expected.member_id,
+                    expected_cluster: expected.cluster_id,
+                    found: found.member_id,
+                    found_cluster: found.cluster_id,
+                });
+            }
+        }
+        let markers = recovered.snapshot_markers.clone();
+        let acceptable = |index: u64, term: u64| markers.contains(&(index, term));
+        let snapshot = snap::load_newest(wal.disk(), &layout.snap_dir, &acceptable)?;
+        let snapshot_index = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+        let entries = recovered
+            .entries
+            .into_iter()
+            .filter(|e| e.index > snapshot_index)
+            .collect();
+        let durable = DurableState {
+            hard_state: recovered.hard_state,
+            snapshot,
+            entries,
+        };
+        let report = OpenReport {
+            metadata: Some(recovered.metadata),
+            torn_tail: recovered.torn_tail,
+        };
+        Ok((MemberStorage { wal, layout }, durable, report))
+    }
+
+    /// Writes what a node asked to persist; fsyncs when asked. A received snapshot's file is made
+    /// durable before its WAL marker is written.
+    pub fn persist(&mut self, persist: &Persist) -> Result<(), StorageError> {
+        if let Some(snapshot) = &persist.snapshot {
+            self.save_snapshot_file(snapshot)?;
+        }
+        self.wal
+            .append(&persist.entries, persist.hard_state.as_ref())?;
+        if persist.must_sync || persist.snapshot.is_some() {
+            self.wal.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Saves the node's own snapshot, marks it in the WAL, and releases WAL segments before it.
+    pub fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.save_snapshot_file(snapshot)?;
+        self.wal.sync()?;
+        let index = snapshot.get_metadata().index;
+        self.wal.release_to(index)?;
+        snap::purge(self.wal.disk_mut(), &self.layout.snap_dir, SNAPSHOTS_KEPT)?;
+        Ok(())
+    }
+
+    fn save_snapshot_file(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        snap::save(self.wal.disk_mut(), &self.layout.snap_dir, snapshot)?;
+        let meta = snapshot.get_metadata();
+        self.wal.save_snapshot_marker(meta.index, meta.term)?;
+        Ok(())
+    }
+
+    /// Records a hard state on its own (e.g. when forcing a new cluster).
+    pub fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
+        self.wal.append(&[], Some(hard_state))?;
+        self.wal.sync()?;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        Ok(self.wal.sync()?)
+    }
+
+    /// The disk underneath.
+    pub fn disk(&self) -> &D {
+        self.wal.disk()
+    }
+
+    /// The disk underneath, mutably (the simulator crashes it).
+    pub fn disk_mut(&mut self) -> &mut D {
+        self.wal.disk_mut()
+    }
+
+    /// Gives the disk back (after a simulated crash the member reopens from it).
+    pub fn into_disk(self) -> D {
+        self.wal.into_disk()
+    }
+}
