@@ -1,0 +1,1 @@
+//! Property tests: the store against a plain per-revision model.
