@@ -9,6 +9,7 @@ use super::*;
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::{
     request_op, response_op, Compare, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    TxnResponse,
 };
 use crate::proto::stetpb::{KeyVersion, KvSnapshot};
 
@@ -166,6 +167,17 @@ enum TxnOp {
     Put(u8, u8),
     Delete(u8, Option<u8>),
     Range(u8, Option<u8>),
+    Nested(Box<TxnSpec>),
+}
+
+/// A txn whose single compare is `version(key) OP version`.
+#[derive(Debug, Clone)]
+struct TxnSpec {
+    key: u8,
+    version: i64,
+    result: i32,
+    success: Vec<TxnOp>,
+    failure: Vec<TxnOp>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,13 +202,7 @@ enum Op {
         keys_only: bool,
         count_only: bool,
     },
-    Txn {
-        key: u8,
-        version: i64,
-        result: i32,
-        success: Vec<TxnOp>,
-        failure: Vec<TxnOp>,
-    },
+    Txn(TxnSpec),
     Compact {
         back: i64,
     },
@@ -215,12 +221,39 @@ fn end_strategy() -> impl Strategy<Value = Option<u8>> {
     prop_oneof![Just(None), Just(Some(0)), (1u8..6).prop_map(Some)]
 }
 
-fn txn_op_strategy() -> impl Strategy<Value = TxnOp> {
+fn leaf_op_strategy() -> BoxedStrategy<TxnOp> {
     prop_oneof![
         3 => (key_strategy(), 0u8..4).prop_map(|(k, v)| TxnOp::Put(k, v)),
         1 => (key_strategy(), end_strategy()).prop_map(|(k, e)| TxnOp::Delete(k, e)),
         1 => (key_strategy(), end_strategy()).prop_map(|(k, e)| TxnOp::Range(k, e)),
     ]
+    .boxed()
+}
+
+fn txn_spec_strategy(op: BoxedStrategy<TxnOp>) -> impl Strategy<Value = TxnSpec> {
+    (
+        key_strategy(),
+        0i64..3,
+        0i32..4,
+        prop::collection::vec(op.clone(), 0..4),
+        prop::collection::vec(op, 0..3),
+    )
+        .prop_map(|(key, version, result, success, failure)| TxnSpec {
+            key,
+            version,
+            result,
+            success,
+            failure,
+        })
+}
+
+/// Txn ops with at most one level of nested txns.
+fn txn_op_strategy() -> BoxedStrategy<TxnOp> {
+    prop_oneof![
+        5 => leaf_op_strategy(),
+        1 => txn_spec_strategy(leaf_op_strategy()).prop_map(|t| TxnOp::Nested(Box::new(t))),
+    ]
+    .boxed()
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -246,20 +279,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
                 count_only: co == 0,
             }
         ),
-        2 => (
-            key_strategy(),
-            0i64..3,
-            0i32..4,
-            prop::collection::vec(txn_op_strategy(), 0..4),
-            prop::collection::vec(txn_op_strategy(), 0..3),
-        )
-            .prop_map(|(key, version, result, success, failure)| Op::Txn {
-                key,
-                version,
-                result,
-                success,
-                failure,
-            }),
+        2 => txn_spec_strategy(txn_op_strategy()).prop_map(Op::Txn),
         1 => (-1i64..6).prop_map(|back| Op::Compact { back }),
         1 => (-1i64..6, key_strategy(), end_strategy())
             .prop_map(|(back, key, end)| Op::Events { back, key, end }),
@@ -283,29 +303,83 @@ fn to_request_op(op: &TxnOp) -> RequestOp {
             range_end: end_bytes(*e),
             ..RangeRequest::default()
         }),
+        TxnOp::Nested(spec) => request_op::Request::RequestTxn(to_txn_request(spec)),
     };
     RequestOp {
         request: Some(request),
     }
 }
 
-/// Whether a flat branch writes a key twice or puts inside one of its delete ranges.
+fn to_txn_request(spec: &TxnSpec) -> TxnRequest {
+    let compare = Compare {
+        result: spec.result,
+        target: CompareTarget::Version as i32,
+        key: key_bytes(spec.key),
+        range_end: Vec::new(),
+        target_union: Some(TargetUnion::Version(spec.version)),
+    };
+    TxnRequest {
+        compare: vec![compare],
+        success: spec.success.iter().map(to_request_op).collect(),
+        failure: spec.failure.iter().map(to_request_op).collect(),
+    }
+}
+
+/// A write on one execution path: a put of a key, or a delete of a range.
+#[derive(Debug, Clone)]
+enum Write {
+    Put(Vec<u8>),
+    Delete(Vec<u8>, Vec<u8>),
+}
+
+/// The writes of every way a branch can run (each nested txn taking either of its branches).
+fn write_paths(ops: &[TxnOp]) -> Vec<Vec<Write>> {
+    let mut paths = vec![Vec::new()];
+    for op in ops {
+        match op {
+            TxnOp::Put(k, _) => paths
+                .iter_mut()
+                .for_each(|p| p.push(Write::Put(key_bytes(*k)))),
+            TxnOp::Delete(k, e) => paths
+                .iter_mut()
+                .for_each(|p| p.push(Write::Delete(key_bytes(*k), end_bytes(*e)))),
+            TxnOp::Range(..) => {}
+            TxnOp::Nested(spec) => {
+                let choices: Vec<Vec<Write>> = write_paths(&spec.success)
+                    .into_iter()
+                    .chain(write_paths(&spec.failure))
+                    .collect();
+                paths = paths
+                    .iter()
+                    .flat_map(|p| {
+                        choices
+                            .iter()
+                            .map(move |c| p.iter().chain(c).cloned().collect())
+                    })
+                    .collect();
+            }
+        }
+    }
+    paths
+}
+
+/// Whether some way of running the branch puts a key twice or puts inside a deleted range.
 fn branch_is_duplicate(ops: &[TxnOp]) -> bool {
-    let puts: Vec<Vec<u8>> = ops
-        .iter()
-        .filter_map(|op| match op {
-            TxnOp::Put(k, _) => Some(key_bytes(*k)),
-            _ => None,
-        })
-        .collect();
-    let repeated = puts.iter().enumerate().any(|(i, k)| puts[..i].contains(k));
-    let deleted = ops.iter().any(|op| match op {
-        TxnOp::Delete(k, e) => puts
+    write_paths(ops).iter().any(|path| {
+        let puts: Vec<&Vec<u8>> = path
             .iter()
-            .any(|p| in_range(p, &key_bytes(*k), &end_bytes(*e))),
-        _ => false,
-    });
-    repeated || deleted
+            .filter_map(|w| match w {
+                Write::Put(k) => Some(k),
+                Write::Delete(..) => None,
+            })
+            .collect();
+        let repeated = puts.iter().enumerate().any(|(i, k)| puts[..i].contains(k));
+        let deleted = path.iter().any(|w| match w {
+            Write::Delete(s, e) => puts.iter().any(|p| in_range(p, s, e)),
+            Write::Put(_) => false,
+        });
+        repeated || deleted
+    })
 }
 
 /// Runs one op on both the store and the model and checks they agree.
@@ -408,13 +482,7 @@ fn step(store: &mut KvStore, model: &mut Model, op: &Op) -> Result<(), TestCaseE
             };
             prop_assert_eq!(store.range(&req), model.range(&req));
         }
-        Op::Txn {
-            key,
-            version,
-            result,
-            success,
-            failure,
-        } => txn_step(store, model, *key, *version, *result, success, failure)?,
+        Op::Txn(spec) => txn_step(store, model, spec)?,
         Op::Compact { back } => {
             let rev = model.current() - back;
             let want = if rev <= model.compacted {
@@ -446,76 +514,90 @@ fn step(store: &mut KvStore, model: &mut Model, op: &Op) -> Result<(), TestCaseE
     Ok(())
 }
 
-fn txn_step(
-    store: &mut KvStore,
-    model: &mut Model,
-    key: u8,
-    version: i64,
-    result: i32,
-    success: &[TxnOp],
-    failure: &[TxnOp],
-) -> Result<(), TestCaseError> {
-    let compare = Compare {
-        result,
-        target: CompareTarget::Version as i32,
-        key: key_bytes(key),
-        range_end: Vec::new(),
-        target_union: Some(TargetUnion::Version(version)),
-    };
-    let req = TxnRequest {
-        compare: vec![compare],
-        success: success.iter().map(to_request_op).collect(),
-        failure: failure.iter().map(to_request_op).collect(),
-    };
-    let got = store.txn(&req, &lease_exists);
-    if branch_is_duplicate(success) || branch_is_duplicate(failure) {
+fn txn_step(store: &mut KvStore, model: &mut Model, spec: &TxnSpec) -> Result<(), TestCaseError> {
+    let got = store.txn(&to_txn_request(spec), &lease_exists);
+    if branch_is_duplicate(&spec.success) || branch_is_duplicate(&spec.failure) {
         prop_assert_eq!(got.map(|_| ()), Err(KvError::DuplicateKey));
         return Ok(());
     }
     let Ok((resp, events)) = got else {
         return Err(TestCaseError::fail(format!("txn refused: {got:?}")));
     };
-    let have = model
-        .latest()
-        .get(&key_bytes(key))
-        .map_or(0, |kv| kv.version);
-    let succeeded = match CompareResult::try_from(result) {
-        Ok(CompareResult::Equal) => have == version,
-        Ok(CompareResult::Greater) => have > version,
-        Ok(CompareResult::Less) => have < version,
-        Ok(CompareResult::NotEqual) => have != version,
-        Err(_) => false,
+    let before = model.latest().clone();
+    let mut run = ModelTxn {
+        before: &before,
+        state: before.clone(),
+        main: model.current() + 1,
+        events: Vec::new(),
     };
-    prop_assert_eq!(resp.succeeded, succeeded);
-    let branch = if succeeded { success } else { failure };
-    let main = model.current() + 1;
-    let mut state = model.latest().clone();
-    let mut want_events = Vec::new();
-    prop_assert_eq!(resp.responses.len(), branch.len());
-    for (op, response) in branch.iter().zip(&resp.responses) {
-        match (op, &response.response) {
-            (TxnOp::Put(k, v), Some(response_op::Response::ResponsePut(_))) => {
-                want_events.push(model_put(&mut state, &key_bytes(*k), &[*v], 0, main));
-            }
-            (TxnOp::Delete(k, e), Some(response_op::Response::ResponseDeleteRange(r))) => {
-                let deleted = model_delete(&mut state, &key_bytes(*k), &end_bytes(*e), main);
-                prop_assert_eq!(r.deleted, deleted.len() as i64);
-                want_events.extend(deleted);
-            }
-            (TxnOp::Range(k, e), Some(response_op::Response::ResponseRange(r))) => {
-                let req = RangeRequest {
-                    key: key_bytes(*k),
-                    range_end: end_bytes(*e),
-                    ..RangeRequest::default()
-                };
-                prop_assert_eq!(r, &model_range(&state, &req));
-            }
-            (op, other) => prop_assert!(false, "{op:?} answered by {other:?}"),
-        }
-    }
-    prop_assert_eq!(&events, &want_events);
+    run.check(spec, &resp)?;
+    prop_assert_eq!(&events, &run.events);
+    let state = run.state;
     model.commit(state, events);
     Ok(())
+}
+
+/// The model's run of one txn: compares read `before`, ops change `state`.
+struct ModelTxn<'a> {
+    before: &'a State,
+    state: State,
+    main: i64,
+    events: Vec<Event>,
+}
+
+impl ModelTxn<'_> {
+    fn compare_holds(&self, spec: &TxnSpec) -> bool {
+        let have = self
+            .before
+            .get(&key_bytes(spec.key))
+            .map_or(0, |kv| kv.version);
+        match CompareResult::try_from(spec.result) {
+            Ok(CompareResult::Equal) => have == spec.version,
+            Ok(CompareResult::Greater) => have > spec.version,
+            Ok(CompareResult::Less) => have < spec.version,
+            Ok(CompareResult::NotEqual) => have != spec.version,
+            Err(_) => false,
+        }
+    }
+
+    /// Runs `spec` on the model and checks the store's response to it.
+    fn check(&mut self, spec: &TxnSpec, resp: &TxnResponse) -> Result<(), TestCaseError> {
+        let succeeded = self.compare_holds(spec);
+        prop_assert_eq!(resp.succeeded, succeeded);
+        let branch = if succeeded {
+            &spec.success
+        } else {
+            &spec.failure
+        };
+        prop_assert_eq!(resp.responses.len(), branch.len());
+        for (op, response) in branch.iter().zip(&resp.responses) {
+            match (op, &response.response) {
+                (TxnOp::Put(k, v), Some(response_op::Response::ResponsePut(_))) => {
+                    let event = model_put(&mut self.state, &key_bytes(*k), &[*v], 0, self.main);
+                    self.events.push(event);
+                }
+                (TxnOp::Delete(k, e), Some(response_op::Response::ResponseDeleteRange(r))) => {
+                    let deleted =
+                        model_delete(&mut self.state, &key_bytes(*k), &end_bytes(*e), self.main);
+                    prop_assert_eq!(r.deleted, deleted.len() as i64);
+                    self.events.extend(deleted);
+                }
+                (TxnOp::Range(k, e), Some(response_op::Response::ResponseRange(r))) => {
+                    let req = RangeRequest {
+                        key: key_bytes(*k),
+                        range_end: end_bytes(*e),
+                        ..RangeRequest::default()
+                    };
+                    prop_assert_eq!(r, &model_range(&self.state, &req));
+                }
+                (TxnOp::Nested(inner), Some(response_op::Response::ResponseTxn(r))) => {
+                    self.check(inner, r)?;
+                }
+                (op, other) => prop_assert!(false, "{op:?} answered by {other:?}"),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Checks every readable revision, the hash and a snapshot round trip at the end of a run.
