@@ -1,0 +1,143 @@
+//! The store's history: compaction (dropping versions nobody can read any more), the event log
+//! that watches catch up from, and `hash_kv`, the checksum members compare to detect divergence.
+
+use std::ops::Bound;
+
+use super::{delete_event, in_range, put_event, KvError, KvStore, Version};
+use crate::proto::mvccpb::Event;
+
+impl KvStore {
+    /// Forgets history before `revision`: for each key, keeps the newest version with
+    /// main <= revision (unless it is a tombstone older than `revision`) and everything newer.
+    pub fn compact(&mut self, revision: i64) -> Result<(), KvError> {
+        if revision <= self.compact_revision {
+            return Err(KvError::Compacted {
+                compact_revision: self.compact_revision,
+            });
+        }
+        if revision > self.current_revision {
+            return Err(KvError::FutureRevision);
+        }
+        self.keys.retain(|_, versions| {
+            compact_versions(versions, revision);
+            !versions.is_empty()
+        });
+        self.revs = self.revs.split_off(&(revision, 0));
+        self.compact_revision = revision;
+        Ok(())
+    }
+
+    /// Every event with mod_revision >= start_revision on keys in [key, range_end) (same range
+    /// rules as Range), in revision order (main, sub).
+    ///
+    /// An event at exactly the compaction revision has no `prev_kv`: the version it replaced is
+    /// gone. Any later event carries `prev_kv` whenever the key was live before it.
+    pub fn events_since(
+        &self,
+        start_revision: i64,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<Vec<Event>, KvError> {
+        if start_revision < self.compact_revision {
+            return Err(KvError::Compacted {
+                compact_revision: self.compact_revision,
+            });
+        }
+        if range_end.is_empty() {
+            let versions = self.keys.get(key).map(Vec::as_slice).unwrap_or_default();
+            let first = versions.partition_point(|v| v.main < start_revision);
+            return Ok((first..versions.len())
+                .filter_map(|i| event_at(key, versions, i))
+                .collect());
+        }
+        let from = Bound::Included((start_revision, i64::MIN));
+        let mut events = Vec::new();
+        for ((main, sub), k) in self.revs.range((from, Bound::Unbounded)) {
+            if !in_range(k, key, range_end) {
+                continue;
+            }
+            let Some(versions) = self.keys.get(k) else {
+                continue;
+            };
+            if let Ok(i) = versions.binary_search_by(|v| (v.main, v.sub).cmp(&(*main, *sub))) {
+                events.extend(event_at(k, versions, i));
+            }
+        }
+        Ok(events)
+    }
+
+    /// crc32 over every retained version with main <= revision (0 = current), in (key, main,
+    /// sub) order. Tombstones at or before the compaction point are not part of the hash.
+    /// Returns (hash, compact_revision).
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64), KvError> {
+        if revision > self.current_revision {
+            return Err(KvError::FutureRevision);
+        }
+        if revision > 0 && revision < self.compact_revision {
+            return Err(KvError::Compacted {
+                compact_revision: self.compact_revision,
+            });
+        }
+        let upto = if revision > 0 {
+            revision
+        } else {
+            self.current_revision
+        };
+        let mut hasher = crc32fast::Hasher::new();
+        for (key, versions) in &self.keys {
+            for v in versions.iter().take_while(|v| v.main <= upto) {
+                if v.tombstone && v.main <= self.compact_revision {
+                    continue;
+                }
+                hash_version(&mut hasher, key, v);
+            }
+        }
+        Ok((hasher.finalize(), self.compact_revision))
+    }
+}
+
+/// Drops the versions of one key that compaction at `revision` makes unreadable.
+fn compact_versions(versions: &mut Vec<Version>, revision: i64) {
+    let at_or_below = versions.partition_point(|v| v.main <= revision);
+    let Some(newest) = at_or_below.checked_sub(1).and_then(|i| versions.get(i)) else {
+        return;
+    };
+    // Keep the newest version unless it is a tombstone nobody can see any more; a tombstone at
+    // exactly `revision` stays so that a watch from `revision` still sees the delete.
+    let keep_newest = newest.is_live() || newest.main == revision;
+    let drop = if keep_newest {
+        at_or_below - 1
+    } else {
+        at_or_below
+    };
+    versions.drain(..drop);
+}
+
+/// The event that created `versions[i]` of `key`.
+fn event_at(key: &[u8], versions: &[Version], i: usize) -> Option<Event> {
+    let v = versions.get(i)?;
+    let prev_kv = i
+        .checked_sub(1)
+        .and_then(|p| versions.get(p))
+        .filter(|p| p.is_live())
+        .map(|p| p.to_kv(key));
+    Some(if v.is_live() {
+        put_event(v.to_kv(key), prev_kv)
+    } else {
+        delete_event(key, v.main, prev_kv)
+    })
+}
+
+fn hash_version(hasher: &mut crc32fast::Hasher, key: &[u8], v: &Version) {
+    hasher.update(&(key.len() as u64).to_le_bytes());
+    hasher.update(key);
+    hasher.update(&v.main.to_le_bytes());
+    hasher.update(&v.sub.to_le_bytes());
+    hasher.update(&[u8::from(v.tombstone)]);
+    hasher.update(&v.create_revision.to_le_bytes());
+    hasher.update(&v.main.to_le_bytes());
+    hasher.update(&v.version.to_le_bytes());
+    hasher.update(&(v.value.len() as u64).to_le_bytes());
+    hasher.update(&v.value);
+    hasher.update(&v.lease.to_le_bytes());
+}

@@ -1,0 +1,159 @@
+//! Range requests: reading a key or a key range at a revision, with etcd's filters, sorting,
+//! limit, keys-only and count-only options.
+
+use std::cmp::Ordering;
+
+use super::{visible_at, KvError, KvStore, Version};
+use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
+use crate::proto::mvccpb::KeyValue;
+
+impl KvStore {
+    /// Reads the keys in the request's range at its revision (0 = current). The header is None.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+        self.check_range(req, self.current_revision)?;
+        Ok(self.range_at(req, self.current_revision))
+    }
+
+    /// Checks a range's key and revision against a store whose newest readable revision is
+    /// `current`.
+    pub(super) fn check_range(&self, req: &RangeRequest, current: i64) -> Result<(), KvError> {
+        if req.key.is_empty() {
+            return Err(KvError::EmptyKey);
+        }
+        check_revision(req.revision, current, self.compact_revision)
+    }
+
+    /// Answers a checked range; a request revision <= 0 reads at `default_revision`.
+    pub(super) fn range_at(&self, req: &RangeRequest, default_revision: i64) -> RangeResponse {
+        let revision = if req.revision > 0 {
+            req.revision
+        } else {
+            default_revision
+        };
+        let filter = Filter::from_request(req);
+        let order = effective_order(req);
+        let needs_all = filter.is_active() || order.is_some();
+        // Without sorting or filtering, one kv past the limit is enough to know there is more.
+        let keep_at_most = match usize::try_from(req.limit) {
+            Ok(limit) if limit > 0 && !needs_all => limit.saturating_add(1),
+            _ => usize::MAX,
+        };
+
+        let mut count: i64 = 0;
+        let mut kvs = Vec::new();
+        for (key, versions) in self.key_range(&req.key, &req.range_end) {
+            let Some(version) = visible_at(versions, revision) else {
+                continue;
+            };
+            count += 1;
+            if req.count_only || kvs.len() >= keep_at_most || !filter.admits(version) {
+                continue;
+            }
+            kvs.push(if req.keys_only {
+                value_less_kv(key, version)
+            } else {
+                version.to_kv(key)
+            });
+        }
+
+        if let Some((target, descending)) = order {
+            kvs.sort_by(|a, b| compare_by(target, a, b));
+            if descending {
+                kvs.reverse();
+            }
+        }
+        let mut more = false;
+        if let Ok(limit) = usize::try_from(req.limit) {
+            if limit > 0 && kvs.len() > limit {
+                kvs.truncate(limit);
+                more = true;
+            }
+        }
+        RangeResponse {
+            header: None,
+            kvs,
+            more,
+            count,
+        }
+    }
+}
+
+/// Checks a read revision: <= 0 means current; future and compacted revisions are refused.
+pub(super) fn check_revision(revision: i64, current: i64, compacted: i64) -> Result<(), KvError> {
+    if revision > current {
+        return Err(KvError::FutureRevision);
+    }
+    if revision > 0 && revision < compacted {
+        return Err(KvError::Compacted {
+            compact_revision: compacted,
+        });
+    }
+    Ok(())
+}
+
+fn value_less_kv(key: &[u8], version: &Version) -> KeyValue {
+    KeyValue {
+        key: key.to_vec(),
+        create_revision: version.create_revision,
+        mod_revision: version.main,
+        version: version.version,
+        value: Vec::new(),
+        lease: version.lease,
+    }
+}
+
+/// The request's sort as (target, descending), or None when key-ascending order (the natural
+/// order of the index) is wanted. A non-key target without an order means ascending.
+fn effective_order(req: &RangeRequest) -> Option<(SortTarget, bool)> {
+    let target = req.sort_target();
+    let order = match (req.sort_order(), target) {
+        (SortOrder::None, SortTarget::Key) => return None,
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (order, _) => order,
+    };
+    match (target, order) {
+        (SortTarget::Key, SortOrder::Ascend) => None,
+        (target, order) => Some((target, order == SortOrder::Descend)),
+    }
+}
+
+fn compare_by(target: SortTarget, a: &KeyValue, b: &KeyValue) -> Ordering {
+    match target {
+        SortTarget::Key => a.key.cmp(&b.key),
+        SortTarget::Version => a.version.cmp(&b.version),
+        SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+        SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+        SortTarget::Value => a.value.cmp(&b.value),
+    }
+}
+
+/// The inclusive mod/create revision bounds of a range; 0 means unbounded.
+struct Filter {
+    min_mod: i64,
+    max_mod: i64,
+    min_create: i64,
+    max_create: i64,
+}
+
+impl Filter {
+    fn from_request(req: &RangeRequest) -> Self {
+        Self {
+            min_mod: req.min_mod_revision,
+            max_mod: req.max_mod_revision,
+            min_create: req.min_create_revision,
+            max_create: req.max_create_revision,
+        }
+    }
+
+    fn is_active(&self) -> bool {
+        self.min_mod != 0 || self.max_mod != 0 || self.min_create != 0 || self.max_create != 0
+    }
+
+    fn admits(&self, v: &Version) -> bool {
+        (self.min_mod == 0 || v.main >= self.min_mod)
+            && (self.max_mod == 0 || v.main <= self.max_mod)
+            && (self.min_create == 0 || v.create_revision >= self.min_create)
+            && (self.max_create == 0 || v.create_revision <= self.max_create)
+    }
+}

@@ -1,0 +1,1091 @@
+//! Unit tests of the store, one per etcd rule.
+
+use super::*;
+use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::proto::etcdserverpb::{
+    request_op, response_op, Compare, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    TxnResponse,
+};
+use crate::proto::stetpb::KvSnapshot;
+
+fn no_leases(_: i64) -> bool {
+    false
+}
+
+fn lease_7_exists(id: i64) -> bool {
+    id == 7
+}
+
+fn put_req(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..PutRequest::default()
+    }
+}
+
+fn put(store: &mut KvStore, key: &str, value: &str) -> Vec<Event> {
+    match store.put(&put_req(key, value), &no_leases) {
+        Ok((_, events)) => events,
+        Err(e) => panic!("put {key} failed: {e}"),
+    }
+}
+
+fn del_req(key: &str, end: &str) -> DeleteRangeRequest {
+    DeleteRangeRequest {
+        key: key.into(),
+        range_end: end.into(),
+        prev_kv: true,
+    }
+}
+
+fn range_req(key: &str, end: &str) -> RangeRequest {
+    RangeRequest {
+        key: key.into(),
+        range_end: end.into(),
+        ..RangeRequest::default()
+    }
+}
+
+fn get(store: &KvStore, req: &RangeRequest) -> RangeResponse {
+    match store.range(req) {
+        Ok(resp) => resp,
+        Err(e) => panic!("range failed: {e}"),
+    }
+}
+
+fn keys_of(resp: &RangeResponse) -> Vec<String> {
+    resp.kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect()
+}
+
+fn value_at(store: &KvStore, key: &str, revision: i64) -> Option<Vec<u8>> {
+    let req = RangeRequest {
+        revision,
+        ..range_req(key, "")
+    };
+    get(store, &req).kvs.first().map(|kv| kv.value.clone())
+}
+
+fn op_put(key: &str, value: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(put_req(key, value))),
+    }
+}
+
+fn op_del(key: &str, end: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(del_req(key, end))),
+    }
+}
+
+fn op_range(key: &str, end: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(range_req(key, end))),
+    }
+}
+
+fn op_txn(txn: TxnRequest) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestTxn(txn)),
+    }
+}
+
+fn cmp_value(key: &str, result: CompareResult, value: &str) -> Compare {
+    Compare {
+        result: result as i32,
+        target: CompareTarget::Value as i32,
+        key: key.into(),
+        range_end: Vec::new(),
+        target_union: Some(TargetUnion::Value(value.into())),
+    }
+}
+
+fn cmp_version(key: &str, result: CompareResult, version: i64) -> Compare {
+    Compare {
+        result: result as i32,
+        target: CompareTarget::Version as i32,
+        key: key.into(),
+        range_end: Vec::new(),
+        target_union: Some(TargetUnion::Version(version)),
+    }
+}
+
+fn txn(compare: Vec<Compare>, success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
+    TxnRequest {
+        compare,
+        success,
+        failure,
+    }
+}
+
+fn run_txn(store: &mut KvStore, req: &TxnRequest) -> (TxnResponse, Vec<Event>) {
+    match store.txn(req, &no_leases) {
+        Ok(out) => out,
+        Err(e) => panic!("txn failed: {e}"),
+    }
+}
+
+// --- revisions and versions ---
+
+#[test]
+fn empty_store_starts_at_revision_one() {
+    let store = KvStore::new();
+    assert_eq!(store.current_revision(), 1);
+    assert_eq!(store.compact_revision(), 0);
+    assert_eq!(store.key_count(), 0);
+}
+
+#[test]
+fn each_put_bumps_the_revision_and_the_version() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    put(&mut store, "a", "2");
+    assert_eq!(store.current_revision(), 3);
+    let kv = &get(&store, &range_req("a", "")).kvs[0];
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+}
+
+#[test]
+fn recreated_key_starts_a_new_generation() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    put(&mut store, "a", "2");
+    assert!(store.delete_range(&del_req("a", "")).is_ok());
+    put(&mut store, "a", "3");
+    let kv = &get(&store, &range_req("a", "")).kvs[0];
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1));
+}
+
+#[test]
+fn delete_of_nothing_creates_no_revision() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let (resp, events) = store.delete_range(&del_req("b", "")).unwrap_or_default();
+    assert_eq!(resp.deleted, 0);
+    assert!(events.is_empty());
+    assert_eq!(store.current_revision(), 2);
+}
+
+#[test]
+fn put_event_carries_previous_value() {
+    let mut store = KvStore::new();
+    let first = put(&mut store, "a", "1");
+    assert_eq!(first[0].prev_kv, None);
+    assert_eq!(first[0].r#type, EventType::Put as i32);
+    let second = put(&mut store, "a", "2");
+    assert_eq!(
+        second[0].prev_kv.as_ref().map(|kv| kv.value.clone()),
+        Some(b"1".to_vec())
+    );
+}
+
+#[test]
+fn delete_event_has_bare_kv_and_previous_value() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let (resp, events) = store.delete_range(&del_req("a", "")).unwrap_or_default();
+    assert_eq!(resp.deleted, 1);
+    assert_eq!(resp.prev_kvs.len(), 1);
+    assert_eq!(events[0].r#type, EventType::Delete as i32);
+    let expected = KeyValue {
+        key: b"a".to_vec(),
+        mod_revision: 3,
+        ..KeyValue::default()
+    };
+    assert_eq!(events[0].kv, Some(expected));
+    assert_eq!(
+        events[0].prev_kv.as_ref().map(|kv| kv.mod_revision),
+        Some(2)
+    );
+}
+
+#[test]
+fn delete_range_tombstones_every_key_at_one_revision() {
+    let mut store = KvStore::new();
+    for k in ["a", "b", "c", "d"] {
+        put(&mut store, k, "v");
+    }
+    let (resp, events) = store.delete_range(&del_req("b", "d")).unwrap_or_default();
+    assert_eq!(resp.deleted, 2);
+    let revs: Vec<_> = events
+        .iter()
+        .map(|e| e.kv.as_ref().map(|kv| kv.mod_revision))
+        .collect();
+    assert_eq!(revs, vec![Some(6), Some(6)]);
+    assert_eq!(store.key_count(), 2);
+}
+
+#[test]
+fn delete_without_prev_kv_flag_returns_no_prev_kvs_but_events_keep_them() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let req = DeleteRangeRequest {
+        prev_kv: false,
+        ..del_req("a", "")
+    };
+    let (resp, events) = store.delete_range(&req).unwrap_or_default();
+    assert!(resp.prev_kvs.is_empty());
+    assert!(events[0].prev_kv.is_some());
+}
+
+// --- put validation ---
+
+#[test]
+fn put_with_empty_key_is_refused() {
+    let mut store = KvStore::new();
+    assert_eq!(
+        store.put(&put_req("", "v"), &no_leases).err(),
+        Some(KvError::EmptyKey)
+    );
+    assert_eq!(store.current_revision(), 1);
+}
+
+#[test]
+fn put_with_unknown_lease_is_refused() {
+    let mut store = KvStore::new();
+    let req = PutRequest {
+        lease: 8,
+        ..put_req("a", "v")
+    };
+    assert_eq!(
+        store.put(&req, &lease_7_exists).err(),
+        Some(KvError::LeaseNotFound)
+    );
+    let req = PutRequest {
+        lease: 7,
+        ..put_req("a", "v")
+    };
+    assert!(store.put(&req, &lease_7_exists).is_ok());
+    assert_eq!(get(&store, &range_req("a", "")).kvs[0].lease, 7);
+}
+
+#[test]
+fn ignore_value_keeps_the_old_value() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "old");
+    let req = PutRequest {
+        ignore_value: true,
+        lease: 7,
+        ..put_req("a", "")
+    };
+    assert!(store.put(&req, &lease_7_exists).is_ok());
+    let kv = &get(&store, &range_req("a", "")).kvs[0];
+    assert_eq!(
+        (kv.value.as_slice(), kv.lease, kv.version),
+        (&b"old"[..], 7, 2)
+    );
+}
+
+#[test]
+fn ignore_value_with_a_value_is_refused() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "old");
+    let req = PutRequest {
+        ignore_value: true,
+        ..put_req("a", "new")
+    };
+    assert_eq!(
+        store.put(&req, &no_leases).err(),
+        Some(KvError::ValueProvided)
+    );
+}
+
+#[test]
+fn ignore_value_on_missing_key_is_refused() {
+    let mut store = KvStore::new();
+    let req = PutRequest {
+        ignore_value: true,
+        ..put_req("a", "")
+    };
+    assert_eq!(
+        store.put(&req, &no_leases).err(),
+        Some(KvError::KeyNotFound)
+    );
+}
+
+#[test]
+fn ignore_lease_keeps_the_old_lease() {
+    let mut store = KvStore::new();
+    let req = PutRequest {
+        lease: 7,
+        ..put_req("a", "1")
+    };
+    assert!(store.put(&req, &lease_7_exists).is_ok());
+    let req = PutRequest {
+        ignore_lease: true,
+        ..put_req("a", "2")
+    };
+    assert!(store.put(&req, &lease_7_exists).is_ok());
+    let kv = &get(&store, &range_req("a", "")).kvs[0];
+    assert_eq!((kv.value.as_slice(), kv.lease), (&b"2"[..], 7));
+}
+
+#[test]
+fn ignore_lease_with_a_lease_is_refused() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let req = PutRequest {
+        ignore_lease: true,
+        lease: 7,
+        ..put_req("a", "2")
+    };
+    assert_eq!(
+        store.put(&req, &lease_7_exists).err(),
+        Some(KvError::LeaseProvided)
+    );
+}
+
+#[test]
+fn ignore_lease_on_deleted_key_is_refused() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    assert!(store.delete_range(&del_req("a", "")).is_ok());
+    let req = PutRequest {
+        ignore_lease: true,
+        ..put_req("a", "2")
+    };
+    assert_eq!(
+        store.put(&req, &no_leases).err(),
+        Some(KvError::KeyNotFound)
+    );
+}
+
+#[test]
+fn put_returns_prev_kv_only_when_asked() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let (resp, _) = store
+        .put(&put_req("a", "2"), &no_leases)
+        .unwrap_or_default();
+    assert_eq!(resp.prev_kv, None);
+    let req = PutRequest {
+        prev_kv: true,
+        ..put_req("a", "3")
+    };
+    let (resp, _) = store.put(&req, &no_leases).unwrap_or_default();
+    assert_eq!(resp.prev_kv.map(|kv| kv.value), Some(b"2".to_vec()));
+}
+
+// --- range ---
+
+#[test]
+fn in_range_follows_etcd_end_rules() {
+    assert!(in_range(b"a", b"a", b""));
+    assert!(!in_range(b"ab", b"a", b""));
+    assert!(in_range(b"zzz", b"a", b"\0"));
+    assert!(!in_range(b"0", b"a", b"\0"));
+    assert!(in_range(b"\x01", b"\0", b"\0"));
+    assert!(in_range(b"b", b"a", b"c"));
+    assert!(!in_range(b"c", b"a", b"c"));
+    assert!(!in_range(b"b", b"c", b"a"));
+}
+
+#[test]
+fn range_with_empty_key_is_refused() {
+    let store = KvStore::new();
+    assert_eq!(
+        store.range(&range_req("", "")).err(),
+        Some(KvError::EmptyKey)
+    );
+}
+
+#[test]
+fn range_end_rules_select_single_key_prefix_and_everything() {
+    let mut store = KvStore::new();
+    for k in ["a", "ab", "b", "c"] {
+        put(&mut store, k, "v");
+    }
+    assert_eq!(keys_of(&get(&store, &range_req("a", ""))), ["a"]);
+    assert_eq!(keys_of(&get(&store, &range_req("a", "b"))), ["a", "ab"]);
+    assert_eq!(keys_of(&get(&store, &range_req("b", "\0"))), ["b", "c"]);
+    assert_eq!(get(&store, &range_req("\0", "\0")).kvs.len(), 4);
+    assert!(get(&store, &range_req("c", "a")).kvs.is_empty());
+}
+
+#[test]
+fn range_reads_old_revisions() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    put(&mut store, "a", "2");
+    assert!(store.delete_range(&del_req("a", "")).is_ok());
+    assert_eq!(value_at(&store, "a", 1), None);
+    assert_eq!(value_at(&store, "a", 2), Some(b"1".to_vec()));
+    assert_eq!(value_at(&store, "a", 3), Some(b"2".to_vec()));
+    assert_eq!(value_at(&store, "a", 4), None);
+    assert_eq!(value_at(&store, "a", 0), None);
+}
+
+#[test]
+fn range_at_future_revision_is_an_error() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let req = RangeRequest {
+        revision: 3,
+        ..range_req("a", "")
+    };
+    assert_eq!(store.range(&req).err(), Some(KvError::FutureRevision));
+}
+
+#[test]
+fn range_at_compacted_revision_is_an_error() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    put(&mut store, "a", "2");
+    put(&mut store, "a", "3");
+    assert!(store.compact(3).is_ok());
+    let req = RangeRequest {
+        revision: 2,
+        ..range_req("a", "")
+    };
+    assert_eq!(
+        store.range(&req).err(),
+        Some(KvError::Compacted {
+            compact_revision: 3
+        })
+    );
+    assert_eq!(value_at(&store, "a", 3), Some(b"2".to_vec()));
+}
+
+#[test]
+fn range_limit_truncates_and_sets_more_but_count_is_total() {
+    let mut store = KvStore::new();
+    for k in ["a", "b", "c"] {
+        put(&mut store, k, "v");
+    }
+    let req = RangeRequest {
+        limit: 2,
+        ..range_req("a", "\0")
+    };
+    let resp = get(&store, &req);
+    assert_eq!(keys_of(&resp), ["a", "b"]);
+    assert!(resp.more);
+    assert_eq!(resp.count, 3);
+    let req = RangeRequest {
+        limit: 3,
+        ..range_req("a", "\0")
+    };
+    assert!(!get(&store, &req).more);
+}
+
+#[test]
+fn range_keys_only_and_count_only() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    put(&mut store, "b", "2");
+    let req = RangeRequest {
+        keys_only: true,
+        ..range_req("a", "\0")
+    };
+    let resp = get(&store, &req);
+    assert!(resp.kvs.iter().all(|kv| kv.value.is_empty()));
+    assert_eq!(resp.kvs[1].mod_revision, 3);
+    let req = RangeRequest {
+        count_only: true,
+        ..range_req("a", "\0")
+    };
+    let resp = get(&store, &req);
+    assert!(resp.kvs.is_empty());
+    assert_eq!(resp.count, 2);
+}
+
+#[test]
+fn range_filters_drop_kvs_but_not_count() {
+    let mut store = KvStore::new();
+    for k in ["a", "b", "c", "d"] {
+        put(&mut store, k, "v");
+    }
+    put(&mut store, "a", "w"); // a: create 2, mod 6
+    let req = RangeRequest {
+        min_mod_revision: 3,
+        max_mod_revision: 4,
+        ..range_req("a", "\0")
+    };
+    let resp = get(&store, &req);
+    assert_eq!(keys_of(&resp), ["b", "c"]);
+    assert_eq!(resp.count, 4);
+    let req = RangeRequest {
+        max_create_revision: 2,
+        ..range_req("a", "\0")
+    };
+    assert_eq!(keys_of(&get(&store, &req)), ["a"]);
+    let req = RangeRequest {
+        min_create_revision: 5,
+        ..range_req("a", "\0")
+    };
+    assert_eq!(keys_of(&get(&store, &req)), ["d"]);
+}
+
+#[test]
+fn range_sorts_by_target_and_order() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "3");
+    put(&mut store, "b", "1");
+    put(&mut store, "c", "2");
+    put(&mut store, "b", "1");
+    let sorted = |target: SortTarget, order: SortOrder| {
+        let req = RangeRequest {
+            sort_target: target as i32,
+            sort_order: order as i32,
+            ..range_req("a", "\0")
+        };
+        keys_of(&get(&store, &req))
+    };
+    assert_eq!(sorted(SortTarget::Key, SortOrder::None), ["a", "b", "c"]);
+    assert_eq!(sorted(SortTarget::Key, SortOrder::Descend), ["c", "b", "a"]);
+    // A non-key target without an order sorts ascending.
+    assert_eq!(sorted(SortTarget::Value, SortOrder::None), ["b", "c", "a"]);
+    assert_eq!(
+        sorted(SortTarget::Value, SortOrder::Descend),
+        ["a", "c", "b"]
+    );
+    assert_eq!(sorted(SortTarget::Mod, SortOrder::Ascend), ["a", "c", "b"]);
+    assert_eq!(
+        sorted(SortTarget::Create, SortOrder::Descend),
+        ["c", "b", "a"]
+    );
+    // Ties keep key order when ascending; descending reverses the whole list.
+    assert_eq!(
+        sorted(SortTarget::Version, SortOrder::Ascend),
+        ["a", "c", "b"]
+    );
+    assert_eq!(
+        sorted(SortTarget::Version, SortOrder::Descend),
+        ["b", "c", "a"]
+    );
+}
+
+#[test]
+fn sorted_range_applies_limit_after_sorting() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "3");
+    put(&mut store, "b", "1");
+    put(&mut store, "c", "2");
+    let req = RangeRequest {
+        sort_target: SortTarget::Value as i32,
+        limit: 1,
+        ..range_req("a", "\0")
+    };
+    let resp = get(&store, &req);
+    assert_eq!(keys_of(&resp), ["b"]);
+    assert!(resp.more);
+    assert_eq!(resp.count, 3);
+}
+
+// --- txn ---
+
+#[test]
+fn txn_success_branch_runs_when_compares_hold() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let req = txn(
+        vec![cmp_value("a", CompareResult::Equal, "1")],
+        vec![op_put("b", "yes")],
+        vec![op_put("b", "no")],
+    );
+    let (resp, events) = run_txn(&mut store, &req);
+    assert!(resp.succeeded);
+    assert_eq!(events.len(), 1);
+    assert_eq!(value_at(&store, "b", 0), Some(b"yes".to_vec()));
+}
+
+#[test]
+fn txn_failure_branch_runs_when_a_compare_fails() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let req = txn(
+        vec![
+            cmp_value("a", CompareResult::Equal, "1"),
+            cmp_version("a", CompareResult::Greater, 1),
+        ],
+        vec![op_put("b", "yes")],
+        vec![op_put("b", "no")],
+    );
+    let (resp, _) = run_txn(&mut store, &req);
+    assert!(!resp.succeeded);
+    assert_eq!(value_at(&store, "b", 0), Some(b"no".to_vec()));
+}
+
+#[test]
+fn txn_writes_share_one_revision_with_increasing_subs() {
+    let mut store = KvStore::new();
+    put(&mut store, "x", "1");
+    let req = txn(
+        vec![],
+        vec![op_put("a", "1"), op_put("b", "2"), op_del("x", "")],
+        vec![],
+    );
+    let (_, events) = run_txn(&mut store, &req);
+    assert_eq!(store.current_revision(), 3);
+    assert_eq!(events.len(), 3);
+    assert!(events
+        .iter()
+        .all(|e| e.kv.as_ref().map(|kv| kv.mod_revision) == Some(3)));
+    let all = store.events_since(3, b"\0", b"\0").unwrap_or_default();
+    assert_eq!(all, events);
+}
+
+#[test]
+fn read_only_txn_creates_no_revision() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let req = txn(vec![], vec![op_range("a", "")], vec![]);
+    let (resp, events) = run_txn(&mut store, &req);
+    assert!(events.is_empty());
+    assert_eq!(store.current_revision(), 2);
+    match &resp.responses[0].response {
+        Some(response_op::Response::ResponseRange(r)) => assert_eq!(r.count, 1),
+        other => panic!("unexpected response {other:?}"),
+    }
+}
+
+#[test]
+fn range_inside_txn_sees_earlier_writes_of_the_txn() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let req = txn(
+        vec![],
+        vec![
+            op_put("b", "2"),
+            op_range("b", ""),
+            op_del("a", ""),
+            op_range("a", ""),
+        ],
+        vec![],
+    );
+    let (resp, _) = run_txn(&mut store, &req);
+    let ranges: Vec<Vec<Vec<u8>>> = resp
+        .responses
+        .iter()
+        .filter_map(|r| match &r.response {
+            Some(response_op::Response::ResponseRange(r)) => {
+                Some(r.kvs.iter().map(|kv| kv.value.clone()).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ranges, vec![vec![b"2".to_vec()], vec![]]);
+}
+
+#[test]
+fn compare_on_missing_key_fails_for_value_and_sees_zeros_otherwise() {
+    let mut store = KvStore::new();
+    let missing_value = txn(
+        vec![cmp_value("a", CompareResult::Equal, "")],
+        vec![],
+        vec![],
+    );
+    assert!(!run_txn(&mut store, &missing_value).0.succeeded);
+    let missing_version = txn(
+        vec![cmp_version("a", CompareResult::Equal, 0)],
+        vec![],
+        vec![],
+    );
+    assert!(run_txn(&mut store, &missing_version).0.succeeded);
+}
+
+#[test]
+fn compare_on_a_range_requires_every_key_to_pass() {
+    let mut store = KvStore::new();
+    put(&mut store, "a1", "x");
+    put(&mut store, "a2", "x");
+    put(&mut store, "b", "y");
+    let mut all_x = cmp_value("a", CompareResult::Equal, "x");
+    all_x.range_end = b"b".to_vec();
+    assert!(
+        run_txn(&mut store, &txn(vec![all_x.clone()], vec![], vec![]))
+            .0
+            .succeeded
+    );
+    all_x.range_end = b"\0".to_vec();
+    assert!(
+        !run_txn(&mut store, &txn(vec![all_x], vec![], vec![]))
+            .0
+            .succeeded
+    );
+}
+
+#[test]
+fn compare_mod_create_and_lease_targets() {
+    let mut store = KvStore::new();
+    let req = PutRequest {
+        lease: 7,
+        ..put_req("a", "1")
+    };
+    assert!(store.put(&req, &lease_7_exists).is_ok());
+    put(&mut store, "a", "2");
+    let holds = |store: &mut KvStore, target: CompareTarget, union: TargetUnion| {
+        let c = Compare {
+            result: CompareResult::Equal as i32,
+            target: target as i32,
+            key: b"a".to_vec(),
+            range_end: Vec::new(),
+            target_union: Some(union),
+        };
+        run_txn(store, &txn(vec![c], vec![], vec![])).0.succeeded
+    };
+    assert!(holds(
+        &mut store,
+        CompareTarget::Create,
+        TargetUnion::CreateRevision(2)
+    ));
+    assert!(holds(
+        &mut store,
+        CompareTarget::Mod,
+        TargetUnion::ModRevision(3)
+    ));
+    assert!(holds(
+        &mut store,
+        CompareTarget::Lease,
+        TargetUnion::Lease(0)
+    ));
+    assert!(!holds(
+        &mut store,
+        CompareTarget::Lease,
+        TargetUnion::Lease(7)
+    ));
+}
+
+#[test]
+fn compare_less_and_not_equal_read_field_op_operand() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "m");
+    let check =
+        |store: &mut KvStore, c: Compare| run_txn(store, &txn(vec![c], vec![], vec![])).0.succeeded;
+    assert!(check(&mut store, cmp_value("a", CompareResult::Less, "z")));
+    assert!(!check(&mut store, cmp_value("a", CompareResult::Less, "a")));
+    assert!(check(
+        &mut store,
+        cmp_value("a", CompareResult::Greater, "a")
+    ));
+    assert!(check(
+        &mut store,
+        cmp_value("a", CompareResult::NotEqual, "a")
+    ));
+    assert!(check(&mut store, cmp_version("a", CompareResult::Less, 2)));
+}
+
+#[test]
+fn nested_compares_see_the_state_before_the_txn() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let inner = txn(
+        vec![cmp_value("a", CompareResult::Equal, "1")],
+        vec![op_put("inner", "saw-old")],
+        vec![op_put("inner", "saw-new")],
+    );
+    let req = txn(vec![], vec![op_put("a", "2"), op_txn(inner)], vec![]);
+    let (resp, events) = run_txn(&mut store, &req);
+    assert_eq!(value_at(&store, "inner", 0), Some(b"saw-old".to_vec()));
+    assert_eq!(events.len(), 2);
+    match &resp.responses[1].response {
+        Some(response_op::Response::ResponseTxn(t)) => assert!(t.succeeded),
+        other => panic!("unexpected response {other:?}"),
+    }
+}
+
+#[test]
+fn txn_putting_a_key_twice_is_refused() {
+    let mut store = KvStore::new();
+    let req = txn(vec![], vec![op_put("a", "1"), op_put("a", "2")], vec![]);
+    assert_eq!(
+        store.txn(&req, &no_leases).err(),
+        Some(KvError::DuplicateKey)
+    );
+    let req = txn(vec![], vec![], vec![op_put("a", "1"), op_put("a", "2")]);
+    assert_eq!(
+        store.txn(&req, &no_leases).err(),
+        Some(KvError::DuplicateKey)
+    );
+}
+
+#[test]
+fn txn_putting_inside_a_deleted_range_is_refused_in_either_order() {
+    let mut store = KvStore::new();
+    let req = txn(vec![], vec![op_del("a", "c"), op_put("b", "1")], vec![]);
+    assert_eq!(
+        store.txn(&req, &no_leases).err(),
+        Some(KvError::DuplicateKey)
+    );
+    let req = txn(vec![], vec![op_put("b", "1"), op_del("a", "c")], vec![]);
+    assert_eq!(
+        store.txn(&req, &no_leases).err(),
+        Some(KvError::DuplicateKey)
+    );
+    let ok = txn(vec![], vec![op_put("c", "1"), op_del("a", "c")], vec![]);
+    assert!(store.txn(&ok, &no_leases).is_ok());
+}
+
+#[test]
+fn nested_txn_writes_count_toward_the_parent_branch() {
+    let mut store = KvStore::new();
+    let inner = txn(vec![], vec![], vec![op_put("a", "2")]);
+    let req = txn(vec![], vec![op_put("a", "1"), op_txn(inner)], vec![]);
+    assert_eq!(
+        store.txn(&req, &no_leases).err(),
+        Some(KvError::DuplicateKey)
+    );
+    // The two branches of one nested txn exclude each other, so they may write the same key.
+    let inner = txn(vec![], vec![op_put("a", "1")], vec![op_put("a", "2")]);
+    let req = txn(vec![], vec![op_txn(inner)], vec![]);
+    assert!(store.txn(&req, &no_leases).is_ok());
+}
+
+#[test]
+fn same_key_in_success_and_failure_is_allowed() {
+    let mut store = KvStore::new();
+    let req = txn(vec![], vec![op_put("a", "1")], vec![op_put("a", "2")]);
+    assert!(store.txn(&req, &no_leases).is_ok());
+}
+
+#[test]
+fn refused_txn_applies_nothing() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let hash = store.hash_kv(0);
+    let bad_put = PutRequest {
+        ignore_value: true,
+        ..put_req("missing", "")
+    };
+    let req = txn(
+        vec![],
+        vec![
+            op_put("b", "1"),
+            RequestOp {
+                request: Some(request_op::Request::RequestPut(bad_put)),
+            },
+        ],
+        vec![],
+    );
+    assert_eq!(
+        store.txn(&req, &no_leases).err(),
+        Some(KvError::KeyNotFound)
+    );
+    assert_eq!(store.current_revision(), 2);
+    assert_eq!(store.hash_kv(0), hash);
+}
+
+#[test]
+fn txn_put_with_unknown_lease_is_refused() {
+    let mut store = KvStore::new();
+    let put = PutRequest {
+        lease: 9,
+        ..put_req("a", "1")
+    };
+    let req = txn(
+        vec![],
+        vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(put)),
+        }],
+        vec![],
+    );
+    assert_eq!(
+        store.txn(&req, &lease_7_exists).err(),
+        Some(KvError::LeaseNotFound)
+    );
+}
+
+#[test]
+fn txn_with_empty_key_anywhere_is_refused() {
+    let mut store = KvStore::new();
+    let req = txn(vec![], vec![], vec![op_range("", "")]);
+    assert_eq!(store.txn(&req, &no_leases).err(), Some(KvError::EmptyKey));
+}
+
+#[test]
+fn txn_range_at_future_revision_is_refused() {
+    let mut store = KvStore::new();
+    let mut range = range_req("a", "");
+    range.revision = 5;
+    let req = txn(
+        vec![],
+        vec![
+            op_put("a", "1"),
+            RequestOp {
+                request: Some(request_op::Request::RequestRange(range)),
+            },
+        ],
+        vec![],
+    );
+    assert_eq!(
+        store.txn(&req, &no_leases).err(),
+        Some(KvError::FutureRevision)
+    );
+    assert_eq!(store.current_revision(), 1);
+}
+
+// --- compaction and events ---
+
+#[test]
+fn compact_refuses_old_and_future_revisions() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    assert_eq!(
+        store.compact(0),
+        Err(KvError::Compacted {
+            compact_revision: 0
+        })
+    );
+    assert_eq!(store.compact(3), Err(KvError::FutureRevision));
+    assert!(store.compact(2).is_ok());
+    assert_eq!(
+        store.compact(2),
+        Err(KvError::Compacted {
+            compact_revision: 2
+        })
+    );
+}
+
+#[test]
+fn compact_keeps_the_newest_live_version_and_drops_dead_keys() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1"); // 2
+    put(&mut store, "a", "2"); // 3
+    put(&mut store, "b", "1"); // 4
+    assert!(store.delete_range(&del_req("b", "")).is_ok()); // 5
+    put(&mut store, "c", "1"); // 6
+    assert!(store.compact(6).is_ok());
+    let snapshot = store.to_snapshot();
+    let kept: Vec<(Vec<u8>, i64)> = snapshot
+        .versions
+        .iter()
+        .map(|v| (v.key.clone(), v.main))
+        .collect();
+    assert_eq!(kept, vec![(b"a".to_vec(), 3), (b"c".to_vec(), 6)]);
+    assert_eq!(value_at(&store, "a", 6), Some(b"2".to_vec()));
+}
+
+#[test]
+fn watch_from_the_compact_revision_still_sees_its_delete() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1"); // 2
+    assert!(store.delete_range(&del_req("a", "")).is_ok()); // 3
+    put(&mut store, "b", "1"); // 4
+    assert!(store.compact(3).is_ok());
+    let events = store.events_since(3, b"a", b"\0").unwrap_or_default();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].r#type, EventType::Delete as i32);
+    let single = store.events_since(3, b"a", b"").unwrap_or_default();
+    assert_eq!(single.len(), 1);
+    assert_eq!(
+        store.events_since(2, b"a", b"\0"),
+        Err(KvError::Compacted {
+            compact_revision: 3
+        })
+    );
+}
+
+#[test]
+fn events_since_lists_matching_events_in_revision_order() {
+    let mut store = KvStore::new();
+    put(&mut store, "b", "1"); // 2
+    put(&mut store, "a", "1"); // 3
+    put(&mut store, "z", "1"); // 4
+    put(&mut store, "b", "2"); // 5
+    let events = store.events_since(3, b"a", b"c").unwrap_or_default();
+    let seen: Vec<(Vec<u8>, i64)> = events
+        .iter()
+        .filter_map(|e| e.kv.as_ref())
+        .map(|kv| (kv.key.clone(), kv.mod_revision))
+        .collect();
+    assert_eq!(seen, vec![(b"a".to_vec(), 3), (b"b".to_vec(), 5)]);
+    assert_eq!(
+        events[1].prev_kv.as_ref().map(|kv| kv.value.clone()),
+        Some(b"1".to_vec())
+    );
+    assert!(store
+        .events_since(6, b"a", b"\0")
+        .unwrap_or_default()
+        .is_empty());
+}
+
+#[test]
+fn hash_changes_with_writes_and_survives_compaction_of_unseen_history() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let (h2, _) = store.hash_kv(0).unwrap_or_default();
+    put(&mut store, "a", "2");
+    let (h3, _) = store.hash_kv(0).unwrap_or_default();
+    assert_ne!(h2, h3);
+    assert_eq!(store.hash_kv(2), Ok((h2, 0)));
+    assert!(store.compact(3).is_ok());
+    assert_eq!(
+        store.hash_kv(2),
+        Err(KvError::Compacted {
+            compact_revision: 3
+        })
+    );
+    assert_eq!(store.hash_kv(4), Err(KvError::FutureRevision));
+    assert!(store.hash_kv(3).is_ok());
+}
+
+// --- snapshots ---
+
+#[test]
+fn snapshot_round_trip_keeps_everything() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    put(&mut store, "b", "1");
+    assert!(store.delete_range(&del_req("a", "")).is_ok());
+    put(&mut store, "a", "2");
+    assert!(store.compact(4).is_ok());
+    put(&mut store, "c", "3");
+    let copy = KvStore::from_snapshot(&store.to_snapshot());
+    let Ok(copy) = copy else {
+        panic!("round trip failed: {copy:?}")
+    };
+    assert_eq!(copy.hash_kv(0), store.hash_kv(0));
+    assert_eq!(copy.current_revision(), store.current_revision());
+    assert_eq!(copy.compact_revision(), 4);
+    assert_eq!(copy.key_count(), 3);
+    assert_eq!(
+        copy.events_since(4, b"\0", b"\0"),
+        store.events_since(4, b"\0", b"\0")
+    );
+    assert_eq!(copy.to_snapshot(), store.to_snapshot());
+}
+
+#[test]
+fn snapshot_with_versions_out_of_order_is_corrupt() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    put(&mut store, "a", "2");
+    let mut snap = store.to_snapshot();
+    snap.versions.swap(0, 1);
+    assert!(matches!(
+        KvStore::from_snapshot(&snap),
+        Err(KvError::CorruptSnapshot(_))
+    ));
+}
+
+#[test]
+fn snapshot_with_version_beyond_current_revision_is_corrupt() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let mut snap = store.to_snapshot();
+    snap.current_revision = 1;
+    assert!(matches!(
+        KvStore::from_snapshot(&snap),
+        Err(KvError::CorruptSnapshot(_))
+    ));
+    let bad = KvSnapshot {
+        current_revision: 0,
+        ..KvSnapshot::default()
+    };
+    assert!(KvStore::from_snapshot(&bad).is_err());
+}
+
+#[test]
+fn snapshot_with_inconsistent_versions_is_corrupt() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    put(&mut store, "a", "2");
+    let mut snap = store.to_snapshot();
+    if let Some(kv) = snap.versions[1].kv.as_mut() {
+        kv.version = 5;
+    }
+    assert!(KvStore::from_snapshot(&snap).is_err());
+}
