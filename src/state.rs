@@ -229,3 +229,25 @@ impl StateMachine {
         self.min_lease_ttl_seconds
     }
 }
+
+impl crate::watch::EventSource for KvStore {
+    fn current_revision(&self) -> i64 {
+        KvStore::current_revision(self)
+    }
+
+    fn compact_revision(&self) -> i64 {
+        KvStore::compact_revision(self)
+    }
+
+    fn events_since(
+        &self,
+        start_revision: i64,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<Vec<Event>, i64> {
+        KvStore::events_since(self, start_revision, key, range_end).map_err(|error| match error {
+            KvError::Compacted { compact_revision } => compact_revision,
+            _ => KvStore::compact_revision(self),
+        })
+    }
+}

@@ -93,7 +93,7 @@ impl Node {
     ) -> Result<Node, StartError> {
         let store = LogStore::new(ConfState::default());
         let state = StateMachine::new(config.cluster_id, config.min_lease_ttl_seconds());
-        Node::from_parts(config, store, state, 0, now, logger)
+        Ok(Node::from_parts(config, store, state, 0, now, logger)?)
     }
 
     /// Restarts a member from its disk: the state machine from the snapshot, raft's log from the

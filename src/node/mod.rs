@@ -468,8 +468,10 @@ impl Node {
         let Ok(term) = raft::Storage::term(self.raw.store(), index) else {
             return;
         };
-        let mut snapshot = Snapshot::default();
-        snapshot.data = self.state.to_snapshot_bytes().into();
+        let mut snapshot = Snapshot {
+            data: self.state.to_snapshot_bytes().into(),
+            ..Default::default()
+        };
         let meta = snapshot.mut_metadata();
         meta.index = index;
         meta.term = term;
@@ -533,3 +535,6 @@ impl Node {
         self.outputs.push_back(Output::Watch { stream, response });
     }
 }
+
+#[cfg(test)]
+mod tests;
