@@ -114,6 +114,11 @@ fn encode_payload(record: &Record, out: &mut Vec<u8>) {
     }
 }
 
+/// The `len` an entry's frame declares (kind and payload), without encoding it.
+pub fn entry_record_len(entry: &Entry) -> usize {
+    1 + 8 + 8 + 1 + 4 + entry.data.len() + 4 + entry.context.len()
+}
+
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     // A record longer than u32::MAX is rejected by `encode` afterwards, so the cast cannot matter.
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
@@ -412,6 +417,14 @@ mod tests {
             decode_body(&[9, 0, 0]),
             Err(Corruption::BadKind { kind: 9 })
         );
+    }
+
+    #[test]
+    fn entry_record_len_matches_the_encoding() {
+        let e = entry(1, 2, EntryType::EntryNormal, vec![1; 33], vec![2; 5]);
+        let mut buf = Vec::new();
+        encode(&Record::Entry(e.clone()), 0, &mut buf).unwrap();
+        assert_eq!(buf.len(), HEADER_LEN + entry_record_len(&e));
     }
 
     #[test]

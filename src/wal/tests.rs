@@ -382,6 +382,20 @@ fn a_failed_write_makes_the_wal_refuse_further_writes() {
 }
 
 #[test]
+fn an_oversized_entry_is_refused_and_the_wal_stays_usable() {
+    let mut wal = new_wal(small());
+    let huge = entry(1, 1, &vec![0; record::MAX_RECORD_LEN as usize]);
+    assert!(matches!(
+        wal.append(&[huge], None),
+        Err(WalError::RecordTooLarge { .. })
+    ));
+    wal.append(&entries(1, 2, 1), None).unwrap();
+    wal.sync().unwrap();
+    let (_, rec) = reopen(wal);
+    assert_eq!(rec.entries, entries(1, 2, 1));
+}
+
+#[test]
 fn sync_without_new_bytes_does_not_touch_the_disk() {
     let mut wal = new_wal(small());
     let before = wal.disk().sync_count;

@@ -54,6 +54,14 @@ impl<D: Disk> Wal<D> {
         entries: &[Entry],
         hard_state: Option<&HardState>,
     ) -> Result<(), WalError> {
+        // Refuse an oversized entry before writing anything, so the WAL stays usable.
+        if let Some(len) = entries
+            .iter()
+            .map(record::entry_record_len)
+            .find(|&len| len > record::MAX_RECORD_LEN as usize)
+        {
+            return Err(WalError::RecordTooLarge { len });
+        }
         self.guard(|wal| {
             for entry in entries {
                 wal.push(&Record::Entry(entry.clone()))?;
@@ -186,7 +194,7 @@ impl<D: Disk> Wal<D> {
         self.flush()?;
         let old = self.current().clone();
         self.disk.sync(&old.path)?;
-        let next = Segment::new(&self.dir, old.seq + 1, self.last_index + 1);
+        let next = Segment::new(&self.dir, old.seq + 1, self.last_index.saturating_add(1));
         self.disk.create(&next.path)?;
         self.segments.push(next);
         self.segment_bytes = 0;
