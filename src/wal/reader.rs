@@ -1,0 +1,258 @@
+//! Opening the WAL: list the segments, replay every record while checking the crc chain, segment
+//! sequence and metadata, cut a torn tail off the last segment, and position the writer after it.
+
+use std::path::Path;
+
+use raft::eraftpb::{Entry, HardState};
+
+use super::record::{self, Framed, Record, RecordKind};
+use super::segment::{self, Segment};
+use super::{Corruption, Metadata, Recovered, TornTail, Wal, WalError, WalOptions};
+use crate::disk::Disk;
+
+impl<D: Disk> Wal<D> {
+    /// Opens the WAL in `dir`: returns everything it recorded, having repaired a torn tail of the
+    /// last segment (reported in [`Recovered::torn_tail`]); later appends go after it.
+    pub fn open(mut disk: D, dir: &Path, opts: WalOptions) -> Result<(Self, Recovered), WalError> {
+        let segments = list_segments(&disk, dir)?;
+        let mut replay = Replay::default();
+        let mut torn_tail = None;
+        let mut last_len = 0;
+        for (i, seg) in segments.iter().enumerate() {
+            let bytes = disk.read(&seg.path)?;
+            let is_last = i + 1 == segments.len();
+            let valid = replay.segment(&seg.path, &bytes, is_last)?;
+            if valid < bytes.len() {
+                torn_tail = Some(TornTail {
+                    file: seg.path.clone(),
+                    offset: valid as u64,
+                    bytes_dropped: (bytes.len() - valid) as u64,
+                });
+            }
+            last_len = valid as u64;
+        }
+        let Some(metadata) = replay.metadata else {
+            return Err(WalError::MissingMetadata {
+                dir: dir.to_path_buf(),
+            });
+        };
+        if let Some(torn) = &torn_tail {
+            disk.truncate(&torn.file, torn.offset)?;
+            disk.sync(&torn.file)?;
+        }
+        let last_index = match (replay.entries.last(), segments.last()) {
+            (Some(e), _) => e.index,
+            (None, Some(seg)) => seg.first_index.saturating_sub(1),
+            (None, None) => 0,
+        };
+        let mut wal = Wal {
+            disk,
+            dir: dir.to_path_buf(),
+            opts,
+            metadata,
+            hard_state: replay.hard_state.clone(),
+            segments,
+            segment_bytes: last_len,
+            crc: replay.crc.unwrap_or(0),
+            last_index,
+            unsynced: false,
+            failed: false,
+            buf: Vec::new(),
+        };
+        if last_len == 0 {
+            // The last segment was created but its header never made it to disk.
+            wal.write_header()?;
+            wal.sync_current_and_dir()?;
+        }
+        let recovered = Recovered {
+            metadata,
+            hard_state: replay.hard_state,
+            entries: replay.entries,
+            snapshot_markers: replay.snapshot_markers,
+            torn_tail,
+        };
+        Ok((wal, recovered))
+    }
+}
+
+/// The segments in `dir`, by sequence number, checked to have no gap.
+fn list_segments<D: Disk>(disk: &D, dir: &Path) -> Result<Vec<Segment>, WalError> {
+    let mut segments = Vec::new();
+    for name in disk.list(dir)? {
+        if !name.ends_with(segment::SUFFIX) {
+            continue;
+        }
+        let path = dir.join(&name);
+        let (seq, first_index) =
+            segment::parse_name(&name).ok_or(WalError::BadSegmentName { file: path.clone() })?;
+        segments.push(Segment {
+            seq,
+            first_index,
+            path,
+        });
+    }
+    if segments.is_empty() {
+        return Err(WalError::NotFound {
+            dir: dir.to_path_buf(),
+        });
+    }
+    segments.sort_by_key(|s| s.seq);
+    for pair in segments.windows(2) {
+        let expected = pair[0].seq.wrapping_add(1);
+        if pair[1].seq != expected {
+            return Err(WalError::Corrupt {
+                file: pair[1].path.clone(),
+                offset: 0,
+                detail: Corruption::SequenceGap {
+                    expected,
+                    found: pair[1].seq,
+                },
+            });
+        }
+    }
+    Ok(segments)
+}
+
+/// The state rebuilt while replaying records in order.
+#[derive(Default)]
+struct Replay {
+    /// The crc of the last record read; `None` before the first record.
+    crc: Option<u32>,
+    metadata: Option<Metadata>,
+    hard_state: HardState,
+    entries: Vec<Entry>,
+    snapshot_markers: Vec<(u64, u64)>,
+    /// The index of a snapshot marker seen since the last entry (the next entry may jump past it).
+    after_marker: Option<u64>,
+}
+
+impl Replay {
+    /// Replays one segment; returns how many bytes of it are complete records. Only the last
+    /// segment may end in an incomplete record.
+    fn segment(&mut self, path: &Path, bytes: &[u8], is_last: bool) -> Result<usize, WalError> {
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let corrupt = |detail| WalError::Corrupt {
+                file: path.to_path_buf(),
+                offset: pos as u64,
+                detail,
+            };
+            let rest = &bytes[pos..];
+            let frame = match record::read_frame(rest).map_err(corrupt)? {
+                Framed::Frame(frame) => frame,
+                Framed::Incomplete if is_last => return Ok(pos),
+                Framed::Incomplete => {
+                    return Err(corrupt(Corruption::Incomplete {
+                        available: rest.len(),
+                        needed: needed_len(rest),
+                    }))
+                }
+            };
+            let prev = match self.crc {
+                Some(crc) => crc,
+                None => seed_crc(frame.body).map_err(corrupt)?,
+            };
+            let computed = frame.computed_crc(prev);
+            if computed != frame.stored_crc {
+                return Err(corrupt(Corruption::CrcMismatch {
+                    expected: computed,
+                    found: frame.stored_crc,
+                }));
+            }
+            let record = record::decode_body(frame.body).map_err(corrupt)?;
+            if pos == 0 && !matches!(record, Record::Crc(_)) {
+                return Err(corrupt(Corruption::MissingCrcRecord {
+                    found: record.kind(),
+                }));
+            }
+            self.apply(record, prev).map_err(corrupt)?;
+            self.crc = Some(computed);
+            pos += frame.total_len;
+        }
+        if pos == 0 && !is_last {
+            return Err(WalError::Corrupt {
+                file: path.to_path_buf(),
+                offset: 0,
+                detail: Corruption::EmptySegment,
+            });
+        }
+        Ok(pos)
+    }
+
+    fn apply(&mut self, record: Record, prev_crc: u32) -> Result<(), Corruption> {
+        match record {
+            Record::Crc(found) if found != prev_crc => {
+                return Err(Corruption::ChainBreak {
+                    expected: prev_crc,
+                    found,
+                })
+            }
+            Record::Crc(_) => {}
+            Record::Metadata(found) => match self.metadata {
+                Some(expected) if expected != found => {
+                    return Err(Corruption::MetadataMismatch { expected, found })
+                }
+                _ => self.metadata = Some(found),
+            },
+            Record::Entry(entry) => {
+                self.apply_entry(entry)?;
+                self.after_marker = None;
+            }
+            Record::HardState(hs) => self.hard_state = hs,
+            Record::SnapshotMarker { index, term } => {
+                self.snapshot_markers.push((index, term));
+                self.after_marker = Some(index);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds an entry with raft's rules: rewriting an index drops it and everything after it.
+    fn apply_entry(&mut self, entry: Entry) -> Result<(), Corruption> {
+        let (Some(first), Some(last)) = (self.entries.first(), self.entries.last()) else {
+            self.entries.push(entry);
+            return Ok(());
+        };
+        let (first, last) = (first.index, last.index);
+        if entry.index < first {
+            self.entries.clear();
+        } else if entry.index <= last {
+            self.entries.truncate((entry.index - first) as usize);
+        } else if entry.index != last + 1 {
+            if self.after_marker.map(|i| i.wrapping_add(1)) != Some(entry.index) {
+                return Err(Corruption::IndexGap {
+                    expected: last + 1,
+                    found: entry.index,
+                });
+            }
+            // A snapshot replaced the log; the entries before it are superseded.
+            self.entries.clear();
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+}
+
+/// The crc the chain starts from: the payload of the log's first record, which must be a crc record.
+fn seed_crc(body: &[u8]) -> Result<u32, Corruption> {
+    let (&kind_byte, payload) = body.split_first().ok_or(Corruption::BadLength { len: 0 })?;
+    let kind = RecordKind::from_byte(kind_byte).ok_or(Corruption::BadKind { kind: kind_byte })?;
+    if kind != RecordKind::Crc {
+        return Err(Corruption::MissingCrcRecord { found: kind });
+    }
+    match payload {
+        [a, b, c, d] => Ok(u32::from_le_bytes([*a, *b, *c, *d])),
+        _ => Err(Corruption::BadPayload {
+            kind,
+            detail: "crc record payload is not 4 bytes",
+        }),
+    }
+}
+
+/// How long the frame at the front of `rest` says it is (for error messages).
+fn needed_len(rest: &[u8]) -> usize {
+    match rest.first_chunk::<4>() {
+        Some(len) => record::HEADER_LEN + u32::from_le_bytes(*len) as usize,
+        None => record::HEADER_LEN,
+    }
+}

@@ -1,0 +1,578 @@
+//! Behaviour of the WAL as a whole on a [`MemDisk`]: round trips across segments, repair of torn
+//! tails, detection of corruption, release of old segments, and crash and damage properties.
+
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use raft::eraftpb::{Entry, EntryType, HardState};
+use rand::SeedableRng;
+
+use super::record::{self, Record};
+use super::*;
+use crate::disk::{CrashFault, MemDisk};
+
+const META: Metadata = Metadata {
+    member_id: 0x8e9e05c52164694d,
+    cluster_id: 0xcdf818194e3a8c32,
+};
+
+fn dir() -> PathBuf {
+    PathBuf::from("/data/member/wal")
+}
+
+fn small() -> WalOptions {
+    WalOptions {
+        segment_size_bytes: 512,
+    }
+}
+
+fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+    let entry_type = if index % 7 == 0 {
+        EntryType::EntryConfChange
+    } else {
+        EntryType::EntryNormal
+    };
+    Entry {
+        index,
+        term,
+        entry_type,
+        data: data.to_vec().into(),
+        context: vec![index as u8].into(),
+        ..Entry::default()
+    }
+}
+
+fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
+    (from..=to)
+        .map(|i| entry(i, term, format!("value-{i}").as_bytes()))
+        .collect()
+}
+
+fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
+    HardState {
+        term,
+        vote,
+        commit,
+        ..HardState::default()
+    }
+}
+
+fn new_wal(opts: WalOptions) -> Wal<MemDisk> {
+    Wal::create(MemDisk::new(), &dir(), META, opts).unwrap()
+}
+
+fn reopen(wal: Wal<MemDisk>) -> (Wal<MemDisk>, Recovered) {
+    Wal::open(wal.into_disk(), &dir(), small()).unwrap()
+}
+
+/// A WAL with `n` entries over several 512-byte segments, all synced.
+fn wal_with_segments(n: u64) -> Wal<MemDisk> {
+    let mut wal = new_wal(small());
+    for i in 1..=n {
+        wal.append(&entries(i, i, 1), Some(&hard_state(1, 1, i)))
+            .unwrap();
+    }
+    wal.sync().unwrap();
+    wal
+}
+
+fn open_err(disk: MemDisk) -> WalError {
+    match Wal::open(disk, &dir(), small()) {
+        Ok(_) => panic!("open should fail"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn entries_hard_states_and_markers_round_trip_across_segments() {
+    let mut wal = new_wal(small());
+    let mut written = Vec::new();
+    for batch in 0..20u64 {
+        let ents = entries(batch * 5 + 1, batch * 5 + 5, 2);
+        wal.append(&ents, Some(&hard_state(2, 1, batch * 5)))
+            .unwrap();
+        written.extend(ents);
+        if batch % 4 == 3 {
+            wal.save_snapshot_marker(batch * 5, 2).unwrap();
+        }
+    }
+    wal.sync().unwrap();
+    assert!(wal.segment_paths().len() >= 4, "{:?}", wal.segment_paths());
+    let (_, rec) = reopen(wal);
+    assert_eq!(rec.metadata, META);
+    assert_eq!(rec.entries, written);
+    assert_eq!(rec.hard_state, hard_state(2, 1, 95));
+    assert_eq!(
+        rec.snapshot_markers,
+        vec![(15, 2), (35, 2), (55, 2), (75, 2), (95, 2)]
+    );
+    assert_eq!(rec.torn_tail, None);
+}
+
+#[test]
+fn a_reopened_wal_keeps_appending_after_what_it_read() {
+    let mut wal = wal_with_segments(30);
+    wal.append(&entries(31, 31, 1), None).unwrap();
+    wal.sync().unwrap();
+    let (mut wal, rec) = reopen(wal);
+    assert_eq!(rec.entries.len(), 31);
+    wal.append(&entries(32, 60, 2), Some(&hard_state(2, 3, 50)))
+        .unwrap();
+    wal.sync().unwrap();
+    let (_, rec) = reopen(wal);
+    let mut expected = entries(1, 31, 1);
+    expected.extend(entries(32, 60, 2));
+    assert_eq!(rec.entries, expected);
+    assert_eq!(rec.hard_state, hard_state(2, 3, 50));
+}
+
+#[test]
+fn a_fresh_wal_opens_empty_with_its_metadata() {
+    let wal = new_wal(WalOptions::default());
+    let (_, rec) = reopen(wal);
+    assert_eq!(rec.metadata, META);
+    assert!(rec.entries.is_empty());
+    assert_eq!(rec.hard_state, HardState::default());
+}
+
+#[test]
+fn rewriting_an_index_replaces_it_and_drops_what_followed() {
+    let mut wal = new_wal(small());
+    wal.append(&entries(1, 10, 1), None).unwrap();
+    wal.append(&entries(6, 7, 2), None).unwrap();
+    wal.sync().unwrap();
+    let (_, rec) = reopen(wal);
+    let mut expected = entries(1, 5, 1);
+    expected.extend(entries(6, 7, 2));
+    assert_eq!(rec.entries, expected);
+}
+
+#[test]
+fn an_entry_may_jump_past_the_log_right_after_a_snapshot_marker() {
+    let mut wal = new_wal(small());
+    wal.append(&entries(1, 3, 1), None).unwrap();
+    wal.save_snapshot_marker(100, 4).unwrap();
+    wal.append(&entries(101, 102, 4), None).unwrap();
+    wal.sync().unwrap();
+    let (_, rec) = reopen(wal);
+    assert_eq!(rec.entries, entries(101, 102, 4));
+    assert_eq!(rec.snapshot_markers, vec![(100, 4)]);
+}
+
+#[test]
+fn an_entry_gap_without_a_snapshot_marker_is_corruption() {
+    let mut wal = new_wal(small());
+    wal.append(&entries(1, 3, 1), None).unwrap();
+    wal.append(&entries(5, 5, 1), None).unwrap();
+    wal.sync().unwrap();
+    let err = open_err(wal.into_disk());
+    assert!(
+        matches!(
+            err,
+            WalError::Corrupt {
+                detail: Corruption::IndexGap {
+                    expected: 4,
+                    found: 5
+                },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn creating_over_an_existing_wal_fails() {
+    let wal = new_wal(small());
+    let err = Wal::create(wal.into_disk(), &dir(), META, small()).unwrap_err();
+    assert!(matches!(err, WalError::AlreadyExists { .. }), "{err}");
+}
+
+#[test]
+fn opening_a_directory_without_segments_fails() {
+    let err = open_err(MemDisk::new());
+    assert!(matches!(err, WalError::NotFound { .. }), "{err}");
+    assert!(!Wal::exists(&MemDisk::new(), &dir()));
+}
+
+#[test]
+fn release_to_removes_only_segments_entirely_below_the_index() {
+    let mut wal = wal_with_segments(60);
+    let before = wal.segment_paths();
+    assert!(before.len() >= 5);
+    wal.release_to(30).unwrap();
+    let after = wal.segment_paths();
+    assert!(after.len() < before.len());
+    assert_eq!(after[..], before[before.len() - after.len()..]);
+    let (mut wal, rec) = reopen(wal);
+    let first = rec.entries[0].index;
+    assert!(first <= 30, "entry 30 was released: log starts at {first}");
+    assert_eq!(rec.entries, entries(first, 60, 1));
+    // Releasing everything keeps the current segment, and the log stays usable.
+    wal.release_to(u64::MAX).unwrap();
+    assert_eq!(wal.segment_paths().len(), 1);
+    wal.append(&entries(61, 61, 1), None).unwrap();
+    wal.sync().unwrap();
+    let (_, rec) = reopen(wal);
+    assert_eq!(rec.entries.last().map(|e| e.index), Some(61));
+}
+
+#[test]
+fn a_torn_tail_of_the_last_segment_is_cut_and_reported() {
+    let mut wal = wal_with_segments(3);
+    let last = wal.segment_paths().pop().unwrap();
+    let good_len = wal.disk().read(&last).unwrap().len() as u64;
+    let mut frame = Vec::new();
+    record::encode(&Record::Entry(entry(4, 1, b"torn")), 0, &mut frame).unwrap();
+    wal.disk_mut()
+        .append(&last, &frame[..frame.len() - 3])
+        .unwrap();
+    let (mut wal, rec) = Wal::open(wal.into_disk(), &dir(), small()).unwrap();
+    assert_eq!(
+        rec.torn_tail,
+        Some(TornTail {
+            file: last.clone(),
+            offset: good_len,
+            bytes_dropped: frame.len() as u64 - 3
+        })
+    );
+    assert_eq!(rec.entries, entries(1, 3, 1));
+    wal.append(&entries(4, 4, 1), None).unwrap();
+    wal.sync().unwrap();
+    let (_, rec) = reopen(wal);
+    assert_eq!(rec.torn_tail, None);
+    assert_eq!(rec.entries, entries(1, 4, 1));
+}
+
+#[test]
+fn a_crc_break_in_a_middle_segment_is_an_error_naming_the_file_and_offset() {
+    let wal = wal_with_segments(40);
+    let paths = wal.segment_paths();
+    let middle = paths[paths.len() / 2].clone();
+    let mut disk = wal.into_disk();
+    let len = disk.read(&middle).unwrap().len();
+    let offset = len - 2; // inside the payload of the segment's last record
+    disk.corrupt_byte(&middle, offset, 0xee).unwrap();
+    let err = open_err(disk);
+    let WalError::Corrupt { file, detail, .. } = &err else {
+        panic!("expected corruption, got {err}");
+    };
+    assert_eq!(file, &middle);
+    assert!(matches!(detail, Corruption::CrcMismatch { .. }), "{detail}");
+    let text = err.to_string();
+    assert!(text.contains(&middle.display().to_string()), "{text}");
+    assert!(text.contains("crc mismatch: expected"), "{text}");
+}
+
+#[test]
+fn a_record_cut_short_in_a_middle_segment_is_an_error() {
+    let wal = wal_with_segments(40);
+    let paths = wal.segment_paths();
+    let mut disk = wal.into_disk();
+    let len = disk.read(&paths[1]).unwrap().len() as u64;
+    disk.truncate(&paths[1], len - 1).unwrap();
+    let err = open_err(disk);
+    assert!(
+        matches!(&err, WalError::Corrupt { file, detail: Corruption::Incomplete { .. }, .. } if file == &paths[1]),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_middle_segment_is_an_error() {
+    let wal = wal_with_segments(40);
+    let paths = wal.segment_paths();
+    let mut disk = wal.into_disk();
+    disk.remove(&paths[2]).unwrap();
+    let err = open_err(disk);
+    assert!(
+        matches!(&err, WalError::Corrupt { file, detail: Corruption::SequenceGap { expected: 2, found: 3 }, .. } if file == &paths[3]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("missing segment"), "{err}");
+}
+
+#[test]
+fn metadata_that_disagrees_between_records_is_an_error() {
+    let mut wal = wal_with_segments(2);
+    let other = Metadata {
+        member_id: 1,
+        cluster_id: 2,
+    };
+    wal.push(&Record::Metadata(other)).unwrap();
+    wal.flush().unwrap();
+    wal.sync().unwrap();
+    let err = open_err(wal.into_disk());
+    assert!(
+        matches!(
+            &err,
+            WalError::Corrupt {
+                detail: Corruption::MetadataMismatch { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("member 1 in cluster 2"), "{err}");
+}
+
+#[test]
+fn a_wal_without_metadata_is_an_error() {
+    let mut disk = MemDisk::new();
+    disk.create_dir_all(&dir()).unwrap();
+    let path = dir().join(segment::name(0, 0));
+    disk.create(&path).unwrap();
+    let mut bytes = Vec::new();
+    let crc = record::encode(&Record::Crc(0), 0, &mut bytes).unwrap();
+    record::encode(&Record::Entry(entry(1, 1, b"x")), crc, &mut bytes).unwrap();
+    disk.append(&path, &bytes).unwrap();
+    let err = open_err(disk);
+    assert!(matches!(err, WalError::MissingMetadata { .. }), "{err}");
+}
+
+#[test]
+fn a_segment_that_does_not_start_with_a_crc_record_is_an_error() {
+    let mut disk = MemDisk::new();
+    disk.create_dir_all(&dir()).unwrap();
+    let path = dir().join(segment::name(0, 0));
+    disk.create(&path).unwrap();
+    let mut bytes = Vec::new();
+    record::encode(&Record::Metadata(META), 0, &mut bytes).unwrap();
+    disk.append(&path, &bytes).unwrap();
+    let err = open_err(disk);
+    assert!(
+        matches!(
+            err,
+            WalError::Corrupt {
+                offset: 0,
+                detail: Corruption::MissingCrcRecord { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_empty_last_segment_gets_a_header_and_the_log_goes_on() {
+    let wal = wal_with_segments(20);
+    let mut paths = wal.segment_paths();
+    let last = paths.pop().unwrap();
+    let mut disk = wal.into_disk();
+    disk.truncate(&last, 0).unwrap();
+    let (mut wal, rec) = Wal::open(disk, &dir(), small()).unwrap();
+    let n = rec.entries.len() as u64;
+    assert_eq!(rec.entries, entries(1, n, 1));
+    wal.append(&entries(n + 1, n + 1, 1), None).unwrap();
+    wal.sync().unwrap();
+    let (_, rec) = reopen(wal);
+    assert_eq!(rec.entries, entries(1, n + 1, 1));
+}
+
+#[test]
+fn a_failed_write_makes_the_wal_refuse_further_writes() {
+    let mut wal = new_wal(small());
+    let path = wal.segment_paths()[0].clone();
+    wal.disk_mut().remove(&path).unwrap();
+    assert!(matches!(
+        wal.append(&entries(1, 1, 1), None),
+        Err(WalError::Disk(_))
+    ));
+    assert!(matches!(wal.sync(), Err(WalError::Failed { .. })));
+}
+
+#[test]
+fn an_oversized_entry_is_refused_and_the_wal_stays_usable() {
+    let mut wal = new_wal(small());
+    let huge = entry(1, 1, &vec![0; record::MAX_RECORD_LEN as usize]);
+    assert!(matches!(
+        wal.append(&[huge], None),
+        Err(WalError::RecordTooLarge { .. })
+    ));
+    wal.append(&entries(1, 2, 1), None).unwrap();
+    wal.sync().unwrap();
+    let (_, rec) = reopen(wal);
+    assert_eq!(rec.entries, entries(1, 2, 1));
+}
+
+#[test]
+fn sync_without_new_bytes_does_not_touch_the_disk() {
+    let mut wal = new_wal(small());
+    let before = wal.disk().sync_count;
+    wal.sync().unwrap();
+    assert_eq!(wal.disk().sync_count, before);
+    wal.append(&entries(1, 1, 1), None).unwrap();
+    wal.sync().unwrap();
+    wal.sync().unwrap();
+    assert_eq!(wal.disk().sync_count, before + 1);
+}
+
+// ---- properties ----
+
+/// Appends `sizes.len()` entries one by one, remembering where each entry's record ends as
+/// (segment position, byte offset within it).
+fn write_positions(sizes: &[usize]) -> (Wal<MemDisk>, Vec<Entry>, Vec<(usize, u64)>) {
+    let mut wal = new_wal(WalOptions {
+        segment_size_bytes: 300,
+    });
+    let mut written = Vec::new();
+    let mut ends = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let e = entry(i as u64 + 1, 1, &vec![i as u8; size]);
+        let mut frame = Vec::new();
+        record::encode(&Record::Entry(e.clone()), 0, &mut frame).unwrap();
+        let seg = wal.segment_paths().len() - 1;
+        let end = wal.segment_bytes + frame.len() as u64;
+        wal.append(std::slice::from_ref(&e), None).unwrap();
+        written.push(e);
+        ends.push((seg, end));
+    }
+    wal.sync().unwrap();
+    (wal, written, ends)
+}
+
+fn header_len() -> u64 {
+    let mut bytes = Vec::new();
+    record::encode(&Record::Crc(0), 0, &mut bytes).unwrap();
+    record::encode(&Record::Metadata(META), 0, &mut bytes).unwrap();
+    bytes.len() as u64
+}
+
+fn is_prefix(recovered: &[Entry], written: &[Entry]) -> bool {
+    recovered.len() <= written.len() && recovered == &written[..recovered.len()]
+}
+
+fn crash_rng(seed: u64) -> rand_chacha::ChaCha8Rng {
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn a_wal_cut_at_any_byte_opens_to_exactly_the_complete_records_before_the_cut(
+        sizes in proptest::collection::vec(0usize..60, 1..30),
+        cut_seed in any::<u64>(),
+    ) {
+        let (wal, written, ends) = write_positions(&sizes);
+        let paths = wal.segment_paths();
+        let mut disk = wal.into_disk();
+        let lens: Vec<u64> = paths.iter().map(|p| disk.read(p).unwrap().len() as u64).collect();
+        let total: u64 = lens.iter().sum();
+        let mut cut = cut_seed % (total + 1);
+        let mut seg = 0;
+        while seg + 1 < lens.len() && cut > lens[seg] {
+            cut -= lens[seg];
+            seg += 1;
+        }
+        for p in &paths[seg + 1..] {
+            disk.remove(p).unwrap();
+        }
+        disk.truncate(&paths[seg], cut).unwrap();
+        match Wal::open(disk, &dir(), small()) {
+            Ok((mut wal, rec)) => {
+                let expected = ends.iter().filter(|&&(s, end)| s < seg || (s == seg && end <= cut)).count();
+                prop_assert_eq!(&rec.entries[..], &written[..expected]);
+                // The repaired log accepts the next entry and reads back consistently.
+                let next = entry(expected as u64 + 1, 2, b"after repair");
+                wal.append(std::slice::from_ref(&next), None).unwrap();
+                wal.sync().unwrap();
+                let (_, again) = reopen(wal);
+                prop_assert_eq!(again.entries.len(), expected + 1);
+                prop_assert_eq!(again.entries.last(), Some(&next));
+            }
+            Err(WalError::MissingMetadata { .. }) => prop_assert!(seg == 0 && cut < header_len()),
+            Err(e) => prop_assert!(false, "unexpected error at segment {} cut {}: {}", seg, cut, e),
+        }
+    }
+
+    #[test]
+    fn a_wal_with_one_corrupted_byte_opens_to_a_prefix_or_reports_corruption(
+        sizes in proptest::collection::vec(0usize..60, 1..30),
+        where_seed in any::<u64>(),
+        xor in 1u8..=255,
+    ) {
+        let (wal, written, _) = write_positions(&sizes);
+        let paths = wal.segment_paths();
+        let mut disk = wal.into_disk();
+        let seg = (where_seed % paths.len() as u64) as usize;
+        let bytes = disk.read(&paths[seg]).unwrap();
+        let offset = ((where_seed >> 16) % bytes.len() as u64) as usize;
+        disk.corrupt_byte(&paths[seg], offset, bytes[offset] ^ xor).unwrap();
+        match Wal::open(disk, &dir(), small()) {
+            Ok((_, rec)) => {
+                prop_assert!(is_prefix(&rec.entries, &written));
+                prop_assert_eq!(rec.metadata, META);
+            }
+            Err(WalError::Corrupt { .. } | WalError::MissingMetadata { .. }) => {}
+            Err(e) => prop_assert!(false, "unexpected error: {}", e),
+        }
+    }
+
+    #[test]
+    fn a_crash_tearing_unsynced_appends_keeps_the_synced_prefix(
+        batches in proptest::collection::vec((1usize..6, any::<bool>()), 1..20),
+        seed in any::<u64>(),
+    ) {
+        let mut wal = new_wal(WalOptions { segment_size_bytes: 400 });
+        let mut written = Vec::new();
+        let mut synced = 0;
+        for (n, sync) in batches {
+            let from = written.len() as u64 + 1;
+            let ents = entries(from, from + n as u64 - 1, 1);
+            wal.append(&ents, Some(&hard_state(1, 1, from))).unwrap();
+            written.extend(ents);
+            if sync {
+                wal.sync().unwrap();
+                synced = written.len();
+            }
+        }
+        let mut disk = wal.into_disk();
+        disk.crash(CrashFault::TearUnsynced, &mut crash_rng(seed));
+        let (_, rec) = Wal::open(disk, &dir(), small()).unwrap();
+        prop_assert!(is_prefix(&rec.entries, &written));
+        prop_assert!(rec.entries.len() >= synced, "lost synced entries: {} < {}", rec.entries.len(), synced);
+    }
+
+    #[test]
+    fn a_crash_flipping_a_bit_never_yields_a_wrong_entry(
+        batches in proptest::collection::vec(1usize..6, 1..12),
+        seed in any::<u64>(),
+    ) {
+        let mut wal = new_wal(WalOptions { segment_size_bytes: 400 });
+        let mut written = Vec::new();
+        for n in batches {
+            let from = written.len() as u64 + 1;
+            let ents = entries(from, from + n as u64 - 1, 1);
+            wal.append(&ents, None).unwrap();
+            written.extend(ents);
+        }
+        let mut disk = wal.into_disk();
+        disk.crash(CrashFault::FlipBit, &mut crash_rng(seed));
+        match Wal::open(disk, &dir(), small()) {
+            Ok((_, rec)) => prop_assert!(is_prefix(&rec.entries, &written)),
+            Err(WalError::Corrupt { .. } | WalError::MissingMetadata { .. }) => {}
+            Err(e) => prop_assert!(false, "unexpected error: {}", e),
+        }
+    }
+}
+
+#[test]
+fn segment_files_are_named_by_sequence_and_first_index() {
+    let wal = wal_with_segments(30);
+    let names: Vec<String> = wal
+        .segment_paths()
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(names[0], "0000000000000000-0000000000000000.wal");
+    let parsed: Vec<(u64, u64)> = names
+        .iter()
+        .map(|n| segment::parse_name(n).unwrap())
+        .collect();
+    for (i, pair) in parsed.windows(2).enumerate() {
+        assert_eq!(pair[1].0, i as u64 + 1);
+        assert!(pair[1].1 > pair[0].1);
+    }
+    assert!(Path::new(&dir()).join(&names[0]).starts_with(dir()));
+}

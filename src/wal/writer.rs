@@ -1,0 +1,204 @@
+//! Writing the WAL: creating it, appending records to the current segment, syncing, rotating to a
+//! new segment when the current one is full, and releasing segments that are no longer needed.
+
+use std::path::Path;
+
+use raft::eraftpb::{Entry, HardState};
+
+use super::record::{self, Record};
+use super::segment::Segment;
+use super::{Metadata, Wal, WalError, WalOptions};
+use crate::disk::Disk;
+
+impl<D: Disk> Wal<D> {
+    /// Creates a new WAL in `dir` (creating the directory), with its first segment durable.
+    ///
+    /// Fails with [`WalError::AlreadyExists`] if `dir` already holds a segment.
+    pub fn create(
+        mut disk: D,
+        dir: &Path,
+        metadata: Metadata,
+        opts: WalOptions,
+    ) -> Result<Self, WalError> {
+        if Self::exists(&disk, dir) {
+            return Err(WalError::AlreadyExists {
+                dir: dir.to_path_buf(),
+            });
+        }
+        disk.create_dir_all(dir)?;
+        let first = Segment::new(dir, 0, 0);
+        disk.create(&first.path)?;
+        let mut wal = Wal {
+            disk,
+            dir: dir.to_path_buf(),
+            opts,
+            metadata,
+            hard_state: HardState::default(),
+            segments: vec![first],
+            segment_bytes: 0,
+            crc: 0,
+            last_index: 0,
+            unsynced: false,
+            failed: false,
+            buf: Vec::new(),
+        };
+        wal.write_header()?;
+        wal.sync_current_and_dir()?;
+        Ok(wal)
+    }
+
+    /// Appends entries, then the hard state if given. The bytes are in the file but not durable
+    /// until [`Wal::sync`].
+    pub fn append(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), WalError> {
+        // Refuse an oversized entry before writing anything, so the WAL stays usable.
+        if let Some(len) = entries
+            .iter()
+            .map(record::entry_record_len)
+            .find(|&len| len > record::MAX_RECORD_LEN as usize)
+        {
+            return Err(WalError::RecordTooLarge { len });
+        }
+        self.guard(|wal| {
+            for entry in entries {
+                wal.push(&Record::Entry(entry.clone()))?;
+                wal.last_index = entry.index;
+                wal.rotate_if_full()?;
+            }
+            if let Some(hs) = hard_state {
+                wal.push(&Record::HardState(hs.clone()))?;
+                wal.hard_state = hs.clone();
+                wal.rotate_if_full()?;
+            }
+            wal.flush()
+        })
+    }
+
+    /// Records that a snapshot at `(index, term)` was saved (not durable until [`Wal::sync`]).
+    pub fn save_snapshot_marker(&mut self, index: u64, term: u64) -> Result<(), WalError> {
+        self.guard(|wal| {
+            wal.push(&Record::SnapshotMarker { index, term })?;
+            wal.rotate_if_full()?;
+            wal.flush()
+        })
+    }
+
+    /// Makes everything appended so far durable; a no-op if nothing is unsynced.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.guard(|wal| {
+            if wal.unsynced {
+                let path = wal.current().path.clone();
+                wal.disk.sync(&path)?;
+                wal.unsynced = false;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes the segments whose entries are all below `index`, oldest first, keeping the segment
+    /// that contains `index` and every later one (and always the current segment).
+    pub fn release_to(&mut self, index: u64) -> Result<(), WalError> {
+        self.guard(|wal| {
+            let keep_from = wal
+                .segments
+                .iter()
+                .rposition(|s| s.first_index <= index)
+                .unwrap_or(0);
+            if keep_from == 0 {
+                return Ok(());
+            }
+            // Oldest first, so a crash part-way leaves a gap-free run of segments.
+            for _ in 0..keep_from {
+                let path = wal.segments[0].path.clone();
+                wal.disk.remove(&path)?;
+                wal.segments.remove(0);
+            }
+            let dir = wal.dir.clone();
+            wal.disk.sync_dir(&dir)?;
+            Ok(())
+        })
+    }
+
+    /// Runs a write and marks the WAL failed if it errs: a half-written batch must not be extended.
+    fn guard(
+        &mut self,
+        op: impl FnOnce(&mut Self) -> Result<(), WalError>,
+    ) -> Result<(), WalError> {
+        if self.failed {
+            return Err(WalError::Failed {
+                dir: self.dir.clone(),
+            });
+        }
+        let result = op(self);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    pub(super) fn current(&self) -> &Segment {
+        // `segments` is never empty: create and open both start with one, release keeps the last.
+        &self.segments[self.segments.len() - 1]
+    }
+
+    /// Encodes a record into the buffer, chaining its crc.
+    pub(super) fn push(&mut self, record: &Record) -> Result<(), WalError> {
+        self.crc = record::encode(record, self.crc, &mut self.buf)
+            .map_err(|len| WalError::RecordTooLarge { len })?;
+        Ok(())
+    }
+
+    /// Appends the buffered records to the current segment.
+    pub(super) fn flush(&mut self) -> Result<(), WalError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let path = self.current().path.clone();
+        self.disk.append(&path, &self.buf)?;
+        self.segment_bytes += self.buf.len() as u64;
+        self.unsynced = true;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes the records every segment starts with: the crc chain link, metadata, hard state.
+    pub(super) fn write_header(&mut self) -> Result<(), WalError> {
+        self.push(&Record::Crc(self.crc))?;
+        self.push(&Record::Metadata(self.metadata))?;
+        self.push(&Record::HardState(self.hard_state.clone()))?;
+        self.flush()
+    }
+
+    pub(super) fn sync_current_and_dir(&mut self) -> Result<(), WalError> {
+        let path = self.current().path.clone();
+        self.disk.sync(&path)?;
+        let dir = self.dir.clone();
+        self.disk.sync_dir(&dir)?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    fn rotate_if_full(&mut self) -> Result<(), WalError> {
+        let size = self.segment_bytes + self.buf.len() as u64;
+        if size > self.opts.segment_size_bytes {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the current segment durably and starts the next one, durably.
+    fn rotate(&mut self) -> Result<(), WalError> {
+        self.flush()?;
+        let old = self.current().clone();
+        self.disk.sync(&old.path)?;
+        let next = Segment::new(&self.dir, old.seq + 1, self.last_index.saturating_add(1));
+        self.disk.create(&next.path)?;
+        self.segments.push(next);
+        self.segment_bytes = 0;
+        self.write_header()?;
+        self.sync_current_and_dir()
+    }
+}
