@@ -14,7 +14,7 @@ pub mod raftlog;
 pub mod server;
 pub mod snap;
 pub mod state;
-// pub mod storage;
+pub mod storage;
 pub mod time;
 pub mod types;
 pub mod wal;

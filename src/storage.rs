@@ -58,6 +58,8 @@ impl StorageLayout {
 pub struct OpenReport {
     pub metadata: Option<Metadata>,
     pub torn_tail: Option<TornTail>,
+    /// Damaged snapshot files that were passed over for an older good one.
+    pub skipped_snapshots: Vec<String>,
 }
 
 /// A member's WAL and snapshots.
@@ -108,7 +110,8 @@ impl<D: Disk> MemberStorage<D> {
         }
         let markers = recovered.snapshot_markers.clone();
         let acceptable = |index: u64, term: u64| markers.contains(&(index, term));
-        let snapshot = snap::load_newest(wal.disk(), &layout.snap_dir, &acceptable)?;
+        let loaded = snap::load_newest(wal.disk(), &layout.snap_dir, &acceptable)?;
+        let snapshot = loaded.snapshot;
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
         let entries = recovered
             .entries
@@ -123,6 +126,7 @@ impl<D: Disk> MemberStorage<D> {
         let report = OpenReport {
             metadata: Some(recovered.metadata),
             torn_tail: recovered.torn_tail,
+            skipped_snapshots: loaded.skipped.iter().map(ToString::to_string).collect(),
         };
         Ok((MemberStorage { wal, layout }, durable, report))
     }
@@ -131,7 +135,9 @@ impl<D: Disk> MemberStorage<D> {
     /// durable before its WAL marker is written.
     pub fn persist(&mut self, persist: &Persist) -> Result<(), StorageError> {
         if let Some(snapshot) = &persist.snapshot {
-            self.save_snapshot_file(snapshot)?;
+            snap::save(self.wal.disk_mut(), &self.layout.snap_dir, snapshot)?;
+            let meta = snapshot.get_metadata();
+            self.wal.save_installed_snapshot(meta.index, meta.term)?;
         }
         self.wal
             .append(&persist.entries, persist.hard_state.as_ref())?;

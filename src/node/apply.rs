@@ -87,8 +87,7 @@ impl Node {
             let reply = result.map(|()| self.membership_reply(&change, &context));
             self.complete(context.id, reply.map_err(ClientError::from));
         }
-        if change.get_change_type() == ConfChangeType::RemoveNode && member_id == self.config.id
-        {
+        if change.get_change_type() == ConfChangeType::RemoveNode && member_id == self.config.id {
             self.removed = true;
             self.outputs.push_back(Output::Removed);
         }

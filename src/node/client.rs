@@ -7,7 +7,7 @@ use raft::StateRole;
 use rand::Rng;
 
 use super::request::{ClientError, ClientRequest, ClientResponse, RequestId};
-use super::{Node, Pending, PendingKind};
+use super::{Node, Pending, PendingKind, Proposal};
 use crate::member;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpb::{self, internal_request::Request};
@@ -145,12 +145,48 @@ impl Node {
             origin: self.config.id.0,
             request: Some(request),
         };
-        if !self.wait(id, PendingKind::Write) {
+        self.submit(id, Proposal::Normal(entry.encode_to_vec()));
+    }
+
+    /// Hands a proposal to raft. Without a leader raft drops it; it then waits (until its deadline)
+    /// for a leader to be known, and is proposed again.
+    fn submit(&mut self, id: RequestId, proposal: Proposal) {
+        if !self.wait(id, PendingKind::Write { waiting: None }) {
             return;
         }
-        if self.raw.propose(Vec::new(), entry.encode_to_vec()).is_err() {
-            self.finish(id);
-            self.reply(id, Err(ClientError::NoLeader));
+        self.try_propose(id, proposal);
+    }
+
+    fn try_propose(&mut self, id: RequestId, proposal: Proposal) {
+        let result = match &proposal {
+            Proposal::Normal(data) => self.raw.propose(Vec::new(), data.clone()),
+            Proposal::ConfChange(change) => {
+                self.raw.propose_conf_change(Vec::new(), change.clone())
+            }
+        };
+        if result.is_err() {
+            if let Some(Pending {
+                kind: PendingKind::Write { waiting },
+                ..
+            }) = self.pending.get_mut(&id)
+            {
+                *waiting = Some(proposal);
+            }
+        }
+    }
+
+    /// Proposes again every proposal raft dropped while no leader was known.
+    pub(super) fn propose_waiting(&mut self) {
+        let waiting: Vec<(RequestId, Proposal)> = self
+            .pending
+            .iter_mut()
+            .filter_map(|(id, pending)| match &mut pending.kind {
+                PendingKind::Write { waiting } => waiting.take().map(|p| (*id, p)),
+                PendingKind::Read { .. } => None,
+            })
+            .collect();
+        for (id, proposal) in waiting {
+            self.try_propose(id, proposal);
         }
     }
 
@@ -280,13 +316,7 @@ impl Node {
     }
 
     fn propose_conf_change(&mut self, id: RequestId, change: ConfChange) {
-        if !self.wait(id, PendingKind::Write) {
-            return;
-        }
-        if self.raw.propose_conf_change(Vec::new(), change).is_err() {
-            self.finish(id);
-            self.reply(id, Err(ClientError::NoLeader));
-        }
+        self.submit(id, Proposal::ConfChange(change));
     }
 
     fn conf_change(

@@ -60,6 +60,8 @@ impl NodeConfig {
     /// The shortest lease TTL granted, in seconds: etcd's 1.5 election timeouts, rounded up.
     pub fn min_lease_ttl_seconds(&self) -> i64 {
         let micros = self.election_timeout.as_micros() * 3 / 2;
-        i64::try_from(micros.div_ceil(1_000_000)).unwrap_or(i64::MAX).max(1)
+        i64::try_from(micros.div_ceil(1_000_000))
+            .unwrap_or(i64::MAX)
+            .max(1)
     }
 }

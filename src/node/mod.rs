@@ -82,11 +82,16 @@ pub enum Output {
         response: pb::WatchResponse,
     },
     /// The leader changed (or was lost).
-    LeaderChanged { term: u64, leader: Option<MemberId> },
+    LeaderChanged {
+        term: u64,
+        leader: Option<MemberId>,
+    },
     /// "this member has been permanently removed from the cluster. Exiting." The node stops.
     Removed,
     /// The node hit state it cannot serve from (a corrupt snapshot from the leader); it stops.
-    Fatal { reason: String },
+    Fatal {
+        reason: String,
+    },
 }
 
 /// A client request waiting for raft.
@@ -98,13 +103,22 @@ struct Pending {
 
 #[derive(Debug, Clone)]
 enum PendingKind {
-    Write,
+    /// A proposal raft has taken (`waiting: None`), or one it dropped for want of a leader, kept to
+    /// propose again as soon as a leader is known.
+    Write { waiting: Option<Proposal> },
     Read {
         request: pb::RangeRequest,
         /// The read index once raft confirmed leadership; `None` while waiting.
         index: Option<u64>,
         issued_at: Instant,
     },
+}
+
+/// A proposal, kept while no leader is known.
+#[derive(Debug, Clone)]
+enum Proposal {
+    Normal(Vec<u8>),
+    ConfChange(raft::eraftpb::ConfChange),
 }
 
 /// One member's core.
@@ -291,8 +305,12 @@ impl Node {
         self.outputs.pop_front()
     }
 
-    /// When the node next needs `handle(now, Input::Tick)` even if nothing else happens.
-    pub fn poll_timeout(&self) -> Instant {
+    /// When the node next needs `handle(now, Input::Tick)` even if nothing else happens; `None`
+    /// once it has stopped (removed from the cluster, or failed).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.removed || self.failed {
+            return None;
+        }
         let mut at = self.next_tick_at;
         if let Some((deadline, _)) = self.deadlines.first() {
             at = at.min(*deadline);
@@ -302,7 +320,7 @@ impl Node {
                 at = at.min(expiry.max(self.now));
             }
         }
-        at
+        Some(at)
     }
 
     /// Ticks raft for every heartbeat interval that passed, expires overdue requests and, on the
@@ -351,6 +369,7 @@ impl Node {
             return;
         }
         self.raw.on_persist_ready(ready_number);
+        self.report_applied();
         while let Some((number, _)) = self.unpersisted.front() {
             if *number > ready_number {
                 break;
@@ -414,9 +433,19 @@ impl Node {
             let committed = ready.take_committed_entries();
             self.raw.advance_append_async(ready);
             self.apply_entries(committed);
-            self.raw.advance_apply_to(self.applied_index);
+            self.report_applied();
             self.serve_ready_reads();
             self.maybe_snapshot();
+        }
+    }
+
+    /// Tells raft how far the state machine got. A snapshot from the leader is applied to the state
+    /// machine at once but counts for raft only once it is persisted, so raft hears of it later.
+    fn report_applied(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        let reportable = self.applied_index.min(log.persisted).min(log.committed);
+        if reportable > log.applied {
+            self.raw.advance_apply_to(reportable);
         }
     }
 
@@ -431,6 +460,9 @@ impl Node {
                 .promote(self.now, self.config.election_timeout);
         } else if role != StateRole::Leader && was_leader {
             self.state.lessor.demote();
+        }
+        if changed_leader && leader != 0 {
+            self.propose_waiting();
         }
         if changed_leader {
             self.outputs.push_back(Output::LeaderChanged {

@@ -77,8 +77,8 @@ impl Solo {
 
     fn advance(&mut self, by: Duration) {
         let until = self.now + by;
-        while self.node.poll_timeout() <= until {
-            self.now = self.now.max(self.node.poll_timeout());
+        while let Some(at) = self.node.poll_timeout().filter(|at| *at <= until) {
+            self.now = self.now.max(at);
             let now = self.now;
             self.node.handle(now, Input::Tick);
             self.drain();
@@ -86,7 +86,11 @@ impl Solo {
         self.now = until;
     }
 
-    fn call(&mut self, id: RequestId, request: ClientRequest) -> Result<ClientResponse, ClientError> {
+    fn call(
+        &mut self,
+        id: RequestId,
+        request: ClientRequest,
+    ) -> Result<ClientResponse, ClientError> {
         let now = self.now;
         self.node.handle(now, Input::Client { id, request });
         self.drain();
@@ -110,7 +114,10 @@ fn a_single_member_elects_itself_and_serves_writes_and_reads() {
         panic!("put failed")
     };
     let header = put_response.header.unwrap();
-    assert_eq!((header.cluster_id, header.member_id, header.revision), (9, 1, 2));
+    assert_eq!(
+        (header.cluster_id, header.member_id, header.revision),
+        (9, 1, 2)
+    );
     assert!(header.raft_term >= 2);
     let range = ClientRequest::Range(pb::RangeRequest {
         key: b"k".to_vec(),
@@ -131,7 +138,10 @@ fn errors_from_the_state_machine_reach_the_client() {
         physical: false,
     });
     let reply = solo.call(1, compact);
-    assert_eq!(reply, Err(ClientError::Kv(crate::kv::KvError::FutureRevision)));
+    assert_eq!(
+        reply,
+        Err(ClientError::Kv(crate::kv::KvError::FutureRevision))
+    );
 }
 
 #[test]
@@ -154,7 +164,11 @@ fn a_lease_expires_on_the_leader_and_its_keys_are_deleted() {
     let keep = ClientRequest::LeaseKeepAlive(pb::LeaseKeepAliveRequest { id: granted.id });
     assert!(solo.call(3, keep).is_ok());
     solo.advance(Duration::from_secs(4));
-    assert_eq!(solo.node.state().kv.key_count(), 1, "the keep-alive extended it");
+    assert_eq!(
+        solo.node.state().kv.key_count(),
+        1,
+        "the keep-alive extended it"
+    );
     solo.advance(Duration::from_secs(4));
     assert_eq!(solo.node.state().kv.key_count(), 0, "expired and revoked");
     assert!(!solo.node.state().lessor.exists(granted.id));
@@ -182,7 +196,7 @@ fn watchers_get_events_of_applied_writes() {
         .map(|e| e.kv.as_ref().unwrap().key.clone())
         .collect();
     assert_eq!(events, vec![b"a1".to_vec()]);
-    let header = solo.watch.last().unwrap().1.header.clone().unwrap();
+    let header = solo.watch.last().unwrap().1.header.unwrap();
     assert_eq!((header.cluster_id, header.member_id), (9, 1));
 }
 
@@ -192,7 +206,11 @@ fn snapshots_are_taken_every_snapshot_count_entries_and_compact_the_log() {
     for i in 0..25 {
         assert!(solo.call(i, put(&format!("k{i}"), "v")).is_ok());
     }
-    assert!(solo.snapshots.len() >= 2, "took {} snapshots", solo.snapshots.len());
+    assert!(
+        solo.snapshots.len() >= 2,
+        "took {} snapshots",
+        solo.snapshots.len()
+    );
     let latest = solo.snapshots.last().unwrap();
     let restored = StateMachine::from_snapshot_bytes(&latest.data, 2).unwrap();
     assert!(restored.kv.key_count() >= 10);
@@ -224,7 +242,15 @@ fn requests_beyond_the_pending_bound_are_refused() {
     // And they time out instead of hanging.
     node.handle(now + Duration::from_secs(6), Input::Tick);
     let timed_out = std::iter::from_fn(|| node.poll_output())
-        .filter(|o| matches!(o, Output::Reply { result: Err(ClientError::Timeout), .. }))
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Reply {
+                    result: Err(ClientError::Timeout),
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(timed_out, 2);
 }
@@ -233,15 +259,18 @@ fn run_solo_script(seed: u64) -> Vec<String> {
     let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
     config.seed = seed;
     let now = Instant::from_micros(0);
-    let mut node = Node::bootstrap(config, &[member(1), member(2), member(3)], now, &logger())
-        .unwrap();
+    let mut node =
+        Node::bootstrap(config, &[member(1), member(2), member(3)], now, &logger()).unwrap();
     let mut trace = Vec::new();
     for step in 1..200u64 {
         node.handle(Instant::from_micros(step * 50_000), Input::Tick);
         while let Some(output) = node.poll_output() {
             if let Output::Persist(p) = &output {
                 let n = p.ready_number;
-                node.handle(Instant::from_micros(step * 50_000), Input::Persisted { ready_number: n });
+                node.handle(
+                    Instant::from_micros(step * 50_000),
+                    Input::Persisted { ready_number: n },
+                );
             }
             trace.push(format!("{step}: {output:?}"));
         }

@@ -203,6 +203,11 @@ impl Replay {
                 self.snapshot_markers.push((index, term));
                 self.after_marker = Some(index);
             }
+            Record::SnapshotInstalled { index, term } => {
+                self.snapshot_markers.push((index, term));
+                self.after_marker = Some(index);
+                self.entries.clear();
+            }
         }
         Ok(())
     }

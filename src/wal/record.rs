@@ -27,6 +27,9 @@ pub enum RecordKind {
     HardState = 4,
     /// Payload: index and term of a snapshot that was saved.
     SnapshotMarker = 5,
+    /// Payload: index and term of a snapshot received from the leader, which replaced the whole
+    /// log: entries recorded before it are superseded, even those after its index.
+    SnapshotInstalled = 6,
 }
 
 impl RecordKind {
@@ -38,6 +41,7 @@ impl RecordKind {
             3 => Self::Entry,
             4 => Self::HardState,
             5 => Self::SnapshotMarker,
+            6 => Self::SnapshotInstalled,
             _ => return None,
         })
     }
@@ -51,6 +55,7 @@ pub enum Record {
     Entry(Entry),
     HardState(HardState),
     SnapshotMarker { index: u64, term: u64 },
+    SnapshotInstalled { index: u64, term: u64 },
 }
 
 impl Record {
@@ -62,6 +67,7 @@ impl Record {
             Record::Entry(_) => RecordKind::Entry,
             Record::HardState(_) => RecordKind::HardState,
             Record::SnapshotMarker { .. } => RecordKind::SnapshotMarker,
+            Record::SnapshotInstalled { .. } => RecordKind::SnapshotInstalled,
         }
     }
 }
@@ -107,7 +113,7 @@ fn encode_payload(record: &Record, out: &mut Vec<u8>) {
             out.extend_from_slice(&hs.vote.to_le_bytes());
             out.extend_from_slice(&hs.commit.to_le_bytes());
         }
-        Record::SnapshotMarker { index, term } => {
+        Record::SnapshotMarker { index, term } | Record::SnapshotInstalled { index, term } => {
             out.extend_from_slice(&index.to_le_bytes());
             out.extend_from_slice(&term.to_le_bytes());
         }
@@ -227,6 +233,10 @@ pub fn decode_body(body: &[u8]) -> Result<Record, Corruption> {
             index: r.u64()?,
             term: r.u64()?,
         },
+        RecordKind::SnapshotInstalled => Record::SnapshotInstalled {
+            index: r.u64()?,
+            term: r.u64()?,
+        },
     };
     if !r.buf.is_empty() {
         return Err(Corruption::BadPayload {
@@ -326,6 +336,8 @@ mod tests {
             }),
             (any::<u64>(), any::<u64>())
                 .prop_map(|(index, term)| Record::SnapshotMarker { index, term }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(index, term)| Record::SnapshotInstalled { index, term }),
         ]
     }
 

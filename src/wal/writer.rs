@@ -86,6 +86,16 @@ impl<D: Disk> Wal<D> {
         })
     }
 
+    /// Records that a snapshot received from the leader at `(index, term)` replaced the whole log:
+    /// on replay, every entry recorded before it is dropped (not durable until [`Wal::sync`]).
+    pub fn save_installed_snapshot(&mut self, index: u64, term: u64) -> Result<(), WalError> {
+        self.guard(|wal| {
+            wal.push(&Record::SnapshotInstalled { index, term })?;
+            wal.rotate_if_full()?;
+            wal.flush()
+        })
+    }
+
     /// Makes everything appended so far durable; a no-op if nothing is unsynced.
     pub fn sync(&mut self) -> Result<(), WalError> {
         self.guard(|wal| {

@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use raft::eraftpb::{Message, MessageType};
 use raft::StateRole;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use stet::disk::{CrashFault, MemDisk};
 use stet::node::{
@@ -194,7 +194,7 @@ impl Cluster {
         let next_timer = self
             .members
             .iter()
-            .filter_map(|(id, m)| m.node.as_ref().map(|n| (n.poll_timeout(), *id)))
+            .filter_map(|(id, m)| m.node.as_ref().and_then(|n| Some((n.poll_timeout()?, *id))))
             .min();
         let next_message = self
             .in_flight
@@ -271,7 +271,12 @@ impl Cluster {
             let Some(output) = node.poll_output() else {
                 return;
             };
-            self.trace.push(format!("{} {}: {}", self.now.as_micros(), id, describe(&output)));
+            self.trace.push(format!(
+                "{} {}: {}",
+                self.now.as_micros(),
+                id,
+                describe(&output)
+            ));
             match output {
                 Output::Persist(persist) => {
                     let storage = member.storage.as_mut().expect("storage");
@@ -300,13 +305,19 @@ impl Cluster {
                         });
                     }
                 }
-                Output::Reply { id: request, result } => {
+                Output::Reply {
+                    id: request,
+                    result,
+                } => {
                     self.replies.insert(request, result);
                 }
                 Output::Watch { .. } => {}
                 Output::LeaderChanged { term, leader } => {
                     if let Some(leader) = leader {
-                        self.leaders_by_term.entry(term).or_default().insert(leader.0);
+                        self.leaders_by_term
+                            .entry(term)
+                            .or_default()
+                            .insert(leader.0);
                     }
                 }
                 Output::Removed => {
@@ -392,8 +403,8 @@ impl Cluster {
         };
         let (storage, durable, _report) =
             MemberStorage::open(disk, layout(), wal_options(), Some(expected)).expect("reopen");
-        let node = Node::restart(member.config.clone(), durable, now, &self.logger)
-            .expect("restart");
+        let node =
+            Node::restart(member.config.clone(), durable, now, &self.logger).expect("restart");
         member.node = Some(node);
         member.storage = Some(storage);
         self.drain(id);
