@@ -19,7 +19,9 @@ impl<D: Disk> Wal<D> {
         let mut torn_tail = None;
         let mut last_len = 0;
         for (i, seg) in segments.iter().enumerate() {
-            let bytes = disk.read(&seg.path)?;
+            // Entries slice their data out of this buffer instead of copying it; the buffer lives
+            // as long as any of its entries (at most the WAL's size, which snapshots bound).
+            let bytes = bytes::Bytes::from(disk.read(&seg.path)?);
             let is_last = i + 1 == segments.len();
             let valid = replay.segment(&seg.path, &bytes, is_last)?;
             if valid < bytes.len() {
@@ -129,7 +131,19 @@ struct Replay {
 impl Replay {
     /// Replays one segment; returns how many bytes of it are complete records. Only the last
     /// segment may end in an incomplete record.
-    fn segment(&mut self, path: &Path, bytes: &[u8], is_last: bool) -> Result<usize, WalError> {
+    fn segment(
+        &mut self,
+        path: &Path,
+        bytes: &bytes::Bytes,
+        is_last: bool,
+    ) -> Result<usize, WalError> {
+        let share = |slice: &[u8]| {
+            if slice.is_empty() {
+                bytes::Bytes::new()
+            } else {
+                bytes.slice_ref(slice)
+            }
+        };
         let mut pos = 0;
         while pos < bytes.len() {
             let corrupt = |detail| WalError::Corrupt {
@@ -159,7 +173,7 @@ impl Replay {
                     found: frame.stored_crc,
                 }));
             }
-            let record = record::decode_body(frame.body).map_err(corrupt)?;
+            let record = record::decode_body_with(frame.body, &share).map_err(corrupt)?;
             if pos == 0 && !matches!(record, Record::Crc(_)) {
                 return Err(corrupt(Corruption::MissingCrcRecord {
                     found: record.kind(),

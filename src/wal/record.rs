@@ -196,6 +196,15 @@ pub fn read_frame(buf: &[u8]) -> Result<Framed<'_>, Corruption> {
 
 /// Decodes a frame body (kind byte and payload) into a record.
 pub fn decode_body(body: &[u8]) -> Result<Record, Corruption> {
+    decode_body_with(body, &bytes::Bytes::copy_from_slice)
+}
+
+/// Like [`decode_body`], but entry data and context are made by `share` from sub-slices of `body`
+/// (the WAL reader passes `Bytes::slice_ref` over the segment buffer, so replay copies no entry data).
+pub fn decode_body_with(
+    body: &[u8],
+    share: &dyn Fn(&[u8]) -> bytes::Bytes,
+) -> Result<Record, Corruption> {
     let (&kind_byte, payload) = body.split_first().ok_or(Corruption::BadLength { len: 0 })?;
     let kind = RecordKind::from_byte(kind_byte).ok_or(Corruption::BadKind { kind: kind_byte })?;
     let mut r = Reader { buf: payload, kind };
@@ -218,8 +227,8 @@ pub fn decode_body(body: &[u8]) -> Result<Record, Corruption> {
                 term,
                 index,
                 entry_type,
-                data: r.bytes()?.to_vec().into(),
-                context: r.bytes()?.to_vec().into(),
+                data: share(r.bytes()?),
+                context: share(r.bytes()?),
                 ..Entry::default()
             })
         }
