@@ -251,3 +251,109 @@ impl crate::watch::EventSource for KvStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sm() -> StateMachine {
+        let mut sm = StateMachine::new(ClusterId(1), 2);
+        let member = pb::Member {
+            id: 7,
+            name: "a".into(),
+            peer_ur_ls: vec!["http://127.0.0.1:2380".into()],
+            ..Default::default()
+        };
+        sm.members.add(member).unwrap();
+        sm
+    }
+
+    fn apply(sm: &mut StateMachine, request: Request) -> Applied {
+        sm.apply(request, Instant::from_micros(0), true)
+    }
+
+    fn put(key: &str, lease: i64) -> Request {
+        Request::Put(pb::PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn revoking_a_lease_deletes_all_its_keys_in_one_revision() {
+        let mut sm = sm();
+        let grant = Request::LeaseGrant(pb::LeaseGrantRequest { ttl: 10, id: 5 });
+        assert!(apply(&mut sm, grant).reply.unwrap().is_ok());
+        for key in ["a", "b", "c"] {
+            assert!(apply(&mut sm, put(key, 5)).reply.unwrap().is_ok());
+        }
+        assert!(apply(&mut sm, put("keep", 0)).reply.unwrap().is_ok());
+        let before = sm.kv.current_revision();
+        let revoked = apply(
+            &mut sm,
+            Request::LeaseRevoke(pb::LeaseRevokeRequest { id: 5 }),
+        );
+        assert!(revoked.reply.unwrap().is_ok());
+        assert_eq!(revoked.events.len(), 3);
+        assert_eq!(sm.kv.current_revision(), before + 1);
+        assert_eq!(sm.kv.key_count(), 1);
+    }
+
+    #[test]
+    fn overwriting_a_key_without_its_lease_detaches_it() {
+        let mut sm = sm();
+        let grant = Request::LeaseGrant(pb::LeaseGrantRequest { ttl: 10, id: 5 });
+        assert!(apply(&mut sm, grant).reply.unwrap().is_ok());
+        assert!(apply(&mut sm, put("a", 5)).reply.unwrap().is_ok());
+        assert!(apply(&mut sm, put("a", 0)).reply.unwrap().is_ok());
+        let revoked = apply(
+            &mut sm,
+            Request::LeaseRevoke(pb::LeaseRevokeRequest { id: 5 }),
+        );
+        assert!(
+            revoked.events.is_empty(),
+            "the key no longer belongs to the lease"
+        );
+        assert_eq!(sm.kv.key_count(), 1);
+    }
+
+    #[test]
+    fn a_put_with_an_unknown_lease_is_refused() {
+        let mut sm = sm();
+        let reply = apply(&mut sm, put("a", 99)).reply.unwrap();
+        assert_eq!(reply, Err(ClientError::Kv(KvError::LeaseNotFound)));
+    }
+
+    #[test]
+    fn snapshot_bytes_round_trip_the_whole_state() {
+        let mut sm = sm();
+        let grant = Request::LeaseGrant(pb::LeaseGrantRequest { ttl: 10, id: 5 });
+        apply(&mut sm, grant);
+        apply(&mut sm, put("a", 5));
+        apply(&mut sm, put("b", 0));
+        let restored = StateMachine::from_snapshot_bytes(&sm.to_snapshot_bytes(), 2).unwrap();
+        assert_eq!(restored.kv.hash_kv(0), sm.kv.hash_kv(0));
+        assert_eq!(restored.lessor.to_snapshot(), sm.lessor.to_snapshot());
+        assert_eq!(restored.members.list(), sm.members.list());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_snapshot_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = StateMachine::from_snapshot_bytes(&bytes, 2);
+        }
+
+        #[test]
+        fn arbitrary_committed_entries_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut sm = sm();
+            if let Ok(request) = stetpb::InternalRequest::decode(&bytes[..]) {
+                if let Some(body) = request.request {
+                    let _ = sm.apply(body, Instant::from_micros(0), true);
+                }
+            }
+        }
+    }
+}

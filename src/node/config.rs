@@ -27,6 +27,8 @@ pub struct NodeConfig {
     pub max_size_per_msg: u64,
     /// Appends in flight to one follower.
     pub max_inflight_msgs: usize,
+    /// How often watchers created with `progress_notify` get an empty progress response (etcd: 10 min).
+    pub watch_progress_interval: Duration,
     /// Seeds the node's own RNG: election timeouts, lease IDs, member ID salts.
     pub seed: u64,
 }
@@ -46,6 +48,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(5),
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
+            watch_progress_interval: Duration::from_secs(600),
             seed: id.0,
         }
     }

@@ -131,6 +131,7 @@ pub struct Node {
     outputs: VecDeque<Output>,
     now: Instant,
     next_tick_at: Instant,
+    next_progress_at: Instant,
     election_timeout_ticks: usize,
     /// Requests waiting for raft, by request id; `deadlines` orders them for expiry.
     pending: BTreeMap<RequestId, Pending>,
@@ -183,6 +184,7 @@ impl Node {
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         let role = raw.raft.state;
         let next_tick_at = now + config.heartbeat_interval;
+        let next_progress_at = now + config.watch_progress_interval;
         let mut node = Node {
             raw,
             state,
@@ -191,6 +193,7 @@ impl Node {
             outputs: VecDeque::new(),
             now,
             next_tick_at,
+            next_progress_at,
             election_timeout_ticks: election_ticks,
             pending: BTreeMap::new(),
             deadlines: BTreeSet::new(),
@@ -311,7 +314,7 @@ impl Node {
         if self.removed || self.failed {
             return None;
         }
-        let mut at = self.next_tick_at;
+        let mut at = self.next_tick_at.min(self.next_progress_at);
         if let Some((deadline, _)) = self.deadlines.first() {
             at = at.min(*deadline);
         }
@@ -340,6 +343,13 @@ impl Node {
             self.reissue_stale_reads();
         }
         self.expire_requests();
+        if self.now >= self.next_progress_at {
+            self.next_progress_at = self.now + self.config.watch_progress_interval;
+            let revision = self.state.kv.current_revision();
+            for (stream, response) in self.watches.periodic_progress(revision) {
+                self.emit_watch(stream, response);
+            }
+        }
         if self.role == StateRole::Leader {
             self.revoke_expired_leases();
         }

@@ -286,3 +286,28 @@ fn election_timing_comes_from_the_nodes_own_seeded_rng() {
     assert_eq!(a, run_solo_script(1), "same seed, same outputs");
     assert_ne!(a, run_solo_script(2), "another seed moves the elections");
 }
+
+#[test]
+fn watchers_that_asked_for_progress_get_it_periodically() {
+    let mut solo = Solo::new(1000);
+    let create = ClientRequest::WatchCreate {
+        stream: 3,
+        request: pb::WatchCreateRequest {
+            key: b"p".to_vec(),
+            progress_notify: true,
+            ..Default::default()
+        },
+    };
+    assert!(solo.call(1, create).is_ok());
+    let before = solo.watch.len();
+    solo.advance(Duration::from_secs(601));
+    let progress: Vec<_> = solo.watch[before..]
+        .iter()
+        .filter(|(stream, r)| *stream == 3 && r.events.is_empty() && !r.created)
+        .collect();
+    assert!(
+        !progress.is_empty(),
+        "no progress notification after the interval"
+    );
+    assert_eq!(progress[0].1.header.unwrap().revision, 1);
+}
