@@ -1,0 +1,1 @@
+//! stet's deterministic simulator: clusters of real core nodes on madsim under faults, with checkers.
