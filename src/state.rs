@@ -340,6 +340,30 @@ mod tests {
         assert_eq!(restored.members.list(), sm.members.list());
     }
 
+    #[test]
+    fn watchers_catch_up_from_history_after_the_state_jumps_to_a_snapshot() {
+        use crate::watch::WatchHub;
+        let before = sm();
+        let mut hub = WatchHub::new();
+        let request = pb::WatchCreateRequest {
+            key: b"a".to_vec(),
+            range_end: b"z".to_vec(),
+            ..Default::default()
+        };
+        hub.create(1, &request, &before.kv);
+        let mut after = sm();
+        apply(&mut after, put("b", 0));
+        apply(&mut after, put("c", 0));
+        let responses = hub.resync(&after.kv);
+        let keys: Vec<_> = responses
+            .iter()
+            .flat_map(|(_, r)| r.events.iter())
+            .map(|e| e.kv.clone().unwrap_or_default().key)
+            .collect();
+        assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
+        assert!(hub.resync(&after.kv).is_empty(), "nothing is sent twice");
+    }
+
     proptest! {
         #[test]
         fn arbitrary_snapshot_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

@@ -325,6 +325,48 @@ impl WatchHub {
         out
     }
 
+    /// Brings every watcher up to the source's current revision from its history, after the state
+    /// jumped ahead without per-write notifications (a snapshot from the leader was installed).
+    /// A watcher whose next revision was compacted away is canceled with the compact revision.
+    pub fn resync(&mut self, source: &impl EventSource) -> Vec<(StreamId, WatchResponse)> {
+        let current = source.current_revision();
+        self.revision = self.revision.max(current);
+        let mut out = Vec::new();
+        for (&stream_id, stream) in &mut self.streams {
+            let mut canceled = Vec::new();
+            for (&watch_id, watcher) in &mut stream.watchers {
+                if watcher.next_revision > current {
+                    continue;
+                }
+                let history = if watcher.next_revision < source.compact_revision() {
+                    Err(source.compact_revision())
+                } else {
+                    source.events_since(watcher.next_revision, &watcher.key, &watcher.range_end)
+                };
+                match history {
+                    Err(compact) => {
+                        out.push((stream_id, compacted(watch_id, compact, current)));
+                        canceled.push(watch_id);
+                    }
+                    Ok(events) => {
+                        let selected = watcher.select(&events, current);
+                        watcher.next_revision = current + 1;
+                        if !selected.is_empty() {
+                            watcher.sent_since_progress = true;
+                        }
+                        for response in batch_events(watch_id, selected, current) {
+                            out.push((stream_id, response));
+                        }
+                    }
+                }
+            }
+            for watch_id in canceled {
+                stream.watchers.remove(&watch_id);
+            }
+        }
+        out
+    }
+
     /// Answers a `WatchProgressRequest` as etcd 3.4 does: one response under watch ID -1, with no
     /// events, whose header carries `revision`.
     pub fn progress(&mut self, _stream: StreamId, revision: i64) -> Vec<WatchResponse> {

@@ -1,1 +1,21 @@
-//! stet's deterministic simulator: clusters of real core nodes on madsim under faults, with checkers.
+//! stet's deterministic simulator: whole clusters of the real core (`stet::node::Node`, the real WAL
+//! and snapshot code on simulated disks) on madsim's deterministic scheduler, under partitions, loss,
+//! duplication, crashes with lost or torn unsynced writes, pauses and skewed clocks, with oracles for
+//! raft safety, liveness, durability and linearizability. A seed fixes a run; a failure replays from
+//! its seed.
+//!
+//! Code map: `world` (shared state of a run), `member` (a member process: node + storage driver),
+//! `client` (workloads and history recording), `nemesis` (faults), `clock` (per-member clocks),
+//! `disk` (disks that survive crashes), `net` (what travels between nodes), `observer` (raft safety),
+//! `checker` (linearizability), `scenario` (scenarios and the run of one seed).
+
+pub mod checker;
+pub mod client;
+pub mod clock;
+pub mod disk;
+pub mod member;
+pub mod nemesis;
+pub mod net;
+pub mod observer;
+pub mod scenario;
+pub mod world;

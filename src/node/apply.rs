@@ -8,7 +8,7 @@ use raft::StateRole;
 
 use super::request::{ClientError, ClientResponse};
 use super::{Node, Output};
-use crate::member::MemberError;
+use crate::member::{MemberError, Membership};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpb;
 use crate::types::MemberId;
@@ -18,6 +18,9 @@ impl Node {
     /// are already in the state, e.g. restored from a snapshot).
     pub(super) fn apply_entries(&mut self, entries: Vec<Entry>) {
         for entry in entries {
+            if self.removed || self.failed {
+                return;
+            }
             if entry.index <= self.applied_index {
                 continue;
             }
@@ -32,9 +35,6 @@ impl Node {
                 EntryType::EntryConfChangeV2 => {}
             }
             self.applied_index = entry.index;
-            if self.removed {
-                return;
-            }
         }
     }
 
@@ -60,7 +60,7 @@ impl Node {
                 self.emit_watch(stream, response);
             }
         }
-        if request.origin == self.config.id.0 {
+        if request.origin == self.config.id.0 && request.incarnation == self.incarnation {
             if let Some(reply) = applied.reply {
                 self.complete(request.id, reply);
             }
@@ -73,42 +73,28 @@ impl Node {
         };
         let context = stetpb::ConfChangeContext::decode(&change.context[..]).unwrap_or_default();
         let member_id = MemberId(change.node_id);
-        let result = self.apply_membership(&change, &context);
-        if result.is_ok() {
-            match self.raw.apply_conf_change(&change) {
-                Ok(conf_state) => self.raw.mut_store().set_conf_state(conf_state),
-                Err(error) => {
-                    self.fail(format!("raft refused conf change: {error}"));
-                    return;
-                }
-            }
-        }
-        if context.origin == self.config.id.0 {
+        // Membership and raft must accept the change together: try it on a copy of the membership
+        // first. A refusal is the same on every member (same entry, same state), so it is answered
+        // as an error rather than stopping the member.
+        let mut members = self.state.members.clone();
+        let result = apply_membership(&mut members, &change, &context)
+            .map_err(ClientError::from)
+            .and_then(|()| {
+                self.raw
+                    .apply_conf_change(&change)
+                    .map_err(|_| ClientError::NotEnoughStartedMembers)
+            })
+            .map(|conf_state| {
+                self.raw.mut_store().set_conf_state(conf_state);
+                self.state.members = members;
+            });
+        if context.origin == self.config.id.0 && context.incarnation == self.incarnation {
             let reply = result.map(|()| self.membership_reply(&change, &context));
-            self.complete(context.id, reply.map_err(ClientError::from));
+            self.complete(context.id, reply);
         }
         if change.get_change_type() == ConfChangeType::RemoveNode && member_id == self.config.id {
             self.removed = true;
             self.outputs.push_back(Output::Removed);
-        }
-    }
-
-    fn apply_membership(
-        &mut self,
-        change: &ConfChange,
-        context: &stetpb::ConfChangeContext,
-    ) -> Result<(), MemberError> {
-        let id = MemberId(change.node_id);
-        match change.get_change_type() {
-            ConfChangeType::AddNode if context.promote => self.state.members.promote(id),
-            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                let member = context.member.clone().unwrap_or(pb::Member {
-                    id: change.node_id,
-                    ..Default::default()
-                });
-                self.state.members.add(member)
-            }
-            ConfChangeType::RemoveNode => self.state.members.remove(id).map(|_| ()),
         }
     }
 
@@ -149,6 +135,7 @@ impl Node {
             let entry = stetpb::InternalRequest {
                 id: 0,
                 origin: 0,
+                incarnation: 0,
                 request: Some(stetpb::internal_request::Request::LeaseRevoke(
                     pb::LeaseRevokeRequest { id },
                 )),
@@ -156,5 +143,25 @@ impl Node {
             // A dropped proposal is retried once the lessor offers the lease again.
             let _ = self.raw.propose(Vec::new(), entry.encode_to_vec());
         }
+    }
+}
+
+/// Applies a conf change to a membership table.
+fn apply_membership(
+    members: &mut Membership,
+    change: &ConfChange,
+    context: &stetpb::ConfChangeContext,
+) -> Result<(), MemberError> {
+    let id = MemberId(change.node_id);
+    match change.get_change_type() {
+        ConfChangeType::AddNode if context.promote => members.promote(id),
+        ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+            let member = context.member.clone().unwrap_or(pb::Member {
+                id: change.node_id,
+                ..Default::default()
+            });
+            members.add(member)
+        }
+        ConfChangeType::RemoveNode => members.remove(id).map(|_| ()),
     }
 }

@@ -33,6 +33,8 @@ pub enum StartError {
     },
     #[error("the log read from disk is not contiguous: {0}")]
     Log(#[from] raft::StorageError),
+    #[error("the hard state says entries up to {commit} are committed, but the WAL and snapshot hold entries only up to {last_index}: the data directory lost committed entries")]
+    MissingCommitted { commit: u64, last_index: u64 },
     #[error("--initial-cluster does not include this member ({0})")]
     NotInInitialCluster(crate::types::MemberId),
 }
@@ -125,6 +127,14 @@ impl Node {
         store.append(&entries)?;
         let mut hard_state = durable.hard_state;
         hard_state.commit = hard_state.commit.max(applied);
+        hard_state.term = hard_state.term.max(store.hard_state().term);
+        let last_index = raft::Storage::last_index(&store)?;
+        if hard_state.commit > last_index {
+            return Err(StartError::MissingCommitted {
+                commit: hard_state.commit,
+                last_index,
+            });
+        }
         store.set_hard_state(hard_state);
         // A member bootstrapped without a snapshot learns its first configuration from the
         // conf-change entries at the head of its log.
@@ -133,6 +143,7 @@ impl Node {
         }
         let mut node = Node::from_parts(config, store, state, applied, now, logger)?;
         node.snapshot_index = applied;
+        node.stop_if_removed();
         node.process_ready();
         Ok(node)
     }

@@ -140,12 +140,22 @@ impl Node {
     }
 
     fn propose(&mut self, id: RequestId, request: Request) {
+        if let Request::Txn(txn) = &request {
+            if txn.success.len().max(txn.failure.len()) > self.config.max_txn_ops {
+                return self.reply(id, Err(ClientError::TooManyTxnOps));
+            }
+        }
         let entry = stetpb::InternalRequest {
             id,
             origin: self.config.id.0,
             request: Some(request),
+            incarnation: self.incarnation,
         };
-        self.submit(id, Proposal::Normal(entry.encode_to_vec()));
+        let data = entry.encode_to_vec();
+        if data.len() > self.config.max_request_bytes {
+            return self.reply(id, Err(ClientError::RequestTooLarge));
+        }
+        self.submit(id, Proposal::Normal(data));
     }
 
     /// Hands a proposal to raft. Without a leader raft drops it; it then waits (until its deadline)
@@ -191,7 +201,7 @@ impl Node {
     }
 
     fn read(&mut self, id: RequestId, range: pb::RangeRequest) {
-        if range.serializable {
+        if range.serializable || self.config.unsafe_local_linearizable_reads {
             let result = self.state.kv.range(&range).map(ClientResponse::Range);
             return self.reply(id, result.map_err(ClientError::from));
         }
@@ -201,7 +211,8 @@ impl Node {
             issued_at: self.now,
         };
         if self.wait(id, kind) {
-            self.raw.read_index(id.to_le_bytes().to_vec());
+            let ctx = self.read_context(id);
+            self.raw.read_index(ctx);
         }
     }
 
@@ -225,15 +236,34 @@ impl Node {
             }
         }
         for id in reissue {
-            self.raw.read_index(id.to_le_bytes().to_vec());
+            let ctx = self.read_context(id);
+            self.raw.read_index(ctx);
         }
     }
 
+    /// A ReadIndex context unique across members and lives: member, incarnation, request.
+    fn read_context(&self, id: RequestId) -> Vec<u8> {
+        let mut ctx = Vec::with_capacity(24);
+        ctx.extend_from_slice(&self.config.id.0.to_le_bytes());
+        ctx.extend_from_slice(&self.incarnation.to_le_bytes());
+        ctx.extend_from_slice(&id.to_le_bytes());
+        ctx
+    }
+
     pub(super) fn on_read_state(&mut self, index: u64, ctx: &[u8]) {
-        let Ok(bytes) = <[u8; 8]>::try_from(ctx) else {
+        let (Some(member), Some(incarnation), Some(id)) = (
+            ctx.get(0..8).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+            ctx.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+            ctx.get(16..24).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+        ) else {
             return;
         };
-        let id = u64::from_le_bytes(bytes);
+        if u64::from_le_bytes(member) != self.config.id.0
+            || u64::from_le_bytes(incarnation) != self.incarnation
+        {
+            return;
+        }
+        let id = u64::from_le_bytes(id);
         if let Some(Pending {
             kind: PendingKind::Read { index: slot, .. },
             ..
@@ -331,6 +361,7 @@ impl Node {
             origin: self.config.id.0,
             member: Some(member.clone()),
             promote,
+            incarnation: self.incarnation,
         };
         let mut change = ConfChange::default();
         change.set_change_type(change_type);
@@ -371,6 +402,10 @@ impl Node {
             };
             return self.reply(id, Err(error.into()));
         };
+        let voters = self.state.members.voters();
+        if !member.is_learner && voters == [MemberId(member_id)] {
+            return self.reply(id, Err(ClientError::NotEnoughStartedMembers));
+        }
         let change = self.conf_change(id, ConfChangeType::RemoveNode, member, false);
         self.propose_conf_change(id, change)
     }

@@ -29,7 +29,17 @@ pub struct NodeConfig {
     pub max_inflight_msgs: usize,
     /// How often watchers created with `progress_notify` get an empty progress response (etcd: 10 min).
     pub watch_progress_interval: Duration,
-    /// Seeds the node's own RNG: election timeouts, lease IDs, member ID salts.
+    /// FOR THE SIMULATOR'S SELF-TEST ONLY: answer linearizable reads from local state without
+    /// ReadIndex, which is wrong (stale reads); the simulator must catch it.
+    pub unsafe_local_linearizable_reads: bool,
+    /// Largest encoded client request accepted for proposal (etcd's `--max-request-bytes`).
+    pub max_request_bytes: usize,
+    /// Most operations in one txn branch (etcd's `--max-txn-ops`).
+    pub max_txn_ops: usize,
+    /// Seeds the node's own RNG: election timeouts, lease IDs, member ID salts, the incarnation.
+    /// The driver must give each start of a member a different seed (the server draws one from the
+    /// OS; the simulator derives one from the run's seed and the member's restart count), or a
+    /// restarted member could repeat its previous life's lease IDs.
     pub seed: u64,
 }
 
@@ -49,6 +59,9 @@ impl NodeConfig {
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
             watch_progress_interval: Duration::from_secs(600),
+            unsafe_local_linearizable_reads: false,
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
             seed: id.0,
         }
     }

@@ -144,6 +144,10 @@ pub struct Node {
     leader: u64,
     removed: bool,
     failed: bool,
+    /// Drawn at start: stamps this life's proposals and read contexts.
+    incarnation: u64,
+    /// A leader became known while handling a Ready: kept proposals go out once it is advanced.
+    leader_appeared: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -204,8 +208,11 @@ impl Node {
             leader: 0,
             removed: false,
             failed: false,
+            incarnation: 0,
+            leader_appeared: false,
             config,
         };
+        node.incarnation = node.rng.gen();
         node.draw_election_timeout();
         Ok(node)
     }
@@ -283,9 +290,11 @@ impl Node {
         match input {
             Input::Tick => {}
             Input::Peer(message) => {
-                // Errors here are messages raft refuses (e.g. from unknown peers); dropping them is
-                // what raft expects.
-                let _ = self.raw.step(message);
+                if let Some(message) = self.validate_peer_message(message) {
+                    // Errors here are messages raft refuses (e.g. from unknown peers); dropping
+                    // them is what raft expects.
+                    let _ = self.raw.step(message);
+                }
             }
             Input::Client { id, request } => self.on_client_request(id, request),
             Input::Persisted { ready_number } => self.on_persisted(ready_number),
@@ -301,6 +310,27 @@ impl Node {
             Input::TransferLeader(to) => self.raw.transfer_leader(to.0),
         }
         self.process_ready();
+    }
+
+    /// Drops peer messages raft-rs would panic on (they come off the network, so they may be
+    /// malformed) and clamps a heartbeat's commit index to the local log: a leader can only claim
+    /// more if this member acknowledged entries it then lost, and committing past the end of the
+    /// log would be fatal in raft-rs.
+    fn validate_peer_message(&self, mut message: Message) -> Option<Message> {
+        use raft::eraftpb::MessageType::*;
+        if message.to != self.config.id.0 || message.from == 0 || message.from == message.to {
+            return None;
+        }
+        match message.get_msg_type() {
+            MsgPropose if message.entries.is_empty() => return None,
+            MsgReadIndex | MsgReadIndexResp if message.entries.len() != 1 => return None,
+            MsgHeartbeat => {
+                let last = self.raw.raft.raft_log.last_index();
+                message.commit = message.commit.min(last);
+            }
+            _ => {}
+        }
+        Some(message)
     }
 
     /// The next thing the driver must do, if any.
@@ -330,16 +360,14 @@ impl Node {
     /// leader, proposes revokes for expired leases.
     fn advance_time(&mut self) {
         let interval = self.config.heartbeat_interval;
-        let mut ticks = 0;
-        while self.now >= self.next_tick_at {
-            // After a long stall (a paused process), tick at most an election timeout's worth.
-            if ticks <= 2 * self.config.election_ticks() {
-                self.tick();
-                ticks += 1;
-            }
+        if self.now >= self.next_tick_at {
+            // One tick however long the stall (a paused process, a clock jump), as etcd's ticker
+            // delivers at most one pending tick: a burst would expire elections and leases at once.
+            self.tick();
             self.next_tick_at = self.next_tick_at + interval;
-        }
-        if ticks > 0 {
+            if self.next_tick_at <= self.now {
+                self.next_tick_at = self.now + interval;
+            }
             self.reissue_stale_reads();
         }
         self.expire_requests();
@@ -423,6 +451,7 @@ impl Node {
             }
 
             let number = ready.number();
+            let had_snapshot = snapshot.is_some();
             let held = ready.take_persisted_messages();
             let must_persist = snapshot.is_some() || !entries.is_empty() || hard_state.is_some();
             if must_persist {
@@ -442,10 +471,35 @@ impl Node {
 
             let committed = ready.take_committed_entries();
             self.raw.advance_append_async(ready);
+            if had_snapshot {
+                self.after_leader_snapshot();
+            }
             self.apply_entries(committed);
             self.report_applied();
             self.serve_ready_reads();
-            self.maybe_snapshot();
+            if !self.removed && !self.failed {
+                self.maybe_snapshot();
+            }
+            if std::mem::take(&mut self.leader_appeared) {
+                self.propose_waiting();
+            }
+        }
+    }
+
+    /// After the state jumped to a snapshot from the leader: watchers catch up from its history,
+    /// and a member the snapshot says was removed stops.
+    fn after_leader_snapshot(&mut self) {
+        for (stream, response) in self.watches.resync(&self.state.kv) {
+            self.emit_watch(stream, response);
+        }
+        self.stop_if_removed();
+    }
+
+    /// Emits `Removed` (once) if the replicated membership says this member was removed.
+    fn stop_if_removed(&mut self) {
+        if !self.removed && self.state.members.is_removed(self.config.id) {
+            self.removed = true;
+            self.outputs.push_back(Output::Removed);
         }
     }
 
@@ -472,7 +526,8 @@ impl Node {
             self.state.lessor.demote();
         }
         if changed_leader && leader != 0 {
-            self.propose_waiting();
+            // raft-rs forbids proposing between ready() and advance: propose after the advance.
+            self.leader_appeared = true;
         }
         if changed_leader {
             self.outputs.push_back(Output::LeaderChanged {
@@ -544,6 +599,11 @@ impl Node {
                 return id;
             }
         }
+    }
+
+    /// This life's incarnation, stamped on proposals and read contexts.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     fn response_header(&self) -> pb::ResponseHeader {

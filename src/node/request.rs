@@ -98,6 +98,8 @@ pub enum ClientError {
     Stopped,
     #[error("etcdserver: can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
 }
 
 /// The subset of gRPC status codes etcd uses for its errors.
@@ -138,7 +140,9 @@ impl ClientError {
             | ClientError::Stopped => Unavailable,
             ClientError::TooManyRequests => ResourceExhausted,
             ClientError::RequestTooLarge | ClientError::TooManyTxnOps => InvalidArgument,
-            ClientError::LearnerNotReady => FailedPrecondition,
+            ClientError::LearnerNotReady | ClientError::NotEnoughStartedMembers => {
+                FailedPrecondition
+            }
         }
     }
 }

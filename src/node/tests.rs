@@ -75,6 +75,20 @@ impl Solo {
         }
     }
 
+    fn drain_ignoring_sends(&mut self) {
+        while let Some(output) = self.node.poll_output() {
+            if let Output::Persist(p) = output {
+                let now = self.now;
+                self.node.handle(
+                    now,
+                    Input::Persisted {
+                        ready_number: p.ready_number,
+                    },
+                );
+            }
+        }
+    }
+
     fn advance(&mut self, by: Duration) {
         let until = self.now + by;
         while let Some(at) = self.node.poll_timeout().filter(|at| *at <= until) {
@@ -310,4 +324,117 @@ fn watchers_that_asked_for_progress_get_it_periodically() {
         "no progress notification after the interval"
     );
     assert_eq!(progress[0].1.header.unwrap().revision, 1);
+}
+
+#[test]
+fn a_write_sent_before_the_first_election_is_answered_once_a_leader_exists() {
+    let config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let now = Instant::from_micros(0);
+    let node = Node::bootstrap(config, &[member(1)], now, &logger()).unwrap();
+    let mut solo = Solo {
+        node,
+        now,
+        replies: BTreeMap::new(),
+        watch: Vec::new(),
+        persisted_entries: 0,
+        snapshots: Vec::new(),
+    };
+    solo.drain();
+    solo.node.handle(
+        now,
+        Input::Client {
+            id: 1,
+            request: put("early", "bird"),
+        },
+    );
+    solo.drain();
+    solo.advance(Duration::from_secs(3));
+    assert!(
+        matches!(solo.replies.get(&1), Some(Ok(ClientResponse::Put(_)))),
+        "{:?}",
+        solo.replies
+    );
+}
+
+#[test]
+fn removing_the_only_voter_is_refused_before_it_reaches_raft() {
+    let mut solo = Solo::new(1000);
+    let remove = ClientRequest::MemberRemove(pb::MemberRemoveRequest { id: 1 });
+    assert_eq!(
+        solo.call(1, remove),
+        Err(ClientError::NotEnoughStartedMembers)
+    );
+    assert!(!solo.node.is_removed());
+    assert!(solo.call(2, put("still", "serving")).is_ok());
+}
+
+#[test]
+fn oversized_requests_and_txns_with_too_many_ops_are_refused() {
+    let mut solo = Solo::new(1000);
+    let big = "x".repeat(2 * 1024 * 1024);
+    assert_eq!(
+        solo.call(1, put("big", &big)),
+        Err(ClientError::RequestTooLarge)
+    );
+    let op = pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        })),
+    };
+    let txn = ClientRequest::Txn(pb::TxnRequest {
+        success: vec![op; 129],
+        ..Default::default()
+    });
+    assert_eq!(solo.call(2, txn), Err(ClientError::TooManyTxnOps));
+    assert_eq!(
+        solo.node.state().kv.current_revision(),
+        1,
+        "nothing was applied"
+    );
+}
+
+#[test]
+fn malformed_peer_messages_are_dropped_without_panicking() {
+    use raft::eraftpb::MessageType;
+    let mut solo = Solo::new(1000);
+    let term = solo.node.term();
+    let message = |msg_type: MessageType, from: u64, to: u64| {
+        let mut m = Message::default();
+        m.set_msg_type(msg_type);
+        m.from = from;
+        m.to = to;
+        m.term = term;
+        m
+    };
+    let empty_proposal = message(MessageType::MsgPropose, 2, 1);
+    let empty_read = message(MessageType::MsgReadIndex, 2, 1);
+    let mut far_commit = message(MessageType::MsgHeartbeat, 2, 1);
+    far_commit.commit = 1_000_000;
+    far_commit.term = term + 1;
+    let misaddressed = message(MessageType::MsgAppend, 2, 7);
+    for m in [empty_proposal, empty_read, far_commit, misaddressed] {
+        let now = solo.now;
+        solo.node.handle(now, Input::Peer(m));
+        solo.drain_ignoring_sends();
+    }
+    assert!(solo.node.commit_index() <= raft::Storage::last_index(solo.node.log()).unwrap());
+}
+
+#[test]
+fn a_restart_whose_disk_lost_committed_entries_is_refused() {
+    let config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let durable = DurableState {
+        hard_state: HardState {
+            term: 3,
+            vote: 1,
+            commit: 50,
+            ..Default::default()
+        },
+        snapshot: None,
+        entries: Vec::new(),
+    };
+    let result = Node::restart(config, durable, Instant::ZERO, &logger());
+    let error = result.expect_err("refused").to_string();
+    assert!(error.contains("lost committed entries"), "{error}");
 }

@@ -40,7 +40,11 @@ impl<D: Disk> Wal<D> {
         };
         if let Some(torn) = &torn_tail {
             disk.truncate(&torn.file, torn.offset)?;
-            disk.sync(&torn.file)?;
+        }
+        // What was read back counts as durable from now on (raft treats the whole log as
+        // persisted), so make it so: after a process crash, bytes may still sit unsynced.
+        if let Some(last) = segments.last() {
+            disk.sync(&last.path)?;
         }
         let last_index = match (replay.entries.last(), segments.last()) {
             (Some(e), _) => e.index,

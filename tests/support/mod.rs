@@ -403,6 +403,8 @@ impl Cluster {
         };
         let (storage, durable, _report) =
             MemberStorage::open(disk, layout(), wal_options(), Some(expected)).expect("reopen");
+        // Each life of a member gets its own seed, as the node requires.
+        member.config.seed = member.config.seed.wrapping_add(0x1_0000);
         let node =
             Node::restart(member.config.clone(), durable, now, &self.logger).expect("restart");
         member.node = Some(node);

@@ -1,0 +1,234 @@
+//! Simulated clients: each runs on its own madsim node, sends random operations to random members and
+//! records every operation with its invoke and completion times and its outcome. A request that gets
+//! no answer before the client's timeout is recorded as an unknown outcome.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use madsim::net::Endpoint;
+use rand::Rng;
+
+use stet::node::{ClientError, ClientRequest, ClientResponse};
+use stet::proto::etcdserverpb as pb;
+
+use crate::checker::{Op, Operation, Outcome};
+use crate::net::{self, ClientEnvelope, ReplyEnvelope, TAG_CLIENT, TAG_REPLY};
+use crate::world::{lock, World};
+
+/// Keys the clients use: few, so operations collide.
+pub const KEYS: u64 = 8;
+
+/// How long a client waits for an answer before recording an unknown outcome.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// A client connection.
+pub struct Client {
+    pub id: u64,
+    world: Arc<World>,
+    endpoint: Endpoint,
+    next_request: u64,
+}
+
+impl Client {
+    pub async fn connect(world: Arc<World>, id: u64) -> std::io::Result<Self> {
+        let endpoint = Endpoint::bind("0.0.0.0:0").await?;
+        Ok(Client {
+            id,
+            world,
+            endpoint,
+            next_request: 1,
+        })
+    }
+
+    /// Sends one request to `member` and waits for its answer; `None` if none came in time.
+    pub async fn call(
+        &mut self,
+        member: u64,
+        request: ClientRequest,
+    ) -> Option<Result<ClientResponse, ClientError>> {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let reply_to = self.endpoint.local_addr().ok()?;
+        let envelope = ClientEnvelope {
+            request_id,
+            request,
+            reply_to,
+        };
+        let sent = self
+            .endpoint
+            .send_to_raw(net::member_addr(member), TAG_CLIENT, Box::new(envelope))
+            .await;
+        if sent.is_err() {
+            return None;
+        }
+        let deadline = madsim::time::Instant::now() + CLIENT_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(madsim::time::Instant::now());
+            let received = madsim::time::timeout(left, self.endpoint.recv_from_raw(TAG_REPLY)).await;
+            let Ok(Ok((payload, _))) = received else {
+                return None;
+            };
+            if let Ok(reply) = payload.downcast::<ReplyEnvelope>() {
+                if reply.request_id == request_id {
+                    return Some(reply.result);
+                }
+            }
+        }
+    }
+
+    /// Performs one operation against `member` and records it in the world's history.
+    pub async fn perform(&mut self, member: u64, op: Op) -> Outcome {
+        let invoke_us = self.world.elapsed().as_micros() as u64;
+        let reply = self.call(member, request_for(&op)).await;
+        let complete_us = self.world.elapsed().as_micros() as u64;
+        let outcome = match reply {
+            None => Outcome::Unknown,
+            Some(result) => outcome_of(&op, result),
+        };
+        let mut history = lock(&self.world.history);
+        let id = history.len() as u64;
+        history.push(Operation {
+            id,
+            client: self.id,
+            op,
+            invoke_us,
+            complete_us,
+            outcome: outcome.clone(),
+        });
+        outcome
+    }
+}
+
+/// The request that performs `op`.
+pub fn request_for(op: &Op) -> ClientRequest {
+    match op {
+        Op::Put { key, value } => ClientRequest::Put(pb::PutRequest {
+            key: key.clone(),
+            value: value.clone(),
+            ..Default::default()
+        }),
+        Op::Get { key } | Op::SerializableGet { key } => ClientRequest::Range(pb::RangeRequest {
+            key: key.clone(),
+            serializable: matches!(op, Op::SerializableGet { .. }),
+            ..Default::default()
+        }),
+        Op::Delete { key } => ClientRequest::DeleteRange(pb::DeleteRangeRequest {
+            key: key.clone(),
+            ..Default::default()
+        }),
+        Op::Cas { key, expected, new } => {
+            let compare = match expected {
+                None => pb::Compare {
+                    result: pb::compare::CompareResult::Equal as i32,
+                    target: pb::compare::CompareTarget::Version as i32,
+                    key: key.clone(),
+                    target_union: Some(pb::compare::TargetUnion::Version(0)),
+                    ..Default::default()
+                },
+                Some(value) => pb::Compare {
+                    result: pb::compare::CompareResult::Equal as i32,
+                    target: pb::compare::CompareTarget::Value as i32,
+                    key: key.clone(),
+                    target_union: Some(pb::compare::TargetUnion::Value(value.clone())),
+                    ..Default::default()
+                },
+            };
+            let put = pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                    key: key.clone(),
+                    value: new.clone(),
+                    ..Default::default()
+                })),
+            };
+            ClientRequest::Txn(pb::TxnRequest {
+                compare: vec![compare],
+                success: vec![put],
+                failure: Vec::new(),
+            })
+        }
+    }
+}
+
+/// What an answer means for the checker.
+pub fn outcome_of(op: &Op, result: Result<ClientResponse, ClientError>) -> Outcome {
+    let response = match result {
+        Ok(response) => response,
+        // The request timed out inside the member: it may still commit.
+        Err(ClientError::Timeout) => return Outcome::Unknown,
+        // Refused before it was proposed, or a read error: it had no effect.
+        Err(_) => return Outcome::Failed,
+    };
+    match (op, response) {
+        (Op::Put { .. }, ClientResponse::Put(_)) => Outcome::Put,
+        (Op::Get { .. } | Op::SerializableGet { .. }, ClientResponse::Range(r)) => {
+            Outcome::Get(r.kvs.first().map(|kv| kv.value.clone()))
+        }
+        (Op::Delete { .. }, ClientResponse::DeleteRange(r)) => Outcome::Delete {
+            deleted: r.deleted > 0,
+        },
+        (Op::Cas { .. }, ClientResponse::Txn(r)) => Outcome::Cas {
+            succeeded: r.succeeded,
+        },
+        // An answer of the wrong kind is a member bug; it cannot be interpreted, so it counts as
+        // unknown (its effect, if any, still shows in later reads).
+        _ => Outcome::Unknown,
+    }
+}
+
+/// A random operation on a random key; `seq` makes written values unique; a compare-and-set expects
+/// the value the client last read for that key.
+pub fn random_op(
+    rng: &mut impl Rng,
+    client: u64,
+    seq: u64,
+    last_seen: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+) -> Op {
+    let key = format!("k{}", rng.gen_range(0..KEYS)).into_bytes();
+    let value = format!("c{client}-{seq}").into_bytes();
+    match rng.gen_range(0..100) {
+        0..=34 => Op::Put { key, value },
+        35..=64 => Op::Get { key },
+        65..=74 => Op::SerializableGet { key },
+        75..=81 => Op::Delete { key },
+        _ => Op::Cas {
+            expected: last_seen.get(&key).cloned().flatten(),
+            key,
+            new: value,
+        },
+    }
+}
+
+/// A client's workload: random operations against random members until `until` (global time).
+pub async fn workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Duration) {
+    let Ok(mut client) = Client::connect(world.clone(), id).await else {
+        return;
+    };
+    let mut seq = 0;
+    let mut last_seen = BTreeMap::new();
+    while world.elapsed() < until {
+        seq += 1;
+        let (member, op) = {
+            let mut rng = madsim::rand::thread_rng();
+            let member = members[rng.gen_range(0..members.len())];
+            (member, random_op(&mut rng, id, seq, &last_seen))
+        };
+        let key = key_of(&op).to_vec();
+        if let Outcome::Get(value) = client.perform(member, op).await {
+            last_seen.insert(key, value);
+        }
+        let pause = madsim::rand::thread_rng().gen_range(0..30);
+        madsim::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+/// The key an operation touches.
+pub fn key_of(op: &Op) -> &[u8] {
+    match op {
+        Op::Put { key, .. }
+        | Op::Get { key }
+        | Op::SerializableGet { key }
+        | Op::Delete { key }
+        | Op::Cas { key, .. } => key,
+    }
+}

@@ -1,0 +1,335 @@
+//! A simulated member process: the real `stet::node::Node` and `stet::storage::MemberStorage` on a
+//! `SharedDisk`, driven by the same loop the server runs — feed an input with the member's own time,
+//! carry out every output in order, sleep until `poll_timeout` — plus simulated fsync latency, so a
+//! crash can land between a write and its fsync. After every step it reports to the observer.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
+use madsim::net::Endpoint;
+use protobuf::Message as _;
+use rand::Rng;
+
+use stet::node::{Input, Node, Output};
+use stet::storage::MemberStorage;
+use stet::wal::Metadata;
+
+use crate::disk::SharedDisk;
+use crate::net::{self, ClientEnvelope, RaftFrame, ReplyEnvelope, TAG_CLIENT, TAG_RAFT, TAG_REPLY};
+use crate::world::{lock, World};
+
+enum Inbound {
+    Raft(RaftFrame),
+    Client(ClientEnvelope),
+}
+
+struct Member {
+    id: u64,
+    world: Arc<World>,
+    node: Node,
+    storage: MemberStorage<SharedDisk>,
+    endpoint: Arc<Endpoint>,
+    /// Requests in flight: the node's request id → (client address, client's request id).
+    clients: BTreeMap<u64, (SocketAddr, u64)>,
+    next_request: u64,
+    last_applied: u64,
+    last_revision: i64,
+}
+
+fn logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+/// The whole life of a member process: start (bootstrap, join or restart from disk), then serve
+/// until removed, failed or killed.
+pub async fn run(world: Arc<World>, id: u64) {
+    let Some(mut member) = start(&world, id).await else {
+        return;
+    };
+    let (tx, mut inbox) = mpsc::unbounded();
+    spawn_receiver(member.endpoint.clone(), TAG_RAFT, tx.clone(), |payload| {
+        payload.downcast::<RaftFrame>().ok().map(|f| Inbound::Raft(*f))
+    });
+    spawn_receiver(member.endpoint.clone(), TAG_CLIENT, tx, |payload| {
+        payload
+            .downcast::<ClientEnvelope>()
+            .ok()
+            .map(|e| Inbound::Client(*e))
+    });
+    loop {
+        if !member.carry_out_outputs().await {
+            break;
+        }
+        member.report();
+        let Some(deadline) = member.node.poll_timeout() else {
+            break;
+        };
+        let wait = world.global_wait(id, deadline);
+        let input = futures::select! {
+            inbound = inbox.next() => match inbound {
+                Some(inbound) => member.input_for(inbound),
+                None => break,
+            },
+            _ = madsim::time::sleep(wait).fuse() => Some(Input::Tick),
+        };
+        if let Some(input) = input {
+            let now = world.local_now(id);
+            member.node.handle(now, input);
+        }
+    }
+    member.report();
+    let mut status = lock(&world.status);
+    let entry = status.entry(id).or_default();
+    entry.running = false;
+    entry.is_leader = false;
+}
+
+async fn start(world: &Arc<World>, id: u64) -> Option<Member> {
+    let disk = world.disk(id);
+    let layout = world.layout();
+    let config = world.node_config(id);
+    let now = world.local_now(id);
+    let metadata = Metadata {
+        member_id: id,
+        cluster_id: world.cluster_id.0,
+    };
+    let (node, storage) = if MemberStorage::exists(&disk, &layout) {
+        let opened = MemberStorage::open(disk, layout, world.wal_options(), Some(metadata));
+        let (storage, durable, report) = match opened {
+            Ok(opened) => opened,
+            Err(error) => return refuse(world, id, format!("storage: {error}")),
+        };
+        if let Some(torn) = &report.torn_tail {
+            world.trace(format!(
+                "member {id} repaired a torn WAL tail: {} bytes at {}:{}",
+                torn.bytes_dropped,
+                torn.file.display(),
+                torn.offset
+            ));
+        }
+        match Node::restart(config, durable, now, &logger()) {
+            Ok(node) => (node, storage),
+            Err(error) => return refuse(world, id, format!("restart: {error}")),
+        }
+    } else {
+        let storage = match MemberStorage::create(disk, layout, metadata, world.wal_options()) {
+            Ok(storage) => storage,
+            Err(error) => return refuse(world, id, format!("create: {error}")),
+        };
+        let node = if world.initial.iter().any(|m| m.id == id) {
+            Node::bootstrap(config, &world.initial, now, &logger())
+        } else {
+            Node::join(config, now, &logger())
+        };
+        match node {
+            Ok(node) => (node, storage),
+            Err(error) => return refuse(world, id, format!("start: {error}")),
+        }
+    };
+    let endpoint = match Endpoint::bind(net::member_addr(id)).await {
+        Ok(endpoint) => Arc::new(endpoint),
+        Err(error) => return refuse(world, id, format!("bind: {error}")),
+    };
+    world.trace(format!("member {id} started (applied index {})", node.applied_index()));
+    let last_applied = node.applied_index();
+    Some(Member {
+        id,
+        world: world.clone(),
+        node,
+        storage,
+        endpoint,
+        clients: BTreeMap::new(),
+        next_request: 1,
+        last_applied,
+        last_revision: 0,
+    })
+}
+
+fn refuse(world: &World, id: u64, reason: String) -> Option<Member> {
+    world.trace(format!("member {id} refused to start: {reason}"));
+    lock(&world.refused).insert(id, reason);
+    None
+}
+
+fn spawn_receiver(
+    endpoint: Arc<Endpoint>,
+    tag: u64,
+    tx: mpsc::UnboundedSender<Inbound>,
+    parse: fn(madsim::net::Payload) -> Option<Inbound>,
+) {
+    madsim::task::spawn_local(async move {
+        while let Ok((payload, _from)) = endpoint.recv_from_raw(tag).await {
+            if let Some(inbound) = parse(payload) {
+                if tx.unbounded_send(inbound).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+}
+
+impl Member {
+    fn input_for(&mut self, inbound: Inbound) -> Option<Input> {
+        match inbound {
+            Inbound::Raft(frame) => match raft::eraftpb::Message::parse_from_bytes(&frame.bytes) {
+                Ok(message) if message.to == self.id => Some(Input::Peer(message)),
+                Ok(_) => None,
+                Err(error) => {
+                    self.world
+                        .trace(format!("member {} dropped an undecodable message: {error}", self.id));
+                    None
+                }
+            },
+            Inbound::Client(envelope) => {
+                let id = self.next_request;
+                self.next_request += 1;
+                self.clients
+                    .insert(id, (envelope.reply_to, envelope.request_id));
+                Some(Input::Client {
+                    id,
+                    request: envelope.request,
+                })
+            }
+        }
+    }
+
+    /// Carries out every pending output in order. Returns false when the member must stop.
+    async fn carry_out_outputs(&mut self) -> bool {
+        while let Some(output) = self.node.poll_output() {
+            match output {
+                Output::Persist(mut persist) => {
+                    let must_sync = persist.must_sync || persist.snapshot.is_some();
+                    persist.must_sync = false;
+                    // Written now; fsynced after the simulated latency, so a crash in between loses it.
+                    let result = self.storage.persist(&persist);
+                    if let Err(error) = result {
+                        return self.stop(format!("persist failed: {error}"));
+                    }
+                    if must_sync {
+                        let (low, high) = lock(&self.world.settings).fsync_latency_us;
+                        let latency = madsim::rand::thread_rng().gen_range(low..=high);
+                        madsim::time::sleep(std::time::Duration::from_micros(latency)).await;
+                        if let Err(error) = self.storage.sync() {
+                            return self.stop(format!("fsync failed: {error}"));
+                        }
+                    }
+                    let now = self.world.local_now(self.id);
+                    self.node.handle(
+                        now,
+                        Input::Persisted {
+                            ready_number: persist.ready_number,
+                        },
+                    );
+                }
+                Output::SaveSnapshot(snapshot) => {
+                    if let Err(error) = self.storage.save_snapshot(&snapshot) {
+                        return self.stop(format!("saving a snapshot failed: {error}"));
+                    }
+                }
+                Output::Send(message) => self.send(message).await,
+                Output::Reply { id, result } => {
+                    if let Some((addr, request_id)) = self.clients.remove(&id) {
+                        let reply = ReplyEnvelope { request_id, result };
+                        let _ = self
+                            .endpoint
+                            .send_to_raw(addr, TAG_REPLY, Box::new(reply))
+                            .await;
+                    }
+                }
+                Output::Watch { .. } => {}
+                Output::LeaderChanged { term, leader } => {
+                    let leader = leader.map_or(0, |l| l.0);
+                    self.world
+                        .trace(format!("member {} sees leader {leader} in term {term}", self.id));
+                    if leader != 0 {
+                        lock(&self.world.observer).leader(term, leader);
+                    }
+                }
+                Output::Removed => {
+                    self.world.trace(format!(
+                        "member {}: this member has been permanently removed from the cluster. Exiting.",
+                        self.id
+                    ));
+                    lock(&self.world.status).entry(self.id).or_default().removed = true;
+                    return false;
+                }
+                Output::Fatal { reason } => return self.stop(reason),
+            }
+        }
+        true
+    }
+
+    fn stop(&mut self, reason: String) -> bool {
+        self.world.trace(format!("member {} stopped: {reason}", self.id));
+        lock(&self.world.refused).insert(self.id, reason);
+        false
+    }
+
+    async fn send(&mut self, message: raft::eraftpb::Message) {
+        let to = message.to;
+        let Ok(bytes) = message.write_to_bytes() else {
+            return;
+        };
+        let frame = RaftFrame {
+            from: self.id,
+            bytes,
+        };
+        let duplicate = {
+            let rate = lock(&self.world.settings).duplicate_rate;
+            rate > 0.0 && madsim::rand::thread_rng().gen_bool(rate)
+        };
+        if duplicate {
+            let copy = Box::new(frame.clone());
+            let _ = self
+                .endpoint
+                .send_to_raw(net::member_addr(to), TAG_RAFT, copy)
+                .await;
+        }
+        let _ = self
+            .endpoint
+            .send_to_raw(net::member_addr(to), TAG_RAFT, Box::new(frame))
+            .await;
+    }
+
+    /// Reports the member's state and newly applied entries to the world and the observer.
+    fn report(&mut self) {
+        let node = &self.node;
+        let applied = node.applied_index();
+        let revision = node.state().kv.current_revision();
+        {
+            let mut observer = lock(&self.world.observer);
+            for index in (self.last_applied + 1)..=applied {
+                let entry = raft::Storage::entries(
+                    node.log(),
+                    index,
+                    index + 1,
+                    None,
+                    raft::GetEntriesContext::empty(false),
+                );
+                if let Ok(entries) = entry {
+                    if let Some(entry) = entries.first() {
+                        observer.applied(self.id, index, entry.term, crc32fast::hash(&entry.data));
+                    }
+                }
+            }
+            if revision != self.last_revision {
+                let kv = &node.state().kv;
+                if let Ok((hash, compact)) = kv.hash_kv(revision) {
+                    observer.kv_hash(self.id, revision, compact, hash);
+                }
+            }
+        }
+        self.last_applied = applied;
+        self.last_revision = revision;
+        let mut status = lock(&self.world.status);
+        let entry = status.entry(self.id).or_default();
+        entry.running = true;
+        entry.is_leader = node.role() == raft::StateRole::Leader;
+        entry.term = node.term();
+        entry.applied_index = applied;
+        entry.revision = revision;
+    }
+}

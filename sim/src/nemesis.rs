@@ -1,0 +1,193 @@
+//! The nemesis: injects the faults of a scenario into a running world — partitions (random halves,
+//! the leader isolated, one-way links), a lossy and duplicating network, member crashes that lose,
+//! tear or corrupt unsynced disk writes, pauses, and clock jumps — and heals them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeId};
+use madsim::Simulator;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use stet::disk::CrashFault;
+
+use crate::world::{lock, World};
+
+/// A kind of fault the nemesis may inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Cut the members into two random groups.
+    Partition,
+    /// Cut the current leader off from everyone.
+    IsolateLeader,
+    /// Cut one direction of one link.
+    OneWay,
+    /// Drop and duplicate packets.
+    Lossy,
+    /// Kill a member (the leader half the time); its disk loses unsynced writes or tears them.
+    Crash,
+    /// Kill a member and flip a bit of its unsynced disk state; it must repair or refuse to start.
+    DiskCorruption,
+    /// Stop a member's process for a while (its clock keeps running).
+    Pause,
+    /// Move a member's clock forward.
+    ClockJump,
+}
+
+/// The nemesis of one run.
+pub struct Nemesis {
+    world: Arc<World>,
+    nodes: BTreeMap<u64, NodeId>,
+    faults: Vec<Fault>,
+}
+
+impl Nemesis {
+    pub fn new(world: Arc<World>, nodes: BTreeMap<u64, NodeId>, faults: Vec<Fault>) -> Self {
+        Nemesis {
+            world,
+            nodes,
+            faults,
+        }
+    }
+
+    fn net() -> Arc<NetSim> {
+        NetSim::current()
+    }
+
+    /// Injects faults one after another until `until` (global time), then heals everything.
+    pub async fn run(&self, until: Duration) {
+        if self.faults.is_empty() {
+            return;
+        }
+        while self.world.elapsed() < until {
+            let (fault, hold_ms, gap_ms) = {
+                let mut rng = madsim::rand::thread_rng();
+                let fault = *self.faults.choose(&mut rng).unwrap_or(&Fault::Partition);
+                (fault, rng.gen_range(300..3_000), rng.gen_range(200..1_500))
+            };
+            self.inject(fault, Duration::from_millis(hold_ms)).await;
+            madsim::time::sleep(Duration::from_millis(gap_ms)).await;
+        }
+        self.heal_network();
+    }
+
+    async fn inject(&self, fault: Fault, hold: Duration) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        match fault {
+            Fault::Partition => {
+                let mut shuffled = ids.clone();
+                shuffled.shuffle(&mut madsim::rand::thread_rng());
+                let cut = madsim::rand::thread_rng().gen_range(1..shuffled.len());
+                let (left, right) = shuffled.split_at(cut);
+                self.world.trace(format!("nemesis: partition {left:?} | {right:?}"));
+                for a in left {
+                    for b in right {
+                        Self::net().clog_link(self.nodes[a], self.nodes[b]);
+                        Self::net().clog_link(self.nodes[b], self.nodes[a]);
+                    }
+                }
+                madsim::time::sleep(hold).await;
+                self.heal_network();
+            }
+            Fault::IsolateLeader => {
+                let Some(leader) = self.world.leader() else {
+                    return;
+                };
+                self.world.trace(format!("nemesis: isolate leader {leader}"));
+                Self::net().clog_node(self.nodes[&leader]);
+                madsim::time::sleep(hold).await;
+                self.heal_network();
+            }
+            Fault::OneWay => {
+                let (a, b) = self.two(&ids);
+                self.world.trace(format!("nemesis: cut link {a} -> {b}"));
+                Self::net().clog_link(self.nodes[&a], self.nodes[&b]);
+                madsim::time::sleep(hold).await;
+                self.heal_network();
+            }
+            Fault::Lossy => {
+                let rate = madsim::rand::thread_rng().gen_range(0.05..0.3);
+                self.world.trace(format!("nemesis: lossy network ({rate:.2} loss, 10% duplicates)"));
+                Self::net().update_config(|c| c.packet_loss_rate = rate);
+                lock(&self.world.settings).duplicate_rate = 0.1;
+                madsim::time::sleep(hold).await;
+                self.heal_network();
+            }
+            Fault::Crash | Fault::DiskCorruption => {
+                let victim = self.victim(&ids);
+                let crash = match fault {
+                    Fault::DiskCorruption => CrashFault::FlipBit,
+                    _ if madsim::rand::thread_rng().gen_bool(0.5) => CrashFault::TearUnsynced,
+                    _ => CrashFault::LoseUnsynced,
+                };
+                self.world.trace(format!("nemesis: crash member {victim} ({crash:?})"));
+                Handle::current().kill(self.nodes[&victim]);
+                {
+                    let disk = self.world.disk(victim);
+                    let mut rng = madsim::rand::thread_rng();
+                    disk.lock().crash(crash, &mut rng);
+                }
+                let mut status = lock(&self.world.status);
+                if let Some(s) = status.get_mut(&victim) {
+                    s.running = false;
+                    s.is_leader = false;
+                }
+                drop(status);
+                madsim::time::sleep(hold).await;
+                self.world.trace(format!("nemesis: restart member {victim}"));
+                lock(&self.world.refused).remove(&victim);
+                Handle::current().restart(self.nodes[&victim]);
+            }
+            Fault::Pause => {
+                let victim = self.victim(&ids);
+                self.world.trace(format!("nemesis: pause member {victim}"));
+                Handle::current().pause(self.nodes[&victim]);
+                madsim::time::sleep(hold).await;
+                self.world.trace(format!("nemesis: resume member {victim}"));
+                Handle::current().resume(self.nodes[&victim]);
+            }
+            Fault::ClockJump => {
+                let victim = self.victim(&ids);
+                let jump = Duration::from_millis(madsim::rand::thread_rng().gen_range(100..5_000));
+                let at = self.world.elapsed();
+                self.world
+                    .trace(format!("nemesis: clock of member {victim} jumps {jump:?} forward"));
+                if let Some(clock) = lock(&self.world.clocks).get_mut(&victim) {
+                    clock.jumps.push((at, jump));
+                }
+            }
+        }
+    }
+
+    /// The leader half the time (when there is one), otherwise a random member.
+    fn victim(&self, ids: &[u64]) -> u64 {
+        let mut rng = madsim::rand::thread_rng();
+        match self.world.leader() {
+            Some(leader) if rng.gen_bool(0.5) => leader,
+            _ => *ids.choose(&mut rng).unwrap_or(&1),
+        }
+    }
+
+    fn two(&self, ids: &[u64]) -> (u64, u64) {
+        let mut rng = madsim::rand::thread_rng();
+        let pair: Vec<u64> = ids.choose_multiple(&mut rng, 2).copied().collect();
+        (pair[0], pair.get(1).copied().unwrap_or(pair[0]))
+    }
+
+    /// Restores every link and a clean network.
+    pub fn heal_network(&self) {
+        let net = Self::net();
+        for a in self.nodes.values() {
+            net.unclog_node(*a);
+            for b in self.nodes.values() {
+                net.unclog_link(*a, *b);
+            }
+        }
+        net.update_config(|c| c.packet_loss_rate = 0.0);
+        lock(&self.world.settings).duplicate_rate = 0.0;
+        self.world.trace("nemesis: network healed");
+    }
+}

@@ -1,0 +1,48 @@
+//! What travels on the simulated network between members and clients: raft messages as protobuf
+//! bytes (so the receiving member decodes them as it would off a socket), and client requests and
+//! replies as typed payloads.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use stet::node::{ClientRequest, ClientResponse};
+use stet::node::ClientError;
+
+/// madsim endpoint tags.
+pub const TAG_RAFT: u64 = 1;
+pub const TAG_CLIENT: u64 = 2;
+pub const TAG_REPLY: u64 = 3;
+
+/// The port every member listens on.
+pub const MEMBER_PORT: u16 = 2380;
+
+/// A member's address: 10.0.0.<id>.
+pub fn member_addr(id: u64) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8)), MEMBER_PORT)
+}
+
+/// A client's address: 10.0.1.<n>.
+pub fn client_ip(n: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 1, n as u8))
+}
+
+/// A raft message from one member to another, encoded.
+#[derive(Debug, Clone)]
+pub struct RaftFrame {
+    pub from: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// A client request to a member.
+#[derive(Debug, Clone)]
+pub struct ClientEnvelope {
+    pub request_id: u64,
+    pub request: ClientRequest,
+    pub reply_to: SocketAddr,
+}
+
+/// A member's answer to a client.
+#[derive(Debug, Clone)]
+pub struct ReplyEnvelope {
+    pub request_id: u64,
+    pub result: Result<ClientResponse, ClientError>,
+}

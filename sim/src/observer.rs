@@ -1,0 +1,112 @@
+//! Raft safety oracles checked continuously while a simulation runs: at most one leader per term,
+//! a committed (applied) entry never changes, and members agree on the KV hash at each revision.
+//! Members report to the observer after every input they handle; the first violation is kept.
+
+use std::collections::BTreeMap;
+
+/// What was violated, in words a failure report can print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafetyViolation(pub String);
+
+/// Collected facts of one run.
+#[derive(Debug, Default)]
+pub struct Observer {
+    leaders: BTreeMap<u64, u64>,
+    /// index → (term, crc of data, first member that applied it)
+    applied: BTreeMap<u64, (u64, u32, u64)>,
+    /// (revision, compact revision) → (hash, first member that reported it)
+    hashes: BTreeMap<(i64, i64), (u32, u64)>,
+    violation: Option<SafetyViolation>,
+    pub leader_changes: u64,
+    pub entries_checked: u64,
+}
+
+impl Observer {
+    fn violate(&mut self, what: String) {
+        if self.violation.is_none() {
+            self.violation = Some(SafetyViolation(what));
+        }
+    }
+
+    /// The first violation seen, if any.
+    pub fn violation(&self) -> Option<&SafetyViolation> {
+        self.violation.as_ref()
+    }
+
+    /// A member became (or saw) the leader of `term`.
+    pub fn leader(&mut self, term: u64, leader: u64) {
+        self.leader_changes += 1;
+        match self.leaders.get(&term) {
+            Some(&other) if other != leader => self.violate(format!(
+                "two leaders in term {term}: members {other} and {leader}"
+            )),
+            _ => {
+                self.leaders.insert(term, leader);
+            }
+        }
+    }
+
+    /// A member applied the entry at `index`.
+    pub fn applied(&mut self, member: u64, index: u64, term: u64, data_crc: u32) {
+        self.entries_checked += 1;
+        match self.applied.get(&index) {
+            Some(&(t, crc, first)) if (t, crc) != (term, data_crc) => self.violate(format!(
+                "committed entry {index} differs: member {first} applied term {t} crc {crc:08x}, \
+                 member {member} applied term {term} crc {data_crc:08x}"
+            )),
+            Some(_) => {}
+            None => {
+                self.applied.insert(index, (term, data_crc, member));
+            }
+        }
+    }
+
+    /// A member's KV hash at a revision.
+    pub fn kv_hash(&mut self, member: u64, revision: i64, compact: i64, hash: u32) {
+        match self.hashes.get(&(revision, compact)) {
+            Some(&(h, first)) if h != hash => self.violate(format!(
+                "replicas disagree at revision {revision} (compacted at {compact}): member {first} \
+                 has hash {h:08x}, member {member} has {hash:08x}"
+            )),
+            Some(_) => {}
+            None => {
+                self.hashes.insert((revision, compact), (hash, member));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_leaders_in_one_term_is_a_violation() {
+        let mut observer = Observer::default();
+        observer.leader(3, 1);
+        observer.leader(3, 1);
+        assert!(observer.violation().is_none());
+        observer.leader(3, 2);
+        assert!(observer.violation().unwrap().0.contains("two leaders in term 3"));
+    }
+
+    #[test]
+    fn a_changed_committed_entry_is_a_violation() {
+        let mut observer = Observer::default();
+        observer.applied(1, 10, 2, 0xabc);
+        observer.applied(2, 10, 2, 0xabc);
+        assert!(observer.violation().is_none());
+        observer.applied(3, 10, 3, 0xabc);
+        assert!(observer.violation().is_some());
+    }
+
+    #[test]
+    fn diverging_replicas_are_a_violation() {
+        let mut observer = Observer::default();
+        observer.kv_hash(1, 5, 0, 7);
+        observer.kv_hash(2, 5, 2, 8);
+        assert!(observer.violation().is_none(), "different compaction, different hash");
+        observer.kv_hash(3, 5, 0, 9);
+        assert!(observer.violation().is_some());
+    }
+}

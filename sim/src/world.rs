@@ -1,0 +1,188 @@
+//! The world of one simulation run: the settings every member and client share, each member's disk
+//! and clock (which outlive the member's process), the observer, the client history and the trace.
+//! madsim kills and restarts member processes; the world is what survives them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use stet::node::NodeConfig;
+use stet::proto::etcdserverpb as pb;
+use stet::storage::StorageLayout;
+use stet::time::Instant;
+use stet::types::{ClusterId, MemberId};
+use stet::wal::WalOptions;
+
+use crate::checker::Operation;
+use crate::clock::ClockModel;
+use crate::disk::SharedDisk;
+use crate::observer::Observer;
+
+/// Locks a mutex, carrying on after a panic elsewhere (the run is failing anyway).
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Settings of a run that members read when they (re)start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub seed: u64,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_count: u64,
+    pub catch_up_entries: u64,
+    pub request_timeout: Duration,
+    pub segment_size_bytes: u64,
+    /// Range of simulated fsync latency.
+    pub fsync_latency_us: (u64, u64),
+    /// Probability that a member sends a raft message twice.
+    pub duplicate_rate: f64,
+    /// Self-test of the oracles: members answer linearizable reads from local state (a bug).
+    pub unsafe_local_reads: bool,
+}
+
+impl Settings {
+    pub fn new(seed: u64) -> Self {
+        Settings {
+            seed,
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(500),
+            snapshot_count: 200,
+            catch_up_entries: 50,
+            request_timeout: Duration::from_secs(3),
+            segment_size_bytes: 64 * 1024,
+            fsync_latency_us: (100, 2_000),
+            duplicate_rate: 0.0,
+            unsafe_local_reads: false,
+        }
+    }
+}
+
+/// What the world knows of a running member (for the nemesis and the final checks).
+#[derive(Debug, Clone, Default)]
+pub struct MemberStatus {
+    pub running: bool,
+    pub is_leader: bool,
+    pub term: u64,
+    pub applied_index: u64,
+    pub revision: i64,
+    pub removed: bool,
+}
+
+/// The shared state of one run.
+pub struct World {
+    pub settings: Mutex<Settings>,
+    pub cluster_id: ClusterId,
+    pub initial: Vec<pb::Member>,
+    pub disks: Mutex<BTreeMap<u64, SharedDisk>>,
+    pub clocks: Mutex<BTreeMap<u64, ClockModel>>,
+    pub status: Mutex<BTreeMap<u64, MemberStatus>>,
+    pub observer: Mutex<Observer>,
+    pub history: Mutex<Vec<Operation>>,
+    pub trace: Mutex<Vec<String>>,
+    /// Members that refused to start (a clean error on corrupt data is allowed, never wrong data).
+    pub refused: Mutex<BTreeMap<u64, String>>,
+    pub start: madsim::time::Instant,
+}
+
+impl World {
+    /// A world with members 1..=size, all in the initial cluster.
+    pub fn new(settings: Settings, size: u64) -> Self {
+        let initial: Vec<pb::Member> = (1..=size)
+            .map(|id| pb::Member {
+                id,
+                name: format!("m{id}"),
+                peer_ur_ls: vec![crate::net::member_addr(id).to_string()],
+                client_ur_ls: vec![crate::net::member_addr(id).to_string()],
+                is_learner: false,
+            })
+            .collect();
+        let disks = (1..=size).map(|id| (id, SharedDisk::new())).collect();
+        let clocks = (1..=size).map(|id| (id, ClockModel::exact())).collect();
+        World {
+            settings: Mutex::new(settings),
+            cluster_id: ClusterId(0x5e7),
+            initial,
+            disks: Mutex::new(disks),
+            clocks: Mutex::new(clocks),
+            status: Mutex::new(BTreeMap::new()),
+            observer: Mutex::new(Observer::default()),
+            history: Mutex::new(Vec::new()),
+            trace: Mutex::new(Vec::new()),
+            refused: Mutex::new(BTreeMap::new()),
+            start: madsim::time::Instant::now(),
+        }
+    }
+
+    /// Global simulated time since the run started.
+    pub fn elapsed(&self) -> Duration {
+        madsim::time::Instant::now().duration_since(self.start)
+    }
+
+    /// A member's own clock reading now.
+    pub fn local_now(&self, id: u64) -> Instant {
+        let clock = lock(&self.clocks).get(&id).cloned().unwrap_or_else(ClockModel::exact);
+        clock.local(self.elapsed())
+    }
+
+    /// How long to wait globally until member `id`'s clock reaches `deadline`.
+    pub fn global_wait(&self, id: u64, deadline: Instant) -> Duration {
+        let clock = lock(&self.clocks).get(&id).cloned().unwrap_or_else(ClockModel::exact);
+        clock.global_wait(clock.local(self.elapsed()), deadline)
+    }
+
+    /// Appends a line to the run's trace, stamped with the global time.
+    pub fn trace(&self, line: impl AsRef<str>) {
+        let at = self.elapsed().as_micros();
+        lock(&self.trace).push(format!("{:>10.3}s {}", at as f64 / 1e6, line.as_ref()));
+    }
+
+    /// The disk of member `id` (created empty if it has none).
+    pub fn disk(&self, id: u64) -> SharedDisk {
+        lock(&self.disks).entry(id).or_default().clone()
+    }
+
+    /// The node settings of member `id`.
+    pub fn node_config(&self, id: u64) -> NodeConfig {
+        let settings = lock(&self.settings).clone();
+        let mut config = NodeConfig::new(MemberId(id), self.cluster_id);
+        config.cluster_token = "sim".to_string();
+        config.heartbeat_interval = settings.heartbeat_interval;
+        config.election_timeout = settings.election_timeout;
+        config.snapshot_count = settings.snapshot_count;
+        config.catch_up_entries = settings.catch_up_entries;
+        config.request_timeout = settings.request_timeout;
+        config.unsafe_local_linearizable_reads = settings.unsafe_local_reads;
+        config.seed = settings.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(id);
+        config
+    }
+
+    /// Where every member keeps its data on its disk.
+    pub fn layout(&self) -> StorageLayout {
+        StorageLayout::new(Path::new("/data"), None)
+    }
+
+    pub fn wal_options(&self) -> WalOptions {
+        WalOptions {
+            segment_size_bytes: lock(&self.settings).segment_size_bytes,
+        }
+    }
+
+    /// The member currently leading in the highest term, if any is running.
+    pub fn leader(&self) -> Option<u64> {
+        lock(&self.status)
+            .iter()
+            .filter(|(_, s)| s.running && s.is_leader)
+            .max_by_key(|(_, s)| s.term)
+            .map(|(id, _)| *id)
+    }
+
+    /// Members that are part of the run (ever started), sorted.
+    pub fn member_ids(&self) -> Vec<u64> {
+        lock(&self.disks).keys().copied().collect()
+    }
+}
