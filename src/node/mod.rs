@@ -385,9 +385,13 @@ impl Node {
         while !self.removed && !self.failed && self.raw.has_ready() {
             let mut ready = self.raw.ready();
 
+            // Proposals that waited for a leader are made only after `advance_append_async`:
+            // proposing on a new leader appends to raft's unstable log, which must not change
+            // between `ready()` and advancing that ready.
+            let mut leader_found = false;
             if let Some(soft) = ready.ss() {
                 let (role, leader) = (soft.raft_state, soft.leader_id);
-                self.on_soft_state(role, leader);
+                leader_found = self.on_soft_state(role, leader);
             }
             for read in ready.take_read_states() {
                 self.on_read_state(read.index, &read.request_ctx);
@@ -432,6 +436,9 @@ impl Node {
 
             let committed = ready.take_committed_entries();
             self.raw.advance_append_async(ready);
+            if leader_found {
+                self.propose_waiting();
+            }
             self.apply_entries(committed);
             self.report_applied();
             self.serve_ready_reads();
@@ -449,7 +456,9 @@ impl Node {
         }
     }
 
-    fn on_soft_state(&mut self, role: StateRole, leader: u64) {
+    /// Records a new role and leader; returns whether a leader became known, so proposals that
+    /// waited for one can be made once the current ready is advanced.
+    fn on_soft_state(&mut self, role: StateRole, leader: u64) -> bool {
         let was_leader = self.role == StateRole::Leader;
         let changed_leader = leader != self.leader;
         self.role = role;
@@ -461,15 +470,13 @@ impl Node {
         } else if role != StateRole::Leader && was_leader {
             self.state.lessor.demote();
         }
-        if changed_leader && leader != 0 {
-            self.propose_waiting();
-        }
         if changed_leader {
             self.outputs.push_back(Output::LeaderChanged {
                 term: self.raw.raft.term,
                 leader: self.leader(),
             });
         }
+        changed_leader && leader != 0
     }
 
     /// Replaces the state machine with a snapshot the leader sent. Returns false if it was corrupt.

@@ -1,6 +1,11 @@
 //! A deterministic in-process cluster for tests: real `Node`s with real WAL and snapshot code on
 //! `MemDisk`s, wired by a message queue with seeded random delays, partitions and crashes. Plain
 //! Rust, no async: the harness owns the clock and the order of everything, so a seed fixes a run.
+//!
+//! Faults for chaos tests: symmetric isolation, one-way link cuts, message loss, duplication and
+//! wide random delays (reordering), paused members, and crashes that lose or tear unsynced data.
+//! Every entry a member applies is recorded by index, and a member applying a different entry at
+//! an index another member already applied fails the run at once.
 
 #![allow(dead_code)]
 
@@ -34,23 +39,57 @@ pub struct Member {
     pub snapshots_installed: u64,
 }
 
-struct InFlight {
-    deliver_at: Instant,
-    seq: u64,
-    to: u64,
-    message: Message,
+/// How the network treats messages, beyond partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetFaults {
+    /// Chance in percent that a sent message is lost.
+    pub loss_percent: u32,
+    /// Chance in percent that a sent message is delivered twice.
+    pub duplicate_percent: u32,
+    /// Each copy is delayed uniformly in [500 us, max_delay_us); wide ranges reorder messages.
+    pub max_delay_us: u64,
 }
+
+impl Default for NetFaults {
+    fn default() -> Self {
+        NetFaults {
+            loss_percent: 0,
+            duplicate_percent: 0,
+            max_delay_us: 3_000,
+        }
+    }
+}
+
+/// What was applied at one log index: (term, entry type, crc32 of the data).
+pub type AppliedEntry = (u64, i32, u32);
 
 /// A cluster of members on one simulated clock.
 pub struct Cluster {
     pub members: BTreeMap<u64, Member>,
     pub now: Instant,
     rng: ChaCha8Rng,
-    in_flight: Vec<InFlight>,
+    /// Messages on the wire by (delivery time, send sequence): (to, message).
+    in_flight: BTreeMap<(Instant, u64), (u64, Message)>,
     seq: u64,
     /// Members cut off from everyone (both directions).
     pub isolated: BTreeSet<u64>,
+    /// Cut links (from, to): messages from `from` to `to` are dropped on delivery.
+    pub cuts: BTreeSet<(u64, u64)>,
+    /// Members whose process is stopped for a while: no timers fire and nothing is delivered to
+    /// them (messages wait on the wire) until they are resumed.
+    pub paused: BTreeSet<u64>,
+    pub net: NetFaults,
     pub replies: BTreeMap<RequestId, Reply>,
+    /// When each reply in `replies` arrived.
+    pub reply_times: BTreeMap<RequestId, Instant>,
+    /// Every entry any member applied, by index (oracle: committed entries never change).
+    pub applied_log: BTreeMap<u64, AppliedEntry>,
+    /// Up to which index each running member's applied entries were checked.
+    checked_applied: BTreeMap<u64, u64>,
+    /// Applied entries a member compacted away (or got in a snapshot) before the harness could
+    /// look at them, and applied entries compared with what another member applied there.
+    pub applied_unchecked: u64,
+    pub applied_compared: u64,
     next_request: RequestId,
     /// Every observable step, for determinism checks.
     pub trace: Vec<String>,
@@ -96,10 +135,18 @@ impl Cluster {
             members: BTreeMap::new(),
             now: Instant::from_micros(1_000_000),
             rng: ChaCha8Rng::seed_from_u64(seed),
-            in_flight: Vec::new(),
+            in_flight: BTreeMap::new(),
             seq: 0,
             isolated: BTreeSet::new(),
+            cuts: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            net: NetFaults::default(),
             replies: BTreeMap::new(),
+            reply_times: BTreeMap::new(),
+            applied_log: BTreeMap::new(),
+            checked_applied: BTreeMap::new(),
+            applied_unchecked: 0,
+            applied_compared: 0,
             next_request: 1,
             trace: Vec::new(),
             leaders_by_term: BTreeMap::new(),
@@ -194,27 +241,27 @@ impl Cluster {
         let next_timer = self
             .members
             .iter()
+            .filter(|(id, _)| !self.paused.contains(id))
             .filter_map(|(id, m)| m.node.as_ref().and_then(|n| Some((n.poll_timeout()?, *id))))
             .min();
         let next_message = self
             .in_flight
             .iter()
-            .enumerate()
-            .min_by_key(|(_, f)| (f.deliver_at, f.seq))
-            .map(|(i, f)| (f.deliver_at, i));
+            .find(|(_, (to, _))| !self.paused.contains(to))
+            .map(|(key, _)| *key);
         let message_first = match (next_timer, next_message) {
             (Some((t, _)), Some((m, _))) => m <= t,
             (None, Some(_)) => true,
             _ => false,
         };
         if message_first {
-            let (at, index) = next_message.expect("message");
-            if at > until {
+            let key = next_message.expect("message");
+            if key.0 > until {
                 return false;
             }
-            self.now = self.now.max(at);
-            let flight = self.in_flight.swap_remove(index);
-            self.deliver(flight.to, flight.message);
+            self.now = self.now.max(key.0);
+            let (to, message) = self.in_flight.remove(&key).expect("in flight");
+            self.deliver(to, message);
             return true;
         }
         let Some((at, id)) = next_timer else {
@@ -230,7 +277,11 @@ impl Cluster {
 
     fn deliver(&mut self, to: u64, message: Message) {
         let running = self.members.get(&to).is_some_and(|m| m.node.is_some());
-        if !running || self.isolated.contains(&to) || self.isolated.contains(&message.from) {
+        if !running
+            || self.isolated.contains(&to)
+            || self.isolated.contains(&message.from)
+            || self.cuts.contains(&(message.from, to))
+        {
             return;
         }
         let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
@@ -258,6 +309,60 @@ impl Cluster {
         };
         node.handle(now, input);
         self.drain(id);
+        self.check_applied(id);
+    }
+
+    /// Records the entries member `id` applied since the last look, and fails if another member
+    /// applied a different entry at the same index.
+    fn check_applied(&mut self, id: u64) {
+        let Some(node) = self.members.get(&id).and_then(|m| m.node.as_ref()) else {
+            return;
+        };
+        let applied = node.applied_index();
+        let from = self.checked_applied.get(&id).copied().unwrap_or(0);
+        if applied <= from {
+            return;
+        }
+        let log = node.log();
+        let snapshot = log.latest_snapshot().get_metadata();
+        if snapshot.index > from && snapshot.index <= applied {
+            if let Some(&(term, _, _)) = self.applied_log.get(&snapshot.index) {
+                assert_eq!(
+                    term, snapshot.term,
+                    "member {id} holds a snapshot at index {} of term {} but term {term} was applied there",
+                    snapshot.index, snapshot.term
+                );
+            }
+        }
+        let entries = log.held_entries();
+        let first = entries.first().map_or(u64::MAX, |e| e.index);
+        for index in from + 1..=applied {
+            let Some(entry) = index
+                .checked_sub(first)
+                .and_then(|offset| entries.get(offset as usize))
+            else {
+                self.applied_unchecked += 1;
+                continue;
+            };
+            assert_eq!(entry.index, index, "member {id}'s log is not contiguous");
+            let record = (
+                entry.term,
+                entry.get_entry_type() as i32,
+                crc32fast::hash(&entry.data),
+            );
+            let known = match self.applied_log.entry(index) {
+                std::collections::btree_map::Entry::Vacant(vacant) => *vacant.insert(record),
+                std::collections::btree_map::Entry::Occupied(occupied) => {
+                    self.applied_compared += 1;
+                    *occupied.get()
+                }
+            };
+            assert_eq!(
+                known, record,
+                "member {id} applied (term, type, crc) {record:?} at index {index}, another member applied {known:?}"
+            );
+        }
+        self.checked_applied.insert(id, applied);
     }
 
     fn drain(&mut self, id: u64) {
@@ -294,15 +399,26 @@ impl Cluster {
                     storage.save_snapshot(&snapshot).expect("save snapshot");
                 }
                 Output::Send(message) => {
-                    let delay = Duration::from_micros(self.rng.gen_range(500..3_000));
-                    self.seq += 1;
-                    if !self.isolated.contains(&id) {
-                        self.in_flight.push(InFlight {
-                            deliver_at: self.now + delay,
-                            seq: self.seq,
-                            to: message.to,
-                            message,
-                        });
+                    let net = self.net;
+                    let lost =
+                        net.loss_percent > 0 && self.rng.gen_range(0..100) < net.loss_percent;
+                    let copies = if net.duplicate_percent > 0
+                        && self.rng.gen_range(0..100) < net.duplicate_percent
+                    {
+                        2
+                    } else {
+                        1
+                    };
+                    for _ in 0..copies {
+                        let max_delay_us = net.max_delay_us.max(501);
+                        let delay = Duration::from_micros(self.rng.gen_range(500..max_delay_us));
+                        self.seq += 1;
+                        if !self.isolated.contains(&id) && !lost {
+                            self.in_flight.insert(
+                                (self.now + delay, self.seq),
+                                (message.to, message.clone()),
+                            );
+                        }
                     }
                 }
                 Output::Reply {
@@ -310,6 +426,7 @@ impl Cluster {
                     result,
                 } => {
                     self.replies.insert(request, result);
+                    self.reply_times.insert(request, self.now);
                 }
                 Output::Watch { .. } => {}
                 Output::LeaderChanged { term, leader } => {
@@ -382,14 +499,21 @@ impl Cluster {
 
     /// Crashes a member: its process stops and its disk loses what was not synced.
     pub fn crash(&mut self, id: u64) {
+        self.crash_with(id, CrashFault::TearUnsynced);
+    }
+
+    /// Crashes a member, its disk suffering `fault` to what was not synced.
+    pub fn crash_with(&mut self, id: u64, fault: CrashFault) {
         let member = self.members.get_mut(&id).expect("member");
         member.node = None;
         if let Some(storage) = member.storage.take() {
             let mut disk = storage.into_disk();
-            disk.crash(CrashFault::TearUnsynced, &mut self.rng);
+            disk.crash(fault, &mut self.rng);
             member.disk = Some(disk);
         }
-        self.in_flight.retain(|f| f.to != id);
+        self.in_flight.retain(|_, (to, _)| *to != id);
+        self.paused.remove(&id);
+        self.checked_applied.remove(&id);
     }
 
     /// Restarts a crashed member from its disk.
@@ -405,9 +529,12 @@ impl Cluster {
             MemberStorage::open(disk, layout(), wal_options(), Some(expected)).expect("reopen");
         let node =
             Node::restart(member.config.clone(), durable, now, &self.logger).expect("restart");
+        let applied = node.applied_index();
         member.node = Some(node);
         member.storage = Some(storage);
+        self.checked_applied.insert(id, applied);
         self.drain(id);
+        self.check_applied(id);
     }
 
     /// Starts a member that was added to the cluster, with an empty data dir.
