@@ -1,7 +1,7 @@
 //! Randomized fault schedules over the real core, with safety oracles. Each seed runs a 3- or
 //! 5-member cluster of the in-process harness (`tests/support`) for some simulated seconds under
 //! partitions (random halves, isolated leader, one-way cuts), a lossy, duplicating and reordering
-//! network, paused members, and crashes of random members (the leader too) whose disks lose or tear
+//! network, slow disks (persistence acknowledged late), paused members, and crashes of random members (the leader too) whose disks lose or tear
 //! what was not synced, while clients put, delete, compare-and-set and read through random members.
 //!
 //! Oracles: at most one leader per term; every member applies the same entry at each index (checked
@@ -63,6 +63,7 @@ impl Settings {
 enum Heal {
     Links(u64),
     Net,
+    Disk,
     Restart(u64),
     Resume(u64),
 }
@@ -229,6 +230,7 @@ impl Faults {
                 self.sync_links(cluster);
             }
             Heal::Net => cluster.net = NetFaults::default(),
+            Heal::Disk => cluster.disk_latency_max_us = 0,
             Heal::Restart(id) => {
                 if cluster.members[&id].node.is_none() {
                     cluster.restart(id);
@@ -258,13 +260,14 @@ impl Faults {
         self.next_fault_at = cluster.now + gap;
         let ids: Vec<u64> = cluster.members.keys().copied().collect();
         let leader = cluster.leader();
-        let kind = self.rng.gen_range(0..8);
+        let kind = self.rng.gen_range(0..9);
         let description = match kind {
             0 => self.partition_halves(cluster, &ids),
             1 => self.isolate_leader(cluster, &ids, leader),
             2 => self.cut_one_way(cluster, &ids),
             3 => self.degrade_network(cluster),
             4 | 5 => self.crash(cluster, &ids, leader),
+            6 => self.slow_disks(cluster),
             _ => self.pause(cluster, &ids),
         };
         self.log
@@ -324,6 +327,16 @@ impl Faults {
         let after = self.duration(200, 3_000);
         self.heal_later(cluster, after, Heal::Net);
         format!("network {:?} for {after:?}", cluster.net)
+    }
+
+    fn slow_disks(&mut self, cluster: &mut Cluster) -> String {
+        cluster.disk_latency_max_us = self.rng.gen_range(1_000..30_000);
+        let after = self.duration(200, 3_000);
+        self.heal_later(cluster, after, Heal::Disk);
+        format!(
+            "disks take up to {} us per write for {after:?}",
+            cluster.disk_latency_max_us
+        )
     }
 
     fn crash(&mut self, cluster: &mut Cluster, ids: &[u64], leader: Option<u64>) -> String {
@@ -658,7 +671,11 @@ fn check_after_healing(cluster: &mut Cluster, clients: &mut Clients) {
             .collect();
         applied.len() == 1
     });
-    assert!(quiet, "members did not converge on one applied index");
+    assert!(
+        quiet,
+        "members did not converge on one applied index:\n{}",
+        cluster.describe_members()
+    );
     let hashes = cluster.kv_hashes();
     let first = hashes.values().next().copied();
     assert!(
@@ -746,4 +763,18 @@ fn random_fault_schedules_keep_raft_and_client_guarantees() {
     for seed in 0..seeds {
         run_reporting(seed, fault_secs);
     }
+}
+
+/// Seed 0 crashed a new leader in raft-rs: it proposed writes that had waited for a leader while
+/// still holding the `Ready` that made it leader (fixed in `Node::process_ready`).
+#[test]
+fn chaos_seed_0_new_leader_proposes_waiting_writes_after_advancing_its_ready() {
+    run_reporting(0, 20);
+}
+
+/// Seed 37 left a follower behind forever when the harness dropped a snapshot without telling
+/// the leader, which then waited for the snapshot's outcome (the harness now reports it failed).
+#[test]
+fn chaos_seed_37_a_dropped_snapshot_is_reported_and_resent() {
+    run_reporting(37, 20);
 }

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 
 use stet::disk::{CrashFault, MemDisk};
 use stet::node::{
-    ClientError, ClientRequest, ClientResponse, Input, Node, NodeConfig, Output, RequestId,
+    ClientError, ClientRequest, ClientResponse, Input, Node, NodeConfig, Output, Persist, RequestId,
 };
 use stet::proto::etcdserverpb as pb;
 use stet::storage::{MemberStorage, StorageLayout};
@@ -60,6 +60,12 @@ impl Default for NetFaults {
     }
 }
 
+/// A write the harness's disk has not carried out yet (see `Cluster::disk_latency_max_us`).
+enum Io {
+    Persist(Persist),
+    SaveSnapshot(raft::eraftpb::Snapshot),
+}
+
 /// What was applied at one log index: (term, entry type, crc32 of the data).
 pub type AppliedEntry = (u64, i32, u32);
 
@@ -79,6 +85,11 @@ pub struct Cluster {
     /// them (messages wait on the wire) until they are resumed.
     pub paused: BTreeSet<u64>,
     pub net: NetFaults,
+    /// When non-zero, each member's disk carries out writes in order, each after a random delay
+    /// below this, and only then reports them persisted; a crash loses the writes not done yet.
+    pub disk_latency_max_us: u64,
+    /// Writes waiting on the disks, by (completion time, seq): (member, write).
+    pending_io: BTreeMap<(Instant, u64), (u64, Io)>,
     pub replies: BTreeMap<RequestId, Reply>,
     /// When each reply in `replies` arrived.
     pub reply_times: BTreeMap<RequestId, Instant>,
@@ -86,6 +97,9 @@ pub struct Cluster {
     pub applied_log: BTreeMap<u64, AppliedEntry>,
     /// Up to which index each running member's applied entries were checked.
     checked_applied: BTreeMap<u64, u64>,
+    /// Each running member's log beyond what it applied, as it asked the harness to persist it
+    /// (its in-memory log may already be compacted when the harness looks).
+    logs: BTreeMap<u64, BTreeMap<u64, AppliedEntry>>,
     /// Applied entries a member compacted away (or got in a snapshot) before the harness could
     /// look at them, and applied entries compared with what another member applied there.
     pub applied_unchecked: u64,
@@ -141,10 +155,13 @@ impl Cluster {
             cuts: BTreeSet::new(),
             paused: BTreeSet::new(),
             net: NetFaults::default(),
+            disk_latency_max_us: 0,
+            pending_io: BTreeMap::new(),
             replies: BTreeMap::new(),
             reply_times: BTreeMap::new(),
             applied_log: BTreeMap::new(),
             checked_applied: BTreeMap::new(),
+            logs: BTreeMap::new(),
             applied_unchecked: 0,
             applied_compared: 0,
             next_request: 1,
@@ -249,6 +266,24 @@ impl Cluster {
             .iter()
             .find(|(_, (to, _))| !self.paused.contains(to))
             .map(|(key, _)| *key);
+        let next_io = self
+            .pending_io
+            .iter()
+            .find(|(_, (id, _))| !self.paused.contains(id))
+            .map(|(key, _)| *key);
+        let first_other = [next_timer.map(|t| t.0), next_message.map(|m| m.0)]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(key) = next_io.filter(|io| first_other.is_none_or(|t| io.0 <= t)) {
+            if key.0 > until {
+                return false;
+            }
+            self.now = self.now.max(key.0);
+            let (id, io) = self.pending_io.remove(&key).expect("pending io");
+            self.complete_io(id, io);
+            return true;
+        }
         let message_first = match (next_timer, next_message) {
             (Some((t, _)), Some((m, _))) => m <= t,
             (None, Some(_)) => true,
@@ -275,17 +310,68 @@ impl Cluster {
         true
     }
 
+    /// A snapshot stream broke: its sender's transport would notice and say so (raft's leader
+    /// sends the follower nothing else until it hears how the snapshot went).
+    fn report_snapshot_failed(&mut self, from: u64, to: u64) {
+        let report = Input::SnapshotReport {
+            to: MemberId(to),
+            ok: false,
+        };
+        self.input(from, report);
+    }
+
+    /// Carries out a write the disk held back, then tells the member.
+    fn complete_io(&mut self, id: u64, io: Io) {
+        let Some(storage) = self.members.get_mut(&id).and_then(|m| m.storage.as_mut()) else {
+            return;
+        };
+        match io {
+            Io::Persist(persist) => {
+                storage.persist(&persist).expect("persist");
+                let ready_number = persist.ready_number;
+                self.input(id, Input::Persisted { ready_number });
+            }
+            Io::SaveSnapshot(snapshot) => {
+                storage.save_snapshot(&snapshot).expect("save snapshot");
+            }
+        }
+    }
+
+    /// Queues a write behind the member's earlier ones if the disk is slow (or still busy).
+    fn queue_io(&mut self, id: u64, io: Io) -> Option<Io> {
+        let busy_until = self
+            .pending_io
+            .iter()
+            .filter(|(_, (member, _))| *member == id)
+            .map(|(key, _)| key.0)
+            .max();
+        if self.disk_latency_max_us == 0 && busy_until.is_none() {
+            return Some(io);
+        }
+        let latency_us = match self.disk_latency_max_us {
+            0 => 0,
+            max => self.rng.gen_range(0..max),
+        };
+        let at = (self.now + Duration::from_micros(latency_us)).max(busy_until.unwrap_or(self.now));
+        self.seq += 1;
+        self.pending_io.insert((at, self.seq), (id, io));
+        None
+    }
+
     fn deliver(&mut self, to: u64, message: Message) {
         let running = self.members.get(&to).is_some_and(|m| m.node.is_some());
-        if !running
-            || self.isolated.contains(&to)
-            || self.isolated.contains(&message.from)
-            || self.cuts.contains(&(message.from, to))
-        {
-            return;
-        }
         let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
         let from = message.from;
+        if !running
+            || self.isolated.contains(&to)
+            || self.isolated.contains(&from)
+            || self.cuts.contains(&(from, to))
+        {
+            if is_snapshot {
+                self.report_snapshot_failed(from, to);
+            }
+            return;
+        }
         self.input(to, Input::Peer(message));
         if is_snapshot {
             if let Some(m) = self.members.get_mut(&to) {
@@ -323,8 +409,7 @@ impl Cluster {
         if applied <= from {
             return;
         }
-        let log = node.log();
-        let snapshot = log.latest_snapshot().get_metadata();
+        let snapshot = node.log().latest_snapshot().get_metadata();
         if snapshot.index > from && snapshot.index <= applied {
             if let Some(&(term, _, _)) = self.applied_log.get(&snapshot.index) {
                 assert_eq!(
@@ -334,22 +419,12 @@ impl Cluster {
                 );
             }
         }
-        let entries = log.held_entries();
-        let first = entries.first().map_or(u64::MAX, |e| e.index);
+        let log = self.logs.entry(id).or_default();
         for index in from + 1..=applied {
-            let Some(entry) = index
-                .checked_sub(first)
-                .and_then(|offset| entries.get(offset as usize))
-            else {
-                self.applied_unchecked += 1;
+            let Some(&record) = log.get(&index) else {
+                self.applied_unchecked += 1; // it came in a snapshot
                 continue;
             };
-            assert_eq!(entry.index, index, "member {id}'s log is not contiguous");
-            let record = (
-                entry.term,
-                entry.get_entry_type() as i32,
-                crc32fast::hash(&entry.data),
-            );
             let known = match self.applied_log.entry(index) {
                 std::collections::btree_map::Entry::Vacant(vacant) => *vacant.insert(record),
                 std::collections::btree_map::Entry::Occupied(occupied) => {
@@ -362,6 +437,8 @@ impl Cluster {
                 "member {id} applied (term, type, crc) {record:?} at index {index}, another member applied {known:?}"
             );
         }
+        // Applied entries never change; only what follows them is still needed.
+        *log = log.split_off(&(applied + 1));
         self.checked_applied.insert(id, applied);
     }
 
@@ -384,10 +461,22 @@ impl Cluster {
             ));
             match output {
                 Output::Persist(persist) => {
+                    let log = self.logs.entry(id).or_default();
+                    if persist.snapshot.is_some() {
+                        log.clear();
+                    }
+                    if let Some(first) = persist.entries.first() {
+                        log.split_off(&first.index);
+                        log.extend(persist.entries.iter().map(|e| (e.index, applied_entry(e))));
+                    }
+                    let Some(Io::Persist(persist)) = self.queue_io(id, Io::Persist(persist)) else {
+                        continue;
+                    };
+                    let member = self.members.get_mut(&id).expect("member");
                     let storage = member.storage.as_mut().expect("storage");
                     storage.persist(&persist).expect("persist");
                     let now = self.now;
-                    node.handle(
+                    member.node.as_mut().expect("running").handle(
                         now,
                         Input::Persisted {
                             ready_number: persist.ready_number,
@@ -395,13 +484,23 @@ impl Cluster {
                     );
                 }
                 Output::SaveSnapshot(snapshot) => {
+                    let Some(Io::SaveSnapshot(snapshot)) =
+                        self.queue_io(id, Io::SaveSnapshot(snapshot))
+                    else {
+                        continue;
+                    };
+                    let member = self.members.get_mut(&id).expect("member");
                     let storage = member.storage.as_mut().expect("storage");
                     storage.save_snapshot(&snapshot).expect("save snapshot");
                 }
                 Output::Send(message) => {
                     let net = self.net;
+                    // Snapshots travel on their own stream: they are not lost silently, only cut
+                    // off (reported to the sender on delivery).
+                    let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
                     let lost =
                         net.loss_percent > 0 && self.rng.gen_range(0..100) < net.loss_percent;
+                    let lost = lost && !is_snapshot;
                     let copies = if net.duplicate_percent > 0
                         && self.rng.gen_range(0..100) < net.duplicate_percent
                     {
@@ -413,7 +512,7 @@ impl Cluster {
                         let max_delay_us = net.max_delay_us.max(501);
                         let delay = Duration::from_micros(self.rng.gen_range(500..max_delay_us));
                         self.seq += 1;
-                        if !self.isolated.contains(&id) && !lost {
+                        if (is_snapshot || !self.isolated.contains(&id)) && !lost {
                             self.in_flight.insert(
                                 (self.now + delay, self.seq),
                                 (message.to, message.clone()),
@@ -511,9 +610,20 @@ impl Cluster {
             disk.crash(fault, &mut self.rng);
             member.disk = Some(disk);
         }
-        self.in_flight.retain(|_, (to, _)| *to != id);
+        let mut broken_snapshots = Vec::new();
+        self.in_flight.retain(|_, (to, message)| {
+            if *to == id && message.get_msg_type() == MessageType::MsgSnapshot {
+                broken_snapshots.push(message.from);
+            }
+            *to != id
+        });
+        for from in broken_snapshots {
+            self.report_snapshot_failed(from, id);
+        }
+        self.pending_io.retain(|_, (member, _)| *member != id);
         self.paused.remove(&id);
         self.checked_applied.remove(&id);
+        self.logs.remove(&id);
     }
 
     /// Restarts a crashed member from its disk.
@@ -530,6 +640,13 @@ impl Cluster {
         let node =
             Node::restart(member.config.clone(), durable, now, &self.logger).expect("restart");
         let applied = node.applied_index();
+        let log = node
+            .log()
+            .held_entries()
+            .iter()
+            .map(|e| (e.index, applied_entry(e)))
+            .collect();
+        self.logs.insert(id, log);
         member.node = Some(node);
         member.storage = Some(storage);
         self.checked_applied.insert(id, applied);
@@ -573,6 +690,32 @@ impl Cluster {
             .collect()
     }
 
+    /// One line per member with its raft state, for failure messages.
+    pub fn describe_members(&self) -> String {
+        let mut lines = Vec::new();
+        for (id, member) in &self.members {
+            let io = self.pending_io.values().filter(|(m, _)| m == id).count();
+            let line = match &member.node {
+                None => format!("member {id}: down"),
+                Some(n) => format!(
+                    "member {id}: {:?} term {} leader {:?} commit {} applied {} log {}..={} snapshot {} pending io {io} paused {}",
+                    n.role(),
+                    n.term(),
+                    n.leader(),
+                    n.commit_index(),
+                    n.applied_index(),
+                    raft::Storage::first_index(n.log()).unwrap_or(0),
+                    raft::Storage::last_index(n.log()).unwrap_or(0),
+                    n.log().latest_snapshot().get_metadata().index,
+                    self.paused.contains(id),
+                ),
+            };
+            lines.push(line);
+        }
+        lines.push(format!("{} messages in flight", self.in_flight.len()));
+        lines.join("\n")
+    }
+
     /// Asserts Raft's election safety over the whole run: at most one leader per term.
     pub fn assert_one_leader_per_term(&self) {
         for (term, leaders) in &self.leaders_by_term {
@@ -588,6 +731,14 @@ impl Cluster {
         }
         hasher.finalize()
     }
+}
+
+fn applied_entry(entry: &raft::eraftpb::Entry) -> AppliedEntry {
+    (
+        entry.term,
+        entry.get_entry_type() as i32,
+        crc32fast::hash(&entry.data),
+    )
 }
 
 fn describe(output: &Output) -> String {
