@@ -238,3 +238,40 @@ fn the_same_seed_gives_the_same_trace() {
     let other = scripted_run(43);
     assert_ne!(first.0, other.0, "a different seed should change the run");
 }
+
+/// Found by `tests/chaos.rs` (seed 0): a member holding proposals that waited for a leader
+/// proposed them while handling the `Ready` that made it leader, so raft's unstable log grew
+/// between `ready()` and `advance_append_async()` and raft-rs panicked ("the last one of
+/// unstable.slice has different index").
+#[test]
+fn writes_waiting_for_a_leader_commit_on_the_member_that_becomes_leader() {
+    let mut cluster = Cluster::new(3, 8);
+    let leader = cluster.wait_for_leader();
+    assert_ok(cluster.put(leader, "before", "restart"));
+    for id in 1..=3 {
+        cluster.crash(id);
+    }
+    for id in 1..=3 {
+        cluster.restart(id);
+    }
+    // No member knows a leader yet, so every member keeps its write waiting for one.
+    let requests: Vec<u64> = (1..=3)
+        .map(|id| {
+            cluster.request(
+                id,
+                ClientRequest::Put(pb::PutRequest {
+                    key: format!("waiting{id}").into_bytes(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                }),
+            )
+        })
+        .collect();
+    assert!(cluster.run_until(Duration::from_secs(10), |c| requests
+        .iter()
+        .all(|id| c.replies.contains_key(id))));
+    for id in requests {
+        assert_ok(cluster.replies.remove(&id).expect("reply"));
+    }
+    cluster.assert_one_leader_per_term();
+}

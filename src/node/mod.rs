@@ -513,6 +513,9 @@ impl Node {
         }
     }
 
+    /// Records a new role and leader. Proposals that waited for a leader are made only after the
+    /// current ready is advanced: proposing on a new leader appends to raft's unstable log, which
+    /// must not change between `ready()` and advancing that ready.
     fn on_soft_state(&mut self, role: StateRole, leader: u64) {
         let was_leader = self.role == StateRole::Leader;
         let changed_leader = leader != self.leader;
@@ -526,7 +529,6 @@ impl Node {
             self.state.lessor.demote();
         }
         if changed_leader && leader != 0 {
-            // raft-rs forbids proposing between ready() and advance: propose after the advance.
             self.leader_appeared = true;
         }
         if changed_leader {

@@ -1,6 +1,11 @@
 //! A deterministic in-process cluster for tests: real `Node`s with real WAL and snapshot code on
 //! `MemDisk`s, wired by a message queue with seeded random delays, partitions and crashes. Plain
 //! Rust, no async: the harness owns the clock and the order of everything, so a seed fixes a run.
+//!
+//! Faults for chaos tests: symmetric isolation, one-way link cuts, message loss, duplication and
+//! wide random delays (reordering), paused members, and crashes that lose or tear unsynced data.
+//! Every entry a member applies is recorded by index, and a member applying a different entry at
+//! an index another member already applied fails the run at once.
 
 #![allow(dead_code)]
 
@@ -14,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 
 use stet::disk::{CrashFault, MemDisk};
 use stet::node::{
-    ClientError, ClientRequest, ClientResponse, Input, Node, NodeConfig, Output, RequestId,
+    ClientError, ClientRequest, ClientResponse, Input, Node, NodeConfig, Output, Persist, RequestId,
 };
 use stet::proto::etcdserverpb as pb;
 use stet::storage::{MemberStorage, StorageLayout};
@@ -34,23 +39,71 @@ pub struct Member {
     pub snapshots_installed: u64,
 }
 
-struct InFlight {
-    deliver_at: Instant,
-    seq: u64,
-    to: u64,
-    message: Message,
+/// How the network treats messages, beyond partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetFaults {
+    /// Chance in percent that a sent message is lost.
+    pub loss_percent: u32,
+    /// Chance in percent that a sent message is delivered twice.
+    pub duplicate_percent: u32,
+    /// Each copy is delayed uniformly in [500 us, max_delay_us); wide ranges reorder messages.
+    pub max_delay_us: u64,
 }
+
+impl Default for NetFaults {
+    fn default() -> Self {
+        NetFaults {
+            loss_percent: 0,
+            duplicate_percent: 0,
+            max_delay_us: 3_000,
+        }
+    }
+}
+
+/// A write the harness's disk has not carried out yet (see `Cluster::disk_latency_max_us`).
+enum Io {
+    Persist(Persist),
+    SaveSnapshot(raft::eraftpb::Snapshot),
+}
+
+/// What was applied at one log index: (term, entry type, crc32 of the data).
+pub type AppliedEntry = (u64, i32, u32);
 
 /// A cluster of members on one simulated clock.
 pub struct Cluster {
     pub members: BTreeMap<u64, Member>,
     pub now: Instant,
     rng: ChaCha8Rng,
-    in_flight: Vec<InFlight>,
+    /// Messages on the wire by (delivery time, send sequence): (to, message).
+    in_flight: BTreeMap<(Instant, u64), (u64, Message)>,
     seq: u64,
     /// Members cut off from everyone (both directions).
     pub isolated: BTreeSet<u64>,
+    /// Cut links (from, to): messages from `from` to `to` are dropped on delivery.
+    pub cuts: BTreeSet<(u64, u64)>,
+    /// Members whose process is stopped for a while: no timers fire and nothing is delivered to
+    /// them (messages wait on the wire) until they are resumed.
+    pub paused: BTreeSet<u64>,
+    pub net: NetFaults,
+    /// When non-zero, each member's disk carries out writes in order, each after a random delay
+    /// below this, and only then reports them persisted; a crash loses the writes not done yet.
+    pub disk_latency_max_us: u64,
+    /// Writes waiting on the disks, by (completion time, seq): (member, write).
+    pending_io: BTreeMap<(Instant, u64), (u64, Io)>,
     pub replies: BTreeMap<RequestId, Reply>,
+    /// When each reply in `replies` arrived.
+    pub reply_times: BTreeMap<RequestId, Instant>,
+    /// Every entry any member applied, by index (oracle: committed entries never change).
+    pub applied_log: BTreeMap<u64, AppliedEntry>,
+    /// Up to which index each running member's applied entries were checked.
+    checked_applied: BTreeMap<u64, u64>,
+    /// Each running member's log beyond what it applied, as it asked the harness to persist it
+    /// (its in-memory log may already be compacted when the harness looks).
+    logs: BTreeMap<u64, BTreeMap<u64, AppliedEntry>>,
+    /// Applied entries a member compacted away (or got in a snapshot) before the harness could
+    /// look at them, and applied entries compared with what another member applied there.
+    pub applied_unchecked: u64,
+    pub applied_compared: u64,
     next_request: RequestId,
     /// Every observable step, for determinism checks.
     pub trace: Vec<String>,
@@ -96,10 +149,21 @@ impl Cluster {
             members: BTreeMap::new(),
             now: Instant::from_micros(1_000_000),
             rng: ChaCha8Rng::seed_from_u64(seed),
-            in_flight: Vec::new(),
+            in_flight: BTreeMap::new(),
             seq: 0,
             isolated: BTreeSet::new(),
+            cuts: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            net: NetFaults::default(),
+            disk_latency_max_us: 0,
+            pending_io: BTreeMap::new(),
             replies: BTreeMap::new(),
+            reply_times: BTreeMap::new(),
+            applied_log: BTreeMap::new(),
+            checked_applied: BTreeMap::new(),
+            logs: BTreeMap::new(),
+            applied_unchecked: 0,
+            applied_compared: 0,
             next_request: 1,
             trace: Vec::new(),
             leaders_by_term: BTreeMap::new(),
@@ -194,27 +258,45 @@ impl Cluster {
         let next_timer = self
             .members
             .iter()
+            .filter(|(id, _)| !self.paused.contains(id))
             .filter_map(|(id, m)| m.node.as_ref().and_then(|n| Some((n.poll_timeout()?, *id))))
             .min();
         let next_message = self
             .in_flight
             .iter()
-            .enumerate()
-            .min_by_key(|(_, f)| (f.deliver_at, f.seq))
-            .map(|(i, f)| (f.deliver_at, i));
+            .find(|(_, (to, _))| !self.paused.contains(to))
+            .map(|(key, _)| *key);
+        let next_io = self
+            .pending_io
+            .iter()
+            .find(|(_, (id, _))| !self.paused.contains(id))
+            .map(|(key, _)| *key);
+        let first_other = [next_timer.map(|t| t.0), next_message.map(|m| m.0)]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(key) = next_io.filter(|io| first_other.is_none_or(|t| io.0 <= t)) {
+            if key.0 > until {
+                return false;
+            }
+            self.now = self.now.max(key.0);
+            let (id, io) = self.pending_io.remove(&key).expect("pending io");
+            self.complete_io(id, io);
+            return true;
+        }
         let message_first = match (next_timer, next_message) {
             (Some((t, _)), Some((m, _))) => m <= t,
             (None, Some(_)) => true,
             _ => false,
         };
         if message_first {
-            let (at, index) = next_message.expect("message");
-            if at > until {
+            let key = next_message.expect("message");
+            if key.0 > until {
                 return false;
             }
-            self.now = self.now.max(at);
-            let flight = self.in_flight.swap_remove(index);
-            self.deliver(flight.to, flight.message);
+            self.now = self.now.max(key.0);
+            let (to, message) = self.in_flight.remove(&key).expect("in flight");
+            self.deliver(to, message);
             return true;
         }
         let Some((at, id)) = next_timer else {
@@ -228,13 +310,68 @@ impl Cluster {
         true
     }
 
+    /// A snapshot stream broke: its sender's transport would notice and say so (raft's leader
+    /// sends the follower nothing else until it hears how the snapshot went).
+    fn report_snapshot_failed(&mut self, from: u64, to: u64) {
+        let report = Input::SnapshotReport {
+            to: MemberId(to),
+            ok: false,
+        };
+        self.input(from, report);
+    }
+
+    /// Carries out a write the disk held back, then tells the member.
+    fn complete_io(&mut self, id: u64, io: Io) {
+        let Some(storage) = self.members.get_mut(&id).and_then(|m| m.storage.as_mut()) else {
+            return;
+        };
+        match io {
+            Io::Persist(persist) => {
+                storage.persist(&persist).expect("persist");
+                let ready_number = persist.ready_number;
+                self.input(id, Input::Persisted { ready_number });
+            }
+            Io::SaveSnapshot(snapshot) => {
+                storage.save_snapshot(&snapshot).expect("save snapshot");
+            }
+        }
+    }
+
+    /// Queues a write behind the member's earlier ones if the disk is slow (or still busy).
+    fn queue_io(&mut self, id: u64, io: Io) -> Option<Io> {
+        let busy_until = self
+            .pending_io
+            .iter()
+            .filter(|(_, (member, _))| *member == id)
+            .map(|(key, _)| key.0)
+            .max();
+        if self.disk_latency_max_us == 0 && busy_until.is_none() {
+            return Some(io);
+        }
+        let latency_us = match self.disk_latency_max_us {
+            0 => 0,
+            max => self.rng.gen_range(0..max),
+        };
+        let at = (self.now + Duration::from_micros(latency_us)).max(busy_until.unwrap_or(self.now));
+        self.seq += 1;
+        self.pending_io.insert((at, self.seq), (id, io));
+        None
+    }
+
     fn deliver(&mut self, to: u64, message: Message) {
         let running = self.members.get(&to).is_some_and(|m| m.node.is_some());
-        if !running || self.isolated.contains(&to) || self.isolated.contains(&message.from) {
-            return;
-        }
         let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
         let from = message.from;
+        if !running
+            || self.isolated.contains(&to)
+            || self.isolated.contains(&from)
+            || self.cuts.contains(&(from, to))
+        {
+            if is_snapshot {
+                self.report_snapshot_failed(from, to);
+            }
+            return;
+        }
         self.input(to, Input::Peer(message));
         if is_snapshot {
             if let Some(m) = self.members.get_mut(&to) {
@@ -258,6 +395,51 @@ impl Cluster {
         };
         node.handle(now, input);
         self.drain(id);
+        self.check_applied(id);
+    }
+
+    /// Records the entries member `id` applied since the last look, and fails if another member
+    /// applied a different entry at the same index.
+    fn check_applied(&mut self, id: u64) {
+        let Some(node) = self.members.get(&id).and_then(|m| m.node.as_ref()) else {
+            return;
+        };
+        let applied = node.applied_index();
+        let from = self.checked_applied.get(&id).copied().unwrap_or(0);
+        if applied <= from {
+            return;
+        }
+        let snapshot = node.log().latest_snapshot().get_metadata();
+        if snapshot.index > from && snapshot.index <= applied {
+            if let Some(&(term, _, _)) = self.applied_log.get(&snapshot.index) {
+                assert_eq!(
+                    term, snapshot.term,
+                    "member {id} holds a snapshot at index {} of term {} but term {term} was applied there",
+                    snapshot.index, snapshot.term
+                );
+            }
+        }
+        let log = self.logs.entry(id).or_default();
+        for index in from + 1..=applied {
+            let Some(&record) = log.get(&index) else {
+                self.applied_unchecked += 1; // it came in a snapshot
+                continue;
+            };
+            let known = match self.applied_log.entry(index) {
+                std::collections::btree_map::Entry::Vacant(vacant) => *vacant.insert(record),
+                std::collections::btree_map::Entry::Occupied(occupied) => {
+                    self.applied_compared += 1;
+                    *occupied.get()
+                }
+            };
+            assert_eq!(
+                known, record,
+                "member {id} applied (term, type, crc) {record:?} at index {index}, another member applied {known:?}"
+            );
+        }
+        // Applied entries never change; only what follows them is still needed.
+        *log = log.split_off(&(applied + 1));
+        self.checked_applied.insert(id, applied);
     }
 
     fn drain(&mut self, id: u64) {
@@ -279,10 +461,22 @@ impl Cluster {
             ));
             match output {
                 Output::Persist(persist) => {
+                    let log = self.logs.entry(id).or_default();
+                    if persist.snapshot.is_some() {
+                        log.clear();
+                    }
+                    if let Some(first) = persist.entries.first() {
+                        log.split_off(&first.index);
+                        log.extend(persist.entries.iter().map(|e| (e.index, applied_entry(e))));
+                    }
+                    let Some(Io::Persist(persist)) = self.queue_io(id, Io::Persist(persist)) else {
+                        continue;
+                    };
+                    let member = self.members.get_mut(&id).expect("member");
                     let storage = member.storage.as_mut().expect("storage");
                     storage.persist(&persist).expect("persist");
                     let now = self.now;
-                    node.handle(
+                    member.node.as_mut().expect("running").handle(
                         now,
                         Input::Persisted {
                             ready_number: persist.ready_number,
@@ -290,19 +484,40 @@ impl Cluster {
                     );
                 }
                 Output::SaveSnapshot(snapshot) => {
+                    let Some(Io::SaveSnapshot(snapshot)) =
+                        self.queue_io(id, Io::SaveSnapshot(snapshot))
+                    else {
+                        continue;
+                    };
+                    let member = self.members.get_mut(&id).expect("member");
                     let storage = member.storage.as_mut().expect("storage");
                     storage.save_snapshot(&snapshot).expect("save snapshot");
                 }
                 Output::Send(message) => {
-                    let delay = Duration::from_micros(self.rng.gen_range(500..3_000));
-                    self.seq += 1;
-                    if !self.isolated.contains(&id) {
-                        self.in_flight.push(InFlight {
-                            deliver_at: self.now + delay,
-                            seq: self.seq,
-                            to: message.to,
-                            message,
-                        });
+                    let net = self.net;
+                    // Snapshots travel on their own stream: they are not lost silently, only cut
+                    // off (reported to the sender on delivery).
+                    let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+                    let lost =
+                        net.loss_percent > 0 && self.rng.gen_range(0..100) < net.loss_percent;
+                    let lost = lost && !is_snapshot;
+                    let copies = if net.duplicate_percent > 0
+                        && self.rng.gen_range(0..100) < net.duplicate_percent
+                    {
+                        2
+                    } else {
+                        1
+                    };
+                    for _ in 0..copies {
+                        let max_delay_us = net.max_delay_us.max(501);
+                        let delay = Duration::from_micros(self.rng.gen_range(500..max_delay_us));
+                        self.seq += 1;
+                        if (is_snapshot || !self.isolated.contains(&id)) && !lost {
+                            self.in_flight.insert(
+                                (self.now + delay, self.seq),
+                                (message.to, message.clone()),
+                            );
+                        }
                     }
                 }
                 Output::Reply {
@@ -310,6 +525,7 @@ impl Cluster {
                     result,
                 } => {
                     self.replies.insert(request, result);
+                    self.reply_times.insert(request, self.now);
                 }
                 Output::Watch { .. } => {}
                 Output::LeaderChanged { term, leader } => {
@@ -382,14 +598,32 @@ impl Cluster {
 
     /// Crashes a member: its process stops and its disk loses what was not synced.
     pub fn crash(&mut self, id: u64) {
+        self.crash_with(id, CrashFault::TearUnsynced);
+    }
+
+    /// Crashes a member, its disk suffering `fault` to what was not synced.
+    pub fn crash_with(&mut self, id: u64, fault: CrashFault) {
         let member = self.members.get_mut(&id).expect("member");
         member.node = None;
         if let Some(storage) = member.storage.take() {
             let mut disk = storage.into_disk();
-            disk.crash(CrashFault::TearUnsynced, &mut self.rng);
+            disk.crash(fault, &mut self.rng);
             member.disk = Some(disk);
         }
-        self.in_flight.retain(|f| f.to != id);
+        let mut broken_snapshots = Vec::new();
+        self.in_flight.retain(|_, (to, message)| {
+            if *to == id && message.get_msg_type() == MessageType::MsgSnapshot {
+                broken_snapshots.push(message.from);
+            }
+            *to != id
+        });
+        for from in broken_snapshots {
+            self.report_snapshot_failed(from, id);
+        }
+        self.pending_io.retain(|_, (member, _)| *member != id);
+        self.paused.remove(&id);
+        self.checked_applied.remove(&id);
+        self.logs.remove(&id);
     }
 
     /// Restarts a crashed member from its disk.
@@ -407,9 +641,19 @@ impl Cluster {
         member.config.seed = member.config.seed.wrapping_add(0x1_0000);
         let node =
             Node::restart(member.config.clone(), durable, now, &self.logger).expect("restart");
+        let applied = node.applied_index();
+        let log = node
+            .log()
+            .held_entries()
+            .iter()
+            .map(|e| (e.index, applied_entry(e)))
+            .collect();
+        self.logs.insert(id, log);
         member.node = Some(node);
         member.storage = Some(storage);
+        self.checked_applied.insert(id, applied);
         self.drain(id);
+        self.check_applied(id);
     }
 
     /// Starts a member that was added to the cluster, with an empty data dir.
@@ -448,6 +692,32 @@ impl Cluster {
             .collect()
     }
 
+    /// One line per member with its raft state, for failure messages.
+    pub fn describe_members(&self) -> String {
+        let mut lines = Vec::new();
+        for (id, member) in &self.members {
+            let io = self.pending_io.values().filter(|(m, _)| m == id).count();
+            let line = match &member.node {
+                None => format!("member {id}: down"),
+                Some(n) => format!(
+                    "member {id}: {:?} term {} leader {:?} commit {} applied {} log {}..={} snapshot {} pending io {io} paused {}",
+                    n.role(),
+                    n.term(),
+                    n.leader(),
+                    n.commit_index(),
+                    n.applied_index(),
+                    raft::Storage::first_index(n.log()).unwrap_or(0),
+                    raft::Storage::last_index(n.log()).unwrap_or(0),
+                    n.log().latest_snapshot().get_metadata().index,
+                    self.paused.contains(id),
+                ),
+            };
+            lines.push(line);
+        }
+        lines.push(format!("{} messages in flight", self.in_flight.len()));
+        lines.join("\n")
+    }
+
     /// Asserts Raft's election safety over the whole run: at most one leader per term.
     pub fn assert_one_leader_per_term(&self) {
         for (term, leaders) in &self.leaders_by_term {
@@ -463,6 +733,14 @@ impl Cluster {
         }
         hasher.finalize()
     }
+}
+
+fn applied_entry(entry: &raft::eraftpb::Entry) -> AppliedEntry {
+    (
+        entry.term,
+        entry.get_entry_type() as i32,
+        crc32fast::hash(&entry.data),
+    )
 }
 
 fn describe(output: &Output) -> String {
