@@ -13,6 +13,7 @@ pub mod request;
 mod apply;
 mod bootstrap;
 mod client;
+mod peer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -30,6 +31,7 @@ use crate::watch::{StreamId, WatchHub};
 
 pub use bootstrap::DurableState;
 pub use config::NodeConfig;
+pub use peer::BadPeerMessage;
 pub use request::{ClientError, ClientRequest, ClientResponse, RequestId};
 
 /// Something that happened outside the node.
@@ -143,6 +145,9 @@ pub struct Node {
     leader: u64,
     removed: bool,
     failed: bool,
+    /// Peer messages dropped before raft saw them, and why the last one was.
+    dropped_peer_messages: u64,
+    last_bad_peer_message: Option<BadPeerMessage>,
 }
 
 impl std::fmt::Debug for Node {
@@ -201,6 +206,8 @@ impl Node {
             leader: 0,
             removed: false,
             failed: false,
+            dropped_peer_messages: 0,
+            last_bad_peer_message: None,
             config,
         };
         node.draw_election_timeout();
@@ -279,11 +286,7 @@ impl Node {
         self.advance_time();
         match input {
             Input::Tick => {}
-            Input::Peer(message) => {
-                // Errors here are messages raft refuses (e.g. from unknown peers); dropping them is
-                // what raft expects.
-                let _ = self.raw.step(message);
-            }
+            Input::Peer(message) => self.on_peer_message(message),
             Input::Client { id, request } => self.on_client_request(id, request),
             Input::Persisted { ready_number } => self.on_persisted(ready_number),
             Input::Unreachable(peer) => self.raw.report_unreachable(peer.0),
@@ -298,6 +301,27 @@ impl Node {
             Input::TransferLeader(to) => self.raw.transfer_leader(to.0),
         }
         self.process_ready();
+    }
+
+    /// Peer messages dropped because no correct peer sends them, and why the last one was.
+    pub fn dropped_peer_messages(&self) -> (u64, Option<&BadPeerMessage>) {
+        (
+            self.dropped_peer_messages,
+            self.last_bad_peer_message.as_ref(),
+        )
+    }
+
+    /// Steps a peer message into raft, unless it is one raft-rs would panic on (see `peer`).
+    fn on_peer_message(&mut self, message: Message) {
+        let last_index = self.raw.raft.raft_log.last_index();
+        if let Err(bad) = peer::check(&message, self.config.id.0, last_index) {
+            self.dropped_peer_messages += 1;
+            self.last_bad_peer_message = Some(bad);
+            return;
+        }
+        // Errors here are messages raft refuses (e.g. from unknown peers); dropping them is what
+        // raft expects.
+        let _ = self.raw.step(message);
     }
 
     /// The next thing the driver must do, if any.
