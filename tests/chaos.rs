@@ -778,3 +778,12 @@ fn chaos_seed_0_new_leader_proposes_waiting_writes_after_advancing_its_ready() {
 fn chaos_seed_37_a_dropped_snapshot_is_reported_and_resent() {
     run_reporting(37, 20);
 }
+
+/// Seed 108 (with one catch-up tick after a pause) had a paused stale leader answer a
+/// linearizable read with old data: a reissued read reused its ReadIndex context, and a
+/// heartbeat ack from the context's earlier round confirmed it. Every read attempt now gets a
+/// fresh context, and a member refuses a forwarded context it has seen before.
+#[test]
+fn chaos_seed_108_an_old_ack_cannot_confirm_a_new_read() {
+    run_reporting(108, 20);
+}

@@ -118,6 +118,9 @@ impl Node {
     fn finish(&mut self, id: RequestId) -> Option<Pending> {
         let pending = self.pending.remove(&id)?;
         self.deadlines.remove(&(pending.deadline, id));
+        if matches!(pending.kind, PendingKind::Read { .. }) {
+            self.read_attempts.retain(|_, request| *request != id);
+        }
         Some(pending)
     }
 
@@ -211,8 +214,7 @@ impl Node {
             issued_at: self.now,
         };
         if self.wait(id, kind) {
-            let ctx = self.read_context(id);
-            self.raw.read_index(ctx);
+            self.issue_read(id);
         }
     }
 
@@ -236,22 +238,25 @@ impl Node {
             }
         }
         for id in reissue {
-            let ctx = self.read_context(id);
-            self.raw.read_index(ctx);
+            self.issue_read(id);
         }
     }
 
-    /// A ReadIndex context unique across members and lives: member, incarnation, request.
-    fn read_context(&self, id: RequestId) -> Vec<u8> {
+    /// Asks raft for a read index under a context never used before — unique across members,
+    /// lives and attempts — so that only acks of this very round can confirm it.
+    fn issue_read(&mut self, id: RequestId) {
+        let attempt = self.next_read_attempt;
+        self.next_read_attempt += 1;
+        self.read_attempts.insert(attempt, id);
         let mut ctx = Vec::with_capacity(24);
         ctx.extend_from_slice(&self.config.id.0.to_le_bytes());
         ctx.extend_from_slice(&self.incarnation.to_le_bytes());
-        ctx.extend_from_slice(&id.to_le_bytes());
-        ctx
+        ctx.extend_from_slice(&attempt.to_le_bytes());
+        self.raw.read_index(ctx);
     }
 
     pub(super) fn on_read_state(&mut self, index: u64, ctx: &[u8]) {
-        let (Some(member), Some(incarnation), Some(id)) = (
+        let (Some(member), Some(incarnation), Some(attempt)) = (
             ctx.get(0..8).and_then(|b| <[u8; 8]>::try_from(b).ok()),
             ctx.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()),
             ctx.get(16..24).and_then(|b| <[u8; 8]>::try_from(b).ok()),
@@ -263,7 +268,9 @@ impl Node {
         {
             return;
         }
-        let id = u64::from_le_bytes(id);
+        let Some(&id) = self.read_attempts.get(&u64::from_le_bytes(attempt)) else {
+            return;
+        };
         if let Some(Pending {
             kind: PendingKind::Read { index: slot, .. },
             ..

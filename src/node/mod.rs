@@ -13,6 +13,7 @@ pub mod request;
 mod apply;
 mod bootstrap;
 mod client;
+mod peer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -30,6 +31,7 @@ use crate::watch::{StreamId, WatchHub};
 
 pub use bootstrap::DurableState;
 pub use config::NodeConfig;
+pub use peer::BadPeerMessage;
 pub use request::{ClientError, ClientRequest, ClientResponse, RequestId};
 
 /// Something that happened outside the node.
@@ -148,7 +150,20 @@ pub struct Node {
     incarnation: u64,
     /// A leader became known while handling a Ready: kept proposals go out once it is advanced.
     leader_appeared: bool,
+    /// Peer messages dropped before raft saw them, and why the last one was.
+    dropped_peer_messages: u64,
+    last_bad_peer_message: Option<BadPeerMessage>,
+    /// Read contexts this member's raft has been asked about, bounded, oldest first.
+    seen_read_contexts: BTreeSet<Vec<u8>>,
+    seen_read_order: VecDeque<Vec<u8>>,
+    /// The next read attempt's number: every ReadIndex request gets a context never used before.
+    next_read_attempt: u64,
+    /// Read attempt → the request it serves.
+    read_attempts: BTreeMap<u64, RequestId>,
 }
+
+/// How many forwarded read contexts a member remembers to refuse duplicates.
+const SEEN_READ_CONTEXTS: usize = 16_384;
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -210,6 +225,12 @@ impl Node {
             failed: false,
             incarnation: 0,
             leader_appeared: false,
+            dropped_peer_messages: 0,
+            last_bad_peer_message: None,
+            seen_read_contexts: BTreeSet::new(),
+            seen_read_order: VecDeque::new(),
+            next_read_attempt: 1,
+            read_attempts: BTreeMap::new(),
             config,
         };
         node.incarnation = node.rng.gen();
@@ -289,13 +310,7 @@ impl Node {
         self.advance_time();
         match input {
             Input::Tick => {}
-            Input::Peer(message) => {
-                if let Some(message) = self.validate_peer_message(message) {
-                    // Errors here are messages raft refuses (e.g. from unknown peers); dropping
-                    // them is what raft expects.
-                    let _ = self.raw.step(message);
-                }
-            }
+            Input::Peer(message) => self.on_peer_message(message),
             Input::Client { id, request } => self.on_client_request(id, request),
             Input::Persisted { ready_number } => self.on_persisted(ready_number),
             Input::Unreachable(peer) => self.raw.report_unreachable(peer.0),
@@ -312,25 +327,56 @@ impl Node {
         self.process_ready();
     }
 
-    /// Drops peer messages raft-rs would panic on (they come off the network, so they may be
-    /// malformed) and clamps a heartbeat's commit index to the local log: a leader can only claim
-    /// more if this member acknowledged entries it then lost, and committing past the end of the
-    /// log would be fatal in raft-rs.
-    fn validate_peer_message(&self, mut message: Message) -> Option<Message> {
-        use raft::eraftpb::MessageType::*;
-        if message.to != self.config.id.0 || message.from == 0 || message.from == message.to {
-            return None;
+    /// Peer messages dropped because no correct peer sends them, and why the last one was.
+    pub fn dropped_peer_messages(&self) -> (u64, Option<&BadPeerMessage>) {
+        (
+            self.dropped_peer_messages,
+            self.last_bad_peer_message.as_ref(),
+        )
+    }
+
+    /// Steps a peer message into raft, unless it is one raft-rs would panic on (see `peer`).
+    fn on_peer_message(&mut self, mut message: Message) {
+        let last_index = self.raw.raft.raft_log.last_index();
+        if message.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat {
+            // A leader claims more than this log holds only if this member acknowledged entries
+            // it then lost; committing what it does hold (a matched prefix) keeps it in the cluster.
+            message.commit = message.commit.min(last_index);
         }
-        match message.get_msg_type() {
-            MsgPropose if message.entries.is_empty() => return None,
-            MsgReadIndex | MsgReadIndexResp if message.entries.len() != 1 => return None,
-            MsgHeartbeat => {
-                let last = self.raw.raft.raft_log.last_index();
-                message.commit = message.commit.min(last);
+        if message.get_msg_type() == raft::eraftpb::MessageType::MsgReadIndex
+            && !self.first_sight_of_read_context(&message)
+        {
+            self.dropped_peer_messages += 1;
+            return;
+        }
+        if let Err(bad) = peer::check(&message, self.config.id.0, last_index) {
+            self.dropped_peer_messages += 1;
+            self.last_bad_peer_message = Some(bad);
+            return;
+        }
+        // Errors here are messages raft refuses (e.g. from unknown peers); dropping them is what
+        // raft expects.
+        let _ = self.raw.step(message);
+    }
+
+    /// Whether a forwarded ReadIndex request's context is new. raft-rs counts heartbeat acks by
+    /// context, so a context it saw before (a duplicated packet) could be confirmed by acks from the
+    /// earlier round — acks that prove nothing about leadership now — and answer a stale read.
+    /// Every read attempt gets a fresh context, so only duplicates are refused.
+    fn first_sight_of_read_context(&mut self, message: &Message) -> bool {
+        let Some(ctx) = message.entries.first().map(|e| e.data.to_vec()) else {
+            return false;
+        };
+        if !self.seen_read_contexts.insert(ctx.clone()) {
+            return false;
+        }
+        self.seen_read_order.push_back(ctx);
+        if self.seen_read_order.len() > SEEN_READ_CONTEXTS {
+            if let Some(oldest) = self.seen_read_order.pop_front() {
+                self.seen_read_contexts.remove(&oldest);
             }
-            _ => {}
         }
-        Some(message)
+        true
     }
 
     /// The next thing the driver must do, if any.

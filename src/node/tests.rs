@@ -438,3 +438,64 @@ fn a_restart_whose_disk_lost_committed_entries_is_refused() {
     let error = result.expect_err("refused").to_string();
     assert!(error.contains("lost committed entries"), "{error}");
 }
+
+/// Member 1 of three, freshly bootstrapped (log at index 3, term 1), with its first persist done.
+fn follower_of_three() -> Node {
+    let config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let now = Instant::from_micros(0);
+    let mut node =
+        Node::bootstrap(config, &[member(1), member(2), member(3)], now, &logger()).unwrap();
+    while let Some(output) = node.poll_output() {
+        if let Output::Persist(p) = output {
+            let ready_number = p.ready_number;
+            node.handle(now, Input::Persisted { ready_number });
+        }
+    }
+    node
+}
+
+fn append_from_2(entry_index: u64, commit: u64) -> Message {
+    let entry = Entry {
+        term: 2,
+        index: entry_index,
+        ..Entry::default()
+    };
+    Message {
+        msg_type: raft::eraftpb::MessageType::MsgAppend,
+        to: 1,
+        from: 2,
+        term: 2,
+        log_term: 1,
+        index: 3,
+        commit,
+        entries: vec![entry].into(),
+        ..Message::default()
+    }
+}
+
+#[test]
+fn a_peer_append_raft_would_panic_on_is_dropped_and_a_good_one_still_applies() {
+    // The raft_message fuzz target's reproducer: an append after index 3 carrying an entry at
+    // index 0 made raft-rs panic ("to_commit 4 is out of range [last_index 3]").
+    let mut node = follower_of_three();
+    let now = Instant::from_micros(1);
+    node.handle(now, Input::Peer(append_from_2(0, 4)));
+    let (dropped, why) = node.dropped_peer_messages();
+    assert_eq!(dropped, 1);
+    assert!(
+        matches!(why, Some(BadPeerMessage::EntryOutOfPlace { .. })),
+        "{why:?}"
+    );
+    assert_eq!(node.log().hard_state().commit, 3);
+
+    node.handle(now, Input::Peer(append_from_2(4, 4)));
+    while let Some(output) = node.poll_output() {
+        if let Output::Persist(p) = output {
+            let ready_number = p.ready_number;
+            node.handle(now, Input::Persisted { ready_number });
+        }
+    }
+    assert_eq!(node.dropped_peer_messages().0, 1);
+    assert_eq!((node.term(), node.commit_index()), (2, 4));
+    assert_eq!(node.leader(), Some(MemberId(2)));
+}

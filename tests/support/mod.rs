@@ -453,12 +453,11 @@ impl Cluster {
             let Some(output) = node.poll_output() else {
                 return;
             };
-            self.trace.push(format!(
-                "{} {}: {}",
-                self.now.as_micros(),
-                id,
-                describe(&output)
-            ));
+            let line = format!("{} {}: {}", self.now.as_micros(), id, describe(&output));
+            if std::env::var_os("STET_HARNESS_TRACE").is_some() {
+                eprintln!("{line}");
+            }
+            self.trace.push(line);
             match output {
                 Output::Persist(persist) => {
                     let log = self.logs.entry(id).or_default();
@@ -548,6 +547,11 @@ impl Cluster {
     pub fn request(&mut self, to: u64, request: ClientRequest) -> RequestId {
         let id = self.next_request;
         self.next_request += 1;
+        if std::env::var_os("STET_HARNESS_TRACE").is_some() {
+            let mut text = format!("{} -> {to}: request {id} {request:?}", self.now.as_micros());
+            text.truncate(300);
+            eprintln!("{text}");
+        }
         self.input(to, Input::Client { id, request });
         id
     }
@@ -762,7 +766,15 @@ fn describe(output: &Output) -> String {
             m.index,
             m.entries.len()
         ),
-        Output::Reply { id, result } => format!("reply {id} ok={}", result.is_ok()),
+        Output::Reply { id, result } => {
+            if std::env::var_os("STET_HARNESS_TRACE").is_some() {
+                let mut text = format!("reply {id} {result:?}");
+                text.truncate(300);
+                text
+            } else {
+                format!("reply {id} ok={}", result.is_ok())
+            }
+        }
         Output::Watch { stream, response } => {
             format!("watch {stream} events={}", response.events.len())
         }
