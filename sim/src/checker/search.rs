@@ -9,11 +9,14 @@
 //! Operations with unknown outcomes have a call and no return: they may take effect at any
 //! point, or never; the search succeeds once every known operation is linearized.
 //!
-//! Pruning: an unknown blind write (put, or delete with unknown outcome) immediately followed
-//! by another blind write never matters, since dropping it leaves the same state and keeps it
-//! available. The search skips that pattern, which keeps a handful of unknown writes from
-//! multiplying the states by every subset of them. Because the skip depends on the previous
-//! step, "previous step was an unknown blind write" is part of the cached configuration.
+//! Pruning: any linearization stays valid if an operation with unknown outcome is dropped
+//! from it (it may never take effect) as long as the states after it do not change. So the
+//! search never linearizes an unknown operation that leaves the state as it was (a cas whose
+//! expected value does not match, say), nor an unknown blind write (put, or delete with unknown
+//! outcome) immediately followed by another blind write, which overwrites it. Without this, a
+//! handful of pending unknown operations multiply the states by every subset of them. Because
+//! the second rule depends on the previous step, "previous step was an unknown blind write" is
+//! part of the cached configuration.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -268,10 +271,15 @@ pub(super) fn search(cands: &[Candidate], max_states: u64) -> SearchResult {
             Event::Head => unreachable!("the head is never after another node"),
             Event::Call { cand, ret } => {
                 let c = &cands[cand as usize];
+                let unknown = c.complete_us.is_none();
                 let skip = after_blind && c.step.is_blind();
-                let next_state = if skip { None } else { c.step.apply(state) };
+                let next_state = match c.step.apply(state) {
+                    _ if skip => None,
+                    Some(same) if unknown && same == state => None,
+                    next_state => next_state,
+                };
                 if let Some(next_state) = next_state {
-                    let next_after_blind = c.complete_us.is_none() && c.step.is_blind();
+                    let next_after_blind = unknown && c.step.is_blind();
                     let (w, b) = (cand as usize / 64, 1u64 << (cand % 64));
                     set[w] |= b;
                     set_hash ^= zobrist[cand as usize];
