@@ -31,8 +31,9 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn connect(world: Arc<World>, id: u64) -> std::io::Result<Self> {
-        let endpoint = Endpoint::bind("0.0.0.0:0").await?;
+    /// A client on the madsim node whose IP is `ip`.
+    pub async fn connect(world: Arc<World>, id: u64, ip: std::net::IpAddr) -> std::io::Result<Self> {
+        let endpoint = Endpoint::bind(std::net::SocketAddr::new(ip, 0)).await?;
         Ok(Client {
             id,
             world,
@@ -201,7 +202,7 @@ pub fn random_op(
 
 /// A client's workload: random operations against random members until `until` (global time).
 pub async fn workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Duration) {
-    let Ok(mut client) = Client::connect(world.clone(), id).await else {
+    let Ok(mut client) = Client::connect(world.clone(), id, net::client_ip(id)).await else {
         return;
     };
     let mut seq = 0;

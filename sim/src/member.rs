@@ -68,7 +68,9 @@ pub async fn run(world: Arc<World>, id: u64) {
             break;
         };
         let wait = world.global_wait(id, deadline);
-        let input = futures::select! {
+        // `select_biased!`, not `select!`: the latter shuffles branches with an RNG madsim does not
+        // control, which made runs differ within one process.
+        let input = futures::select_biased! {
             inbound = inbox.next() => match inbound {
                 Some(inbound) => member.input_for(inbound),
                 None => break,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::net::NetSim;
-use madsim::runtime::{Handle, NodeId};
-use madsim::Simulator;
+use madsim::runtime::Handle;
+use madsim::task::NodeId;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
@@ -42,6 +42,9 @@ pub struct Nemesis {
     world: Arc<World>,
     nodes: BTreeMap<u64, NodeId>,
     faults: Vec<Fault>,
+    /// The member whose disk was corrupted (it may refuse to start from then on); at most one,
+    /// so a majority always survives.
+    corrupted: std::sync::Mutex<Option<u64>>,
 }
 
 impl Nemesis {
@@ -50,6 +53,7 @@ impl Nemesis {
             world,
             nodes,
             faults,
+            corrupted: std::sync::Mutex::new(None),
         }
     }
 
@@ -117,9 +121,17 @@ impl Nemesis {
                 self.heal_network();
             }
             Fault::Crash | Fault::DiskCorruption => {
-                let victim = self.victim(&ids);
+                let corrupted = *lock(&self.corrupted);
+                let victim = match (fault, corrupted) {
+                    (Fault::DiskCorruption, Some(member)) => member,
+                    _ => self.victim(&ids),
+                };
+                let corrupt = fault == Fault::DiskCorruption || corrupted == Some(victim);
+                if corrupt {
+                    *lock(&self.corrupted) = Some(victim);
+                }
                 let crash = match fault {
-                    Fault::DiskCorruption => CrashFault::FlipBit,
+                    _ if corrupt => CrashFault::FlipBit,
                     _ if madsim::rand::thread_rng().gen_bool(0.5) => CrashFault::TearUnsynced,
                     _ => CrashFault::LoseUnsynced,
                 };
@@ -138,7 +150,6 @@ impl Nemesis {
                 drop(status);
                 madsim::time::sleep(hold).await;
                 self.world.trace(format!("nemesis: restart member {victim}"));
-                lock(&self.world.refused).remove(&victim);
                 Handle::current().restart(self.nodes[&victim]);
             }
             Fault::Pause => {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use madsim::runtime::{Handle, Runtime};
 use rand::Rng;
 
-use crate::checker::{self, Op, Outcome};
+use crate::checker::{self, CheckError, Op, Outcome};
 use crate::client::{self, Client, KEYS};
 use crate::clock::ClockModel;
 use crate::nemesis::{Fault, Nemesis};
@@ -208,7 +208,8 @@ async fn final_checks(
         });
     }
     let refused = lock(&world.refused).clone();
-    if !refused.is_empty() && !scenario.allows_refusal {
+    let allowed = if scenario.allows_refusal { 1 } else { 0 };
+    if refused.len() > allowed {
         return Err(Failure {
             property: "availability",
             detail: format!("members refused to start or stopped: {refused:?}"),
@@ -221,27 +222,44 @@ async fn final_checks(
         });
     }
     let history = lock(&world.history).clone();
-    checker::check(&history).map_err(|violation| Failure {
-        property: "linearizability",
-        detail: format!(
-            "key {}: {}\n{}",
-            String::from_utf8_lossy(&violation.key),
-            violation.detail,
-            violation
-                .operations
-                .iter()
-                .map(|op| format!("    {op:?}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
-    })?;
+    match checker::check(&history) {
+        Ok(_) => {}
+        Err(CheckError::Violation(violation)) => {
+            return Err(Failure {
+                property: "linearizability",
+                detail: format!(
+                    "key {}: {}\n{}",
+                    String::from_utf8_lossy(&violation.key),
+                    violation.detail,
+                    violation
+                        .operations
+                        .iter()
+                        .map(|op| format!("    {op:?}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            })
+        }
+        Err(CheckError::GaveUp { key, detail, .. }) => {
+            return Err(Failure {
+                property: "checkability",
+                detail: format!("the checker gave up on key {}: {detail}", String::from_utf8_lossy(&key)),
+            })
+        }
+        Err(CheckError::Malformed { id, detail }) => {
+            return Err(Failure {
+                property: "history",
+                detail: format!("operation {id} was recorded wrongly: {detail}"),
+            })
+        }
+    }
     Ok(())
 }
 
 /// After healing: a write must commit within a bounded time, then every key is read back through
 /// a linearizable read (the reads join the history, so durability is checked by the checker).
 async fn liveness_and_final_reads(world: Arc<World>, members: Vec<u64>) -> bool {
-    let Ok(mut client) = Client::connect(world.clone(), 1000).await else {
+    let Ok(mut client) = Client::connect(world.clone(), 1000, crate::net::client_ip(200)).await else {
         return false;
     };
     let deadline = world.elapsed() + Duration::from_secs(30);
