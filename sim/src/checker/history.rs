@@ -54,11 +54,6 @@ impl Step {
             }
         }
     }
-
-    /// A step that always applies and whose result ignores the prior state.
-    pub(super) fn is_blind(self) -> bool {
-        matches!(self, Step::Put { .. } | Step::Delete { deleted: None })
-    }
 }
 
 /// One operation the search may linearize.

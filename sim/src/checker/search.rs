@@ -4,31 +4,36 @@
 //! take effect next are the calls before the first return in the list; linearizing one lifts
 //! its call and return out of the list. Reaching a return means that operation should already
 //! have taken effect, so the search backtracks. A cache of (linearized set, register state)
-//! keeps each configuration from being explored twice. The stack is explicit: no recursion.
+//! keeps each configuration from being explored twice; sets are cached as 128-bit
+//! fingerprints. The stack is explicit: no recursion.
 //!
 //! Operations with unknown outcomes have a call and no return: they may take effect at any
 //! point, or never; the search succeeds once every known operation is linearized.
 //!
-//! Pruning: any linearization stays valid if an operation with unknown outcome is dropped
-//! from it (it may never take effect) as long as the states after it do not change. So the
-//! search never linearizes an unknown operation that leaves the state as it was (a cas whose
-//! expected value does not match, say), nor an unknown blind write (put, or delete with unknown
-//! outcome) immediately followed by another blind write, which overwrites it. Without this, a
-//! handful of pending unknown operations multiply the states by every subset of them. Because
-//! the second rule depends on the previous step, "previous step was an unknown blind write" is
-//! part of the cached configuration.
+//! Pruning unknown operations. Call a maximal run of unknown operations in a linearization a
+//! block. If some linearization exists, one exists in which (1) every unknown operation changes
+//! the state, (2) no unknown operation leaves the same state as it would have without the part
+//! of its block before it, and (3) every block is followed by a known operation that is invalid
+//! from the state before the block. Proof sketch, rewriting any linearization: drop an unknown
+//! operation that changes nothing (1), or the part of a block that a later member overwrites
+//! (2), or a block at the very end. If a block is followed by a known operation X valid from
+//! the state before the block, X is valid from two states, so either it ends in the same state
+//! from both (a put or delete: drop the block) or it is a failed cas that leaves both alone
+//! (move the block after X). Each rewrite removes unknown operations or moves some later, so
+//! rewriting ends, in a linearization of that form. The search only builds such ones: it keeps
+//! the state before the current block as a "shadow", and starts a block only when a known
+//! operation that may go next is invalid from the current state (as X must be). Without this,
+//! pending unknown operations would be tried at every point and multiply the states by every
+//! subset of them. The next steps depend on the shadow, so it is part of the cached
+//! configuration.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use super::history::{Candidate, StateId, ABSENT};
 
 const NIL: u32 = u32::MAX;
 const HEAD: u32 = 0;
-
-/// Give up once a key's cache holds this many bitset words (8 bytes each), whatever the
-/// state bound: 2^27 words is 1 GiB.
-const MAX_CACHE_WORDS: usize = 1 << 27;
 
 pub(super) struct SearchResult {
     pub verdict: Verdict,
@@ -163,71 +168,60 @@ impl Hasher for PassThrough {
     }
 }
 
-/// Set of visited configurations: (linearized set, state, previous step was an unknown blind
-/// write). Bitsets live in one flat arena; the map holds the first entry per hash and
-/// collisions chain through `chain`.
+/// No shadow state: no unknown operation just before.
+const NO_SHADOW: StateId = StateId::MAX;
+
+/// A 128-bit Zobrist fingerprint of a set of candidates: the XOR of a pseudo-random 128-bit
+/// value per member, updated in O(1) as members come and go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct SetPrint(u64, u64);
+
+impl SetPrint {
+    fn of(cand: usize) -> SetPrint {
+        let i = cand as u64;
+        SetPrint(mix(i), mix(i ^ 0x5851_f42d_4c95_7f2d))
+    }
+
+    fn toggle(&mut self, member: SetPrint) {
+        self.0 ^= member.0;
+        self.1 ^= member.1;
+    }
+}
+
+/// A visited configuration: (linearized set, state, shadow state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Config {
+    set: SetPrint,
+    state: StateId,
+    shadow: StateId,
+}
+
+impl Hash for Config {
+    fn hash<H: Hasher>(&self, hasher: &mut H) {
+        hasher.write_u64(self.set.0 ^ mix(u64::from(self.state) << 32 | u64::from(self.shadow)));
+    }
+}
+
+/// Visited configurations, with sets stored as fingerprints ("hash compaction"), which keeps
+/// an entry at 24 bytes whatever the number of operations. Two distinct sets share a
+/// fingerprint with probability 2^-128, for N states about N^2 * 2^-129 overall. A collision
+/// could only cut a path that should be explored, so at worst it reports a violation that is
+/// not there; it can never accept a history that is not linearizable.
+#[derive(Default)]
 struct Cache {
-    words: usize,
-    heads: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
-    chain: Vec<u32>,
-    tags: Vec<(StateId, bool)>,
-    bits: Vec<u64>,
+    seen: HashSet<Config, BuildHasherDefault<PassThrough>>,
 }
 
 impl Cache {
-    fn new(words: usize) -> Self {
-        Cache {
-            words,
-            heads: HashMap::default(),
-            chain: Vec::new(),
-            tags: Vec::new(),
-            bits: Vec::new(),
-        }
-    }
-
-    fn hash(set_hash: u64, state: StateId, after_blind: bool) -> u64 {
-        set_hash ^ mix(u64::from(state) << 1 | u64::from(after_blind))
-    }
-
-    fn contains(&self, set: &[u64], set_hash: u64, state: StateId, after_blind: bool) -> bool {
-        let mut at = match self.heads.get(&Self::hash(set_hash, state, after_blind)) {
-            Some(&at) => at,
-            None => return false,
-        };
-        while at != NIL {
-            let i = at as usize;
-            if self.tags[i] == (state, after_blind)
-                && self.bits[i * self.words..(i + 1) * self.words] == *set
-            {
-                return true;
-            }
-            at = self.chain[i];
-        }
-        false
-    }
-
     /// Inserts the configuration; false if it (or one that dominates it) was already there.
-    fn insert(&mut self, set: &[u64], set_hash: u64, state: StateId, after_blind: bool) -> bool {
-        // Not having just made an unknown blind write allows a superset of next steps.
-        if self.contains(set, set_hash, state, after_blind)
-            || (after_blind && self.contains(set, set_hash, state, false))
-        {
-            return false;
-        }
-        let id = u32::try_from(self.tags.len()).expect("fewer than 2^32 cached states");
-        let head = self
-            .heads
-            .entry(Self::hash(set_hash, state, after_blind))
-            .or_insert(NIL);
-        self.chain.push(*head);
-        *head = id;
-        self.tags.push((state, after_blind));
-        self.bits.extend_from_slice(set);
-        true
-    }
-
-    fn size_words(&self) -> usize {
-        self.bits.len()
+    fn insert(&mut self, config: Config) -> bool {
+        // Without a shadow, nothing is cut: a superset of the next steps.
+        let dominated = config.shadow != NO_SHADOW
+            && self.seen.contains(&Config {
+                shadow: NO_SHADOW,
+                ..config
+            });
+        !dominated && self.seen.insert(config)
     }
 }
 
@@ -236,24 +230,64 @@ struct Frame {
     ret: u32,
     cand: u32,
     prev_state: StateId,
-    prev_after_blind: bool,
+    prev_shadow: StateId,
+}
+
+/// The (state, shadow) after linearizing `c`, or `None` if it is invalid from `state` or cut
+/// as making no difference (see the module comment).
+fn step(c: &Candidate, state: StateId, shadow: StateId) -> Option<(StateId, StateId)> {
+    let next_state = c.step.apply(state)?;
+    let unknown = c.complete_us.is_none();
+    if unknown && next_state == state {
+        return None;
+    }
+    if shadow == NO_SHADOW {
+        return Some((next_state, if unknown { state } else { NO_SHADOW }));
+    }
+    match c.step.apply(shadow) {
+        // Valid without the block of unknown operations before it: the block can be dropped
+        // or moved after this one.
+        Some(_) if !unknown => None,
+        // Overwrites the block of unknown operations before it.
+        Some(without_block) if without_block == next_state => None,
+        _ => Some((next_state, if unknown { shadow } else { NO_SHADOW })),
+    }
+}
+
+/// Whether a known operation that may take effect next is invalid from `state`: only then may
+/// a block of unknown operations start.
+fn window_has_blocked(list: &EventList, cands: &[Candidate], state: StateId) -> bool {
+    let mut node = list.next[HEAD as usize];
+    while node != NIL {
+        match list.events[node as usize] {
+            Event::Call { cand, .. } => {
+                let c = &cands[cand as usize];
+                if c.complete_us.is_some() && c.step.apply(state).is_none() {
+                    return true;
+                }
+            }
+            Event::Return { .. } | Event::Head => return false,
+        }
+        node = list.next[node as usize];
+    }
+    false
 }
 
 /// Searches for a linearization of `cands`, exploring at most `max_states` configurations.
 pub(super) fn search(cands: &[Candidate], max_states: u64) -> SearchResult {
     let mut list = EventList::new(cands);
-    let words = cands.len().div_ceil(64).max(1);
-    let zobrist: Vec<u64> = (0..cands.len() as u64).map(mix).collect();
-    let mut cache = Cache::new(words);
-    let mut set = vec![0u64; words];
-    let mut set_hash = 0u64;
+    let prints: Vec<SetPrint> = (0..cands.len()).map(SetPrint::of).collect();
+    let mut cache = Cache::default();
+    let mut set = SetPrint::default();
     let mut state = ABSENT;
-    let mut after_blind = false;
+    let mut shadow = NO_SHADOW;
     let mut remaining_known = cands.iter().filter(|c| c.complete_us.is_some()).count();
     let mut stack: Vec<Frame> = Vec::new();
     let mut failure: Option<Failure> = None;
     let mut states_explored = 0u64;
     let mut node = list.next[HEAD as usize];
+    // Memoized `window_has_blocked` for the current configuration.
+    let mut window_blocked: Option<bool> = None;
     let result = |verdict, states_explored| SearchResult {
         verdict,
         states_explored,
@@ -271,26 +305,25 @@ pub(super) fn search(cands: &[Candidate], max_states: u64) -> SearchResult {
             Event::Head => unreachable!("the head is never after another node"),
             Event::Call { cand, ret } => {
                 let c = &cands[cand as usize];
-                let unknown = c.complete_us.is_none();
-                let skip = after_blind && c.step.is_blind();
-                let next_state = match c.step.apply(state) {
-                    _ if skip => None,
-                    Some(same) if unknown && same == state => None,
-                    next_state => next_state,
+                let starts_block = c.complete_us.is_none() && shadow == NO_SHADOW;
+                if starts_block && window_blocked.is_none() {
+                    window_blocked = Some(window_has_blocked(&list, cands, state));
+                }
+                let next = match starts_block && window_blocked == Some(false) {
+                    true => None,
+                    false => step(c, state, shadow),
                 };
-                if let Some(next_state) = next_state {
-                    let next_after_blind = unknown && c.step.is_blind();
-                    let (w, b) = (cand as usize / 64, 1u64 << (cand % 64));
-                    set[w] |= b;
-                    set_hash ^= zobrist[cand as usize];
-                    if cache.insert(&set, set_hash, next_state, next_after_blind) {
+                if let Some((next_state, next_shadow)) = next {
+                    set.toggle(prints[cand as usize]);
+                    let config = Config {
+                        set,
+                        state: next_state,
+                        shadow: next_shadow,
+                    };
+                    if cache.insert(config) {
                         states_explored += 1;
                         if states_explored > max_states {
                             let why = format!("explored-state bound of {max_states} reached");
-                            return result(Verdict::GaveUp(why), states_explored);
-                        }
-                        if cache.size_words() > MAX_CACHE_WORDS {
-                            let why = format!("cache exceeded {MAX_CACHE_WORDS} words");
                             return result(Verdict::GaveUp(why), states_explored);
                         }
                         stack.push(Frame {
@@ -298,19 +331,19 @@ pub(super) fn search(cands: &[Candidate], max_states: u64) -> SearchResult {
                             ret,
                             cand,
                             prev_state: state,
-                            prev_after_blind: after_blind,
+                            prev_shadow: shadow,
                         });
                         state = next_state;
-                        after_blind = next_after_blind;
+                        shadow = next_shadow;
                         list.lift(node, ret);
                         if c.complete_us.is_some() {
                             remaining_known -= 1;
                         }
                         node = list.next[HEAD as usize];
+                        window_blocked = None;
                         continue;
                     }
-                    set[w] &= !b;
-                    set_hash ^= zobrist[cand as usize];
+                    set.toggle(prints[cand as usize]);
                 }
                 node = list.next[node as usize];
             }
@@ -330,15 +363,15 @@ pub(super) fn search(cands: &[Candidate], max_states: u64) -> SearchResult {
                     return result(Verdict::NotLinearizable(failure), states_explored);
                 };
                 let c = frame.cand as usize;
-                set[c / 64] &= !(1u64 << (c % 64));
-                set_hash ^= zobrist[c];
+                set.toggle(prints[c]);
                 state = frame.prev_state;
-                after_blind = frame.prev_after_blind;
+                shadow = frame.prev_shadow;
                 list.unlift(frame.call, frame.ret);
                 if cands[c].complete_us.is_some() {
                     remaining_known += 1;
                 }
                 node = list.next[frame.call as usize];
+                window_blocked = None;
             }
         }
     }

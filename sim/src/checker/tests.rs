@@ -580,7 +580,13 @@ proptest! {
 
 /// A workload like the simulator's: `clients` closed-loop clients, each operation taking
 /// 50us–2ms, over `keys` keys with a few hot ones; a few percent time out or fail.
-fn generate(seed: u64, clients: u64, keys: u64, ops: usize) -> Vec<Operation> {
+fn generate(
+    seed: u64,
+    clients: u64,
+    keys: u64,
+    ops: usize,
+    unknown_percent: u32,
+) -> Vec<Operation> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut clock_us = vec![0u64; clients as usize];
     let mut planned = Vec::with_capacity(ops);
@@ -611,10 +617,10 @@ fn generate(seed: u64, clients: u64, keys: u64, ops: usize) -> Vec<Operation> {
             80..90 => Op::Delete { key },
             _ => Op::SerializableGet { key },
         };
-        let fate = match rng.gen_range(0..100) {
-            0..2 => Fate::UnknownApplied,
-            2..4 => Fate::UnknownLost,
-            4..6 => Fate::Failed,
+        let fate = match rng.gen_range(0..200) {
+            r if r < unknown_percent => Fate::UnknownApplied,
+            r if r < 2 * unknown_percent => Fate::UnknownLost,
+            r if r < 2 * unknown_percent + 4 => Fate::Failed,
             _ => Fate::Known,
         };
         planned.push(Planned {
@@ -632,7 +638,7 @@ fn generate(seed: u64, clients: u64, keys: u64, ops: usize) -> Vec<Operation> {
 #[test]
 fn generated_workload_is_accepted_and_a_corrupted_read_rejected() {
     for seed in 0..5 {
-        let mut history = generate(seed, 10, 20, 2_000);
+        let mut history = generate(seed, 10, 20, 2_000, 4);
         let stats = check(&history).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert_eq!(stats.operations, 2_000);
         assert!(corrupt_a_read(&mut history, seed as usize * 7));
@@ -644,8 +650,9 @@ fn generated_workload_is_accepted_and_a_corrupted_read_rejected() {
 #[test]
 #[ignore = "performance measurement; run in release"]
 fn checker_throughput() {
+    let unknown_percent: u32 = std::env::var("UNKNOWN_PERCENT").map_or(4, |v| v.parse().unwrap());
     for (clients, keys, ops) in [(10, 200, 20_000), (10, 10, 20_000), (10, 2, 20_000)] {
-        let history = generate(42, clients, keys, ops);
+        let history = generate(42, clients, keys, ops, unknown_percent);
         let started = Instant::now();
         let stats = check(&history).expect("linearizable");
         let elapsed = started.elapsed();
@@ -654,6 +661,15 @@ fn checker_throughput() {
             elapsed,
             ops as f64 / elapsed.as_secs_f64(),
             stats.states_explored
+        );
+        let mut corrupted = history.clone();
+        corrupt_a_read(&mut corrupted, ops / 2);
+        let started = Instant::now();
+        let verdict = check(&corrupted);
+        println!("  a corrupted read is rejected in {:?}", started.elapsed());
+        assert!(
+            matches!(verdict, Err(CheckError::Violation(_))),
+            "{verdict:?}"
         );
     }
 }
