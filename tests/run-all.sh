@@ -1,14 +1,32 @@
 #!/usr/bin/env bash
-# Runs every test of stet: formatting, lints, unit/property/integration tests.
-# This is the README's test command; .ci/run calls it after installing what it needs.
+# Runs every test of stet: formatting, lints, a short fuzzing pass over every decoder, the core's
+# unit/property/integration tests (including the in-process chaos test), and the madsim simulator's
+# scenarios. This is the README's test command; .ci/run calls it after installing what it needs.
+#
+# Knobs: STET_SIM_SEEDS (seeds per simulator scenario, default 25 → 200 seeds),
+#        STET_FUZZ_SECONDS (per fuzz target, default 10; 0 skips fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export STET_SIM_SEEDS="${STET_SIM_SEEDS:-25}"
+fuzz_seconds="${STET_FUZZ_SECONDS:-10}"
+madsim_flags="--cfg madsim"
 
-echo "== cargo fmt --check"
+echo "== cargo fmt --check (core, sim, fuzz)"
 cargo fmt --all -- --check
+cargo fmt --manifest-path sim/Cargo.toml --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
 
-echo "== cargo clippy (all targets, warnings are errors)"
+echo "== cargo clippy, warnings are errors (core, then sim built with --cfg madsim)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTFLAGS="$madsim_flags" cargo clippy --manifest-path sim/Cargo.toml --all-targets --locked -- -D warnings
 
-echo "== cargo test"
+if [ "$fuzz_seconds" != "0" ]; then
+    echo "== fuzzing every decoder for ${fuzz_seconds}s each"
+    bash fuzz/run.sh "$fuzz_seconds"
+fi
+
+echo "== core tests"
 cargo test --workspace --locked --release
+
+echo "== simulator: $STET_SIM_SEEDS seeds per scenario, determinism, oracle self-test"
+RUSTFLAGS="$madsim_flags" cargo test --manifest-path sim/Cargo.toml --locked --release

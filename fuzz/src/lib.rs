@@ -225,6 +225,7 @@ pub fn internal_request(id: u64, request: Request) -> Vec<u8> {
     stetpb::InternalRequest {
         id,
         origin: 1,
+        incarnation: 0,
         request: Some(request),
     }
     .encode_to_vec()

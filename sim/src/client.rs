@@ -32,7 +32,11 @@ pub struct Client {
 
 impl Client {
     /// A client on the madsim node whose IP is `ip`.
-    pub async fn connect(world: Arc<World>, id: u64, ip: std::net::IpAddr) -> std::io::Result<Self> {
+    pub async fn connect(
+        world: Arc<World>,
+        id: u64,
+        ip: std::net::IpAddr,
+    ) -> std::io::Result<Self> {
         let endpoint = Endpoint::bind(std::net::SocketAddr::new(ip, 0)).await?;
         Ok(Client {
             id,
@@ -66,7 +70,8 @@ impl Client {
         let deadline = madsim::time::Instant::now() + CLIENT_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(madsim::time::Instant::now());
-            let received = madsim::time::timeout(left, self.endpoint.recv_from_raw(TAG_REPLY)).await;
+            let received =
+                madsim::time::timeout(left, self.endpoint.recv_from_raw(TAG_REPLY)).await;
             let Ok(Ok((payload, _))) = received else {
                 return None;
             };
@@ -218,7 +223,7 @@ pub async fn workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Dura
         if let Outcome::Get(value) = client.perform(member, op).await {
             last_seen.insert(key, value);
         }
-        let pause = madsim::rand::thread_rng().gen_range(0..30);
+        let pause = madsim::rand::thread_rng().gen_range(0..10);
         madsim::time::sleep(Duration::from_millis(pause)).await;
     }
 }

@@ -61,9 +61,11 @@ fn parse_args() -> Result<Args, String> {
             }
             "--trace" => args.trace = true,
             "--help" | "-h" => {
-                return Err("usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
+                return Err(
+                    "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--trace]"
-                    .to_string())
+                        .to_string(),
+                )
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -99,7 +101,10 @@ fn main() -> ExitCode {
                 Ok(()) => passed += 1,
                 Err(failure) => {
                     failures += 1;
-                    println!("\nFAILED {} seed {seed}: {} violated", scenario.name, failure.property);
+                    println!(
+                        "\nFAILED {} seed {seed}: {} violated",
+                        scenario.name, failure.property
+                    );
                     println!("{}", failure.detail);
                     println!("last trace lines:");
                     let tail = report.trace.len().saturating_sub(40);
@@ -125,7 +130,11 @@ fn main() -> ExitCode {
             );
         }
         eprintln!();
-        println!("{:<10} {passed}/{} seeds passed", scenario.name, args.seeds.end - args.seeds.start);
+        println!(
+            "{:<10} {passed}/{} seeds passed",
+            scenario.name,
+            args.seeds.end - args.seeds.start
+        );
     }
     let wall = started.elapsed();
     println!(

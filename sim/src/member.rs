@@ -51,7 +51,10 @@ pub async fn run(world: Arc<World>, id: u64) {
     };
     let (tx, mut inbox) = mpsc::unbounded();
     spawn_receiver(member.endpoint.clone(), TAG_RAFT, tx.clone(), |payload| {
-        payload.downcast::<RaftFrame>().ok().map(|f| Inbound::Raft(*f))
+        payload
+            .downcast::<RaftFrame>()
+            .ok()
+            .map(|f| Inbound::Raft(*f))
     });
     spawn_receiver(member.endpoint.clone(), TAG_CLIENT, tx, |payload| {
         payload
@@ -135,7 +138,10 @@ async fn start(world: &Arc<World>, id: u64) -> Option<Member> {
         Ok(endpoint) => Arc::new(endpoint),
         Err(error) => return refuse(world, id, format!("bind: {error}")),
     };
-    world.trace(format!("member {id} started (applied index {})", node.applied_index()));
+    world.trace(format!(
+        "member {id} started (applied index {})",
+        node.applied_index()
+    ));
     let last_applied = node.applied_index();
     Some(Member {
         id,
@@ -180,8 +186,10 @@ impl Member {
                 Ok(message) if message.to == self.id => Some(Input::Peer(message)),
                 Ok(_) => None,
                 Err(error) => {
-                    self.world
-                        .trace(format!("member {} dropped an undecodable message: {error}", self.id));
+                    self.world.trace(format!(
+                        "member {} dropped an undecodable message: {error}",
+                        self.id
+                    ));
                     None
                 }
             },
@@ -205,6 +213,13 @@ impl Member {
                 Output::Persist(mut persist) => {
                     let must_sync = persist.must_sync || persist.snapshot.is_some();
                     persist.must_sync = false;
+                    if let Some(snapshot) = &persist.snapshot {
+                        self.world.trace(format!(
+                            "member {} installs the leader's snapshot at index {}",
+                            self.id,
+                            snapshot.get_metadata().index
+                        ));
+                    }
                     // Written now; fsynced after the simulated latency, so a crash in between loses it.
                     let result = self.storage.persist(&persist);
                     if let Err(error) = result {
@@ -244,8 +259,10 @@ impl Member {
                 Output::Watch { .. } => {}
                 Output::LeaderChanged { term, leader } => {
                     let leader = leader.map_or(0, |l| l.0);
-                    self.world
-                        .trace(format!("member {} sees leader {leader} in term {term}", self.id));
+                    self.world.trace(format!(
+                        "member {} sees leader {leader} in term {term}",
+                        self.id
+                    ));
                     if leader != 0 {
                         lock(&self.world.observer).leader(term, leader);
                     }
@@ -265,7 +282,8 @@ impl Member {
     }
 
     fn stop(&mut self, reason: String) -> bool {
-        self.world.trace(format!("member {} stopped: {reason}", self.id));
+        self.world
+            .trace(format!("member {} stopped: {reason}", self.id));
         lock(&self.world.refused).insert(self.id, reason);
         false
     }

@@ -86,7 +86,8 @@ impl Nemesis {
                 shuffled.shuffle(&mut madsim::rand::thread_rng());
                 let cut = madsim::rand::thread_rng().gen_range(1..shuffled.len());
                 let (left, right) = shuffled.split_at(cut);
-                self.world.trace(format!("nemesis: partition {left:?} | {right:?}"));
+                self.world
+                    .trace(format!("nemesis: partition {left:?} | {right:?}"));
                 for a in left {
                     for b in right {
                         Self::net().clog_link(self.nodes[a], self.nodes[b]);
@@ -100,7 +101,8 @@ impl Nemesis {
                 let Some(leader) = self.world.leader() else {
                     return;
                 };
-                self.world.trace(format!("nemesis: isolate leader {leader}"));
+                self.world
+                    .trace(format!("nemesis: isolate leader {leader}"));
                 Self::net().clog_node(self.nodes[&leader]);
                 madsim::time::sleep(hold).await;
                 self.heal_network();
@@ -114,7 +116,9 @@ impl Nemesis {
             }
             Fault::Lossy => {
                 let rate = madsim::rand::thread_rng().gen_range(0.05..0.3);
-                self.world.trace(format!("nemesis: lossy network ({rate:.2} loss, 10% duplicates)"));
+                self.world.trace(format!(
+                    "nemesis: lossy network ({rate:.2} loss, 10% duplicates)"
+                ));
                 Self::net().update_config(|c| c.packet_loss_rate = rate);
                 lock(&self.world.settings).duplicate_rate = 0.1;
                 madsim::time::sleep(hold).await;
@@ -135,21 +139,21 @@ impl Nemesis {
                     _ if madsim::rand::thread_rng().gen_bool(0.5) => CrashFault::TearUnsynced,
                     _ => CrashFault::LoseUnsynced,
                 };
-                self.world.trace(format!("nemesis: crash member {victim} ({crash:?})"));
+                self.world
+                    .trace(format!("nemesis: crash member {victim} ({crash:?})"));
                 Handle::current().kill(self.nodes[&victim]);
                 {
                     let disk = self.world.disk(victim);
                     let mut rng = madsim::rand::thread_rng();
                     disk.lock().crash(crash, &mut rng);
                 }
-                let mut status = lock(&self.world.status);
-                if let Some(s) = status.get_mut(&victim) {
+                if let Some(s) = lock(&self.world.status).get_mut(&victim) {
                     s.running = false;
                     s.is_leader = false;
                 }
-                drop(status);
                 madsim::time::sleep(hold).await;
-                self.world.trace(format!("nemesis: restart member {victim}"));
+                self.world
+                    .trace(format!("nemesis: restart member {victim}"));
                 Handle::current().restart(self.nodes[&victim]);
             }
             Fault::Pause => {
@@ -164,8 +168,9 @@ impl Nemesis {
                 let victim = self.victim(&ids);
                 let jump = Duration::from_millis(madsim::rand::thread_rng().gen_range(100..5_000));
                 let at = self.world.elapsed();
-                self.world
-                    .trace(format!("nemesis: clock of member {victim} jumps {jump:?} forward"));
+                self.world.trace(format!(
+                    "nemesis: clock of member {victim} jumps {jump:?} forward"
+                ));
                 if let Some(clock) = lock(&self.world.clocks).get_mut(&victim) {
                     clock.jumps.push((at, jump));
                 }

@@ -4,8 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use stet::node::{ClientRequest, ClientResponse};
 use stet::node::ClientError;
+use stet::node::{ClientRequest, ClientResponse};
 
 /// madsim endpoint tags.
 pub const TAG_RAFT: u64 = 1;

@@ -87,7 +87,11 @@ mod tests {
         observer.leader(3, 1);
         assert!(observer.violation().is_none());
         observer.leader(3, 2);
-        assert!(observer.violation().unwrap().0.contains("two leaders in term 3"));
+        assert!(observer
+            .violation()
+            .unwrap()
+            .0
+            .contains("two leaders in term 3"));
     }
 
     #[test]
@@ -105,7 +109,10 @@ mod tests {
         let mut observer = Observer::default();
         observer.kv_hash(1, 5, 0, 7);
         observer.kv_hash(2, 5, 2, 8);
-        assert!(observer.violation().is_none(), "different compaction, different hash");
+        assert!(
+            observer.violation().is_none(),
+            "different compaction, different hash"
+        );
         observer.kv_hash(3, 5, 0, 9);
         assert!(observer.violation().is_some());
     }

@@ -54,7 +54,15 @@ pub fn scenarios() -> Vec<Scenario> {
             skewed_clocks: true,
             ..scenario(
                 "mixed",
-                vec![Partition, IsolateLeader, OneWay, Lossy, Crash, Pause, ClockJump],
+                vec![
+                    Partition,
+                    IsolateLeader,
+                    OneWay,
+                    Lossy,
+                    Crash,
+                    Pause,
+                    ClockJump,
+                ],
             )
         },
     ]
@@ -113,6 +121,12 @@ pub fn run(seed: u64, scenario: &Scenario, options: &RunOptions) -> RunReport {
     let scenario = scenario.clone();
     let options = options.clone();
     runtime.block_on(async move { run_world(seed, scenario, options).await })
+}
+
+/// Runs one seed inside the current madsim runtime (for `Runtime::check_determinism`).
+pub async fn run_in_current_runtime(scenario: Scenario, options: RunOptions) -> RunReport {
+    let seed = Handle::current().seed();
+    run_world(seed, scenario, options).await
 }
 
 async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunReport {
@@ -243,7 +257,10 @@ async fn final_checks(
         Err(CheckError::GaveUp { key, detail, .. }) => {
             return Err(Failure {
                 property: "checkability",
-                detail: format!("the checker gave up on key {}: {detail}", String::from_utf8_lossy(&key)),
+                detail: format!(
+                    "the checker gave up on key {}: {detail}",
+                    String::from_utf8_lossy(&key)
+                ),
             })
         }
         Err(CheckError::Malformed { id, detail }) => {
@@ -259,7 +276,8 @@ async fn final_checks(
 /// After healing: a write must commit within a bounded time, then every key is read back through
 /// a linearizable read (the reads join the history, so durability is checked by the checker).
 async fn liveness_and_final_reads(world: Arc<World>, members: Vec<u64>) -> bool {
-    let Ok(mut client) = Client::connect(world.clone(), 1000, crate::net::client_ip(200)).await else {
+    let Ok(mut client) = Client::connect(world.clone(), 1000, crate::net::client_ip(200)).await
+    else {
         return false;
     };
     let deadline = world.elapsed() + Duration::from_secs(30);

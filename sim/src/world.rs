@@ -51,8 +51,8 @@ impl Settings {
             seed,
             heartbeat_interval: Duration::from_millis(50),
             election_timeout: Duration::from_millis(500),
-            snapshot_count: 200,
-            catch_up_entries: 50,
+            snapshot_count: 32,
+            catch_up_entries: 4,
             request_timeout: Duration::from_secs(3),
             segment_size_bytes: 64 * 1024,
             fsync_latency_us: (100, 2_000),
@@ -125,13 +125,19 @@ impl World {
 
     /// A member's own clock reading now.
     pub fn local_now(&self, id: u64) -> Instant {
-        let clock = lock(&self.clocks).get(&id).cloned().unwrap_or_else(ClockModel::exact);
+        let clock = lock(&self.clocks)
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(ClockModel::exact);
         clock.local(self.elapsed())
     }
 
     /// How long to wait globally until member `id`'s clock reaches `deadline`.
     pub fn global_wait(&self, id: u64, deadline: Instant) -> Duration {
-        let clock = lock(&self.clocks).get(&id).cloned().unwrap_or_else(ClockModel::exact);
+        let clock = lock(&self.clocks)
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(ClockModel::exact);
         clock.global_wait(clock.local(self.elapsed()), deadline)
     }
 
@@ -157,7 +163,10 @@ impl World {
         config.catch_up_entries = settings.catch_up_entries;
         config.request_timeout = settings.request_timeout;
         config.unsafe_local_linearizable_reads = settings.unsafe_local_reads;
-        config.seed = settings.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(id);
+        config.seed = settings
+            .seed
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(id);
         config
     }
 

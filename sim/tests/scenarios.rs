@@ -50,7 +50,11 @@ fn the_same_seed_replays_the_same_run() {
     let mixed = scenario::scenario("mixed").expect("mixed scenario");
     let first = scenario::run(11, &mixed, &short());
     let second = scenario::run(11, &mixed, &short());
-    assert!(first.operations > 50, "the run did work ({} ops)", first.operations);
+    assert!(
+        first.operations > 50,
+        "the run did work ({} ops)",
+        first.operations
+    );
     assert_eq!(first.trace, second.trace);
     assert_eq!(first.trace_hash, second.trace_hash);
     let other = scenario::run(12, &mixed, &short());
@@ -68,5 +72,25 @@ fn local_linearizable_reads_are_caught_within_a_few_seeds() {
         let report = scenario::run(seed, &partition, &options);
         matches!(&report.outcome, Err(f) if f.property == "linearizability")
     });
-    assert!(caught.is_some(), "stale local reads went unnoticed for 10 seeds");
+    assert!(
+        caught.is_some(),
+        "stale local reads went unnoticed for 10 seeds"
+    );
+}
+
+async fn mixed_run_for_determinism_check() {
+    let mixed = scenario::scenario("mixed").expect("mixed scenario");
+    let report = scenario::run_in_current_runtime(mixed, short()).await;
+    assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+}
+
+#[test]
+fn madsim_sees_the_same_random_draws_when_a_seed_runs_twice() {
+    for seed in [3, 4] {
+        madsim::runtime::Runtime::check_determinism(
+            seed,
+            madsim::Config::default(),
+            mixed_run_for_determinism_check,
+        );
+    }
 }
