@@ -7,6 +7,8 @@
 #        STET_FUZZ_SECONDS (per fuzz target, default 10; 0 skips fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
 export STET_SIM_SEEDS="${STET_SIM_SEEDS:-25}"
 fuzz_seconds="${STET_FUZZ_SECONDS:-10}"
 madsim_flags="--cfg madsim"
@@ -26,7 +28,10 @@ if [ "$fuzz_seconds" != "0" ]; then
 fi
 
 echo "== core tests"
-cargo test --workspace --locked --release
+cargo test --workspace --locked --release 2>&1 | tee -a "$results"
 
 echo "== simulator: $STET_SIM_SEEDS seeds per scenario, determinism, oracle self-test"
-RUSTFLAGS="$madsim_flags" cargo test --manifest-path sim/Cargo.toml --locked --release
+RUSTFLAGS="$madsim_flags" cargo test --manifest-path sim/Cargo.toml --locked --release 2>&1 | tee -a "$results"
+
+# One closing line over every test binary (cargo's own last line is the doc-test run).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$results"

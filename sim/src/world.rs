@@ -49,8 +49,8 @@ impl Settings {
     pub fn new(seed: u64) -> Self {
         Settings {
             seed,
-            heartbeat_interval: Duration::from_millis(50),
-            election_timeout: Duration::from_millis(500),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
             snapshot_count: 32,
             catch_up_entries: 4,
             request_timeout: Duration::from_secs(3),
