@@ -350,8 +350,13 @@ impl Operator {
                 .await
                 .is_some_and(|members| members.iter().all(|m| m.id != id)),
         };
+        let answer = match &reply {
+            Some(Ok(_)) => "done".to_string(),
+            Some(Err(error)) => error.to_string(),
+            None => "no answer".to_string(),
+        };
         self.world.trace(format!(
-            "operator: remove {id:x}: {reply:?} (removed: {removed})"
+            "operator: remove {id:x}: {answer} (removed: {removed})"
         ));
         if !removed {
             return;
