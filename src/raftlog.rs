@@ -16,6 +16,9 @@ pub struct LogStore {
     compacted: (u64, u64),
     /// Entries after the compaction point, contiguous: `entries[i].index == compacted.0 + 1 + i`.
     entries: Vec<Entry>,
+    /// Raft asked for a snapshot for a peer the latest snapshot's configuration leaves out (a
+    /// member added after it was taken, which would refuse it): the node should take a new one.
+    snapshot_wanted: std::cell::Cell<bool>,
 }
 
 impl LogStore {
@@ -35,6 +38,11 @@ impl LogStore {
 
     fn last(&self) -> u64 {
         self.entries.last().map_or(self.compacted.0, |e| e.index)
+    }
+
+    /// Whether raft asked for a snapshot the latest one cannot serve (see `snapshot`); resets it.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
     }
 
     /// The hard state last set.
@@ -187,11 +195,25 @@ impl raft::Storage for LogStore {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let unavailable = Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ));
         if self.snapshot.get_metadata().index < request_index || self.snapshot.data.is_empty() {
-            return Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            ));
+            return unavailable;
+        }
+        let conf = self.snapshot.get_metadata().get_conf_state();
+        let includes = conf
+            .voters
+            .iter()
+            .chain(&conf.learners)
+            .chain(&conf.voters_outgoing)
+            .chain(&conf.learners_next)
+            .any(|id| *id == to);
+        if !includes {
+            // raft-rs followers refuse a snapshot whose configuration leaves them out.
+            self.snapshot_wanted.set(true);
+            return unavailable;
         }
         Ok(self.snapshot.clone())
     }
@@ -238,6 +260,7 @@ mod tests {
         let mut snap = Snapshot::default();
         snap.mut_metadata().index = 4;
         snap.mut_metadata().term = 2;
+        snap.mut_metadata().mut_conf_state().voters = vec![1, 2];
         snap.data = b"state".to_vec().into();
         store.install_own_snapshot(snap, 2).unwrap();
         assert_eq!(store.first_index().unwrap(), 3);
@@ -251,6 +274,16 @@ mod tests {
             .unwrap();
         assert_eq!(e.len(), 2);
         assert_eq!(store.snapshot(0, 2).unwrap().get_metadata().index, 4);
+        assert!(!store.take_snapshot_wanted());
+        // A member added after the snapshot would refuse it: the node is asked for a new one.
+        assert!(matches!(
+            store.snapshot(0, 3),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        assert!(store.take_snapshot_wanted());
+        assert!(!store.take_snapshot_wanted());
     }
 
     #[test]

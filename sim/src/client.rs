@@ -216,7 +216,8 @@ pub async fn workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Dura
         seq += 1;
         let (member, op) = {
             let mut rng = madsim::rand::thread_rng();
-            let member = members[rng.gen_range(0..members.len())];
+            let targets = world.live_members(&members);
+            let member = targets[rng.gen_range(0..targets.len())];
             (member, random_op(&mut rng, id, seq, &last_seen))
         };
         let key = key_of(&op).to_vec();

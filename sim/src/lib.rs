@@ -6,14 +6,16 @@
 //!
 //! Code map: `world` (shared state of a run), `member` (a member process: node + storage driver),
 //! `client` (workloads and history recording), `nemesis` (faults), `clock` (per-member clocks),
-//! `disk` (disks that survive crashes), `net` (what travels between nodes), `observer` (raft safety),
-//! `checker` (linearizability), `scenario` (scenarios and the run of one seed).
+//! `disk` (disks that survive crashes), `net` (what travels between nodes), `membership`
+//! (membership faults and force-new-cluster recovery), `observer` (raft safety), `checker`
+//! (linearizability), `scenario` (scenarios and the run of one seed).
 
 pub mod checker;
 pub mod client;
 pub mod clock;
 pub mod disk;
 pub mod member;
+pub mod membership;
 pub mod nemesis;
 pub mod net;
 pub mod observer;

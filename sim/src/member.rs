@@ -115,7 +115,20 @@ async fn start(world: &Arc<World>, id: u64) -> Option<Member> {
                 torn.offset
             ));
         }
-        match Node::restart(config, durable, now, &logger()) {
+        let forced = {
+            let mut force = lock(&world.force_new_cluster);
+            let forced = *force == Some(id);
+            if forced {
+                *force = None;
+            }
+            forced
+        };
+        let restarted = if forced {
+            crate::membership::restart_forced(world, id, config, durable, now, &logger())
+        } else {
+            Node::restart(config, durable, now, &logger())
+        };
+        match restarted {
             Ok(node) => (node, storage),
             Err(error) => return refuse(world, id, format!("restart: {error}")),
         }

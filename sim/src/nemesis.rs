@@ -1,6 +1,8 @@
 //! The nemesis: injects the faults of a scenario into a running world — partitions (random halves,
 //! the leader isolated, one-way links), a lossy and duplicating network, member crashes that lose,
-//! tear or corrupt unsynced disk writes, pauses, and clock jumps — and heals them.
+//! tear or corrupt unsynced disk writes, pauses, clock jumps, and membership changes (leader
+//! removal, churn, majority loss with force-new-cluster recovery; see `membership`) — and heals
+//! them. Members that left for good are never targeted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use rand::Rng;
 
 use stet::disk::CrashFault;
 
+use crate::membership::Operator;
 use crate::world::{lock, World};
 
 /// A kind of fault the nemesis may inject.
@@ -35,13 +38,22 @@ pub enum Fault {
     Pause,
     /// Move a member's clock forward.
     ClockJump,
+    /// Remove the current leader through a conf change (or, short of voters, add one back).
+    RemoveLeader,
+    /// One step of membership churn: add a learner, promote it, remove a voter, re-add it.
+    Churn,
+    /// Once per run, first: lose every member but one for good, recover the survivor with
+    /// `--force-new-cluster` and grow the cluster back.
+    MajorityLoss,
 }
 
 /// The nemesis of one run.
 pub struct Nemesis {
     world: Arc<World>,
-    nodes: BTreeMap<u64, NodeId>,
+    /// The madsim node of every member process, including members added at runtime.
+    nodes: Arc<std::sync::Mutex<BTreeMap<u64, NodeId>>>,
     faults: Vec<Fault>,
+    operator: Option<Operator>,
     /// The member whose disk was corrupted (it may refuse to start from then on); at most one,
     /// so a majority always survives.
     corrupted: std::sync::Mutex<Option<u64>>,
@@ -49,10 +61,17 @@ pub struct Nemesis {
 
 impl Nemesis {
     pub fn new(world: Arc<World>, nodes: BTreeMap<u64, NodeId>, faults: Vec<Fault>) -> Self {
+        let nodes = Arc::new(std::sync::Mutex::new(nodes));
+        let membership = [Fault::RemoveLeader, Fault::Churn, Fault::MajorityLoss];
+        let operator = faults
+            .iter()
+            .any(|f| membership.contains(f))
+            .then(|| Operator::new(world.clone(), nodes.clone()));
         Nemesis {
             world,
             nodes,
             faults,
+            operator,
             corrupted: std::sync::Mutex::new(None),
         }
     }
@@ -66,10 +85,21 @@ impl Nemesis {
         if self.faults.is_empty() {
             return;
         }
-        while self.world.elapsed() < until {
+        let mut faults = self.faults.clone();
+        if let Some(operator) = self
+            .operator
+            .as_ref()
+            .filter(|_| faults.contains(&Fault::MajorityLoss))
+        {
+            let before = Duration::from_millis(madsim::rand::thread_rng().gen_range(3_000..6_000));
+            madsim::time::sleep(before).await;
+            operator.lose_majority_and_recover().await;
+            faults.retain(|f| *f != Fault::MajorityLoss);
+        }
+        while self.world.elapsed() < until && !faults.is_empty() {
             let (fault, hold_ms, gap_ms) = {
                 let mut rng = madsim::rand::thread_rng();
-                let fault = *self.faults.choose(&mut rng).unwrap_or(&Fault::Partition);
+                let fault = *faults.choose(&mut rng).unwrap_or(&Fault::Partition);
                 (fault, rng.gen_range(300..3_000), rng.gen_range(200..1_500))
             };
             self.inject(fault, Duration::from_millis(hold_ms)).await;
@@ -78,8 +108,22 @@ impl Nemesis {
         self.heal_network();
     }
 
+    /// The madsim node of member `id`.
+    fn node(&self, id: u64) -> NodeId {
+        lock(&self.nodes)[&id]
+    }
+
     async fn inject(&self, fault: Fault, hold: Duration) {
-        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        let ids: Vec<u64> = {
+            let nodes = lock(&self.nodes);
+            let live = self.world.live_members(&[]);
+            live.into_iter()
+                .filter(|id| nodes.contains_key(id))
+                .collect()
+        };
+        if ids.len() < 2 {
+            return;
+        }
         match fault {
             Fault::Partition => {
                 let mut shuffled = ids.clone();
@@ -90,8 +134,8 @@ impl Nemesis {
                     .trace(format!("nemesis: partition {left:?} | {right:?}"));
                 for a in left {
                     for b in right {
-                        Self::net().clog_link(self.nodes[a], self.nodes[b]);
-                        Self::net().clog_link(self.nodes[b], self.nodes[a]);
+                        Self::net().clog_link(self.node(*a), self.node(*b));
+                        Self::net().clog_link(self.node(*b), self.node(*a));
                     }
                 }
                 madsim::time::sleep(hold).await;
@@ -103,14 +147,14 @@ impl Nemesis {
                 };
                 self.world
                     .trace(format!("nemesis: isolate leader {leader}"));
-                Self::net().clog_node(self.nodes[&leader]);
+                Self::net().clog_node(self.node(leader));
                 madsim::time::sleep(hold).await;
                 self.heal_network();
             }
             Fault::OneWay => {
                 let (a, b) = self.two(&ids);
                 self.world.trace(format!("nemesis: cut link {a} -> {b}"));
-                Self::net().clog_link(self.nodes[&a], self.nodes[&b]);
+                Self::net().clog_link(self.node(a), self.node(b));
                 madsim::time::sleep(hold).await;
                 self.heal_network();
             }
@@ -141,7 +185,7 @@ impl Nemesis {
                 };
                 self.world
                     .trace(format!("nemesis: crash member {victim} ({crash:?})"));
-                Handle::current().kill(self.nodes[&victim]);
+                Handle::current().kill(self.node(victim));
                 {
                     let disk = self.world.disk(victim);
                     let mut rng = madsim::rand::thread_rng();
@@ -154,15 +198,15 @@ impl Nemesis {
                 madsim::time::sleep(hold).await;
                 self.world
                     .trace(format!("nemesis: restart member {victim}"));
-                Handle::current().restart(self.nodes[&victim]);
+                Handle::current().restart(self.node(victim));
             }
             Fault::Pause => {
                 let victim = self.victim(&ids);
                 self.world.trace(format!("nemesis: pause member {victim}"));
-                Handle::current().pause(self.nodes[&victim]);
+                Handle::current().pause(self.node(victim));
                 madsim::time::sleep(hold).await;
                 self.world.trace(format!("nemesis: resume member {victim}"));
-                Handle::current().resume(self.nodes[&victim]);
+                Handle::current().resume(self.node(victim));
             }
             Fault::ClockJump => {
                 let victim = self.victim(&ids);
@@ -174,6 +218,17 @@ impl Nemesis {
                 if let Some(clock) = lock(&self.world.clocks).get_mut(&victim) {
                     clock.jumps.push((at, jump));
                 }
+            }
+            Fault::RemoveLeader | Fault::Churn | Fault::MajorityLoss => {
+                let Some(operator) = &self.operator else {
+                    return;
+                };
+                match fault {
+                    Fault::RemoveLeader => operator.remove_leader_or_add().await,
+                    Fault::Churn => operator.churn_step().await,
+                    _ => {}
+                }
+                madsim::time::sleep(hold).await;
             }
         }
     }
@@ -196,9 +251,10 @@ impl Nemesis {
     /// Restores every link and a clean network.
     pub fn heal_network(&self) {
         let net = Self::net();
-        for a in self.nodes.values() {
+        let nodes = lock(&self.nodes).clone();
+        for a in nodes.values() {
             net.unclog_node(*a);
-            for b in self.nodes.values() {
+            for b in nodes.values() {
                 net.unclog_link(*a, *b);
             }
         }

@@ -15,9 +15,39 @@ pub const TAG_REPLY: u64 = 3;
 /// The port every member listens on.
 pub const MEMBER_PORT: u16 = 2380;
 
-/// A member's address: 10.0.0.<id>.
+thread_local! {
+    /// Addresses of members added at runtime, whose IDs (derived from a random salt) do not fit
+    /// in an IP address. madsim runs a whole world on one thread, one world after another, so
+    /// the table is per thread and `World::new` clears it.
+    static ADDED: std::cell::RefCell<std::collections::BTreeMap<u64, Ipv4Addr>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+/// A member's address: 10.0.2.<n> for the n-th member added at runtime, else 10.0.0.<id>.
 pub fn member_addr(id: u64) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8)), MEMBER_PORT)
+    let ip = ADDED
+        .with(|added| added.borrow().get(&id).copied())
+        .unwrap_or(Ipv4Addr::new(10, 0, 0, id as u8));
+    SocketAddr::new(IpAddr::V4(ip), MEMBER_PORT)
+}
+
+/// Gives a member added at runtime its own address (10.0.2.1, 10.0.2.2, ...), and returns it.
+pub fn register_added_member(id: u64) -> SocketAddr {
+    ADDED.with(|added| {
+        let mut added = added.borrow_mut();
+        let n = added.len() + 1;
+        assert!(
+            n < 255,
+            "more members added than the simulator has addresses for"
+        );
+        added.entry(id).or_insert(Ipv4Addr::new(10, 0, 2, n as u8));
+    });
+    member_addr(id)
+}
+
+/// Forgets the members added by the previous world on this thread.
+pub fn clear_added_members() {
+    ADDED.with(|added| added.borrow_mut().clear());
 }
 
 /// A client's address: 10.0.1.<n>.

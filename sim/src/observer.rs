@@ -1,6 +1,11 @@
 //! Raft safety oracles checked continuously while a simulation runs: at most one leader per term,
 //! a committed (applied) entry never changes, and members agree on the KV hash at each revision.
 //! Members report to the observer after every input they handle; the first violation is kept.
+//!
+//! The facts are scoped to a cluster epoch. `--force-new-cluster` rewrites the log after the
+//! forced member's durable commit and restarts terms from its own, so what the lost members
+//! applied or led there says nothing about the new cluster: `new_epoch` forgets it (the members
+//! of the old epoch are gone for good), and the forced member's durability is checked separately.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +22,9 @@ pub struct Observer {
     /// (revision, compact revision) → (hash, first member that reported it)
     hashes: BTreeMap<(i64, i64), (u32, u64)>,
     violation: Option<SafetyViolation>,
+    /// Each member's last reported (revision, compact revision, hash), across epochs.
+    last_hash: BTreeMap<u64, (i64, i64, u32)>,
+    pub epoch: u64,
     pub leader_changes: u64,
     pub entries_checked: u64,
 }
@@ -31,6 +39,25 @@ impl Observer {
     /// The first violation seen, if any.
     pub fn violation(&self) -> Option<&SafetyViolation> {
         self.violation.as_ref()
+    }
+
+    /// Records a violation found outside the observer (e.g. lost data after a forced restart).
+    pub fn report_violation(&mut self, what: String) {
+        self.violate(what);
+    }
+
+    /// Starts a new cluster epoch (a `--force-new-cluster` restart): leaders, applied entries and
+    /// hashes of the old one are forgotten.
+    pub fn new_epoch(&mut self) {
+        self.epoch += 1;
+        self.leaders.clear();
+        self.applied.clear();
+        self.hashes.clear();
+    }
+
+    /// The last (revision, compact revision, hash) `member` reported.
+    pub fn last_hash(&self, member: u64) -> Option<(i64, i64, u32)> {
+        self.last_hash.get(&member).copied()
     }
 
     /// A member became (or saw) the leader of `term`.
@@ -63,6 +90,7 @@ impl Observer {
 
     /// A member's KV hash at a revision.
     pub fn kv_hash(&mut self, member: u64, revision: i64, compact: i64, hash: u32) {
+        self.last_hash.insert(member, (revision, compact, hash));
         match self.hashes.get(&(revision, compact)) {
             Some(&(h, first)) if h != hash => self.violate(format!(
                 "replicas disagree at revision {revision} (compacted at {compact}): member {first} \
@@ -102,6 +130,20 @@ mod tests {
         assert!(observer.violation().is_none());
         observer.applied(3, 10, 3, 0xabc);
         assert!(observer.violation().is_some());
+    }
+
+    #[test]
+    fn a_new_epoch_forgets_the_old_cluster() {
+        let mut observer = Observer::default();
+        observer.leader(3, 1);
+        observer.applied(1, 10, 2, 0xabc);
+        observer.kv_hash(1, 5, 0, 7);
+        observer.new_epoch();
+        observer.leader(3, 2);
+        observer.applied(2, 10, 3, 0xdef);
+        observer.kv_hash(2, 5, 0, 8);
+        assert!(observer.violation().is_none());
+        assert_eq!(observer.last_hash(1), Some((5, 0, 7)));
     }
 
     #[test]

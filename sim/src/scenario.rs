@@ -65,6 +65,9 @@ pub fn scenarios() -> Vec<Scenario> {
                 ],
             )
         },
+        scenario("leader-removal", vec![RemoveLeader]),
+        scenario("churn", vec![Churn, Crash]),
+        scenario("force-new-cluster", vec![MajorityLoss]),
     ]
 }
 
@@ -211,7 +214,7 @@ async fn final_checks(
         .name("checker")
         .ip(crate::net::client_ip(200))
         .build();
-    let (w, m) = (world.clone(), members.to_vec());
+    let (w, m) = (world.clone(), world.live_members(members));
     let checks = checker_node.spawn(async move { liveness_and_final_reads(w, m).await });
     let live = checks.await.unwrap_or(false);
 
@@ -236,7 +239,15 @@ async fn final_checks(
         });
     }
     let history = lock(&world.history).clone();
-    match checker::check(&history) {
+    for history in crate::membership::histories_to_check(world, &history) {
+        check_history(&history)?;
+    }
+    Ok(())
+}
+
+/// Linearizability of one history.
+fn check_history(history: &[checker::Operation]) -> Result<(), Failure> {
+    match checker::check(history) {
         Ok(_) => {}
         Err(CheckError::Violation(violation)) => {
             return Err(Failure {

@@ -2,7 +2,7 @@
 //! and clock (which outlive the member's process), the observer, the client history and the trace.
 //! madsim kills and restarts member processes; the world is what survives them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -86,12 +86,20 @@ pub struct World {
     pub trace: Mutex<Vec<String>>,
     /// Members that refused to start (a clean error on corrupt data is allowed, never wrong data).
     pub refused: Mutex<BTreeMap<u64, String>>,
+    /// Members that left the run for good (removed, or lost with the majority): never restarted,
+    /// never sent client requests.
+    pub gone: Mutex<BTreeSet<u64>>,
+    /// The member whose next start is a `--force-new-cluster` restart.
+    pub force_new_cluster: Mutex<Option<u64>>,
+    /// What the force-new-cluster recovery did, for the scoped checks (`membership`).
+    pub recovery: Mutex<Option<crate::membership::Recovery>>,
     pub start: madsim::time::Instant,
 }
 
 impl World {
     /// A world with members 1..=size, all in the initial cluster.
     pub fn new(settings: Settings, size: u64) -> Self {
+        crate::net::clear_added_members();
         let initial: Vec<pb::Member> = (1..=size)
             .map(|id| pb::Member {
                 id,
@@ -114,6 +122,9 @@ impl World {
             history: Mutex::new(Vec::new()),
             trace: Mutex::new(Vec::new()),
             refused: Mutex::new(BTreeMap::new()),
+            gone: Mutex::new(BTreeSet::new()),
+            force_new_cluster: Mutex::new(None),
+            recovery: Mutex::new(None),
             start: madsim::time::Instant::now(),
         }
     }
@@ -193,5 +204,23 @@ impl World {
     /// Members that are part of the run (ever started), sorted.
     pub fn member_ids(&self) -> Vec<u64> {
         lock(&self.disks).keys().copied().collect()
+    }
+
+    /// Members clients and faults may target: started, not gone, not known to be removed.
+    /// Falls back to `fallback` before anything started.
+    pub fn live_members(&self, fallback: &[u64]) -> Vec<u64> {
+        let gone = lock(&self.gone).clone();
+        let status = lock(&self.status);
+        let live: Vec<u64> = self
+            .member_ids()
+            .into_iter()
+            .filter(|id| !gone.contains(id))
+            .filter(|id| !status.get(id).is_some_and(|s| s.removed))
+            .collect();
+        if live.is_empty() {
+            fallback.to_vec()
+        } else {
+            live
+        }
     }
 }

@@ -147,7 +147,7 @@ impl Node {
 }
 
 /// Applies a conf change to a membership table.
-fn apply_membership(
+pub(super) fn apply_membership(
     members: &mut Membership,
     change: &ConfChange,
     context: &stetpb::ConfChangeContext,

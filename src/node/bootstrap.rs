@@ -6,6 +6,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Snapshot};
 
 use super::{Node, Output, Persist};
+use crate::member::Membership;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpb;
 use crate::raftlog::LogStore;
@@ -37,6 +38,10 @@ pub enum StartError {
     MissingCommitted { commit: u64, last_index: u64 },
     #[error("--initial-cluster does not include this member ({0})")]
     NotInInitialCluster(crate::types::MemberId),
+    #[error("--force-new-cluster: member {0} is not in the membership its data dir holds (it was removed, or never joined)")]
+    ForceNewClusterNotMember(crate::types::MemberId),
+    #[error("--force-new-cluster: member {0} is a learner; only a voter can form a cluster alone")]
+    ForceNewClusterLearner(crate::types::MemberId),
 }
 
 impl Node {
@@ -106,47 +111,187 @@ impl Node {
         now: Instant,
         logger: &slog::Logger,
     ) -> Result<Node, StartError> {
-        let min_ttl = config.min_lease_ttl_seconds();
-        let mut store = LogStore::new(ConfState::default());
-        let (state, applied) = match durable.snapshot {
-            Some(snapshot) if !snapshot.data.is_empty() => {
-                let index = snapshot.get_metadata().index;
-                let state = StateMachine::from_snapshot_bytes(&snapshot.data, min_ttl)
-                    .map_err(|source| StartError::Snapshot { index, source })?;
-                store.apply_snapshot(snapshot);
-                (state, index)
-            }
-            _ => (StateMachine::new(config.cluster_id, min_ttl), 0),
-        };
-        let conf_state = store.conf_state().clone();
-        let entries: Vec<Entry> = durable
-            .entries
-            .into_iter()
-            .filter(|e| e.index > applied)
-            .collect();
-        store.append(&entries)?;
-        let mut hard_state = durable.hard_state;
-        hard_state.commit = hard_state.commit.max(applied);
-        hard_state.term = hard_state.term.max(store.hard_state().term);
-        let last_index = raft::Storage::last_index(&store)?;
-        if hard_state.commit > last_index {
-            return Err(StartError::MissingCommitted {
-                commit: hard_state.commit,
-                last_index,
-            });
-        }
-        store.set_hard_state(hard_state);
-        // A member bootstrapped without a snapshot learns its first configuration from the
-        // conf-change entries at the head of its log.
-        if applied == 0 && conf_state.voters.is_empty() {
-            store.set_conf_state(initial_conf_state(&entries));
-        }
-        let mut node = Node::from_parts(config, store, state, applied, now, logger)?;
-        node.snapshot_index = applied;
+        let loaded = load(&config, durable)?;
+        let mut node = Node::from_parts(
+            config,
+            loaded.store,
+            loaded.state,
+            loaded.applied,
+            now,
+            logger,
+        )?;
+        node.snapshot_index = loaded.applied;
         node.stop_if_removed();
         node.process_ready();
         Ok(node)
     }
+
+    /// Restarts a member with `--force-new-cluster`, as etcd does: keep all its data, but make it
+    /// the only member. Entries after the durable commit index are discarded (they were never
+    /// known to be committed); then one committed `RemoveNode` per other member of the membership
+    /// as of that commit is appended with the current term, so raft's configuration and the
+    /// membership table both drop them when they are applied. The first output asks the driver to
+    /// persist the new entries and hard state (the rewritten tail replaces the old one in the
+    /// WAL); the node then campaigns at once and leads a one-voter cluster.
+    ///
+    /// Refused if the member was removed, is unknown to its own membership, or is a learner
+    /// (a learner alone could never elect a leader).
+    pub fn restart_forced(
+        config: super::NodeConfig,
+        durable: DurableState,
+        now: Instant,
+        logger: &slog::Logger,
+    ) -> Result<Node, StartError> {
+        let mut loaded = load(&config, durable)?;
+        let mut hard_state = loaded.store.hard_state().clone();
+        let commit = hard_state.commit;
+        let kept: Vec<Entry> = loaded
+            .entries
+            .iter()
+            .filter(|e| e.index <= commit)
+            .cloned()
+            .collect();
+        let members = membership_at_commit(&loaded.state.members, &kept);
+        let me = crate::types::MemberId(config.id.0);
+        match members.get(me) {
+            Some(member) if !member.is_learner => {}
+            Some(_) => return Err(StartError::ForceNewClusterLearner(me)),
+            None => return Err(StartError::ForceNewClusterNotMember(me)),
+        }
+        let removals: Vec<Entry> = members
+            .list()
+            .iter()
+            .filter(|m| m.id != me.0)
+            .zip(commit + 1..)
+            .map(|(member, index)| removal_entry(member, index, hard_state.term))
+            .collect();
+        hard_state.commit = commit + removals.len() as u64;
+        let mut store = LogStore::new(loaded.store.conf_state().clone());
+        let snapshot = loaded.store.latest_snapshot().clone();
+        if snapshot.get_metadata().index > 0 {
+            store.apply_snapshot(snapshot);
+        }
+        store.append(&kept)?;
+        store.append(&removals)?;
+        store.set_hard_state(hard_state.clone());
+        loaded.store = store;
+        let mut node = Node::from_parts(
+            config,
+            loaded.store,
+            loaded.state,
+            loaded.applied,
+            now,
+            logger,
+        )?;
+        node.snapshot_index = loaded.applied;
+        node.outputs.push_back(Output::Persist(Persist {
+            ready_number: 0,
+            hard_state: Some(hard_state),
+            entries: removals,
+            snapshot: None,
+            must_sync: true,
+        }));
+        node.process_ready();
+        if node.role != raft::StateRole::Leader && node.state.members.voters() == [me] {
+            // Errors mean raft would not campaign yet (e.g. unapplied conf changes); it then
+            // elects itself after an election timeout like any single voter.
+            let _ = node.raw.campaign();
+            node.process_ready();
+        }
+        Ok(node)
+    }
+}
+
+/// What a restart reads back: raft's log store, the state machine at the snapshot, the index it
+/// is applied to, and the WAL entries after the snapshot.
+struct Loaded {
+    store: LogStore,
+    state: StateMachine,
+    applied: u64,
+    entries: Vec<Entry>,
+}
+
+fn load(config: &super::NodeConfig, durable: DurableState) -> Result<Loaded, StartError> {
+    let min_ttl = config.min_lease_ttl_seconds();
+    let mut store = LogStore::new(ConfState::default());
+    let (state, applied) = match durable.snapshot {
+        Some(snapshot) if !snapshot.data.is_empty() => {
+            let index = snapshot.get_metadata().index;
+            let state = StateMachine::from_snapshot_bytes(&snapshot.data, min_ttl)
+                .map_err(|source| StartError::Snapshot { index, source })?;
+            store.apply_snapshot(snapshot);
+            (state, index)
+        }
+        _ => (StateMachine::new(config.cluster_id, min_ttl), 0),
+    };
+    let conf_state = store.conf_state().clone();
+    let entries: Vec<Entry> = durable
+        .entries
+        .into_iter()
+        .filter(|e| e.index > applied)
+        .collect();
+    store.append(&entries)?;
+    let mut hard_state = durable.hard_state;
+    hard_state.commit = hard_state.commit.max(applied);
+    hard_state.term = hard_state.term.max(store.hard_state().term);
+    let last_index = raft::Storage::last_index(&store)?;
+    if hard_state.commit > last_index {
+        return Err(StartError::MissingCommitted {
+            commit: hard_state.commit,
+            last_index,
+        });
+    }
+    store.set_hard_state(hard_state);
+    // A member bootstrapped without a snapshot learns its first configuration from the
+    // conf-change entries at the head of its log.
+    if applied == 0 && conf_state.voters.is_empty() {
+        store.set_conf_state(initial_conf_state(&entries));
+    }
+    Ok(Loaded {
+        store,
+        state,
+        applied,
+        entries,
+    })
+}
+
+/// The membership after applying the conf changes among `entries` (the committed entries after
+/// the snapshot) to the snapshot's membership, by the same rules the node applies them with.
+fn membership_at_commit(snapshot_members: &Membership, entries: &[Entry]) -> Membership {
+    let mut members = snapshot_members.clone();
+    for entry in entries {
+        if entry.get_entry_type() != EntryType::EntryConfChange {
+            continue;
+        }
+        let Ok(change) = ConfChange::parse_from_bytes(&entry.data) else {
+            continue;
+        };
+        let context = stetpb::ConfChangeContext::decode(&change.context[..]).unwrap_or_default();
+        // A refused change is refused identically when the node re-applies it.
+        let mut next = members.clone();
+        if super::apply::apply_membership(&mut next, &change, &context).is_ok() {
+            members = next;
+        }
+    }
+    members
+}
+
+/// A committed conf change removing `member`, as force-new-cluster appends it.
+fn removal_entry(member: &pb::Member, index: u64, term: u64) -> Entry {
+    let context = stetpb::ConfChangeContext {
+        member: Some(member.clone()),
+        ..Default::default()
+    };
+    let mut change = ConfChange::default();
+    change.set_change_type(ConfChangeType::RemoveNode);
+    change.node_id = member.id;
+    change.context = context.encode_to_vec().into();
+    let mut entry = Entry::default();
+    entry.set_entry_type(EntryType::EntryConfChange);
+    entry.term = term;
+    entry.index = index;
+    entry.data = change.write_to_bytes().unwrap_or_default().into();
+    entry
 }
 
 /// The configuration a log starts with: the voters and learners added by its first conf changes

@@ -29,7 +29,7 @@ use crate::time::Instant;
 use crate::types::MemberId;
 use crate::watch::{StreamId, WatchHub};
 
-pub use bootstrap::DurableState;
+pub use bootstrap::{DurableState, StartError};
 pub use config::NodeConfig;
 pub use peer::BadPeerMessage;
 pub use request::{ClientError, ClientRequest, ClientResponse, RequestId};
@@ -325,6 +325,9 @@ impl Node {
             Input::TransferLeader(to) => self.raw.transfer_leader(to.0),
         }
         self.process_ready();
+        if !self.removed && !self.failed {
+            self.maybe_snapshot();
+        }
     }
 
     /// Peer messages dropped because no correct peer sends them, and why the last one was.
@@ -604,9 +607,12 @@ impl Node {
         }
     }
 
-    /// Takes a snapshot of the applied state every `snapshot_count` entries and compacts the log.
+    /// Takes a snapshot of the applied state every `snapshot_count` entries and compacts the log,
+    /// or sooner when raft needs one for a peer the latest snapshot leaves out.
     fn maybe_snapshot(&mut self) {
-        if self.applied_index < self.snapshot_index + self.config.snapshot_count.max(1) {
+        let wanted =
+            self.raw.store().take_snapshot_wanted() && self.applied_index > self.snapshot_index;
+        if !wanted && self.applied_index < self.snapshot_index + self.config.snapshot_count.max(1) {
             return;
         }
         let index = self.applied_index;

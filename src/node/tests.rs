@@ -499,3 +499,118 @@ fn a_peer_append_raft_would_panic_on_is_dropped_and_a_good_one_still_applies() {
     assert_eq!((node.term(), node.commit_index()), (2, 4));
     assert_eq!(node.leader(), Some(MemberId(2)));
 }
+
+/// The durable state of member 1 of a three-member cluster: the bootstrap conf changes (1..=3),
+/// puts `a`, `b` committed at 4 and 5 in term 2, and put `c` at 6 never committed.
+fn durable_member_of_three() -> DurableState {
+    use prost::Message as _;
+    let config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let members = [member(1), member(2), member(3)];
+    let mut node = Node::bootstrap(config, &members, Instant::ZERO, &logger()).unwrap();
+    let mut entries = Vec::new();
+    while let Some(output) = node.poll_output() {
+        if let Output::Persist(p) = output {
+            entries.extend(p.entries);
+        }
+    }
+    assert_eq!(entries.len(), 3);
+    for (index, key) in [(4, "a"), (5, "b"), (6, "c")] {
+        let request = crate::proto::stetpb::InternalRequest {
+            request: Some(crate::proto::stetpb::internal_request::Request::Put(
+                pb::PutRequest {
+                    key: key.into(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        entries.push(Entry {
+            term: 2,
+            index,
+            data: request.encode_to_vec().into(),
+            ..Default::default()
+        });
+    }
+    DurableState {
+        hard_state: HardState {
+            term: 2,
+            vote: 2,
+            commit: 5,
+            ..Default::default()
+        },
+        snapshot: None,
+        entries,
+    }
+}
+
+#[test]
+fn force_new_cluster_keeps_committed_data_drops_the_rest_and_leads_alone() {
+    let config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let node =
+        Node::restart_forced(config, durable_member_of_three(), Instant::ZERO, &logger()).unwrap();
+    let mut solo = Solo {
+        node,
+        now: Instant::ZERO,
+        replies: BTreeMap::new(),
+        watch: Vec::new(),
+        persisted_entries: 0,
+        snapshots: Vec::new(),
+    };
+    // The first output persists the removals, which replace the uncommitted entry 6.
+    let Some(Output::Persist(first)) = solo.node.poll_output() else {
+        panic!("the first output must persist the rewritten log");
+    };
+    assert!(first.must_sync);
+    let indexes: Vec<u64> = first.entries.iter().map(|e| e.index).collect();
+    assert_eq!(indexes, vec![6, 7]);
+    assert!(first
+        .entries
+        .iter()
+        .all(|e| e.get_entry_type() == raft::eraftpb::EntryType::EntryConfChange && e.term == 2));
+    assert_eq!(first.hard_state.as_ref().map(|hs| hs.commit), Some(7));
+    solo.drain();
+    assert_eq!(solo.node.role(), StateRole::Leader, "it campaigns at once");
+    let ids: Vec<u64> = solo
+        .node
+        .state()
+        .members
+        .list()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, vec![1]);
+    assert!(solo.node.state().members.is_removed(MemberId(2)));
+    assert_eq!(solo.node.raw.raft.prs().conf().voters().ids().len(), 1);
+    let get = |solo: &Solo, key: &str| {
+        let range = pb::RangeRequest {
+            key: key.into(),
+            serializable: true,
+            ..Default::default()
+        };
+        solo.node.state().kv.range(&range).unwrap().kvs.len()
+    };
+    assert_eq!(
+        (get(&solo, "a"), get(&solo, "b")),
+        (1, 1),
+        "committed data kept"
+    );
+    assert_eq!(get(&solo, "c"), 0, "the uncommitted entry is gone");
+    assert!(matches!(
+        solo.call(1, put("d", "v")),
+        Ok(ClientResponse::Put(_))
+    ));
+    assert_eq!(
+        get(&solo, "d"),
+        1,
+        "a new write commits on the member alone"
+    );
+}
+
+#[test]
+fn force_new_cluster_refuses_a_member_that_is_not_in_its_membership() {
+    let config = NodeConfig::new(MemberId(4), ClusterId(9));
+    let result = Node::restart_forced(config, durable_member_of_three(), Instant::ZERO, &logger());
+    let error = result.expect_err("refused").to_string();
+    assert!(error.contains("not in the membership"), "{error}");
+}

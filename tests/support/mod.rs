@@ -605,6 +605,14 @@ impl Cluster {
         self.crash_with(id, CrashFault::TearUnsynced);
     }
 
+    /// Stops a member cleanly: what it wrote is synced first, so nothing is lost.
+    pub fn stop(&mut self, id: u64) {
+        if let Some(storage) = self.members.get_mut(&id).and_then(|m| m.storage.as_mut()) {
+            storage.sync().expect("sync before a clean stop");
+        }
+        self.crash_with(id, CrashFault::LoseUnsynced);
+    }
+
     /// Crashes a member, its disk suffering `fault` to what was not synced.
     pub fn crash_with(&mut self, id: u64, fault: CrashFault) {
         let member = self.members.get_mut(&id).expect("member");
@@ -632,6 +640,17 @@ impl Cluster {
 
     /// Restarts a crashed member from its disk.
     pub fn restart(&mut self, id: u64) {
+        self.restart_from_disk(id, false);
+    }
+
+    /// Restarts a crashed member from its disk with `--force-new-cluster`: it keeps its data and
+    /// becomes the only member. It rewrites the log after its durable commit index, so the
+    /// "applied entries never change" oracle forgets what other members applied beyond it.
+    pub fn restart_forced(&mut self, id: u64) {
+        self.restart_from_disk(id, true);
+    }
+
+    fn restart_from_disk(&mut self, id: u64, force_new_cluster: bool) {
         let now = self.now;
         let member = self.members.get_mut(&id).expect("member");
         let disk = member.disk.take().expect("crashed member has a disk");
@@ -643,8 +662,14 @@ impl Cluster {
             MemberStorage::open(disk, layout(), wal_options(), Some(expected)).expect("reopen");
         // Each life of a member gets its own seed, as the node requires.
         member.config.seed = member.config.seed.wrapping_add(0x1_0000);
-        let node =
-            Node::restart(member.config.clone(), durable, now, &self.logger).expect("restart");
+        let node = if force_new_cluster {
+            let commit = durable.hard_state.commit;
+            self.applied_log.split_off(&(commit + 1));
+            Node::restart_forced(member.config.clone(), durable, now, &self.logger)
+                .expect("restart with --force-new-cluster")
+        } else {
+            Node::restart(member.config.clone(), durable, now, &self.logger).expect("restart")
+        };
         let applied = node.applied_index();
         let log = node
             .log()
