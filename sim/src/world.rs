@@ -17,7 +17,9 @@ use stet::wal::WalOptions;
 use crate::checker::Operation;
 use crate::clock::ClockModel;
 use crate::disk::SharedDisk;
+use crate::leases::LeaseOp;
 use crate::observer::Observer;
+use crate::watcher::{KvEvents, WatchLog};
 
 /// Locks a mutex, carrying on after a panic elsewhere (the run is failing anyway).
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -43,6 +45,11 @@ pub struct Settings {
     pub duplicate_rate: f64,
     /// Self-test of the oracles: members answer linearizable reads from local state (a bug).
     pub unsafe_local_reads: bool,
+    /// Self-test of the watch oracle: each member silently drops one watch response that carries
+    /// events instead of routing it to its client (a bug the watch oracle must catch).
+    pub drop_watch_event: bool,
+    /// How often watchers created with `progress_notify` get a periodic progress response.
+    pub watch_progress_interval: Duration,
 }
 
 impl Settings {
@@ -58,6 +65,8 @@ impl Settings {
             fsync_latency_us: (100, 2_000),
             duplicate_rate: 0.0,
             unsafe_local_reads: false,
+            drop_watch_event: false,
+            watch_progress_interval: Duration::from_secs(2),
         }
     }
 }
@@ -86,6 +95,14 @@ pub struct World {
     pub trace: Mutex<Vec<String>>,
     /// Members that refused to start (a clean error on corrupt data is allowed, never wrong data).
     pub refused: Mutex<BTreeMap<u64, String>>,
+    /// Every revision's events as members applied them (the watch oracle's authority).
+    pub kv_events: Mutex<KvEvents>,
+    /// What watching clients received, one log per logical watch.
+    pub watch_logs: Mutex<Vec<WatchLog>>,
+    /// Compactions clients asked for (revision, acknowledged).
+    pub compactions: Mutex<Vec<(i64, bool)>>,
+    /// What lease clients did and saw.
+    pub lease_history: Mutex<Vec<LeaseOp>>,
     pub start: madsim::time::Instant,
 }
 
@@ -114,6 +131,10 @@ impl World {
             history: Mutex::new(Vec::new()),
             trace: Mutex::new(Vec::new()),
             refused: Mutex::new(BTreeMap::new()),
+            kv_events: Mutex::new(KvEvents::default()),
+            watch_logs: Mutex::new(Vec::new()),
+            compactions: Mutex::new(Vec::new()),
+            lease_history: Mutex::new(Vec::new()),
             start: madsim::time::Instant::now(),
         }
     }
@@ -163,6 +184,7 @@ impl World {
         config.catch_up_entries = settings.catch_up_entries;
         config.request_timeout = settings.request_timeout;
         config.unsafe_local_linearizable_reads = settings.unsafe_local_reads;
+        config.watch_progress_interval = settings.watch_progress_interval;
         config.seed = settings
             .seed
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -193,5 +215,16 @@ impl World {
     /// Members that are part of the run (ever started), sorted.
     pub fn member_ids(&self) -> Vec<u64> {
         lock(&self.disks).keys().copied().collect()
+    }
+}
+
+impl World {
+    /// The highest revision any member has reported (for clients choosing watch start revisions).
+    pub fn max_revision(&self) -> i64 {
+        lock(&self.status)
+            .values()
+            .map(|s| s.revision)
+            .max()
+            .unwrap_or(1)
     }
 }
