@@ -351,9 +351,10 @@ async fn final_checks(
 fn check_watches_and_leases(world: &World) -> Result<(), Failure> {
     let logs = lock(&world.watch_logs).clone();
     let compactions = lock(&world.compactions).clone();
+    let compacted_at_create = lock(&world.compacted_at_create).clone();
     let watch = {
         let kv = lock(&world.kv_events);
-        watcher::check_watches(&kv, &logs, &compactions)
+        watcher::check_watches(&kv, &logs, &compactions, &compacted_at_create)
     };
     let stats = watch.map_err(|detail| Failure {
         property: "watch",

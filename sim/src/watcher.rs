@@ -464,11 +464,13 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 }
 
 /// Checks every watch log against the applied events. `compactions` are the revisions clients
-/// asked to compact to.
+/// asked to compact to; `compacted_at_create` the serving member's compact revision when it took
+/// each stream's create.
 pub fn check_watches(
     kv: &KvEvents,
     logs: &[WatchLog],
     compactions: &[(i64, bool)],
+    compacted_at_create: &BTreeMap<u64, i64>,
 ) -> Result<WatchStats, String> {
     if let Some(violation) = kv.violation() {
         return Err(violation.to_string());
@@ -477,7 +479,7 @@ pub fn check_watches(
     let mut stats = WatchStats::default();
     for log in logs {
         stats.watches += 1;
-        check_log(kv, log, &requested, &mut stats).map_err(|detail| {
+        check_log(kv, log, &requested, compacted_at_create, &mut stats).map_err(|detail| {
             format!(
                 "client {} watch {} on [{}, {}): {detail}",
                 log.client,
@@ -494,6 +496,7 @@ fn check_log(
     kv: &KvEvents,
     log: &WatchLog,
     compactions: &BTreeSet<i64>,
+    compacted_at_create: &BTreeMap<u64, i64>,
     stats: &mut WatchStats,
 ) -> Result<(), String> {
     let expected_at = |revision: i64| -> Option<Vec<EventRecord>> {
@@ -513,6 +516,24 @@ fn check_log(
             continue;
         };
         let at = format!("segment {n} (member {}, from {start})", segment.member);
+        // A create from a revision the member had compacted away must be canceled with it (the
+        // cancel may be lost with the stream, but nothing else may come instead).
+        if let Some(&compact) = compacted_at_create.get(&segment.stream) {
+            let from_compacted = segment.requested_start > 0 && segment.requested_start < compact;
+            let wrong_end = match segment.end {
+                SegmentEnd::Compacted(c) => c != compact,
+                SegmentEnd::Canceled | SegmentEnd::Refused(_) => true,
+                _ => false,
+            };
+            if from_compacted && (wrong_end || !segment.items.is_empty()) {
+                return Err(format!(
+                    "{at}: the member had compacted to {compact}, yet the watch was not canceled \
+                     with that compact revision (ended {:?} after {} responses)",
+                    segment.end,
+                    segment.items.len()
+                ));
+            }
+        }
         let mut delivered = BTreeSet::new();
         let mut claimed = 0;
         let mut last_event = 0;
@@ -654,7 +675,7 @@ mod tests {
         ];
         let resumed = vec![Item::Events(vec![put(5, "k1", "v5")])];
         let logs = [log(vec![segment(1, items), segment(5, resumed)])];
-        check_watches(&store(), &logs, &[]).unwrap();
+        check_watches(&store(), &logs, &[], &BTreeMap::new()).unwrap();
     }
 
     #[test]
@@ -663,14 +684,26 @@ mod tests {
             Item::Events(vec![put(2, "k1", "v2")]),
             Item::Events(vec![put(5, "k1", "v5")]),
         ];
-        let err = check_watches(&store(), &[log(vec![segment(1, items)])], &[]).unwrap_err();
+        let err = check_watches(
+            &store(),
+            &[log(vec![segment(1, items)])],
+            &[],
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
         assert!(err.contains("missed"), "{err}");
     }
 
     #[test]
     fn progress_ahead_of_delivery_is_caught() {
         let items = vec![Item::Events(vec![put(2, "k1", "v2")]), Item::Progress(4)];
-        let err = check_watches(&store(), &[log(vec![segment(1, items)])], &[]).unwrap_err();
+        let err = check_watches(
+            &store(),
+            &[log(vec![segment(1, items)])],
+            &[],
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
         assert!(err.contains("missed"), "{err}");
     }
 
@@ -679,14 +712,20 @@ mod tests {
         let first = vec![Item::Events(vec![put(4, "k1", "v4")])];
         let again = vec![Item::Events(vec![put(4, "k1", "v4")])];
         let logs = [log(vec![segment(4, first), segment(4, again)])];
-        let err = check_watches(&store(), &logs, &[]).unwrap_err();
+        let err = check_watches(&store(), &logs, &[], &BTreeMap::new()).unwrap_err();
         assert!(err.contains("back in time"), "{err}");
     }
 
     #[test]
     fn a_wrong_value_is_caught() {
         let items = vec![Item::Events(vec![put(2, "k1", "other")])];
-        let err = check_watches(&store(), &[log(vec![segment(2, items)])], &[]).unwrap_err();
+        let err = check_watches(
+            &store(),
+            &[log(vec![segment(2, items)])],
+            &[],
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
         assert!(err.contains("the store applied"), "{err}");
     }
 
@@ -694,8 +733,20 @@ mod tests {
     fn a_compaction_cancel_must_name_a_compacted_revision() {
         let mut canceled = segment(2, Vec::new());
         canceled.end = SegmentEnd::Compacted(4);
-        check_watches(&store(), &[log(vec![canceled.clone()])], &[(4, true)]).unwrap();
-        let err = check_watches(&store(), &[log(vec![canceled])], &[(3, true)]).unwrap_err();
+        let at_create = BTreeMap::from([(1, 4)]);
+        check_watches(
+            &store(),
+            &[log(vec![canceled.clone()])],
+            &[(4, true)],
+            &at_create,
+        )
+        .unwrap();
+        let none = BTreeMap::new();
+        let err = check_watches(&store(), &[log(vec![canceled])], &[(3, true)], &none).unwrap_err();
         assert!(err.contains("no client compacted"), "{err}");
+        let served = segment(2, vec![Item::Events(vec![put(2, "k1", "v2")])]);
+        let err =
+            check_watches(&store(), &[log(vec![served])], &[(4, true)], &at_create).unwrap_err();
+        assert!(err.contains("not canceled"), "{err}");
     }
 }

@@ -99,6 +99,8 @@ pub struct World {
     pub kv_events: Mutex<KvEvents>,
     /// What watching clients received, one log per logical watch.
     pub watch_logs: Mutex<Vec<WatchLog>>,
+    /// The compact revision of the member's store when it took each watch create, by stream.
+    pub compacted_at_create: Mutex<BTreeMap<u64, i64>>,
     /// Compactions clients asked for (revision, acknowledged).
     pub compactions: Mutex<Vec<(i64, bool)>>,
     /// What lease clients did and saw.
@@ -133,6 +135,7 @@ impl World {
             refused: Mutex::new(BTreeMap::new()),
             kv_events: Mutex::new(KvEvents::default()),
             watch_logs: Mutex::new(Vec::new()),
+            compacted_at_create: Mutex::new(BTreeMap::new()),
             compactions: Mutex::new(Vec::new()),
             lease_history: Mutex::new(Vec::new()),
             start: madsim::time::Instant::now(),
