@@ -179,6 +179,10 @@ pub async fn lease_workload(world: Arc<World>, id: u64, members: Vec<u64>, until
             let wait = Duration::from_secs(ttl_seconds as u64 + 2);
             madsim::time::sleep(wait).await;
         }
+        // Right after the revoke, while a new leader may still be applying it.
+        let keep = LeaseAction::KeepAlive { lease };
+        let leader = keep_alive_target(&world, &members);
+        perform(&mut client, &world, leader, keep).await;
         for key in &keys {
             let get = LeaseAction::Get { key: key.clone() };
             perform(&mut client, &world, random_member(&members), get).await;

@@ -95,6 +95,8 @@ pub struct World {
     pub trace: Mutex<Vec<String>>,
     /// Members that refused to start (a clean error on corrupt data is allowed, never wrong data).
     pub refused: Mutex<BTreeMap<u64, String>>,
+    /// How many times each member's node was configured (started).
+    pub starts: Mutex<BTreeMap<u64, u64>>,
     /// Every revision's events as members applied them (the watch oracle's authority).
     pub kv_events: Mutex<KvEvents>,
     /// What watching clients received, one log per logical watch.
@@ -133,6 +135,7 @@ impl World {
             history: Mutex::new(Vec::new()),
             trace: Mutex::new(Vec::new()),
             refused: Mutex::new(BTreeMap::new()),
+            starts: Mutex::new(BTreeMap::new()),
             kv_events: Mutex::new(KvEvents::default()),
             watch_logs: Mutex::new(Vec::new()),
             compacted_at_create: Mutex::new(BTreeMap::new()),
@@ -176,7 +179,7 @@ impl World {
         lock(&self.disks).entry(id).or_default().clone()
     }
 
-    /// The node settings of member `id`.
+    /// The node settings of member `id` for its next start (each start gets a new seed).
     pub fn node_config(&self, id: u64) -> NodeConfig {
         let settings = lock(&self.settings).clone();
         let mut config = NodeConfig::new(MemberId(id), self.cluster_id);
@@ -188,10 +191,20 @@ impl World {
         config.request_timeout = settings.request_timeout;
         config.unsafe_local_linearizable_reads = settings.unsafe_local_reads;
         config.watch_progress_interval = settings.watch_progress_interval;
+        // Each start of a member gets its own seed (NodeConfig::seed's contract): a restart that
+        // drew the same incarnation and lease IDs as its previous life reissued lease IDs clients
+        // had seen revoked (found by the lease oracle, watch seed 768).
+        let restarts = {
+            let mut starts = lock(&self.starts);
+            let count = starts.entry(id).or_insert(0);
+            *count += 1;
+            *count - 1
+        };
         config.seed = settings
             .seed
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .wrapping_add(id);
+            .wrapping_add(id)
+            .wrapping_add(restarts.wrapping_mul(0x0100_0000_01b3));
         config
     }
 
