@@ -13,7 +13,9 @@ use stet::node::{ClientError, ClientRequest, ClientResponse};
 use stet::proto::etcdserverpb as pb;
 
 use crate::checker::{Op, Operation, Outcome};
-use crate::net::{self, ClientEnvelope, ReplyEnvelope, TAG_CLIENT, TAG_REPLY};
+use crate::net::{
+    self, ClientEnvelope, ReplyEnvelope, WatchEnvelope, TAG_CLIENT, TAG_REPLY, TAG_WATCH,
+};
 use crate::world::{lock, World};
 
 /// Keys the clients use: few, so operations collide.
@@ -81,6 +83,34 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Sends one request to `member` without waiting for its answer (watch control requests whose
+    /// effect shows on the watch stream; a later `call` discards the stray reply).
+    pub async fn send(&mut self, member: u64, request: ClientRequest) {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let Ok(reply_to) = self.endpoint.local_addr() else {
+            return;
+        };
+        let envelope = ClientEnvelope {
+            request_id,
+            request,
+            reply_to,
+        };
+        let _ = self
+            .endpoint
+            .send_to_raw(net::member_addr(member), TAG_CLIENT, Box::new(envelope))
+            .await;
+    }
+
+    /// The next watch response for any of this client's streams, if one arrives within `wait`.
+    pub async fn recv_watch(&mut self, wait: Duration) -> Option<WatchEnvelope> {
+        let received = madsim::time::timeout(wait, self.endpoint.recv_from_raw(TAG_WATCH)).await;
+        let Ok(Ok((payload, _))) = received else {
+            return None;
+        };
+        payload.downcast::<WatchEnvelope>().ok().map(|e| *e)
     }
 
     /// Performs one operation against `member` and records it in the world's history.

@@ -8,16 +8,19 @@
 //! `client` (workloads and history recording), `nemesis` (faults), `clock` (per-member clocks),
 //! `disk` (disks that survive crashes), `net` (what travels between nodes), `membership`
 //! (membership faults and force-new-cluster recovery), `observer` (raft safety), `checker`
-//! (linearizability), `scenario` (scenarios and the run of one seed).
+//! (linearizability), `watcher` (watch clients and the watch oracle), `leases` (lease clients and
+//! the lease oracle), `scenario` (scenarios and the run of one seed).
 
 pub mod checker;
 pub mod client;
 pub mod clock;
 pub mod disk;
+pub mod leases;
 pub mod member;
 pub mod membership;
 pub mod nemesis;
 pub mod net;
 pub mod observer;
 pub mod scenario;
+pub mod watcher;
 pub mod world;

@@ -13,12 +13,16 @@ use madsim::net::Endpoint;
 use protobuf::Message as _;
 use rand::Rng;
 
-use stet::node::{Input, Node, Output};
+use stet::node::{ClientRequest, Input, Node, Output};
+use stet::proto::etcdserverpb::WatchResponse;
 use stet::storage::MemberStorage;
 use stet::wal::Metadata;
 
 use crate::disk::SharedDisk;
-use crate::net::{self, ClientEnvelope, RaftFrame, ReplyEnvelope, TAG_CLIENT, TAG_RAFT, TAG_REPLY};
+use crate::net::{
+    self, ClientEnvelope, RaftFrame, ReplyEnvelope, WatchEnvelope, TAG_CLIENT, TAG_RAFT, TAG_REPLY,
+    TAG_WATCH,
+};
 use crate::world::{lock, World};
 
 enum Inbound {
@@ -34,6 +38,10 @@ struct Member {
     endpoint: Arc<Endpoint>,
     /// Requests in flight: the node's request id → (client address, client's request id).
     clients: BTreeMap<u64, (SocketAddr, u64)>,
+    /// Open watch streams: stream id → (client address, sequence number of its next response).
+    streams: BTreeMap<u64, (SocketAddr, u64)>,
+    /// Watch responses with events routed so far (the self-test drops one of them).
+    routed_event_responses: u64,
     next_request: u64,
     last_applied: u64,
     last_revision: i64,
@@ -163,6 +171,8 @@ async fn start(world: &Arc<World>, id: u64) -> Option<Member> {
         storage,
         endpoint,
         clients: BTreeMap::new(),
+        streams: BTreeMap::new(),
+        routed_event_responses: 0,
         next_request: 1,
         last_applied,
         last_revision: 0,
@@ -207,6 +217,17 @@ impl Member {
                 }
             },
             Inbound::Client(envelope) => {
+                match &envelope.request {
+                    ClientRequest::WatchCreate { stream, .. } => {
+                        self.streams
+                            .entry(*stream)
+                            .or_insert((envelope.reply_to, 0));
+                    }
+                    ClientRequest::WatchClose { stream } => {
+                        self.streams.remove(stream);
+                    }
+                    _ => {}
+                }
                 let id = self.next_request;
                 self.next_request += 1;
                 self.clients
@@ -269,7 +290,7 @@ impl Member {
                             .await;
                     }
                 }
-                Output::Watch { .. } => {}
+                Output::Watch { stream, response } => self.route_watch(stream, response).await,
                 Output::LeaderChanged { term, leader } => {
                     let leader = leader.map_or(0, |l| l.0);
                     self.world.trace(format!(
@@ -327,6 +348,35 @@ impl Member {
             .await;
     }
 
+    /// Sends a watch response to the client stream that opened the watch, numbered in stream order.
+    async fn route_watch(&mut self, stream: u64, response: WatchResponse) {
+        let Some((addr, seq)) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if !response.events.is_empty() {
+            self.routed_event_responses += 1;
+            // Self-test of the watch oracle: lose the 10th response with events, as a bug would.
+            if self.routed_event_responses == 10 && lock(&self.world.settings).drop_watch_event {
+                self.world.trace(format!(
+                    "member {} drops a watch response on stream {stream} (self-test)",
+                    self.id
+                ));
+                return;
+            }
+        }
+        let envelope = WatchEnvelope {
+            stream,
+            seq: *seq,
+            response,
+        };
+        *seq += 1;
+        let addr = *addr;
+        let _ = self
+            .endpoint
+            .send_to_raw(addr, TAG_WATCH, Box::new(envelope))
+            .await;
+    }
+
     /// Reports the member's state and newly applied entries to the world and the observer.
     fn report(&mut self) {
         let node = &self.node;
@@ -345,6 +395,14 @@ impl Member {
                     continue;
                 };
                 observer.applied(self.id, index, entry.term, crc32fast::hash(&entry.data));
+            }
+            if revision > self.last_revision {
+                let kv = &node.state().kv;
+                // Everything applied since the last report, for the watch oracle's authority.
+                let from = (self.last_revision + 1).max(kv.compact_revision());
+                if let Ok(events) = kv.events_since(from, &[0], &[0]) {
+                    lock(&self.world.kv_events).record(self.id, from, revision, &events);
+                }
             }
             // Hashing the store is linear in its size: compare replicas on every 4th revision
             // (all members sample the same revisions, so every sampled one is still compared).

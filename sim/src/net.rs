@@ -6,11 +6,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use stet::node::ClientError;
 use stet::node::{ClientRequest, ClientResponse};
+use stet::proto::etcdserverpb::WatchResponse;
 
 /// madsim endpoint tags.
 pub const TAG_RAFT: u64 = 1;
 pub const TAG_CLIENT: u64 = 2;
 pub const TAG_REPLY: u64 = 3;
+/// Watch responses from a member to the client whose stream opened the watch.
+pub const TAG_WATCH: u64 = 4;
 
 /// The port every member listens on.
 pub const MEMBER_PORT: u16 = 2380;
@@ -75,4 +78,14 @@ pub struct ClientEnvelope {
 pub struct ReplyEnvelope {
     pub request_id: u64,
     pub result: Result<ClientResponse, ClientError>,
+}
+
+/// A watch response on its way to the client stream that opened the watch. `seq` counts the
+/// stream's responses from 0, so the client can restore the order the member sent them in (madsim
+/// reorders datagrams) and notice a lost one, as a broken connection would.
+#[derive(Debug, Clone)]
+pub struct WatchEnvelope {
+    pub stream: u64,
+    pub seq: u64,
+    pub response: WatchResponse,
 }

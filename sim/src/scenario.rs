@@ -13,7 +13,9 @@ use rand::Rng;
 use crate::checker::{self, CheckError, Op, Outcome};
 use crate::client::{self, Client, KEYS};
 use crate::clock::ClockModel;
+use crate::leases;
 use crate::nemesis::{Fault, Nemesis};
+use crate::watcher;
 use crate::world::{lock, Settings, World};
 
 /// A named fault mix.
@@ -25,7 +27,22 @@ pub struct Scenario {
     pub skewed_clocks: bool,
     /// Members may refuse to start (their disk was corrupted on purpose).
     pub allows_refusal: bool,
+    /// Watch, lease and compaction clients beside the register workload.
+    pub extras: Extras,
 }
+
+/// Clients beside the register workload: watchers, lease clients and a compactor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    pub watchers: u64,
+    pub lease_clients: u64,
+    pub compactor: bool,
+}
+
+/// Client numbers (and IPs 10.0.1.n) of the extra clients.
+const FIRST_WATCHER: u64 = 50;
+const FIRST_LEASE_CLIENT: u64 = 70;
+const COMPACTOR: u64 = 90;
 
 /// Every scenario, in the order the runner reports them.
 pub fn scenarios() -> Vec<Scenario> {
@@ -35,6 +52,7 @@ pub fn scenarios() -> Vec<Scenario> {
         faults,
         skewed_clocks: false,
         allows_refusal: false,
+        extras: Extras::default(),
     };
     vec![
         scenario("calm", vec![]),
@@ -51,7 +69,20 @@ pub fn scenarios() -> Vec<Scenario> {
             ..scenario("disk", vec![DiskCorruption, Crash])
         },
         Scenario {
+            extras: Extras {
+                watchers: 3,
+                lease_clients: 2,
+                compactor: true,
+            },
+            ..scenario("watch", vec![Partition, IsolateLeader, Crash, Pause])
+        },
+        Scenario {
             skewed_clocks: true,
+            extras: Extras {
+                watchers: 1,
+                lease_clients: 1,
+                compactor: true,
+            },
             ..scenario(
                 "mixed",
                 vec![
@@ -85,6 +116,8 @@ pub struct RunOptions {
     pub fault_time: Duration,
     /// Self-test: make members answer linearizable reads locally (the oracles must catch it).
     pub unsafe_local_reads: bool,
+    /// Self-test: make members drop one watch response each (the watch oracle must catch it).
+    pub drop_watch_event: bool,
 }
 
 impl Default for RunOptions {
@@ -94,6 +127,7 @@ impl Default for RunOptions {
             clients: 4,
             fault_time: Duration::from_secs(20),
             unsafe_local_reads: false,
+            drop_watch_event: false,
         }
     }
 }
@@ -135,6 +169,7 @@ pub async fn run_in_current_runtime(scenario: Scenario, options: RunOptions) -> 
 async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunReport {
     let mut settings = Settings::new(seed);
     settings.unsafe_local_reads = options.unsafe_local_reads;
+    settings.drop_watch_event = options.drop_watch_event;
     let world = Arc::new(World::new(settings, options.members));
     if scenario.skewed_clocks {
         skew_clocks(&world);
@@ -163,6 +198,13 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
         let (w, m) = (world.clone(), members.clone());
         workloads.push(node.spawn(client::workload(w, n, m, work_until)));
     }
+    workloads.extend(spawn_extras(
+        &handle,
+        &world,
+        &members,
+        scenario.extras,
+        work_until,
+    ));
     let nemesis = Nemesis::new(world.clone(), nodes.clone(), scenario.faults.clone());
     nemesis.run(work_until).await;
     for workload in workloads {
@@ -190,6 +232,38 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
         operations: history.len(),
         simulated: world.elapsed(),
     }
+}
+
+/// Starts the scenario's watch, lease and compaction clients, each on its own madsim node.
+fn spawn_extras(
+    handle: &Handle,
+    world: &Arc<World>,
+    members: &[u64],
+    extras: Extras,
+    until: Duration,
+) -> Vec<madsim::task::JoinHandle<()>> {
+    let mut clients: Vec<(u64, &str)> = Vec::new();
+    clients.extend((0..extras.watchers).map(|n| (FIRST_WATCHER + n, "watcher")));
+    clients.extend((0..extras.lease_clients).map(|n| (FIRST_LEASE_CLIENT + n, "lease-client")));
+    if extras.compactor {
+        clients.push((COMPACTOR, "compactor"));
+    }
+    let mut handles = Vec::new();
+    for (n, kind) in clients {
+        let node = handle
+            .create_node()
+            .name(format!("{kind}-{n}"))
+            .ip(crate::net::client_ip(n))
+            .build();
+        let (w, m) = (world.clone(), members.to_vec());
+        let handle = match kind {
+            "watcher" => node.spawn(watcher::watch_workload(w, n, m, until)),
+            "lease-client" => node.spawn(leases::lease_workload(w, n, m, until)),
+            _ => node.spawn(watcher::compaction_workload(w, n, m, until)),
+        };
+        handles.push(handle);
+    }
+    handles
 }
 
 fn skew_clocks(world: &World) {
@@ -242,7 +316,7 @@ async fn final_checks(
     for history in crate::membership::histories_to_check(world, &history) {
         check_history(&history)?;
     }
-    Ok(())
+    check_watches_and_leases(world)
 }
 
 /// Linearizability of one history.
@@ -282,6 +356,33 @@ fn check_history(history: &[checker::Operation]) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The watch oracle and the lease oracle, with what they checked in the trace.
+fn check_watches_and_leases(world: &World) -> Result<(), Failure> {
+    let logs = lock(&world.watch_logs).clone();
+    let compactions = lock(&world.compactions).clone();
+    let compacted_at_create = lock(&world.compacted_at_create).clone();
+    let watch = {
+        let kv = lock(&world.kv_events);
+        watcher::check_watches(&kv, &logs, &compactions, &compacted_at_create)
+    };
+    let stats = watch.map_err(|detail| Failure {
+        property: "watch",
+        detail,
+    })?;
+    world.trace(format!("watch oracle: {stats:?}"));
+    let leases = lease_oracle(world)?;
+    world.trace(format!("lease oracle: {leases:?}"));
+    Ok(())
+}
+
+fn lease_oracle(world: &World) -> Result<leases::LeaseStats, Failure> {
+    let history = lock(&world.lease_history).clone();
+    leases::check_leases(&history).map_err(|detail| Failure {
+        property: "lease",
+        detail,
+    })
 }
 
 /// After healing: a write must commit within a bounded time, then every key is read back through

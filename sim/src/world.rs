@@ -17,7 +17,9 @@ use stet::wal::WalOptions;
 use crate::checker::Operation;
 use crate::clock::ClockModel;
 use crate::disk::SharedDisk;
+use crate::leases::LeaseOp;
 use crate::observer::Observer;
+use crate::watcher::{KvEvents, WatchLog};
 
 /// Locks a mutex, carrying on after a panic elsewhere (the run is failing anyway).
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -43,6 +45,11 @@ pub struct Settings {
     pub duplicate_rate: f64,
     /// Self-test of the oracles: members answer linearizable reads from local state (a bug).
     pub unsafe_local_reads: bool,
+    /// Self-test of the watch oracle: each member silently drops one watch response that carries
+    /// events instead of routing it to its client (a bug the watch oracle must catch).
+    pub drop_watch_event: bool,
+    /// How often watchers created with `progress_notify` get a periodic progress response.
+    pub watch_progress_interval: Duration,
 }
 
 impl Settings {
@@ -58,6 +65,8 @@ impl Settings {
             fsync_latency_us: (100, 2_000),
             duplicate_rate: 0.0,
             unsafe_local_reads: false,
+            drop_watch_event: false,
+            watch_progress_interval: Duration::from_secs(2),
         }
     }
 }
@@ -93,6 +102,18 @@ pub struct World {
     pub force_new_cluster: Mutex<Option<u64>>,
     /// What the force-new-cluster recovery did, for the scoped checks (`membership`).
     pub recovery: Mutex<Option<crate::membership::Recovery>>,
+    /// How many times each member's node was configured (started).
+    pub starts: Mutex<BTreeMap<u64, u64>>,
+    /// Every revision's events as members applied them (the watch oracle's authority).
+    pub kv_events: Mutex<KvEvents>,
+    /// What watching clients received, one log per logical watch.
+    pub watch_logs: Mutex<Vec<WatchLog>>,
+    /// The compact revision of the member's store when it took each watch create, by stream.
+    pub compacted_at_create: Mutex<BTreeMap<u64, i64>>,
+    /// Compactions clients asked for (revision, acknowledged).
+    pub compactions: Mutex<Vec<(i64, bool)>>,
+    /// What lease clients did and saw.
+    pub lease_history: Mutex<Vec<LeaseOp>>,
     pub start: madsim::time::Instant,
 }
 
@@ -125,6 +146,12 @@ impl World {
             gone: Mutex::new(BTreeSet::new()),
             force_new_cluster: Mutex::new(None),
             recovery: Mutex::new(None),
+            starts: Mutex::new(BTreeMap::new()),
+            kv_events: Mutex::new(KvEvents::default()),
+            watch_logs: Mutex::new(Vec::new()),
+            compacted_at_create: Mutex::new(BTreeMap::new()),
+            compactions: Mutex::new(Vec::new()),
+            lease_history: Mutex::new(Vec::new()),
             start: madsim::time::Instant::now(),
         }
     }
@@ -163,7 +190,7 @@ impl World {
         lock(&self.disks).entry(id).or_default().clone()
     }
 
-    /// The node settings of member `id`.
+    /// The node settings of member `id` for its next start (each start gets a new seed).
     pub fn node_config(&self, id: u64) -> NodeConfig {
         let settings = lock(&self.settings).clone();
         let mut config = NodeConfig::new(MemberId(id), self.cluster_id);
@@ -174,10 +201,21 @@ impl World {
         config.catch_up_entries = settings.catch_up_entries;
         config.request_timeout = settings.request_timeout;
         config.unsafe_local_linearizable_reads = settings.unsafe_local_reads;
+        config.watch_progress_interval = settings.watch_progress_interval;
+        // Each start of a member gets its own seed (NodeConfig::seed's contract): a restart that
+        // drew the same incarnation and lease IDs as its previous life reissued lease IDs clients
+        // had seen revoked (found by the lease oracle, watch seed 768).
+        let restarts = {
+            let mut starts = lock(&self.starts);
+            let count = starts.entry(id).or_insert(0);
+            *count += 1;
+            *count - 1
+        };
         config.seed = settings
             .seed
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .wrapping_add(id);
+            .wrapping_add(id)
+            .wrapping_add(restarts.wrapping_mul(0x0100_0000_01b3));
         config
     }
 
@@ -222,5 +260,16 @@ impl World {
         } else {
             live
         }
+    }
+}
+
+impl World {
+    /// The highest revision any member has reported (for clients choosing watch start revisions).
+    pub fn max_revision(&self) -> i64 {
+        lock(&self.status)
+            .values()
+            .map(|s| s.revision)
+            .max()
+            .unwrap_or(1)
     }
 }

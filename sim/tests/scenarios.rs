@@ -1,5 +1,6 @@
 //! The simulator's own tests: every scenario passes on a set of seeds, the same seed replays the
-//! same run, and the oracles catch a member that serves linearizable reads from local state.
+//! same run, and the oracles catch a member that serves linearizable reads from local state and
+//! one that loses watch responses.
 //!
 //! `STET_SIM_SEEDS` sets how many seeds each scenario runs (default 4).
 
@@ -20,6 +21,7 @@ fn short() -> RunOptions {
         clients: 4,
         fault_time: Duration::from_secs(15),
         unsafe_local_reads: false,
+        drop_watch_event: false,
     }
 }
 
@@ -75,6 +77,23 @@ fn local_linearizable_reads_are_caught_within_a_few_seeds() {
     assert!(
         caught.is_some(),
         "stale local reads went unnoticed for 10 seeds"
+    );
+}
+
+#[test]
+fn a_dropped_watch_response_is_caught_within_a_few_seeds() {
+    let watch = scenario::scenario("watch").expect("watch scenario");
+    let options = RunOptions {
+        drop_watch_event: true,
+        ..short()
+    };
+    let caught = (0..5).find(|&seed| {
+        let report = scenario::run(seed, &watch, &options);
+        matches!(&report.outcome, Err(f) if f.property == "watch")
+    });
+    assert!(
+        caught.is_some(),
+        "a member losing watch responses went unnoticed for 5 seeds"
     );
 }
 

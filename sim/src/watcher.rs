@@ -1,0 +1,752 @@
+//! Watches under faults: clients that watch keys from past, current and future revisions, ask for
+//! progress, fail over to another member when theirs stalls or the stream breaks, and resume from
+//! the revision after the last one they saw; a compacting client; and the watch oracle, which
+//! checks every watcher's log against the events members applied (`KvEvents`, recorded by
+//! `member::report`): ordered, no gaps, no duplicates, never back in time, the same events as the
+//! store, compaction cancels only for compacted starts, and progress never ahead of delivery.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use stet::node::ClientRequest;
+use stet::proto::etcdserverpb as pb;
+use stet::proto::mvccpb::{event::EventType, Event};
+
+use crate::client::{Client, KEYS};
+use crate::net;
+use crate::world::{lock, World};
+
+/// A watcher that learns no new revision for this long moves to another member.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A watcher that misses a response of its stream for this long treats the stream as broken.
+pub const BROKEN_STREAM_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One event as the oracle compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub revision: i64,
+    pub key: Vec<u8>,
+    pub delete: bool,
+    pub value: Vec<u8>,
+}
+
+impl EventRecord {
+    pub fn from_event(event: &Event, fallback_revision: i64) -> Self {
+        let kv = event.kv.clone().unwrap_or_default();
+        EventRecord {
+            revision: if event.kv.is_some() {
+                kv.mod_revision
+            } else {
+                fallback_revision
+            },
+            key: kv.key,
+            delete: event.r#type == EventType::Delete as i32,
+            value: kv.value,
+        }
+    }
+}
+
+impl std::fmt::Display for EventRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.delete { "DELETE" } else { "PUT" };
+        write!(
+            f,
+            "{kind} {}@{}",
+            String::from_utf8_lossy(&self.key),
+            self.revision
+        )?;
+        if !self.delete {
+            write!(f, "={}", String::from_utf8_lossy(&self.value))?;
+        }
+        Ok(())
+    }
+}
+
+/// The events of every revision, as members applied them; the first member to report a revision
+/// sets it, every later report must agree.
+#[derive(Debug, Default)]
+pub struct KvEvents {
+    revisions: BTreeMap<i64, (Vec<EventRecord>, u64)>,
+    violation: Option<String>,
+}
+
+impl KvEvents {
+    /// Member `member` applied revisions `from..=to` with `events` (oldest first).
+    pub fn record(&mut self, member: u64, from: i64, to: i64, events: &[Event]) {
+        let mut by_revision: BTreeMap<i64, Vec<EventRecord>> =
+            (from..=to).map(|r| (r, Vec::new())).collect();
+        for event in events {
+            let record = EventRecord::from_event(event, to);
+            if let Some(list) = by_revision.get_mut(&record.revision) {
+                list.push(record);
+            }
+        }
+        for (revision, events) in by_revision {
+            match self.revisions.get(&revision) {
+                Some((known, first)) if *known != events && self.violation.is_none() => {
+                    self.violation = Some(format!(
+                        "members disagree on the events of revision {revision}: member {first} \
+                         applied [{}], member {member} applied [{}]",
+                        list(known),
+                        list(&events)
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.revisions.insert(revision, (events, member));
+                }
+            }
+        }
+    }
+
+    /// The events of `revision`, if some member reported it.
+    pub fn at(&self, revision: i64) -> Option<&[EventRecord]> {
+        self.revisions.get(&revision).map(|(e, _)| e.as_slice())
+    }
+
+    pub fn violation(&self) -> Option<&str> {
+        self.violation.as_deref()
+    }
+
+    /// How many revisions are known.
+    pub fn len(&self) -> usize {
+        self.revisions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.revisions.is_empty()
+    }
+}
+
+fn list(events: &[EventRecord]) -> String {
+    events
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a watch stream delivered, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A response with events.
+    Events(Vec<EventRecord>),
+    /// A response with no events (a progress notification) and its header revision.
+    Progress(i64),
+}
+
+/// How a segment (one watch on one member's stream) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentEnd {
+    /// The create went unanswered.
+    Unreachable,
+    /// The member refused the create.
+    Refused(String),
+    /// Canceled because the revisions it needed were compacted.
+    Compacted(i64),
+    /// Canceled for another reason.
+    Canceled,
+    /// No new revision for `STALL_TIMEOUT`.
+    Stalled,
+    /// A response of the stream went missing.
+    Broken,
+    /// The client moved on (failover on purpose, or the watch's time was up).
+    Moved,
+}
+
+/// One watch on one member's stream.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub member: u64,
+    pub stream: u64,
+    pub requested_start: i64,
+    /// Header revision of the `created` response.
+    pub created_revision: Option<i64>,
+    pub items: Vec<Item>,
+    pub end: SegmentEnd,
+}
+
+impl Segment {
+    /// The first revision this segment promises to deliver from, once created.
+    pub fn effective_start(&self) -> Option<i64> {
+        if self.requested_start > 0 {
+            Some(self.requested_start)
+        } else {
+            self.created_revision.map(|r| r + 1)
+        }
+    }
+
+    /// The revision to resume from after this segment, given the one it was started with.
+    fn resume_from(&self, previous: i64) -> i64 {
+        let mut next = previous.max(self.effective_start().unwrap_or(0));
+        for item in &self.items {
+            match item {
+                Item::Events(events) => {
+                    for e in events {
+                        next = next.max(e.revision + 1);
+                    }
+                }
+                Item::Progress(r) => next = next.max(r + 1),
+            }
+        }
+        if let SegmentEnd::Compacted(c) = self.end {
+            next = next.max(c);
+        }
+        next
+    }
+
+    /// Takes one response in stream order. Returns (learned a new revision, the segment ended).
+    fn take(&mut self, response: pb::WatchResponse, best: &mut i64) -> (bool, bool) {
+        let revision = response.header.as_ref().map_or(0, |h| h.revision);
+        if response.created {
+            if response.canceled {
+                self.end = SegmentEnd::Refused(response.cancel_reason);
+                return (false, true);
+            }
+            self.created_revision = Some(revision);
+            return (true, false);
+        }
+        if response.canceled {
+            self.end = if response.compact_revision > 0 {
+                SegmentEnd::Compacted(response.compact_revision)
+            } else {
+                SegmentEnd::Canceled
+            };
+            return (false, true);
+        }
+        if response.events.is_empty() {
+            self.items.push(Item::Progress(revision));
+            let learned = revision > *best;
+            *best = (*best).max(revision);
+            return (learned, false);
+        }
+        let events: Vec<EventRecord> = response
+            .events
+            .iter()
+            .map(|e| EventRecord::from_event(e, revision))
+            .collect();
+        let newest = events.iter().map(|e| e.revision).max().unwrap_or(0);
+        *best = (*best).max(newest);
+        self.items.push(Item::Events(events));
+        (true, false)
+    }
+}
+
+/// One logical watch of one client: a range and the segments it was served by.
+#[derive(Debug, Clone)]
+pub struct WatchLog {
+    pub client: u64,
+    pub watch: u64,
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    pub segments: Vec<Segment>,
+}
+
+/// A watching client: one logical watch after another until `until`.
+pub async fn watch_workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Duration) {
+    let Ok(mut client) = Client::connect(world.clone(), id, net::client_ip(id)).await else {
+        return;
+    };
+    let mut streams = 0;
+    let mut watch = 0;
+    while world.elapsed() < until {
+        watch += 1;
+        let log = one_watch(&mut client, &world, &members, watch, &mut streams, until).await;
+        lock(&world.watch_logs).push(log);
+    }
+}
+
+/// A random range: one key, the register keys, or every key.
+fn random_range(rng: &mut impl Rng) -> (Vec<u8>, Vec<u8>) {
+    match rng.gen_range(0..3) {
+        0 => (
+            format!("k{}", rng.gen_range(0..KEYS)).into_bytes(),
+            Vec::new(),
+        ),
+        1 => (b"k".to_vec(), b"l".to_vec()),
+        _ => (vec![0], vec![0]),
+    }
+}
+
+async fn one_watch(
+    client: &mut Client,
+    world: &World,
+    members: &[u64],
+    watch: u64,
+    streams: &mut u64,
+    until: Duration,
+) -> WatchLog {
+    let (key, range_end, mut next_start, ends_at, mut member) = {
+        let mut rng = madsim::rand::thread_rng();
+        let (key, range_end) = random_range(&mut rng);
+        let max = world.max_revision();
+        // From the past (maybe compacted), from now, or from the future.
+        let start = match rng.gen_range(0..3) {
+            0 => (max - rng.gen_range(0..60)).max(1),
+            1 => 0,
+            _ => max + rng.gen_range(1..20),
+        };
+        let lasts = Duration::from_millis(rng.gen_range(3_000..10_000));
+        let member = members[rng.gen_range(0..members.len())];
+        (
+            key,
+            range_end,
+            start,
+            (world.elapsed() + lasts).min(until),
+            member,
+        )
+    };
+    let mut log = WatchLog {
+        client: client.id,
+        watch,
+        key: key.clone(),
+        range_end: range_end.clone(),
+        segments: Vec::new(),
+    };
+    while world.elapsed() < ends_at {
+        *streams += 1;
+        let stream = (client.id << 32) | *streams;
+        let progress_notify = madsim::rand::thread_rng().gen_bool(0.5);
+        let request = pb::WatchCreateRequest {
+            key: key.clone(),
+            range_end: range_end.clone(),
+            start_revision: next_start,
+            progress_notify,
+            ..Default::default()
+        };
+        let mut segment = Segment {
+            member,
+            stream,
+            requested_start: next_start,
+            created_revision: None,
+            items: Vec::new(),
+            end: SegmentEnd::Unreachable,
+        };
+        let create = ClientRequest::WatchCreate { stream, request };
+        if let Some(Ok(_)) = client.call(member, create).await {
+            receive(client, world, &mut segment, ends_at).await;
+        }
+        client
+            .send(member, ClientRequest::WatchClose { stream })
+            .await;
+        next_start = segment.resume_from(next_start);
+        if segment.end == SegmentEnd::Unreachable {
+            madsim::time::sleep(Duration::from_millis(200)).await;
+        }
+        world.trace(format!(
+            "watcher {}/{watch} left member {member} ({:?}); resumes from {next_start}",
+            client.id, segment.end
+        ));
+        log.segments.push(segment);
+        let others: Vec<u64> = members.iter().copied().filter(|&m| m != member).collect();
+        if !others.is_empty() {
+            member = others[madsim::rand::thread_rng().gen_range(0..others.len())];
+        }
+    }
+    log
+}
+
+/// Receives the segment's responses in stream order until it ends, asking for progress now and
+/// then, and moving on when the member stalls, the stream breaks or it is time to fail over.
+async fn receive(client: &mut Client, world: &World, segment: &mut Segment, ends_at: Duration) {
+    let (stay, mut progress_at) = {
+        let mut rng = madsim::rand::thread_rng();
+        let stay = Duration::from_millis(rng.gen_range(1_000..6_000));
+        (stay, Duration::from_millis(rng.gen_range(200..1_500)))
+    };
+    let started = world.elapsed();
+    let leave_at = (started + stay).min(ends_at);
+    progress_at += started;
+    let mut expected_seq = 0;
+    let mut buffer: BTreeMap<u64, pb::WatchResponse> = BTreeMap::new();
+    let mut learned_at = started;
+    let mut missing_since: Option<Duration> = None;
+    let mut best = 0;
+    segment.end = SegmentEnd::Moved;
+    loop {
+        let now = world.elapsed();
+        if now >= leave_at {
+            return;
+        }
+        if now.saturating_sub(learned_at) > STALL_TIMEOUT {
+            segment.end = SegmentEnd::Stalled;
+            return;
+        }
+        if missing_since.is_some_and(|t| now.saturating_sub(t) > BROKEN_STREAM_TIMEOUT) {
+            segment.end = SegmentEnd::Broken;
+            return;
+        }
+        if now >= progress_at {
+            let progress = ClientRequest::WatchProgress {
+                stream: segment.stream,
+            };
+            client.send(segment.member, progress).await;
+            let every = madsim::rand::thread_rng().gen_range(300..1_500);
+            progress_at = now + Duration::from_millis(every);
+        }
+        let Some(envelope) = client.recv_watch(Duration::from_millis(100)).await else {
+            continue;
+        };
+        if envelope.stream != segment.stream || envelope.seq < expected_seq {
+            continue;
+        }
+        buffer.insert(envelope.seq, envelope.response);
+        while let Some(response) = buffer.remove(&expected_seq) {
+            expected_seq += 1;
+            let (learned, ended) = segment.take(response, &mut best);
+            if learned {
+                learned_at = world.elapsed();
+            }
+            if ended {
+                return;
+            }
+        }
+        missing_since = match buffer.is_empty() {
+            true => None,
+            false => missing_since.or(Some(world.elapsed())),
+        };
+    }
+}
+
+/// A client that now and then compacts the store to some revisions behind the newest.
+pub async fn compaction_workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Duration) {
+    let Ok(mut client) = Client::connect(world.clone(), id, net::client_ip(id)).await else {
+        return;
+    };
+    while world.elapsed() < until {
+        let (pause, behind, member) = {
+            let mut rng = madsim::rand::thread_rng();
+            (
+                rng.gen_range(1_500..4_000),
+                rng.gen_range(3..40),
+                members[rng.gen_range(0..members.len())],
+            )
+        };
+        madsim::time::sleep(Duration::from_millis(pause)).await;
+        let revision = world.max_revision() - behind;
+        if revision <= 1 {
+            continue;
+        }
+        let request = ClientRequest::Compact(pb::CompactionRequest {
+            revision,
+            physical: false,
+        });
+        let acknowledged = matches!(client.call(member, request).await, Some(Ok(_)));
+        world.trace(format!(
+            "compactor asked member {member} to compact to {revision}: acknowledged {acknowledged}"
+        ));
+        lock(&world.compactions).push((revision, acknowledged));
+    }
+}
+
+/// What the watch oracle checked.
+#[derive(Debug, Clone, Default)]
+pub struct WatchStats {
+    pub watches: usize,
+    pub segments: usize,
+    pub events: usize,
+    pub progress: usize,
+    pub compaction_cancels: usize,
+    /// Revisions a watcher was served that no member reported (not checkable).
+    pub unknown_revisions: usize,
+}
+
+fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    match end {
+        [] => key == start,
+        [0] => key >= start,
+        end => key >= start && key < end,
+    }
+}
+
+/// Checks every watch log against the applied events. `compactions` are the revisions clients
+/// asked to compact to; `compacted_at_create` the serving member's compact revision when it took
+/// each stream's create.
+pub fn check_watches(
+    kv: &KvEvents,
+    logs: &[WatchLog],
+    compactions: &[(i64, bool)],
+    compacted_at_create: &BTreeMap<u64, i64>,
+) -> Result<WatchStats, String> {
+    if let Some(violation) = kv.violation() {
+        return Err(violation.to_string());
+    }
+    let requested: BTreeSet<i64> = compactions.iter().map(|(r, _)| *r).collect();
+    let mut stats = WatchStats::default();
+    for log in logs {
+        stats.watches += 1;
+        check_log(kv, log, &requested, compacted_at_create, &mut stats).map_err(|detail| {
+            format!(
+                "client {} watch {} on [{}, {}): {detail}",
+                log.client,
+                log.watch,
+                String::from_utf8_lossy(&log.key).escape_default(),
+                String::from_utf8_lossy(&log.range_end).escape_default()
+            )
+        })?;
+    }
+    Ok(stats)
+}
+
+fn check_log(
+    kv: &KvEvents,
+    log: &WatchLog,
+    compactions: &BTreeSet<i64>,
+    compacted_at_create: &BTreeMap<u64, i64>,
+    stats: &mut WatchStats,
+) -> Result<(), String> {
+    let expected_at = |revision: i64| -> Option<Vec<EventRecord>> {
+        kv.at(revision).map(|events| {
+            events
+                .iter()
+                .filter(|e| in_range(&e.key, &log.key, &log.range_end))
+                .cloned()
+                .collect()
+        })
+    };
+    // The lowest revision the next event may have: nothing twice, never back in time.
+    let mut next = 0;
+    for (n, segment) in log.segments.iter().enumerate() {
+        stats.segments += 1;
+        let Some(start) = segment.effective_start() else {
+            continue;
+        };
+        let at = format!("segment {n} (member {}, from {start})", segment.member);
+        // A create from a revision the member had compacted away must be canceled with it (the
+        // cancel may be lost with the stream, but nothing else may come instead).
+        if let Some(&compact) = compacted_at_create.get(&segment.stream) {
+            let from_compacted = segment.requested_start > 0 && segment.requested_start < compact;
+            let wrong_end = match segment.end {
+                SegmentEnd::Compacted(c) => c != compact,
+                SegmentEnd::Canceled | SegmentEnd::Refused(_) => true,
+                _ => false,
+            };
+            if from_compacted && (wrong_end || !segment.items.is_empty()) {
+                return Err(format!(
+                    "{at}: the member had compacted to {compact}, yet the watch was not canceled \
+                     with that compact revision (ended {:?} after {} responses)",
+                    segment.end,
+                    segment.items.len()
+                ));
+            }
+        }
+        let mut delivered = BTreeSet::new();
+        let mut claimed = 0;
+        let mut last_event = 0;
+        for item in &segment.items {
+            match item {
+                Item::Progress(revision) => {
+                    stats.progress += 1;
+                    if *revision < last_event {
+                        return Err(format!(
+                            "{at}: progress at {revision} after an event at {last_event}"
+                        ));
+                    }
+                    claimed = claimed.max(*revision);
+                    next = next.max(revision + 1);
+                }
+                Item::Events(events) => {
+                    for group in events.chunk_by(|a, b| a.revision == b.revision) {
+                        let revision = group[0].revision;
+                        stats.events += group.len();
+                        if revision < start {
+                            return Err(format!("{at}: event {} is before the start", group[0]));
+                        }
+                        if revision < next {
+                            return Err(format!(
+                                "{at}: event {} repeats or goes back in time (expected {next} \
+                                 or later)",
+                                group[0]
+                            ));
+                        }
+                        if revision <= claimed {
+                            return Err(format!(
+                                "{at}: event {} arrived after a progress notification at \
+                                 {claimed}",
+                                group[0]
+                            ));
+                        }
+                        match expected_at(revision) {
+                            None => stats.unknown_revisions += 1,
+                            Some(expected) if expected != group => {
+                                return Err(format!(
+                                    "{at}: at revision {revision} got [{}], the store applied [{}]",
+                                    list(group),
+                                    list(&expected)
+                                ))
+                            }
+                            Some(_) => {}
+                        }
+                        delivered.insert(revision);
+                        next = revision + 1;
+                        last_event = revision;
+                    }
+                }
+            }
+        }
+        // No gaps: every revision with events in range, from the start to the newest revision the
+        // segment delivered or claimed, was delivered.
+        let covered = last_event.max(claimed);
+        for revision in start..=covered {
+            if delivered.contains(&revision) {
+                continue;
+            }
+            if let Some(expected) = expected_at(revision) {
+                if !expected.is_empty() {
+                    return Err(format!(
+                        "{at}: missed [{}] (delivered up to {last_event}, progress claimed \
+                         {claimed})",
+                        list(&expected)
+                    ));
+                }
+            }
+        }
+        if let SegmentEnd::Compacted(compact) = segment.end {
+            stats.compaction_cancels += 1;
+            if compact <= start || compact <= last_event {
+                return Err(format!(
+                    "{at}: canceled as compacted at {compact}, but it needed no revision \
+                     before that (delivered up to {last_event})"
+                ));
+            }
+            if !compactions.contains(&compact) {
+                return Err(format!(
+                    "{at}: canceled as compacted at {compact}, a revision no client compacted to"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(revision: i64, key: &str, value: &str) -> EventRecord {
+        EventRecord {
+            revision,
+            key: key.as_bytes().to_vec(),
+            delete: false,
+            value: value.as_bytes().to_vec(),
+        }
+    }
+
+    fn store() -> KvEvents {
+        let mut kv = KvEvents::default();
+        for (revision, key) in [(2, "k1"), (3, "k2"), (4, "k1"), (5, "k1")] {
+            let e = put(revision, key, &format!("v{revision}"));
+            kv.revisions.insert(revision, (vec![e], 1));
+        }
+        kv
+    }
+
+    fn log(segments: Vec<Segment>) -> WatchLog {
+        WatchLog {
+            client: 1,
+            watch: 1,
+            key: b"k1".to_vec(),
+            range_end: Vec::new(),
+            segments,
+        }
+    }
+
+    fn segment(start: i64, items: Vec<Item>) -> Segment {
+        Segment {
+            member: 1,
+            stream: 1,
+            requested_start: start,
+            created_revision: Some(5),
+            items,
+            end: SegmentEnd::Moved,
+        }
+    }
+
+    #[test]
+    fn a_complete_ordered_watch_passes() {
+        let items = vec![
+            Item::Events(vec![put(2, "k1", "v2")]),
+            Item::Events(vec![put(4, "k1", "v4")]),
+            Item::Progress(4),
+        ];
+        let resumed = vec![Item::Events(vec![put(5, "k1", "v5")])];
+        let logs = [log(vec![segment(1, items), segment(5, resumed)])];
+        check_watches(&store(), &logs, &[], &BTreeMap::new()).unwrap();
+    }
+
+    #[test]
+    fn a_missed_event_is_a_gap() {
+        let items = vec![
+            Item::Events(vec![put(2, "k1", "v2")]),
+            Item::Events(vec![put(5, "k1", "v5")]),
+        ];
+        let err = check_watches(
+            &store(),
+            &[log(vec![segment(1, items)])],
+            &[],
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(err.contains("missed"), "{err}");
+    }
+
+    #[test]
+    fn progress_ahead_of_delivery_is_caught() {
+        let items = vec![Item::Events(vec![put(2, "k1", "v2")]), Item::Progress(4)];
+        let err = check_watches(
+            &store(),
+            &[log(vec![segment(1, items)])],
+            &[],
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(err.contains("missed"), "{err}");
+    }
+
+    #[test]
+    fn a_repeat_after_reconnecting_is_caught() {
+        let first = vec![Item::Events(vec![put(4, "k1", "v4")])];
+        let again = vec![Item::Events(vec![put(4, "k1", "v4")])];
+        let logs = [log(vec![segment(4, first), segment(4, again)])];
+        let err = check_watches(&store(), &logs, &[], &BTreeMap::new()).unwrap_err();
+        assert!(err.contains("back in time"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_value_is_caught() {
+        let items = vec![Item::Events(vec![put(2, "k1", "other")])];
+        let err = check_watches(
+            &store(),
+            &[log(vec![segment(2, items)])],
+            &[],
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(err.contains("the store applied"), "{err}");
+    }
+
+    #[test]
+    fn a_compaction_cancel_must_name_a_compacted_revision() {
+        let mut canceled = segment(2, Vec::new());
+        canceled.end = SegmentEnd::Compacted(4);
+        let at_create = BTreeMap::from([(1, 4)]);
+        check_watches(
+            &store(),
+            &[log(vec![canceled.clone()])],
+            &[(4, true)],
+            &at_create,
+        )
+        .unwrap();
+        let none = BTreeMap::new();
+        let err = check_watches(&store(), &[log(vec![canceled])], &[(3, true)], &none).unwrap_err();
+        assert!(err.contains("no client compacted"), "{err}");
+        let served = segment(2, vec![Item::Events(vec![put(2, "k1", "v2")])]);
+        let err =
+            check_watches(&store(), &[log(vec![served])], &[(4, true)], &at_create).unwrap_err();
+        assert!(err.contains("not canceled"), "{err}");
+    }
+}
