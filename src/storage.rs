@@ -135,7 +135,16 @@ impl<D: Disk> MemberStorage<D> {
     /// durable before its WAL marker is written.
     pub fn persist(&mut self, persist: &Persist) -> Result<(), StorageError> {
         if let Some(snapshot) = &persist.snapshot {
-            snap::save(self.wal.disk_mut(), &self.layout.snap_dir, snapshot)?;
+            self.write_snapshot_file(snapshot)?;
+        }
+        self.persist_after_snapshot_file(persist)
+    }
+
+    /// The second half of [`persist`](Self::persist), for drivers that make the snapshot file
+    /// durable first (with [`write_snapshot_file`](Self::write_snapshot_file)) and may crash in
+    /// between: records the installed snapshot, appends entries and hard state, syncs when asked.
+    pub fn persist_after_snapshot_file(&mut self, persist: &Persist) -> Result<(), StorageError> {
+        if let Some(snapshot) = &persist.snapshot {
             let meta = snapshot.get_metadata();
             self.wal.save_installed_snapshot(meta.index, meta.term)?;
         }
@@ -149,18 +158,25 @@ impl<D: Disk> MemberStorage<D> {
 
     /// Saves the node's own snapshot, marks it in the WAL, and releases WAL segments before it.
     pub fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        self.save_snapshot_file(snapshot)?;
-        self.wal.sync()?;
-        let index = snapshot.get_metadata().index;
-        self.wal.release_to(index)?;
-        snap::purge(self.wal.disk_mut(), &self.layout.snap_dir, SNAPSHOTS_KEPT)?;
+        self.write_snapshot_file(snapshot)?;
+        self.finish_own_snapshot(snapshot)
+    }
+
+    /// Makes a snapshot's file durable (temp file, fsync, rename, directory fsync). Until its WAL
+    /// record is written, a restart ignores the file.
+    pub fn write_snapshot_file(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        snap::save(self.wal.disk_mut(), &self.layout.snap_dir, snapshot)?;
         Ok(())
     }
 
-    fn save_snapshot_file(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        snap::save(self.wal.disk_mut(), &self.layout.snap_dir, snapshot)?;
+    /// The second half of [`save_snapshot`](Self::save_snapshot): marks the (durable) file in the
+    /// WAL, syncs, then drops WAL segments and snapshot files the new snapshot makes unnecessary.
+    pub fn finish_own_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         let meta = snapshot.get_metadata();
         self.wal.save_snapshot_marker(meta.index, meta.term)?;
+        self.wal.sync()?;
+        self.wal.release_to(meta.index)?;
+        snap::purge(self.wal.disk_mut(), &self.layout.snap_dir, SNAPSHOTS_KEPT)?;
         Ok(())
     }
 

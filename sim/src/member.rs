@@ -254,15 +254,21 @@ impl Member {
                             snapshot.get_metadata().index
                         ));
                     }
+                    // A received snapshot's file is made durable first; a crash in the latency
+                    // that follows leaves a file the WAL does not mention (a crash mid-snapshot).
+                    if let Some(snapshot) = &persist.snapshot {
+                        if let Err(error) = self.storage.write_snapshot_file(snapshot) {
+                            return self.stop(format!("saving a snapshot file failed: {error}"));
+                        }
+                        self.disk_latency().await;
+                    }
                     // Written now; fsynced after the simulated latency, so a crash in between loses it.
-                    let result = self.storage.persist(&persist);
+                    let result = self.storage.persist_after_snapshot_file(&persist);
                     if let Err(error) = result {
                         return self.stop(format!("persist failed: {error}"));
                     }
                     if must_sync {
-                        let (low, high) = lock(&self.world.settings).fsync_latency_us;
-                        let latency = madsim::rand::thread_rng().gen_range(low..=high);
-                        madsim::time::sleep(std::time::Duration::from_micros(latency)).await;
+                        self.disk_latency().await;
                         if let Err(error) = self.storage.sync() {
                             return self.stop(format!("fsync failed: {error}"));
                         }
@@ -276,7 +282,13 @@ impl Member {
                     );
                 }
                 Output::SaveSnapshot(snapshot) => {
-                    if let Err(error) = self.storage.save_snapshot(&snapshot) {
+                    // File first, then (after a crash window) its WAL marker and the release of
+                    // older WAL segments: a crash mid-snapshot must leave a member that restarts.
+                    if let Err(error) = self.storage.write_snapshot_file(&snapshot) {
+                        return self.stop(format!("saving a snapshot file failed: {error}"));
+                    }
+                    self.disk_latency().await;
+                    if let Err(error) = self.storage.finish_own_snapshot(&snapshot) {
                         return self.stop(format!("saving a snapshot failed: {error}"));
                     }
                 }
@@ -313,6 +325,13 @@ impl Member {
             }
         }
         true
+    }
+
+    /// Waits as long as an fsync takes (the member's process can be killed meanwhile).
+    async fn disk_latency(&self) {
+        let (low, high) = lock(&self.world.settings).fsync_latency_us;
+        let latency = madsim::rand::thread_rng().gen_range(low..=high);
+        madsim::time::sleep(std::time::Duration::from_micros(latency)).await;
     }
 
     fn stop(&mut self, reason: String) -> bool {
