@@ -29,7 +29,7 @@ use crate::time::Instant;
 use crate::types::MemberId;
 use crate::watch::{StreamId, WatchHub};
 
-pub use bootstrap::DurableState;
+pub use bootstrap::{DurableState, StartError};
 pub use config::NodeConfig;
 pub use peer::BadPeerMessage;
 pub use request::{ClientError, ClientRequest, ClientResponse, RequestId};
