@@ -1,15 +1,43 @@
-//! The `stet` binary. The server (etcd's flags, gRPC and HTTP APIs, peer transport) is built on top
-//! of the core in later steps; today the binary reports its version and what it can do.
+//! The `stet` binary: parses etcd's flags and `ETCD_*` variables, then runs one member until
+//! SIGINT/SIGTERM (exit 0), removal or a fatal error (exit 1). Bad flags exit 2.
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--version") {
-        println!("stet Version: {}", env!("CARGO_PKG_VERSION"));
-        return;
+use std::process::ExitCode;
+
+use stet::server::config::{self, ConfigError};
+
+fn main() -> ExitCode {
+    let config = match config::from_process() {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            println!("stet Version: {}", env!("CARGO_PKG_VERSION"));
+            println!("API version: 3.4");
+            return ExitCode::SUCCESS;
+        }
+        Err(ConfigError::Usage(error)) => error.exit(),
+        Err(error) => {
+            eprintln!("stet: error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    stet::server::init_logging(config.log_level, config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("stet: error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(stet::server::run(config, stet::server::shutdown_signal()));
+    // Connections still open (long-lived watch streams) are dropped with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("stet: error: {error}");
+            ExitCode::FAILURE
+        }
     }
-    eprintln!(
-        "stet {}: the sans-IO core is in place; the network server is not built yet (see issue 4).",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
 }

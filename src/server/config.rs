@@ -1,0 +1,442 @@
+//! The `stet` command line: etcd's flag names and defaults, each also readable from an `ETCD_*`
+//! environment variable, and the checks etcd makes before it starts (a setting given both ways, an
+//! election timeout shorter than five heartbeats, this member missing from `--initial-cluster`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+
+use crate::member::{self, parse_initial_cluster};
+use crate::proto::etcdserverpb as pb;
+use crate::types::{ClusterId, MemberId};
+
+/// etcd's flags that stet understands. Every flag can also be set through `ETCD_<FLAG>` (upper
+/// case, dashes as underscores); setting one both ways is an error, as in etcd.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "stet",
+    about = "A replicated, strongly consistent key-value store with etcd's v3 API",
+    after_help = "Every flag can also be set through an ETCD_* environment variable \
+                  (ETCD_DATA_DIR for --data-dir); giving one setting both ways is an error.",
+    disable_version_flag = true
+)]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: `<name>.stet`).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Path to a dedicated WAL directory (default: inside the data directory).
+    #[arg(long, env = "ETCD_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic (gRPC and HTTP on the same port), comma-separated.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub listen_client_urls: String,
+    /// This member's client URLs as advertised to the rest of the cluster.
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub advertise_client_urls: String,
+    /// URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs as advertised to the rest of the cluster.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+    /// The initial cluster configuration for bootstrapping, `name=peer-url,...`.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER",
+        default_value = "default=http://localhost:2380"
+    )]
+    pub initial_cluster: String,
+    /// Whether this member starts a new cluster or joins an existing one.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", value_enum, default_value_t = ClusterState::New)]
+    pub initial_cluster_state: ClusterState,
+    /// The cluster token, which makes member and cluster IDs unique across clusters.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+    /// Committed entries between snapshots of the state.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to time out.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Largest client request the server accepts, in bytes.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: usize,
+    /// Most operations in one branch of a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Logging level: debug, info, warn, error.
+    #[arg(long, env = "ETCD_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+    /// Log line format.
+    #[arg(long, env = "ETCD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Print the version and exit.
+    #[arg(long)]
+    pub version: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Why the command line cannot start a member.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Usage(#[from] clap::Error),
+    #[error("conflicting environment variable {0:?} is shadowed by corresponding command-line flag (either unset environment variable or disable flag)")]
+    ShadowedEnv(String),
+    #[error("--election-timeout[{election}ms] should be at least as 5 times as --heartbeat-interval[{heartbeat}ms]")]
+    ElectionTimeout { election: u64, heartbeat: u64 },
+    #[error("--heartbeat-interval must be positive")]
+    ZeroHeartbeat,
+    #[error(transparent)]
+    InitialCluster(#[from] member::MemberError),
+    #[error("couldn't find local name {0:?} in the initial cluster configuration")]
+    NameNotInCluster(String),
+    #[error("--initial-cluster has {name}={cluster_urls} but --initial-advertise-peer-urls is {advertised}: they must match")]
+    PeerUrlMismatch {
+        name: String,
+        cluster_urls: String,
+        advertised: String,
+    },
+    #[error("multi-member clusters are not supported yet: --initial-cluster names {0} members; stet can only run a single-member cluster until peer transport is built")]
+    MultiMember(usize),
+    #[error("invalid URL {url:?} in --{flag}: {why}")]
+    Url {
+        flag: &'static str,
+        url: String,
+        why: &'static str,
+    },
+}
+
+/// A listen address taken from a URL: `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Everything the server needs, checked.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub wal_dir: Option<PathBuf>,
+    pub listen_client: Vec<ListenAddr>,
+    pub advertise_client_urls: Vec<String>,
+    pub peer_urls: Vec<String>,
+    pub cluster_state: ClusterState,
+    pub cluster_token: String,
+    pub member_id: MemberId,
+    pub cluster_id: ClusterId,
+    /// The members of `--initial-cluster`, with their IDs.
+    pub initial_members: Vec<pb::Member>,
+    pub snapshot_count: u64,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub log_level: LogLevel,
+    pub log_format: LogFormat,
+}
+
+/// Parses the command line and `ETCD_*` variables from `env` (a getter, so tests need not touch the
+/// process environment). Returns `Ok(None)` for `--version`.
+pub fn parse<I, T>(
+    args: I,
+    env: impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<ServerConfig>, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    // clap would read the process environment itself; read it through `env` instead, as flags
+    // appended after the command line's own.
+    let command = Flags::command().mut_args(|arg| arg.env(None));
+    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let matches = command.clone().try_get_matches_from(args.clone())?;
+    for arg in Flags::command().get_arguments() {
+        let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
+        let var = var.to_string_lossy().into_owned();
+        let Some(value) = env(&var) else { continue };
+        if matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
+            return Err(ConfigError::ShadowedEnv(var));
+        }
+        let mut flag = OsString::from(format!("--{long}="));
+        flag.push(value);
+        args.push(flag);
+    }
+    let matches = command.try_get_matches_from(args)?;
+    let flags = Flags::from_arg_matches(&matches)?;
+    if flags.version {
+        return Ok(None);
+    }
+    flags.check().map(Some)
+}
+
+/// Parses the process's own command line and environment.
+pub fn from_process() -> Result<Option<ServerConfig>, ConfigError> {
+    parse(std::env::args_os(), |name| std::env::var_os(name))
+}
+
+fn split_urls(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn parse_listen_url(flag: &'static str, url: &str) -> Result<ListenAddr, ConfigError> {
+    let bad = |why| ConfigError::Url {
+        flag,
+        url: url.to_string(),
+        why,
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
+    match scheme {
+        "http" => {}
+        "https" => return Err(bad("TLS is not supported yet")),
+        _ => return Err(bad("the scheme must be http")),
+    }
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') {
+        return Err(bad("must not contain a path"));
+    }
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| bad("must have the form http://host:port"))?;
+    let port = port.parse().map_err(|_| bad("the port is not a number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(ListenAddr {
+        url: url.to_string(),
+        host: host.to_string(),
+        port,
+    })
+}
+
+impl Flags {
+    fn check(self) -> Result<ServerConfig, ConfigError> {
+        if self.heartbeat_interval == 0 {
+            return Err(ConfigError::ZeroHeartbeat);
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(ConfigError::ElectionTimeout {
+                election: self.election_timeout,
+                heartbeat: self.heartbeat_interval,
+            });
+        }
+        let listen_client = split_urls(&self.listen_client_urls)
+            .iter()
+            .map(|url| parse_listen_url("listen-client-urls", url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let peer_urls = split_urls(&self.initial_advertise_peer_urls);
+        let cluster = parse_initial_cluster(&self.initial_cluster)?;
+        let Some((_, own_urls)) = cluster.iter().find(|(name, _)| *name == self.name) else {
+            return Err(ConfigError::NameNotInCluster(self.name));
+        };
+        let (mut own_sorted, mut advertised_sorted) = (own_urls.clone(), peer_urls.clone());
+        own_sorted.sort();
+        advertised_sorted.sort();
+        if own_sorted != advertised_sorted {
+            return Err(ConfigError::PeerUrlMismatch {
+                name: self.name,
+                cluster_urls: own_urls.join(","),
+                advertised: peer_urls.join(","),
+            });
+        }
+        if cluster.len() > 1 {
+            return Err(ConfigError::MultiMember(cluster.len()));
+        }
+        let advertise_client_urls = split_urls(&self.advertise_client_urls);
+        let token = self.initial_cluster_token;
+        let initial_members: Vec<pb::Member> = cluster
+            .iter()
+            .map(|(name, urls)| {
+                let is_self = *name == self.name;
+                pb::Member {
+                    id: member::member_id(urls, &token, None).0,
+                    name: if is_self { name.clone() } else { String::new() },
+                    peer_ur_ls: urls.clone(),
+                    client_ur_ls: if is_self {
+                        advertise_client_urls.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    is_learner: false,
+                }
+            })
+            .collect();
+        let member_id = member::member_id(&peer_urls, &token, None);
+        let ids: Vec<MemberId> = initial_members.iter().map(|m| MemberId(m.id)).collect();
+        let cluster_id = member::cluster_id(&ids);
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(format!("{}.stet", self.name)));
+        Ok(ServerConfig {
+            name: self.name,
+            data_dir,
+            wal_dir: self.wal_dir,
+            listen_client,
+            advertise_client_urls,
+            peer_urls,
+            cluster_state: self.initial_cluster_state,
+            cluster_token: token,
+            member_id,
+            cluster_id,
+            initial_members,
+            snapshot_count: self.snapshot_count,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops,
+            log_level: self.log_level,
+            log_format: self.log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_with(
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Option<ServerConfig>, ConfigError> {
+        let env: Vec<(String, OsString)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        let argv = std::iter::once("stet").chain(args.iter().copied());
+        parse(argv, |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_match_etcd_and_give_etcds_ids() {
+        let config = parse_with(&[], &[]).unwrap().unwrap();
+        assert_eq!(config.name, "default");
+        assert_eq!(config.data_dir, PathBuf::from("default.stet"));
+        assert_eq!(config.member_id, MemberId(0x8e9e05c52164694d));
+        assert_eq!(config.cluster_id, ClusterId(0xcdf818194e3a8c32));
+        assert_eq!(config.listen_client[0].host, "localhost");
+        assert_eq!(config.listen_client[0].port, 2379);
+        assert_eq!(config.snapshot_count, 100_000);
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(config.election_timeout, Duration::from_millis(1000));
+        assert_eq!(config.max_txn_ops, 128);
+        assert_eq!(config.max_request_bytes, 1_572_864);
+    }
+
+    #[test]
+    fn environment_variables_set_flags() {
+        let config = parse_with(
+            &[],
+            &[
+                ("ETCD_NAME", "n1"),
+                ("ETCD_INITIAL_CLUSTER", "n1=http://localhost:2380"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(config.name, "n1");
+        assert_eq!(config.data_dir, PathBuf::from("n1.stet"));
+    }
+
+    #[test]
+    fn a_setting_given_both_ways_is_an_error() {
+        let error = parse_with(&["--name", "x"], &[("ETCD_NAME", "y")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "conflicting environment variable \"ETCD_NAME\" is shadowed by corresponding command-line flag (either unset environment variable or disable flag)"
+        );
+    }
+
+    #[test]
+    fn other_members_in_initial_cluster_are_refused_for_now() {
+        let error = parse_with(
+            &[
+                "--initial-cluster",
+                "default=http://localhost:2380,b=http://localhost:2480",
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(error
+            .to_string()
+            .contains("multi-member clusters are not supported yet"));
+    }
+
+    #[test]
+    fn election_timeout_must_be_five_heartbeats() {
+        let error = parse_with(
+            &["--heartbeat-interval", "100", "--election-timeout", "400"],
+            &[],
+        )
+        .unwrap_err();
+        assert!(matches!(error, ConfigError::ElectionTimeout { .. }));
+    }
+
+    #[test]
+    fn version_flag_asks_for_the_version() {
+        assert!(parse_with(&["--version"], &[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn name_must_be_in_initial_cluster() {
+        let error = parse_with(&["--name", "other"], &[]).unwrap_err();
+        assert!(matches!(error, ConfigError::NameNotInCluster(_)));
+    }
+}

@@ -1,0 +1,364 @@
+//! The driver: one tokio task owns the `Node` and its `MemberStorage<FsDisk>` and runs the same loop
+//! as the simulator's member — feed an input with the time since the process's origin, carry out
+//! every output in order, sleep until `poll_timeout`. Client requests arrive on a bounded channel,
+//! each with a oneshot for its reply; watch streams register a bounded channel for their responses.
+//! Consecutive persists are written first and fsynced once (group commit).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::Status;
+
+use crate::node::{ClientError, ClientRequest, ClientResponse, Input, Node, Output, RequestId};
+use crate::proto::etcdserverpb as pb;
+use crate::server::fs_disk::FsDisk;
+use crate::storage::MemberStorage;
+use crate::time::Instant;
+use crate::watch::StreamId;
+
+/// Commands waiting for the driver; senders wait when it is full.
+pub const COMMAND_QUEUE: usize = 4096;
+/// Watch responses buffered per stream; a stream that falls this far behind is closed with an error
+/// (the client re-creates its watches from the last revision it saw).
+pub const WATCH_STREAM_BUFFER: usize = 1024;
+/// Commands taken in one turn of the loop before the writes they caused are fsynced together.
+const COMMANDS_PER_TURN: usize = 256;
+
+/// What the rest of the server asks of the driver.
+pub enum Command {
+    Request {
+        request: ClientRequest,
+        reply: oneshot::Sender<Result<ClientResponse, ClientError>>,
+    },
+    /// A new watch stream: responses for `stream` go to `sender`.
+    OpenWatchStream {
+        stream: StreamId,
+        sender: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    },
+}
+
+/// The member's state as last seen by the driver, for health checks, metrics and `Status`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberStatus {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub leader: Option<u64>,
+    pub is_leader: bool,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub revision: i64,
+    pub key_count: usize,
+    pub is_learner: bool,
+    pub leader_changes: u64,
+    pub stopped: bool,
+}
+
+/// A cheap handle for sending the driver requests.
+#[derive(Clone)]
+pub struct DriverHandle {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<MemberStatus>,
+}
+
+impl DriverHandle {
+    /// Sends a request and waits for its answer; `Stopped` if the driver is gone.
+    pub async fn call(&self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Request { request, reply })
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        answer.await.unwrap_or(Err(ClientError::Stopped))
+    }
+
+    /// Sends a request without waiting for the answer (closing a watch stream).
+    pub fn send_detached(&self, request: ClientRequest) {
+        let (reply, _answer) = oneshot::channel();
+        let _ = self.commands.try_send(Command::Request { request, reply });
+    }
+
+    /// Registers a watch stream's response channel.
+    pub async fn open_watch_stream(
+        &self,
+        stream: StreamId,
+        sender: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    ) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::OpenWatchStream { stream, sender })
+            .await
+            .map_err(|_| ClientError::Stopped)
+    }
+
+    /// The member's latest status.
+    pub fn status(&self) -> MemberStatus {
+        self.status.borrow().clone()
+    }
+}
+
+/// Why the driver stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to shut down.
+    Shutdown,
+    /// "this member has been permanently removed from the cluster. Exiting."
+    Removed,
+    /// Storage failed or the node hit state it cannot serve from.
+    Fatal(String),
+}
+
+/// The task that owns the node.
+pub struct Driver {
+    node: Node,
+    storage: MemberStorage<FsDisk>,
+    origin: std::time::Instant,
+    commands: mpsc::Receiver<Command>,
+    shutdown: watch::Receiver<bool>,
+    status: watch::Sender<MemberStatus>,
+    next_request: RequestId,
+    waiting: HashMap<RequestId, oneshot::Sender<Result<ClientResponse, ClientError>>>,
+    streams: HashMap<StreamId, mpsc::Sender<Result<pb::WatchResponse, Status>>>,
+    leader_changes: u64,
+}
+
+impl Driver {
+    /// A driver for `node`, whose time is measured from `origin`, with the handle that talks to it.
+    pub fn new(
+        node: Node,
+        storage: MemberStorage<FsDisk>,
+        origin: std::time::Instant,
+        shutdown: watch::Receiver<bool>,
+    ) -> (Driver, DriverHandle) {
+        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let (status, status_rx) = watch::channel(MemberStatus::default());
+        let driver = Driver {
+            node,
+            storage,
+            origin,
+            commands,
+            shutdown,
+            status,
+            next_request: 1,
+            waiting: HashMap::new(),
+            streams: HashMap::new(),
+            leader_changes: 0,
+        };
+        driver.publish_status(false);
+        let handle = DriverHandle {
+            commands: commands_tx,
+            status: status_rx,
+        };
+        (driver, handle)
+    }
+
+    fn now(&self) -> Instant {
+        let micros = self.origin.elapsed().as_micros();
+        Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+
+    fn deadline(&self, at: Instant) -> tokio::time::Instant {
+        let std_at = self.origin + Duration::from_micros(at.as_micros());
+        tokio::time::Instant::from_std(std_at)
+    }
+
+    /// Runs until shut down, removed or failed.
+    pub async fn run(mut self) -> Exit {
+        let exit = loop {
+            if let Err(exit) = self.carry_out_outputs() {
+                break exit;
+            }
+            self.publish_status(false);
+            let Some(timeout) = self.node.poll_timeout() else {
+                break Exit::Fatal("the node stopped".to_string());
+            };
+            let deadline = self.deadline(timeout);
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => break Exit::Shutdown,
+                command = self.commands.recv() => match command {
+                    Some(command) => {
+                        self.on_command(command);
+                        for _ in 1..COMMANDS_PER_TURN {
+                            match self.commands.try_recv() {
+                                Ok(command) => self.on_command(command),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => break Exit::Shutdown,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = self.now();
+                    self.node.handle(now, Input::Tick);
+                }
+            }
+        };
+        if let Err(error) = self.storage.sync() {
+            tracing::error!(%error, "final fsync failed");
+        }
+        self.publish_status(true);
+        for (_, reply) in self.waiting.drain() {
+            let _ = reply.send(Err(ClientError::Stopped));
+        }
+        exit
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Request { request, reply } => {
+                if let ClientRequest::WatchClose { stream } = &request {
+                    self.streams.remove(stream);
+                }
+                let id = self.next_request;
+                self.next_request += 1;
+                self.waiting.insert(id, reply);
+                let now = self.now();
+                self.node.handle(now, Input::Client { id, request });
+            }
+            Command::OpenWatchStream { stream, sender } => {
+                self.streams.insert(stream, sender);
+            }
+        }
+    }
+
+    /// Carries out every pending output in order. Writes of consecutive persists are fsynced once,
+    /// then reported persisted; that may produce more outputs, which are carried out in turn.
+    fn carry_out_outputs(&mut self) -> Result<(), Exit> {
+        loop {
+            let mut persisted: Option<u64> = None;
+            let mut needs_sync = false;
+            while let Some(output) = self.node.poll_output() {
+                match output {
+                    Output::Persist(mut persist) => {
+                        needs_sync |= persist.must_sync || persist.snapshot.is_some();
+                        persist.must_sync = false;
+                        if let Some(snapshot) = &persist.snapshot {
+                            tracing::info!(
+                                index = snapshot.get_metadata().index,
+                                "installing the leader's snapshot"
+                            );
+                        }
+                        self.storage
+                            .persist(&persist)
+                            .map_err(|e| Exit::Fatal(format!("persist failed: {e}")))?;
+                        persisted = Some(persist.ready_number);
+                    }
+                    Output::SaveSnapshot(snapshot) => {
+                        let index = snapshot.get_metadata().index;
+                        self.storage
+                            .save_snapshot(&snapshot)
+                            .map_err(|e| Exit::Fatal(format!("saving a snapshot failed: {e}")))?;
+                        tracing::info!(index, "saved a snapshot");
+                    }
+                    Output::Send(message) => {
+                        // A single member has no peers; peer transport comes with multi-member
+                        // clusters.
+                        tracing::debug!(to = message.to, "dropping a message for a peer");
+                    }
+                    Output::Reply { id, result } => {
+                        if let Some(reply) = self.waiting.remove(&id) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Output::Watch { stream, response } => self.deliver_watch(stream, response),
+                    Output::LeaderChanged { term, leader } => {
+                        self.leader_changes += 1;
+                        match leader {
+                            Some(leader) => {
+                                tracing::info!(term, leader = %format!("{:x}", leader.0), "leader elected")
+                            }
+                            None => tracing::warn!(term, "lost the leader"),
+                        }
+                    }
+                    Output::Removed => {
+                        tracing::error!(
+                            "this member has been permanently removed from the cluster. Exiting."
+                        );
+                        return Err(Exit::Removed);
+                    }
+                    Output::Fatal { reason } => return Err(Exit::Fatal(reason)),
+                }
+            }
+            let Some(ready_number) = persisted else {
+                return Ok(());
+            };
+            if needs_sync {
+                self.storage
+                    .sync()
+                    .map_err(|e| Exit::Fatal(format!("fsync failed: {e}")))?;
+            }
+            let now = self.now();
+            self.node.handle(now, Input::Persisted { ready_number });
+        }
+    }
+
+    fn deliver_watch(&mut self, stream: StreamId, response: pb::WatchResponse) {
+        let Some(sender) = self.streams.get(&stream) else {
+            return;
+        };
+        match sender.try_send(Ok(response)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => self.close_stream(stream),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(stream, "watch stream too slow; closing it");
+                if let Some(sender) = self.streams.remove(&stream) {
+                    // Ends the stream with an error once the client has read what is buffered.
+                    tokio::spawn(async move {
+                        let status = Status::unavailable(
+                            "etcdserver: watch stream is too slow to keep up; resume from the last revision seen",
+                        );
+                        let _ = sender.send(Err(status)).await;
+                    });
+                }
+                self.close_stream(stream);
+            }
+        }
+    }
+
+    fn close_stream(&mut self, stream: StreamId) {
+        self.streams.remove(&stream);
+        let id = self.next_request;
+        self.next_request += 1;
+        let now = self.now();
+        self.node.handle(
+            now,
+            Input::Client {
+                id,
+                request: ClientRequest::WatchClose { stream },
+            },
+        );
+    }
+
+    fn publish_status(&self, stopped: bool) {
+        let node = &self.node;
+        let config = node.config();
+        let member_id = config.id.0;
+        let status = MemberStatus {
+            member_id,
+            cluster_id: config.cluster_id.0,
+            leader: node.leader().map(|l| l.0),
+            is_leader: node.role() == raft::StateRole::Leader,
+            term: node.term(),
+            commit_index: node.commit_index(),
+            applied_index: node.applied_index(),
+            revision: node.state().kv.current_revision(),
+            key_count: node.state().kv.key_count(),
+            is_learner: node
+                .state()
+                .members
+                .get(config.id)
+                .is_some_and(|m| m.is_learner),
+            leader_changes: self.leader_changes,
+            stopped,
+        };
+        self.status.send_if_modified(|current| {
+            if *current == status {
+                false
+            } else {
+                *current = status;
+                true
+            }
+        });
+    }
+}
