@@ -278,12 +278,23 @@ fn membership_at_commit(snapshot_members: &Membership, entries: &[Entry]) -> Mem
 
 /// A committed conf change removing `member`, as force-new-cluster appends it.
 fn removal_entry(member: &pb::Member, index: u64, term: u64) -> Entry {
+    conf_change_entry(ConfChangeType::RemoveNode, member, index, term)
+}
+
+/// A conf-change entry written by the node itself (bootstrap, force-new-cluster), carrying the
+/// member in its context like a client's change does.
+fn conf_change_entry(
+    change_type: ConfChangeType,
+    member: &pb::Member,
+    index: u64,
+    term: u64,
+) -> Entry {
     let context = stetpb::ConfChangeContext {
         member: Some(member.clone()),
         ..Default::default()
     };
     let mut change = ConfChange::default();
-    change.set_change_type(ConfChangeType::RemoveNode);
+    change.set_change_type(change_type);
     change.node_id = member.id;
     change.context = context.encode_to_vec().into();
     let mut entry = Entry::default();
@@ -314,18 +325,5 @@ fn initial_conf_state(entries: &[Entry]) -> ConfState {
 }
 
 fn bootstrap_entry(member: &pb::Member, index: u64) -> Entry {
-    let context = stetpb::ConfChangeContext {
-        member: Some(member.clone()),
-        ..Default::default()
-    };
-    let mut change = ConfChange::default();
-    change.set_change_type(ConfChangeType::AddNode);
-    change.node_id = member.id;
-    change.context = context.encode_to_vec().into();
-    let mut entry = Entry::default();
-    entry.set_entry_type(EntryType::EntryConfChange);
-    entry.term = 1;
-    entry.index = index;
-    entry.data = change.write_to_bytes().unwrap_or_default().into();
-    entry
+    conf_change_entry(ConfChangeType::AddNode, member, index, 1)
 }
