@@ -23,7 +23,7 @@ use crate::net::{
     self, ClientEnvelope, RaftFrame, ReplyEnvelope, WatchEnvelope, TAG_CLIENT, TAG_RAFT, TAG_REPLY,
     TAG_WATCH,
 };
-use crate::world::{lock, World};
+use crate::world::{lock, CrashPoint, World};
 
 enum Inbound {
     Raft(RaftFrame),
@@ -45,6 +45,10 @@ struct Member {
     next_request: u64,
     last_applied: u64,
     last_revision: i64,
+    last_compact: i64,
+    /// Voters and learners of the raft configuration last seen.
+    last_members: (Vec<u64>, Vec<u64>),
+    crash_points_checked_at: u64,
 }
 
 fn logger() -> slog::Logger {
@@ -75,6 +79,7 @@ pub async fn run(world: Arc<World>, id: u64) {
             break;
         }
         member.report();
+        member.crash_points().await;
         let Some(deadline) = member.node.poll_timeout() else {
             break;
         };
@@ -176,6 +181,9 @@ async fn start(world: &Arc<World>, id: u64) -> Option<Member> {
         next_request: 1,
         last_applied,
         last_revision: 0,
+        last_compact: 0,
+        last_members: (Vec::new(), Vec::new()),
+        crash_points_checked_at: 0,
     })
 }
 
@@ -260,6 +268,9 @@ impl Member {
                         if let Err(error) = self.storage.write_snapshot_file(snapshot) {
                             return self.stop(format!("saving a snapshot file failed: {error}"));
                         }
+                        self.world
+                            .maybe_crash_at(self.id, CrashPoint::SnapshotFile)
+                            .await;
                         self.disk_latency().await;
                     }
                     // Written now; fsynced after the simulated latency, so a crash in between loses it.
@@ -287,6 +298,9 @@ impl Member {
                     if let Err(error) = self.storage.write_snapshot_file(&snapshot) {
                         return self.stop(format!("saving a snapshot file failed: {error}"));
                     }
+                    self.world
+                        .maybe_crash_at(self.id, CrashPoint::SnapshotFile)
+                        .await;
                     self.disk_latency().await;
                     if let Err(error) = self.storage.finish_own_snapshot(&snapshot) {
                         return self.stop(format!("saving a snapshot failed: {error}"));
@@ -325,6 +339,34 @@ impl Member {
             }
         }
         true
+    }
+
+    /// Offers the crash points "just applied a compaction" and "just applied a membership change".
+    async fn crash_points(&mut self) {
+        if self.node.applied_index() == self.crash_points_checked_at {
+            return;
+        }
+        self.crash_points_checked_at = self.node.applied_index();
+        let state = self.node.state();
+        let compact = state.kv.compact_revision();
+        let conf = self.node.log().conf_state();
+        let compacted = compact != self.last_compact;
+        let reconfigured =
+            conf.voters != self.last_members.0 || conf.learners != self.last_members.1;
+        if reconfigured {
+            self.last_members = (conf.voters.clone(), conf.learners.clone());
+        }
+        self.last_compact = compact;
+        if compacted {
+            self.world
+                .maybe_crash_at(self.id, CrashPoint::Compaction)
+                .await;
+        }
+        if reconfigured {
+            self.world
+                .maybe_crash_at(self.id, CrashPoint::ConfChange)
+                .await;
+        }
     }
 
     /// Waits as long as an fsync takes (the member's process can be killed meanwhile).

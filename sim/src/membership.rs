@@ -83,6 +83,7 @@ pub fn restart_forced(
         }
         observer.new_epoch();
     }
+    lock(&world.kv_events).forget_after(revision);
     let all = pb::RangeRequest {
         key: vec![0],
         range_end: vec![0],

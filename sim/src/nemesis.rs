@@ -17,7 +17,7 @@ use rand::Rng;
 use stet::disk::CrashFault;
 
 use crate::membership::Operator;
-use crate::world::{lock, World};
+use crate::world::{lock, CrashPoint, World};
 
 /// A kind of fault the nemesis may inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,9 @@ pub enum Fault {
     RemoveLeader,
     /// One step of membership churn: add a learner, promote it, remove a voter, re-add it.
     Churn,
+    /// Crash whichever member next reaches a chosen point: a snapshot file written but not yet
+    /// recorded in the WAL, a compaction just applied, or a membership change just applied.
+    CrashAtPoint,
     /// Once per run, first: lose every member but one for good, recover the survivor with
     /// `--force-new-cluster` and grow the cluster back.
     MajorityLoss,
@@ -185,6 +188,52 @@ impl Nemesis {
                 };
                 self.world
                     .trace(format!("nemesis: crash member {victim} ({crash:?})"));
+                Handle::current().kill(self.node(victim));
+                {
+                    let disk = self.world.disk(victim);
+                    let mut rng = madsim::rand::thread_rng();
+                    disk.lock().crash(crash, &mut rng);
+                }
+                if let Some(s) = lock(&self.world.status).get_mut(&victim) {
+                    s.running = false;
+                    s.is_leader = false;
+                }
+                madsim::time::sleep(hold).await;
+                self.world
+                    .trace(format!("nemesis: restart member {victim}"));
+                Handle::current().restart(self.node(victim));
+            }
+            Fault::CrashAtPoint => {
+                let points = [
+                    CrashPoint::SnapshotFile,
+                    CrashPoint::Compaction,
+                    CrashPoint::ConfChange,
+                ];
+                let point = *points
+                    .choose(&mut madsim::rand::thread_rng())
+                    .unwrap_or(&points[0]);
+                self.world
+                    .trace(format!("nemesis: arm crash point {point:?}"));
+                let (tell, reached) = futures::channel::oneshot::channel();
+                *lock(&self.world.crash_point) = Some((point, tell));
+                let reached = madsim::time::timeout(hold, reached)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                *lock(&self.world.crash_point) = None;
+                let Some(victim) = reached else {
+                    self.world
+                        .trace(format!("nemesis: no member reached {point:?}"));
+                    return;
+                };
+                let crash = if madsim::rand::thread_rng().gen_bool(0.5) {
+                    CrashFault::TearUnsynced
+                } else {
+                    CrashFault::LoseUnsynced
+                };
+                self.world.trace(format!(
+                    "nemesis: crash member {victim} at {point:?} ({crash:?})"
+                ));
                 Handle::current().kill(self.node(victim));
                 {
                     let disk = self.world.disk(victim);

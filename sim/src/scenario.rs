@@ -58,7 +58,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario("calm", vec![]),
         scenario("partition", vec![Partition, IsolateLeader, OneWay]),
         scenario("lossy", vec![Lossy]),
-        scenario("crash", vec![Crash]),
+        scenario("crash", vec![Crash, CrashAtPoint]),
         scenario("pause", vec![Pause]),
         Scenario {
             skewed_clocks: true,
@@ -74,7 +74,10 @@ pub fn scenarios() -> Vec<Scenario> {
                 lease_clients: 2,
                 compactor: true,
             },
-            ..scenario("watch", vec![Partition, IsolateLeader, Crash, Pause])
+            ..scenario(
+                "watch",
+                vec![Partition, IsolateLeader, Crash, CrashAtPoint, Pause],
+            )
         },
         Scenario {
             skewed_clocks: true,
@@ -91,13 +94,14 @@ pub fn scenarios() -> Vec<Scenario> {
                     OneWay,
                     Lossy,
                     Crash,
+                    CrashAtPoint,
                     Pause,
                     ClockJump,
                 ],
             )
         },
         scenario("leader-removal", vec![RemoveLeader]),
-        scenario("churn", vec![Churn, Crash]),
+        scenario("churn", vec![Churn, Crash, CrashAtPoint]),
         scenario("force-new-cluster", vec![MajorityLoss]),
     ]
 }

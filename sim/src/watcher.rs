@@ -75,6 +75,12 @@ pub struct KvEvents {
 }
 
 impl KvEvents {
+    /// A `--force-new-cluster` restart at `revision`: what the lost members applied after it never
+    /// happened in the new cluster, which reuses those revisions.
+    pub fn forget_after(&mut self, revision: i64) {
+        self.revisions.retain(|r, _| *r <= revision);
+    }
+
     /// Member `member` applied revisions `from..=to` with `events` (oldest first).
     pub fn record(&mut self, member: u64, from: i64, to: i64, events: &[Event]) {
         let mut by_revision: BTreeMap<i64, Vec<EventRecord>> =

@@ -82,6 +82,17 @@ pub struct MemberStatus {
     pub removed: bool,
 }
 
+/// A moment inside a member at which the nemesis can ask for a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// A snapshot's file is durable but its WAL record is not written yet.
+    SnapshotFile,
+    /// The member just applied a compaction.
+    Compaction,
+    /// The member just applied a membership change.
+    ConfChange,
+}
+
 /// The shared state of one run.
 pub struct World {
     pub settings: Mutex<Settings>,
@@ -114,6 +125,8 @@ pub struct World {
     pub compactions: Mutex<Vec<(i64, bool)>>,
     /// What lease clients did and saw.
     pub lease_history: Mutex<Vec<LeaseOp>>,
+    /// An armed crash point, and where to tell the nemesis which member reached it.
+    pub crash_point: Mutex<Option<(CrashPoint, futures::channel::oneshot::Sender<u64>)>>,
     pub start: madsim::time::Instant,
 }
 
@@ -152,6 +165,7 @@ impl World {
             compacted_at_create: Mutex::new(BTreeMap::new()),
             compactions: Mutex::new(Vec::new()),
             lease_history: Mutex::new(Vec::new()),
+            crash_point: Mutex::new(None),
             start: madsim::time::Instant::now(),
         }
     }
@@ -271,5 +285,28 @@ impl World {
             .map(|s| s.revision)
             .max()
             .unwrap_or(1)
+    }
+}
+
+impl World {
+    /// Called by a member at `point`: if the nemesis armed that point, the member reports it and
+    /// waits (the nemesis kills it inside the wait, so the crash lands exactly there).
+    pub async fn maybe_crash_at(&self, member: u64, point: CrashPoint) {
+        let armed = {
+            let mut armed = lock(&self.crash_point);
+            match armed.take() {
+                Some((p, tell)) if p == point => Some(tell),
+                other => {
+                    *armed = other;
+                    None
+                }
+            }
+        };
+        if let Some(tell) = armed {
+            self.trace(format!("member {member} reached crash point {point:?}"));
+            if tell.send(member).is_ok() {
+                madsim::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
