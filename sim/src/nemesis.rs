@@ -188,20 +188,7 @@ impl Nemesis {
                 };
                 self.world
                     .trace(format!("nemesis: crash member {victim} ({crash:?})"));
-                Handle::current().kill(self.node(victim));
-                {
-                    let disk = self.world.disk(victim);
-                    let mut rng = madsim::rand::thread_rng();
-                    disk.lock().crash(crash, &mut rng);
-                }
-                if let Some(s) = lock(&self.world.status).get_mut(&victim) {
-                    s.running = false;
-                    s.is_leader = false;
-                }
-                madsim::time::sleep(hold).await;
-                self.world
-                    .trace(format!("nemesis: restart member {victim}"));
-                Handle::current().restart(self.node(victim));
+                self.crash_and_restart(victim, crash, hold).await;
             }
             Fault::CrashAtPoint => {
                 let points = [
@@ -234,20 +221,7 @@ impl Nemesis {
                 self.world.trace(format!(
                     "nemesis: crash member {victim} at {point:?} ({crash:?})"
                 ));
-                Handle::current().kill(self.node(victim));
-                {
-                    let disk = self.world.disk(victim);
-                    let mut rng = madsim::rand::thread_rng();
-                    disk.lock().crash(crash, &mut rng);
-                }
-                if let Some(s) = lock(&self.world.status).get_mut(&victim) {
-                    s.running = false;
-                    s.is_leader = false;
-                }
-                madsim::time::sleep(hold).await;
-                self.world
-                    .trace(format!("nemesis: restart member {victim}"));
-                Handle::current().restart(self.node(victim));
+                self.crash_and_restart(victim, crash, hold).await;
             }
             Fault::Pause => {
                 let victim = self.victim(&ids);
@@ -280,6 +254,24 @@ impl Nemesis {
                 madsim::time::sleep(hold).await;
             }
         }
+    }
+
+    /// Kills a member's process, applies `crash` to its disk, and restarts it after `hold`.
+    async fn crash_and_restart(&self, victim: u64, crash: CrashFault, hold: Duration) {
+        Handle::current().kill(self.node(victim));
+        {
+            let disk = self.world.disk(victim);
+            let mut rng = madsim::rand::thread_rng();
+            disk.lock().crash(crash, &mut rng);
+        }
+        if let Some(s) = lock(&self.world.status).get_mut(&victim) {
+            s.running = false;
+            s.is_leader = false;
+        }
+        madsim::time::sleep(hold).await;
+        self.world
+            .trace(format!("nemesis: restart member {victim}"));
+        Handle::current().restart(self.node(victim));
     }
 
     /// The leader half the time (when there is one), otherwise a random member.
