@@ -49,6 +49,8 @@ struct Member {
     /// Voters and learners of the raft configuration last seen.
     last_members: (Vec<u64>, Vec<u64>),
     crash_points_checked_at: u64,
+    /// (applied index, revision, term, is leader) at the last report.
+    last_reported: Option<(u64, i64, u64, bool)>,
 }
 
 fn logger() -> slog::Logger {
@@ -184,6 +186,7 @@ async fn start(world: &Arc<World>, id: u64) -> Option<Member> {
         last_compact: 0,
         last_members: (Vec::new(), Vec::new()),
         crash_points_checked_at: 0,
+        last_reported: None,
     })
 }
 
@@ -443,6 +446,16 @@ impl Member {
         let node = &self.node;
         let applied = node.applied_index();
         let revision = node.state().kv.current_revision();
+        let seen = (
+            applied,
+            revision,
+            node.term(),
+            node.role() == raft::StateRole::Leader,
+        );
+        if self.last_reported == Some(seen) {
+            return; // nothing new since the last report (most inputs are heartbeats)
+        }
+        self.last_reported = Some(seen);
         {
             let mut observer = lock(&self.world.observer);
             let held = node.log().held_entries();

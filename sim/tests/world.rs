@@ -6,11 +6,14 @@ use stet_sim::world::{Settings, World};
 
 #[test]
 fn each_start_of_a_member_gets_its_own_node_seed() {
-    let world = World::new(Settings::new(768), 5);
-    let first = world.node_config(3).seed;
-    let second = world.node_config(3).seed;
-    let other = world.node_config(4).seed;
-    assert_ne!(first, second);
-    assert_ne!(first, other);
-    assert_ne!(second, other);
+    // A world reads madsim's clock, so it lives inside a madsim runtime.
+    madsim::runtime::Runtime::new().block_on(async {
+        let world = World::new(Settings::new(768), 5);
+        let first = world.node_config(3).seed;
+        let second = world.node_config(3).seed;
+        let other = world.node_config(4).seed;
+        assert_ne!(first, second);
+        assert_ne!(first, other);
+        assert_ne!(second, other);
+    });
 }
