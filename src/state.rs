@@ -93,7 +93,7 @@ impl StateMachine {
                         let _ = self.lessor.renew(id, now);
                     }
                 }
-                Ok((ClientResponse::WatchAccepted, Vec::new()))
+                Ok((ClientResponse::Accepted, Vec::new()))
             }
         };
         match result {
@@ -173,7 +173,7 @@ impl StateMachine {
         }
         self.members
             .set_attributes(id, attrs.name.clone(), attrs.client_urls.clone())?;
-        Ok((ClientResponse::WatchAccepted, Vec::new()))
+        Ok((ClientResponse::Accepted, Vec::new()))
     }
 
     /// Keeps the lessor's key sets in step with the writes that attached or detached keys.

@@ -81,24 +81,24 @@ impl Node {
                 for response in responses {
                     self.emit_watch(stream, response);
                 }
-                self.reply(id, Ok(ClientResponse::WatchAccepted))
+                self.reply(id, Ok(ClientResponse::Accepted))
             }
             ClientRequest::WatchCancel { stream, watch_id } => {
                 for response in self.watches.cancel(stream, watch_id) {
                     self.emit_watch(stream, response);
                 }
-                self.reply(id, Ok(ClientResponse::WatchAccepted))
+                self.reply(id, Ok(ClientResponse::Accepted))
             }
             ClientRequest::WatchProgress { stream } => {
                 let revision = self.state.kv.current_revision();
                 for response in self.watches.progress(stream, revision) {
                     self.emit_watch(stream, response);
                 }
-                self.reply(id, Ok(ClientResponse::WatchAccepted))
+                self.reply(id, Ok(ClientResponse::Accepted))
             }
             ClientRequest::WatchClose { stream } => {
                 self.watches.close_stream(stream);
-                self.reply(id, Ok(ClientResponse::WatchAccepted))
+                self.reply(id, Ok(ClientResponse::Accepted))
             }
         }
     }

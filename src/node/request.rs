@@ -67,8 +67,9 @@ pub enum ClientResponse {
     MemberList(pb::MemberListResponse),
     MemberPromote(pb::MemberPromoteResponse),
     HashKv(pb::HashKvResponse),
-    /// Watch control requests are answered through `Output::Watch`; this acknowledges them.
-    WatchAccepted,
+    /// Done, with nothing to say: watch control requests (their answers arrive as
+    /// `Output::Watch`) and internal commands such as member attribute updates.
+    Accepted,
 }
 
 /// Why a request failed. Display strings are etcd's, so clients recognise them.
@@ -167,7 +168,7 @@ impl ClientResponse {
             ClientResponse::MemberList(r) => &mut r.header,
             ClientResponse::MemberPromote(r) => &mut r.header,
             ClientResponse::HashKv(r) => &mut r.header,
-            ClientResponse::WatchAccepted => return None,
+            ClientResponse::Accepted => return None,
         };
         Some(header.get_or_insert_with(Default::default))
     }
