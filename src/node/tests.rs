@@ -30,10 +30,8 @@ fn member(id: u64) -> pb::Member {
 }
 
 impl Solo {
-    fn new(snapshot_count: u64) -> Self {
-        let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
-        config.snapshot_count = snapshot_count;
-        config.catch_up_entries = 2;
+    /// A bootstrapped single member with its first outputs carried out, not yet leader.
+    fn bootstrapped(config: NodeConfig) -> Self {
         let now = Instant::from_micros(0);
         let node = Node::bootstrap(config, &[member(1)], now, &logger()).unwrap();
         let mut solo = Solo {
@@ -45,6 +43,15 @@ impl Solo {
             snapshots: Vec::new(),
         };
         solo.drain();
+        solo
+    }
+
+    /// A single member that has elected itself.
+    fn new(snapshot_count: u64) -> Self {
+        let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+        config.snapshot_count = snapshot_count;
+        config.catch_up_entries = 2;
+        let mut solo = Solo::bootstrapped(config);
         solo.advance(Duration::from_secs(3));
         assert_eq!(solo.node.role(), StateRole::Leader);
         solo
@@ -328,18 +335,8 @@ fn watchers_that_asked_for_progress_get_it_periodically() {
 
 #[test]
 fn a_write_sent_before_the_first_election_is_answered_once_a_leader_exists() {
-    let config = NodeConfig::new(MemberId(1), ClusterId(9));
-    let now = Instant::from_micros(0);
-    let node = Node::bootstrap(config, &[member(1)], now, &logger()).unwrap();
-    let mut solo = Solo {
-        node,
-        now,
-        replies: BTreeMap::new(),
-        watch: Vec::new(),
-        persisted_entries: 0,
-        snapshots: Vec::new(),
-    };
-    solo.drain();
+    let mut solo = Solo::bootstrapped(NodeConfig::new(MemberId(1), ClusterId(9)));
+    let now = solo.now;
     solo.node.handle(
         now,
         Input::Client {

@@ -39,6 +39,20 @@ pub struct Member {
     pub snapshots_installed: u64,
 }
 
+impl Member {
+    /// A member whose process runs `node` on `storage`.
+    fn running(node: Node, storage: MemberStorage<MemDisk>, config: NodeConfig) -> Self {
+        Member {
+            node: Some(node),
+            storage: Some(storage),
+            disk: None,
+            config,
+            removed: false,
+            snapshots_installed: 0,
+        }
+    }
+}
+
 /// How the network treats messages, beyond partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetFaults {
@@ -182,17 +196,9 @@ impl Cluster {
                 MemberStorage::create(MemDisk::new(), layout(), metadata, wal_options()).unwrap();
             let node = Node::bootstrap(config.clone(), &initial, cluster.now, &cluster.logger)
                 .expect("bootstrap");
-            cluster.members.insert(
-                id,
-                Member {
-                    node: Some(node),
-                    storage: Some(storage),
-                    disk: None,
-                    config,
-                    removed: false,
-                    snapshots_installed: 0,
-                },
-            );
+            cluster
+                .members
+                .insert(id, Member::running(node, storage, config));
         }
         for id in ids {
             cluster.drain(id);
@@ -695,17 +701,8 @@ impl Cluster {
         let storage =
             MemberStorage::create(MemDisk::new(), layout(), metadata, wal_options()).unwrap();
         let node = Node::join(config.clone(), self.now, &self.logger).expect("join");
-        self.members.insert(
-            id,
-            Member {
-                node: Some(node),
-                storage: Some(storage),
-                disk: None,
-                config,
-                removed: false,
-                snapshots_installed: 0,
-            },
-        );
+        self.members
+            .insert(id, Member::running(node, storage, config));
     }
 
     /// Each running member's KV hash at its current revision, keyed by member.
