@@ -112,15 +112,7 @@ impl Node {
         logger: &slog::Logger,
     ) -> Result<Node, StartError> {
         let loaded = load(&config, durable)?;
-        let mut node = Node::from_parts(
-            config,
-            loaded.store,
-            loaded.state,
-            loaded.applied,
-            now,
-            logger,
-        )?;
-        node.snapshot_index = loaded.applied;
+        let mut node = loaded.into_node(config, now, logger)?;
         node.stop_if_removed();
         node.process_ready();
         Ok(node)
@@ -175,15 +167,7 @@ impl Node {
         store.append(&removals)?;
         store.set_hard_state(hard_state.clone());
         loaded.store = store;
-        let mut node = Node::from_parts(
-            config,
-            loaded.store,
-            loaded.state,
-            loaded.applied,
-            now,
-            logger,
-        )?;
-        node.snapshot_index = loaded.applied;
+        let mut node = loaded.into_node(config, now, logger)?;
         node.outputs.push_back(Output::Persist(Persist {
             ready_number: 0,
             hard_state: Some(hard_state),
@@ -209,6 +193,20 @@ struct Loaded {
     state: StateMachine,
     applied: u64,
     entries: Vec<Entry>,
+}
+
+impl Loaded {
+    /// The node over what was loaded; its last snapshot is at the applied index.
+    fn into_node(
+        self,
+        config: super::NodeConfig,
+        now: Instant,
+        logger: &slog::Logger,
+    ) -> Result<Node, StartError> {
+        let mut node = Node::from_parts(config, self.store, self.state, self.applied, now, logger)?;
+        node.snapshot_index = self.applied;
+        Ok(node)
+    }
 }
 
 fn load(config: &super::NodeConfig, durable: DurableState) -> Result<Loaded, StartError> {
