@@ -3,7 +3,12 @@
 //! `tonic-prost-build`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/kv.proto", "proto/rpc.proto", "proto/stet.proto"];
+    let files = [
+        "proto/kv.proto",
+        "proto/rpc.proto",
+        "proto/stet.proto",
+        "proto/peer.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

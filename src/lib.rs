@@ -9,6 +9,7 @@ pub mod kv;
 pub mod lease;
 pub mod member;
 pub mod node;
+pub mod peer_wire;
 pub mod proto;
 pub mod raftlog;
 pub mod server;

@@ -18,3 +18,9 @@ pub mod etcdserverpb {
 pub mod stetpb {
     include!(concat!(env!("OUT_DIR"), "/stetpb.rs"));
 }
+
+/// What members say to each other besides raft messages: handshake, membership query, forwarded
+/// requests.
+pub mod stetpeerpb {
+    include!(concat!(env!("OUT_DIR"), "/stetpeerpb.rs"));
+}

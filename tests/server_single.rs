@@ -3,49 +3,18 @@
 //! (a third-party Go client) when it is installed.
 //! Every wait is bounded; every child process is killed when its test ends.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+mod procs;
+
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use stet::proto::etcdserverpb::{
-    self as pb, cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
-    maintenance_client::MaintenanceClient, watch_client::WatchClient,
-};
+use procs::*;
+
+use stet::proto::etcdserverpb as pb;
 use stet::proto::mvccpb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
-use tonic::{Response, Status};
-
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A temporary data directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("stet-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
-}
 
 /// One `stet` process; killed on drop.
 struct Member {
@@ -55,10 +24,14 @@ struct Member {
 
 fn stet_command(dir: &Path, port: u16, extra: &[&str]) -> Command {
     let url = format!("http://127.0.0.1:{port}");
+    // A free port for the peer listener, so tests can run side by side; the advertised peer URL
+    // stays etcd's default, which keeps the default member and cluster IDs.
+    let peer_url = format!("http://127.0.0.1:{}", free_port());
     let mut command = Command::new(env!("CARGO_BIN_EXE_stet"));
     command
         .current_dir(dir)
         .args(["--data-dir", "data", "--listen-client-urls", &url])
+        .args(["--listen-peer-urls", &peer_url])
         .args(["--advertise-client-urls", &url, "--log-level", "warn"])
         .args(extra)
         .stdin(Stdio::null());
@@ -122,101 +95,6 @@ impl Drop for Member {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A plain HTTP/1.1 GET: (status code, body).
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// Runs a future with a bound, so a hung server fails the test instead of hanging it.
-async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} timed out"))
-}
-
-/// gRPC clients of etcd's services on one connection.
-struct Clients {
-    kv: KvClient<Channel>,
-    watch: WatchClient<Channel>,
-    lease: LeaseClient<Channel>,
-    cluster: ClusterClient<Channel>,
-    maintenance: MaintenanceClient<Channel>,
-}
-
-async fn connect(endpoint: String) -> Clients {
-    let channel = bounded("connect", async {
-        Channel::from_shared(endpoint)
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect")
-    })
-    .await;
-    Clients {
-        kv: KvClient::new(channel.clone()),
-        watch: WatchClient::new(channel.clone()),
-        lease: LeaseClient::new(channel.clone()),
-        cluster: ClusterClient::new(channel.clone()),
-        maintenance: MaintenanceClient::new(channel),
-    }
-}
-
-impl Clients {
-    async fn put(&mut self, key: &str, value: &str, lease: i64) -> pb::PutResponse {
-        let request = pb::PutRequest {
-            key: key.into(),
-            value: value.into(),
-            lease,
-            ..Default::default()
-        };
-        bounded("put", self.kv.put(request))
-            .await
-            .expect("put")
-            .into_inner()
-    }
-
-    async fn get(&mut self, key: &str, range_end: &[u8]) -> Result<pb::RangeResponse, Status> {
-        let request = pb::RangeRequest {
-            key: key.into(),
-            range_end: range_end.to_vec(),
-            ..Default::default()
-        };
-        bounded("get", self.kv.range(request))
-            .await
-            .map(Response::into_inner)
-    }
-
-    async fn value(&mut self, key: &str) -> Option<Vec<u8>> {
-        let response = self.get(key, b"").await.expect("get");
-        response.kvs.first().map(|kv| kv.value.clone())
     }
 }
 
@@ -463,88 +341,6 @@ fn data_survives_restart_and_another_identity_is_refused() {
         stderr.contains("member 8e9e05c52164694d of cluster cdf818194e3a8c32 owns the data"),
         "{stderr}"
     );
-}
-
-#[test]
-fn other_members_in_initial_cluster_are_refused() {
-    let dir = TempDir::new("multi");
-    let output = run_to_end(stet_command(
-        &dir.0,
-        free_port(),
-        &[
-            "--initial-cluster",
-            "default=http://localhost:2380,b=http://localhost:2480",
-        ],
-    ));
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("multi-member clusters are not supported yet"),
-        "{stderr}"
-    );
-    assert!(
-        !dir.0.join("data").exists(),
-        "nothing is written before refusing"
-    );
-}
-
-/// Runs a command that should exit on its own, bounded.
-fn run_to_end(mut command: Command) -> Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn stet");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("stet did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
-
-/// `etcdctl` if installed; CI installs it (Debian's `etcd-client` package).
-fn etcdctl() -> Option<PathBuf> {
-    let found = Command::new("etcdctl").arg("version").output().ok()?;
-    found.status.success().then(|| PathBuf::from("etcdctl"))
-}
-
-fn etcdctl_run(etcdctl: &Path, endpoint: &str, args: &[&str]) -> String {
-    let output = run_to_end_etcdctl(etcdctl, endpoint, args);
-    assert!(
-        output.status.success(),
-        "etcdctl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn run_to_end_etcdctl(etcdctl: &Path, endpoint: &str, args: &[&str]) -> Output {
-    let mut command = Command::new(etcdctl);
-    command
-        .env("ETCDCTL_API", "3")
-        .args([
-            format!("--endpoints={endpoint}"),
-            "--command-timeout=5s".to_string(),
-        ])
-        .args(args);
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcdctl");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("etcdctl {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
 }
 
 #[test]

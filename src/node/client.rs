@@ -61,6 +61,15 @@ impl Node {
                 self.reply(id, Ok(ClientResponse::MemberList(response)))
             }
             ClientRequest::MemberPromote(promote) => self.member_promote(id, promote.id),
+            ClientRequest::MemberPublish { name, client_urls } => {
+                let attrs = stetpb::MemberAttributes {
+                    member_id: self.config.id.0,
+                    name,
+                    client_urls,
+                    ..Default::default()
+                };
+                self.propose(id, Request::MemberAttributes(attrs))
+            }
             ClientRequest::HashKv(hash) => {
                 let result = self
                     .state

@@ -30,6 +30,12 @@ pub enum ClientRequest {
     MemberList(pb::MemberListRequest),
     MemberPromote(pb::MemberPromoteRequest),
     HashKv(pb::HashKvRequest),
+    /// This member's own name and client URLs, replicated into the membership once it runs (etcd
+    /// publishes its attributes the same way).
+    MemberPublish {
+        name: String,
+        client_urls: Vec<String>,
+    },
     /// Open a watch on a watch stream; responses arrive as `Output::Watch`.
     WatchCreate {
         stream: StreamId,
@@ -97,6 +103,9 @@ pub enum ClientError {
     TooManyTxnOps,
     #[error("etcdserver: server stopped")]
     Stopped,
+    /// An error the leader answered a forwarded request with: its gRPC code and etcd's message.
+    #[error("{message}")]
+    Forwarded { code: GrpcCode, message: String },
     #[error("etcdserver: can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
     #[error("etcdserver: re-configuration failed due to not enough started members")]
@@ -115,6 +124,26 @@ pub enum GrpcCode {
     OutOfRange = 11,
     Unavailable = 14,
     DataLoss = 15,
+}
+
+impl GrpcCode {
+    /// The code with this number, if etcd uses it.
+    pub fn from_u32(code: u32) -> Option<GrpcCode> {
+        use GrpcCode::*;
+        [
+            InvalidArgument,
+            DeadlineExceeded,
+            NotFound,
+            AlreadyExists,
+            ResourceExhausted,
+            FailedPrecondition,
+            OutOfRange,
+            Unavailable,
+            DataLoss,
+        ]
+        .into_iter()
+        .find(|c| *c as u32 == code)
+    }
 }
 
 impl ClientError {
@@ -141,6 +170,7 @@ impl ClientError {
             | ClientError::Stopped => Unavailable,
             ClientError::TooManyRequests => ResourceExhausted,
             ClientError::RequestTooLarge | ClientError::TooManyTxnOps => InvalidArgument,
+            ClientError::Forwarded { code, .. } => *code,
             ClientError::LearnerNotReady | ClientError::NotEnoughStartedMembers => {
                 FailedPrecondition
             }

@@ -99,6 +99,10 @@ pub struct Flags {
     /// Log line format.
     #[arg(long, env = "ETCD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Restart as the only member of a new cluster, keeping this member's data (disaster recovery
+    /// after losing a majority). Grow the cluster back with `member add`.
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub force_new_cluster: bool,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,
@@ -145,8 +149,6 @@ pub enum ConfigError {
         cluster_urls: String,
         advertised: String,
     },
-    #[error("multi-member clusters are not supported yet: --initial-cluster names {0} members; stet can only run a single-member cluster until peer transport is built")]
-    MultiMember(usize),
     #[error("invalid URL {url:?} in --{flag}: {why}")]
     Url {
         flag: &'static str,
@@ -170,7 +172,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub wal_dir: Option<PathBuf>,
     pub listen_client: Vec<ListenAddr>,
+    pub listen_peer: Vec<ListenAddr>,
     pub advertise_client_urls: Vec<String>,
+    /// Restart as the only member of a new cluster, keeping the data (disaster recovery).
+    pub force_new_cluster: bool,
     pub peer_urls: Vec<String>,
     pub cluster_state: ClusterState,
     pub cluster_token: String,
@@ -295,26 +300,23 @@ impl Flags {
                 advertised: peer_urls.join(","),
             });
         }
-        if cluster.len() > 1 {
-            return Err(ConfigError::MultiMember(cluster.len()));
-        }
+        let listen_peer = split_urls(&self.listen_peer_urls)
+            .iter()
+            .map(|url| parse_listen_url("listen-peer-urls", url))
+            .collect::<Result<Vec<_>, _>>()?;
         let advertise_client_urls = split_urls(&self.advertise_client_urls);
         let token = self.initial_cluster_token;
+        // Every initial member must write the very same bootstrap entries, so the membership
+        // starts with peer URLs only; each member publishes its name and client URLs through raft
+        // once it runs (until then `member list` shows it unstarted, as etcd does).
         let initial_members: Vec<pb::Member> = cluster
             .iter()
-            .map(|(name, urls)| {
-                let is_self = *name == self.name;
-                pb::Member {
-                    id: member::member_id(urls, &token, None).0,
-                    name: if is_self { name.clone() } else { String::new() },
-                    peer_ur_ls: urls.clone(),
-                    client_ur_ls: if is_self {
-                        advertise_client_urls.clone()
-                    } else {
-                        Vec::new()
-                    },
-                    is_learner: false,
-                }
+            .map(|(_, urls)| pb::Member {
+                id: member::member_id(urls, &token, None).0,
+                name: String::new(),
+                peer_ur_ls: urls.clone(),
+                client_ur_ls: Vec::new(),
+                is_learner: false,
             })
             .collect();
         let member_id = member::member_id(&peer_urls, &token, None);
@@ -328,7 +330,9 @@ impl Flags {
             data_dir,
             wal_dir: self.wal_dir,
             listen_client,
+            listen_peer,
             advertise_client_urls,
+            force_new_cluster: self.force_new_cluster,
             peer_urls,
             cluster_state: self.initial_cluster_state,
             cluster_token: token,
@@ -405,18 +409,44 @@ mod tests {
     }
 
     #[test]
-    fn other_members_in_initial_cluster_are_refused_for_now() {
-        let error = parse_with(
+    fn a_three_member_initial_cluster_gives_every_member_its_id() {
+        let cluster = "a=http://127.0.0.1:2380,b=http://127.0.0.1:2480,c=http://127.0.0.1:2580";
+        let config = parse_with(
             &[
+                "--name",
+                "b",
                 "--initial-cluster",
-                "default=http://localhost:2380,b=http://localhost:2480",
+                cluster,
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2480",
+                "--listen-peer-urls",
+                "http://127.0.0.1:2480",
+                "--initial-cluster-state",
+                "existing",
+                "--force-new-cluster",
             ],
             &[],
         )
-        .unwrap_err();
-        assert!(error
-            .to_string()
-            .contains("multi-member clusters are not supported yet"));
+        .unwrap()
+        .unwrap();
+        assert_eq!(config.initial_members.len(), 3);
+        let me = config
+            .initial_members
+            .iter()
+            .find(|m| m.id == config.member_id.0)
+            .unwrap();
+        assert_eq!(me.peer_ur_ls, ["http://127.0.0.1:2480"]);
+        // Names and client URLs are published through raft, not written at bootstrap.
+        assert!(config.initial_members.iter().all(|m| m.name.is_empty()));
+        assert_eq!(config.listen_peer[0].port, 2480);
+        assert_eq!(config.cluster_state, ClusterState::Existing);
+        assert!(config.force_new_cluster);
+        let ids: Vec<MemberId> = config
+            .initial_members
+            .iter()
+            .map(|m| MemberId(m.id))
+            .collect();
+        assert_eq!(config.cluster_id, member::cluster_id(&ids));
     }
 
     #[test]

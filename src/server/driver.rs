@@ -10,11 +10,16 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
+use raft::eraftpb::Message;
+
 use crate::node::{ClientError, ClientRequest, ClientResponse, Input, Node, Output, RequestId};
 use crate::proto::etcdserverpb as pb;
 use crate::server::fs_disk::FsDisk;
+use crate::server::peer::forward::{forwardable, Forwarder};
+use crate::server::peer::Transport;
 use crate::storage::MemberStorage;
 use crate::time::Instant;
+use crate::types::MemberId;
 use crate::watch::StreamId;
 
 /// Commands waiting for the driver; senders wait when it is full.
@@ -36,6 +41,12 @@ pub enum Command {
         stream: StreamId,
         sender: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     },
+    /// A raft message from a peer.
+    Peer(Message),
+    /// The transport could not deliver to a peer (and, if `snapshot_failed`, a snapshot was lost).
+    Unreachable { to: u64, snapshot_failed: bool },
+    /// A snapshot was written to a peer's connection (`ok`) or failed.
+    SnapshotReport { to: u64, ok: bool },
 }
 
 /// The member's state as last seen by the driver, for health checks, metrics and `Status`.
@@ -60,11 +71,33 @@ pub struct MemberStatus {
 pub struct DriverHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<MemberStatus>,
+    forwarder: Option<Forwarder>,
 }
 
 impl DriverHandle {
-    /// Sends a request and waits for its answer; `Stopped` if the driver is gone.
+    /// Sends a request and waits for its answer; `Stopped` if the driver is gone. A request only
+    /// the leader can answer is forwarded to the leader when this member is not it.
     pub async fn call(&self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
+        let forward = self
+            .forwarder
+            .as_ref()
+            .and_then(|f| Some((f, forwardable(&request)?)));
+        match self.call_local(request).await {
+            Err(ClientError::NotLeader {
+                leader: Some(MemberId(leader)),
+            }) if forward.is_some() && leader != self.status().member_id => {
+                let Some((forwarder, request)) = forward else {
+                    return Err(ClientError::NoLeader);
+                };
+                forwarder.forward(leader, request).await
+            }
+            Err(ClientError::NotLeader { .. }) => Err(ClientError::NoLeader),
+            result => result,
+        }
+    }
+
+    /// Sends a request to this member's own node only, and waits for its answer.
+    pub async fn call_local(&self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Request { request, reply })
@@ -89,6 +122,26 @@ impl DriverHandle {
             .send(Command::OpenWatchStream { stream, sender })
             .await
             .map_err(|_| ClientError::Stopped)
+    }
+
+    /// Hands a peer's raft message to the node, waiting while the driver is busy; false once the
+    /// driver is gone.
+    pub async fn deliver_peer_message(&self, message: Message) -> bool {
+        self.commands.send(Command::Peer(message)).await.is_ok()
+    }
+
+    /// Tells raft a peer could not be reached (dropped when the driver is too busy to listen: raft
+    /// finds out again).
+    pub fn report_unreachable(&self, to: u64, snapshot_failed: bool) {
+        let _ = self.commands.try_send(Command::Unreachable {
+            to,
+            snapshot_failed,
+        });
+    }
+
+    /// Tells raft whether a snapshot reached a peer.
+    pub fn report_snapshot(&self, to: u64, ok: bool) {
+        let _ = self.commands.try_send(Command::SnapshotReport { to, ok });
     }
 
     /// The member's latest status.
@@ -120,7 +173,24 @@ pub struct Driver {
     waiting: HashMap<RequestId, oneshot::Sender<Result<ClientResponse, ClientError>>>,
     streams: HashMap<StreamId, mpsc::Sender<Result<pb::WatchResponse, Status>>>,
     leader_changes: u64,
+    transport: Option<Transport>,
+    /// The membership the transport was last given, and the applied index it was read at.
+    members: Vec<pb::Member>,
+    members_read_at: Option<u64>,
+    seed_members: Vec<pb::Member>,
+    publish: Option<Publish>,
 }
+
+/// This member's name and client URLs, to be replicated into the membership.
+struct Publish {
+    name: String,
+    client_urls: Vec<String>,
+    in_flight: Option<RequestId>,
+    next_attempt: Instant,
+}
+
+/// How long to wait before publishing attributes again after a failed attempt.
+const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
 impl Driver {
     /// A driver for `node`, whose time is measured from `origin`, with the handle that talks to it.
@@ -129,6 +199,7 @@ impl Driver {
         storage: MemberStorage<FsDisk>,
         origin: std::time::Instant,
         shutdown: watch::Receiver<bool>,
+        forwarder: Option<Forwarder>,
     ) -> (Driver, DriverHandle) {
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let (status, status_rx) = watch::channel(MemberStatus::default());
@@ -143,13 +214,125 @@ impl Driver {
             waiting: HashMap::new(),
             streams: HashMap::new(),
             leader_changes: 0,
+            transport: None,
+            members: Vec::new(),
+            members_read_at: None,
+            seed_members: Vec::new(),
+            publish: None,
         };
         driver.publish_status(false);
         let handle = DriverHandle {
             commands: commands_tx,
             status: status_rx,
+            forwarder,
         };
         (driver, handle)
+    }
+
+    /// Sends raft messages to peers through `transport` (without one, they are dropped: a
+    /// single-member cluster has no peers).
+    pub fn attach_transport(&mut self, transport: Transport) {
+        self.transport = Some(transport);
+        self.members_read_at = None;
+    }
+
+    /// The membership a joining member learned from its peers: where to send raft messages until
+    /// its own log has the membership.
+    pub fn seed_members(&mut self, members: Vec<pb::Member>) {
+        self.seed_members = members;
+        self.members_read_at = None;
+    }
+
+    /// Publishes this member's name and client URLs into the membership once a leader is known,
+    /// and again whenever the replicated ones differ (after a restart with new flags).
+    pub fn publish_attributes(&mut self, name: String, client_urls: Vec<String>) {
+        self.publish = Some(Publish {
+            name,
+            client_urls,
+            in_flight: None,
+            next_attempt: Instant::ZERO,
+        });
+    }
+
+    /// Gives the transport the current membership when it may have changed.
+    fn sync_members(&mut self) {
+        let applied = self.node.applied_index();
+        if self.members_read_at == Some(applied) {
+            return;
+        }
+        self.members_read_at = Some(applied);
+        let Some(transport) = &mut self.transport else {
+            return;
+        };
+        let mut members = self.node.state().members.list();
+        if members.is_empty() {
+            members = self.seed_members.clone();
+        }
+        if members != self.members {
+            transport.update_members(&members);
+            self.members = members;
+        }
+    }
+
+    /// Proposes this member's attributes if they are not yet replicated as given.
+    fn maybe_publish(&mut self) {
+        let now = self.now();
+        let Some(publish) = &mut self.publish else {
+            return;
+        };
+        if publish.in_flight.is_some() || now < publish.next_attempt || self.node.leader().is_none()
+        {
+            return;
+        }
+        let id = self.node.config().id;
+        let current = self.node.state().members.get(id);
+        let done = current
+            .is_some_and(|m| m.name == publish.name && m.client_ur_ls == publish.client_urls);
+        if done || current.is_none() {
+            return;
+        }
+        let request_id = self.next_request;
+        self.next_request += 1;
+        publish.in_flight = Some(request_id);
+        let request = ClientRequest::MemberPublish {
+            name: publish.name.clone(),
+            client_urls: publish.client_urls.clone(),
+        };
+        self.node.handle(
+            now,
+            Input::Client {
+                id: request_id,
+                request,
+            },
+        );
+    }
+
+    /// Notes the answer to a publish request; true if `id` was one.
+    fn on_publish_reply(
+        &mut self,
+        id: RequestId,
+        result: &Result<ClientResponse, ClientError>,
+    ) -> bool {
+        let now = self.now();
+        let Some(publish) = &mut self.publish else {
+            return false;
+        };
+        if publish.in_flight != Some(id) {
+            return false;
+        }
+        publish.in_flight = None;
+        match result {
+            Ok(_) => tracing::info!(
+                name = %publish.name,
+                client_urls = %publish.client_urls.join(","),
+                "published this member's attributes to the cluster"
+            ),
+            Err(error) => {
+                tracing::debug!(%error, "publishing attributes failed; will retry");
+                publish.next_attempt = now + PUBLISH_RETRY;
+            }
+        }
+        true
     }
 
     fn now(&self) -> Instant {
@@ -165,6 +348,11 @@ impl Driver {
     /// Runs until shut down, removed or failed.
     pub async fn run(mut self) -> Exit {
         let exit = loop {
+            if let Err(exit) = self.carry_out_outputs() {
+                break exit;
+            }
+            self.sync_members();
+            self.maybe_publish();
             if let Err(exit) = self.carry_out_outputs() {
                 break exit;
             }
@@ -219,6 +407,36 @@ impl Driver {
             Command::OpenWatchStream { stream, sender } => {
                 self.streams.insert(stream, sender);
             }
+            Command::Peer(message) => {
+                let now = self.now();
+                self.node.handle(now, Input::Peer(message));
+            }
+            Command::Unreachable {
+                to,
+                snapshot_failed,
+            } => {
+                let now = self.now();
+                self.node.handle(now, Input::Unreachable(MemberId(to)));
+                if snapshot_failed {
+                    self.node.handle(
+                        now,
+                        Input::SnapshotReport {
+                            to: MemberId(to),
+                            ok: false,
+                        },
+                    );
+                }
+            }
+            Command::SnapshotReport { to, ok } => {
+                let now = self.now();
+                self.node.handle(
+                    now,
+                    Input::SnapshotReport {
+                        to: MemberId(to),
+                        ok,
+                    },
+                );
+            }
         }
     }
 
@@ -251,12 +469,14 @@ impl Driver {
                             .map_err(|e| Exit::Fatal(format!("saving a snapshot failed: {e}")))?;
                         tracing::info!(index, "saved a snapshot");
                     }
-                    Output::Send(message) => {
-                        // A single member has no peers; peer transport comes with multi-member
-                        // clusters.
-                        tracing::debug!(to = message.to, "dropping a message for a peer");
-                    }
+                    Output::Send(message) => match &mut self.transport {
+                        Some(transport) => transport.send(message),
+                        None => tracing::debug!(to = message.to, "no transport; dropped a message"),
+                    },
                     Output::Reply { id, result } => {
+                        if self.on_publish_reply(id, &result) {
+                            continue;
+                        }
                         if let Some(reply) = self.waiting.remove(&id) {
                             let _ = reply.send(result);
                         }

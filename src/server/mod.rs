@@ -14,6 +14,8 @@ pub mod grpc;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]
+pub mod peer;
+#[cfg(feature = "server")]
 mod run;
 
 #[cfg(feature = "server")]

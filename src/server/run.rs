@@ -10,10 +10,14 @@ use tokio::sync::watch;
 use super::config::{ClusterState, ListenAddr, LogFormat, LogLevel, ServerConfig};
 use super::driver::{Driver, Exit};
 use super::fs_disk::FsDisk;
+use super::peer::{self, conn::Identity, forward::Forwarder, Transport};
 use super::{grpc, http};
 use crate::node::{Node, NodeConfig, StartError};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::stetpeerpb as peerpb;
 use crate::storage::{MemberStorage, StorageError, StorageLayout};
 use crate::time::Instant;
+use crate::types::{ClusterId, MemberId};
 use crate::wal::{Metadata, WalOptions};
 
 /// Why the server could not start or had to stop.
@@ -27,8 +31,8 @@ pub enum ServerError {
     },
     #[error("cannot start the member: {0}")]
     Start(#[from] StartError),
-    #[error("joining an existing cluster (--initial-cluster-state existing) is not supported yet: peer transport comes with multi-member clusters")]
-    JoinUnsupported,
+    #[error("cannot join the existing cluster: {0}")]
+    Join(String),
     #[error("cannot listen on {url}: {source}")]
     Listen {
         url: String,
@@ -83,8 +87,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn node_config(config: &ServerConfig) -> NodeConfig {
-    let mut node = NodeConfig::new(config.member_id, config.cluster_id);
+fn node_config(config: &ServerConfig, member_id: MemberId, cluster_id: ClusterId) -> NodeConfig {
+    let mut node = NodeConfig::new(member_id, cluster_id);
     node.cluster_token = config.cluster_token.clone();
     node.heartbeat_interval = config.heartbeat_interval;
     node.election_timeout = config.election_timeout;
@@ -96,27 +100,34 @@ fn node_config(config: &ServerConfig) -> NodeConfig {
     node
 }
 
-/// Opens the member's storage and starts its node: bootstraps a new single-member cluster, or
-/// restarts from the data directory (which must belong to this member of this cluster).
-fn start_node(
-    config: &ServerConfig,
-) -> Result<(Node, MemberStorage<FsDisk>, std::time::Instant), ServerError> {
+/// Opens the member's storage and starts its node: restarts from the data directory, joins a
+/// running cluster (`--initial-cluster-state existing` with no data yet), or bootstraps a new one.
+/// A started node, its storage, its time origin, and for a joining member the membership its
+/// peers told it.
+type Started = (
+    Node,
+    MemberStorage<FsDisk>,
+    std::time::Instant,
+    Vec<pb::Member>,
+);
+
+async fn start_node(config: &ServerConfig) -> Result<Started, ServerError> {
     let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
-    let metadata = Metadata {
-        member_id: config.member_id.0,
-        cluster_id: config.cluster_id.0,
-    };
     let storage_error = |source| ServerError::Storage {
         dir: config.data_dir.display().to_string(),
         source,
     };
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let origin = std::time::Instant::now();
     let disk = FsDisk::new();
-    let node_config = node_config(config);
     if MemberStorage::exists(&disk, &layout) {
+        // A member bootstrapped with `new` must be the one the flags describe; one that joined
+        // took the ID the cluster gave it, which only its WAL knows.
+        let expected = (config.cluster_state == ClusterState::New).then_some(Metadata {
+            member_id: config.member_id.0,
+            cluster_id: config.cluster_id.0,
+        });
         let (storage, durable, report) =
-            MemberStorage::open(disk, layout, WalOptions::default(), Some(metadata))
+            MemberStorage::open(disk, layout, WalOptions::default(), expected)
                 .map_err(storage_error)?;
         if let Some(torn) = &report.torn_tail {
             tracing::warn!(
@@ -129,25 +140,136 @@ fn start_node(
         for skipped in &report.skipped_snapshots {
             tracing::warn!(snapshot = %skipped, "skipped a damaged snapshot");
         }
-        let node = Node::restart(node_config, durable, Instant::ZERO, &logger)?;
+        let metadata = report.metadata.unwrap_or(Metadata {
+            member_id: config.member_id.0,
+            cluster_id: config.cluster_id.0,
+        });
+        let node_config = node_config(
+            config,
+            MemberId(metadata.member_id),
+            ClusterId(metadata.cluster_id),
+        );
+        let origin = std::time::Instant::now();
+        let node = if config.force_new_cluster {
+            let node = Node::restart_forced(node_config, durable, Instant::ZERO, &logger)?;
+            tracing::warn!(
+                "--force-new-cluster: this member now forms a cluster alone, with all its data; \
+                 add members back with `member add`"
+            );
+            node
+        } else {
+            Node::restart(node_config, durable, Instant::ZERO, &logger)?
+        };
         tracing::info!(
             applied_index = node.applied_index(),
             "restarted from {}",
             config.data_dir.display()
         );
-        Ok((node, storage, origin))
-    } else {
-        if config.cluster_state == ClusterState::Existing {
-            return Err(ServerError::JoinUnsupported);
-        }
+        Ok((node, storage, origin, Vec::new()))
+    } else if config.cluster_state == ClusterState::Existing {
+        let (cluster_id, member_id, members) = discover_identity(config).await?;
+        let metadata = Metadata {
+            member_id: member_id.0,
+            cluster_id: cluster_id.0,
+        };
         let storage = MemberStorage::create(disk, layout, metadata, WalOptions::default())
             .map_err(storage_error)?;
-        let node = Node::bootstrap(node_config, &config.initial_members, Instant::ZERO, &logger)?;
+        let origin = std::time::Instant::now();
+        let node = Node::join(
+            node_config(config, member_id, cluster_id),
+            Instant::ZERO,
+            &logger,
+        )?;
         tracing::info!(
+            member_id = %format!("{:x}", member_id.0),
+            cluster_id = %format!("{:x}", cluster_id.0),
+            "joining the existing cluster"
+        );
+        Ok((node, storage, origin, members))
+    } else {
+        let metadata = Metadata {
+            member_id: config.member_id.0,
+            cluster_id: config.cluster_id.0,
+        };
+        let storage = MemberStorage::create(disk, layout, metadata, WalOptions::default())
+            .map_err(storage_error)?;
+        let origin = std::time::Instant::now();
+        let node = Node::bootstrap(
+            node_config(config, config.member_id, config.cluster_id),
+            &config.initial_members,
+            Instant::ZERO,
+            &logger,
+        )?;
+        tracing::info!(
+            members = config.initial_members.len(),
             "bootstrapped a new cluster in {}",
             config.data_dir.display()
         );
-        Ok((node, storage, origin))
+        Ok((node, storage, origin, Vec::new()))
+    }
+}
+
+/// How long a joining member keeps asking the others for the membership.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Asks the other members of `--initial-cluster` for the cluster's ID and membership, and finds
+/// this member in it by its peer URLs (`member add` gave it its ID), as etcd does.
+async fn discover_identity(
+    config: &ServerConfig,
+) -> Result<(ClusterId, MemberId, Vec<pb::Member>), ServerError> {
+    let mut own_urls = config.peer_urls.clone();
+    own_urls.sort();
+    let others: Vec<String> = config
+        .initial_members
+        .iter()
+        .filter(|m| m.id != config.member_id.0)
+        .flat_map(|m| m.peer_ur_ls.clone())
+        .collect();
+    if others.is_empty() {
+        return Err(ServerError::Join(
+            "--initial-cluster names no other member to ask".to_string(),
+        ));
+    }
+    let unknown = Identity {
+        cluster_id: 0,
+        member_id: 0,
+    };
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let mut last_error = String::new();
+    loop {
+        for url in &others {
+            match peer::conn::dial(url, unknown, peerpb::Purpose::Members, 0).await {
+                Ok((_, welcome)) => {
+                    let found = welcome.members.iter().find(|m| {
+                        let mut urls = m.peer_ur_ls.clone();
+                        urls.sort();
+                        urls == own_urls
+                    });
+                    return match found {
+                        Some(member) => Ok((
+                            ClusterId(welcome.cluster_id),
+                            MemberId(member.id),
+                            welcome.members.clone(),
+                        )),
+                        None => Err(ServerError::Join(format!(
+                            "cluster {:x} has no member with peer URLs {}; add it first \
+                             (etcdctl member add {} --peer-urls={})",
+                            welcome.cluster_id,
+                            config.peer_urls.join(","),
+                            config.name,
+                            config.peer_urls.join(",")
+                        ))),
+                    };
+                }
+                Err(error) => last_error = format!("{url}: {error}"),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ServerError::Join(format!(
+                "no member of --initial-cluster answered ({last_error})"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 
@@ -194,9 +316,31 @@ pub async fn run(
     for addr in &config.listen_client {
         listeners.extend(bind(addr).await?);
     }
-    let (node, storage, origin) = start_node(&config)?;
+    let mut peer_listeners = Vec::new();
+    for addr in &config.listen_peer {
+        peer_listeners.extend(bind(addr).await?);
+    }
+    let (node, storage, origin, seed_members) = start_node(&config).await?;
+    let identity = Identity {
+        cluster_id: node.config().cluster_id.0,
+        member_id: node.config().id.0,
+    };
     let (stop, stopped) = watch::channel(false);
-    let (driver, handle) = Driver::new(node, storage, origin, stopped.clone());
+    let addresses = peer::AddressBook::default();
+    let forwarder = Forwarder::new(identity, addresses.clone());
+    let (mut driver, handle) = Driver::new(node, storage, origin, stopped.clone(), Some(forwarder));
+    driver.attach_transport(Transport::new(identity, handle.clone(), addresses));
+    driver.seed_members(seed_members);
+    driver.publish_attributes(config.name.clone(), config.advertise_client_urls.clone());
+    for listener in peer_listeners {
+        let local = listener.local_addr().ok();
+        tracing::info!(address = ?local, "serving peers");
+        tokio::spawn(peer::accept::serve(
+            listener,
+            handle.clone(),
+            stopped.clone(),
+        ));
+    }
     let driver_task = tokio::spawn(driver.run());
 
     let services = grpc::Services::new(handle.clone());

@@ -19,13 +19,14 @@ fn main() -> std::io::Result<()> {
     let root = std::env::args()
         .nth(1)
         .map_or_else(|| PathBuf::from("corpus"), PathBuf::from);
-    let targets: [(&str, Vec<Vec<u8>>); 6] = [
+    let targets: [(&str, Vec<Vec<u8>>); 7] = [
         ("wal_record", wal_record()),
         ("wal_open", wal_open()),
         ("snap_file", snap_file()),
         ("state_snapshot", state_snapshot()),
         ("raft_entry_apply", raft_entry_apply()),
         ("raft_message", raft_message()),
+        ("peer_frames", peer_frames()),
     ];
     for (target, seeds) in targets {
         let dir = root.join(target);
@@ -134,6 +135,56 @@ fn raft_message() -> Vec<Vec<u8>> {
                 seeds.push(seed);
             }
         }
+    }
+    seeds
+}
+
+/// Peer streams as a member writes them: a handshake, raft messages (one split into parts), and
+/// forwarded requests and replies; each seed starts with the read-size byte.
+fn peer_frames() -> Vec<Vec<u8>> {
+    use stet::peer_wire::{self, FrameKind};
+    use stet::proto::etcdserverpb as pb;
+    use stet::proto::stetpeerpb as peerpb;
+    let mut stream = Vec::new();
+    let hello = peerpb::Hello {
+        version: peer_wire::VERSION,
+        purpose: peerpb::Purpose::Raft as i32,
+        cluster_id: 0xc1,
+        from: 1,
+        to: 2,
+    };
+    peer_wire::encode_message(FrameKind::Hello, &hello, &mut stream);
+    for message in sample_messages() {
+        let bytes = message.write_to_bytes().expect("encode");
+        peer_wire::encode_raft_message(&bytes, &mut stream);
+    }
+    let mut forwarded = Vec::new();
+    let request = peerpb::ForwardRequest {
+        id: 7,
+        request: Some(peerpb::forward_request::Request::LeaseKeepAlive(
+            pb::LeaseKeepAliveRequest { id: 42 },
+        )),
+    };
+    peer_wire::encode_message(FrameKind::ForwardRequest, &request, &mut forwarded);
+    let reply = peerpb::ForwardReply {
+        id: 7,
+        reply: Some(peerpb::forward_reply::Reply::Error(peerpb::ForwardError {
+            code: 5,
+            message: "etcdserver: requested lease not found".into(),
+            lease_not_found: true,
+        })),
+    };
+    peer_wire::encode_message(FrameKind::ForwardReply, &reply, &mut forwarded);
+    let mut seeds = Vec::new();
+    for (step, bytes) in [
+        (255u8, &stream),
+        (7, &stream),
+        (64, &forwarded),
+        (1, &forwarded),
+    ] {
+        let mut seed = vec![step];
+        seed.extend_from_slice(bytes);
+        seeds.push(seed);
     }
     seeds
 }

@@ -1,0 +1,244 @@
+//! The peer listeners' side: every accepted connection must open with the preface and a `Hello`
+//! from this cluster (a member of another cluster is refused, and both sides log "cluster ID
+//! mismatch" with both IDs). Then, by purpose: raft messages flow to the driver; a membership query
+//! is answered; forwarded requests are served by the local driver and answered on the connection.
+
+use std::sync::Arc;
+
+use raft::eraftpb::Message;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::conn::{FramedStream, PeerError, HANDSHAKE_TIMEOUT};
+use super::forward;
+use crate::node::ClientRequest;
+use crate::peer_wire::{self, FrameKind, RaftReassembler};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::stetpeerpb as peerpb;
+use crate::server::driver::DriverHandle;
+
+/// Accepts peer connections on `listener` until `stopped` changes.
+pub async fn serve(
+    listener: TcpListener,
+    driver: DriverHandle,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.changed() => return,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                let driver = driver.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = serve_connection(stream, driver).await {
+                        match error {
+                            PeerError::Closed => {}
+                            error => tracing::debug!(%remote, %error, "peer connection ended"),
+                        }
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting a peer connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, driver: DriverHandle) -> Result<(), PeerError> {
+    let mut stream = FramedStream::new(stream);
+    stream.read_preface().await?;
+    let frame = stream.read_frame_within(HANDSHAKE_TIMEOUT).await?;
+    let hello: peerpb::Hello = peer_wire::decode_message(&frame, FrameKind::Hello)?;
+    let status = driver.status();
+    let refused = refusal(&hello, status.cluster_id, status.member_id);
+    let purpose = peerpb::Purpose::try_from(hello.purpose).unwrap_or_default();
+    let members = if refused.is_empty() && purpose == peerpb::Purpose::Members {
+        match driver
+            .call_local(ClientRequest::MemberList(pb::MemberListRequest::default()))
+            .await
+        {
+            Ok(crate::node::ClientResponse::MemberList(list)) => list.members,
+            _ => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    let welcome = peerpb::Welcome {
+        cluster_id: status.cluster_id,
+        member_id: status.member_id,
+        refused: refused.clone(),
+        members,
+    };
+    let mut bytes = Vec::new();
+    peer_wire::encode_message(FrameKind::Welcome, &welcome, &mut bytes);
+    stream.write_all(&bytes).await?;
+    if !refused.is_empty() {
+        return Ok(());
+    }
+    match purpose {
+        peerpb::Purpose::Raft => receive_raft(stream, hello.from, driver).await,
+        peerpb::Purpose::Forward => serve_forwarded(stream, driver).await,
+        peerpb::Purpose::Members | peerpb::Purpose::Unspecified => Ok(()),
+    }
+}
+
+/// Why a `Hello` is refused, or empty if it is welcome. Logs a cluster mismatch, as etcd does.
+fn refusal(hello: &peerpb::Hello, cluster_id: u64, member_id: u64) -> String {
+    if hello.version != peer_wire::VERSION {
+        return format!(
+            "unsupported peer protocol version {} (this member speaks {})",
+            hello.version,
+            peer_wire::VERSION
+        );
+    }
+    if hello.cluster_id != 0 && hello.cluster_id != cluster_id {
+        tracing::error!(
+            local_cluster_id = %format!("{cluster_id:x}"),
+            remote_cluster_id = %format!("{:x}", hello.cluster_id),
+            remote_member_id = %format!("{:x}", hello.from),
+            "cluster ID mismatch: refusing a peer of another cluster"
+        );
+        return format!(
+            "cluster ID mismatch: local cluster {cluster_id:x}, the peer's cluster {:x}",
+            hello.cluster_id
+        );
+    }
+    if hello.to != 0 && hello.to != member_id {
+        return format!(
+            "member ID mismatch: this is member {member_id:x}, not {:x}",
+            hello.to
+        );
+    }
+    let purpose = peerpb::Purpose::try_from(hello.purpose).unwrap_or_default();
+    if purpose != peerpb::Purpose::Members && (hello.cluster_id == 0 || hello.from == 0) {
+        return "only a membership query may come from a member that does not know its cluster"
+            .to_string();
+    }
+    String::new()
+}
+
+/// Hands every raft message on the connection to the driver; messages claiming another sender
+/// than the handshake's are dropped.
+async fn receive_raft(
+    stream: FramedStream,
+    from: u64,
+    driver: DriverHandle,
+) -> Result<(), PeerError> {
+    let (mut reader, _write) = stream.into_split();
+    let mut reassembler = RaftReassembler::default();
+    loop {
+        let frame = reader.read_frame().await?;
+        let Some(bytes) = reassembler.accept(frame)? else {
+            continue;
+        };
+        let message = match <Message as protobuf::Message>::parse_from_bytes(&bytes) {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(peer = %format!("{from:x}"), %error, "undecodable raft message from a peer; closing");
+                return Ok(());
+            }
+        };
+        if message.from != from {
+            tracing::warn!(
+                peer = %format!("{from:x}"),
+                claimed = %format!("{:x}", message.from),
+                "dropped a raft message whose sender is not the connection's member"
+            );
+            continue;
+        }
+        if !driver.deliver_peer_message(message).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Serves forwarded requests: each is handled by the local driver (never forwarded again) and
+/// answered, in completion order, on the same connection.
+async fn serve_forwarded(stream: FramedStream, driver: DriverHandle) -> Result<(), PeerError> {
+    let (mut reader, mut write) = stream.into_split();
+    let (replies, mut outgoing) = mpsc::channel::<peerpb::ForwardReply>(1024);
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut bytes = Vec::new();
+        while let Some(reply) = outgoing.recv().await {
+            bytes.clear();
+            peer_wire::encode_message(FrameKind::ForwardReply, &reply, &mut bytes);
+            if write.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    let driver = Arc::new(driver);
+    let result = loop {
+        let frame = match reader.read_frame().await {
+            Ok(frame) => frame,
+            Err(error) => break Err(error),
+        };
+        let request: peerpb::ForwardRequest =
+            match peer_wire::decode_message(&frame, FrameKind::ForwardRequest) {
+                Ok(request) => request,
+                Err(error) => break Err(error.into()),
+            };
+        let driver = driver.clone();
+        let replies = replies.clone();
+        tokio::spawn(async move {
+            let reply = forward::serve(&driver, request).await;
+            let _ = replies.send(reply).await;
+        });
+    };
+    drop(replies);
+    let _ = writer.await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(purpose: peerpb::Purpose, cluster_id: u64, from: u64, to: u64) -> peerpb::Hello {
+        peerpb::Hello {
+            version: peer_wire::VERSION,
+            purpose: purpose as i32,
+            cluster_id,
+            from,
+            to,
+        }
+    }
+
+    #[test]
+    fn a_peer_of_another_cluster_is_refused_with_both_ids() {
+        let why = refusal(&hello(peerpb::Purpose::Raft, 0xbad, 2, 1), 0xc1, 1);
+        assert!(why.starts_with("cluster ID mismatch"), "{why}");
+        assert!(why.contains("c1") && why.contains("bad"), "{why}");
+    }
+
+    #[test]
+    fn a_connection_meant_for_another_member_is_refused() {
+        let why = refusal(&hello(peerpb::Purpose::Raft, 0xc1, 2, 3), 0xc1, 1);
+        assert!(why.starts_with("member ID mismatch"), "{why}");
+    }
+
+    #[test]
+    fn only_a_membership_query_may_come_without_identity() {
+        assert_eq!(
+            refusal(&hello(peerpb::Purpose::Members, 0, 0, 0), 0xc1, 1),
+            ""
+        );
+        assert!(!refusal(&hello(peerpb::Purpose::Raft, 0, 0, 1), 0xc1, 1).is_empty());
+        assert_eq!(
+            refusal(&hello(peerpb::Purpose::Raft, 0xc1, 2, 1), 0xc1, 1),
+            ""
+        );
+    }
+
+    #[test]
+    fn another_protocol_version_is_refused() {
+        let mut other = hello(peerpb::Purpose::Raft, 0xc1, 2, 1);
+        other.version = 99;
+        assert!(refusal(&other, 0xc1, 1).contains("version"));
+    }
+}

@@ -1,0 +1,200 @@
+//! One peer connection's plumbing: dialing a peer URL and the handshake (preface, `Hello`,
+//! `Welcome`), and reading and writing frames on a TCP stream with time limits.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::peer_wire::{self, Frame, FrameDecoder, FrameKind, WireError};
+use crate::proto::stetpeerpb as peerpb;
+
+/// How long a dial may take, and how long the other side has to answer the handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who this member is, as it introduces itself to peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub cluster_id: u64,
+    pub member_id: u64,
+}
+
+/// Why talking to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("bad peer URL {0:?}: must have the form http://host:port")]
+    BadUrl(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("cluster ID mismatch: local cluster {local:x}, the peer's cluster {remote:x}")]
+    ClusterMismatch { local: u64, remote: u64 },
+    #[error("the peer refused the connection: {0}")]
+    Refused(String),
+}
+
+/// `host:port` of an `http://host:port` peer URL.
+pub fn url_address(url: &str) -> Result<String, PeerError> {
+    let bad = || PeerError::BadUrl(url.to_string());
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(bad)?
+        .trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
+        return Err(bad());
+    }
+    Ok(rest.to_string())
+}
+
+/// A TCP stream carrying frames.
+pub struct FramedStream {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    read_buffer: Vec<u8>,
+}
+
+impl FramedStream {
+    pub fn new(stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        FramedStream {
+            stream,
+            decoder: FrameDecoder::new(),
+            read_buffer: vec![0; 64 * 1024],
+        }
+    }
+
+    /// The next frame; `Closed` at a clean end of stream.
+    pub async fn read_frame(&mut self) -> Result<Frame, PeerError> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(frame);
+            }
+            let n = self.stream.read(&mut self.read_buffer).await?;
+            if n == 0 {
+                return Err(PeerError::Closed);
+            }
+            self.decoder.push(&self.read_buffer[..n]);
+        }
+    }
+
+    /// `read_frame` within `limit`.
+    pub async fn read_frame_within(&mut self, limit: Duration) -> Result<Frame, PeerError> {
+        tokio::time::timeout(limit, self.read_frame())
+            .await
+            .map_err(|_| PeerError::Timeout)?
+    }
+
+    /// Writes already-encoded frames.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), PeerError> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Splits into a read half and a write half for connections that carry both directions.
+    pub fn into_split(self) -> (FramedReader, tokio::net::tcp::OwnedWriteHalf) {
+        let (read, write) = self.stream.into_split();
+        (
+            FramedReader {
+                read,
+                decoder: self.decoder,
+                read_buffer: self.read_buffer,
+            },
+            write,
+        )
+    }
+
+    /// Reads the dialer's preface, within the handshake time limit.
+    pub async fn read_preface(&mut self) -> Result<(), PeerError> {
+        let mut preface = [0u8; 4];
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.stream.read_exact(&mut preface))
+            .await
+            .map_err(|_| PeerError::Timeout)??;
+        peer_wire::check_preface(preface)?;
+        Ok(())
+    }
+}
+
+/// The read half of a split `FramedStream`.
+pub struct FramedReader {
+    read: tokio::net::tcp::OwnedReadHalf,
+    decoder: FrameDecoder,
+    read_buffer: Vec<u8>,
+}
+
+impl FramedReader {
+    pub async fn read_frame(&mut self) -> Result<Frame, PeerError> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(frame);
+            }
+            let n = self.read.read(&mut self.read_buffer).await?;
+            if n == 0 {
+                return Err(PeerError::Closed);
+            }
+            self.decoder.push(&self.read_buffer[..n]);
+        }
+    }
+}
+
+/// Dials `url`, introduces this member and waits for the peer's `Welcome`. A peer of another
+/// cluster is refused here (and the peer refuses us).
+pub async fn dial(
+    url: &str,
+    identity: Identity,
+    purpose: peerpb::Purpose,
+    to: u64,
+) -> Result<(FramedStream, peerpb::Welcome), PeerError> {
+    let address = url_address(url)?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address))
+        .await
+        .map_err(|_| PeerError::Timeout)??;
+    let mut stream = FramedStream::new(stream);
+    let hello = peerpb::Hello {
+        version: peer_wire::VERSION,
+        purpose: purpose as i32,
+        cluster_id: identity.cluster_id,
+        from: identity.member_id,
+        to,
+    };
+    let mut bytes = peer_wire::PREFACE.to_vec();
+    peer_wire::encode_message(FrameKind::Hello, &hello, &mut bytes);
+    stream.write_all(&bytes).await?;
+    let frame = stream.read_frame_within(HANDSHAKE_TIMEOUT).await?;
+    let welcome: peerpb::Welcome = peer_wire::decode_message(&frame, FrameKind::Welcome)?;
+    if identity.cluster_id != 0 && welcome.cluster_id != identity.cluster_id {
+        return Err(PeerError::ClusterMismatch {
+            local: identity.cluster_id,
+            remote: welcome.cluster_id,
+        });
+    }
+    if !welcome.refused.is_empty() {
+        return Err(PeerError::Refused(welcome.refused));
+    }
+    Ok((stream, welcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_urls_give_host_and_port() {
+        assert_eq!(
+            url_address("http://127.0.0.1:2380").unwrap(),
+            "127.0.0.1:2380"
+        );
+        assert_eq!(
+            url_address("http://localhost:2380/").unwrap(),
+            "localhost:2380"
+        );
+        assert!(url_address("https://x:1").is_err());
+        assert!(url_address("http://x").is_err());
+        assert!(url_address("http://x:1/path").is_err());
+    }
+}

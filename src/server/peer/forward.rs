@@ -1,0 +1,288 @@
+//! Requests only the leader can answer (lease keep-alive and time-to-live, lease list, learner
+//! promotion), forwarded by a follower to the leader over a `Forward` peer connection, as etcd
+//! forwards them. The follower keeps one connection per leader, multiplexing requests by id; the
+//! leader answers each from its own driver and never forwards again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::conn::{dial, Identity};
+use super::AddressBook;
+use crate::lease::LeaseError;
+use crate::node::request::GrpcCode;
+use crate::node::{ClientError, ClientRequest, ClientResponse};
+use crate::peer_wire::{self, FrameKind};
+use crate::proto::stetpeerpb::{self as peerpb, forward_reply, forward_request};
+use crate::server::driver::DriverHandle;
+
+/// How long a forwarded request may take before the follower answers "request timed out".
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<peerpb::ForwardReply>>>>;
+
+/// One open connection to a leader.
+struct LeaderLink {
+    requests: mpsc::Sender<peerpb::ForwardRequest>,
+    waiting: Waiting,
+}
+
+/// The follower's side: sends leader-only requests to the leader.
+#[derive(Clone)]
+pub struct Forwarder {
+    identity: Identity,
+    addresses: AddressBook,
+    links: Arc<Mutex<HashMap<u64, LeaderLink>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// The request as it travels, if it is one that may be forwarded.
+pub fn forwardable(request: &ClientRequest) -> Option<forward_request::Request> {
+    use forward_request::Request as R;
+    Some(match request {
+        ClientRequest::LeaseKeepAlive(r) => R::LeaseKeepAlive(*r),
+        ClientRequest::LeaseTimeToLive(r) => R::LeaseTimeToLive(*r),
+        ClientRequest::LeaseLeases(r) => R::LeaseLeases(*r),
+        ClientRequest::MemberPromote(r) => R::MemberPromote(*r),
+        _ => return None,
+    })
+}
+
+impl Forwarder {
+    pub fn new(identity: Identity, addresses: AddressBook) -> Self {
+        Forwarder {
+            identity,
+            addresses,
+            links: Arc::new(Mutex::new(HashMap::new())),
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// Asks `leader` to answer `request`.
+    pub async fn forward(
+        &self,
+        leader: u64,
+        request: forward_request::Request,
+    ) -> Result<ClientResponse, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        let sender = self.link(leader, id, reply).await?;
+        let message = peerpb::ForwardRequest {
+            id,
+            request: Some(request),
+        };
+        if sender.send(message).await.is_err() {
+            return Err(ClientError::NoLeader);
+        }
+        match tokio::time::timeout(FORWARD_TIMEOUT, answer).await {
+            Ok(Ok(reply)) => from_reply(reply),
+            Ok(Err(_)) => Err(ClientError::NoLeader),
+            Err(_) => {
+                self.forget(leader, id);
+                Err(ClientError::Timeout)
+            }
+        }
+    }
+
+    fn forget(&self, leader: u64, id: u64) {
+        if let Ok(links) = self.links.lock() {
+            if let Some(link) = links.get(&leader) {
+                if let Ok(mut waiting) = link.waiting.lock() {
+                    waiting.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// The open link to `leader` (dialing it if needed), with `reply` registered for `id`.
+    async fn link(
+        &self,
+        leader: u64,
+        id: u64,
+        reply: oneshot::Sender<peerpb::ForwardReply>,
+    ) -> Result<mpsc::Sender<peerpb::ForwardRequest>, ClientError> {
+        {
+            let mut links = self.links.lock().map_err(|_| ClientError::Stopped)?;
+            if let Some(link) = links.get(&leader) {
+                if !link.requests.is_closed() {
+                    if let Ok(mut waiting) = link.waiting.lock() {
+                        waiting.insert(id, reply);
+                    }
+                    return Ok(link.requests.clone());
+                }
+                links.remove(&leader);
+            }
+        }
+        let urls = self
+            .addresses
+            .read()
+            .ok()
+            .and_then(|book| book.get(&leader).cloned())
+            .unwrap_or_default();
+        let identity = self.identity;
+        let mut connected = None;
+        for url in &urls {
+            if let Ok((stream, _)) = dial(url, identity, peerpb::Purpose::Forward, leader).await {
+                connected = Some(stream);
+                break;
+            }
+        }
+        let Some(stream) = connected else {
+            return Err(ClientError::NoLeader);
+        };
+        let (mut reader, mut write) = stream.into_split();
+        let (requests, mut outgoing) = mpsc::channel::<peerpb::ForwardRequest>(1024);
+        let waiting: Waiting = Arc::new(Mutex::new(HashMap::new()));
+        if let Ok(mut w) = waiting.lock() {
+            w.insert(id, reply);
+        }
+        tokio::spawn(async move {
+            let mut bytes = Vec::new();
+            while let Some(request) = outgoing.recv().await {
+                bytes.clear();
+                peer_wire::encode_message(FrameKind::ForwardRequest, &request, &mut bytes);
+                if write.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let readers_waiting = waiting.clone();
+        let links = self.links.clone();
+        tokio::spawn(async move {
+            while let Ok(frame) = reader.read_frame().await {
+                let Ok(reply) = peer_wire::decode_message::<peerpb::ForwardReply>(
+                    &frame,
+                    FrameKind::ForwardReply,
+                ) else {
+                    break;
+                };
+                let sender = readers_waiting
+                    .lock()
+                    .ok()
+                    .and_then(|mut waiting| waiting.remove(&reply.id));
+                if let Some(sender) = sender {
+                    let _ = sender.send(reply);
+                }
+            }
+            // The connection is gone: whoever still waits hears "no leader" and may retry.
+            if let Ok(mut waiting) = readers_waiting.lock() {
+                waiting.clear();
+            }
+            if let Ok(mut links) = links.lock() {
+                links.remove(&leader);
+            }
+        });
+        let sender = requests.clone();
+        if let Ok(mut links) = self.links.lock() {
+            links.insert(leader, LeaderLink { requests, waiting });
+        }
+        Ok(sender)
+    }
+}
+
+fn from_reply(reply: peerpb::ForwardReply) -> Result<ClientResponse, ClientError> {
+    use forward_reply::Reply as R;
+    match reply.reply {
+        Some(R::LeaseKeepAlive(r)) => Ok(ClientResponse::LeaseKeepAlive(r)),
+        Some(R::LeaseTimeToLive(r)) => Ok(ClientResponse::LeaseTimeToLive(r)),
+        Some(R::LeaseLeases(r)) => Ok(ClientResponse::LeaseLeases(r)),
+        Some(R::MemberPromote(r)) => Ok(ClientResponse::MemberPromote(r)),
+        Some(R::Error(error)) if error.lease_not_found => Err(LeaseError::NotFound.into()),
+        Some(R::Error(error)) => Err(ClientError::Forwarded {
+            code: GrpcCode::from_u32(error.code).unwrap_or(GrpcCode::Unavailable),
+            message: error.message,
+        }),
+        None => Err(ClientError::NoLeader),
+    }
+}
+
+/// The leader's side: answers one forwarded request from the local driver.
+pub async fn serve(driver: &DriverHandle, request: peerpb::ForwardRequest) -> peerpb::ForwardReply {
+    use forward_reply::Reply as R;
+    use forward_request::Request as Q;
+    let id = request.id;
+    let client_request = match request.request {
+        Some(Q::LeaseKeepAlive(r)) => ClientRequest::LeaseKeepAlive(r),
+        Some(Q::LeaseTimeToLive(r)) => ClientRequest::LeaseTimeToLive(r),
+        Some(Q::LeaseLeases(r)) => ClientRequest::LeaseLeases(r),
+        Some(Q::MemberPromote(r)) => ClientRequest::MemberPromote(r),
+        None => {
+            return error_reply(
+                id,
+                &ClientError::Forwarded {
+                    code: GrpcCode::InvalidArgument,
+                    message: "stet: empty forwarded request".to_string(),
+                },
+            )
+        }
+    };
+    let reply = match driver.call_local(client_request).await {
+        Ok(ClientResponse::LeaseKeepAlive(r)) => R::LeaseKeepAlive(r),
+        Ok(ClientResponse::LeaseTimeToLive(r)) => R::LeaseTimeToLive(r),
+        Ok(ClientResponse::LeaseLeases(r)) => R::LeaseLeases(r),
+        Ok(ClientResponse::MemberPromote(r)) => R::MemberPromote(r),
+        Ok(other) => {
+            return error_reply(
+                id,
+                &ClientError::Forwarded {
+                    code: GrpcCode::Unavailable,
+                    message: format!("stet: unexpected response {other:?}"),
+                },
+            )
+        }
+        Err(error) => return error_reply(id, &error),
+    };
+    peerpb::ForwardReply {
+        id,
+        reply: Some(reply),
+    }
+}
+
+fn error_reply(id: u64, error: &ClientError) -> peerpb::ForwardReply {
+    let status = crate::server::grpc::to_status(error);
+    peerpb::ForwardReply {
+        id,
+        reply: Some(forward_reply::Reply::Error(peerpb::ForwardError {
+            code: error.grpc_code() as u32,
+            message: status.message().to_string(),
+            lease_not_found: matches!(error, ClientError::Lease(LeaseError::NotFound)),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::etcdserverpb as pb;
+
+    #[test]
+    fn only_leader_only_requests_are_forwarded() {
+        assert!(
+            forwardable(&ClientRequest::LeaseKeepAlive(pb::LeaseKeepAliveRequest {
+                id: 1
+            }))
+            .is_some()
+        );
+        assert!(forwardable(&ClientRequest::Put(pb::PutRequest::default())).is_none());
+        assert!(forwardable(&ClientRequest::Range(pb::RangeRequest::default())).is_none());
+    }
+
+    #[test]
+    fn errors_keep_their_code_and_message_across_the_hop() {
+        let reply = error_reply(3, &ClientError::Lease(LeaseError::NotFound));
+        assert_eq!(
+            from_reply(reply),
+            Err(ClientError::Lease(LeaseError::NotFound))
+        );
+        let reply = error_reply(4, &ClientError::Timeout);
+        let Err(ClientError::Forwarded { code, message }) = from_reply(reply) else {
+            panic!("expected a forwarded error");
+        };
+        assert_eq!(code, GrpcCode::Unavailable);
+        assert_eq!(message, "etcdserver: request timed out");
+    }
+}

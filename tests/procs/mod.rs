@@ -1,0 +1,207 @@
+//! Helpers for tests that run the real `stet` binary (and `etcdctl`) as child processes on
+//! 127.0.0.1: temporary directories, free ports, plain HTTP GETs, gRPC clients of etcd's services,
+//! and bounded waits, so a hung server fails a test instead of hanging it.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use stet::proto::etcdserverpb::{
+    self as pb, cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
+    maintenance_client::MaintenanceClient, watch_client::WatchClient,
+};
+use tonic::transport::Channel;
+use tonic::{Response, Status};
+
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A temporary data directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("stet-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A plain HTTP/1.1 GET: (status code, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Runs a future with a bound, so a hung server fails the test instead of hanging it.
+pub async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} timed out"))
+}
+
+/// gRPC clients of etcd's services on one connection.
+pub struct Clients {
+    pub kv: KvClient<Channel>,
+    pub watch: WatchClient<Channel>,
+    pub lease: LeaseClient<Channel>,
+    pub cluster: ClusterClient<Channel>,
+    pub maintenance: MaintenanceClient<Channel>,
+}
+
+pub async fn connect(endpoint: String) -> Clients {
+    let channel = bounded("connect", async {
+        Channel::from_shared(endpoint)
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect")
+    })
+    .await;
+    Clients::from_channel(channel)
+}
+
+impl Clients {
+    /// Clients of every service sharing `channel`.
+    pub fn from_channel(channel: Channel) -> Clients {
+        Clients {
+            kv: KvClient::new(channel.clone()),
+            watch: WatchClient::new(channel.clone()),
+            lease: LeaseClient::new(channel.clone()),
+            cluster: ClusterClient::new(channel.clone()),
+            maintenance: MaintenanceClient::new(channel),
+        }
+    }
+}
+
+impl Clients {
+    pub async fn put(&mut self, key: &str, value: &str, lease: i64) -> pb::PutResponse {
+        let request = pb::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            lease,
+            ..Default::default()
+        };
+        bounded("put", self.kv.put(request))
+            .await
+            .expect("put")
+            .into_inner()
+    }
+
+    pub async fn get(&mut self, key: &str, range_end: &[u8]) -> Result<pb::RangeResponse, Status> {
+        let request = pb::RangeRequest {
+            key: key.into(),
+            range_end: range_end.to_vec(),
+            ..Default::default()
+        };
+        bounded("get", self.kv.range(request))
+            .await
+            .map(Response::into_inner)
+    }
+
+    pub async fn value(&mut self, key: &str) -> Option<Vec<u8>> {
+        let response = self.get(key, b"").await.expect("get");
+        response.kvs.first().map(|kv| kv.value.clone())
+    }
+}
+
+/// `etcdctl` if installed; CI installs it (Debian's `etcd-client` package).
+pub fn etcdctl() -> Option<PathBuf> {
+    let found = Command::new("etcdctl").arg("version").output().ok()?;
+    found.status.success().then(|| PathBuf::from("etcdctl"))
+}
+
+pub fn etcdctl_run(etcdctl: &Path, endpoint: &str, args: &[&str]) -> String {
+    let output = run_to_end_etcdctl(etcdctl, endpoint, args);
+    assert!(
+        output.status.success(),
+        "etcdctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn run_to_end_etcdctl(etcdctl: &Path, endpoint: &str, args: &[&str]) -> Output {
+    let mut command = Command::new(etcdctl);
+    command
+        .env("ETCDCTL_API", "3")
+        .args([
+            format!("--endpoints={endpoint}"),
+            "--command-timeout=5s".to_string(),
+        ])
+        .args(args);
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn etcdctl");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("etcdctl {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Runs a command that should exit on its own (bounded), capturing its output.
+pub fn run_to_end(mut command: Command) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stet");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("stet did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
