@@ -4,6 +4,7 @@
 //! spawns nothing. Time, peer messages and disk completions come in as inputs to the node;
 //! what to persist, send and answer comes out as outputs. See `ARCHITECTURE.md` for the map.
 
+pub mod backup;
 pub mod disk;
 pub mod kv;
 pub mod lease;

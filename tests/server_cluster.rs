@@ -687,3 +687,126 @@ fn etcdctl_works_against_three_members() {
         "one leader: {status}"
     );
 }
+
+#[test]
+fn operations_on_three_members() {
+    let cluster = Cluster::start("ops", 3);
+    let runtime = runtime();
+    let endpoints = cluster.endpoints();
+    let port = cluster.members[0].client_port;
+
+    // etcd v2's members API: list, add, refuse a duplicate, remove, refuse a second removal.
+    let (code, body) = http_get(port, "/v2/members").expect("GET /v2/members");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body.matches("\"peerURLs\"").count(), 3, "{body}");
+    let spare = format!("http://127.0.0.1:{}", free_port());
+    let add = format!("{{\"peerURLs\":[\"{spare}\"]}}");
+    let (code, body) = http_request(port, "POST", "/v2/members", Some(&add)).expect("POST");
+    assert_eq!(code, 201, "{body}");
+    let id = body
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the new member's id")
+        .to_string();
+    let (code, _) = http_request(port, "POST", "/v2/members", Some(&add)).expect("POST again");
+    assert_eq!(code, 409);
+    let path = format!("/v2/members/{id}");
+    assert_eq!(
+        http_request(port, "DELETE", &path, None).expect("DELETE").0,
+        204
+    );
+    assert_eq!(
+        http_request(port, "DELETE", &path, None)
+            .expect("DELETE again")
+            .0,
+        410
+    );
+
+    runtime.block_on(async {
+        let mut c = connect(endpoints[1].clone()).await;
+        c.put("backed-up", "yes", 0).await;
+
+        // Maintenance.Snapshot streams a backup that decodes and holds the data.
+        let mut stream = bounded("snapshot", c.maintenance.snapshot(pb::SnapshotRequest {}))
+            .await
+            .expect("snapshot")
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = bounded("chunk", stream.message()).await.expect("chunk") {
+            bytes.extend_from_slice(&chunk.blob);
+            if chunk.remaining_bytes == 0 {
+                break;
+            }
+        }
+        let snapshot = stet::backup::decode(&bytes).expect("a valid backup");
+        assert!(snapshot.get_metadata().index > 0);
+        let state =
+            stet::state::StateMachine::from_snapshot_bytes(&snapshot.data, 1).expect("state");
+        let found = state
+            .kv
+            .range(&pb::RangeRequest {
+                key: b"backed-up".to_vec(),
+                ..Default::default()
+            })
+            .expect("range");
+        assert_eq!(found.kvs.len(), 1);
+
+        // MoveLeader: refused by a follower, done by the leader.
+        let leader = find_leader(&cluster).await;
+        let target = (leader + 1) % 3;
+        let mut to_target = connect(endpoints[target].clone()).await;
+        let target_id = bounded("status", to_target.maintenance.status(pb::StatusRequest {}))
+            .await
+            .expect("status")
+            .into_inner()
+            .header
+            .expect("header")
+            .member_id;
+        let refused = bounded(
+            "move leader on a follower",
+            to_target
+                .maintenance
+                .move_leader(pb::MoveLeaderRequest { target_id }),
+        )
+        .await
+        .expect_err("a follower refuses MoveLeader");
+        assert_eq!(refused.message(), "etcdserver: not leader");
+        let mut to_leader = connect(endpoints[leader].clone()).await;
+        bounded(
+            "move leader",
+            to_leader
+                .maintenance
+                .move_leader(pb::MoveLeaderRequest { target_id }),
+        )
+        .await
+        .expect("move leader");
+        assert_eq!(find_leader(&cluster).await, target);
+
+        // Defragment is accepted (a no-op for stet).
+        bounded(
+            "defragment",
+            c.maintenance.defragment(pb::DefragmentRequest {}),
+        )
+        .await
+        .expect("defragment");
+    });
+
+    // /metrics reports fsync latency, proposals and per-method request counts.
+    let (code, metrics) = http_get(port, "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    let fsyncs: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_disk_wal_fsync_duration_seconds_count "))
+        .and_then(|v| v.parse().ok())
+        .expect("fsync count");
+    assert!(fsyncs > 0, "{metrics}");
+    assert!(
+        metrics.contains("etcd_server_proposals_failed_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("etcd_server_proposals_pending 0"),
+        "{metrics}"
+    );
+}

@@ -615,18 +615,10 @@ impl Node {
         if !wanted && self.applied_index < self.snapshot_index + self.config.snapshot_count.max(1) {
             return;
         }
-        let index = self.applied_index;
-        let Ok(term) = raft::Storage::term(self.raw.store(), index) else {
+        let Some(snapshot) = self.snapshot_of_applied_state() else {
             return;
         };
-        let mut snapshot = Snapshot {
-            data: self.state.to_snapshot_bytes().into(),
-            ..Default::default()
-        };
-        let meta = snapshot.mut_metadata();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(self.raw.store().conf_state().clone());
+        let index = snapshot.get_metadata().index;
         let compact_to = index.saturating_sub(self.config.catch_up_entries);
         if let Err(error) = self
             .raw
@@ -638,6 +630,23 @@ impl Node {
         }
         self.snapshot_index = index;
         self.outputs.push_back(Output::SaveSnapshot(snapshot));
+    }
+
+    /// The applied state as a raft snapshot (state machine bytes, index, term, conf state): what
+    /// this member saves every `snapshot_count` entries, and what `Maintenance.Snapshot` streams to
+    /// a client. `None` if the applied entry's term is no longer known (never after a start).
+    pub fn snapshot_of_applied_state(&self) -> Option<Snapshot> {
+        let index = self.applied_index;
+        let term = raft::Storage::term(self.raw.store(), index).ok()?;
+        let mut snapshot = Snapshot {
+            data: self.state.to_snapshot_bytes().into(),
+            ..Default::default()
+        };
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.raw.store().conf_state().clone());
+        Some(snapshot)
     }
 
     fn fail(&mut self, reason: String) {

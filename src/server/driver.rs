@@ -5,6 +5,8 @@
 //! Consecutive persists are written first and fsynced once (group commit).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -15,6 +17,7 @@ use raft::eraftpb::Message;
 use crate::node::{ClientError, ClientRequest, ClientResponse, Input, Node, Output, RequestId};
 use crate::proto::etcdserverpb as pb;
 use crate::server::fs_disk::FsDisk;
+use crate::server::metrics::Metrics;
 use crate::server::peer::forward::{forwardable, Forwarder};
 use crate::server::peer::Transport;
 use crate::storage::MemberStorage;
@@ -47,6 +50,12 @@ pub enum Command {
     Unreachable { to: u64, snapshot_failed: bool },
     /// A snapshot was written to a peer's connection (`ok`) or failed.
     SnapshotReport { to: u64, ok: bool },
+    /// The applied state as a raft snapshot (for `Maintenance.Snapshot` and `Hash`).
+    Snapshot {
+        reply: oneshot::Sender<Option<raft::eraftpb::Snapshot>>,
+    },
+    /// Hand leadership to `target` (etcd's MoveLeader).
+    TransferLeader { target: u64 },
 }
 
 /// The member's state as last seen by the driver, for health checks, metrics and `Status`.
@@ -63,6 +72,8 @@ pub struct MemberStatus {
     pub key_count: usize,
     pub is_learner: bool,
     pub leader_changes: u64,
+    /// Bytes of the newest snapshot's state plus the entries written to the WAL since.
+    pub db_size: u64,
     pub stopped: bool,
 }
 
@@ -72,6 +83,7 @@ pub struct DriverHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<MemberStatus>,
     forwarder: Option<Forwarder>,
+    metrics: Arc<Metrics>,
 }
 
 impl DriverHandle {
@@ -144,6 +156,26 @@ impl DriverHandle {
         let _ = self.commands.try_send(Command::SnapshotReport { to, ok });
     }
 
+    /// The applied state as a raft snapshot; `None` if the driver is gone.
+    pub async fn snapshot(&self) -> Option<raft::eraftpb::Snapshot> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Snapshot { reply }).await.ok()?;
+        answer.await.ok().flatten()
+    }
+
+    /// Asks raft to hand leadership to `target`; the caller watches `status` for the outcome.
+    pub async fn transfer_leader(&self, target: u64) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::TransferLeader { target })
+            .await
+            .map_err(|_| ClientError::Stopped)
+    }
+
+    /// The counters and histograms `/metrics` reports.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The member's latest status.
     pub fn status(&self) -> MemberStatus {
         self.status.borrow().clone()
@@ -170,9 +202,14 @@ pub struct Driver {
     shutdown: watch::Receiver<bool>,
     status: watch::Sender<MemberStatus>,
     next_request: RequestId,
-    waiting: HashMap<RequestId, oneshot::Sender<Result<ClientResponse, ClientError>>>,
+    /// Callers waiting for an answer, and whether their request is a proposal.
+    waiting: HashMap<RequestId, (oneshot::Sender<Result<ClientResponse, ClientError>>, bool)>,
     streams: HashMap<StreamId, mpsc::Sender<Result<pb::WatchResponse, Status>>>,
     leader_changes: u64,
+    metrics: Arc<Metrics>,
+    /// `MemberStatus::db_size`: the newest snapshot's state bytes, and entry bytes since.
+    snapshot_bytes: u64,
+    wal_bytes_since_snapshot: u64,
     transport: Option<Transport>,
     /// The membership the transport was last given, and the applied index it was read at.
     members: Vec<pb::Member>,
@@ -200,7 +237,11 @@ impl Driver {
         origin: std::time::Instant,
         shutdown: watch::Receiver<bool>,
         forwarder: Option<Forwarder>,
+        metrics: Arc<Metrics>,
     ) -> (Driver, DriverHandle) {
+        let snapshot_bytes = node
+            .snapshot_of_applied_state()
+            .map_or(0, |s| s.data.len() as u64);
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let (status, status_rx) = watch::channel(MemberStatus::default());
         let driver = Driver {
@@ -214,6 +255,9 @@ impl Driver {
             waiting: HashMap::new(),
             streams: HashMap::new(),
             leader_changes: 0,
+            metrics: metrics.clone(),
+            snapshot_bytes,
+            wal_bytes_since_snapshot: 0,
             transport: None,
             members: Vec::new(),
             members_read_at: None,
@@ -225,6 +269,7 @@ impl Driver {
             commands: commands_tx,
             status: status_rx,
             forwarder,
+            metrics,
         };
         (driver, handle)
     }
@@ -386,7 +431,7 @@ impl Driver {
             tracing::error!(%error, "final fsync failed");
         }
         self.publish_status(true);
-        for (_, reply) in self.waiting.drain() {
+        for (_, (reply, _)) in self.waiting.drain() {
             let _ = reply.send(Err(ClientError::Stopped));
         }
         exit
@@ -400,7 +445,7 @@ impl Driver {
                 }
                 let id = self.next_request;
                 self.next_request += 1;
-                self.waiting.insert(id, reply);
+                self.waiting.insert(id, (reply, is_proposal(&request)));
                 let now = self.now();
                 self.node.handle(now, Input::Client { id, request });
             }
@@ -426,6 +471,14 @@ impl Driver {
                         },
                     );
                 }
+            }
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.node.snapshot_of_applied_state());
+            }
+            Command::TransferLeader { target } => {
+                let now = self.now();
+                self.node
+                    .handle(now, Input::TransferLeader(MemberId(target)));
             }
             Command::SnapshotReport { to, ok } => {
                 let now = self.now();
@@ -460,6 +513,17 @@ impl Driver {
                         self.storage
                             .persist(&persist)
                             .map_err(|e| Exit::Fatal(format!("persist failed: {e}")))?;
+                        match &persist.snapshot {
+                            Some(snapshot) => {
+                                self.snapshot_bytes = snapshot.data.len() as u64;
+                                self.wal_bytes_since_snapshot = 0;
+                            }
+                            None => {
+                                let written: usize =
+                                    persist.entries.iter().map(|e| e.data.len()).sum();
+                                self.wal_bytes_since_snapshot += written as u64;
+                            }
+                        }
                         persisted = Some(persist.ready_number);
                     }
                     Output::SaveSnapshot(snapshot) => {
@@ -467,6 +531,8 @@ impl Driver {
                         self.storage
                             .save_snapshot(&snapshot)
                             .map_err(|e| Exit::Fatal(format!("saving a snapshot failed: {e}")))?;
+                        self.snapshot_bytes = snapshot.data.len() as u64;
+                        self.wal_bytes_since_snapshot = 0;
                         tracing::info!(index, "saved a snapshot");
                     }
                     Output::Send(message) => match &mut self.transport {
@@ -477,7 +543,12 @@ impl Driver {
                         if self.on_publish_reply(id, &result) {
                             continue;
                         }
-                        if let Some(reply) = self.waiting.remove(&id) {
+                        if let Some((reply, proposal)) = self.waiting.remove(&id) {
+                            if proposal && result.is_err() {
+                                self.metrics
+                                    .proposals_failed
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
                             let _ = reply.send(result);
                         }
                     }
@@ -504,12 +575,17 @@ impl Driver {
                 return Ok(());
             };
             if needs_sync {
+                let started = std::time::Instant::now();
                 self.storage
                     .sync()
                     .map_err(|e| Exit::Fatal(format!("fsync failed: {e}")))?;
+                self.metrics.wal_fsync.observe(started.elapsed());
             }
             let now = self.now();
+            let started = std::time::Instant::now();
+            // Durable entries are committed and applied inside this call.
             self.node.handle(now, Input::Persisted { ready_number });
+            self.metrics.backend_commit.observe(started.elapsed());
         }
     }
 
@@ -570,8 +646,12 @@ impl Driver {
                 .get(config.id)
                 .is_some_and(|m| m.is_learner),
             leader_changes: self.leader_changes,
+            db_size: self.snapshot_bytes + self.wal_bytes_since_snapshot,
             stopped,
         };
+        self.metrics
+            .proposals_pending
+            .store(node.pending_requests() as u64, Ordering::Relaxed);
         self.status.send_if_modified(|current| {
             if *current == status {
                 false
@@ -581,4 +661,22 @@ impl Driver {
             }
         });
     }
+}
+
+/// Whether `request` goes through raft as a proposal (counted in the proposal metrics).
+fn is_proposal(request: &ClientRequest) -> bool {
+    matches!(
+        request,
+        ClientRequest::Put(_)
+            | ClientRequest::DeleteRange(_)
+            | ClientRequest::Txn(_)
+            | ClientRequest::Compact(_)
+            | ClientRequest::LeaseGrant(_)
+            | ClientRequest::LeaseRevoke(_)
+            | ClientRequest::MemberAdd(_)
+            | ClientRequest::MemberRemove(_)
+            | ClientRequest::MemberUpdate(_)
+            | ClientRequest::MemberPromote(_)
+            | ClientRequest::MemberPublish { .. }
+    )
 }

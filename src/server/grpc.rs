@@ -22,6 +22,11 @@ use crate::proto::etcdserverpb::{
 /// The cluster protocol version `Status` reports (etcd's "version" field).
 pub const CLUSTER_VERSION: &str = "3.4.0";
 
+/// Bytes per `SnapshotResponse` message.
+const SNAPSHOT_CHUNK: usize = 64 * 1024;
+/// How long MoveLeader waits for the target to lead.
+const MOVE_LEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Keep-alive responses buffered per stream before the stream waits for the client to read.
 const KEEP_ALIVE_BUFFER: usize = 16;
 
@@ -83,8 +88,9 @@ impl Services {
 
 /// Sends a unary request and unwraps the expected response variant.
 macro_rules! unary {
-    ($self:ident, $request:ident, $variant:ident) => {
-        match $self
+    ($self:ident, $request:ident, $variant:ident, $service:literal) => {{
+        let started = std::time::Instant::now();
+        let result = match $self
             .driver
             .call(ClientRequest::$variant($request.into_inner()))
             .await
@@ -92,8 +98,15 @@ macro_rules! unary {
             Ok(ClientResponse::$variant(response)) => Ok(Response::new(response)),
             Ok(other) => Err(unexpected(&other)),
             Err(error) => Err(to_status(&error)),
-        }
-    };
+        };
+        $self.driver.metrics().record_call(
+            $service,
+            stringify!($variant),
+            result.is_ok(),
+            started.elapsed(),
+        );
+        result
+    }};
 }
 
 #[tonic::async_trait]
@@ -102,35 +115,35 @@ impl kv_server::Kv for Services {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        unary!(self, request, Range)
+        unary!(self, request, Range, "KV")
     }
 
     async fn put(
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        unary!(self, request, Put)
+        unary!(self, request, Put, "KV")
     }
 
     async fn delete_range(
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        unary!(self, request, DeleteRange)
+        unary!(self, request, DeleteRange, "KV")
     }
 
     async fn txn(
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        unary!(self, request, Txn)
+        unary!(self, request, Txn, "KV")
     }
 
     async fn compact(
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        unary!(self, request, Compact)
+        unary!(self, request, Compact, "KV")
     }
 }
 
@@ -194,14 +207,14 @@ impl lease_server::Lease for Services {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        unary!(self, request, LeaseGrant)
+        unary!(self, request, LeaseGrant, "Lease")
     }
 
     async fn lease_revoke(
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        unary!(self, request, LeaseRevoke)
+        unary!(self, request, LeaseRevoke, "Lease")
     }
 
     type LeaseKeepAliveStream = ResponseStream<pb::LeaseKeepAliveResponse>;
@@ -243,14 +256,14 @@ impl lease_server::Lease for Services {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        unary!(self, request, LeaseTimeToLive)
+        unary!(self, request, LeaseTimeToLive, "Lease")
     }
 
     async fn lease_leases(
         &self,
         request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        unary!(self, request, LeaseLeases)
+        unary!(self, request, LeaseLeases, "Lease")
     }
 }
 
@@ -260,35 +273,35 @@ impl cluster_server::Cluster for Services {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        unary!(self, request, MemberAdd)
+        unary!(self, request, MemberAdd, "Cluster")
     }
 
     async fn member_remove(
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        unary!(self, request, MemberRemove)
+        unary!(self, request, MemberRemove, "Cluster")
     }
 
     async fn member_update(
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        unary!(self, request, MemberUpdate)
+        unary!(self, request, MemberUpdate, "Cluster")
     }
 
     async fn member_list(
         &self,
         request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        unary!(self, request, MemberList)
+        unary!(self, request, MemberList, "Cluster")
     }
 
     async fn member_promote(
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        unary!(self, request, MemberPromote)
+        unary!(self, request, MemberPromote, "Cluster")
     }
 }
 
@@ -316,13 +329,13 @@ impl maintenance_server::Maintenance for Services {
         Ok(Response::new(pb::StatusResponse {
             header: Some(header(&status)),
             version: CLUSTER_VERSION.to_string(),
-            db_size: 0,
+            db_size: status.db_size as i64,
             leader: status.leader.unwrap_or(0),
             raft_index: status.commit_index,
             raft_term: status.term,
             raft_applied_index: status.applied_index,
             errors: Vec::new(),
-            db_size_in_use: 0,
+            db_size_in_use: status.db_size as i64,
             is_learner: status.is_learner,
         }))
     }
@@ -331,6 +344,120 @@ impl maintenance_server::Maintenance for Services {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        unary!(self, request, HashKv)
+        unary!(self, request, HashKv, "Maintenance")
+    }
+
+    /// stet keeps its store in memory and its files compact (snapshots replace old WAL segments),
+    /// so there is nothing to defragment: answered at once, as a no-op.
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(header(&self.driver.status())),
+        }))
+    }
+
+    /// A CRC-32 of the member's whole applied state (keys with history, leases, membership);
+    /// members at the same applied index agree.
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        let snapshot = self
+            .driver
+            .snapshot()
+            .await
+            .ok_or_else(|| to_status(&ClientError::Stopped))?;
+        Ok(Response::new(pb::HashResponse {
+            header: Some(header(&self.driver.status())),
+            hash: crc32fast::hash(&snapshot.data),
+        }))
+    }
+
+    type SnapshotStream = ResponseStream<pb::SnapshotResponse>;
+
+    /// Streams the member's applied state as a backup (`crate::backup`: a stet snapshot file with
+    /// raft index, term and membership, padded, with etcd's SHA-256 trailer), in chunks.
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let snapshot = self
+            .driver
+            .snapshot()
+            .await
+            .ok_or_else(|| to_status(&ClientError::Stopped))?;
+        let bytes = crate::backup::encode(&snapshot)
+            .map_err(|e| Status::internal(format!("stet: cannot encode the snapshot: {e}")))?;
+        let header = header(&self.driver.status());
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let total = bytes.len();
+            let mut sent = 0;
+            for chunk in bytes.chunks(SNAPSHOT_CHUNK) {
+                sent += chunk.len();
+                let response = pb::SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: (total - sent) as u64,
+                    blob: chunk.to_vec(),
+                };
+                if sender.send(Ok(response)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    /// Hands leadership to another voter, as etcd does: only the leader accepts it, and it
+    /// answers once the target leads (or fails after a few election timeouts).
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let target = request.into_inner().target_id;
+        let status = self.driver.status();
+        if !status.is_leader {
+            return Err(Status::failed_precondition("etcdserver: not leader"));
+        }
+        let members = match self
+            .driver
+            .call_local(ClientRequest::MemberList(pb::MemberListRequest::default()))
+            .await
+        {
+            Ok(ClientResponse::MemberList(list)) => list.members,
+            Ok(other) => return Err(unexpected(&other)),
+            Err(error) => return Err(to_status(&error)),
+        };
+        if !members.iter().any(|m| m.id == target && !m.is_learner) {
+            return Err(Status::failed_precondition(
+                "etcdserver: bad leader transferee",
+            ));
+        }
+        if target == status.member_id {
+            return Ok(Response::new(pb::MoveLeaderResponse {
+                header: Some(header(&status)),
+            }));
+        }
+        self.driver
+            .transfer_leader(target)
+            .await
+            .map_err(|e| to_status(&e))?;
+        let deadline = tokio::time::Instant::now() + MOVE_LEADER_TIMEOUT;
+        loop {
+            let now = self.driver.status();
+            if now.leader == Some(target) {
+                return Ok(Response::new(pb::MoveLeaderResponse {
+                    header: Some(header(&now)),
+                }));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(
+                    "etcdserver: request timed out, leader transfer took too long",
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }

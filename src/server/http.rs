@@ -1,7 +1,6 @@
 //! The plain HTTP endpoints served on the client port next to gRPC: `/health` and `/version` as
 //! etcd answers them, and `/metrics` in Prometheus' text format.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -66,61 +65,7 @@ async fn version() -> impl IntoResponse {
 }
 
 async fn metrics(State(driver): State<DriverHandle>) -> impl IntoResponse {
-    let status = driver.status();
-    let mut body = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, value: String| {
-        let _ = writeln!(body, "# HELP {name} {help}");
-        let _ = writeln!(body, "# TYPE {name} {kind}");
-        let _ = writeln!(body, "{name} {value}");
-    };
-    gauge(
-        "etcd_server_has_leader",
-        "Whether or not a leader exists. 1 is existence, 0 is not.",
-        "gauge",
-        u8::from(status.leader.is_some()).to_string(),
-    );
-    gauge(
-        "etcd_server_is_leader",
-        "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-        "gauge",
-        u8::from(status.is_leader).to_string(),
-    );
-    gauge(
-        "etcd_server_leader_changes_seen_total",
-        "The number of leader changes seen.",
-        "counter",
-        status.leader_changes.to_string(),
-    );
-    gauge(
-        "etcd_server_proposals_committed_total",
-        "The total number of consensus proposals committed.",
-        "gauge",
-        status.commit_index.to_string(),
-    );
-    gauge(
-        "etcd_server_proposals_applied_total",
-        "The total number of consensus proposals applied.",
-        "gauge",
-        status.applied_index.to_string(),
-    );
-    gauge(
-        "etcd_debugging_mvcc_keys_total",
-        "Total number of keys.",
-        "gauge",
-        status.key_count.to_string(),
-    );
-    gauge(
-        "etcd_debugging_mvcc_current_revision",
-        "The current revision of store.",
-        "gauge",
-        status.revision.to_string(),
-    );
-    gauge(
-        "stet_raft_term",
-        "The raft term this member is in.",
-        "gauge",
-        status.term.to_string(),
-    );
+    let body = driver.metrics().render(&driver.status());
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

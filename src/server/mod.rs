@@ -14,9 +14,13 @@ pub mod grpc;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
 pub mod peer;
 #[cfg(feature = "server")]
 mod run;
+#[cfg(feature = "server")]
+pub mod v2_members;
 
 #[cfg(feature = "server")]
 pub use run::{init_logging, run, shutdown_signal, ServerError};

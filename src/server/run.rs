@@ -11,7 +11,7 @@ use super::config::{ClusterState, ListenAddr, LogFormat, LogLevel, ServerConfig}
 use super::driver::{Driver, Exit};
 use super::fs_disk::FsDisk;
 use super::peer::{self, conn::Identity, forward::Forwarder, Transport};
-use super::{grpc, http};
+use super::{grpc, http, v2_members};
 use crate::node::{Node, NodeConfig, StartError};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpeerpb as peerpb;
@@ -328,7 +328,15 @@ pub async fn run(
     let (stop, stopped) = watch::channel(false);
     let addresses = peer::AddressBook::default();
     let forwarder = Forwarder::new(identity, addresses.clone());
-    let (mut driver, handle) = Driver::new(node, storage, origin, stopped.clone(), Some(forwarder));
+    let metrics = std::sync::Arc::new(super::metrics::Metrics::default());
+    let (mut driver, handle) = Driver::new(
+        node,
+        storage,
+        origin,
+        stopped.clone(),
+        Some(forwarder),
+        metrics,
+    );
     driver.attach_transport(Transport::new(identity, handle.clone(), addresses));
     driver.seed_members(seed_members);
     driver.publish_attributes(config.name.clone(), config.advertise_client_urls.clone());
@@ -348,7 +356,8 @@ pub async fn run(
         .routes(config.max_request_bytes)
         .prepare()
         .into_axum_router()
-        .merge(http::router(handle));
+        .merge(http::router(handle.clone()))
+        .merge(v2_members::router(handle));
     for listener in listeners {
         let local = listener.local_addr().ok();
         tracing::info!(address = ?local, "serving client requests (gRPC and HTTP)");
