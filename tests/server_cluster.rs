@@ -59,15 +59,23 @@ struct Cluster {
     dir: TempDir,
     members: Vec<Proc>,
     token: String,
+    /// Flags every member gets.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     /// `n` members named m0, m1, ... bootstrapped together with `--initial-cluster-state new`.
     fn start(tag: &str, n: usize) -> Cluster {
+        Cluster::start_with(tag, n, &[])
+    }
+
+    /// `start` with extra flags for every member.
+    fn start_with(tag: &str, n: usize, extra: &[&str]) -> Cluster {
         let mut cluster = Cluster {
             dir: TempDir::new(tag),
             members: Vec::new(),
             token: format!("token-{tag}"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..n {
             cluster.members.push(Proc {
@@ -112,6 +120,7 @@ impl Cluster {
             .args(["--initial-cluster-state", state])
             .args(["--initial-cluster-token", &self.token])
             .args(TIMING)
+            .args(&self.extra)
             .args(extra)
             .stdin(Stdio::null());
         for (name, _) in std::env::vars_os() {
@@ -808,5 +817,59 @@ fn operations_on_three_members() {
     assert!(
         metrics.contains("etcd_server_proposals_pending 0"),
         "{metrics}"
+    );
+}
+
+#[test]
+fn a_member_far_behind_catches_up_from_a_streamed_snapshot() {
+    // Snapshots every 20 entries, keeping only 5 behind: a member that misses 60 writes of 40 KiB
+    // each can only catch up from a snapshot of more than 2 MiB, sent in several frames.
+    let flags = [
+        "--snapshot-count",
+        "20",
+        "--experimental-snapshot-catchup-entries",
+        "5",
+    ];
+    let mut cluster = Cluster::start_with("snapcatch", 3, &flags);
+    let runtime = runtime();
+    let leader = runtime.block_on(find_leader(&cluster));
+    let behind = (leader + 1) % 3;
+    cluster.members[behind].kill();
+    let value = "x".repeat(40 * 1024);
+    let endpoints = cluster.endpoints();
+    runtime.block_on(async {
+        let mut c = connect(endpoints[leader].clone()).await;
+        for i in 0..60 {
+            c.put(&format!("big{i:02}"), &value, 0).await;
+        }
+    });
+    cluster.launch(behind, "new", &[]);
+    cluster.wait_healthy(behind);
+    runtime.block_on(async {
+        let mut c = connect(endpoints[behind].clone()).await;
+        eventually("the member caught up", Duration::from_secs(20), || {
+            let mut kv = c.kv.clone();
+            async move {
+                let request = pb::RangeRequest {
+                    key: b"big".to_vec(),
+                    range_end: b"bih".to_vec(),
+                    serializable: true,
+                    count_only: true,
+                    ..Default::default()
+                };
+                kv.range(request)
+                    .await
+                    .is_ok_and(|r| r.into_inner().count == 60)
+            }
+        })
+        .await;
+        assert_eq!(c.value("big59").await.map(|v| v.len()), Some(value.len()));
+    });
+    assert!(
+        cluster.members[behind]
+            .log_text()
+            .contains("installing the leader's snapshot"),
+        "the member should have caught up from a snapshot\n{}",
+        cluster.members[behind].log_text()
     );
 }

@@ -81,6 +81,14 @@ pub struct Flags {
     /// Committed entries between snapshots of the state.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
+    /// Entries a leader keeps after its own snapshot so slow followers catch up from the log
+    /// rather than a snapshot.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5_000
+    )]
+    pub experimental_snapshot_catchup_entries: u64,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
@@ -184,6 +192,7 @@ pub struct ServerConfig {
     /// The members of `--initial-cluster`, with their IDs.
     pub initial_members: Vec<pb::Member>,
     pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub max_request_bytes: usize,
@@ -340,6 +349,7 @@ impl Flags {
             cluster_id,
             initial_members,
             snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             max_request_bytes: self.max_request_bytes,

@@ -93,6 +93,7 @@ fn node_config(config: &ServerConfig, member_id: MemberId, cluster_id: ClusterId
     node.heartbeat_interval = config.heartbeat_interval;
     node.election_timeout = config.election_timeout;
     node.snapshot_count = config.snapshot_count;
+    node.catch_up_entries = config.snapshot_catchup_entries;
     node.max_request_bytes = config.max_request_bytes;
     node.max_txn_ops = config.max_txn_ops;
     // A fresh seed per start, so a restarted member never repeats its previous life's lease IDs.
