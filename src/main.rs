@@ -19,7 +19,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    stet::server::init_logging(config.log_level, config.log_format);
+    let log = stet::server::log::logger(config.log_level, config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,7 +30,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(stet::server::run(config, stet::server::shutdown_signal()));
+    let result = runtime.block_on(stet::server::run(
+        config,
+        log,
+        stet::server::shutdown_signal(),
+    ));
     // Connections still open (long-lived watch streams) are dropped with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {

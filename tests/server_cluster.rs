@@ -594,6 +594,7 @@ fn a_member_of_another_cluster_is_refused_and_both_sides_say_why() {
         ])
         .args(["--initial-cluster", &initial])
         .args(["--initial-cluster-token", "another-cluster"])
+        .args(["--log-format", "json"])
         .args(TIMING)
         .stdout(Stdio::null())
         .stderr(log)
@@ -615,6 +616,16 @@ fn a_member_of_another_cluster_is_refused_and_both_sides_say_why() {
     }
     let _ = stranger.kill();
     let _ = stranger.wait();
+    // `--log-format json`: one JSON object per line.
+    let theirs = std::fs::read_to_string(&log_path).unwrap_or_default();
+    for line in theirs.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            parsed.get("msg").is_some() && parsed.get("level").is_some(),
+            "{line}"
+        );
+    }
     // The real cluster is unharmed.
     runtime().block_on(async {
         let mut c = connect(cluster.members[0].endpoint()).await;

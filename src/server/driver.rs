@@ -195,6 +195,7 @@ pub enum Exit {
 
 /// The task that owns the node.
 pub struct Driver {
+    log: slog::Logger,
     node: Node,
     storage: MemberStorage<FsDisk>,
     origin: std::time::Instant,
@@ -238,6 +239,7 @@ impl Driver {
         shutdown: watch::Receiver<bool>,
         forwarder: Option<Forwarder>,
         metrics: Arc<Metrics>,
+        log: slog::Logger,
     ) -> (Driver, DriverHandle) {
         let snapshot_bytes = node
             .snapshot_of_applied_state()
@@ -245,6 +247,7 @@ impl Driver {
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let (status, status_rx) = watch::channel(MemberStatus::default());
         let driver = Driver {
+            log,
             node,
             storage,
             origin,
@@ -367,13 +370,11 @@ impl Driver {
         }
         publish.in_flight = None;
         match result {
-            Ok(_) => tracing::info!(
-                name = %publish.name,
-                client_urls = %publish.client_urls.join(","),
-                "published this member's attributes to the cluster"
-            ),
+            Ok(_) => {
+                slog::info!(self.log, "published this member's attributes to the cluster"; "name" => %publish.name, "client_urls" => %publish.client_urls.join(","))
+            }
             Err(error) => {
-                tracing::debug!(%error, "publishing attributes failed; will retry");
+                slog::debug!(self.log, "publishing attributes failed; will retry"; "error" => %error);
                 publish.next_attempt = now + PUBLISH_RETRY;
             }
         }
@@ -428,7 +429,7 @@ impl Driver {
             }
         };
         if let Err(error) = self.storage.sync() {
-            tracing::error!(%error, "final fsync failed");
+            slog::error!(self.log, "final fsync failed"; "error" => %error);
         }
         self.publish_status(true);
         for (_, (reply, _)) in self.waiting.drain() {
@@ -505,10 +506,7 @@ impl Driver {
                         needs_sync |= persist.must_sync || persist.snapshot.is_some();
                         persist.must_sync = false;
                         if let Some(snapshot) = &persist.snapshot {
-                            tracing::info!(
-                                index = snapshot.get_metadata().index,
-                                "installing the leader's snapshot"
-                            );
+                            slog::info!(self.log, "installing the leader's snapshot"; "index" => snapshot.get_metadata().index);
                         }
                         self.storage
                             .persist(&persist)
@@ -533,11 +531,13 @@ impl Driver {
                             .map_err(|e| Exit::Fatal(format!("saving a snapshot failed: {e}")))?;
                         self.snapshot_bytes = snapshot.data.len() as u64;
                         self.wal_bytes_since_snapshot = 0;
-                        tracing::info!(index, "saved a snapshot");
+                        slog::info!(self.log, "saved a snapshot"; "index" => index);
                     }
                     Output::Send(message) => match &mut self.transport {
                         Some(transport) => transport.send(message),
-                        None => tracing::debug!(to = message.to, "no transport; dropped a message"),
+                        None => {
+                            slog::debug!(self.log, "no transport; dropped a message"; "to" => message.to)
+                        }
                     },
                     Output::Reply { id, result } => {
                         if self.on_publish_reply(id, &result) {
@@ -557,13 +557,14 @@ impl Driver {
                         self.leader_changes += 1;
                         match leader {
                             Some(leader) => {
-                                tracing::info!(term, leader = %format!("{:x}", leader.0), "leader elected")
+                                slog::info!(self.log, "leader elected"; "term" => term, "leader" => format!("{:x}", leader.0))
                             }
-                            None => tracing::warn!(term, "lost the leader"),
+                            None => slog::warn!(self.log, "lost the leader"; "term" => term),
                         }
                     }
                     Output::Removed => {
-                        tracing::error!(
+                        slog::error!(
+                            self.log,
                             "this member has been permanently removed from the cluster. Exiting."
                         );
                         return Err(Exit::Removed);
@@ -597,7 +598,7 @@ impl Driver {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => self.close_stream(stream),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(stream, "watch stream too slow; closing it");
+                slog::warn!(self.log, "watch stream too slow; closing it"; "stream" => stream);
                 if let Some(sender) = self.streams.remove(&stream) {
                     // Ends the stream with an error once the client has read what is buffered.
                     tokio::spawn(async move {

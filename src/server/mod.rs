@@ -14,6 +14,8 @@ pub mod grpc;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]
+pub mod log;
+#[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod peer;
@@ -23,4 +25,4 @@ mod run;
 pub mod v2_members;
 
 #[cfg(feature = "server")]
-pub use run::{init_logging, run, shutdown_signal, ServerError};
+pub use run::{run, shutdown_signal, ServerError};

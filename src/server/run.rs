@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::config::{ClusterState, ListenAddr, LogFormat, LogLevel, ServerConfig};
+use super::config::{ClusterState, ListenAddr, ServerConfig};
 use super::driver::{Driver, Exit};
 use super::fs_disk::FsDisk;
 use super::peer::{self, conn::Identity, forward::Forwarder, Transport};
@@ -43,24 +43,6 @@ pub enum ServerError {
     Removed,
     #[error("fatal: {0}")]
     Fatal(String),
-}
-
-/// Sets up logging to stderr at `level`, as text or JSON lines.
-pub fn init_logging(level: LogLevel, format: LogFormat) {
-    let level = match level {
-        LogLevel::Debug => tracing::Level::DEBUG,
-        LogLevel::Info => tracing::Level::INFO,
-        LogLevel::Warn => tracing::Level::WARN,
-        LogLevel::Error => tracing::Level::ERROR,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
 
 /// Resolves when the process gets SIGINT or SIGTERM.
@@ -112,13 +94,13 @@ type Started = (
     Vec<pb::Member>,
 );
 
-async fn start_node(config: &ServerConfig) -> Result<Started, ServerError> {
+async fn start_node(config: &ServerConfig, log: &slog::Logger) -> Result<Started, ServerError> {
     let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
     let storage_error = |source| ServerError::Storage {
         dir: config.data_dir.display().to_string(),
         source,
     };
-    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let logger = log.new(slog::o!("from" => "raft"));
     let disk = FsDisk::new();
     if MemberStorage::exists(&disk, &layout) {
         // A member bootstrapped with `new` must be the one the flags describe; one that joined
@@ -131,15 +113,10 @@ async fn start_node(config: &ServerConfig) -> Result<Started, ServerError> {
             MemberStorage::open(disk, layout, WalOptions::default(), expected)
                 .map_err(storage_error)?;
         if let Some(torn) = &report.torn_tail {
-            tracing::warn!(
-                file = %torn.file.display(),
-                offset = torn.offset,
-                bytes = torn.bytes_dropped,
-                "repaired a torn WAL tail"
-            );
+            slog::warn!(log, "repaired a torn WAL tail"; "file" => %torn.file.display(), "offset" => torn.offset, "bytes" => torn.bytes_dropped);
         }
         for skipped in &report.skipped_snapshots {
-            tracing::warn!(snapshot = %skipped, "skipped a damaged snapshot");
+            slog::warn!(log, "skipped a damaged snapshot"; "snapshot" => %skipped);
         }
         let metadata = report.metadata.unwrap_or(Metadata {
             member_id: config.member_id.0,
@@ -153,7 +130,8 @@ async fn start_node(config: &ServerConfig) -> Result<Started, ServerError> {
         let origin = std::time::Instant::now();
         let node = if config.force_new_cluster {
             let node = Node::restart_forced(node_config, durable, Instant::ZERO, &logger)?;
-            tracing::warn!(
+            slog::warn!(
+                log,
                 "--force-new-cluster: this member now forms a cluster alone, with all its data; \
                  add members back with `member add`"
             );
@@ -161,11 +139,7 @@ async fn start_node(config: &ServerConfig) -> Result<Started, ServerError> {
         } else {
             Node::restart(node_config, durable, Instant::ZERO, &logger)?
         };
-        tracing::info!(
-            applied_index = node.applied_index(),
-            "restarted from {}",
-            config.data_dir.display()
-        );
+        slog::info!(log, "restarted from {}", config.data_dir.display(); "applied_index" => node.applied_index());
         Ok((node, storage, origin, Vec::new()))
     } else if config.cluster_state == ClusterState::Existing {
         let (cluster_id, member_id, members) = discover_identity(config).await?;
@@ -181,11 +155,7 @@ async fn start_node(config: &ServerConfig) -> Result<Started, ServerError> {
             Instant::ZERO,
             &logger,
         )?;
-        tracing::info!(
-            member_id = %format!("{:x}", member_id.0),
-            cluster_id = %format!("{:x}", cluster_id.0),
-            "joining the existing cluster"
-        );
+        slog::info!(log, "joining the existing cluster"; "member_id" => %format!("{:x}", member_id.0), "cluster_id" => %format!("{:x}", cluster_id.0));
         Ok((node, storage, origin, members))
     } else {
         let metadata = Metadata {
@@ -201,11 +171,7 @@ async fn start_node(config: &ServerConfig) -> Result<Started, ServerError> {
             Instant::ZERO,
             &logger,
         )?;
-        tracing::info!(
-            members = config.initial_members.len(),
-            "bootstrapped a new cluster in {}",
-            config.data_dir.display()
-        );
+        slog::info!(log, "bootstrapped a new cluster in {}", config.data_dir.display(); "members" => config.initial_members.len());
         Ok((node, storage, origin, Vec::new()))
     }
 }
@@ -303,15 +269,10 @@ async fn bind(addr: &ListenAddr) -> Result<Vec<TcpListener>, ServerError> {
 /// Runs one member until `shutdown` resolves (clean exit), or it is removed or fails.
 pub async fn run(
     config: ServerConfig,
+    log: slog::Logger,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    tracing::info!(
-        name = %config.name,
-        member_id = %format!("{:x}", config.member_id.0),
-        cluster_id = %format!("{:x}", config.cluster_id.0),
-        "starting stet {}",
-        env!("CARGO_PKG_VERSION")
-    );
+    slog::info!(log, "starting stet {}", env!("CARGO_PKG_VERSION"); "name" => %config.name, "member_id" => %format!("{:x}", config.member_id.0), "cluster_id" => %format!("{:x}", config.cluster_id.0));
     // Listen first, so a taken port fails before a new data directory is created.
     let mut listeners = Vec::new();
     for addr in &config.listen_client {
@@ -321,7 +282,7 @@ pub async fn run(
     for addr in &config.listen_peer {
         peer_listeners.extend(bind(addr).await?);
     }
-    let (node, storage, origin, seed_members) = start_node(&config).await?;
+    let (node, storage, origin, seed_members) = start_node(&config, &log).await?;
     let identity = Identity {
         cluster_id: node.config().cluster_id.0,
         member_id: node.config().id.0,
@@ -337,14 +298,21 @@ pub async fn run(
         stopped.clone(),
         Some(forwarder),
         metrics,
+        log.clone(),
     );
-    driver.attach_transport(Transport::new(identity, handle.clone(), addresses));
+    driver.attach_transport(Transport::new(
+        identity,
+        handle.clone(),
+        addresses,
+        log.clone(),
+    ));
     driver.seed_members(seed_members);
     driver.publish_attributes(config.name.clone(), config.advertise_client_urls.clone());
     for listener in peer_listeners {
         let local = listener.local_addr().ok();
-        tracing::info!(address = ?local, "serving peers");
+        slog::info!(log, "serving peers"; "address" => ?local);
         tokio::spawn(peer::accept::serve(
+            log.clone(),
             listener,
             handle.clone(),
             stopped.clone(),
@@ -361,15 +329,16 @@ pub async fn run(
         .merge(v2_members::router(handle));
     for listener in listeners {
         let local = listener.local_addr().ok();
-        tracing::info!(address = ?local, "serving client requests (gRPC and HTTP)");
+        slog::info!(log, "serving client requests (gRPC and HTTP)"; "address" => ?local);
         let app = app.clone();
+        let log = log.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stopped.changed().await;
             });
             if let Err(error) = serve.await {
-                tracing::error!(%error, "client listener failed");
+                slog::error!(log, "client listener failed"; "error" => %error);
             }
         });
     }
@@ -378,7 +347,7 @@ pub async fn run(
     let exit = tokio::select! {
         exit = &mut driver_task => exit,
         _ = shutdown => {
-            tracing::info!("received a shutdown signal; stopping");
+            slog::info!(log, "received a shutdown signal; stopping");
             let _ = stop.send(true);
             driver_task.await
         }
@@ -386,7 +355,7 @@ pub async fn run(
     let _ = stop.send(true);
     match exit {
         Ok(Exit::Shutdown) => {
-            tracing::info!("stopped");
+            slog::info!(log, "stopped");
             Ok(())
         }
         Ok(Exit::Removed) => Err(ServerError::Removed),

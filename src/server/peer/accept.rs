@@ -19,6 +19,7 @@ use crate::server::driver::DriverHandle;
 
 /// Accepts peer connections on `listener` until `stopped` changes.
 pub async fn serve(
+    log: slog::Logger,
     listener: TcpListener,
     driver: DriverHandle,
     mut stopped: watch::Receiver<bool>,
@@ -31,30 +32,37 @@ pub async fn serve(
         match accepted {
             Ok((stream, remote)) => {
                 let driver = driver.clone();
+                let log = log.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = serve_connection(stream, driver).await {
+                    if let Err(error) = serve_connection(stream, driver, &log).await {
                         match error {
                             PeerError::Closed => {}
-                            error => tracing::debug!(%remote, %error, "peer connection ended"),
+                            error => {
+                                slog::debug!(log, "peer connection ended"; "remote" => %remote, "error" => %error)
+                            }
                         }
                     }
                 });
             }
             Err(error) => {
-                tracing::warn!(%error, "accepting a peer connection failed");
+                slog::warn!(log, "accepting a peer connection failed"; "error" => %error);
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-async fn serve_connection(stream: TcpStream, driver: DriverHandle) -> Result<(), PeerError> {
+async fn serve_connection(
+    stream: TcpStream,
+    driver: DriverHandle,
+    log: &slog::Logger,
+) -> Result<(), PeerError> {
     let mut stream = FramedStream::new(stream);
     stream.read_preface().await?;
     let frame = stream.read_frame_within(HANDSHAKE_TIMEOUT).await?;
     let hello: peerpb::Hello = peer_wire::decode_message(&frame, FrameKind::Hello)?;
     let status = driver.status();
-    let refused = refusal(&hello, status.cluster_id, status.member_id);
+    let refused = refusal(&hello, status.cluster_id, status.member_id, log);
     let purpose = peerpb::Purpose::try_from(hello.purpose).unwrap_or_default();
     let members = if refused.is_empty() && purpose == peerpb::Purpose::Members {
         match driver
@@ -80,14 +88,14 @@ async fn serve_connection(stream: TcpStream, driver: DriverHandle) -> Result<(),
         return Ok(());
     }
     match purpose {
-        peerpb::Purpose::Raft => receive_raft(stream, hello.from, driver).await,
+        peerpb::Purpose::Raft => receive_raft(stream, hello.from, driver, log).await,
         peerpb::Purpose::Forward => serve_forwarded(stream, driver).await,
         peerpb::Purpose::Members | peerpb::Purpose::Unspecified => Ok(()),
     }
 }
 
 /// Why a `Hello` is refused, or empty if it is welcome. Logs a cluster mismatch, as etcd does.
-fn refusal(hello: &peerpb::Hello, cluster_id: u64, member_id: u64) -> String {
+fn refusal(hello: &peerpb::Hello, cluster_id: u64, member_id: u64, log: &slog::Logger) -> String {
     if hello.version != peer_wire::VERSION {
         return format!(
             "unsupported peer protocol version {} (this member speaks {})",
@@ -96,12 +104,7 @@ fn refusal(hello: &peerpb::Hello, cluster_id: u64, member_id: u64) -> String {
         );
     }
     if hello.cluster_id != 0 && hello.cluster_id != cluster_id {
-        tracing::error!(
-            local_cluster_id = %format!("{cluster_id:x}"),
-            remote_cluster_id = %format!("{:x}", hello.cluster_id),
-            remote_member_id = %format!("{:x}", hello.from),
-            "cluster ID mismatch: refusing a peer of another cluster"
-        );
+        slog::error!(log, "cluster ID mismatch: refusing a peer of another cluster"; "local_cluster_id" => %format!("{cluster_id:x}"), "remote_cluster_id" => %format!("{:x}", hello.cluster_id), "remote_member_id" => %format!("{:x}", hello.from));
         return format!(
             "cluster ID mismatch: local cluster {cluster_id:x}, the peer's cluster {:x}",
             hello.cluster_id
@@ -127,6 +130,7 @@ async fn receive_raft(
     stream: FramedStream,
     from: u64,
     driver: DriverHandle,
+    log: &slog::Logger,
 ) -> Result<(), PeerError> {
     let (mut reader, _write) = stream.into_split();
     let mut reassembler = RaftReassembler::default();
@@ -138,16 +142,12 @@ async fn receive_raft(
         let message = match <Message as protobuf::Message>::parse_from_bytes(&bytes) {
             Ok(message) => message,
             Err(error) => {
-                tracing::warn!(peer = %format!("{from:x}"), %error, "undecodable raft message from a peer; closing");
+                slog::warn!(log, "undecodable raft message from a peer; closing"; "peer" => %format!("{from:x}"), "error" => %error);
                 return Ok(());
             }
         };
         if message.from != from {
-            tracing::warn!(
-                peer = %format!("{from:x}"),
-                claimed = %format!("{:x}", message.from),
-                "dropped a raft message whose sender is not the connection's member"
-            );
+            slog::warn!(log, "dropped a raft message whose sender is not the connection's member"; "peer" => %format!("{from:x}"), "claimed" => %format!("{:x}", message.from));
             continue;
         }
         if !driver.deliver_peer_message(message).await {
@@ -199,6 +199,10 @@ async fn serve_forwarded(stream: FramedStream, driver: DriverHandle) -> Result<(
 mod tests {
     use super::*;
 
+    fn discard() -> slog::Logger {
+        slog::Logger::root(slog::Discard, slog::o!())
+    }
+
     fn hello(purpose: peerpb::Purpose, cluster_id: u64, from: u64, to: u64) -> peerpb::Hello {
         peerpb::Hello {
             version: peer_wire::VERSION,
@@ -211,26 +215,46 @@ mod tests {
 
     #[test]
     fn a_peer_of_another_cluster_is_refused_with_both_ids() {
-        let why = refusal(&hello(peerpb::Purpose::Raft, 0xbad, 2, 1), 0xc1, 1);
+        let why = refusal(
+            &hello(peerpb::Purpose::Raft, 0xbad, 2, 1),
+            0xc1,
+            1,
+            &discard(),
+        );
         assert!(why.starts_with("cluster ID mismatch"), "{why}");
         assert!(why.contains("c1") && why.contains("bad"), "{why}");
     }
 
     #[test]
     fn a_connection_meant_for_another_member_is_refused() {
-        let why = refusal(&hello(peerpb::Purpose::Raft, 0xc1, 2, 3), 0xc1, 1);
+        let why = refusal(
+            &hello(peerpb::Purpose::Raft, 0xc1, 2, 3),
+            0xc1,
+            1,
+            &discard(),
+        );
         assert!(why.starts_with("member ID mismatch"), "{why}");
     }
 
     #[test]
     fn only_a_membership_query_may_come_without_identity() {
         assert_eq!(
-            refusal(&hello(peerpb::Purpose::Members, 0, 0, 0), 0xc1, 1),
+            refusal(
+                &hello(peerpb::Purpose::Members, 0, 0, 0),
+                0xc1,
+                1,
+                &discard()
+            ),
             ""
         );
-        assert!(!refusal(&hello(peerpb::Purpose::Raft, 0, 0, 1), 0xc1, 1).is_empty());
+        assert!(!refusal(&hello(peerpb::Purpose::Raft, 0, 0, 1), 0xc1, 1, &discard()).is_empty());
         assert_eq!(
-            refusal(&hello(peerpb::Purpose::Raft, 0xc1, 2, 1), 0xc1, 1),
+            refusal(
+                &hello(peerpb::Purpose::Raft, 0xc1, 2, 1),
+                0xc1,
+                1,
+                &discard()
+            ),
             ""
         );
     }
@@ -239,6 +263,6 @@ mod tests {
     fn another_protocol_version_is_refused() {
         let mut other = hello(peerpb::Purpose::Raft, 0xc1, 2, 1);
         other.version = 99;
-        assert!(refusal(&other, 0xc1, 1).contains("version"));
+        assert!(refusal(&other, 0xc1, 1, &discard()).contains("version"));
     }
 }

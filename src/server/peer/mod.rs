@@ -42,6 +42,7 @@ struct Link {
 
 /// Outgoing raft messages, one writer task per peer.
 pub struct Transport {
+    log: slog::Logger,
     identity: Identity,
     driver: DriverHandle,
     links: HashMap<u64, Link>,
@@ -49,8 +50,14 @@ pub struct Transport {
 }
 
 impl Transport {
-    pub fn new(identity: Identity, driver: DriverHandle, addresses: AddressBook) -> Self {
+    pub fn new(
+        identity: Identity,
+        driver: DriverHandle,
+        addresses: AddressBook,
+        log: slog::Logger,
+    ) -> Self {
         Transport {
+            log,
             identity,
             driver,
             links: HashMap::new(),
@@ -88,6 +95,7 @@ impl Transport {
                     let (urls, urls_rx) = watch::channel(member.peer_ur_ls.clone());
                     let (queue, queue_rx) = mpsc::channel(PEER_QUEUE);
                     let writer = PeerWriter {
+                        log: self.log.new(slog::o!("peer" => format!("{:x}", member.id))),
                         identity: self.identity,
                         to: member.id,
                         urls: urls_rx,
@@ -122,6 +130,7 @@ impl Transport {
 
 /// The task that owns one peer's outgoing connection.
 struct PeerWriter {
+    log: slog::Logger,
     identity: Identity,
     to: u64,
     urls: watch::Receiver<Vec<String>>,
@@ -148,7 +157,7 @@ impl PeerWriter {
                 Ok(stream) => stream,
                 Err(error) => {
                     if active || matches!(error, PeerError::ClusterMismatch { .. }) {
-                        log_dial_failure(self.to, &error);
+                        log_dial_failure(&self.log, &error);
                     }
                     active = false;
                     self.fail(&first);
@@ -161,7 +170,7 @@ impl PeerWriter {
                 }
             };
             if !active {
-                tracing::info!(peer = %format!("{:x}", self.to), "peer became active");
+                slog::info!(self.log, "peer became active");
             }
             backoff = MIN_BACKOFF;
             let mut next = Some(first);
@@ -185,7 +194,7 @@ impl PeerWriter {
                     match protobuf::Message::write_to_bytes(&message) {
                         Ok(encoded) => peer_wire::encode_raft_message(&encoded, &mut bytes),
                         Err(error) => {
-                            tracing::error!(%error, "cannot encode a raft message; dropped")
+                            slog::error!(self.log, "cannot encode a raft message; dropped"; "error" => %error)
                         }
                     }
                     if bytes.len() < BATCH_BYTES {
@@ -199,11 +208,7 @@ impl PeerWriter {
                         }
                     }
                     Err(error) => {
-                        tracing::warn!(
-                            peer = %format!("{:x}", self.to),
-                            %error,
-                            "lost the connection to a peer"
-                        );
+                        slog::warn!(self.log, "lost the connection to a peer"; "error" => %error);
                         // Logged just now; the next dial failure need not be.
                         active = false;
                         self.driver.report_unreachable(self.to, false);
@@ -237,15 +242,11 @@ impl PeerWriter {
     }
 }
 
-fn log_dial_failure(to: u64, error: &PeerError) {
-    let peer = format!("{to:x}");
+fn log_dial_failure(log: &slog::Logger, error: &PeerError) {
     match error {
-        PeerError::ClusterMismatch { local, remote } => tracing::error!(
-            %peer,
-            local_cluster_id = %format!("{local:x}"),
-            remote_cluster_id = %format!("{remote:x}"),
-            "cluster ID mismatch: refusing to talk to a member of another cluster"
-        ),
-        error => tracing::warn!(%peer, %error, "peer is unreachable"),
+        PeerError::ClusterMismatch { local, remote } => {
+            slog::error!(log, "cluster ID mismatch: refusing to talk to a member of another cluster"; "local_cluster_id" => %format!("{local:x}"), "remote_cluster_id" => %format!("{remote:x}"))
+        }
+        error => slog::warn!(log, "peer is unreachable"; "error" => %error),
     }
 }
