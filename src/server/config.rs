@@ -111,6 +111,10 @@ pub struct Flags {
     /// after losing a majority). Grow the cluster back with `member add`.
     #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub force_new_cluster: bool,
+    /// A YAML file with these settings (keys are the flag names, as in etcd's config file). When
+    /// given, other flags and `ETCD_*` variables are ignored, as etcd does.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,
@@ -157,6 +161,8 @@ pub enum ConfigError {
         cluster_urls: String,
         advertised: String,
     },
+    #[error("cannot read --config-file {path}: {why}")]
+    ConfigFile { path: String, why: String },
     #[error("invalid URL {url:?} in --{flag}: {why}")]
     Url {
         flag: &'static str,
@@ -199,6 +205,8 @@ pub struct ServerConfig {
     pub max_txn_ops: usize,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
+    /// Keys of `--config-file` that stet does not know (logged as a warning at start).
+    pub ignored_config_keys: Vec<String>,
 }
 
 /// Parses the command line and `ETCD_*` variables from `env` (a getter, so tests need not touch the
@@ -229,12 +237,75 @@ where
         flag.push(value);
         args.push(flag);
     }
-    let matches = command.try_get_matches_from(args)?;
+    let matches = command.clone().try_get_matches_from(args)?;
     let flags = Flags::from_arg_matches(&matches)?;
     if flags.version {
         return Ok(None);
     }
-    flags.check().map(Some)
+    let Some(path) = flags.config_file.clone() else {
+        return flags.check().map(Some);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::ConfigFile {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })?;
+    let (file_args, ignored) = config_file_args(&text).map_err(|why| ConfigError::ConfigFile {
+        path: path.display().to_string(),
+        why,
+    })?;
+    let matches = command.try_get_matches_from(file_args)?;
+    let mut config = Flags::from_arg_matches(&matches)?.check()?;
+    config.ignored_config_keys = ignored;
+    Ok(Some(config))
+}
+
+/// Turns a YAML config file into command-line arguments for the flags it sets, and the keys stet
+/// does not know (etcd's files carry many; they are reported, not fatal).
+fn config_file_args(text: &str) -> Result<(Vec<OsString>, Vec<String>), String> {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let docs = YamlLoader::load_from_str(text).map_err(|e| e.to_string())?;
+    let mut args = vec![OsString::from("stet")];
+    let mut ignored = Vec::new();
+    let Some(doc) = docs.first() else {
+        return Ok((args, ignored));
+    };
+    let Yaml::Hash(map) = doc else {
+        return Err("the file must be a mapping of setting names to values".to_string());
+    };
+    let known: Vec<String> = Flags::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .filter(|name| name != "config-file" && name != "version")
+        .collect();
+    for (key, value) in map {
+        let Some(key) = key.as_str() else {
+            return Err(format!("setting names must be strings, not {key:?}"));
+        };
+        if !known.iter().any(|k| k == key) {
+            ignored.push(key.to_string());
+            continue;
+        }
+        let value = match value {
+            Yaml::String(s) => s.clone(),
+            Yaml::Integer(i) => i.to_string(),
+            Yaml::Real(r) => r.clone(),
+            Yaml::Boolean(b) => b.to_string(),
+            Yaml::Null => continue,
+            Yaml::Array(items) => {
+                let mut parts = Vec::new();
+                for item in items {
+                    match item {
+                        Yaml::String(s) => parts.push(s.clone()),
+                        other => return Err(format!("{key}: unexpected list item {other:?}")),
+                    }
+                }
+                parts.join(",")
+            }
+            other => return Err(format!("{key}: unexpected value {other:?}")),
+        };
+        args.push(OsString::from(format!("--{key}={value}")));
+    }
+    Ok((args, ignored))
 }
 
 /// Parses the process's own command line and environment.
@@ -356,6 +427,7 @@ impl Flags {
             max_txn_ops: self.max_txn_ops,
             log_level: self.log_level,
             log_format: self.log_format,
+            ignored_config_keys: Vec::new(),
         })
     }
 }
@@ -467,6 +539,46 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(error, ConfigError::ElectionTimeout { .. }));
+    }
+
+    #[test]
+    fn a_config_file_sets_flags_and_overrides_the_command_line() {
+        let dir = std::env::temp_dir().join(format!("stet-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stet.yml");
+        std::fs::write(
+            &path,
+            "name: 'n1'\n\
+             data-dir: /var/lib/n1\n\
+             initial-cluster: n1=http://10.0.0.1:2380\n\
+             initial-advertise-peer-urls: http://10.0.0.1:2380\n\
+             listen-client-urls: [http://10.0.0.1:2379, http://127.0.0.1:4001]\n\
+             snapshot-count: 5000\n\
+             force-new-cluster: false\n\
+             enable-v2: true\n\
+             logger: zap\n",
+        )
+        .unwrap();
+        let path_arg = path.display().to_string();
+        let config = parse_with(&["--config-file", &path_arg, "--name", "ignored"], &[])
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.name, "n1");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/n1"));
+        assert_eq!(config.snapshot_count, 5000);
+        assert_eq!(config.listen_client.len(), 2);
+        assert_eq!(config.listen_client[1].port, 4001);
+        assert_eq!(config.ignored_config_keys, vec!["enable-v2", "logger"]);
+        std::fs::write(&path, "- not\n- a mapping\n").unwrap();
+        let error = parse_with(&["--config-file", &path_arg], &[]).unwrap_err();
+        assert!(error.to_string().contains("must be a mapping"), "{error}");
+        let missing = dir.join("missing.yml").display().to_string();
+        let error = parse_with(&["--config-file", &missing], &[]).unwrap_err();
+        assert!(
+            error.to_string().starts_with("cannot read --config-file"),
+            "{error}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

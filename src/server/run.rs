@@ -273,6 +273,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     slog::info!(log, "starting stet {}", env!("CARGO_PKG_VERSION"); "name" => %config.name, "member_id" => %format!("{:x}", config.member_id.0), "cluster_id" => %format!("{:x}", config.cluster_id.0));
+    if !config.ignored_config_keys.is_empty() {
+        slog::warn!(log, "--config-file: ignoring settings stet does not support";
+            "keys" => config.ignored_config_keys.join(","));
+    }
     // Listen first, so a taken port fails before a new data directory is created.
     let mut listeners = Vec::new();
     for addr in &config.listen_client {
