@@ -13,6 +13,15 @@ export STET_SIM_SEEDS="${STET_SIM_SEEDS:-25}"
 fuzz_seconds="${STET_FUZZ_SECONDS:-10}"
 madsim_flags="--cfg madsim"
 
+# The etcd-client crate (a third-party client the server tests use) runs protoc in its build script.
+if ! command -v protoc >/dev/null 2>&1; then
+    echo "== installing protoc (Debian's protobuf-compiler) for the etcd-client crate's build"
+    if ! (apt-get update -qq && apt-get install -y -qq protobuf-compiler >/dev/null); then
+        echo "error: protoc is missing and could not be installed: apt-get install protobuf-compiler" >&2
+        exit 1
+    fi
+fi
+
 echo "== cargo fmt --check (core, sim, fuzz)"
 cargo fmt --all -- --check
 cargo fmt --manifest-path sim/Cargo.toml --all -- --check

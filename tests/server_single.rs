@@ -402,3 +402,112 @@ fn etcdctl_works_against_stet() {
         "leader, not learner: {status}"
     );
 }
+
+/// The `etcd-client` crate (a third-party Rust client of etcd's v3 API) against stet.
+#[test]
+fn etcd_client_crate_works_against_stet() {
+    use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp};
+    let dir = TempDir::new("etcd-client");
+    let member = Member::start(&dir.0, &[]);
+    runtime().block_on(async {
+        let mut client = bounded("connect", Client::connect([member.endpoint()], None))
+            .await
+            .expect("connect");
+
+        // put / get / prefix / delete
+        bounded("put", client.put("fruit/apple", "red", None))
+            .await
+            .expect("put");
+        bounded("put", client.put("fruit/banana", "yellow", None))
+            .await
+            .expect("put");
+        let got = bounded("get", client.get("fruit/apple", None))
+            .await
+            .expect("get");
+        assert_eq!(got.kvs()[0].value(), b"red");
+        let all = bounded(
+            "get prefix",
+            client.get("fruit/", Some(GetOptions::new().with_prefix())),
+        )
+        .await
+        .expect("get prefix");
+        assert_eq!(all.count(), 2);
+        let deleted = bounded("delete", client.delete("fruit/banana", None))
+            .await
+            .expect("delete");
+        assert_eq!(deleted.deleted(), 1);
+
+        // txn: compare-and-set succeeds once, then fails
+        let cas = |expect: &'static str, new: &'static str| {
+            Txn::new()
+                .when([Compare::value("fruit/apple", CompareOp::Equal, expect)])
+                .and_then([TxnOp::put("fruit/apple", new, None)])
+                .or_else([TxnOp::get("fruit/apple", None)])
+        };
+        let first = bounded("txn", client.txn(cas("red", "green")))
+            .await
+            .expect("txn");
+        assert!(first.succeeded());
+        let second = bounded("txn", client.txn(cas("red", "blue")))
+            .await
+            .expect("txn");
+        assert!(!second.succeeded());
+
+        // watch sees a put and a delete
+        let mut stream = bounded("watch", client.watch("w", None))
+            .await
+            .expect("watch");
+        bounded("put", client.put("w", "1", None))
+            .await
+            .expect("put");
+        bounded("delete", client.delete("w", None))
+            .await
+            .expect("delete");
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let response = bounded("watch event", stream.message())
+                .await
+                .expect("watch stream")
+                .expect("a watch response");
+            seen.extend(response.events().iter().map(|e| e.event_type()));
+        }
+        assert_eq!(seen, vec![EventType::Put, EventType::Delete]);
+
+        // lease: grant, attach, keep alive, time to live, revoke deletes the key
+        let lease = bounded("grant", client.lease_grant(30, None))
+            .await
+            .expect("grant");
+        bounded(
+            "put with lease",
+            client.put(
+                "leased",
+                "v",
+                Some(PutOptions::new().with_lease(lease.id())),
+            ),
+        )
+        .await
+        .expect("put");
+        let (mut keeper, mut kept) = bounded("keep alive", client.lease_keep_alive(lease.id()))
+            .await
+            .expect("keep alive");
+        bounded("keep alive", keeper.keep_alive())
+            .await
+            .expect("keep alive");
+        let renewed = bounded("keep alive answer", kept.message())
+            .await
+            .expect("stream")
+            .expect("answer");
+        assert!(renewed.ttl() > 0);
+        let ttl = bounded("time to live", client.lease_time_to_live(lease.id(), None))
+            .await
+            .expect("time to live");
+        assert!(ttl.ttl() > 0 && ttl.ttl() <= 30);
+        bounded("revoke", client.lease_revoke(lease.id()))
+            .await
+            .expect("revoke");
+        let gone = bounded("get", client.get("leased", None))
+            .await
+            .expect("get");
+        assert_eq!(gone.count(), 0);
+    });
+}
