@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use super::config::{ClusterState, ListenAddr, LogFormat, LogLevel, ServerConfig};
 use super::driver::{Driver, Exit};
 use super::fs_disk::FsDisk;
+use super::h2_authority::RewritingListener;
 use super::peer::{self, conn::Identity, forward::Forwarder, Transport};
 use super::{grpc, http};
 use crate::node::{Node, NodeConfig, StartError};
@@ -355,6 +356,8 @@ pub async fn run(
         let app = app.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
+            // etcdctl's per-endpoint commands send a URL as `:authority`, which hyper refuses.
+            let listener = RewritingListener::new(listener);
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stopped.changed().await;
             });
