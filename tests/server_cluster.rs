@@ -644,10 +644,10 @@ fn etcdctl_works_against_three_members() {
     let all = cluster
         .members
         .iter()
-        .map(|m| format!("127.0.0.1:{}", m.client_port))
+        .map(|m| format!("http://127.0.0.1:{}", m.client_port))
         .collect::<Vec<_>>()
         .join(",");
-    let one = |i: usize| format!("127.0.0.1:{}", cluster.members[i].client_port);
+    let one = |i: usize| format!("http://127.0.0.1:{}", cluster.members[i].client_port);
     assert_eq!(etcdctl_run(&etcdctl, &one(0), &["put", "p/a", "1"]), "OK\n");
     assert_eq!(etcdctl_run(&etcdctl, &one(1), &["put", "p/b", "2"]), "OK\n");
     assert_eq!(

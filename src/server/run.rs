@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use super::config::{ClusterState, ListenAddr, ServerConfig};
 use super::driver::{Driver, Exit};
 use super::fs_disk::FsDisk;
+use super::h2_authority::RewritingListener;
 use super::peer::{self, conn::Identity, forward::Forwarder, Transport};
 use super::{grpc, http, v2_members};
 use crate::node::{Node, NodeConfig, StartError};
@@ -338,6 +339,8 @@ pub async fn run(
         let log = log.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
+            // etcdctl's per-endpoint commands send a URL as `:authority`, which hyper refuses.
+            let listener = RewritingListener::new(listener, log.clone());
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stopped.changed().await;
             });
