@@ -884,3 +884,56 @@ fn a_member_far_behind_catches_up_from_a_streamed_snapshot() {
         cluster.members[behind].log_text()
     );
 }
+
+#[test]
+fn without_a_quorum_requests_fail_with_an_error_instead_of_hanging() {
+    let mut cluster = Cluster::start("noquorum", 3);
+    cluster.members[1].kill();
+    cluster.members[2].kill();
+    let endpoint = cluster.members[0].endpoint();
+    runtime().block_on(async {
+        let mut c = connect(endpoint).await;
+        let started = Instant::now();
+        let put = pb::PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        };
+        let error = tokio::time::timeout(Duration::from_secs(30), c.kv.put(put))
+            .await
+            .expect("a write without a quorum must end with an error, not hang")
+            .expect_err("a write without a quorum cannot succeed");
+        assert_eq!(error.code(), tonic::Code::Unavailable, "{error:?}");
+        assert!(
+            error.message() == "etcdserver: request timed out"
+                || error.message() == "etcdserver: no leader",
+            "{error:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let read = tokio::time::timeout(
+            Duration::from_secs(30),
+            c.kv.range(pb::RangeRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("a linearizable read without a quorum must end, not hang");
+        assert!(read.is_err(), "{read:?}");
+    });
+    // /health says why it is unhealthy.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (code, body) = http_get(cluster.members[0].client_port, "/health").expect("health");
+        if code == 503 {
+            assert!(body.contains("\"health\":\"false\""), "{body}");
+            assert!(body.contains("reason"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still healthy without a quorum: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
