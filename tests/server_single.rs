@@ -30,11 +30,14 @@ fn stet_command(dir: &Path, port: u16, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stet"));
     command
         .current_dir(dir)
-        .args(["--data-dir", "data", "--listen-client-urls", &url])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--advertise-client-urls", &url, "--log-level", "warn"])
-        .args(extra)
-        .stdin(Stdio::null());
+        .args(["--data-dir", "data", "--listen-peer-urls", &peer_url])
+        .args(["--log-level", "warn"]);
+    for flag in ["--listen-client-urls", "--advertise-client-urls"] {
+        if !extra.contains(&flag) {
+            command.args([flag, &url]);
+        }
+    }
+    command.args(extra).stdin(Stdio::null());
     // Settings from the test's own environment would conflict with the flags.
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("ETCD_") {
@@ -46,7 +49,11 @@ fn stet_command(dir: &Path, port: u16, extra: &[&str]) -> Command {
 
 impl Member {
     fn start(dir: &Path, extra: &[&str]) -> Member {
-        let port = free_port();
+        Member::start_on(dir, free_port(), extra)
+    }
+
+    /// Starts a member whose health is checked on `port` (which `extra` may listen on itself).
+    fn start_on(dir: &Path, port: u16, extra: &[&str]) -> Member {
         let child = stet_command(dir, port, extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -527,4 +534,70 @@ fn etcd_client_crate_works_against_stet() {
             .expect("get");
         assert_eq!(gone.count(), 0);
     });
+}
+
+/// Several listen URLs per flag (etcd's 2379 and 4001 habit), and advertised client URLs published
+/// again after a restart that changes them.
+#[test]
+fn several_client_urls_and_new_advertised_urls_after_restart() {
+    let dir = TempDir::new("urls");
+    let (first, second) = (free_port(), free_port());
+    let listen = format!("http://127.0.0.1:{first},http://127.0.0.1:{second}");
+    let advertised = format!("http://127.0.0.1:{first}");
+    let member = Member::start_on(
+        &dir.0,
+        first,
+        &[
+            "--listen-client-urls",
+            &listen,
+            "--advertise-client-urls",
+            &advertised,
+        ],
+    );
+    for port in [first, second] {
+        let (code, body) = http_get(port, "/health").expect("health");
+        assert_eq!(code, 200, "port {port}: {body}");
+    }
+    let client_urls = |port: u16| {
+        runtime().block_on(async {
+            let mut c = connect(format!("http://127.0.0.1:{port}")).await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let list = bounded(
+                    "member list",
+                    c.cluster.member_list(pb::MemberListRequest::default()),
+                )
+                .await
+                .expect("member list")
+                .into_inner();
+                let urls = list.members[0].client_ur_ls.clone();
+                if !urls.is_empty() || Instant::now() > deadline {
+                    return urls;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    assert_eq!(client_urls(second), vec![advertised]);
+    assert!(member.terminate().success());
+
+    let readvertised = format!("http://127.0.0.1:{second}");
+    let _member = Member::start_on(
+        &dir.0,
+        first,
+        &[
+            "--listen-client-urls",
+            &listen,
+            "--advertise-client-urls",
+            &readvertised,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client_urls(first) != vec![readvertised.clone()] {
+        assert!(
+            Instant::now() < deadline,
+            "the new advertised client URL was not published"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
