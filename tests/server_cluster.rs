@@ -434,7 +434,7 @@ fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     std::thread::sleep(Duration::from_millis(1500));
     let killed_at = Instant::now();
     cluster.members[leader].kill();
-    std::thread::sleep(Duration::from_millis(3000));
+    std::thread::sleep(Duration::from_millis(5000));
     let _ = stop.send(true);
     let mut acknowledged = Vec::new();
     for writer in writers {
@@ -449,7 +449,8 @@ fn killing_the_leader_under_load_loses_no_acknowledged_write() {
         .filter(|(_, at)| *at > killed_at)
         .count();
     assert!(before > 0, "no write was acknowledged before the kill");
-    // A new leader served writes within the three seconds after the kill (six election timeouts).
+    // A new leader served writes within the five seconds after the kill (ten election timeouts;
+    // generous, as CI runs these processes side by side on two cores).
     assert!(
         after > 0,
         "no write was acknowledged after the leader was killed"
