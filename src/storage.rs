@@ -162,6 +162,12 @@ impl<D: Disk> MemberStorage<D> {
         self.finish_own_snapshot(snapshot)
     }
 
+    /// Where snapshot files live (a driver may write one elsewhere, then call
+    /// [`finish_own_snapshot`](Self::finish_own_snapshot)).
+    pub fn snap_dir(&self) -> &std::path::Path {
+        &self.layout.snap_dir
+    }
+
     /// Makes a snapshot's file durable (temp file, fsync, rename, directory fsync). Until its WAL
     /// record is written, a restart ignores the file.
     pub fn write_snapshot_file(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {

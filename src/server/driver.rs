@@ -56,6 +56,8 @@ pub enum Command {
     },
     /// Hand leadership to `target` (etcd's MoveLeader).
     TransferLeader { target: u64 },
+    /// A snapshot file written off the driver's task is durable (or failed).
+    SnapshotFileWritten(Result<raft::eraftpb::Snapshot, String>),
 }
 
 /// The member's state as last seen by the driver, for health checks, metrics and `Status`.
@@ -196,6 +198,13 @@ pub enum Exit {
 /// The task that owns the node.
 pub struct Driver {
     log: slog::Logger,
+    /// The driver's own command sender, for work it hands to blocking tasks.
+    own_commands: mpsc::Sender<Command>,
+    /// An own snapshot whose file is being written off this task, and the newest one waiting.
+    snapshot_writing: bool,
+    snapshot_waiting: Option<raft::eraftpb::Snapshot>,
+    /// Set by a command that failed in a way the member cannot go on from.
+    failure: Option<String>,
     node: Node,
     storage: MemberStorage<FsDisk>,
     origin: std::time::Instant,
@@ -248,6 +257,10 @@ impl Driver {
         let (status, status_rx) = watch::channel(MemberStatus::default());
         let driver = Driver {
             log,
+            own_commands: commands_tx.clone(),
+            snapshot_writing: false,
+            snapshot_waiting: None,
+            failure: None,
             node,
             storage,
             origin,
@@ -397,6 +410,9 @@ impl Driver {
             if let Err(exit) = self.carry_out_outputs() {
                 break exit;
             }
+            if let Some(reason) = self.failure.take() {
+                break Exit::Fatal(reason);
+            }
             self.sync_members();
             self.maybe_publish();
             if let Err(exit) = self.carry_out_outputs() {
@@ -476,6 +492,7 @@ impl Driver {
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.node.snapshot_of_applied_state());
             }
+            Command::SnapshotFileWritten(written) => self.on_snapshot_file_written(written),
             Command::TransferLeader { target } => {
                 let now = self.now();
                 self.node
@@ -525,13 +542,14 @@ impl Driver {
                         persisted = Some(persist.ready_number);
                     }
                     Output::SaveSnapshot(snapshot) => {
-                        let index = snapshot.get_metadata().index;
-                        self.storage
-                            .save_snapshot(&snapshot)
-                            .map_err(|e| Exit::Fatal(format!("saving a snapshot failed: {e}")))?;
                         self.snapshot_bytes = snapshot.data.len() as u64;
                         self.wal_bytes_since_snapshot = 0;
-                        slog::info!(self.log, "saved a snapshot"; "index" => index);
+                        if self.snapshot_writing {
+                            // Only the newest matters: its marker supersedes older ones.
+                            self.snapshot_waiting = Some(snapshot);
+                        } else {
+                            self.write_snapshot_file(snapshot);
+                        }
                     }
                     Output::Send(message) => match &mut self.transport {
                         Some(transport) => transport.send(message),
@@ -587,6 +605,45 @@ impl Driver {
             // Durable entries are committed and applied inside this call.
             self.node.handle(now, Input::Persisted { ready_number });
             self.metrics.backend_commit.observe(started.elapsed());
+        }
+    }
+
+    /// Writes an own snapshot's file (encode, write, fsync, rename) on a blocking thread, so
+    /// clients are not stalled behind it; `SnapshotFileWritten` finishes the job. Until its WAL
+    /// marker is written a restart ignores the file, and no WAL segment is released before.
+    fn write_snapshot_file(&mut self, snapshot: raft::eraftpb::Snapshot) {
+        self.snapshot_writing = true;
+        let dir = self.storage.snap_dir().to_path_buf();
+        let done = self.own_commands.clone();
+        tokio::spawn(async move {
+            let written = tokio::task::spawn_blocking(move || {
+                let mut disk = FsDisk::new();
+                crate::snap::save(&mut disk, &dir, &snapshot)
+                    .map(|_| snapshot)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the snapshot writer failed: {e}")));
+            let _ = done.send(Command::SnapshotFileWritten(written)).await;
+        });
+    }
+
+    fn on_snapshot_file_written(&mut self, written: Result<raft::eraftpb::Snapshot, String>) {
+        self.snapshot_writing = false;
+        let snapshot = match written {
+            Ok(snapshot) => snapshot,
+            Err(reason) => {
+                self.failure = Some(format!("saving a snapshot failed: {reason}"));
+                return;
+            }
+        };
+        if let Err(error) = self.storage.finish_own_snapshot(&snapshot) {
+            self.failure = Some(format!("saving a snapshot failed: {error}"));
+            return;
+        }
+        slog::info!(self.log, "saved a snapshot"; "index" => snapshot.get_metadata().index);
+        if let Some(next) = self.snapshot_waiting.take() {
+            self.write_snapshot_file(next);
         }
     }
 
