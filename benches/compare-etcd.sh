@@ -7,8 +7,9 @@
 #
 # Usage: benches/compare-etcd.sh [--members 3] [--conns 8] [--clients 64] [--total 20000]
 #          [--key-size 8] [--val-size 256] [--key-space 10000] [--heartbeat-interval 100]
-#          [--election-timeout 1000] [--snapshot-count 10000] [--keep-logs]
-# Clients go to every member's client URL (stet-bench spreads its connections over them).
+#          [--election-timeout 1000] [--snapshot-count 10000] [--rounds 1] [--keep-logs]
+# Clients go to every member's client URL (stet-bench spreads its connections over them). With
+# --rounds N, etcd and stet take turns N times and the table shows each figure's median.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,11 +24,13 @@ heartbeat_interval=100
 election_timeout=1000
 snapshot_count=10000
 keep_logs=0
+rounds=1
 health_timeout_s=30
 stop_timeout_s=10
 
-usage() { sed -n '8,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '8,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
+    if [ "$1" != --keep-logs ] && [ $# -lt 2 ]; then usage; fi
     case "$1" in
         --members) members="$2"; shift 2 ;;
         --conns) conns="$2"; shift 2 ;;
@@ -39,6 +42,7 @@ while [ $# -gt 0 ]; do
         --heartbeat-interval) heartbeat_interval="$2"; shift 2 ;;
         --election-timeout) election_timeout="$2"; shift 2 ;;
         --snapshot-count) snapshot_count="$2"; shift 2 ;;
+        --rounds) rounds="$2"; shift 2 ;;
         --keep-logs) keep_logs=1; shift ;;
         *) usage ;;
     esac
@@ -74,7 +78,12 @@ stop_members() {
     pids=()
 }
 
+bench_pid=""
 cleanup() {
+    if [ -n "$bench_pid" ]; then
+        kill -TERM "$bench_pid" 2>/dev/null || true
+        wait "$bench_pid" 2>/dev/null || true
+    fi
     stop_members
     if [ "$keep_logs" = 1 ]; then
         echo "logs kept in $work" >&2
@@ -169,38 +178,59 @@ check_running() {
 bench_flags=(--conns "$conns" --clients "$clients" --total "$total" --key-size "$key_size"
     --val-size "$val_size" --key-space "$key_space" --json)
 
-# measure KIND BINARY: sets result_KIND_put and result_KIND_range (JSON lines from stet-bench).
+# measure KIND BINARY: starts a cluster, runs both phases against it, stops it.
 measure() {
     local kind="$1" binary="$2"
     echo "== $kind: $members member(s)"
     start_cluster "$kind" "$binary"
     echo "   stet-bench --endpoints $client_urls ${bench_flags[*]} put|range --consistency l"
-    local put range
-    put="$("$bench_bin" put --endpoints "$client_urls" "${bench_flags[@]}")"
-    check_running "$kind"
-    range="$("$bench_bin" range --consistency l --endpoints "$client_urls" "${bench_flags[@]}")"
-    check_running "$kind"
+    run_bench "$kind" put put
+    run_bench "$kind" range range --consistency l
     stop_members
-    printf -v "result_${kind}_put" '%s' "$put"
-    printf -v "result_${kind}_range" '%s' "$range"
 }
 
-measure etcd "$etcd_bin"
-measure stet "$stet_bin"
+# run_bench KIND PHASE ARGS...: one stet-bench run, its JSON line appended to
+# $work/results-KIND-PHASE. It runs in the background so that a signal stops the script at once.
+run_bench() {
+    local kind="$1" phase="$2"
+    shift 2
+    "$bench_bin" "$@" --endpoints "$client_urls" "${bench_flags[@]}" >>"$work/results-$kind-$phase" &
+    bench_pid=$!
+    if ! wait "$bench_pid"; then
+        echo "$kind: stet-bench $phase failed" >&2
+        exit 1
+    fi
+    bench_pid=""
+    check_running "$kind"
+}
 
-field() { sed -E "s/.*\"$2\":([0-9.]+).*/\1/" <<<"$1"; }
+# Alternating rounds, so that both see the same load from whatever else runs on the machine.
+for round in $(seq 1 "$rounds"); do
+    echo "== round $round of $rounds"
+    measure etcd "$etcd_bin"
+    measure stet "$stet_bin"
+done
+
+# median FILE FIELD: the median of one numeric field over the JSON lines of FILE.
+median() {
+    sed -E "s/.*\"$2\":([0-9.]+).*/\1/" "$1" | sort -g | awk '
+        { v[NR] = $1 }
+        END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 
 echo
 echo "$members member(s) on 127.0.0.1; $conns conns, $clients clients, $total requests per phase,"
 echo "$key_size-byte keys out of $key_space, $val_size-byte values; heartbeat ${heartbeat_interval} ms,"
 echo "election timeout ${election_timeout} ms, snapshot count $snapshot_count. etcd $("$etcd_bin" --version | sed -n "s/^etcd Version: //p")."
+[ "$rounds" = 1 ] || echo "Medians over $rounds alternating rounds."
 echo
 printf '%-8s %-16s %12s %12s %10s\n' phase metric etcd stet stet/etcd
 for phase in put range; do
-    etcd_json="result_etcd_$phase"; stet_json="result_stet_$phase"
-    label="$phase"; [ "$phase" = range ] && label="range-l"
+    label="$phase"
+    if [ "$phase" = range ]; then label="range-l"; fi
     for metric in throughput_rps p50_ms p90_ms p99_ms max_ms errors; do
-        e="$(field "${!etcd_json}" "$metric")"; s="$(field "${!stet_json}" "$metric")"
+        e="$(median "$work/results-etcd-$phase" "$metric")"
+        s="$(median "$work/results-stet-$phase" "$metric")"
         ratio="$(awk -v e="$e" -v s="$s" 'BEGIN { if (e > 0) printf "%.2f", s / e; else print "-" }')"
         printf '%-8s %-16s %12s %12s %10s\n' "$label" "$metric" "$e" "$s" "$ratio"
     done
