@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -210,6 +211,14 @@ pub async fn run(
         tracing::info!(address = ?local, "serving client requests (gRPC and HTTP)");
         let app = app.clone();
         let mut stopped = stopped.clone();
+        // Without TCP_NODELAY a response written in more than one segment waits for the client's
+        // delayed ACK (40 ms on Linux): every read of a 256-byte value took 44 ms. etcd's Go
+        // server sets it on every connection.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::warn!(%error, "cannot set TCP_NODELAY on a client connection");
+            }
+        });
         tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stopped.changed().await;
