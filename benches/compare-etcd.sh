@@ -111,7 +111,8 @@ free_port() {
     done
 }
 
-# start_cluster KIND BINARY: starts --members members with etcd's flags; sets client_urls.
+# start_cluster KIND BINARY: starts --members members with etcd's flags and fresh data directories;
+# sets client_urls.
 start_cluster() {
     local kind="$1" binary="$2" i port initial_cluster="" names=() client_ports=() peer_ports=()
     for i in $(seq 1 "$members"); do
@@ -124,7 +125,7 @@ start_cluster() {
     for i in $(seq 0 $((members - 1))); do
         local client="http://127.0.0.1:${client_ports[$i]}" peer="http://127.0.0.1:${peer_ports[$i]}"
         local flags=(
-            --name "${names[$i]}" --data-dir "$work/$kind-${names[$i]}"
+            --name "${names[$i]}" --data-dir "$work/data-$kind-${names[$i]}"
             --listen-client-urls "$client" --advertise-client-urls "$client"
             --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer"
             --initial-cluster "$initial_cluster" --initial-cluster-state new
@@ -133,7 +134,8 @@ start_cluster() {
             --snapshot-count "$snapshot_count"
         )
         if [ "$i" = 0 ]; then echo "   $kind ${flags[*]}"; fi
-        "$binary" "${flags[@]}" >"$work/$kind-${names[$i]}.log" 2>&1 &
+        echo "== round $round" >>"$work/$kind-${names[$i]}.log"
+        "$binary" "${flags[@]}" >>"$work/$kind-${names[$i]}.log" 2>&1 &
         pids+=("$!")
         client_urls="${client_urls:+$client_urls,}$client"
     done
@@ -187,6 +189,7 @@ measure() {
     run_bench "$kind" put put
     run_bench "$kind" range range --consistency l
     stop_members
+    rm -rf "$work/data-$kind"-*
 }
 
 # run_bench KIND PHASE ARGS...: one stet-bench run, its JSON line appended to
@@ -232,6 +235,11 @@ for phase in put range; do
         e="$(median "$work/results-etcd-$phase" "$metric")"
         s="$(median "$work/results-stet-$phase" "$metric")"
         ratio="$(awk -v e="$e" -v s="$s" 'BEGIN { if (e > 0) printf "%.2f", s / e; else print "-" }')"
-        printf '%-8s %-16s %12s %12s %10s\n' "$label" "$metric" "$e" "$s" "$ratio"
+        case "$metric" in
+            throughput_rps) digits=1 ;;
+            errors) digits=0 ;;
+            *) digits=3 ;;
+        esac
+        printf "%-8s %-16s %12.${digits}f %12.${digits}f %10s\n" "$label" "$metric" "$e" "$s" "$ratio"
     done
 done
