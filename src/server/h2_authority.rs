@@ -692,6 +692,12 @@ impl axum::serve::Listener for RewritingListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, peer) = axum::serve::Listener::accept(&mut self.inner).await;
         let log = self.log.new(slog::o!("client" => peer.to_string()));
+        // Without TCP_NODELAY a response written in more than one segment waits for the client's
+        // delayed ACK (40 ms on Linux): every read of a 256-byte value took 44 ms. etcd's Go
+        // server sets it on every connection.
+        if let Err(error) = stream.set_nodelay(true) {
+            slog::warn!(log, "cannot set TCP_NODELAY on a client connection"; "error" => %error);
+        }
         (RewritingStream::new(stream, log), peer)
     }
 
