@@ -662,26 +662,10 @@ fn etcdctl_works_against_three_members() {
     );
 
     // A watch through one member sees a put through another.
-    let mut watch = Command::new(&etcdctl)
-        .env("ETCDCTL_API", "3")
-        .args([
-            format!("--endpoints={}", one(2)),
-            "watch".into(),
-            "w".into(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn etcdctl watch");
-    std::thread::sleep(Duration::from_millis(700));
     assert_eq!(
-        etcdctl_run(&etcdctl, &one(0), &["put", "w", "seen"]),
-        "OK\n"
+        etcdctl_watch_sees_put(&etcdctl, &one(2), &one(0)),
+        "PUT\nw\nseen\n"
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = watch.kill();
-    let output = watch.wait_with_output().expect("watch output");
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "PUT\nw\nseen\n");
 
     let members = etcdctl_run(&etcdctl, &all, &["member", "list"]);
     assert_eq!(members.lines().count(), 3, "{members}");

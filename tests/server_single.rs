@@ -368,26 +368,10 @@ fn etcdctl_works_against_stet() {
     assert_eq!(etcdctl_run(&etcdctl, &endpoint, &["get", "a"]), "a\n1\n");
 
     // A watch sees a put made while it runs.
-    let mut watch = Command::new(&etcdctl)
-        .env("ETCDCTL_API", "3")
-        .args([
-            format!("--endpoints={endpoint}"),
-            "watch".into(),
-            "w".into(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn etcdctl watch");
-    std::thread::sleep(Duration::from_millis(700));
     assert_eq!(
-        etcdctl_run(&etcdctl, &endpoint, &["put", "w", "seen"]),
-        "OK\n"
+        etcdctl_watch_sees_put(&etcdctl, &endpoint, &endpoint),
+        "PUT\nw\nseen\n"
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = watch.kill();
-    let output = watch.wait_with_output().expect("watch output");
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "PUT\nw\nseen\n");
 
     assert_eq!(etcdctl_run(&etcdctl, &endpoint, &["del", "a"]), "1\n");
     assert_eq!(etcdctl_run(&etcdctl, &endpoint, &["get", "a"]), "");

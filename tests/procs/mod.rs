@@ -222,3 +222,28 @@ pub fn run_to_end(mut command: Command) -> Output {
     }
     child.wait_with_output().expect("output")
 }
+
+/// Runs `etcdctl watch w` against `watch_endpoint`, puts `w=seen` through `put_endpoint` while it
+/// runs, and returns what the watch printed.
+pub fn etcdctl_watch_sees_put(etcdctl: &Path, watch_endpoint: &str, put_endpoint: &str) -> String {
+    let mut watch = Command::new(etcdctl)
+        .env("ETCDCTL_API", "3")
+        .args([
+            format!("--endpoints={watch_endpoint}"),
+            "watch".into(),
+            "w".into(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn etcdctl watch");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        etcdctl_run(etcdctl, put_endpoint, &["put", "w", "seen"]),
+        "OK\n"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = watch.kill();
+    let output = watch.wait_with_output().expect("watch output");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

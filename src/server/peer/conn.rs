@@ -71,16 +71,7 @@ impl FramedStream {
 
     /// The next frame; `Closed` at a clean end of stream.
     pub async fn read_frame(&mut self) -> Result<Frame, PeerError> {
-        loop {
-            if let Some(frame) = self.decoder.next_frame()? {
-                return Ok(frame);
-            }
-            let n = self.stream.read(&mut self.read_buffer).await?;
-            if n == 0 {
-                return Err(PeerError::Closed);
-            }
-            self.decoder.push(&self.read_buffer[..n]);
-        }
+        read_frame(&mut self.stream, &mut self.decoder, &mut self.read_buffer).await
     }
 
     /// `read_frame` within `limit`.
@@ -128,17 +119,27 @@ pub struct FramedReader {
 }
 
 impl FramedReader {
+    /// The next frame; `Closed` at a clean end of stream.
     pub async fn read_frame(&mut self) -> Result<Frame, PeerError> {
-        loop {
-            if let Some(frame) = self.decoder.next_frame()? {
-                return Ok(frame);
-            }
-            let n = self.read.read(&mut self.read_buffer).await?;
-            if n == 0 {
-                return Err(PeerError::Closed);
-            }
-            self.decoder.push(&self.read_buffer[..n]);
+        read_frame(&mut self.read, &mut self.decoder, &mut self.read_buffer).await
+    }
+}
+
+/// Reads from `source` until `decoder` has a whole frame.
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    source: &mut R,
+    decoder: &mut FrameDecoder,
+    buffer: &mut [u8],
+) -> Result<Frame, PeerError> {
+    loop {
+        if let Some(frame) = decoder.next_frame()? {
+            return Ok(frame);
         }
+        let n = source.read(buffer).await?;
+        if n == 0 {
+            return Err(PeerError::Closed);
+        }
+        decoder.push(&buffer[..n]);
     }
 }
 
