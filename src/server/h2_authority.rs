@@ -135,6 +135,9 @@ enum State {
     Forward { remaining: usize },
     /// Collecting the payload of a HEADERS or CONTINUATION frame in `partial`.
     Collect { head: FrameHead },
+    /// The connection's first header block needed no rewriting: every later byte passes through
+    /// untouched (hyper decodes the client's HPACK itself), at no cost.
+    PassThrough,
     /// Failed: nothing more is accepted.
     Failed,
 }
@@ -148,6 +151,9 @@ pub struct HeaderRewriter {
     block: Option<OpenBlock>,
     /// Mirrors the client's HPACK encoder: it decodes every header block the client sends, in order.
     decoder: Decoder<'static>,
+    /// Until the first header block is decided: the raw bytes of its frames, so it can be passed on
+    /// exactly as the client sent it when it needs no rewriting. `None` once decided.
+    first_block_raw: Option<Vec<u8>>,
 }
 
 impl Default for HeaderRewriter {
@@ -165,6 +171,7 @@ impl HeaderRewriter {
             partial: Vec::new(),
             block: None,
             decoder,
+            first_block_raw: Some(Vec::new()),
         }
     }
 
@@ -185,6 +192,7 @@ impl HeaderRewriter {
     pub fn forward_remaining(&self) -> usize {
         match self.state {
             State::Forward { remaining } => remaining,
+            State::PassThrough => usize::MAX,
             _ => 0,
         }
     }
@@ -205,6 +213,10 @@ impl HeaderRewriter {
         while !input.is_empty() {
             match self.state {
                 State::Failed => return Err(RewriteError::Failed),
+                State::PassThrough => {
+                    out.extend_from_slice(input);
+                    return Ok(());
+                }
                 State::Forward { remaining } => {
                     let n = remaining.min(input.len());
                     out.extend_from_slice(&input[..n]);
@@ -222,6 +234,9 @@ impl HeaderRewriter {
                     input = fill(&mut self.partial, head.length, input);
                     if self.partial.len() == head.length {
                         let payload = std::mem::take(&mut self.partial);
+                        if let Some(raw) = &mut self.first_block_raw {
+                            raw.extend_from_slice(&payload);
+                        }
                         self.state = State::Head;
                         self.on_payload(head, &payload, out)?;
                     }
@@ -284,6 +299,9 @@ impl HeaderRewriter {
                 }
             }
         }
+        if let Some(first) = &mut self.first_block_raw {
+            first.extend_from_slice(raw);
+        }
         if head.length == 0 {
             self.on_payload(head, &[], out)
         } else {
@@ -341,6 +359,7 @@ impl HeaderRewriter {
         let mut block = Vec::with_capacity(fragment.len() + 64);
         let mut list_bytes = 0usize;
         let mut too_large = false;
+        let mut rewrote = false;
         self.decoder
             .decode_with_cb(fragment, |name, value| {
                 list_bytes = list_bytes.saturating_add(name.len() + value.len() + 32);
@@ -349,7 +368,13 @@ impl HeaderRewriter {
                     return;
                 }
                 let value = match &*name {
-                    b":authority" => authority_of_url(&value).unwrap_or(&value),
+                    b":authority" => match authority_of_url(&value) {
+                        Some(authority) => {
+                            rewrote = true;
+                            authority
+                        }
+                        None => &value,
+                    },
                     _ => &value,
                 };
                 encode_literal(&name, value, &mut block);
@@ -357,6 +382,15 @@ impl HeaderRewriter {
             .map_err(|error| RewriteError::Hpack { stream_id, error })?;
         if too_large {
             return Err(RewriteError::HeaderListTooLarge { stream_id });
+        }
+        if let Some(raw) = self.first_block_raw.take() {
+            if !rewrote {
+                // A client whose first request names a plain authority (every client but
+                // etcdctl's per-endpoint commands) is passed through untouched from here on.
+                out.extend_from_slice(&raw);
+                self.state = State::PassThrough;
+                return Ok(());
+            }
         }
         write_block(start, &block, out);
         Ok(())
@@ -948,9 +982,23 @@ mod tests {
         ];
         let mut input = Vec::new();
         for (i, block) in (0u32..).zip(blocks) {
-            input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 2 * i + 1, block));
+            input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 2 * i + 3, block));
         }
-        let (seen, _) = hyper_view(&rewrite(&input, 3).expect("rewrite"));
+        // Alone, the connection needs no rewriting, so it passes through byte for byte.
+        assert_eq!(rewrite(&input, 3).expect("rewrite"), input);
+        // After a first request with a URL authority (sent without touching the client's table),
+        // every block is decoded through the client's table and re-encoded.
+        let mut first = Vec::new();
+        encode_literal(b":method", b"GET", &mut first);
+        encode_literal(b":authority", b"http://www.example.com", &mut first);
+        let mut connection = frame(HEADERS, END_HEADERS | END_STREAM, 1, &first);
+        connection.extend(&input);
+        let (mut seen, _) = hyper_view(&rewrite(&connection, 3).expect("rewrite"));
+        let opening = seen.remove(0);
+        assert_eq!(
+            opening.fields,
+            fields(&[(":method", "GET"), (":authority", "www.example.com")])
+        );
         let base = [
             (":method", "GET"),
             (":scheme", "http"),
@@ -1016,11 +1064,15 @@ mod tests {
             }]
         );
 
-        // Padding alone, with an empty fragment, is an empty block.
-        let input = frame(HEADERS, PADDED | END_HEADERS, 7, &[3, 0, 0, 0]);
+        // Padding alone, with an empty fragment, is an empty block (after a block that needed
+        // rewriting; as a connection's first block it would pass through untouched).
+        let mut input = frame(HEADERS, END_HEADERS, 1, &first);
+        input.extend(frame(HEADERS, PADDED | END_HEADERS, 7, &[3, 0, 0, 0]));
         let (blocks, _) = hyper_view(&rewrite(&input, 1).expect("rewrite"));
-        assert_eq!(blocks.len(), 1);
-        assert!(blocks[0].fields.is_empty());
+        assert_eq!(blocks.len(), 2);
+        assert!(blocks[1].fields.is_empty());
+        let alone = frame(HEADERS, PADDED | END_HEADERS, 7, &[3, 0, 0, 0]);
+        assert_eq!(rewrite(&alone, 1).expect("rewrite"), alone);
     }
 
     #[test]
@@ -1380,7 +1432,16 @@ mod tests {
                     input.extend(frame(CONTINUATION, flags, stream_id, piece));
                 }
             }
-            let (blocks, _) = hyper_view(&rewrite(&input, chunk).expect("rewrite"));
+            let output = rewrite(&input, chunk).expect("rewrite");
+            let first_needs_rewrite = requests[0]
+                .iter()
+                .any(|(n, v)| &n[..] == b":authority" && authority_of_url(v).is_some());
+            if !first_needs_rewrite {
+                // Passed through untouched from the first block on.
+                prop_assert_eq!(output, input);
+                return Ok(());
+            }
+            let (blocks, _) = hyper_view(&output);
             let expected: Vec<Fields> = requests
                 .iter()
                 .map(|request| {
