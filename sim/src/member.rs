@@ -27,7 +27,8 @@ use crate::world::{lock, CrashPoint, World};
 
 enum Inbound {
     Raft(RaftFrame),
-    Client(ClientEnvelope),
+    /// Kept in the box it arrived in: the queue to the member then moves a small value.
+    Client(Box<ClientEnvelope>),
 }
 
 struct Member {
@@ -74,7 +75,7 @@ pub async fn run(world: Arc<World>, id: u64) {
         payload
             .downcast::<ClientEnvelope>()
             .ok()
-            .map(|e| Inbound::Client(*e))
+            .map(Inbound::Client)
     });
     loop {
         if !member.carry_out_outputs().await {

@@ -4,6 +4,7 @@
 //! saw (checker), and that no member refused to start unless its disk was corrupted.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -220,13 +221,15 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
     let outcome = final_checks(&world, &scenario, &handle, &members).await;
     let trace = lock(&world.trace).clone();
     let history = lock(&world.history).clone();
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = HashWriter(crc32fast::Hasher::new());
     for line in &trace {
-        hasher.update(line.as_bytes());
+        hasher.0.update(line.as_bytes());
     }
     for op in &history {
-        hasher.update(format!("{op:?}").as_bytes());
+        // Formatted straight into the hasher: the same bytes as `format!`, without the strings.
+        let _ = write!(hasher, "{op:?}");
     }
+    let hasher = hasher.0;
     RunReport {
         seed,
         scenario: scenario.name,
@@ -235,6 +238,16 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
         trace,
         operations: history.len(),
         simulated: world.elapsed(),
+    }
+}
+
+/// Feeds formatted text to a crc32 hasher.
+struct HashWriter(crc32fast::Hasher);
+
+impl std::fmt::Write for HashWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
     }
 }
 
