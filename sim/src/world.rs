@@ -198,6 +198,15 @@ impl World {
         clock.global_wait(clock.local(elapsed), deadline)
     }
 
+    /// What member `id`'s clock model is made of: offset, drift and how many jumps (the nemesis only
+    /// ever adds jumps). Equal shapes map a local deadline to the same global time.
+    pub fn clock_shape(&self, id: u64) -> (u64, i64, usize) {
+        match lock(&self.clocks).get(&id) {
+            Some(clock) => (clock.offset_us, clock.drift_ppm, clock.jumps.len()),
+            None => (0, 0, 0),
+        }
+    }
+
     /// Appends a line to the run's trace, stamped with the global time.
     pub fn trace(&self, line: impl AsRef<str>) {
         let at = self.elapsed().as_micros();
