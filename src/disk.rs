@@ -198,6 +198,10 @@ pub struct MemDisk {
     dirs: BTreeSet<PathBuf>,
     /// Number of `sync` and `sync_dir` calls, for tests and benchmarks.
     pub sync_count: u64,
+    /// The entry `inode_mut` found last, by key (the WAL appends to and syncs one file over and
+    /// over). Forgotten whenever an entry is renamed, removed or lost in a crash; inode numbers
+    /// are never reused, so while the entry stands it names the same inode.
+    last_found: Option<(OsString, u64)>,
 }
 
 impl MemDisk {
@@ -216,12 +220,20 @@ impl MemDisk {
     }
 
     fn inode_mut(&mut self, path: &Path) -> Result<&mut Inode, DiskError> {
-        let id = *self
-            .entries
-            .get(&*key(path))
-            .ok_or_else(|| DiskError::NotFound {
-                path: path.to_path_buf(),
-            })?;
+        let name = key(path);
+        let id = match &self.last_found {
+            Some((last, id)) if **last == *name => *id,
+            _ => {
+                let id = *self
+                    .entries
+                    .get(&*name)
+                    .ok_or_else(|| DiskError::NotFound {
+                        path: path.to_path_buf(),
+                    })?;
+                self.last_found = Some((name.into_owned(), id));
+                id
+            }
+        };
         self.inodes.get_mut(&id).ok_or_else(|| DiskError::NotFound {
             path: path.to_path_buf(),
         })
@@ -230,6 +242,7 @@ impl MemDisk {
     /// Simulates a power failure: what was not synced is lost, torn or corrupted as `fault` says.
     pub fn crash(&mut self, fault: CrashFault, rng: &mut impl Rng) {
         self.entries = self.durable_entries.clone();
+        self.last_found = None;
         let live: BTreeSet<u64> = self.entries.values().copied().collect();
         self.inodes.retain(|id, _| live.contains(id));
         for inode in self.inodes.values_mut() {
@@ -350,6 +363,7 @@ impl Disk for MemDisk {
     }
 
     fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
+        self.last_found = None;
         let id = self
             .entries
             .remove(&*key(from))
@@ -361,6 +375,7 @@ impl Disk for MemDisk {
     }
 
     fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
+        self.last_found = None;
         self.entries
             .remove(&*key(path))
             .map(|_| ())
@@ -480,6 +495,21 @@ mod tests {
         assert_eq!(disk.list(Path::new("//d")).unwrap(), vec!["g"]);
         disk.crash(CrashFault::LoseUnsynced, &mut rng());
         assert_eq!(disk.list(Path::new("/d")).unwrap(), vec!["f"]);
+    }
+
+    #[test]
+    fn a_name_reused_after_rename_or_remove_names_the_new_file() {
+        let (mut disk, file) = disk_with_file();
+        disk.append(&file, b"old").unwrap();
+        disk.rename(&file, Path::new("/d/g")).unwrap();
+        assert!(disk.append(&file, b"x").is_err());
+        disk.create(&file).unwrap();
+        disk.append(&file, b"new").unwrap();
+        assert_eq!(disk.read(Path::new("/d/g")).unwrap(), b"old");
+        disk.remove(&file).unwrap();
+        disk.create(&file).unwrap();
+        disk.append(&file, b"newer").unwrap();
+        assert_eq!(disk.read(&file).unwrap(), b"newer");
     }
 
     #[test]

@@ -514,7 +514,7 @@ impl Member {
                 // Everything applied since the last report, for the watch oracle's authority.
                 let from = (self.last_revision + 1).max(kv.compact_revision());
                 if let Ok(events) = kv.events_since(from, &[0], &[0]) {
-                    lock(&self.world.kv_events).record(self.id, from, revision, &events);
+                    lock(&self.world.kv_events).record(self.id, from, revision, events);
                 }
             }
             // Hashing the store is linear in its size: compare replicas on every 4th revision

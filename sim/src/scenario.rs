@@ -4,7 +4,7 @@
 //! saw (checker), and that no member refused to start unless its disk was corrupted.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -221,13 +221,12 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
     let outcome = final_checks(&world, &scenario, &handle, &members).await;
     let trace = lock(&world.trace).clone();
     let history = lock(&world.history).clone();
-    let mut hasher = HashWriter(crc32fast::Hasher::new());
+    let mut hasher = CrcHasher(crc32fast::Hasher::new());
     for line in &trace {
         hasher.0.update(line.as_bytes());
     }
     for op in &history {
-        // Formatted straight into the hasher: the same bytes as `format!`, without the strings.
-        let _ = write!(hasher, "{op:?}");
+        op.hash(&mut hasher);
     }
     let hasher = hasher.0;
     RunReport {
@@ -242,12 +241,16 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
 }
 
 /// Feeds formatted text to a crc32 hasher.
-struct HashWriter(crc32fast::Hasher);
+/// `std::hash::Hash` into a crc32: every field of a history operation reaches the run's hash.
+struct CrcHasher(crc32fast::Hasher);
 
-impl std::fmt::Write for HashWriter {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.update(s.as_bytes());
-        Ok(())
+impl Hasher for CrcHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        u64::from(self.0.clone().finalize())
     }
 }
 
