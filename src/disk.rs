@@ -220,23 +220,27 @@ impl MemDisk {
     }
 
     fn inode_mut(&mut self, path: &Path) -> Result<&mut Inode, DiskError> {
-        let name = key(path);
         let id = match &self.last_found {
-            Some((last, id)) if **last == *name => *id,
-            _ => {
-                let id = *self
-                    .entries
-                    .get(&*name)
-                    .ok_or_else(|| DiskError::NotFound {
-                        path: path.to_path_buf(),
-                    })?;
-                self.last_found = Some((name.into_owned(), id));
-                id
-            }
+            // A path spelled as the remembered key is that key (a key is its own key).
+            Some((last, id)) if last.as_os_str() == path.as_os_str() => *id,
+            _ => self.find_and_remember(path)?,
         };
         self.inodes.get_mut(&id).ok_or_else(|| DiskError::NotFound {
             path: path.to_path_buf(),
         })
+    }
+
+    /// The inode of `path`'s entry, remembered for the next `inode_mut`.
+    fn find_and_remember(&mut self, path: &Path) -> Result<u64, DiskError> {
+        let name = key(path);
+        let id = *self
+            .entries
+            .get(&*name)
+            .ok_or_else(|| DiskError::NotFound {
+                path: path.to_path_buf(),
+            })?;
+        self.last_found = Some((name.into_owned(), id));
+        Ok(id)
     }
 
     /// Simulates a power failure: what was not synced is lost, torn or corrupted as `fault` says.
