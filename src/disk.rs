@@ -2,7 +2,10 @@
 //! runs on a real disk (`server::fs_disk`) and on [`MemDisk`], which keeps synced and unsynced bytes
 //! apart and can lose, tear or flip them on a simulated crash.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
@@ -94,7 +97,93 @@ pub enum CrashFault {
 #[derive(Debug, Clone, Default)]
 struct Inode {
     data: Vec<u8>,
-    synced: Vec<u8>,
+    synced: Synced,
+}
+
+/// The bytes of a file that survive a crash.
+#[derive(Debug, Clone)]
+enum Synced {
+    /// The first `n` bytes of `data`: the file was synced, then maybe appended to. Syncing is then
+    /// O(1) instead of a copy of the whole file.
+    Prefix(usize),
+    /// Bytes of their own: a truncate cut into the synced part, and nothing was synced since.
+    Own(Vec<u8>),
+}
+
+impl Default for Synced {
+    fn default() -> Self {
+        Synced::Prefix(0)
+    }
+}
+
+impl Inode {
+    fn synced(&self) -> &[u8] {
+        match &self.synced {
+            Synced::Prefix(len) => &self.data[..*len],
+            Synced::Own(bytes) => bytes,
+        }
+    }
+
+    fn truncate(&mut self, len: usize) {
+        if let Synced::Prefix(synced) = self.synced {
+            if synced > len {
+                // The synced bytes past `len` survive a crash: keep them apart from `data`.
+                self.synced = Synced::Own(self.data[..synced].to_vec());
+            }
+        }
+        self.data.truncate(len);
+    }
+}
+
+/// How `MemDisk` names a file in its directory entries: the path's components joined by
+/// separators, so that spellings of one path (`/d//f`, `/d/f/`) share a key, and a lookup compares
+/// bytes rather than parsing both paths into components at every step of the tree.
+fn key(path: &Path) -> Cow<'_, OsStr> {
+    if is_plain(path.as_os_str().as_encoded_bytes()) {
+        Cow::Borrowed(path.as_os_str())
+    } else {
+        Cow::Owned(path.components().collect::<PathBuf>().into_os_string())
+    }
+}
+
+/// The entries of `map` directly in directory `dir`. Their keys all start with `dir`'s key and a
+/// separator, so only that range of the map is walked.
+fn entries_in<'a>(
+    map: &'a BTreeMap<OsString, u64>,
+    dir: &'a Path,
+) -> impl Iterator<Item = (&'a OsString, u64)> + 'a {
+    let mut prefix = key(dir).into_owned();
+    let bytes = prefix.as_encoded_bytes();
+    if !bytes.is_empty() && !bytes.ends_with(b"/") {
+        prefix.push("/");
+    }
+    map.range::<OsStr, _>((Bound::Included(prefix.as_os_str()), Bound::Unbounded))
+        .take_while(move |(path, _)| {
+            path.as_encoded_bytes()
+                .starts_with(prefix.as_encoded_bytes())
+        })
+        .filter(move |(path, _)| Path::new(path).parent() == Some(dir))
+        .map(|(path, id)| (path, *id))
+}
+
+/// Whether a path's bytes already are its components joined by `/` (what [`key`] returns): no
+/// empty or `.` component after the first, no trailing separator. Paths the WAL and snapshot code
+/// build are; anything else (and every path off Unix) takes the slow, exact route.
+fn is_plain(bytes: &[u8]) -> bool {
+    if !cfg!(unix) {
+        return false;
+    }
+    // The two bytes before the current one (0 before the start).
+    let (mut before, mut last) = (0u8, 0u8);
+    for &byte in bytes {
+        if byte == b'/' && (last == b'/' || (last == b'.' && before == b'/')) {
+            return false; // "//" or "/./"
+        }
+        (before, last) = (last, byte);
+    }
+    let trailing_separator = bytes.len() > 1 && last == b'/';
+    let trailing_dot = bytes.len() > 1 && last == b'.' && before == b'/';
+    !trailing_separator && !trailing_dot
 }
 
 /// An in-memory disk with the durability rules of a real one: file bytes survive a crash only once
@@ -103,11 +192,16 @@ struct Inode {
 pub struct MemDisk {
     inodes: BTreeMap<u64, Inode>,
     next_inode: u64,
-    entries: BTreeMap<PathBuf, u64>,
-    durable_entries: BTreeMap<PathBuf, u64>,
+    /// Directory entries by [`key`].
+    entries: BTreeMap<OsString, u64>,
+    durable_entries: BTreeMap<OsString, u64>,
     dirs: BTreeSet<PathBuf>,
     /// Number of `sync` and `sync_dir` calls, for tests and benchmarks.
     pub sync_count: u64,
+    /// The entry `inode_mut` found last, by key (the WAL appends to and syncs one file over and
+    /// over). Forgotten whenever an entry is renamed, removed or lost in a crash; inode numbers
+    /// are never reused, so while the entry stands it names the same inode.
+    last_found: Option<(OsString, u64)>,
 }
 
 impl MemDisk {
@@ -118,7 +212,7 @@ impl MemDisk {
 
     fn inode(&self, path: &Path) -> Result<&Inode, DiskError> {
         self.entries
-            .get(path)
+            .get(&*key(path))
             .and_then(|id| self.inodes.get(id))
             .ok_or_else(|| DiskError::NotFound {
                 path: path.to_path_buf(),
@@ -126,31 +220,48 @@ impl MemDisk {
     }
 
     fn inode_mut(&mut self, path: &Path) -> Result<&mut Inode, DiskError> {
-        let id = *self.entries.get(path).ok_or_else(|| DiskError::NotFound {
-            path: path.to_path_buf(),
-        })?;
+        let id = match &self.last_found {
+            // A path spelled as the remembered key is that key (a key is its own key).
+            Some((last, id)) if last.as_os_str() == path.as_os_str() => *id,
+            _ => self.find_and_remember(path)?,
+        };
         self.inodes.get_mut(&id).ok_or_else(|| DiskError::NotFound {
             path: path.to_path_buf(),
         })
     }
 
+    /// The inode of `path`'s entry, remembered for the next `inode_mut`.
+    fn find_and_remember(&mut self, path: &Path) -> Result<u64, DiskError> {
+        let name = key(path);
+        let id = *self
+            .entries
+            .get(&*name)
+            .ok_or_else(|| DiskError::NotFound {
+                path: path.to_path_buf(),
+            })?;
+        self.last_found = Some((name.into_owned(), id));
+        Ok(id)
+    }
+
     /// Simulates a power failure: what was not synced is lost, torn or corrupted as `fault` says.
     pub fn crash(&mut self, fault: CrashFault, rng: &mut impl Rng) {
         self.entries = self.durable_entries.clone();
+        self.last_found = None;
         let live: BTreeSet<u64> = self.entries.values().copied().collect();
         self.inodes.retain(|id, _| live.contains(id));
         for inode in self.inodes.values_mut() {
-            let mut survived = inode.synced.clone();
-            let extends_synced = inode.data.starts_with(&inode.synced);
+            let synced = inode.synced();
+            let mut survived = synced.to_vec();
+            let extends_synced = inode.data.starts_with(synced);
             if fault != CrashFault::LoseUnsynced && extends_synced {
-                let tail = &inode.data[inode.synced.len()..];
+                let tail = &inode.data[synced.len()..];
                 if !tail.is_empty() {
                     let keep = rng.gen_range(0..=tail.len());
                     survived.extend_from_slice(&tail[..keep]);
                 }
             }
-            inode.data = survived.clone();
-            inode.synced = survived;
+            inode.synced = Synced::Prefix(survived.len());
+            inode.data = survived;
         }
         if fault == CrashFault::FlipBit {
             let candidates: Vec<u64> = self
@@ -164,7 +275,7 @@ impl MemDisk {
                 if let Some(inode) = self.inodes.get_mut(&id) {
                     let byte = rng.gen_range(0..inode.data.len());
                     inode.data[byte] ^= 1 << rng.gen_range(0..8);
-                    inode.synced = inode.data.clone();
+                    inode.synced = Synced::Prefix(inode.data.len());
                 }
             }
         }
@@ -181,8 +292,11 @@ impl MemDisk {
         if let Some(byte) = inode.data.get_mut(offset) {
             *byte = value;
         }
-        if let Some(byte) = inode.synced.get_mut(offset) {
-            *byte = value;
+        // A synced prefix shares `data`'s bytes, changed above.
+        if let Synced::Own(synced) = &mut inode.synced {
+            if let Some(byte) = synced.get_mut(offset) {
+                *byte = value;
+            }
         }
         Ok(())
     }
@@ -197,7 +311,8 @@ impl Disk for MemDisk {
     }
 
     fn create(&mut self, path: &Path) -> Result<(), DiskError> {
-        if self.entries.contains_key(path) {
+        let name = key(path);
+        if self.entries.contains_key(&*name) {
             return Err(DiskError::AlreadyExists {
                 path: path.to_path_buf(),
             });
@@ -211,7 +326,7 @@ impl Disk for MemDisk {
         }
         self.next_inode += 1;
         self.inodes.insert(self.next_inode, Inode::default());
-        self.entries.insert(path.to_path_buf(), self.next_inode);
+        self.entries.insert(name.into_owned(), self.next_inode);
         Ok(())
     }
 
@@ -223,18 +338,20 @@ impl Disk for MemDisk {
     fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
         self.sync_count += 1;
         let inode = self.inode_mut(path)?;
-        inode.synced = inode.data.clone();
+        inode.synced = Synced::Prefix(inode.data.len());
         Ok(())
     }
 
     fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError> {
         self.sync_count += 1;
-        let in_dir = |path: &PathBuf| path.parent() == Some(dir);
-        self.durable_entries.retain(|path, _| !in_dir(path));
-        for (path, id) in &self.entries {
-            if in_dir(path) {
-                self.durable_entries.insert(path.clone(), *id);
-            }
+        let gone: Vec<OsString> = entries_in(&self.durable_entries, dir)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in gone {
+            self.durable_entries.remove(&path);
+        }
+        for (path, id) in entries_in(&self.entries, dir) {
+            self.durable_entries.insert(path.clone(), id);
         }
         Ok(())
     }
@@ -245,25 +362,26 @@ impl Disk for MemDisk {
 
     fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
         let inode = self.inode_mut(path)?;
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        inode.data.truncate(len);
+        inode.truncate(usize::try_from(len).unwrap_or(usize::MAX));
         Ok(())
     }
 
     fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
+        self.last_found = None;
         let id = self
             .entries
-            .remove(from)
+            .remove(&*key(from))
             .ok_or_else(|| DiskError::NotFound {
                 path: from.to_path_buf(),
             })?;
-        self.entries.insert(to.to_path_buf(), id);
+        self.entries.insert(key(to).into_owned(), id);
         Ok(())
     }
 
     fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
+        self.last_found = None;
         self.entries
-            .remove(path)
+            .remove(&*key(path))
             .map(|_| ())
             .ok_or_else(|| DiskError::NotFound {
                 path: path.to_path_buf(),
@@ -271,11 +389,11 @@ impl Disk for MemDisk {
     }
 
     fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError> {
-        Ok(self
-            .entries
-            .keys()
-            .filter(|path| path.parent() == Some(dir))
-            .filter_map(|path| path.file_name().map(|n| n.to_string_lossy().into_owned()))
+        Ok(entries_in(&self.entries, dir)
+            .filter_map(|(path, _)| {
+                let name = Path::new(path).file_name()?;
+                Some(name.to_string_lossy().into_owned())
+            })
             .collect())
     }
 }
@@ -343,6 +461,89 @@ mod tests {
             assert!(
                 b"abcdefgh".starts_with(&data) && data.len() >= 3,
                 "{data:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_truncate_into_synced_bytes_is_undone_by_a_crash_before_the_next_sync() {
+        let (mut disk, file) = disk_with_file();
+        disk.sync_dir(Path::new("/d")).unwrap();
+        disk.append(&file, b"abcdef").unwrap();
+        disk.sync(&file).unwrap();
+        disk.truncate(&file, 2).unwrap();
+        disk.append(&file, b"XY").unwrap();
+        disk.corrupt_byte(&file, 0, b'z').unwrap();
+        assert_eq!(disk.read(&file).unwrap(), b"zbXY");
+        let mut crashed = disk.clone();
+        crashed.crash(CrashFault::TearUnsynced, &mut rng());
+        assert_eq!(crashed.read(&file).unwrap(), b"zbcdef");
+        disk.sync(&file).unwrap();
+        disk.crash(CrashFault::LoseUnsynced, &mut rng());
+        assert_eq!(disk.read(&file).unwrap(), b"zbXY");
+    }
+
+    #[test]
+    fn spellings_of_one_path_name_one_file() {
+        let (mut disk, file) = disk_with_file();
+        disk.append(Path::new("/d//f"), b"a").unwrap();
+        disk.append(Path::new("/d/./f/"), b"b").unwrap();
+        assert_eq!(disk.read(&file).unwrap(), b"ab");
+        assert!(matches!(
+            disk.create(Path::new("//d/f/.")),
+            Err(DiskError::AlreadyExists { .. })
+        ));
+        disk.sync_dir(Path::new("/d/")).unwrap();
+        disk.rename(Path::new("/d/./f"), Path::new("/d//g"))
+            .unwrap();
+        assert_eq!(disk.list(Path::new("//d")).unwrap(), vec!["g"]);
+        disk.crash(CrashFault::LoseUnsynced, &mut rng());
+        assert_eq!(disk.list(Path::new("/d")).unwrap(), vec!["f"]);
+    }
+
+    #[test]
+    fn a_name_reused_after_rename_or_remove_names_the_new_file() {
+        let (mut disk, file) = disk_with_file();
+        disk.append(&file, b"old").unwrap();
+        disk.rename(&file, Path::new("/d/g")).unwrap();
+        assert!(disk.append(&file, b"x").is_err());
+        disk.create(&file).unwrap();
+        disk.append(&file, b"new").unwrap();
+        assert_eq!(disk.read(Path::new("/d/g")).unwrap(), b"old");
+        disk.remove(&file).unwrap();
+        disk.create(&file).unwrap();
+        disk.append(&file, b"newer").unwrap();
+        assert_eq!(disk.read(&file).unwrap(), b"newer");
+    }
+
+    #[test]
+    fn a_plain_path_is_its_own_key() {
+        for path in [
+            "/",
+            "",
+            ".",
+            "..",
+            "./a",
+            "../a/b",
+            "a/../b",
+            "/data/wal/0-0.wal",
+            "/a/.b",
+            "/a/b.",
+            "/a//b",
+            "/a/./b",
+            "/a/",
+            "a/.",
+            "/.",
+            ".//a",
+            "./",
+            "/a/b/",
+        ] {
+            let rebuilt: PathBuf = Path::new(path).components().collect();
+            assert_eq!(*key(Path::new(path)), *rebuilt.as_os_str(), "{path:?}");
+            assert_eq!(
+                is_plain(path.as_bytes()),
+                rebuilt.as_os_str() == OsStr::new(path),
+                "{path:?}"
             );
         }
     }

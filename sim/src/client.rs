@@ -16,6 +16,7 @@ use crate::checker::{Op, Operation, Outcome};
 use crate::net::{
     self, ClientEnvelope, ReplyEnvelope, WatchEnvelope, TAG_CLIENT, TAG_REPLY, TAG_WATCH,
 };
+use crate::wait;
 use crate::world::{lock, World};
 
 /// Keys the clients use: few, so operations collide.
@@ -72,9 +73,8 @@ impl Client {
         let deadline = madsim::time::Instant::now() + CLIENT_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(madsim::time::Instant::now());
-            let received =
-                madsim::time::timeout(left, self.endpoint.recv_from_raw(TAG_REPLY)).await;
-            let Ok(Ok((payload, _))) = received else {
+            let received = wait::timeout(left, self.endpoint.recv_from_raw(TAG_REPLY)).await;
+            let Some(Ok((payload, _))) = received else {
                 return None;
             };
             if let Ok(reply) = payload.downcast::<ReplyEnvelope>() {
@@ -106,8 +106,8 @@ impl Client {
 
     /// The next watch response for any of this client's streams, if one arrives within `wait`.
     pub async fn recv_watch(&mut self, wait: Duration) -> Option<WatchEnvelope> {
-        let received = madsim::time::timeout(wait, self.endpoint.recv_from_raw(TAG_WATCH)).await;
-        let Ok(Ok((payload, _))) = received else {
+        let received = wait::timeout(wait, self.endpoint.recv_from_raw(TAG_WATCH)).await;
+        let Some(Ok((payload, _))) = received else {
             return None;
         };
         payload.downcast::<WatchEnvelope>().ok().map(|e| *e)
@@ -255,7 +255,7 @@ pub async fn workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Dura
             last_seen.insert(key, value);
         }
         let pause = madsim::rand::thread_rng().gen_range(0..10);
-        madsim::time::sleep(Duration::from_millis(pause)).await;
+        wait::Deadline::after(Duration::from_millis(pause)).await;
     }
 }
 

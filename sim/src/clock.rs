@@ -34,7 +34,13 @@ impl ClockModel {
 
     /// The member's time when the global clock reads `global`.
     pub fn local(&self, global: Duration) -> Instant {
-        let scaled = (global.as_micros() as f64 * self.rate()) as u64;
+        // Runs stay far below 2^53 µs, where u64 -> f64 is exact and a rate of 1.0 changes nothing.
+        let global_us = global.as_micros() as u64;
+        let scaled = if self.drift_ppm == 0 {
+            global_us
+        } else {
+            (global_us as f64 * self.rate()) as u64
+        };
         let jumped: u64 = self
             .jumps
             .iter()

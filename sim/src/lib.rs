@@ -9,7 +9,8 @@
 //! `disk` (disks that survive crashes), `net` (what travels between nodes), `membership`
 //! (membership faults and force-new-cluster recovery), `observer` (raft safety), `checker`
 //! (linearizability), `watcher` (watch clients and the watch oracle), `leases` (lease clients and
-//! the lease oracle), `scenario` (scenarios and the run of one seed).
+//! the lease oracle), `scenario` (scenarios and the run of one seed), `wait` (deadlines on madsim's
+//! clock that register one timer).
 
 pub mod checker;
 pub mod client;
@@ -22,5 +23,6 @@ pub mod nemesis;
 pub mod net;
 pub mod observer;
 pub mod scenario;
+pub mod wait;
 pub mod watcher;
 pub mod world;

@@ -4,8 +4,10 @@
 //! crash can land between a write and its fsync. After every step it reports to the observer.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
@@ -16,6 +18,7 @@ use rand::Rng;
 use stet::node::{ClientRequest, Input, Node, Output};
 use stet::proto::etcdserverpb::WatchResponse;
 use stet::storage::MemberStorage;
+use stet::time::Instant;
 use stet::wal::Metadata;
 
 use crate::disk::SharedDisk;
@@ -23,11 +26,13 @@ use crate::net::{
     self, ClientEnvelope, RaftFrame, ReplyEnvelope, WatchEnvelope, TAG_CLIENT, TAG_RAFT, TAG_REPLY,
     TAG_WATCH,
 };
+use crate::wait::Deadline;
 use crate::world::{lock, CrashPoint, World};
 
 enum Inbound {
     Raft(RaftFrame),
-    Client(ClientEnvelope),
+    /// Kept in the box it arrived in: the queue to the member then moves a small value.
+    Client(Box<ClientEnvelope>),
 }
 
 struct Member {
@@ -74,8 +79,9 @@ pub async fn run(world: Arc<World>, id: u64) {
         payload
             .downcast::<ClientEnvelope>()
             .ok()
-            .map(|e| Inbound::Client(*e))
+            .map(Inbound::Client)
     });
+    let mut alarm = Alarm::default();
     loop {
         if !member.carry_out_outputs().await {
             break;
@@ -85,7 +91,7 @@ pub async fn run(world: Arc<World>, id: u64) {
         let Some(deadline) = member.node.poll_timeout() else {
             break;
         };
-        let wait = world.global_wait(id, deadline);
+        alarm.set(&world, id, deadline);
         // `select_biased!`, not `select!`: the latter shuffles branches with an RNG madsim does not
         // control, which made runs differ within one process.
         let input = futures::select_biased! {
@@ -93,7 +99,7 @@ pub async fn run(world: Arc<World>, id: u64) {
                 Some(inbound) => member.input_for(inbound),
                 None => break,
             },
-            _ = madsim::time::sleep(wait).fuse() => Some(Input::Tick),
+            _ = alarm.ring().fuse() => Some(Input::Tick),
         };
         if let Some(input) = input {
             let now = world.local_now(id);
@@ -105,6 +111,39 @@ pub async fn run(world: Arc<World>, id: u64) {
     let entry = status.entry(id).or_default();
     entry.running = false;
     entry.is_leader = false;
+}
+
+/// The member's wake-up for `Input::Tick` at the node's deadline. The deadline is kept while the
+/// node's deadline and the member's clock stay the same, rather than made anew each turn of the
+/// loop (most turns end with an input, not the timer): each one registered a madsim timer that
+/// later woke the member for nothing (`wait`).
+#[derive(Default)]
+struct Alarm {
+    deadline: Option<Deadline>,
+    /// The node deadline and clock shape (`World::clock_shape`) `deadline` was set for.
+    set_for: Option<(Instant, (u64, i64, usize))>,
+}
+
+impl Alarm {
+    /// Sets the alarm to ring when member `id`'s clock reaches `at`; a deadline set for the same
+    /// `at` on the same clock that has not passed yet is kept.
+    fn set(&mut self, world: &World, id: u64, at: Instant) {
+        let set_for = Some((at, world.clock_shape(id)));
+        let passed = self.deadline.as_ref().is_none_or(Deadline::has_passed);
+        if set_for == self.set_for && !passed {
+            return;
+        }
+        self.deadline = Some(Deadline::after(world.global_wait(id, at)));
+        self.set_for = set_for;
+    }
+
+    /// Resolves once the alarm rings.
+    fn ring(&mut self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| match &mut self.deadline {
+            Some(deadline) => deadline.poll_passed(cx),
+            None => Poll::Pending,
+        })
+    }
 }
 
 async fn start(world: &Arc<World>, id: u64) -> Option<Member> {
@@ -376,7 +415,7 @@ impl Member {
     async fn disk_latency(&self) {
         let (low, high) = lock(&self.world.settings).fsync_latency_us;
         let latency = madsim::rand::thread_rng().gen_range(low..=high);
-        madsim::time::sleep(std::time::Duration::from_micros(latency)).await;
+        Deadline::after(std::time::Duration::from_micros(latency)).await;
     }
 
     fn stop(&mut self, reason: String) -> bool {
@@ -475,7 +514,7 @@ impl Member {
                 // Everything applied since the last report, for the watch oracle's authority.
                 let from = (self.last_revision + 1).max(kv.compact_revision());
                 if let Ok(events) = kv.events_since(from, &[0], &[0]) {
-                    lock(&self.world.kv_events).record(self.id, from, revision, &events);
+                    lock(&self.world.kv_events).record(self.id, from, revision, events);
                 }
             }
             // Hashing the store is linear in its size: compare replicas on every 4th revision

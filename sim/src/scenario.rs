@@ -4,6 +4,7 @@
 //! saw (checker), and that no member refused to start unless its disk was corrupted.
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -220,13 +221,14 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
     let outcome = final_checks(&world, &scenario, &handle, &members).await;
     let trace = lock(&world.trace).clone();
     let history = lock(&world.history).clone();
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = CrcHasher(crc32fast::Hasher::new());
     for line in &trace {
-        hasher.update(line.as_bytes());
+        hasher.0.update(line.as_bytes());
     }
     for op in &history {
-        hasher.update(format!("{op:?}").as_bytes());
+        op.hash(&mut hasher);
     }
+    let hasher = hasher.0;
     RunReport {
         seed,
         scenario: scenario.name,
@@ -235,6 +237,20 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
         trace,
         operations: history.len(),
         simulated: world.elapsed(),
+    }
+}
+
+/// Feeds formatted text to a crc32 hasher.
+/// `std::hash::Hash` into a crc32: every field of a history operation reaches the run's hash.
+struct CrcHasher(crc32fast::Hasher);
+
+impl Hasher for CrcHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        u64::from(self.0.clone().finalize())
     }
 }
 

@@ -36,15 +36,21 @@ pub struct EventRecord {
 
 impl EventRecord {
     pub fn from_event(event: &Event, fallback_revision: i64) -> Self {
-        let kv = event.kv.clone().unwrap_or_default();
+        Self::from_owned_event(event.clone(), fallback_revision)
+    }
+
+    /// As `from_event`, taking the event's key and value instead of copying them.
+    pub fn from_owned_event(event: Event, fallback_revision: i64) -> Self {
+        let delete = event.r#type == EventType::Delete as i32;
+        let revision = event
+            .kv
+            .as_ref()
+            .map_or(fallback_revision, |kv| kv.mod_revision);
+        let kv = event.kv.unwrap_or_default();
         EventRecord {
-            revision: if event.kv.is_some() {
-                kv.mod_revision
-            } else {
-                fallback_revision
-            },
+            revision,
             key: kv.key,
-            delete: event.r#type == EventType::Delete as i32,
+            delete,
             value: kv.value,
         }
     }
@@ -82,11 +88,11 @@ impl KvEvents {
     }
 
     /// Member `member` applied revisions `from..=to` with `events` (oldest first).
-    pub fn record(&mut self, member: u64, from: i64, to: i64, events: &[Event]) {
+    pub fn record(&mut self, member: u64, from: i64, to: i64, events: Vec<Event>) {
         let mut by_revision: BTreeMap<i64, Vec<EventRecord>> =
             (from..=to).map(|r| (r, Vec::new())).collect();
         for event in events {
-            let record = EventRecord::from_event(event, to);
+            let record = EventRecord::from_owned_event(event, to);
             if let Some(list) = by_revision.get_mut(&record.revision) {
                 list.push(record);
             }

@@ -127,7 +127,8 @@ pub struct World {
     pub lease_history: Mutex<Vec<LeaseOp>>,
     /// An armed crash point, and where to tell the nemesis which member reached it.
     pub crash_point: Mutex<Option<(CrashPoint, futures::channel::oneshot::Sender<u64>)>>,
-    pub start: madsim::time::Instant,
+    /// madsim's elapsed time when the run started.
+    start: Duration,
     time: madsim::time::TimeHandle,
 }
 
@@ -167,33 +168,43 @@ impl World {
             compactions: Mutex::new(Vec::new()),
             lease_history: Mutex::new(Vec::new()),
             crash_point: Mutex::new(None),
-            start: madsim::time::Instant::now(),
+            start: madsim::time::TimeHandle::current().elapsed(),
             time: madsim::time::TimeHandle::current(),
         }
     }
 
     /// Global simulated time since the run started.
     pub fn elapsed(&self) -> Duration {
-        // Straight from madsim's clock rather than through the libc clock hook (a hot path).
-        self.time.now_instant().duration_since(self.start)
+        // Straight from madsim's clock rather than through the libc clock hook or `Instant`
+        // arithmetic (a hot path).
+        self.time.elapsed() - self.start
     }
 
     /// A member's own clock reading now.
     pub fn local_now(&self, id: u64) -> Instant {
-        let clock = lock(&self.clocks)
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(ClockModel::exact);
-        clock.local(self.elapsed())
+        let elapsed = self.elapsed();
+        match lock(&self.clocks).get(&id) {
+            Some(clock) => clock.local(elapsed),
+            None => ClockModel::exact().local(elapsed),
+        }
     }
 
     /// How long to wait globally until member `id`'s clock reaches `deadline`.
     pub fn global_wait(&self, id: u64, deadline: Instant) -> Duration {
-        let clock = lock(&self.clocks)
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(ClockModel::exact);
-        clock.global_wait(clock.local(self.elapsed()), deadline)
+        let elapsed = self.elapsed();
+        let clocks = lock(&self.clocks);
+        let exact = ClockModel::exact();
+        let clock = clocks.get(&id).unwrap_or(&exact);
+        clock.global_wait(clock.local(elapsed), deadline)
+    }
+
+    /// What member `id`'s clock model is made of: offset, drift and how many jumps (the nemesis only
+    /// ever adds jumps). Equal shapes map a local deadline to the same global time.
+    pub fn clock_shape(&self, id: u64) -> (u64, i64, usize) {
+        match lock(&self.clocks).get(&id) {
+            Some(clock) => (clock.offset_us, clock.drift_ppm, clock.jumps.len()),
+            None => (0, 0, 0),
+        }
     }
 
     /// Appends a line to the run's trace, stamped with the global time.

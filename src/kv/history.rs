@@ -83,15 +83,23 @@ impl KvStore {
         } else {
             self.current_revision
         };
+        // The fields go through a buffer and reach the hasher in long runs, where its fast path
+        // works; the crc of the concatenation is the same as field by field.
         let mut hasher = crc32fast::Hasher::new();
+        let mut buf = Vec::with_capacity(HASH_RUN_BYTES);
         for (key, versions) in &self.keys {
             for v in versions.iter().take_while(|v| v.main <= upto) {
                 if v.tombstone && v.main <= self.compact_revision {
                     continue;
                 }
-                hash_version(&mut hasher, key, v);
+                hash_version(&mut buf, key, v);
+                if buf.len() >= HASH_RUN_BYTES {
+                    hasher.update(&buf);
+                    buf.clear();
+                }
             }
         }
+        hasher.update(&buf);
         Ok((hasher.finalize(), self.compact_revision))
     }
 }
@@ -128,16 +136,20 @@ fn event_at(key: &[u8], versions: &[Version], i: usize) -> Option<Event> {
     })
 }
 
-fn hash_version(hasher: &mut crc32fast::Hasher, key: &[u8], v: &Version) {
-    hasher.update(&(key.len() as u64).to_le_bytes());
-    hasher.update(key);
-    hasher.update(&v.main.to_le_bytes());
-    hasher.update(&v.sub.to_le_bytes());
-    hasher.update(&[u8::from(v.tombstone)]);
-    hasher.update(&v.create_revision.to_le_bytes());
-    hasher.update(&v.main.to_le_bytes());
-    hasher.update(&v.version.to_le_bytes());
-    hasher.update(&(v.value.len() as u64).to_le_bytes());
-    hasher.update(&v.value);
-    hasher.update(&v.lease.to_le_bytes());
+/// How many bytes of versions `hash_kv` gathers before handing them to the hasher.
+const HASH_RUN_BYTES: usize = 16 * 1024;
+
+/// Appends what `hash_kv` hashes of one version to `out`.
+fn hash_version(out: &mut Vec<u8>, key: &[u8], v: &Version) {
+    out.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&v.main.to_le_bytes());
+    out.extend_from_slice(&v.sub.to_le_bytes());
+    out.push(u8::from(v.tombstone));
+    out.extend_from_slice(&v.create_revision.to_le_bytes());
+    out.extend_from_slice(&v.main.to_le_bytes());
+    out.extend_from_slice(&v.version.to_le_bytes());
+    out.extend_from_slice(&(v.value.len() as u64).to_le_bytes());
+    out.extend_from_slice(&v.value);
+    out.extend_from_slice(&v.lease.to_le_bytes());
 }

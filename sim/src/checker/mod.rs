@@ -20,7 +20,7 @@ use std::fmt;
 pub type Key = Vec<u8>;
 pub type Value = Vec<u8>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Op {
     Put {
         key: Key,
@@ -58,7 +58,7 @@ impl Op {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// Acknowledged.
     Put,
@@ -77,7 +77,7 @@ pub enum Outcome {
     Failed,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 pub struct Operation {
     pub id: u64,
     pub client: u64,
