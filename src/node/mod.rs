@@ -352,7 +352,8 @@ impl Node {
             self.dropped_peer_messages += 1;
             return;
         }
-        if let Err(bad) = peer::check(&message, self.config.id.0, last_index) {
+        let is_leader = self.raw.raft.state == StateRole::Leader;
+        if let Err(bad) = peer::check(&message, self.config.id.0, last_index, is_leader) {
             self.dropped_peer_messages += 1;
             self.last_bad_peer_message = Some(bad);
             return;

@@ -18,6 +18,12 @@ pub enum BadPeerMessage {
     LocalOnly { msg_type: MessageType },
     #[error("{msg_type:?} with term {term}: only forwarded proposals and reads have term 0")]
     WrongTerm { msg_type: MessageType, term: u64 },
+    /// A leadership transfer request forwarded to a member that is not (or no longer) the
+    /// leader: raft-rs would forward it again and panic on the term the sender stamped on it.
+    #[error(
+        "leader transfer request for member {transferee:x} reached a member that is not the leader"
+    )]
+    TransferToNonLeader { transferee: u64 },
     #[error("append in term {term} after index {index} with log term {log_term}")]
     PrevTermOutOfRange {
         index: u64,
@@ -58,7 +64,12 @@ pub enum BadPeerMessage {
 }
 
 /// Checks a message from the network for member `me`, whose raft log ends at `last_index`.
-pub(super) fn check(m: &Message, me: u64, last_index: u64) -> Result<(), BadPeerMessage> {
+pub(super) fn check(
+    m: &Message,
+    me: u64,
+    last_index: u64,
+    is_leader: bool,
+) -> Result<(), BadPeerMessage> {
     if m.to != me {
         return Err(BadPeerMessage::WrongRecipient { to: m.to });
     }
@@ -82,6 +93,9 @@ pub(super) fn check(m: &Message, me: u64, last_index: u64) -> Result<(), BadPeer
         });
     }
     match msg_type {
+        MessageType::MsgTransferLeader if !is_leader => {
+            Err(BadPeerMessage::TransferToNonLeader { transferee: m.from })
+        }
         MessageType::MsgAppend => check_append_entries(m),
         MessageType::MsgSnapshot => check_snapshot(m),
         MessageType::MsgPropose if m.entries.is_empty() => Err(BadPeerMessage::EmptyProposal),
@@ -218,10 +232,24 @@ mod tests {
     }
 
     #[test]
+    fn a_leader_transfer_request_only_reaches_the_leader() {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgTransferLeader);
+        m.to = 1;
+        m.from = 2;
+        m.term = 1;
+        assert_eq!(
+            check(&m, 1, 3, false),
+            Err(BadPeerMessage::TransferToNonLeader { transferee: 2 })
+        );
+        assert_eq!(check(&m, 1, 3, true), Ok(()));
+    }
+
+    #[test]
     fn an_append_whose_entries_follow_its_index_passes() {
         let m = append(3, 1, vec![entry(1, 4), entry(2, 5)]);
-        assert_eq!(check(&m, 1, 3), Ok(()));
-        assert_eq!(check(&append(3, 1, vec![]), 1, 3), Ok(()));
+        assert_eq!(check(&m, 1, 3, false), Ok(()));
+        assert_eq!(check(&append(3, 1, vec![]), 1, 3, false), Ok(()));
     }
 
     #[test]
@@ -230,13 +258,13 @@ mod tests {
         // range [last_index 3]" because it trusted the entries to start at index 4.
         let m = append(3, 1, vec![entry(2, 0)]);
         assert!(matches!(
-            check(&m, 1, 3),
+            check(&m, 1, 3, false),
             Err(BadPeerMessage::EntryOutOfPlace { found: 0, .. })
         ));
         let gap = append(3, 1, vec![entry(2, 4), entry(2, 6)]);
-        assert!(check(&gap, 1, 3).is_err());
+        assert!(check(&gap, 1, 3, false).is_err());
         let overflow = append(u64::MAX, 1, vec![entry(2, 0)]);
-        assert!(check(&overflow, 1, 3).is_err());
+        assert!(check(&overflow, 1, 3, false).is_err());
     }
 
     #[test]
@@ -246,20 +274,20 @@ mod tests {
         // of the log ("to_commit 4 is out of range [last_index 3]").
         let m = append(498_300_564, 0, vec![]);
         assert!(matches!(
-            check(&m, 1, 3),
+            check(&m, 1, 3, false),
             Err(BadPeerMessage::PrevTermOutOfRange { log_term: 0, .. })
         ));
-        assert!(check(&append(3, 3, vec![]), 1, 3).is_err());
-        assert!(check(&append(0, 1, vec![]), 1, 3).is_err());
-        assert_eq!(check(&append(0, 0, vec![entry(1, 1)]), 1, 3), Ok(()));
+        assert!(check(&append(3, 3, vec![]), 1, 3, false).is_err());
+        assert!(check(&append(0, 1, vec![]), 1, 3, false).is_err());
+        assert_eq!(check(&append(0, 0, vec![entry(1, 1)]), 1, 3, false), Ok(()));
     }
 
     #[test]
     fn an_append_with_terms_out_of_order_is_dropped() {
         let down = append(3, 2, vec![entry(1, 4)]);
-        assert!(check(&down, 1, 3).is_err());
+        assert!(check(&down, 1, 3, false).is_err());
         let future = append(3, 1, vec![entry(3, 4)]);
-        assert!(check(&future, 1, 3).is_err());
+        assert!(check(&future, 1, 3, false).is_err());
     }
 
     #[test]
@@ -268,14 +296,14 @@ mod tests {
         m.set_msg_type(MessageType::MsgHeartbeat);
         m.commit = 4;
         assert_eq!(
-            check(&m, 1, 3),
+            check(&m, 1, 3, false),
             Err(BadPeerMessage::CommitPastLog {
                 commit: 4,
                 last_index: 3
             })
         );
         m.commit = 3;
-        assert_eq!(check(&m, 1, 3), Ok(()));
+        assert_eq!(check(&m, 1, 3, false), Ok(()));
     }
 
     fn snapshot_message(index: u64, term: u64, voters: Vec<u64>) -> Message {
@@ -294,12 +322,15 @@ mod tests {
         // a one-entry log "matched" raft-rs's term 0 for missing entries, and it committed index 3
         // ("to_commit 3 is out of range [last_index 1]").
         assert!(matches!(
-            check(&snapshot_message(3, 0, vec![1]), 1, 1),
+            check(&snapshot_message(3, 0, vec![1]), 1, 1, false),
             Err(BadPeerMessage::SnapshotOutOfTerm { .. })
         ));
-        assert!(check(&snapshot_message(3, 4, vec![1]), 1, 1).is_err());
-        assert!(check(&snapshot_message(0, 1, vec![1]), 1, 1).is_err());
-        assert_eq!(check(&snapshot_message(3, 2, vec![1, 2]), 1, 1), Ok(()));
+        assert!(check(&snapshot_message(3, 4, vec![1]), 1, 1, false).is_err());
+        assert!(check(&snapshot_message(0, 1, vec![1]), 1, 1, false).is_err());
+        assert_eq!(
+            check(&snapshot_message(3, 2, vec![1, 2]), 1, 1, false),
+            Ok(())
+        );
     }
 
     #[test]
@@ -307,7 +338,7 @@ mod tests {
         let bad = |edit: fn(&mut ConfState)| {
             let mut m = snapshot_message(3, 2, vec![1, 2, 3]);
             edit(m.mut_snapshot().mut_metadata().mut_conf_state());
-            check(&m, 1, 1)
+            check(&m, 1, 1, false)
         };
         assert!(bad(|cs| cs.voters = vec![1, 1]).is_err());
         assert!(bad(|cs| cs.voters = vec![]).is_err());
@@ -332,17 +363,20 @@ mod tests {
         vote.set_msg_type(MessageType::MsgRequestVote);
         vote.term = 0;
         assert!(matches!(
-            check(&vote, 1, 3),
+            check(&vote, 1, 3, false),
             Err(BadPeerMessage::WrongTerm { term: 0, .. })
         ));
         let mut propose = append(0, 0, vec![entry(0, 0)]);
         propose.set_msg_type(MessageType::MsgPropose);
-        assert!(check(&propose, 1, 3).is_err());
+        assert!(check(&propose, 1, 3, false).is_err());
         propose.term = 0;
-        assert_eq!(check(&propose, 1, 3), Ok(()));
+        assert_eq!(check(&propose, 1, 3, false), Ok(()));
         // raft-rs panics on an empty one ("stepped empty MsgProp").
         propose.entries.clear();
-        assert_eq!(check(&propose, 1, 3), Err(BadPeerMessage::EmptyProposal));
+        assert_eq!(
+            check(&propose, 1, 3, false),
+            Err(BadPeerMessage::EmptyProposal)
+        );
     }
 
     #[test]
@@ -350,21 +384,21 @@ mod tests {
         let mut m = append(3, 1, vec![]);
         m.to = 5;
         assert!(matches!(
-            check(&m, 1, 3),
+            check(&m, 1, 3, false),
             Err(BadPeerMessage::WrongRecipient { to: 5 })
         ));
         for from in [0, 1] {
             let mut m = append(3, 1, vec![]);
             m.from = from;
             assert!(matches!(
-                check(&m, 1, 3),
+                check(&m, 1, 3, false),
                 Err(BadPeerMessage::BadSender { .. })
             ));
         }
         let mut hup = append(0, 0, vec![]);
         hup.set_msg_type(MessageType::MsgHup);
         assert!(matches!(
-            check(&hup, 1, 3),
+            check(&hup, 1, 3, false),
             Err(BadPeerMessage::LocalOnly { .. })
         ));
     }

@@ -497,6 +497,36 @@ fn a_peer_append_raft_would_panic_on_is_dropped_and_a_good_one_still_applies() {
     assert_eq!(node.leader(), Some(MemberId(2)));
 }
 
+#[test]
+fn a_leader_transfer_request_reaching_a_follower_is_dropped_not_forwarded() {
+    // The raft_message fuzz target's reproducer (2026-11-24): a MsgTransferLeader from a peer,
+    // which carries the sender's term, reached a follower that knew a leader; raft-rs forwarded it
+    // and panicked ("term should not be set when sending MsgTransferLeader"). In a real cluster a
+    // member forwards it to the member it believes leads, which may have lost leadership since.
+    let mut node = follower_of_three();
+    let now = Instant::from_micros(1);
+    node.handle(now, Input::Peer(append_from_2(4, 4)));
+    assert_eq!(node.leader(), Some(MemberId(2)));
+    let transfer = Message {
+        msg_type: raft::eraftpb::MessageType::MsgTransferLeader,
+        to: 1,
+        from: 3,
+        term: 2,
+        ..Message::default()
+    };
+    node.handle(now, Input::Peer(transfer));
+    let (dropped, why) = node.dropped_peer_messages();
+    assert_eq!(dropped, 1);
+    assert!(
+        matches!(
+            why,
+            Some(BadPeerMessage::TransferToNonLeader { transferee: 3 })
+        ),
+        "{why:?}"
+    );
+    assert_eq!(node.leader(), Some(MemberId(2)));
+}
+
 /// The durable state of member 1 of a three-member cluster: the bootstrap conf changes (1..=3),
 /// puts `a`, `b` committed at 4 and 5 in term 2, and put `c` at 6 never committed.
 fn durable_member_of_three() -> DurableState {
