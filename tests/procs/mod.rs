@@ -40,9 +40,24 @@ impl Drop for TempDir {
     }
 }
 
+/// A port no other test of this process was given and nothing listens on. Ports come from below
+/// Linux's ephemeral range (32768 and up), never from it: the kernel hands ephemeral ports to
+/// outgoing connections (the members' own peer dials), so a port picked there can be taken
+/// between the check and the child's bind. Each test process starts at its own offset.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    use std::sync::atomic::AtomicU16;
+    const FIRST: u16 = 15_000;
+    const SPAN: u16 = 17_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let offset = (std::process::id() % 100) as u16 * 170;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (offset + n) % SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 /// A plain HTTP/1.1 GET: (status code, body).
