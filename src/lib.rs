@@ -1,13 +1,11 @@
 //! stet: a replicated, strongly consistent key-value store with etcd's v3 API.
 //!
-//! Everything outside [`server`] and `bench` (the load generator of `stet-bench`) is the sans-IO
-//! core: it reads no clock, opens no file or socket and spawns nothing. Time, peer messages and
+//! Everything outside [`server`] is the sans-IO core: it reads no clock, opens no file or socket
+//! and spawns nothing. Time, peer messages and
 //! disk completions come in as inputs to the node; what to persist, send and answer comes out as
 //! outputs. See `ARCHITECTURE.md` for the map.
 
 pub mod backup;
-#[cfg(feature = "server")]
-pub mod bench;
 pub mod disk;
 pub mod kv;
 pub mod lease;

@@ -1,5 +1,5 @@
-//! Keeps the core sans-IO: fails if any source file outside the adapter (`src/server`, `src/bench`,
-//! `src/bin`, `src/main.rs`) names tokio, sockets, files, the wall or monotonic clock, or the global RNG.
+//! Keeps the core sans-IO: fails if any source file outside the adapter (`src/server`, `src/bin`,
+//! `src/main.rs`) names tokio, sockets, files, the wall or monotonic clock, or the global RNG.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,10 +16,7 @@ const FORBIDDEN: &[&str] = &[
 
 fn is_adapter(path: &Path, src: &Path) -> bool {
     let rel = path.strip_prefix(src).unwrap_or(path);
-    rel.starts_with("server")
-        || rel.starts_with("bench")
-        || rel.starts_with("bin")
-        || rel == Path::new("main.rs")
+    rel.starts_with("server") || rel.starts_with("bin") || rel == Path::new("main.rs")
 }
 
 fn core_sources(dir: &Path, src: &Path, out: &mut Vec<PathBuf>) {

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 
 use super::summary::{ErrorCounts, Report};
-use crate::proto::etcdserverpb::{kv_client::KvClient, PutRequest, RangeRequest};
+use stet::proto::etcdserverpb::{kv_client::KvClient, PutRequest, RangeRequest};
 
 /// How long one connection attempt may take before the bench gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

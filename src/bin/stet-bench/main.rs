@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use stet::bench::{self, Op, Plan, Summary, Workload};
+mod load;
+mod summary;
+
+use load::{Op, Plan, Workload};
+use summary::Summary;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -150,11 +154,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn measure(workload: &Workload, op: Op, plan: Plan) -> Result<Summary, bench::BenchError> {
-    let channels = bench::connect(workload).await?;
+async fn measure(workload: &Workload, op: Op, plan: Plan) -> Result<Summary, load::BenchError> {
+    let channels = load::connect(workload).await?;
     if let Op::Range { .. } = op {
-        bench::fill(&channels, workload).await?;
+        load::fill(&channels, workload).await?;
     }
-    let report = bench::run(&channels, workload, op, plan).await?;
+    let report = load::run(&channels, workload, op, plan).await?;
     Ok(Summary::new(op.name(), report))
 }
