@@ -250,9 +250,6 @@ impl Driver {
         metrics: Arc<Metrics>,
         log: slog::Logger,
     ) -> (Driver, DriverHandle) {
-        let snapshot_bytes = node
-            .snapshot_of_applied_state()
-            .map_or(0, |s| s.data.len() as u64);
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let (status, status_rx) = watch::channel(MemberStatus::default());
         let driver = Driver {
@@ -272,7 +269,7 @@ impl Driver {
             streams: HashMap::new(),
             leader_changes: 0,
             metrics: metrics.clone(),
-            snapshot_bytes,
+            snapshot_bytes: 0,
             wal_bytes_since_snapshot: 0,
             transport: None,
             members: Vec::new(),
@@ -295,6 +292,12 @@ impl Driver {
     pub fn attach_transport(&mut self, transport: Transport) {
         self.transport = Some(transport);
         self.members_read_at = None;
+    }
+
+    /// The size of the state in the snapshot the node started from, the base of `db_size` (read
+    /// from the loaded snapshot rather than by encoding the state again).
+    pub fn set_snapshot_bytes(&mut self, bytes: u64) {
+        self.snapshot_bytes = bytes;
     }
 
     /// The membership a joining member learned from its peers: where to send raft messages until

@@ -150,92 +150,47 @@ impl Metrics {
     /// The whole `/metrics` page.
     pub fn render(&self, status: &MemberStatus) -> String {
         let mut out = String::new();
-        let mut single = |name: &str, help: &str, kind: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
+        let gauges: [(&str, &str, &str, String); 11] = [
+            ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", "gauge", u8::from(status.leader.is_some()).to_string()),
+            ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", "gauge", u8::from(status.is_leader).to_string()),
+            ("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", "counter", status.leader_changes.to_string()),
+            ("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", "gauge", status.commit_index.to_string()),
+            ("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", "gauge", status.applied_index.to_string()),
+            ("etcd_server_proposals_pending", "The current number of pending proposals to commit.", "gauge", self.proposals_pending.load(Ordering::Relaxed).to_string()),
+            ("etcd_server_proposals_failed_total", "The total number of failed proposals seen.", "counter", self.proposals_failed.load(Ordering::Relaxed).to_string()),
+            ("etcd_debugging_mvcc_keys_total", "Total number of keys.", "gauge", status.key_count.to_string()),
+            ("etcd_debugging_mvcc_current_revision", "The current revision of store.", "gauge", status.revision.to_string()),
+            ("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database in bytes (stet: the newest snapshot file plus the WAL written since).", "gauge", status.db_size.to_string()),
+            ("stet_raft_term", "The raft term this member is in.", "gauge", status.term.to_string()),
+        ];
+        for (name, help, kind, value) in gauges {
+            header(&mut out, name, help, kind);
             let _ = writeln!(out, "{name} {value}");
-        };
-        single(
-            "etcd_server_has_leader",
-            "Whether or not a leader exists. 1 is existence, 0 is not.",
-            "gauge",
-            u8::from(status.leader.is_some()).to_string(),
+        }
+        header(
+            &mut out,
+            "etcd_disk_wal_fsync_duration_seconds",
+            "The latency distributions of fsync called by WAL.",
+            "histogram",
         );
-        single(
-            "etcd_server_is_leader",
-            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-            "gauge",
-            u8::from(status.is_leader).to_string(),
-        );
-        single(
-            "etcd_server_leader_changes_seen_total",
-            "The number of leader changes seen.",
-            "counter",
-            status.leader_changes.to_string(),
-        );
-        single(
-            "etcd_server_proposals_committed_total",
-            "The total number of consensus proposals committed.",
-            "gauge",
-            status.commit_index.to_string(),
-        );
-        single(
-            "etcd_server_proposals_applied_total",
-            "The total number of consensus proposals applied.",
-            "gauge",
-            status.applied_index.to_string(),
-        );
-        single(
-            "etcd_server_proposals_pending",
-            "The current number of pending proposals to commit.",
-            "gauge",
-            self.proposals_pending.load(Ordering::Relaxed).to_string(),
-        );
-        single(
-            "etcd_server_proposals_failed_total",
-            "The total number of failed proposals seen.",
-            "counter",
-            self.proposals_failed.load(Ordering::Relaxed).to_string(),
-        );
-        single(
-            "etcd_debugging_mvcc_keys_total",
-            "Total number of keys.",
-            "gauge",
-            status.key_count.to_string(),
-        );
-        single(
-            "etcd_debugging_mvcc_current_revision",
-            "The current revision of store.",
-            "gauge",
-            status.revision.to_string(),
-        );
-        single(
-            "etcd_mvcc_db_total_size_in_bytes",
-            "Total size of the underlying database in bytes (stet: the newest snapshot file plus the WAL written since).",
-            "gauge",
-            status.db_size.to_string(),
-        );
-        single(
-            "stet_raft_term",
-            "The raft term this member is in.",
-            "gauge",
-            status.term.to_string(),
-        );
-        let _ = writeln!(out, "# HELP etcd_disk_wal_fsync_duration_seconds The latency distributions of fsync called by WAL.");
-        let _ = writeln!(out, "# TYPE etcd_disk_wal_fsync_duration_seconds histogram");
         self.wal_fsync
             .render(&mut out, "etcd_disk_wal_fsync_duration_seconds", "");
-        let _ = writeln!(out, "# HELP etcd_disk_backend_commit_duration_seconds The latency distributions of commit called by backend (stet: applying committed entries to the store).");
-        let _ = writeln!(
-            out,
-            "# TYPE etcd_disk_backend_commit_duration_seconds histogram"
+        header(
+            &mut out,
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend (stet: applying committed entries to the store).",
+            "histogram",
         );
         self.backend_commit
             .render(&mut out, "etcd_disk_backend_commit_duration_seconds", "");
         let methods: Vec<Arc<MethodStats>> =
             self.methods.lock().map(|m| m.clone()).unwrap_or_default();
-        let _ = writeln!(out, "# HELP grpc_server_handled_total Total number of RPCs completed on the server, regardless of success or failure.");
-        let _ = writeln!(out, "# TYPE grpc_server_handled_total counter");
+        header(
+            &mut out,
+            "grpc_server_handled_total",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            "counter",
+        );
         for m in &methods {
             for (code, counter) in [("OK", &m.ok), ("Error", &m.failed)] {
                 let _ = writeln!(
@@ -247,8 +202,12 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(out, "# HELP grpc_server_handling_seconds Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.");
-        let _ = writeln!(out, "# TYPE grpc_server_handling_seconds histogram");
+        header(
+            &mut out,
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+            "histogram",
+        );
         for m in &methods {
             let labels = format!(
                 "grpc_method=\"{}\",grpc_service=\"etcdserverpb.{}\"",
@@ -259,6 +218,12 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A metric's `# HELP` and `# TYPE` lines.
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 #[cfg(test)]

@@ -84,17 +84,19 @@ fn node_config(config: &ServerConfig, member_id: MemberId, cluster_id: ClusterId
     node
 }
 
+/// A started node and what its driver needs besides.
+struct Started {
+    node: Node,
+    storage: MemberStorage<FsDisk>,
+    origin: std::time::Instant,
+    /// For a joining member, the membership its peers told it.
+    seed_members: Vec<pb::Member>,
+    /// State bytes of the snapshot the node started from (0 if none).
+    snapshot_bytes: u64,
+}
+
 /// Opens the member's storage and starts its node: restarts from the data directory, joins a
 /// running cluster (`--initial-cluster-state existing` with no data yet), or bootstraps a new one.
-/// A started node, its storage, its time origin, and for a joining member the membership its
-/// peers told it.
-type Started = (
-    Node,
-    MemberStorage<FsDisk>,
-    std::time::Instant,
-    Vec<pb::Member>,
-);
-
 async fn start_node(config: &ServerConfig, log: &slog::Logger) -> Result<Started, ServerError> {
     let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
     let storage_error = |source| ServerError::Storage {
@@ -129,6 +131,7 @@ async fn start_node(config: &ServerConfig, log: &slog::Logger) -> Result<Started
             ClusterId(metadata.cluster_id),
         );
         let origin = std::time::Instant::now();
+        let snapshot_bytes = durable.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
         let node = if config.force_new_cluster {
             let node = Node::restart_forced(node_config, durable, Instant::ZERO, &logger)?;
             slog::warn!(
@@ -141,7 +144,13 @@ async fn start_node(config: &ServerConfig, log: &slog::Logger) -> Result<Started
             Node::restart(node_config, durable, Instant::ZERO, &logger)?
         };
         slog::info!(log, "restarted from {}", config.data_dir.display(); "applied_index" => node.applied_index());
-        Ok((node, storage, origin, Vec::new()))
+        Ok(Started {
+            node,
+            storage,
+            origin,
+            seed_members: Vec::new(),
+            snapshot_bytes,
+        })
     } else if config.cluster_state == ClusterState::Existing {
         let (cluster_id, member_id, members) = discover_identity(config).await?;
         let metadata = Metadata {
@@ -157,7 +166,13 @@ async fn start_node(config: &ServerConfig, log: &slog::Logger) -> Result<Started
             &logger,
         )?;
         slog::info!(log, "joining the existing cluster"; "member_id" => %format!("{:x}", member_id.0), "cluster_id" => %format!("{:x}", cluster_id.0));
-        Ok((node, storage, origin, members))
+        Ok(Started {
+            node,
+            storage,
+            origin,
+            seed_members: members,
+            snapshot_bytes: 0,
+        })
     } else {
         let metadata = Metadata {
             member_id: config.member_id.0,
@@ -173,7 +188,13 @@ async fn start_node(config: &ServerConfig, log: &slog::Logger) -> Result<Started
             &logger,
         )?;
         slog::info!(log, "bootstrapped a new cluster in {}", config.data_dir.display(); "members" => config.initial_members.len());
-        Ok((node, storage, origin, Vec::new()))
+        Ok(Started {
+            node,
+            storage,
+            origin,
+            seed_members: Vec::new(),
+            snapshot_bytes: 0,
+        })
     }
 }
 
@@ -287,7 +308,13 @@ pub async fn run(
     for addr in &config.listen_peer {
         peer_listeners.extend(bind(addr).await?);
     }
-    let (node, storage, origin, seed_members) = start_node(&config, &log).await?;
+    let Started {
+        node,
+        storage,
+        origin,
+        seed_members,
+        snapshot_bytes,
+    } = start_node(&config, &log).await?;
     let identity = Identity {
         cluster_id: node.config().cluster_id.0,
         member_id: node.config().id.0,
@@ -312,6 +339,7 @@ pub async fn run(
         log.clone(),
     ));
     driver.seed_members(seed_members);
+    driver.set_snapshot_bytes(snapshot_bytes);
     driver.publish_attributes(config.name.clone(), config.advertise_client_urls.clone());
     for listener in peer_listeners {
         let local = listener.local_addr().ok();

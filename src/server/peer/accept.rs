@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use raft::eraftpb::Message;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use super::conn::{FramedStream, PeerError, HANDSHAKE_TIMEOUT};
+use super::conn::{spawn_frame_writer, FramedStream, PeerError, HANDSHAKE_TIMEOUT};
 use super::forward;
 use crate::node::ClientRequest;
 use crate::peer_wire::{self, FrameKind, RaftReassembler};
@@ -159,19 +159,9 @@ async fn receive_raft(
 /// Serves forwarded requests: each is handled by the local driver (never forwarded again) and
 /// answered, in completion order, on the same connection.
 async fn serve_forwarded(stream: FramedStream, driver: DriverHandle) -> Result<(), PeerError> {
-    let (mut reader, mut write) = stream.into_split();
-    let (replies, mut outgoing) = mpsc::channel::<peerpb::ForwardReply>(1024);
-    let writer = tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        let mut bytes = Vec::new();
-        while let Some(reply) = outgoing.recv().await {
-            bytes.clear();
-            peer_wire::encode_message(FrameKind::ForwardReply, &reply, &mut bytes);
-            if write.write_all(&bytes).await.is_err() {
-                return;
-            }
-        }
-    });
+    let (mut reader, write) = stream.into_split();
+    let (replies, writer) =
+        spawn_frame_writer::<peerpb::ForwardReply>(write, FrameKind::ForwardReply);
     let driver = Arc::new(driver);
     let result = loop {
         let frame = match reader.read_frame().await {

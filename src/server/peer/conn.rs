@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 use crate::peer_wire::{self, Frame, FrameDecoder, FrameKind, WireError};
 use crate::proto::stetpeerpb as peerpb;
@@ -124,6 +125,29 @@ impl FramedReader {
         read_frame(&mut self.read, &mut self.decoder, &mut self.read_buffer).await
     }
 }
+
+/// Spawns the task that writes every message sent on the returned channel to `write` as one
+/// `kind` frame, in order, until the channel closes or a write fails.
+pub fn spawn_frame_writer<M: prost::Message + 'static>(
+    mut write: tokio::net::tcp::OwnedWriteHalf,
+    kind: FrameKind,
+) -> (mpsc::Sender<M>, tokio::task::JoinHandle<()>) {
+    let (sender, mut messages) = mpsc::channel::<M>(FRAME_WRITER_QUEUE);
+    let task = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        while let Some(message) = messages.recv().await {
+            bytes.clear();
+            peer_wire::encode_message(kind, &message, &mut bytes);
+            if write.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    (sender, task)
+}
+
+/// Messages waiting for a frame writer.
+const FRAME_WRITER_QUEUE: usize = 1024;
 
 /// Reads from `source` until `decoder` has a whole frame.
 async fn read_frame<R: tokio::io::AsyncRead + Unpin>(

@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::conn::{dial, Identity};
+use super::conn::{dial, spawn_frame_writer, Identity};
 use super::AddressBook;
 use crate::lease::LeaseError;
 use crate::node::request::GrpcCode;
@@ -134,22 +133,13 @@ impl Forwarder {
         let Some(stream) = connected else {
             return Err(ClientError::NoLeader);
         };
-        let (mut reader, mut write) = stream.into_split();
-        let (requests, mut outgoing) = mpsc::channel::<peerpb::ForwardRequest>(1024);
+        let (mut reader, write) = stream.into_split();
+        let (requests, _writer) =
+            spawn_frame_writer::<peerpb::ForwardRequest>(write, FrameKind::ForwardRequest);
         let waiting: Waiting = Arc::new(Mutex::new(HashMap::new()));
         if let Ok(mut w) = waiting.lock() {
             w.insert(id, reply);
         }
-        tokio::spawn(async move {
-            let mut bytes = Vec::new();
-            while let Some(request) = outgoing.recv().await {
-                bytes.clear();
-                peer_wire::encode_message(FrameKind::ForwardRequest, &request, &mut bytes);
-                if write.write_all(&bytes).await.is_err() {
-                    return;
-                }
-            }
-        });
         let readers_waiting = waiting.clone();
         let links = self.links.clone();
         tokio::spawn(async move {
