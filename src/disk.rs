@@ -83,6 +83,39 @@ impl<D: Disk + ?Sized> Disk for &mut D {
     }
 }
 
+impl<D: Disk + ?Sized> Disk for Box<D> {
+    fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError> {
+        (**self).create_dir_all(dir)
+    }
+    fn create(&mut self, path: &Path) -> Result<(), DiskError> {
+        (**self).create(path)
+    }
+    fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
+        (**self).append(path, data)
+    }
+    fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
+        (**self).sync(path)
+    }
+    fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError> {
+        (**self).sync_dir(dir)
+    }
+    fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError> {
+        (**self).read(path)
+    }
+    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
+        (**self).truncate(path, len)
+    }
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
+        (**self).rename(from, to)
+    }
+    fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
+        (**self).remove(path)
+    }
+    fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError> {
+        (**self).list(dir)
+    }
+}
+
 /// What a simulated crash does to the bytes that were not yet synced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashFault {

@@ -278,6 +278,11 @@ impl Membership {
         self.ids_where(|m| m.is_learner)
     }
 
+    /// The IDs removed from this cluster for good, sorted.
+    pub fn removed_ids(&self) -> Vec<u64> {
+        self.removed.iter().map(|id| id.0).collect()
+    }
+
     /// Whether `id` was removed from this cluster.
     pub fn is_removed(&self, id: MemberId) -> bool {
         self.removed.contains(&id)

@@ -138,22 +138,50 @@ pub fn save<D: Disk + ?Sized>(
     dir: &Path,
     snapshot: &Snapshot,
 ) -> Result<PathBuf, SnapError> {
+    let unsynced = write_unsynced(disk, dir, snapshot)?;
+    disk.sync(&unsynced.temp)?;
+    publish(disk, &unsynced)
+}
+
+/// A snapshot file written under a temporary name and not yet durable: fsync `temp`, then
+/// [`publish`] it. A crash before that leaves a `.tmp` file that loading ignores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsyncedFile {
+    pub temp: PathBuf,
+    pub path: PathBuf,
+    pub dir: PathBuf,
+}
+
+/// The first step of [`save`]: encodes `snapshot` and writes it under a temporary name.
+pub fn write_unsynced<D: Disk + ?Sized>(
+    disk: &mut D,
+    dir: &Path,
+    snapshot: &Snapshot,
+) -> Result<UnsyncedFile, SnapError> {
     let meta = snapshot.get_metadata();
     let name = file_name(meta.term, meta.index);
     let path = dir.join(&name);
-    let tmp = dir.join(format!("{name}.tmp"));
+    let temp = dir.join(format!("{name}.tmp"));
     let bytes = encode(snapshot)?;
     disk.create_dir_all(dir)?;
-    match disk.remove(&tmp) {
+    match disk.remove(&temp) {
         Ok(()) | Err(DiskError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    disk.create(&tmp)?;
-    disk.append(&tmp, &bytes)?;
-    disk.sync(&tmp)?;
-    disk.rename(&tmp, &path)?;
-    disk.sync_dir(dir)?;
-    Ok(path)
+    disk.create(&temp)?;
+    disk.append(&temp, &bytes)?;
+    Ok(UnsyncedFile {
+        temp,
+        path,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// The last step of [`save`], once `file.temp` is fsynced: gives it its name, durably.
+pub fn publish<D: Disk + ?Sized>(disk: &mut D, file: &UnsyncedFile) -> Result<PathBuf, SnapError> {
+    disk.rename(&file.temp, &file.path)?;
+    disk.sync_dir(&file.dir)?;
+    Ok(file.path.clone())
 }
 
 /// The snapshot files in `dir` as `(index, term, path)`, newest (highest index, then term) first.

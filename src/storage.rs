@@ -144,16 +144,29 @@ impl<D: Disk> MemberStorage<D> {
     /// durable first (with [`write_snapshot_file`](Self::write_snapshot_file)) and may crash in
     /// between: records the installed snapshot, appends entries and hard state, syncs when asked.
     pub fn persist_after_snapshot_file(&mut self, persist: &Persist) -> Result<(), StorageError> {
+        if self.write_after_snapshot_file(persist)? {
+            self.wal.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Like [`persist_after_snapshot_file`](Self::persist_after_snapshot_file) without the fsync,
+    /// for drivers that fsync several writes at once (group commit, [`begin_sync`](Self::begin_sync)):
+    /// true if the write must be durable before the persist is reported.
+    pub fn write_after_snapshot_file(&mut self, persist: &Persist) -> Result<bool, StorageError> {
         if let Some(snapshot) = &persist.snapshot {
             let meta = snapshot.get_metadata();
             self.wal.save_installed_snapshot(meta.index, meta.term)?;
         }
         self.wal
             .append(&persist.entries, persist.hard_state.as_ref())?;
-        if persist.must_sync || persist.snapshot.is_some() {
-            self.wal.sync()?;
-        }
-        Ok(())
+        Ok(persist.must_sync || persist.snapshot.is_some())
+    }
+
+    /// Starts making everything written so far durable on another disk handle: the file to fsync
+    /// (see `Wal::begin_sync`), or `None` when nothing is unsynced.
+    pub fn begin_sync(&mut self) -> Result<Option<PathBuf>, StorageError> {
+        Ok(self.wal.begin_sync()?)
     }
 
     /// Saves the node's own snapshot, marks it in the WAL, and releases WAL segments before it.

@@ -21,6 +21,9 @@ impl Node {
         if self.pending.contains_key(&id) {
             return self.reply(id, Err(ClientError::TooManyRequests));
         }
+        if request.leader_only() && self.role != StateRole::Leader {
+            return self.reply(id, Err(self.not_leader()));
+        }
         match request {
             ClientRequest::Range(range) => self.read(id, range),
             ClientRequest::Put(put) => self.propose(id, Request::Put(put)),
@@ -321,9 +324,11 @@ impl Node {
     }
 
     fn keep_alive(&mut self, id: RequestId, lease: i64) {
-        if self.role != StateRole::Leader {
-            return self.reply(id, Err(self.not_leader()));
-        }
+        assert_eq!(
+            self.role,
+            StateRole::Leader,
+            "checked for every leader-only request"
+        );
         let now = self.now;
         let result = self
             .state
@@ -341,9 +346,11 @@ impl Node {
     }
 
     fn time_to_live(&mut self, id: RequestId, request: &pb::LeaseTimeToLiveRequest) {
-        if self.role != StateRole::Leader {
-            return self.reply(id, Err(self.not_leader()));
-        }
+        assert_eq!(
+            self.role,
+            StateRole::Leader,
+            "checked for every leader-only request"
+        );
         let result = self
             .state
             .lessor
@@ -427,9 +434,11 @@ impl Node {
     }
 
     fn member_promote(&mut self, id: RequestId, member_id: u64) {
-        if self.role != StateRole::Leader {
-            return self.reply(id, Err(self.not_leader()));
-        }
+        assert_eq!(
+            self.role,
+            StateRole::Leader,
+            "checked for every leader-only request"
+        );
         let Some(member) = self.state.members.get(MemberId(member_id)).cloned() else {
             return self.reply(id, Err(member::MemberError::IdNotFound.into()));
         };

@@ -383,6 +383,11 @@ impl Node {
         true
     }
 
+    /// Whether outputs wait to be polled.
+    pub fn has_outputs(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
     /// The next thing the driver must do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()

@@ -10,8 +10,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::driver::{DriverHandle, MemberStatus, WATCH_STREAM_BUFFER};
-use crate::kv::KvError;
+use super::driver::WATCH_STREAM_BUFFER;
+use super::handle::DriverHandle;
+use super::route::Router;
+use super::status::{to_status, MemberStatus};
 use crate::lease::LeaseError;
 use crate::node::{ClientError, ClientRequest, ClientResponse};
 use crate::proto::etcdserverpb as pb;
@@ -30,48 +32,33 @@ const MOVE_LEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Keep-alive responses buffered per stream before the stream waits for the client to read.
 const KEEP_ALIVE_BUFFER: usize = 16;
 
-/// The gRPC status etcd answers `error` with.
-pub fn to_status(error: &ClientError) -> Status {
-    let code = tonic::Code::from_i32(error.grpc_code() as i32);
-    let message = match error {
-        // etcd's rpctypes prefix the store's own messages.
-        ClientError::Kv(KvError::Compacted { .. } | KvError::FutureRevision) => {
-            format!("etcdserver: {error}")
-        }
-        _ => error.to_string(),
-    };
-    Status::new(code, message)
-}
-
 fn unexpected(response: &ClientResponse) -> Status {
     Status::internal(format!("stet: unexpected response {response:?}"))
 }
 
 fn header(status: &MemberStatus) -> pb::ResponseHeader {
-    pb::ResponseHeader {
-        cluster_id: status.cluster_id,
-        member_id: status.member_id,
-        revision: status.revision,
-        raft_term: status.term,
-    }
+    status.header()
 }
 
-/// Every service shares the driver handle.
+/// Every service shares the router to the driver.
 #[derive(Clone)]
 pub struct Services {
+    router: Router,
     driver: DriverHandle,
     next_stream: Arc<AtomicU64>,
 }
 
 impl Services {
-    pub fn new(driver: DriverHandle) -> Self {
+    pub fn new(router: Router) -> Self {
         Services {
-            driver,
+            driver: router.driver().clone(),
+            router,
             next_stream: Arc::new(AtomicU64::new(1)),
         }
     }
 
     /// The gRPC routes of every service, ready to merge into the HTTP router.
+    #[cfg(not(madsim))]
     pub fn routes(&self, max_request_bytes: usize) -> tonic::service::Routes {
         // etcd accepts requests a little over --max-request-bytes at the gRPC layer and refuses
         // too-large ones itself, with its own message.
@@ -84,6 +71,23 @@ impl Services {
         .add_service(cluster_server::ClusterServer::new(self.clone()))
         .add_service(maintenance_server::MaintenanceServer::new(self.clone()))
     }
+
+    /// Serves every service on `address` with madsim's simulated gRPC transport until `stopped`.
+    #[cfg(madsim)]
+    pub async fn serve_simulated(
+        &self,
+        address: std::net::SocketAddr,
+        stopped: impl std::future::Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        tonic::transport::Server::builder()
+            .add_service(kv_server::KvServer::new(self.clone()))
+            .add_service(watch_server::WatchServer::new(self.clone()))
+            .add_service(lease_server::LeaseServer::new(self.clone()))
+            .add_service(cluster_server::ClusterServer::new(self.clone()))
+            .add_service(maintenance_server::MaintenanceServer::new(self.clone()))
+            .serve_with_shutdown(address, stopped)
+            .await
+    }
 }
 
 /// Sends a unary request and unwraps the expected response variant.
@@ -91,7 +95,7 @@ macro_rules! unary {
     ($self:ident, $request:ident, $variant:ident, $service:literal) => {{
         let started = std::time::Instant::now();
         let result = match $self
-            .driver
+            .router
             .call(ClientRequest::$variant($request.into_inner()))
             .await
         {
@@ -170,8 +174,9 @@ impl watch_server::Watch for Services {
         tokio::spawn(async move {
             loop {
                 let message = tokio::select! {
-                    message = inbound.message() => message,
+                    biased;
                     _ = sender.closed() => break,
+                    message = inbound.message() => message,
                 };
                 let Ok(Some(message)) = message else { break };
                 let request = match message.request_union {
@@ -189,13 +194,15 @@ impl watch_server::Watch for Services {
                     }
                     None => continue,
                 };
-                if let Err(error) = driver.call(request).await {
+                if let Err(error) = driver.call_local(request).await {
                     let _ = sender.send(Err(to_status(&error))).await;
                     break;
                 }
             }
             drop(sender);
-            let _ = driver.call(ClientRequest::WatchClose { stream }).await;
+            let _ = driver
+                .call_local(ClientRequest::WatchClose { stream })
+                .await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
@@ -227,16 +234,16 @@ impl lease_server::Lease for Services {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let mut inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(KEEP_ALIVE_BUFFER);
-        let driver = self.driver.clone();
+        let router = self.router.clone();
         tokio::spawn(async move {
             while let Ok(Some(request)) = inbound.message().await {
                 let id = request.id;
-                let answer = match driver.call(ClientRequest::LeaseKeepAlive(request)).await {
+                let answer = match router.call(ClientRequest::LeaseKeepAlive(request)).await {
                     Ok(ClientResponse::LeaseKeepAlive(response)) => Ok(response),
                     Ok(other) => Err(unexpected(&other)),
                     Err(ClientError::Lease(LeaseError::NotFound)) => {
                         Ok(pb::LeaseKeepAliveResponse {
-                            header: Some(header(&driver.status())),
+                            header: Some(header(&router.driver().status())),
                             id,
                             ttl: 0,
                         })

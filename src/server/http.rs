@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use super::driver::DriverHandle;
+use super::handle::DriverHandle;
 use crate::node::ClientRequest;
 use crate::proto::etcdserverpb as pb;
 
@@ -40,7 +40,7 @@ async fn health(State(driver): State<DriverHandle>) -> impl IntoResponse {
             limit: 1,
             ..Default::default()
         });
-        match tokio::time::timeout(HEALTH_READ_TIMEOUT, driver.call(read)).await {
+        match tokio::time::timeout(HEALTH_READ_TIMEOUT, driver.call_local(read)).await {
             Ok(Ok(_)) => None,
             Ok(Err(_)) | Err(_) => Some("RAFT QUORUM READ FAILED"),
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::driver::MemberStatus;
+use super::status::MemberStatus;
 
 /// A latency histogram with fixed upper bounds (seconds), Prometheus-style cumulative on output.
 #[derive(Debug)]

@@ -1,20 +1,34 @@
-//! The adapter: everything that does real IO. `fs_disk` is the real `Disk`; with the `server`
-//! feature, `run` starts one member: it opens or creates its data directory, starts the node, and
-//! serves etcd's v3 gRPC API and the HTTP endpoints on every client URL, until a signal, removal or
-//! a fatal error.
+//! The member runtime: everything between the sans-IO `Node` and the machine. `run` starts one
+//! member (`start`: open or create the data directory, start the node), runs its `driver` (the
+//! loop that owns the node: group commit, own snapshot files, watch delivery, attribute
+//! publishing), the peer transport (`peer`: raft messages, membership queries, forwarding) and
+//! etcd's gRPC services (`grpc`, with `route` sending leader-only requests to the leader), until
+//! a signal, removal or a fatal error. The machine itself — clock, disk, fsync — comes from an
+//! `env::Environment`: the real one in production, a simulated one in `sim/`, which runs this
+//! same code under `--cfg madsim`. The HTTP endpoints and the `:authority` rewriting listener
+//! (`http`, `v2_members`, `h2_authority`, served from `listen`) are the only client-facing code
+//! the simulator does not run.
 
 pub mod fs_disk;
 
+#[cfg(feature = "server")]
+pub mod blocking;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
 pub mod driver;
 #[cfg(feature = "server")]
-pub mod grpc;
+pub mod env;
 #[cfg(feature = "server")]
+pub mod grpc;
+#[cfg(all(feature = "server", not(madsim)))]
 pub mod h2_authority;
 #[cfg(feature = "server")]
+pub mod handle;
+#[cfg(all(feature = "server", not(madsim)))]
 pub mod http;
+#[cfg(feature = "server")]
+mod listen;
 #[cfg(feature = "server")]
 pub mod log;
 #[cfg(feature = "server")]
@@ -22,9 +36,17 @@ pub mod metrics;
 #[cfg(feature = "server")]
 pub mod peer;
 #[cfg(feature = "server")]
+pub mod route;
+#[cfg(feature = "server")]
 mod run;
 #[cfg(feature = "server")]
+mod start;
+#[cfg(feature = "server")]
+pub mod status;
+#[cfg(all(feature = "server", not(madsim)))]
 pub mod v2_members;
 
+#[cfg(all(feature = "server", not(madsim)))]
+pub use run::{run, shutdown_signal};
 #[cfg(feature = "server")]
-pub use run::{run, shutdown_signal, ServerError};
+pub use run::{run_in, ServerError};

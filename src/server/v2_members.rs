@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
-use super::driver::DriverHandle;
+use super::handle::DriverHandle;
 use crate::member::MemberError;
 use crate::node::{ClientError, ClientRequest, ClientResponse};
 use crate::proto::etcdserverpb as pb;
@@ -105,7 +105,7 @@ fn error_response(error: &ClientError, id: Option<u64>) -> V2Error {
 
 async fn members(driver: &DriverHandle) -> Result<Vec<pb::Member>, V2Error> {
     match driver
-        .call(ClientRequest::MemberList(pb::MemberListRequest::default()))
+        .call_local(ClientRequest::MemberList(pb::MemberListRequest::default()))
         .await
     {
         Ok(ClientResponse::MemberList(list)) => Ok(list.members),
@@ -185,7 +185,7 @@ async fn add(State(driver): State<DriverHandle>, headers: HeaderMap, body: Bytes
         peer_ur_ls: urls,
         is_learner: false,
     });
-    match driver.call(request).await {
+    match driver.call_local(request).await {
         Ok(ClientResponse::MemberAdd(added)) => match added.member {
             Some(member) => json(
                 StatusCode::CREATED,
@@ -221,7 +221,7 @@ async fn update(
         id,
         peer_ur_ls: urls,
     });
-    match driver.call(request).await {
+    match driver.call_local(request).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => error_response(&error, Some(id)).into_response(),
     }
@@ -233,7 +233,7 @@ async fn remove(State(driver): State<DriverHandle>, Path(id): Path<String>) -> R
         Err(error) => return error.into_response(),
     };
     match driver
-        .call(ClientRequest::MemberRemove(pb::MemberRemoveRequest { id }))
+        .call_local(ClientRequest::MemberRemove(pb::MemberRemoveRequest { id }))
         .await
     {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),

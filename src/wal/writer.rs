@@ -1,7 +1,7 @@
 //! Writing the WAL: creating it, appending records to the current segment, syncing, rotating to a
 //! new segment when the current one is full, and releasing segments that are no longer needed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use raft::eraftpb::{Entry, HardState};
 
@@ -106,6 +106,22 @@ impl<D: Disk> Wal<D> {
             }
             Ok(())
         })
+    }
+
+    /// Starts making everything appended so far durable elsewhere (another handle, another
+    /// thread): returns the file to fsync, or `None` when nothing is unsynced. What was appended
+    /// before this call is durable once that fsync finishes; later appends wait for the next.
+    pub fn begin_sync(&mut self) -> Result<Option<PathBuf>, WalError> {
+        if self.failed {
+            return Err(WalError::Failed {
+                dir: self.dir.clone(),
+            });
+        }
+        if !self.unsynced {
+            return Ok(None);
+        }
+        self.unsynced = false;
+        Ok(Some(self.current().path.clone()))
     }
 
     /// Removes the segments whose entries are all below `index`, oldest first, keeping the segment

@@ -10,31 +10,34 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::conn::{spawn_frame_writer, FramedStream, PeerError, HANDSHAKE_TIMEOUT};
-use super::forward;
+use super::{forward, AddressBook};
 use crate::node::ClientRequest;
 use crate::peer_wire::{self, FrameKind, RaftReassembler};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpeerpb as peerpb;
-use crate::server::driver::DriverHandle;
+use crate::server::handle::DriverHandle;
 
 /// Accepts peer connections on `listener` until `stopped` changes.
 pub async fn serve(
     log: slog::Logger,
     listener: TcpListener,
     driver: DriverHandle,
+    addresses: AddressBook,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            biased;
             _ = stopped.changed() => return,
+            accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, remote)) => {
                 let driver = driver.clone();
+                let addresses = addresses.clone();
                 let log = log.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = serve_connection(stream, driver, &log).await {
+                    if let Err(error) = serve_connection(stream, driver, addresses, &log).await {
                         match error {
                             PeerError::Closed => {}
                             error => {
@@ -55,6 +58,7 @@ pub async fn serve(
 async fn serve_connection(
     stream: TcpStream,
     driver: DriverHandle,
+    addresses: AddressBook,
     log: &slog::Logger,
 ) -> Result<(), PeerError> {
     let mut stream = FramedStream::new(stream);
@@ -62,7 +66,12 @@ async fn serve_connection(
     let frame = stream.read_frame_within(HANDSHAKE_TIMEOUT).await?;
     let hello: peerpb::Hello = peer_wire::decode_message(&frame, FrameKind::Hello)?;
     let status = driver.status();
-    let refused = refusal(&hello, status.cluster_id, status.member_id, log);
+    let removed = hello.from != 0 && addresses.is_removed(hello.from);
+    let mut refused = refusal(&hello, status.cluster_id, status.member_id, log);
+    if removed && refused.is_empty() {
+        slog::warn!(log, "refused a member removed from the cluster"; "remote_member_id" => %format!("{:x}", hello.from));
+        refused = format!("member {:x} was removed from the cluster", hello.from);
+    }
     let purpose = peerpb::Purpose::try_from(hello.purpose).unwrap_or_default();
     let members = if refused.is_empty() && purpose == peerpb::Purpose::Members {
         match driver
@@ -80,6 +89,7 @@ async fn serve_connection(
         member_id: status.member_id,
         refused: refused.clone(),
         members,
+        removed,
     };
     let mut bytes = Vec::new();
     peer_wire::encode_message(FrameKind::Welcome, &welcome, &mut bytes);
@@ -88,7 +98,7 @@ async fn serve_connection(
         return Ok(());
     }
     match purpose {
-        peerpb::Purpose::Raft => receive_raft(stream, hello.from, driver, log).await,
+        peerpb::Purpose::Raft => receive_raft(stream, hello.from, driver, addresses, log).await,
         peerpb::Purpose::Forward => serve_forwarded(stream, driver).await,
         peerpb::Purpose::Members | peerpb::Purpose::Unspecified => Ok(()),
     }
@@ -125,11 +135,13 @@ fn refusal(hello: &peerpb::Hello, cluster_id: u64, member_id: u64, log: &slog::L
 }
 
 /// Hands every raft message on the connection to the driver; messages claiming another sender
-/// than the handshake's are dropped.
+/// than the handshake's are dropped. The connection of a member removed meanwhile is closed: its
+/// next dial is refused and tells it so.
 async fn receive_raft(
     stream: FramedStream,
     from: u64,
     driver: DriverHandle,
+    addresses: AddressBook,
     log: &slog::Logger,
 ) -> Result<(), PeerError> {
     let (mut reader, _write) = stream.into_split();
@@ -146,6 +158,10 @@ async fn receive_raft(
                 return Ok(());
             }
         };
+        if addresses.is_removed(from) {
+            slog::info!(log, "closing the connection of a removed member"; "peer" => %format!("{from:x}"));
+            return Ok(());
+        }
         if message.from != from {
             slog::warn!(log, "dropped a raft message whose sender is not the connection's member"; "peer" => %format!("{from:x}"), "claimed" => %format!("{:x}", message.from));
             continue;

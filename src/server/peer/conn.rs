@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -38,6 +38,8 @@ pub enum PeerError {
     ClusterMismatch { local: u64, remote: u64 },
     #[error("the peer refused the connection: {0}")]
     Refused(String),
+    #[error("the peer says this member was removed from the cluster")]
+    Removed,
 }
 
 /// `host:port` of an `http://host:port` peer URL.
@@ -84,13 +86,12 @@ impl FramedStream {
 
     /// Writes already-encoded frames.
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), PeerError> {
-        self.stream.write_all(bytes).await?;
-        Ok(())
+        write_all(&mut self.stream, bytes).await
     }
 
     /// Splits into a read half and a write half for connections that carry both directions.
-    pub fn into_split(self) -> (FramedReader, tokio::net::tcp::OwnedWriteHalf) {
-        let (read, write) = self.stream.into_split();
+    pub fn into_split(self) -> (FramedReader, FrameWriteHalf) {
+        let (read, write) = tokio::io::split(self.stream);
         (
             FramedReader {
                 read,
@@ -112,9 +113,22 @@ impl FramedStream {
     }
 }
 
+/// The write half of a split `FramedStream`.
+pub type FrameWriteHalf = WriteHalf<TcpStream>;
+
+/// Writes `bytes` and flushes them onto the connection.
+async fn write_all<W: tokio::io::AsyncWrite + Unpin>(
+    write: &mut W,
+    bytes: &[u8],
+) -> Result<(), PeerError> {
+    write.write_all(bytes).await?;
+    write.flush().await?;
+    Ok(())
+}
+
 /// The read half of a split `FramedStream`.
 pub struct FramedReader {
-    read: tokio::net::tcp::OwnedReadHalf,
+    read: ReadHalf<TcpStream>,
     decoder: FrameDecoder,
     read_buffer: Vec<u8>,
 }
@@ -129,7 +143,7 @@ impl FramedReader {
 /// Spawns the task that writes every message sent on the returned channel to `write` as one
 /// `kind` frame, in order, until the channel closes or a write fails.
 pub fn spawn_frame_writer<M: prost::Message + 'static>(
-    mut write: tokio::net::tcp::OwnedWriteHalf,
+    mut write: FrameWriteHalf,
     kind: FrameKind,
 ) -> (mpsc::Sender<M>, tokio::task::JoinHandle<()>) {
     let (sender, mut messages) = mpsc::channel::<M>(FRAME_WRITER_QUEUE);
@@ -138,7 +152,7 @@ pub fn spawn_frame_writer<M: prost::Message + 'static>(
         while let Some(message) = messages.recv().await {
             bytes.clear();
             peer_wire::encode_message(kind, &message, &mut bytes);
-            if write.write_all(&bytes).await.is_err() {
+            if write_all(&mut write, &bytes).await.is_err() {
                 return;
             }
         }
@@ -197,6 +211,9 @@ pub async fn dial(
             local: identity.cluster_id,
             remote: welcome.cluster_id,
         });
+    }
+    if welcome.removed {
+        return Err(PeerError::Removed);
     }
     if !welcome.refused.is_empty() {
         return Err(PeerError::Refused(welcome.refused));

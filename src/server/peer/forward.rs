@@ -17,7 +17,8 @@ use crate::node::request::GrpcCode;
 use crate::node::{ClientError, ClientRequest, ClientResponse};
 use crate::peer_wire::{self, FrameKind};
 use crate::proto::stetpeerpb::{self as peerpb, forward_reply, forward_request};
-use crate::server::driver::DriverHandle;
+use crate::server::handle::DriverHandle;
+use crate::server::status::to_status;
 
 /// How long a forwarded request may take before the follower answers "request timed out".
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,16 +40,27 @@ pub struct Forwarder {
     next_id: Arc<AtomicU64>,
 }
 
-/// The request as it travels, if it is one that may be forwarded.
-pub fn forwardable(request: &ClientRequest) -> Option<forward_request::Request> {
+/// A leader-only request as it travels to the leader (`None` for any other request).
+fn to_wire(request: ClientRequest) -> Option<forward_request::Request> {
     use forward_request::Request as R;
     Some(match request {
-        ClientRequest::LeaseKeepAlive(r) => R::LeaseKeepAlive(*r),
-        ClientRequest::LeaseTimeToLive(r) => R::LeaseTimeToLive(*r),
-        ClientRequest::LeaseLeases(r) => R::LeaseLeases(*r),
-        ClientRequest::MemberPromote(r) => R::MemberPromote(*r),
+        ClientRequest::LeaseKeepAlive(r) => R::LeaseKeepAlive(r),
+        ClientRequest::LeaseTimeToLive(r) => R::LeaseTimeToLive(r),
+        ClientRequest::LeaseLeases(r) => R::LeaseLeases(r),
+        ClientRequest::MemberPromote(r) => R::MemberPromote(r),
         _ => return None,
     })
+}
+
+/// The request a forwarded one asks the leader's node.
+fn from_wire(request: forward_request::Request) -> ClientRequest {
+    use forward_request::Request as R;
+    match request {
+        R::LeaseKeepAlive(r) => ClientRequest::LeaseKeepAlive(r),
+        R::LeaseTimeToLive(r) => ClientRequest::LeaseTimeToLive(r),
+        R::LeaseLeases(r) => ClientRequest::LeaseLeases(r),
+        R::MemberPromote(r) => ClientRequest::MemberPromote(r),
+    }
 }
 
 impl Forwarder {
@@ -61,12 +73,19 @@ impl Forwarder {
         }
     }
 
-    /// Asks `leader` to answer `request`.
+    /// Asks `leader` to answer `request`, a leader-only request (`ClientRequest::leader_only`).
     pub async fn forward(
         &self,
         leader: u64,
-        request: forward_request::Request,
+        request: ClientRequest,
     ) -> Result<ClientResponse, ClientError> {
+        assert!(
+            request.leader_only(),
+            "only leader-only requests are forwarded"
+        );
+        let Some(request) = to_wire(request) else {
+            return Err(ClientError::NoLeader);
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         let sender = self.link(leader, id, reply).await?;
@@ -116,12 +135,7 @@ impl Forwarder {
                 links.remove(&leader);
             }
         }
-        let urls = self
-            .addresses
-            .read()
-            .ok()
-            .and_then(|book| book.get(&leader).cloned())
-            .unwrap_or_default();
+        let urls = self.addresses.urls(leader);
         let identity = self.identity;
         let mut connected = None;
         for url in &urls {
@@ -193,13 +207,9 @@ fn from_reply(reply: peerpb::ForwardReply) -> Result<ClientResponse, ClientError
 /// The leader's side: answers one forwarded request from the local driver.
 pub async fn serve(driver: &DriverHandle, request: peerpb::ForwardRequest) -> peerpb::ForwardReply {
     use forward_reply::Reply as R;
-    use forward_request::Request as Q;
     let id = request.id;
     let client_request = match request.request {
-        Some(Q::LeaseKeepAlive(r)) => ClientRequest::LeaseKeepAlive(r),
-        Some(Q::LeaseTimeToLive(r)) => ClientRequest::LeaseTimeToLive(r),
-        Some(Q::LeaseLeases(r)) => ClientRequest::LeaseLeases(r),
-        Some(Q::MemberPromote(r)) => ClientRequest::MemberPromote(r),
+        Some(request) => from_wire(request),
         None => {
             return error_reply(
                 id,
@@ -233,7 +243,7 @@ pub async fn serve(driver: &DriverHandle, request: peerpb::ForwardRequest) -> pe
 }
 
 fn error_reply(id: u64, error: &ClientError) -> peerpb::ForwardReply {
-    let status = crate::server::grpc::to_status(error);
+    let status = to_status(error);
     peerpb::ForwardReply {
         id,
         reply: Some(forward_reply::Reply::Error(peerpb::ForwardError {
@@ -250,15 +260,23 @@ mod tests {
     use crate::proto::etcdserverpb as pb;
 
     #[test]
-    fn only_leader_only_requests_are_forwarded() {
-        assert!(
-            forwardable(&ClientRequest::LeaseKeepAlive(pb::LeaseKeepAliveRequest {
-                id: 1
-            }))
-            .is_some()
-        );
-        assert!(forwardable(&ClientRequest::Put(pb::PutRequest::default())).is_none());
-        assert!(forwardable(&ClientRequest::Range(pb::RangeRequest::default())).is_none());
+    fn every_leader_only_request_travels_and_nothing_else() {
+        let requests = [
+            ClientRequest::LeaseKeepAlive(pb::LeaseKeepAliveRequest { id: 1 }),
+            ClientRequest::LeaseTimeToLive(pb::LeaseTimeToLiveRequest { id: 1, keys: true }),
+            ClientRequest::LeaseLeases(pb::LeaseLeasesRequest {}),
+            ClientRequest::MemberPromote(pb::MemberPromoteRequest { id: 7 }),
+            ClientRequest::Put(pb::PutRequest::default()),
+            ClientRequest::Range(pb::RangeRequest::default()),
+            ClientRequest::LeaseGrant(pb::LeaseGrantRequest::default()),
+        ];
+        for request in requests {
+            let wire = to_wire(request.clone());
+            assert_eq!(wire.is_some(), request.leader_only(), "{request:?}");
+            if let Some(wire) = wire {
+                assert_eq!(from_wire(wire), request);
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::sync::{mpsc, watch};
 
 use self::conn::{dial, Identity, PeerError};
-use super::driver::DriverHandle;
+use super::handle::DriverHandle;
 use crate::peer_wire;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpeerpb as peerpb;
@@ -31,9 +31,41 @@ const BATCH_BYTES: usize = 1024 * 1024;
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Peer URLs by member ID: the membership as the driver last applied it. Shared with the
-/// forwarder, which dials the leader.
-pub type AddressBook = Arc<RwLock<HashMap<u64, Vec<String>>>>;
+/// The membership as the driver last applied it: peer URLs by member ID, and the IDs removed for
+/// good. Shared with the forwarder, which dials the leader, and the peer listeners, which refuse
+/// removed members.
+#[derive(Debug, Default, Clone)]
+pub struct AddressBook(Arc<RwLock<Addresses>>);
+
+#[derive(Debug, Default)]
+struct Addresses {
+    urls: HashMap<u64, Vec<String>>,
+    removed: Vec<u64>,
+}
+
+impl AddressBook {
+    /// The peer URLs of member `id`.
+    pub fn urls(&self, id: u64) -> Vec<String> {
+        self.0
+            .read()
+            .ok()
+            .and_then(|book| book.urls.get(&id).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Whether member `id` was removed from the cluster for good.
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.0
+            .read()
+            .is_ok_and(|book| book.removed.binary_search(&id).is_ok())
+    }
+
+    fn replace(&self, urls: HashMap<u64, Vec<String>>, removed: Vec<u64>) {
+        if let Ok(mut book) = self.0.write() {
+            *book = Addresses { urls, removed };
+        }
+    }
+}
 
 struct Link {
     urls: watch::Sender<Vec<String>>,
@@ -71,8 +103,9 @@ impl Transport {
     }
 
     /// Brings the links in line with the membership: new members get a writer task, changed peer
-    /// URLs are passed on, removed members' tasks end.
-    pub fn update_members(&mut self, members: &[pb::Member]) {
+    /// URLs are passed on, removed members' tasks end. `removed` (sorted) are the IDs removed for
+    /// good.
+    pub fn update_members(&mut self, members: &[pb::Member], removed: Vec<u64>) {
         let me = self.identity.member_id;
         let mut book = HashMap::new();
         for member in members {
@@ -108,9 +141,7 @@ impl Transport {
             }
         }
         self.links.retain(|id, _| book.contains_key(id));
-        if let Ok(mut addresses) = self.addresses.write() {
-            *addresses = book;
-        }
+        self.addresses.replace(book, removed);
     }
 
     /// Queues `message` for its peer. A message for an unknown peer, or one whose queue is full,
@@ -155,6 +186,10 @@ impl PeerWriter {
             let connected = self.connect().await;
             let mut stream = match connected {
                 Ok(stream) => stream,
+                Err(PeerError::Removed) => {
+                    self.driver.report_removed(self.to).await;
+                    return;
+                }
                 Err(error) => {
                     if active || matches!(error, PeerError::ClusterMismatch { .. }) {
                         log_dial_failure(&self.log, &error);
@@ -229,7 +264,9 @@ impl PeerWriter {
         for url in &urls {
             match dial(url, self.identity, peerpb::Purpose::Raft, self.to).await {
                 Ok((stream, _)) => return Ok(stream),
-                Err(error @ PeerError::ClusterMismatch { .. }) => return Err(error),
+                Err(error @ (PeerError::ClusterMismatch { .. } | PeerError::Removed)) => {
+                    return Err(error)
+                }
                 Err(error) => last = error,
             }
         }

@@ -1,0 +1,594 @@
+//! The driver: one task owns the `Node` and its `MemberStorage` and runs the member's loop — feed
+//! an input with the member's time, carry out every output in order, sleep until `poll_timeout`.
+//! Client requests arrive as `Command`s on a bounded queue (`handle`), each with a oneshot for its
+//! reply. Persists are written at once and made durable by group commit (`commit`): one fsync in
+//! flight at a time, off the driver's task, while the driver goes on taking inputs. Own snapshot
+//! files are written on the side (`own_snapshot`), watch responses go to bounded streams
+//! (`streams`), and the member's attributes are published through raft (`publish`).
+//!
+//! The simulator runs this same driver, with a simulated `Environment` (clock, disk, fsync).
+
+mod commit;
+mod own_snapshot;
+mod publish;
+mod streams;
+
+pub use streams::{TOO_SLOW, WATCH_STREAM_BUFFER};
+
+use std::collections::BTreeMap;
+use std::future::pending;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use raft::eraftpb::{Message, MessageType, Snapshot};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use self::commit::{GroupCommit, Next};
+use self::own_snapshot::OwnSnapshots;
+use self::publish::Publish;
+use self::streams::{Delivery, Streams};
+use super::env::{BoxDisk, BoxFuture, Checkpoint, Environment};
+use super::handle::{Command, DriverHandle, COMMAND_QUEUE};
+use super::metrics::Metrics;
+use super::peer::Transport;
+use super::status::MemberStatus;
+use crate::disk::DiskError;
+use crate::node::{ClientError, ClientRequest, ClientResponse, Input, Node, Output, RequestId};
+use crate::proto::etcdserverpb as pb;
+use crate::storage::MemberStorage;
+use crate::time::Instant;
+use crate::types::MemberId;
+use crate::watch::StreamId;
+
+/// Commands taken in one turn of the loop before the outputs they caused are carried out.
+const COMMANDS_PER_TURN: usize = 256;
+
+/// Why the driver stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to shut down.
+    Shutdown,
+    /// "this member has been permanently removed from the cluster. Exiting."
+    Removed,
+    /// Storage failed or the node hit state it cannot serve from.
+    Fatal(String),
+}
+
+/// A caller waiting for the answer to its request.
+struct Waiter {
+    reply: oneshot::Sender<Result<ClientResponse, ClientError>>,
+    proposal: bool,
+}
+
+/// The fsync group commit has in flight.
+struct Sync {
+    done: BoxFuture<Result<(), DiskError>>,
+    started: std::time::Instant,
+}
+
+/// The task that owns the node.
+pub struct Driver {
+    log: slog::Logger,
+    env: Arc<dyn Environment>,
+    node: Node,
+    storage: MemberStorage<BoxDisk>,
+    commands: mpsc::Receiver<Command>,
+    /// The driver's own command sender, for work it hands to other tasks.
+    own_commands: mpsc::Sender<Command>,
+    shutdown: watch::Receiver<bool>,
+    status: watch::Sender<MemberStatus>,
+    metrics: Arc<Metrics>,
+    next_request: RequestId,
+    waiting: BTreeMap<RequestId, Waiter>,
+    streams: Streams,
+    commit: GroupCommit,
+    sync: Option<Sync>,
+    snapshots: OwnSnapshots,
+    alarm: Alarm,
+    /// Set by a command or task that failed in a way the member cannot go on from.
+    failure: Option<Exit>,
+    leader_changes: u64,
+    /// `MemberStatus::db_size`: the newest snapshot's state bytes, and entry bytes since.
+    snapshot_bytes: u64,
+    wal_bytes_since_snapshot: u64,
+    transport: Option<Transport>,
+    /// The membership the transport was last given, and the applied index it was read at.
+    members: Vec<pb::Member>,
+    members_read_at: Option<u64>,
+    seed_members: Vec<pb::Member>,
+    publish: Option<Publish>,
+}
+
+impl Driver {
+    /// A driver for `node` on `storage`, with the handle that talks to it.
+    pub fn new(
+        env: Arc<dyn Environment>,
+        node: Node,
+        storage: MemberStorage<BoxDisk>,
+        shutdown: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
+        log: slog::Logger,
+    ) -> (Driver, DriverHandle) {
+        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let (status, status_rx) = watch::channel(MemberStatus::default());
+        let driver = Driver {
+            log,
+            env,
+            node,
+            storage,
+            commands,
+            own_commands: commands_tx.clone(),
+            shutdown,
+            status,
+            metrics: metrics.clone(),
+            next_request: 1,
+            waiting: BTreeMap::new(),
+            streams: Streams::default(),
+            commit: GroupCommit::default(),
+            sync: None,
+            snapshots: OwnSnapshots::default(),
+            alarm: Alarm::default(),
+            failure: None,
+            leader_changes: 0,
+            snapshot_bytes: 0,
+            wal_bytes_since_snapshot: 0,
+            transport: None,
+            members: Vec::new(),
+            members_read_at: None,
+            seed_members: Vec::new(),
+            publish: None,
+        };
+        driver.publish_status(false);
+        let handle = DriverHandle::new(commands_tx, status_rx, metrics);
+        (driver, handle)
+    }
+
+    /// Sends raft messages to peers through `transport` (without one, they are dropped: a
+    /// single-member cluster has no peers).
+    pub fn attach_transport(&mut self, transport: Transport) {
+        self.transport = Some(transport);
+        self.members_read_at = None;
+    }
+
+    /// The size of the state in the snapshot the node started from, the base of `db_size`.
+    pub fn set_snapshot_bytes(&mut self, bytes: u64) {
+        self.snapshot_bytes = bytes;
+    }
+
+    /// The membership a joining member learned from its peers: where to send raft messages until
+    /// its own log has the membership.
+    pub fn seed_members(&mut self, members: Vec<pb::Member>) {
+        self.seed_members = members;
+        self.members_read_at = None;
+    }
+
+    /// Publishes this member's name and client URLs into the membership once a leader is known,
+    /// and again whenever the replicated ones differ (after a restart with new flags).
+    pub fn publish_attributes(&mut self, name: String, client_urls: Vec<String>) {
+        self.publish = Some(Publish::new(name, client_urls));
+    }
+
+    fn now(&self) -> Instant {
+        self.env.now()
+    }
+
+    /// Runs until shut down, removed or failed.
+    pub async fn run(mut self) -> Exit {
+        let exit = loop {
+            if let Err(exit) = self.turn().await {
+                break exit;
+            }
+            let Some(timeout) = self.node.poll_timeout() else {
+                break Exit::Fatal("the node stopped".to_string());
+            };
+            self.alarm.set(&*self.env, timeout);
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => break Exit::Shutdown,
+                synced = wait_for_sync(&mut self.sync) => self.on_synced(synced),
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_commands(command),
+                    None => break Exit::Shutdown,
+                },
+                _ = self.alarm.ring() => {
+                    let now = self.now();
+                    self.node.handle(now, Input::Tick);
+                }
+            }
+        };
+        self.stop(exit)
+    }
+
+    /// Fsyncs what was written, answers every waiting caller, and says why the driver stopped.
+    fn stop(mut self, exit: Exit) -> Exit {
+        if let Err(error) = self.storage.sync() {
+            slog::error!(self.log, "final fsync failed"; "error" => %error);
+        }
+        self.publish_status(true);
+        for (_, waiter) in std::mem::take(&mut self.waiting) {
+            let _ = waiter.reply.send(Err(ClientError::Stopped));
+        }
+        exit
+    }
+
+    /// One turn: carry out every output, move group commit along until it has to wait, keep the
+    /// transport and the published attributes in step, then publish the status.
+    async fn turn(&mut self) -> Result<(), Exit> {
+        loop {
+            self.carry_out_outputs().await?;
+            if let Some(exit) = self.failure.take() {
+                return Err(exit);
+            }
+            match self.commit.next() {
+                Next::Report(ready_number) => {
+                    let now = self.now();
+                    let started = std::time::Instant::now();
+                    // Durable entries are committed and applied inside this call.
+                    self.node.handle(now, Input::Persisted { ready_number });
+                    self.metrics.backend_commit.observe(started.elapsed());
+                    continue;
+                }
+                Next::Sync => {
+                    self.start_sync()?;
+                    continue;
+                }
+                Next::Wait => {}
+            }
+            self.finish_own_snapshot().await?;
+            self.sync_members();
+            self.maybe_publish();
+            if !self.node.has_outputs() {
+                break;
+            }
+        }
+        self.publish_status(false);
+        if let Some(pause) = self.env.after_turn(&self.node) {
+            pause.await;
+        }
+        Ok(())
+    }
+
+    /// Takes `first` and whatever else is queued, up to a turn's worth.
+    fn on_commands(&mut self, first: Command) {
+        self.on_command(first);
+        for _ in 1..COMMANDS_PER_TURN {
+            match self.commands.try_recv() {
+                Ok(command) => self.on_command(command),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let now = self.now();
+        match command {
+            Command::Request { request, reply } => {
+                if let ClientRequest::WatchClose { stream } = &request {
+                    self.streams.close(*stream);
+                }
+                let id = self.next_request_id();
+                let proposal = request.is_proposal();
+                self.waiting.insert(id, Waiter { reply, proposal });
+                self.node.handle(now, Input::Client { id, request });
+            }
+            Command::OpenWatchStream { stream, sender } => self.streams.open(stream, sender),
+            Command::Peer(message) => self.node.handle(now, Input::Peer(message)),
+            Command::Unreachable {
+                to,
+                snapshot_failed,
+            } => {
+                self.node.handle(now, Input::Unreachable(MemberId(to)));
+                if snapshot_failed {
+                    let report = Input::SnapshotReport {
+                        to: MemberId(to),
+                        ok: false,
+                    };
+                    self.node.handle(now, report);
+                }
+            }
+            Command::SnapshotReport { to, ok } => {
+                let report = Input::SnapshotReport {
+                    to: MemberId(to),
+                    ok,
+                };
+                self.node.handle(now, report);
+            }
+            Command::RemovedByPeer { peer } => {
+                slog::error!(self.log, "a peer refused this member as removed from the cluster"; "peer" => format!("{peer:x}"));
+                slog::error!(
+                    self.log,
+                    "this member has been permanently removed from the cluster. Exiting."
+                );
+                self.failure = Some(Exit::Removed);
+            }
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.node.snapshot_of_applied_state());
+            }
+            Command::TransferLeader { target } => {
+                self.node
+                    .handle(now, Input::TransferLeader(MemberId(target)));
+            }
+            Command::SnapshotFileWritten(Ok(snapshot)) => self.snapshots.file_written(snapshot),
+            Command::SnapshotFileWritten(Err(reason)) => {
+                self.snapshots.file_failed();
+                self.failure = Some(Exit::Fatal(format!("saving a snapshot failed: {reason}")));
+            }
+        }
+    }
+
+    fn next_request_id(&mut self) -> RequestId {
+        let id = self.next_request;
+        self.next_request += 1;
+        id
+    }
+
+    /// Carries out every pending output in order.
+    async fn carry_out_outputs(&mut self) -> Result<(), Exit> {
+        while let Some(output) = self.node.poll_output() {
+            match output {
+                Output::Persist(persist) => {
+                    if let Some(snapshot) = &persist.snapshot {
+                        self.write_received_snapshot_file(snapshot).await?;
+                    }
+                    let must_sync = self
+                        .storage
+                        .write_after_snapshot_file(&persist)
+                        .map_err(|e| Exit::Fatal(format!("persist failed: {e}")))?;
+                    let written: usize = persist.entries.iter().map(|e| e.data.len()).sum();
+                    self.wal_bytes_since_snapshot += written as u64;
+                    self.commit.written(persist.ready_number, must_sync);
+                }
+                Output::SaveSnapshot(snapshot) => {
+                    self.snapshot_bytes = snapshot.data.len() as u64;
+                    self.wal_bytes_since_snapshot = 0;
+                    let dir = self.storage.snap_dir().to_path_buf();
+                    self.snapshots
+                        .save(snapshot, &self.env, dir, &self.own_commands);
+                }
+                Output::Send(message) => self.send(message).await,
+                Output::Reply { id, result } => self.reply(id, result),
+                Output::Watch { stream, response } => self.deliver_watch(stream, response),
+                Output::LeaderChanged { term, leader } => {
+                    self.leader_changes += 1;
+                    match leader {
+                        Some(leader) => {
+                            slog::info!(self.log, "leader elected"; "term" => term, "leader" => format!("{:x}", leader.0))
+                        }
+                        None => slog::warn!(self.log, "lost the leader"; "term" => term),
+                    }
+                    self.env
+                        .leader_changed(&self.node, term, leader.map(|l| l.0));
+                }
+                Output::Removed => {
+                    slog::error!(
+                        self.log,
+                        "this member has been permanently removed from the cluster. Exiting."
+                    );
+                    return Err(Exit::Removed);
+                }
+                Output::Fatal { reason } => return Err(Exit::Fatal(reason)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a snapshot received from the leader durable before its WAL record is written.
+    async fn write_received_snapshot_file(&mut self, snapshot: &Snapshot) -> Result<(), Exit> {
+        slog::info!(self.log, "installing the leader's snapshot"; "index" => snapshot.get_metadata().index);
+        self.storage
+            .write_snapshot_file(snapshot)
+            .map_err(|e| Exit::Fatal(format!("saving a snapshot file failed: {e}")))?;
+        self.snapshot_bytes = snapshot.data.len() as u64;
+        self.wal_bytes_since_snapshot = 0;
+        if let Some(pause) = self.env.checkpoint(Checkpoint::ReceivedSnapshotFile) {
+            pause.await;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, message: Message) {
+        let vote = message.get_msg_type() == MessageType::MsgRequestVoteResponse && !message.reject;
+        match &mut self.transport {
+            Some(transport) => transport.send(message),
+            None => slog::debug!(self.log, "no transport; dropped a message"; "to" => message.to),
+        }
+        if vote {
+            if let Some(pause) = self.env.checkpoint(Checkpoint::VoteSent) {
+                pause.await;
+            }
+        }
+    }
+
+    fn reply(&mut self, id: RequestId, result: Result<ClientResponse, ClientError>) {
+        let now = self.now();
+        if let Some(publish) = &mut self.publish {
+            if publish.on_reply(id, &result, now, &self.log) {
+                return;
+            }
+        }
+        if let Some(waiter) = self.waiting.remove(&id) {
+            if waiter.proposal && result.is_err() {
+                self.metrics
+                    .proposals_failed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = waiter.reply.send(result);
+        }
+    }
+
+    /// Starts the fsync that makes every write so far durable, off the driver's task.
+    fn start_sync(&mut self) -> Result<(), Exit> {
+        assert!(self.sync.is_none(), "one fsync in flight at a time");
+        let path = self
+            .storage
+            .begin_sync()
+            .map_err(|e| Exit::Fatal(format!("fsync failed: {e}")))?;
+        match path {
+            Some(path) => {
+                self.sync = Some(Sync {
+                    done: self.env.sync_file(path),
+                    started: std::time::Instant::now(),
+                });
+            }
+            // Nothing was left unsynced (an inline fsync covered it).
+            None => self.commit.synced(),
+        }
+        Ok(())
+    }
+
+    fn on_synced(&mut self, synced: (Result<(), DiskError>, std::time::Instant)) {
+        let (result, started) = synced;
+        self.sync = None;
+        if let Err(error) = result {
+            self.failure = Some(Exit::Fatal(format!("fsync failed: {error}")));
+            return;
+        }
+        self.metrics.wal_fsync.observe(started.elapsed());
+        self.commit.synced();
+    }
+
+    /// Marks an own snapshot whose file is durable in the WAL and releases the WAL segments and
+    /// snapshot files it makes unnecessary — never while an fsync is in flight (it may be on a
+    /// segment about to be released) — then starts the file that waited, if any.
+    async fn finish_own_snapshot(&mut self) -> Result<(), Exit> {
+        if self.commit.is_syncing() {
+            return Ok(());
+        }
+        if let Some(snapshot) = self.snapshots.take_durable() {
+            if let Some(pause) = self.env.checkpoint(Checkpoint::OwnSnapshotFile) {
+                pause.await;
+            }
+            self.storage
+                .finish_own_snapshot(&snapshot)
+                .map_err(|e| Exit::Fatal(format!("saving a snapshot failed: {e}")))?;
+            // The marker's fsync covered every write before it.
+            self.commit.all_durable();
+            slog::info!(self.log, "saved a snapshot"; "index" => snapshot.get_metadata().index);
+        }
+        if let Some(next) = self.snapshots.take_waiting() {
+            let dir = self.storage.snap_dir().to_path_buf();
+            self.snapshots
+                .save(next, &self.env, dir, &self.own_commands);
+        }
+        Ok(())
+    }
+
+    fn deliver_watch(&mut self, stream: StreamId, response: pb::WatchResponse) {
+        if self.streams.deliver(stream, response, &self.log) == Delivery::Closed {
+            self.close_watches(stream);
+        }
+    }
+
+    /// Drops every watch of `stream` in the node.
+    fn close_watches(&mut self, stream: StreamId) {
+        let id = self.next_request_id();
+        let now = self.now();
+        let request = ClientRequest::WatchClose { stream };
+        self.node.handle(now, Input::Client { id, request });
+    }
+
+    /// Gives the transport the current membership when it may have changed.
+    fn sync_members(&mut self) {
+        let applied = self.node.applied_index();
+        if self.members_read_at == Some(applied) {
+            return;
+        }
+        self.members_read_at = Some(applied);
+        let Some(transport) = &mut self.transport else {
+            return;
+        };
+        let mut members = self.node.state().members.list();
+        if members.is_empty() {
+            members = self.seed_members.clone();
+        }
+        if members != self.members {
+            let removed = self.node.state().members.removed_ids();
+            transport.update_members(&members, removed);
+            self.members = members;
+        }
+    }
+
+    /// Proposes this member's attributes if they are not yet replicated as given.
+    fn maybe_publish(&mut self) {
+        let now = self.now();
+        let id = self.next_request;
+        let Some(publish) = &mut self.publish else {
+            return;
+        };
+        if let Some(request) = publish.request(&self.node, now, id) {
+            self.next_request += 1;
+            self.node.handle(now, Input::Client { id, request });
+        }
+    }
+
+    fn publish_status(&self, stopped: bool) {
+        let node = &self.node;
+        let config = node.config();
+        let status = MemberStatus {
+            member_id: config.id.0,
+            cluster_id: config.cluster_id.0,
+            leader: node.leader().map(|l| l.0),
+            is_leader: node.role() == raft::StateRole::Leader,
+            term: node.term(),
+            commit_index: node.commit_index(),
+            applied_index: node.applied_index(),
+            revision: node.state().kv.current_revision(),
+            key_count: node.state().kv.key_count(),
+            is_learner: node
+                .state()
+                .members
+                .get(config.id)
+                .is_some_and(|m| m.is_learner),
+            leader_changes: self.leader_changes,
+            db_size: self.snapshot_bytes + self.wal_bytes_since_snapshot,
+            stopped,
+        };
+        self.metrics
+            .proposals_pending
+            .store(node.pending_requests() as u64, Ordering::Relaxed);
+        self.status.send_if_modified(|current| {
+            if *current == status {
+                false
+            } else {
+                *current = status;
+                true
+            }
+        });
+    }
+}
+
+/// Resolves when the fsync in flight finishes (never, if none is), with when it started.
+async fn wait_for_sync(sync: &mut Option<Sync>) -> (Result<(), DiskError>, std::time::Instant) {
+    match sync {
+        Some(sync) => ((&mut sync.done).await, sync.started),
+        None => pending().await,
+    }
+}
+
+/// The driver's wake-up for `Input::Tick` at the node's deadline, kept while the deadline stays
+/// the same (a new timer per turn of the loop would pile up in the simulator).
+#[derive(Default)]
+struct Alarm {
+    at: Option<Instant>,
+    sleep: Option<BoxFuture<()>>,
+}
+
+impl Alarm {
+    fn set(&mut self, env: &dyn Environment, at: Instant) {
+        if self.at != Some(at) || self.sleep.is_none() {
+            self.sleep = Some(env.sleep_until(at));
+            self.at = Some(at);
+        }
+    }
+
+    /// Resolves when the alarm rings.
+    async fn ring(&mut self) {
+        match &mut self.sleep {
+            Some(sleep) => {
+                sleep.await;
+                self.sleep = None;
+            }
+            None => pending().await,
+        }
+    }
+}

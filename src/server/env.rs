@@ -1,0 +1,161 @@
+//! The machine a member runs on, as the member runtime sees it: the member's own clock, handles on
+//! its disk, fsync, the seed of each start, and the points where a simulator may watch the runtime
+//! or stop it. [`OsEnvironment`] is the real machine (a monotonic clock, [`FsDisk`], fsync on a
+//! blocking thread); the simulator (`sim/`) supplies a simulated machine, so the one runtime in
+//! `server/` runs in production and under simulated faults alike.
+//!
+//! Nothing here decides anything about replication, ordering or storage: an environment only
+//! answers "what time is it", "give me the disk", "make this file durable" and watches.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use crate::disk::{Disk, DiskError};
+use crate::node::{Node, NodeConfig};
+use crate::time::Instant;
+use crate::wal::WalOptions;
+
+#[cfg(not(madsim))]
+pub use os::OsEnvironment;
+
+/// A future the runtime can hold across turns of its loop.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A handle on the member's disk.
+pub type BoxDisk = Box<dyn Disk + Send>;
+
+/// How the member's node came to be at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartKind {
+    /// A new cluster, from `--initial-cluster`.
+    Bootstrap,
+    /// A new member of a running cluster (`--initial-cluster-state existing`).
+    Join,
+    /// From the data directory.
+    Restart,
+    /// From the data directory with `--force-new-cluster`.
+    ForceNewCluster,
+}
+
+/// Moments inside the runtime at which a simulator may stop the member (a crash lands exactly
+/// there). In production they pass unnoticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// A snapshot received from the leader has its file durable; its WAL record is not written.
+    ReceivedSnapshotFile,
+    /// The member's own snapshot file is durable (written on the side); its WAL marker is not
+    /// written and no WAL segment was released for it yet.
+    OwnSnapshotFile,
+    /// The member just sent a vote for a candidate.
+    VoteSent,
+}
+
+/// The machine under the member runtime.
+pub trait Environment: Send + Sync + 'static {
+    /// The member's clock: time since an origin of the environment's choosing, never backwards.
+    fn now(&self) -> Instant;
+
+    /// Resolves once the member's clock reads `at` or later.
+    fn sleep_until(&self, at: Instant) -> BoxFuture<()>;
+
+    /// A new handle on the member's disk. Handles see each other's writes.
+    fn disk(&self) -> BoxDisk;
+
+    /// Makes the bytes written to `path` so far durable, off the runtime's task.
+    fn sync_file(&self, path: PathBuf) -> BoxFuture<Result<(), DiskError>>;
+
+    /// A seed for this start of the member (every start needs its own: `NodeConfig::seed`).
+    fn seed(&self) -> u64;
+
+    /// WAL settings.
+    fn wal_options(&self) -> WalOptions {
+        WalOptions::default()
+    }
+
+    /// The last word on the node's settings before it starts (knobs no flag sets).
+    fn adjust_node_config(&self, _config: &mut NodeConfig) {}
+
+    /// The node was just started.
+    fn started(&self, _node: &Node, _kind: StartKind) {}
+
+    /// The node changed leader (`leader` is `None` when it lost it).
+    fn leader_changed(&self, _node: &Node, _term: u64, _leader: Option<u64>) {}
+
+    /// The driver finished a turn of its loop: every output so far is carried out. A future
+    /// returned here is awaited before the next turn.
+    fn after_turn(&self, _node: &Node) -> Option<BoxFuture<()>> {
+        None
+    }
+
+    /// The runtime reached `point`. A future returned here is awaited before it goes on.
+    fn checkpoint(&self, _point: Checkpoint) -> Option<BoxFuture<()>> {
+        None
+    }
+}
+
+#[cfg(not(madsim))]
+mod os {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{BoxDisk, BoxFuture, Environment};
+    use crate::disk::{Disk, DiskError};
+    use crate::server::blocking;
+    use crate::server::fs_disk::FsDisk;
+    use crate::time::Instant;
+
+    /// The real machine: a monotonic clock from the process's start, the local file system, fsync on a
+    /// blocking thread, and a fresh random seed per start.
+    #[derive(Debug, Clone)]
+    pub struct OsEnvironment {
+        origin: std::time::Instant,
+    }
+
+    impl OsEnvironment {
+        pub fn new() -> Arc<Self> {
+            Arc::new(OsEnvironment {
+                origin: std::time::Instant::now(),
+            })
+        }
+    }
+
+    impl Environment for OsEnvironment {
+        fn now(&self) -> Instant {
+            let micros = self.origin.elapsed().as_micros();
+            Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+        }
+
+        fn sleep_until(&self, at: Instant) -> BoxFuture<()> {
+            let deadline = self.origin + Duration::from_micros(at.as_micros());
+            Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
+                deadline,
+            )))
+        }
+
+        fn disk(&self) -> BoxDisk {
+            Box::new(FsDisk::new())
+        }
+
+        fn sync_file(&self, path: PathBuf) -> BoxFuture<Result<(), DiskError>> {
+            Box::pin(async move {
+                let synced = blocking::run({
+                    let path = path.clone();
+                    move || FsDisk::new().sync(&path)
+                })
+                .await;
+                synced.unwrap_or_else(|error| {
+                    Err(DiskError::Io {
+                        path,
+                        source: std::io::Error::other(error),
+                    })
+                })
+            })
+        }
+
+        fn seed(&self) -> u64 {
+            rand::random()
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! How the rest of the member runtime talks to the driver: the `Command`s it takes (bounded queue)
+//! and `DriverHandle`, the cheap cloneable sender the gRPC services, the peer transport and the
+//! HTTP endpoints hold. The driver itself lives in `driver/`; nothing here knows about it.
+
+use std::sync::Arc;
+
+use raft::eraftpb::Message;
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::Status;
+
+use super::metrics::Metrics;
+use super::status::MemberStatus;
+use crate::node::{ClientError, ClientRequest, ClientResponse};
+use crate::proto::etcdserverpb as pb;
+use crate::watch::StreamId;
+
+/// Commands waiting for the driver; senders wait when it is full.
+pub const COMMAND_QUEUE: usize = 4096;
+
+/// A watch stream's response channel.
+pub type WatchSender = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+
+/// What the rest of the server asks of the driver.
+pub enum Command {
+    Request {
+        request: ClientRequest,
+        reply: oneshot::Sender<Result<ClientResponse, ClientError>>,
+    },
+    /// A new watch stream: responses for `stream` go to `sender`.
+    OpenWatchStream {
+        stream: StreamId,
+        sender: WatchSender,
+    },
+    /// A raft message from a peer.
+    Peer(Message),
+    /// The transport could not deliver to a peer (and, if `snapshot_failed`, a snapshot was lost).
+    Unreachable { to: u64, snapshot_failed: bool },
+    /// A snapshot was written to a peer's connection (`ok`) or failed.
+    SnapshotReport { to: u64, ok: bool },
+    /// A peer refused this member because the cluster removed it.
+    RemovedByPeer { peer: u64 },
+    /// The applied state as a raft snapshot (for `Maintenance.Snapshot` and `Hash`).
+    Snapshot {
+        reply: oneshot::Sender<Option<raft::eraftpb::Snapshot>>,
+    },
+    /// Hand leadership to `target` (etcd's MoveLeader).
+    TransferLeader { target: u64 },
+    /// A snapshot file written off the driver's task is durable (or failed).
+    SnapshotFileWritten(Result<raft::eraftpb::Snapshot, String>),
+}
+
+/// A cheap handle for sending the driver requests.
+#[derive(Clone)]
+pub struct DriverHandle {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<MemberStatus>,
+    metrics: Arc<Metrics>,
+}
+
+impl DriverHandle {
+    /// A handle over the driver's command queue and published status.
+    pub fn new(
+        commands: mpsc::Sender<Command>,
+        status: watch::Receiver<MemberStatus>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        DriverHandle {
+            commands,
+            status,
+            metrics,
+        }
+    }
+
+    /// Sends a request to this member's own node and waits for its answer; `Stopped` if the
+    /// driver is gone.
+    pub async fn call_local(&self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Request { request, reply })
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        answer.await.unwrap_or(Err(ClientError::Stopped))
+    }
+
+    /// Sends a request without waiting for the answer (closing a watch stream).
+    pub fn send_detached(&self, request: ClientRequest) {
+        let (reply, _answer) = oneshot::channel();
+        let _ = self.commands.try_send(Command::Request { request, reply });
+    }
+
+    /// Registers a watch stream's response channel.
+    pub async fn open_watch_stream(
+        &self,
+        stream: StreamId,
+        sender: WatchSender,
+    ) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::OpenWatchStream { stream, sender })
+            .await
+            .map_err(|_| ClientError::Stopped)
+    }
+
+    /// Hands a peer's raft message to the node, waiting while the driver is busy; false once the
+    /// driver is gone.
+    pub async fn deliver_peer_message(&self, message: Message) -> bool {
+        self.commands.send(Command::Peer(message)).await.is_ok()
+    }
+
+    /// Tells raft a peer could not be reached (dropped when the driver is too busy to listen: raft
+    /// finds out again).
+    pub fn report_unreachable(&self, to: u64, snapshot_failed: bool) {
+        let _ = self.commands.try_send(Command::Unreachable {
+            to,
+            snapshot_failed,
+        });
+    }
+
+    /// Tells raft whether a snapshot reached a peer.
+    pub fn report_snapshot(&self, to: u64, ok: bool) {
+        let _ = self.commands.try_send(Command::SnapshotReport { to, ok });
+    }
+
+    /// Tells the driver a peer refused this member as removed from the cluster.
+    pub async fn report_removed(&self, peer: u64) {
+        let _ = self.commands.send(Command::RemovedByPeer { peer }).await;
+    }
+
+    /// The applied state as a raft snapshot; `None` if the driver is gone.
+    pub async fn snapshot(&self) -> Option<raft::eraftpb::Snapshot> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Snapshot { reply }).await.ok()?;
+        answer.await.ok().flatten()
+    }
+
+    /// Asks raft to hand leadership to `target`; the caller watches `status` for the outcome.
+    pub async fn transfer_leader(&self, target: u64) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::TransferLeader { target })
+            .await
+            .map_err(|_| ClientError::Stopped)
+    }
+
+    /// The counters and histograms `/metrics` reports.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The member's latest status.
+    pub fn status(&self) -> MemberStatus {
+        self.status.borrow().clone()
+    }
+}

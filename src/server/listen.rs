@@ -1,0 +1,140 @@
+//! The client and peer listeners: binding every address a listen URL names, and serving clients.
+//! In production each client port serves etcd's gRPC API and the HTTP endpoints (`/health`,
+//! `/version`, `/metrics`, `/v2/members`) through one axum router, behind the `:authority`
+//! rewriting listener (`h2_authority`). Under the simulator (`cfg(madsim)`) a client port serves
+//! the same gRPC services over madsim's simulated transport; the HTTP endpoints and the rewriting
+//! listener are the edge the simulator does not run (ARCHITECTURE.md names them).
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::config::{ListenAddr, ServerConfig};
+use super::grpc::Services;
+use super::handle::DriverHandle;
+use super::run::ServerError;
+
+/// Binds every address a listen URL's host resolves to (`localhost` gives both 127.0.0.1 and ::1
+/// where the machine has them); fails only if none can be bound.
+pub async fn bind(addr: &ListenAddr) -> Result<Vec<TcpListener>, ServerError> {
+    let listen_error = |source| ServerError::Listen {
+        url: addr.url.clone(),
+        source,
+    };
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((addr.host.as_str(), addr.port))
+        .await
+        .map_err(listen_error)?
+        .collect();
+    let mut listeners = Vec::new();
+    let mut last_error = None;
+    for socket in resolved {
+        match TcpListener::bind(socket).await {
+            Ok(listener) => listeners.push(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    if listeners.is_empty() {
+        let error = last_error.unwrap_or_else(|| std::io::Error::other("no address to bind"));
+        return Err(listen_error(error));
+    }
+    Ok(listeners)
+}
+
+/// The client ports, bound before the data directory is touched (a taken port fails first).
+pub struct ClientListeners {
+    #[cfg(not(madsim))]
+    listeners: Vec<TcpListener>,
+    #[cfg(madsim)]
+    addresses: Vec<SocketAddr>,
+}
+
+impl ClientListeners {
+    /// Binds every `--listen-client-urls` address.
+    #[cfg(not(madsim))]
+    pub async fn bind(config: &ServerConfig) -> Result<Self, ServerError> {
+        let mut listeners = Vec::new();
+        for addr in &config.listen_client {
+            listeners.extend(bind(addr).await?);
+        }
+        Ok(ClientListeners { listeners })
+    }
+
+    /// Resolves every `--listen-client-urls` address (madsim's gRPC server binds it itself).
+    #[cfg(madsim)]
+    pub async fn bind(config: &ServerConfig) -> Result<Self, ServerError> {
+        let mut addresses = Vec::new();
+        for addr in &config.listen_client {
+            let resolved = tokio::net::lookup_host((addr.host.as_str(), addr.port))
+                .await
+                .map_err(|source| ServerError::Listen {
+                    url: addr.url.clone(),
+                    source,
+                })?;
+            addresses.extend(resolved);
+        }
+        Ok(ClientListeners { addresses })
+    }
+
+    /// Serves gRPC and HTTP on every client port until `stopped` changes.
+    #[cfg(not(madsim))]
+    pub fn serve(
+        self,
+        services: Services,
+        driver: DriverHandle,
+        max_request_bytes: usize,
+        stopped: watch::Receiver<bool>,
+        log: &slog::Logger,
+    ) {
+        use super::h2_authority::RewritingListener;
+        use super::{http, v2_members};
+        let app = services
+            .routes(max_request_bytes)
+            .prepare()
+            .into_axum_router()
+            .merge(http::router(driver.clone()))
+            .merge(v2_members::router(driver));
+        for listener in self.listeners {
+            let local = listener.local_addr().ok();
+            slog::info!(log, "serving client requests (gRPC and HTTP)"; "address" => ?local);
+            let app = app.clone();
+            let log = log.clone();
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                // etcdctl's per-endpoint commands send a URL as `:authority`, which hyper refuses.
+                let listener = RewritingListener::new(listener, log.clone());
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = stopped.changed().await;
+                });
+                if let Err(error) = serve.await {
+                    slog::error!(log, "client listener failed"; "error" => %error);
+                }
+            });
+        }
+    }
+
+    /// Serves the gRPC services on every client address until `stopped` changes.
+    #[cfg(madsim)]
+    pub fn serve(
+        self,
+        services: Services,
+        _driver: DriverHandle,
+        _max_request_bytes: usize,
+        stopped: watch::Receiver<bool>,
+        log: &slog::Logger,
+    ) {
+        for address in self.addresses {
+            let services = services.clone();
+            let log = log.clone();
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stopped.changed().await;
+                };
+                if let Err(error) = services.serve_simulated(address, stop).await {
+                    slog::error!(log, "client listener failed"; "error" => %error);
+                }
+            });
+        }
+    }
+}

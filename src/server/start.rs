@@ -1,0 +1,269 @@
+//! Start-up: from the flags and the data directory to a running node. One decision tree, run by
+//! the binary and the simulator alike: restart from the data directory (with the identity check
+//! for members bootstrapped with `new`, identity from the WAL for joined ones, or
+//! `--force-new-cluster`), join a running cluster (`--initial-cluster-state existing` with no data
+//! yet: ask the peers for the membership and find this member by its peer URLs), or bootstrap a
+//! new cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::config::{ClusterState, ServerConfig};
+use super::env::{BoxDisk, Environment, StartKind};
+use super::peer::conn::{dial, Identity};
+use super::run::ServerError;
+use crate::node::{Node, NodeConfig};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::stetpeerpb as peerpb;
+use crate::storage::{MemberStorage, StorageLayout};
+use crate::types::{ClusterId, MemberId};
+use crate::wal::Metadata;
+
+/// How long a joining member keeps asking the others for the membership.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long it waits between rounds of asking.
+const JOIN_RETRY: Duration = Duration::from_millis(500);
+
+/// A started node and what its driver needs besides.
+pub struct Started {
+    pub node: Node,
+    pub storage: MemberStorage<BoxDisk>,
+    /// For a joining member, the membership its peers told it.
+    pub seed_members: Vec<pb::Member>,
+    /// State bytes of the snapshot the node started from (0 if none).
+    pub snapshot_bytes: u64,
+}
+
+/// The node settings the flags ask for, with the environment's last word.
+fn node_config(
+    config: &ServerConfig,
+    env: &dyn Environment,
+    member_id: MemberId,
+    cluster_id: ClusterId,
+) -> NodeConfig {
+    let mut node = NodeConfig::new(member_id, cluster_id);
+    node.cluster_token = config.cluster_token.clone();
+    node.heartbeat_interval = config.heartbeat_interval;
+    node.election_timeout = config.election_timeout;
+    node.snapshot_count = config.snapshot_count;
+    node.catch_up_entries = config.snapshot_catchup_entries;
+    node.max_request_bytes = config.max_request_bytes;
+    node.max_txn_ops = config.max_txn_ops;
+    // A fresh seed per start, so a restarted member never repeats its previous life's lease IDs.
+    node.seed = env.seed();
+    env.adjust_node_config(&mut node);
+    node
+}
+
+/// Opens the member's storage and starts its node: restarts from the data directory, joins a
+/// running cluster (`--initial-cluster-state existing` with no data yet), or bootstraps a new one.
+pub async fn start_node(
+    config: &ServerConfig,
+    env: &Arc<dyn Environment>,
+    log: &slog::Logger,
+) -> Result<Started, ServerError> {
+    let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
+    let disk = env.disk();
+    let (started, kind) = if MemberStorage::exists(&disk, &layout) {
+        restart(config, env.as_ref(), disk, layout, log)?
+    } else if config.cluster_state == ClusterState::Existing {
+        (
+            join(config, env.as_ref(), disk, layout, log).await?,
+            StartKind::Join,
+        )
+    } else {
+        let started = bootstrap(config, env.as_ref(), disk, layout, log)?;
+        (started, StartKind::Bootstrap)
+    };
+    env.started(&started.node, kind);
+    Ok(started)
+}
+
+fn storage_error(config: &ServerConfig) -> impl Fn(crate::storage::StorageError) -> ServerError {
+    let dir = config.data_dir.display().to_string();
+    move |source| ServerError::Storage {
+        dir: dir.clone(),
+        source,
+    }
+}
+
+/// Restarts from the data directory, or forces a new cluster from it.
+fn restart(
+    config: &ServerConfig,
+    env: &dyn Environment,
+    disk: BoxDisk,
+    layout: StorageLayout,
+    log: &slog::Logger,
+) -> Result<(Started, StartKind), ServerError> {
+    // A member bootstrapped with `new` must be the one the flags describe; one that joined
+    // took the ID the cluster gave it, which only its WAL knows.
+    let expected = (config.cluster_state == ClusterState::New).then_some(Metadata {
+        member_id: config.member_id.0,
+        cluster_id: config.cluster_id.0,
+    });
+    let (storage, durable, report) = MemberStorage::open(disk, layout, env.wal_options(), expected)
+        .map_err(storage_error(config))?;
+    if let Some(torn) = &report.torn_tail {
+        slog::warn!(log, "repaired a torn WAL tail"; "file" => %torn.file.display(), "offset" => torn.offset, "bytes" => torn.bytes_dropped);
+    }
+    for skipped in &report.skipped_snapshots {
+        slog::warn!(log, "skipped a damaged snapshot"; "snapshot" => %skipped);
+    }
+    let metadata = report.metadata.unwrap_or(Metadata {
+        member_id: config.member_id.0,
+        cluster_id: config.cluster_id.0,
+    });
+    let node_config = node_config(
+        config,
+        env,
+        MemberId(metadata.member_id),
+        ClusterId(metadata.cluster_id),
+    );
+    let snapshot_bytes = durable.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
+    let raft_log = log.new(slog::o!("from" => "raft"));
+    let (node, kind) = if config.force_new_cluster {
+        let node = Node::restart_forced(node_config, durable, env.now(), &raft_log)?;
+        slog::warn!(
+            log,
+            "--force-new-cluster: this member now forms a cluster alone, with all its data; \
+             add members back with `member add`"
+        );
+        (node, StartKind::ForceNewCluster)
+    } else {
+        let node = Node::restart(node_config, durable, env.now(), &raft_log)?;
+        (node, StartKind::Restart)
+    };
+    slog::info!(log, "restarted from {}", config.data_dir.display(); "applied_index" => node.applied_index());
+    let started = Started {
+        node,
+        storage,
+        seed_members: Vec::new(),
+        snapshot_bytes,
+    };
+    Ok((started, kind))
+}
+
+/// Joins a running cluster that already added this member.
+async fn join(
+    config: &ServerConfig,
+    env: &dyn Environment,
+    disk: BoxDisk,
+    layout: StorageLayout,
+    log: &slog::Logger,
+) -> Result<Started, ServerError> {
+    let (cluster_id, member_id, members) = discover_identity(config).await?;
+    let metadata = Metadata {
+        member_id: member_id.0,
+        cluster_id: cluster_id.0,
+    };
+    let storage = MemberStorage::create(disk, layout, metadata, env.wal_options())
+        .map_err(storage_error(config))?;
+    let raft_log = log.new(slog::o!("from" => "raft"));
+    let node_config = node_config(config, env, member_id, cluster_id);
+    let node = Node::join(node_config, env.now(), &raft_log)?;
+    slog::info!(log, "joining the existing cluster"; "member_id" => %format!("{:x}", member_id.0), "cluster_id" => %format!("{:x}", cluster_id.0));
+    Ok(Started {
+        node,
+        storage,
+        seed_members: members,
+        snapshot_bytes: 0,
+    })
+}
+
+/// Bootstraps a new cluster from `--initial-cluster`.
+fn bootstrap(
+    config: &ServerConfig,
+    env: &dyn Environment,
+    disk: BoxDisk,
+    layout: StorageLayout,
+    log: &slog::Logger,
+) -> Result<Started, ServerError> {
+    let metadata = Metadata {
+        member_id: config.member_id.0,
+        cluster_id: config.cluster_id.0,
+    };
+    let storage = MemberStorage::create(disk, layout, metadata, env.wal_options())
+        .map_err(storage_error(config))?;
+    let raft_log = log.new(slog::o!("from" => "raft"));
+    let node_config = node_config(config, env, config.member_id, config.cluster_id);
+    let node = Node::bootstrap(node_config, &config.initial_members, env.now(), &raft_log)?;
+    slog::info!(log, "bootstrapped a new cluster in {}", config.data_dir.display(); "members" => config.initial_members.len());
+    Ok(Started {
+        node,
+        storage,
+        seed_members: Vec::new(),
+        snapshot_bytes: 0,
+    })
+}
+
+/// Asks the other members of `--initial-cluster` for the cluster's ID and membership, and finds
+/// this member in it by its peer URLs (`member add` gave it its ID), as etcd does.
+async fn discover_identity(
+    config: &ServerConfig,
+) -> Result<(ClusterId, MemberId, Vec<pb::Member>), ServerError> {
+    let others: Vec<String> = config
+        .initial_members
+        .iter()
+        .filter(|m| m.id != config.member_id.0)
+        .flat_map(|m| m.peer_ur_ls.clone())
+        .collect();
+    if others.is_empty() {
+        return Err(ServerError::Join(
+            "--initial-cluster names no other member to ask".to_string(),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let mut last_error = String::new();
+    loop {
+        for url in &others {
+            match ask_membership(url).await {
+                Ok(welcome) => return identity_in(config, welcome),
+                Err(error) => last_error = format!("{url}: {error}"),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ServerError::Join(format!(
+                "no member of --initial-cluster answered ({last_error})"
+            )));
+        }
+        tokio::time::sleep(JOIN_RETRY).await;
+    }
+}
+
+async fn ask_membership(url: &str) -> Result<peerpb::Welcome, super::peer::conn::PeerError> {
+    let unknown = Identity {
+        cluster_id: 0,
+        member_id: 0,
+    };
+    let (_, welcome) = dial(url, unknown, peerpb::Purpose::Members, 0).await?;
+    Ok(welcome)
+}
+
+/// This member's identity in the membership a peer answered with, found by peer URLs.
+fn identity_in(
+    config: &ServerConfig,
+    welcome: peerpb::Welcome,
+) -> Result<(ClusterId, MemberId, Vec<pb::Member>), ServerError> {
+    let mut own_urls = config.peer_urls.clone();
+    own_urls.sort();
+    let found = welcome.members.iter().find(|m| {
+        let mut urls = m.peer_ur_ls.clone();
+        urls.sort();
+        urls == own_urls
+    });
+    match found {
+        Some(member) => Ok((
+            ClusterId(welcome.cluster_id),
+            MemberId(member.id),
+            welcome.members.clone(),
+        )),
+        None => Err(ServerError::Join(format!(
+            "cluster {:x} has no member with peer URLs {}; add it first \
+             (etcdctl member add {} --peer-urls={})",
+            welcome.cluster_id,
+            config.peer_urls.join(","),
+            config.name,
+            config.peer_urls.join(",")
+        ))),
+    }
+}

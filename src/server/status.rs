@@ -1,0 +1,53 @@
+//! What the member runtime tells the outside about itself and about failed requests: the member's
+//! status as the driver last published it (health, metrics, `Status`, response headers), and
+//! etcd's gRPC status for a `ClientError`. A leaf: it imports nothing else of the runtime.
+
+use tonic::Status;
+
+use crate::kv::KvError;
+use crate::node::ClientError;
+use crate::proto::etcdserverpb as pb;
+
+/// The member's state as last seen by the driver, for health checks, metrics and `Status`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberStatus {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub leader: Option<u64>,
+    pub is_leader: bool,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub revision: i64,
+    pub key_count: usize,
+    pub is_learner: bool,
+    pub leader_changes: u64,
+    /// Bytes of the newest snapshot's state plus the entries written to the WAL since.
+    pub db_size: u64,
+    pub stopped: bool,
+}
+
+impl MemberStatus {
+    /// The header of a response this member answers now.
+    pub fn header(&self) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision: self.revision,
+            raft_term: self.term,
+        }
+    }
+}
+
+/// The gRPC status etcd answers `error` with.
+pub fn to_status(error: &ClientError) -> Status {
+    let code = tonic::Code::from_i32(error.grpc_code() as i32);
+    let message = match error {
+        // etcd's rpctypes prefix the store's own messages.
+        ClientError::Kv(KvError::Compacted { .. } | KvError::FutureRevision) => {
+            format!("etcdserver: {error}")
+        }
+        _ => error.to_string(),
+    };
+    Status::new(code, message)
+}
