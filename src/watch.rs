@@ -146,11 +146,13 @@ impl Stream {
 }
 
 /// Every open watcher of one member.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WatchHub {
     streams: BTreeMap<StreamId, Stream>,
     /// The latest revision the hub has seen, for the headers of cancel responses.
     revision: i64,
+    /// Events per catch-up response (a revision's events are never split).
+    max_events_per_response: usize,
 }
 
 fn response(watch_id: i64, revision: i64) -> WatchResponse {
@@ -181,15 +183,20 @@ fn compacted(watch_id: i64, compact_revision: i64, revision: i64) -> WatchRespon
     }
 }
 
-/// Splits `events` (oldest first) into responses of at most [`MAX_EVENTS_PER_RESPONSE`] events,
-/// cutting only between revisions.
-fn batch_events(watch_id: i64, events: Vec<Event>, revision: i64) -> Vec<WatchResponse> {
+/// Splits `events` (oldest first) into responses of at most `max_events` events, cutting only
+/// between revisions.
+fn batch_events(
+    watch_id: i64,
+    events: Vec<Event>,
+    revision: i64,
+    max_events: usize,
+) -> Vec<WatchResponse> {
     let mut out = Vec::new();
     let mut batch: Vec<Event> = Vec::new();
     let mut last_rev = None;
     for ev in events {
         let rev = event_revision(&ev, revision);
-        if batch.len() >= MAX_EVENTS_PER_RESPONSE && last_rev != Some(rev) {
+        if batch.len() >= max_events && last_rev != Some(rev) {
             out.push(WatchResponse {
                 events: std::mem::take(&mut batch),
                 ..response(watch_id, revision)
@@ -207,10 +214,26 @@ fn batch_events(watch_id: i64, events: Vec<Event>, revision: i64) -> Vec<WatchRe
     out
 }
 
+impl Default for WatchHub {
+    fn default() -> Self {
+        WatchHub::new()
+    }
+}
+
 impl WatchHub {
     /// A hub with no watchers.
     pub fn new() -> Self {
-        WatchHub::default()
+        WatchHub::with_max_events(MAX_EVENTS_PER_RESPONSE)
+    }
+
+    /// A hub whose catch-up responses carry at most `max_events_per_response` events (at least 1;
+    /// a revision's events are never split).
+    pub fn with_max_events(max_events_per_response: usize) -> Self {
+        WatchHub {
+            streams: BTreeMap::new(),
+            revision: 0,
+            max_events_per_response: max_events_per_response.max(1),
+        }
     }
 
     /// Opens a watcher on `stream`. Returns the `created` response first, then either a
@@ -270,7 +293,12 @@ impl WatchHub {
                 watcher.sent_since_progress = !events.is_empty();
                 entry.watchers.insert(id, watcher);
                 let mut out = vec![created];
-                out.extend(batch_events(id, events, current));
+                out.extend(batch_events(
+                    id,
+                    events,
+                    current,
+                    self.max_events_per_response,
+                ));
                 out
             }
         }
@@ -354,7 +382,8 @@ impl WatchHub {
                         if !selected.is_empty() {
                             watcher.sent_since_progress = true;
                         }
-                        for response in batch_events(watch_id, selected, current) {
+                        let max = self.max_events_per_response;
+                        for response in batch_events(watch_id, selected, current, max) {
                             out.push((stream_id, response));
                         }
                     }

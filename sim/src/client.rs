@@ -1,21 +1,22 @@
-//! Simulated clients: each runs on its own madsim node, sends random operations to random members and
-//! records every operation with its invoke and completion times and its outcome. A request that gets
-//! no answer before the client's timeout is recorded as an unknown outcome.
+//! Simulated clients: each runs on its own madsim node and talks to the members through etcd's
+//! gRPC API, with the same generated tonic clients a Rust program would use (madsim's simulated
+//! transport underneath), so every request passes through the production services, router and
+//! driver. A client sends random operations to random members and records every operation with
+//! its invoke and completion times and its outcome; a request that gets no answer before the
+//! client's timeout, or whose fate an error leaves open, is recorded as an unknown outcome.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use madsim::net::Endpoint;
 use rand::Rng;
+use tonic::transport::Channel;
 
 use stet::node::{ClientError, ClientRequest, ClientResponse};
 use stet::proto::etcdserverpb as pb;
 
 use crate::checker::{Op, Operation, Outcome};
-use crate::net::{
-    self, ClientEnvelope, ReplyEnvelope, WatchEnvelope, TAG_CLIENT, TAG_REPLY, TAG_WATCH,
-};
+use crate::rpc;
 use crate::wait;
 use crate::world::{lock, World};
 
@@ -25,28 +26,37 @@ pub const KEYS: u64 = 8;
 /// How long a client waits for an answer before recording an unknown outcome.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// A client connection.
+/// A client: one channel per member it has talked to.
 pub struct Client {
     pub id: u64,
     world: Arc<World>,
-    endpoint: Endpoint,
-    next_request: u64,
+    channels: BTreeMap<u64, Channel>,
 }
 
 impl Client {
-    /// A client on the madsim node whose IP is `ip`.
+    /// A client on the current madsim node (whose IP is the client's address).
     pub async fn connect(
         world: Arc<World>,
         id: u64,
-        ip: std::net::IpAddr,
+        _ip: std::net::IpAddr,
     ) -> std::io::Result<Self> {
-        let endpoint = Endpoint::bind(std::net::SocketAddr::new(ip, 0)).await?;
         Ok(Client {
             id,
             world,
-            endpoint,
-            next_request: 1,
+            channels: BTreeMap::new(),
         })
+    }
+
+    /// The channel to `member`'s client URL.
+    pub fn channel(&mut self, member: u64) -> Option<Channel> {
+        if let Some(channel) = self.channels.get(&member) {
+            return Some(channel.clone());
+        }
+        let address = self.world.client_addr(member)?;
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}")).ok()?;
+        let channel = endpoint.connect_lazy();
+        self.channels.insert(member, channel.clone());
+        Some(channel)
     }
 
     /// Sends one request to `member` and waits for its answer; `None` if none came in time.
@@ -55,62 +65,8 @@ impl Client {
         member: u64,
         request: ClientRequest,
     ) -> Option<Result<ClientResponse, ClientError>> {
-        let request_id = self.next_request;
-        self.next_request += 1;
-        let reply_to = self.endpoint.local_addr().ok()?;
-        let envelope = ClientEnvelope {
-            request_id,
-            request,
-            reply_to,
-        };
-        let sent = self
-            .endpoint
-            .send_to_raw(net::member_addr(member), TAG_CLIENT, Box::new(envelope))
-            .await;
-        if sent.is_err() {
-            return None;
-        }
-        let deadline = madsim::time::Instant::now() + CLIENT_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(madsim::time::Instant::now());
-            let received = wait::timeout(left, self.endpoint.recv_from_raw(TAG_REPLY)).await;
-            let Some(Ok((payload, _))) = received else {
-                return None;
-            };
-            if let Ok(reply) = payload.downcast::<ReplyEnvelope>() {
-                if reply.request_id == request_id {
-                    return Some(reply.result);
-                }
-            }
-        }
-    }
-
-    /// Sends one request to `member` without waiting for its answer (watch control requests whose
-    /// effect shows on the watch stream; a later `call` discards the stray reply).
-    pub async fn send(&mut self, member: u64, request: ClientRequest) {
-        let request_id = self.next_request;
-        self.next_request += 1;
-        let Ok(reply_to) = self.endpoint.local_addr() else {
-            return;
-        };
-        let envelope = ClientEnvelope {
-            request_id,
-            request,
-            reply_to,
-        };
-        let _ = self
-            .endpoint
-            .send_to_raw(net::member_addr(member), TAG_CLIENT, Box::new(envelope))
-            .await;
-    }
-
-    /// The next watch response for any of this client's streams, if one arrives within `wait`.
-    pub async fn recv_watch(&mut self, wait: Duration) -> Option<WatchEnvelope> {
-        let received = wait::timeout(wait, self.endpoint.recv_from_raw(TAG_WATCH)).await;
-        let Some(Ok((payload, _))) = received else {
-            return None;
-        };
-        payload.downcast::<WatchEnvelope>().ok().map(|e| *e)
+        let channel = self.channel(member)?;
+        wait::timeout(CLIENT_TIMEOUT, rpc::call(channel, request)).await
     }
 
     /// Performs one operation against `member` and records it in the world's history.
@@ -190,10 +146,12 @@ pub fn request_for(op: &Op) -> ClientRequest {
 pub fn outcome_of(op: &Op, result: Result<ClientResponse, ClientError>) -> Outcome {
     let response = match result {
         Ok(response) => response,
-        // The request timed out inside the member: it may still commit.
-        Err(ClientError::Timeout) => return Outcome::Unknown,
-        // Refused before it was proposed, or a read error: it had no effect.
-        Err(_) => return Outcome::Failed,
+        // A read that failed had no effect.
+        Err(_) if !is_write(op) => return Outcome::Failed,
+        // Refused before it was proposed: it had no effect.
+        Err(error) if rpc::refused_before_proposal(&error) => return Outcome::Failed,
+        // Timed out, stopped, or lost with the connection: it may still commit.
+        Err(_) => return Outcome::Unknown,
     };
     match (op, response) {
         (Op::Put { .. }, ClientResponse::Put(_)) => Outcome::Put,
@@ -235,9 +193,13 @@ pub fn random_op(
     }
 }
 
+fn is_write(op: &Op) -> bool {
+    !matches!(op, Op::Get { .. } | Op::SerializableGet { .. })
+}
+
 /// A client's workload: random operations against random members until `until` (global time).
 pub async fn workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Duration) {
-    let Ok(mut client) = Client::connect(world.clone(), id, net::client_ip(id)).await else {
+    let Ok(mut client) = Client::connect(world.clone(), id, crate::net::client_ip(id)).await else {
         return;
     };
     let mut seq = 0;
@@ -251,10 +213,16 @@ pub async fn workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Dura
             (member, random_op(&mut rng, id, seq, &last_seen))
         };
         let key = key_of(&op).to_vec();
-        if let Outcome::Get(value) = client.perform(member, op).await {
-            last_seen.insert(key, value);
+        let outcome = client.perform(member, op).await;
+        if let Outcome::Get(value) = &outcome {
+            last_seen.insert(key, value.clone());
         }
-        let pause = madsim::rand::thread_rng().gen_range(0..10);
+        // A request that failed at once (a refused connection) is retried after a while, as
+        // client libraries back off.
+        let pause = match outcome {
+            Outcome::Failed | Outcome::Unknown => madsim::rand::thread_rng().gen_range(50..300),
+            _ => madsim::rand::thread_rng().gen_range(0..10),
+        };
         wait::Deadline::after(Duration::from_millis(pause)).await;
     }
 }

@@ -17,7 +17,6 @@ use stet::node::{ClientError, ClientRequest, ClientResponse};
 use stet::proto::etcdserverpb as pb;
 
 use crate::client::Client;
-use crate::net;
 use crate::world::{lock, World};
 
 /// What a lease client did.
@@ -116,11 +115,15 @@ async fn perform(
     result
 }
 
-/// Keep-alives go to the leader (followers refuse them); any member otherwise.
+/// Keep-alives go to the leader half the time, otherwise to any member (a follower forwards them
+/// to the leader, while leadership may be moving).
 fn keep_alive_target(world: &World, members: &[u64]) -> u64 {
-    world
-        .leader()
-        .unwrap_or_else(|| members[madsim::rand::thread_rng().gen_range(0..members.len())])
+    let leader = world.leader();
+    let mut rng = madsim::rand::thread_rng();
+    match leader {
+        Some(leader) if rng.gen_bool(0.5) => leader,
+        _ => members[rng.gen_range(0..members.len())],
+    }
 }
 
 fn random_member(members: &[u64]) -> u64 {
@@ -130,7 +133,7 @@ fn random_member(members: &[u64]) -> u64 {
 /// A lease client: grant, attach keys, keep alive and read, then revoke or let expire, then probe
 /// that the lease is gone; over and over until `until`.
 pub async fn lease_workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Duration) {
-    let Ok(mut client) = Client::connect(world.clone(), id, net::client_ip(id)).await else {
+    let Ok(mut client) = Client::connect(world.clone(), id, crate::net::client_ip(id)).await else {
         return;
     };
     let mut seq = 0u64;

@@ -27,18 +27,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::runtime::{Handle, NodeHandle};
-use madsim::task::NodeId;
 use rand::seq::SliceRandom;
 
-use stet::node::{
-    ClientError, ClientRequest, ClientResponse, DurableState, Node, NodeConfig, StartError,
-};
+use stet::node::{ClientError, ClientRequest, ClientResponse};
 use stet::proto::etcdserverpb as pb;
-use stet::time::Instant;
 
 use crate::checker::{Op, Operation, Outcome};
 use crate::client::Client;
-use crate::world::{lock, World};
+use crate::net::{self, FIRST_ADDED_HOST};
+use crate::world::{lock, Host, Launch, World};
 
 /// What the force-new-cluster recovery of a run did.
 #[derive(Debug, Clone, Default)]
@@ -49,59 +46,6 @@ pub struct Recovery {
     pub recovered_us: Option<u64>,
     /// The survivor's keys and values right after its forced restart.
     pub initial: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// Restarts member `id` with `--force-new-cluster`: starts a new observer epoch, checks that the
-/// member kept everything it had applied, and records its state for the history checks.
-pub fn restart_forced(
-    world: &World,
-    id: u64,
-    config: NodeConfig,
-    durable: DurableState,
-    now: Instant,
-    logger: &slog::Logger,
-) -> Result<Node, StartError> {
-    let node = Node::restart_forced(config, durable, now, logger)?;
-    let kv = &node.state().kv;
-    let revision = kv.current_revision();
-    {
-        let mut observer = lock(&world.observer);
-        if let Some((before, compact, hash)) = observer.last_hash(id) {
-            match kv.hash_kv(before) {
-                _ if revision < before => observer.report_violation(format!(
-                    "member {id} applied up to revision {before} before the loss but holds only \
-                     revision {revision} after --force-new-cluster"
-                )),
-                Ok((now_hash, now_compact)) if now_compact == compact && now_hash != hash => {
-                    observer.report_violation(format!(
-                        "member {id} hashed {hash:08x} at revision {before} before the loss and \
-                         {now_hash:08x} after --force-new-cluster"
-                    ))
-                }
-                _ => {}
-            }
-        }
-        observer.new_epoch();
-    }
-    lock(&world.kv_events).forget_after(revision);
-    let all = pb::RangeRequest {
-        key: vec![0],
-        range_end: vec![0],
-        ..Default::default()
-    };
-    let initial = kv
-        .range(&all)
-        .map(|r| r.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
-        .unwrap_or_default();
-    let mut recovery = lock(&world.recovery);
-    let recovery = recovery.get_or_insert_with(Recovery::default);
-    recovery.recovered_us = Some(world.elapsed().as_micros() as u64);
-    recovery.initial = initial;
-    world.trace(format!(
-        "member {id} restarted with --force-new-cluster at revision {revision} (epoch {})",
-        lock(&world.observer).epoch
-    ));
-    Ok(node)
 }
 
 /// The histories to check for linearizability: the whole history, or, after a force-new-cluster
@@ -178,30 +122,31 @@ fn after_recovery(history: &[Operation], recovery: &Recovery, recovered_us: u64)
 /// A step of the churn cycle is chosen from the membership as it is.
 #[derive(Debug, Default)]
 struct ChurnState {
-    /// The peer URL of the last member removed, to re-add from an empty data dir.
-    readd_url: Option<String>,
-    fresh_urls: u64,
+    /// The host of the last member removed, to re-add from an empty data dir.
+    readd_host: Option<u64>,
+    /// Hosts added so far.
+    added_hosts: u64,
 }
 
 /// Carries out membership changes through the client API, from its own madsim node, and starts
-/// and stops the member processes they call for.
+/// the member processes they call for, as an operator would: `member add`, then the new member's
+/// process with `--initial-cluster-state existing` on its host. It never stops a member for it:
+/// a removed member must stop itself.
 pub struct Operator {
     world: Arc<World>,
-    nodes: Arc<Mutex<BTreeMap<u64, NodeId>>>,
     node: NodeHandle,
     churn: Mutex<ChurnState>,
 }
 
 impl Operator {
-    pub fn new(world: Arc<World>, nodes: Arc<Mutex<BTreeMap<u64, NodeId>>>) -> Self {
+    pub fn new(world: Arc<World>) -> Self {
         let node = Handle::current()
             .create_node()
             .name("operator")
-            .ip(crate::net::client_ip(201))
+            .ip(net::client_ip(201))
             .build();
         Operator {
             world,
-            nodes,
             node,
             churn: Mutex::new(ChurnState::default()),
         }
@@ -216,7 +161,7 @@ impl Operator {
         let world = self.world.clone();
         self.node
             .spawn(async move {
-                let mut client = Client::connect(world, 901, crate::net::client_ip(201))
+                let mut client = Client::connect(world, 901, net::client_ip(201))
                     .await
                     .ok()?;
                 client.call(to, request).await
@@ -245,7 +190,8 @@ impl Operator {
         for _ in 0..10 {
             match self.call(self.target(), request.clone()).await {
                 Some(Ok(response)) => return Some(Ok(response)),
-                Some(Err(ClientError::Timeout)) | None => return None,
+                Some(Err(error)) if !crate::rpc::refused_before_proposal(&error) => return None,
+                None => return None,
                 Some(Err(error)) => last = Some(Err(error)),
             }
             madsim::time::sleep(Duration::from_millis(300)).await;
@@ -264,37 +210,104 @@ impl Operator {
         }
     }
 
-    /// Starts the process of a member added at runtime, on its own address and empty disk.
-    fn start_member(&self, id: u64) {
-        let mut nodes = lock(&self.nodes);
-        if nodes.contains_key(&id) {
+    /// Places member `id` on `host` and starts its process there, joining the cluster whose
+    /// members are `members` (as `etcdctl member add` tells an operator to start it).
+    fn start_member(&self, host: u64, id: u64, members: &[pb::Member]) {
+        let url = net::peer_url(host);
+        let name = format!("a{host}");
+        let hosts = lock(&self.world.hosts);
+        let names: BTreeMap<u64, String> = hosts
+            .values()
+            .filter_map(|h| Some((h.member?, h.name.clone())))
+            .collect();
+        drop(hosts);
+        let initial_cluster = members
+            .iter()
+            .flat_map(|m| {
+                let member_name = if m.id == id {
+                    name.clone()
+                } else {
+                    names
+                        .get(&m.id)
+                        .cloned()
+                        .unwrap_or_else(|| format!("x{:x}", m.id))
+                };
+                m.peer_ur_ls
+                    .iter()
+                    .map(move |u| format!("{member_name}={u}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut hosts = lock(&self.world.hosts);
+        let entry = hosts.entry(host).or_insert_with(|| Host {
+            node: None,
+            member: None,
+            name: name.clone(),
+            launch: Launch::Initial,
+        });
+        if entry.member == Some(id) {
             return;
         }
-        let addr = crate::net::register_added_member(id);
-        let world = self.world.clone();
-        let node = Handle::current()
-            .create_node()
-            .name(format!("member-{id:x}"))
-            .ip(addr.ip())
-            .init(move || crate::member::run(world.clone(), id))
-            .build();
-        nodes.insert(id, node.id());
+        entry.member = Some(id);
+        entry.name = name;
+        entry.launch = Launch::Join { initial_cluster };
+        let node = entry.node;
+        drop(hosts);
         self.world.trace(format!(
-            "operator: start member {id:x} at {addr} with an empty data dir"
+            "operator: start member {id:x} on host {host} ({url}) with an empty data dir"
         ));
-    }
-
-    /// Starts every member of the membership that has no process yet (also after an add whose
-    /// answer was lost).
-    async fn start_added(&self) {
-        if let Some(members) = self.members().await {
-            for member in members {
-                self.start_member(member.id);
+        match node {
+            // A new machine image: nothing of the old process's sockets survives (madsim's
+            // restart alone keeps them bound).
+            Some(node) => {
+                Handle::current().kill(node);
+                Handle::current().restart(node);
+            }
+            None => {
+                let world = self.world.clone();
+                let node = Handle::current()
+                    .create_node()
+                    .name(format!("host-{host}"))
+                    .ip(net::host_ip(host))
+                    .init(move || crate::member::run(world.clone(), host))
+                    .build();
+                if let Some(entry) = lock(&self.world.hosts).get_mut(&host) {
+                    entry.node = Some(node.id());
+                }
             }
         }
     }
 
-    async fn add(&self, url: String, is_learner: bool) {
+    /// Starts every added member whose host has no member yet (also after an add whose answer
+    /// was lost).
+    async fn start_added(&self) {
+        let Some(members) = self.members().await else {
+            return;
+        };
+        let placed: Vec<u64> = self.world.member_ids();
+        for member in &members {
+            if placed.contains(&member.id) {
+                continue;
+            }
+            let host = lock(&self.world.hosts)
+                .keys()
+                .copied()
+                .find(|h| member.peer_ur_ls == [net::peer_url(*h)]);
+            if let Some(host) = host {
+                self.start_member(host, member.id, &members);
+            }
+        }
+    }
+
+    async fn add(&self, host: u64, is_learner: bool) {
+        let url = net::peer_url(host);
+        lock(&self.world.hosts).entry(host).or_insert_with(|| Host {
+            node: None,
+            member: None,
+            name: format!("a{host}"),
+            launch: Launch::Initial,
+        });
         let request = ClientRequest::MemberAdd(pb::MemberAddRequest {
             peer_ur_ls: vec![url.clone()],
             is_learner,
@@ -305,7 +318,7 @@ impl Operator {
                 let id = added.member.map_or(0, |m| m.id);
                 self.world
                     .trace(format!("operator: added {kind} {id:x} ({url})"));
-                self.start_member(id);
+                self.start_member(host, id, &added.members);
             }
             other => {
                 self.world
@@ -335,10 +348,9 @@ impl Operator {
         }
     }
 
-    /// Removes `id`; once the removal is known to be committed the member is gone for good. A
-    /// removed member that never hears of its removal (the leader stops talking to it) is
-    /// stopped by the operator, as etcd's peers make it stop.
-    async fn remove(&self, id: u64, via: Option<u64>) {
+    /// Removes `id`; once the removal is known to be committed the member is gone for good. The
+    /// member must then stop by itself (the final checks hold it to that).
+    async fn remove(&self, id: u64, via: Option<u64>) -> bool {
         let request = ClientRequest::MemberRemove(pb::MemberRemoveRequest { id });
         let reply = match via {
             Some(member) => self.call(member, request).await,
@@ -359,25 +371,17 @@ impl Operator {
         self.world.trace(format!(
             "operator: remove {id:x}: {answer} (removed: {removed})"
         ));
-        if !removed {
-            return;
+        if removed {
+            lock(&self.world.gone).insert(id);
+            lock(&self.world.removed).insert(id);
         }
-        lock(&self.world.gone).insert(id);
-        madsim::time::sleep(Duration::from_secs(1)).await;
-        let running = lock(&self.world.status)
-            .get(&id)
-            .is_some_and(|s| s.running && !s.removed);
-        if running {
-            self.world.trace(format!(
-                "operator: member {id:x} did not hear of its removal; stopping its process"
-            ));
-            self.kill(id);
-        }
+        removed
     }
 
+    /// Kills member `id`'s process (the machine is lost).
     fn kill(&self, id: u64) {
-        if let Some(node) = lock(&self.nodes).get(&id) {
-            Handle::current().kill(*node);
+        if let Some(node) = self.world.node_of(id) {
+            Handle::current().kill(node);
         }
         if let Some(status) = lock(&self.world.status).get_mut(&id) {
             status.running = false;
@@ -399,29 +403,41 @@ impl Operator {
                 self.remove(leader, Some(leader)).await;
             }
             _ if voters < 5 => {
-                let url = self.fresh_url();
-                self.add(url, false).await;
+                let host = self.fresh_host();
+                self.add(host, false).await;
             }
             _ => {}
         }
     }
 
-    fn fresh_url(&self) -> String {
+    fn fresh_host(&self) -> u64 {
         let mut churn = lock(&self.churn);
-        churn.fresh_urls += 1;
-        format!("http://added-{}:2380", churn.fresh_urls)
+        churn.added_hosts += 1;
+        FIRST_ADDED_HOST + churn.added_hosts - 1
+    }
+
+    /// A host whose member process has stopped (its member was removed and stopped by itself),
+    /// to re-add a member on with an empty data dir; else a fresh host.
+    fn host_for_readd(&self) -> u64 {
+        let readd = lock(&self.churn).readd_host.take();
+        let reusable = readd.filter(|host| {
+            let member = lock(&self.world.hosts).get(host).and_then(|h| h.member);
+            !member.is_some_and(|m| lock(&self.world.status).get(&m).is_some_and(|s| s.running))
+        });
+        reusable.unwrap_or_else(|| self.fresh_host())
     }
 
     /// One step of membership churn: promote a learner if there is one; else with six voters
-    /// remove a random follower; else re-add the last removed member (same URL, empty data dir,
-    /// new ID) or a fresh one, as a learner.
+    /// remove a random follower; else re-add a member on the last removed member's host (same
+    /// URL, empty data dir, new ID) or a fresh one, as a learner.
     pub async fn churn_step(&self) {
         let Some(members) = self.members().await else {
             return;
         };
         if let Some(learner) = members.iter().find(|m| m.is_learner) {
-            self.start_member(learner.id);
-            return self.promote(learner.id).await;
+            let id = learner.id;
+            self.start_added().await;
+            return self.promote(id).await;
         }
         let voters: Vec<&pb::Member> = members.iter().filter(|m| !m.is_learner).collect();
         if voters.len() >= 6 {
@@ -431,14 +447,14 @@ impl Operator {
             let Some(victim) = followers.choose(&mut madsim::rand::thread_rng()) else {
                 return;
             };
-            let (id, url) = (victim.id, victim.peer_ur_ls.first().cloned());
-            self.remove(id, None).await;
-            lock(&self.churn).readd_url = url;
+            let id = victim.id;
+            if self.remove(id, None).await {
+                lock(&self.churn).readd_host = self.world.host_of(id);
+            }
             return;
         }
-        let url = lock(&self.churn).readd_url.take();
-        let url = url.unwrap_or_else(|| self.fresh_url());
-        self.add(url, true).await;
+        let host = self.host_for_readd();
+        self.add(host, true).await;
     }
 
     /// Loses every member but one for good, stops the survivor cleanly, restarts it with
@@ -464,20 +480,21 @@ impl Operator {
             ..Default::default()
         });
         self.world.trace(format!(
-            "operator: the majority is lost for good; {survivor} survives"
+            "operator: the majority is lost for good; {survivor:x} survives"
         ));
         for &member in live.iter().filter(|&&m| m != survivor) {
             lock(&self.world.gone).insert(member);
             self.kill(member);
         }
         madsim::time::sleep(Duration::from_secs(2)).await;
-        self.world
-            .trace(format!("operator: stop {survivor} to force a new cluster"));
+        self.world.trace(format!(
+            "operator: stop {survivor:x} to force a new cluster"
+        ));
         self.kill(survivor);
         madsim::time::sleep(Duration::from_millis(500)).await;
         *lock(&self.world.force_new_cluster) = Some(survivor);
-        if let Some(node) = lock(&self.nodes).get(&survivor) {
-            Handle::current().restart(*node);
+        if let Some(node) = self.world.node_of(survivor) {
+            Handle::current().restart(node);
         }
         for _ in 0..50 {
             if self.world.leader() == Some(survivor) {
@@ -486,8 +503,8 @@ impl Operator {
             madsim::time::sleep(Duration::from_millis(200)).await;
         }
         for _ in 0..2 {
-            let url = self.fresh_url();
-            self.add(url, false).await;
+            let host = self.fresh_host();
+            self.add(host, false).await;
             madsim::time::sleep(Duration::from_secs(1)).await;
         }
     }

@@ -4,7 +4,6 @@
 //! removal, churn, majority loss with force-new-cluster recovery; see `membership`) — and heals
 //! them. Members that left for good are never targeted.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,8 +52,6 @@ pub enum Fault {
 /// The nemesis of one run.
 pub struct Nemesis {
     world: Arc<World>,
-    /// The madsim node of every member process, including members added at runtime.
-    nodes: Arc<std::sync::Mutex<BTreeMap<u64, NodeId>>>,
     faults: Vec<Fault>,
     operator: Option<Operator>,
     /// The member whose disk was corrupted (it may refuse to start from then on); at most one,
@@ -63,16 +60,14 @@ pub struct Nemesis {
 }
 
 impl Nemesis {
-    pub fn new(world: Arc<World>, nodes: BTreeMap<u64, NodeId>, faults: Vec<Fault>) -> Self {
-        let nodes = Arc::new(std::sync::Mutex::new(nodes));
+    pub fn new(world: Arc<World>, faults: Vec<Fault>) -> Self {
         let membership = [Fault::RemoveLeader, Fault::Churn, Fault::MajorityLoss];
         let operator = faults
             .iter()
             .any(|f| membership.contains(f))
-            .then(|| Operator::new(world.clone(), nodes.clone()));
+            .then(|| Operator::new(world.clone()));
         Nemesis {
             world,
-            nodes,
             faults,
             operator,
             corrupted: std::sync::Mutex::new(None),
@@ -113,18 +108,26 @@ impl Nemesis {
 
     /// The madsim node of member `id`.
     fn node(&self, id: u64) -> NodeId {
-        lock(&self.nodes)[&id]
+        self.world
+            .node_of(id)
+            .expect("the nemesis targets members placed on a host")
     }
 
     async fn inject(&self, fault: Fault, hold: Duration) {
-        let ids: Vec<u64> = {
-            let nodes = lock(&self.nodes);
-            let live = self.world.live_members(&[]);
-            live.into_iter()
-                .filter(|id| nodes.contains_key(id))
-                .collect()
-        };
-        if ids.len() < 2 {
+        let ids: Vec<u64> = self
+            .world
+            .live_members(&[])
+            .into_iter()
+            .filter(|id| self.world.node_of(*id).is_some())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let cuts_network = matches!(
+            fault,
+            Fault::Partition | Fault::IsolateLeader | Fault::OneWay
+        );
+        if cuts_network && ids.len() < 2 {
             return;
         }
         match fault {
@@ -134,7 +137,7 @@ impl Nemesis {
                 let cut = madsim::rand::thread_rng().gen_range(1..shuffled.len());
                 let (left, right) = shuffled.split_at(cut);
                 self.world
-                    .trace(format!("nemesis: partition {left:?} | {right:?}"));
+                    .trace(format!("nemesis: partition {} | {}", hex(left), hex(right)));
                 for a in left {
                     for b in right {
                         Self::net().clog_link(self.node(*a), self.node(*b));
@@ -149,14 +152,15 @@ impl Nemesis {
                     return;
                 };
                 self.world
-                    .trace(format!("nemesis: isolate leader {leader}"));
+                    .trace(format!("nemesis: isolate leader {leader:x}"));
                 Self::net().clog_node(self.node(leader));
                 madsim::time::sleep(hold).await;
                 self.heal_network();
             }
             Fault::OneWay => {
                 let (a, b) = self.two(&ids);
-                self.world.trace(format!("nemesis: cut link {a} -> {b}"));
+                self.world
+                    .trace(format!("nemesis: cut link {a:x} -> {b:x}"));
                 Self::net().clog_link(self.node(a), self.node(b));
                 madsim::time::sleep(hold).await;
                 self.heal_network();
@@ -187,12 +191,15 @@ impl Nemesis {
                     _ => CrashFault::LoseUnsynced,
                 };
                 self.world
-                    .trace(format!("nemesis: crash member {victim} ({crash:?})"));
+                    .trace(format!("nemesis: crash member {victim:x} ({crash:?})"));
                 self.crash_and_restart(victim, crash, hold).await;
             }
             Fault::CrashAtPoint => {
                 let points = [
                     CrashPoint::SnapshotFile,
+                    CrashPoint::SnapshotWriting,
+                    CrashPoint::BeforeFsync,
+                    CrashPoint::VoteSent,
                     CrashPoint::Compaction,
                     CrashPoint::ConfChange,
                 ];
@@ -219,16 +226,18 @@ impl Nemesis {
                     CrashFault::LoseUnsynced
                 };
                 self.world.trace(format!(
-                    "nemesis: crash member {victim} at {point:?} ({crash:?})"
+                    "nemesis: crash member {victim:x} at {point:?} ({crash:?})"
                 ));
                 self.crash_and_restart(victim, crash, hold).await;
             }
             Fault::Pause => {
                 let victim = self.victim(&ids);
-                self.world.trace(format!("nemesis: pause member {victim}"));
+                self.world
+                    .trace(format!("nemesis: pause member {victim:x}"));
                 Handle::current().pause(self.node(victim));
                 madsim::time::sleep(hold).await;
-                self.world.trace(format!("nemesis: resume member {victim}"));
+                self.world
+                    .trace(format!("nemesis: resume member {victim:x}"));
                 Handle::current().resume(self.node(victim));
             }
             Fault::ClockJump => {
@@ -236,7 +245,7 @@ impl Nemesis {
                 let jump = Duration::from_millis(madsim::rand::thread_rng().gen_range(100..5_000));
                 let at = self.world.elapsed();
                 self.world.trace(format!(
-                    "nemesis: clock of member {victim} jumps {jump:?} forward"
+                    "nemesis: clock of member {victim:x} jumps {jump:?} forward"
                 ));
                 if let Some(clock) = lock(&self.world.clocks).get_mut(&victim) {
                     clock.jumps.push((at, jump));
@@ -270,7 +279,7 @@ impl Nemesis {
         }
         madsim::time::sleep(hold).await;
         self.world
-            .trace(format!("nemesis: restart member {victim}"));
+            .trace(format!("nemesis: restart member {victim:x}"));
         Handle::current().restart(self.node(victim));
     }
 
@@ -279,7 +288,7 @@ impl Nemesis {
         let mut rng = madsim::rand::thread_rng();
         match self.world.leader() {
             Some(leader) if rng.gen_bool(0.5) => leader,
-            _ => *ids.choose(&mut rng).unwrap_or(&1),
+            _ => ids.choose(&mut rng).copied().unwrap_or(ids[0]),
         }
     }
 
@@ -292,10 +301,13 @@ impl Nemesis {
     /// Restores every link and a clean network.
     pub fn heal_network(&self) {
         let net = Self::net();
-        let nodes = lock(&self.nodes).clone();
-        for a in nodes.values() {
+        let nodes: Vec<NodeId> = lock(&self.world.hosts)
+            .values()
+            .filter_map(|h| h.node)
+            .collect();
+        for a in &nodes {
             net.unclog_node(*a);
-            for b in nodes.values() {
+            for b in &nodes {
                 net.unclog_link(*a, *b);
             }
         }
@@ -303,4 +315,10 @@ impl Nemesis {
         lock(&self.world.settings).duplicate_rate = 0.0;
         self.world.trace("nemesis: network healed");
     }
+}
+
+/// Member IDs as the trace prints them.
+fn hex(ids: &[u64]) -> String {
+    let ids: Vec<String> = ids.iter().map(|id| format!("{id:x}")).collect();
+    format!("[{}]", ids.join(", "))
 }

@@ -65,7 +65,7 @@ impl Observer {
         self.leader_changes += 1;
         match self.leaders.get(&term) {
             Some(&other) if other != leader => self.violate(format!(
-                "two leaders in term {term}: members {other} and {leader}"
+                "two leaders in term {term}: members {other:x} and {leader:x}"
             )),
             _ => {
                 self.leaders.insert(term, leader);
@@ -78,8 +78,8 @@ impl Observer {
         self.entries_checked += 1;
         match self.applied.get(&index) {
             Some(&(t, crc, first)) if (t, crc) != (term, data_crc) => self.violate(format!(
-                "committed entry {index} differs: member {first} applied term {t} crc {crc:08x}, \
-                 member {member} applied term {term} crc {data_crc:08x}"
+                "committed entry {index} differs: member {first:x} applied term {t} crc \
+                 {crc:08x}, member {member:x} applied term {term} crc {data_crc:08x}"
             )),
             Some(_) => {}
             None => {
@@ -88,13 +88,23 @@ impl Observer {
         }
     }
 
-    /// A member's KV hash at a revision.
+    /// A member's KV hash at a revision. Members must agree on it, and each revision must change
+    /// it (every revision adds a key version): a hash that stays put is a hash that checks
+    /// nothing, and members all agreeing on it would prove nothing.
     pub fn kv_hash(&mut self, member: u64, revision: i64, compact: i64, hash: u32) {
-        self.last_hash.insert(member, (revision, compact, hash));
+        let previous = self.last_hash.insert(member, (revision, compact, hash));
+        if let Some((before, before_compact, before_hash)) = previous {
+            if before + 1 == revision && before_compact == compact && before_hash == hash {
+                self.violate(format!(
+                    "member {member:x}'s KV hash {hash:08x} did not change from revision {before} \
+                     to {revision}"
+                ));
+            }
+        }
         match self.hashes.get(&(revision, compact)) {
             Some(&(h, first)) if h != hash => self.violate(format!(
-                "replicas disagree at revision {revision} (compacted at {compact}): member {first} \
-                 has hash {h:08x}, member {member} has {hash:08x}"
+                "replicas disagree at revision {revision} (compacted at {compact}): member \
+                 {first:x} has hash {h:08x}, member {member:x} has {hash:08x}"
             )),
             Some(_) => {}
             None => {
@@ -144,6 +154,28 @@ mod tests {
         observer.kv_hash(2, 5, 0, 8);
         assert!(observer.violation().is_none());
         assert_eq!(observer.last_hash(1), Some((5, 0, 7)));
+    }
+
+    #[test]
+    fn a_hash_that_does_not_change_with_the_revision_is_a_violation() {
+        let mut observer = Observer::default();
+        observer.kv_hash(1, 5, 0, 7);
+        observer.kv_hash(1, 6, 0, 8);
+        assert!(observer.violation().is_none());
+        observer.kv_hash(2, 5, 0, 7);
+        observer.kv_hash(2, 6, 0, 8);
+        assert!(observer.violation().is_none());
+        // A hash function that always says 0 passes agreement, but not this.
+        let mut constant = Observer::default();
+        for member in 1..=3 {
+            constant.kv_hash(member, 5, 0, 0);
+            constant.kv_hash(member, 6, 0, 0);
+        }
+        assert!(constant
+            .violation()
+            .unwrap()
+            .0
+            .contains("did not change from revision 5 to 6"));
     }
 
     #[test]

@@ -9,21 +9,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::channel::mpsc;
 use rand::Rng;
 
 use stet::node::ClientRequest;
 use stet::proto::etcdserverpb as pb;
+use stet::proto::etcdserverpb::watch_client::WatchClient;
 use stet::proto::mvccpb::{event::EventType, Event};
 
-use crate::client::{Client, KEYS};
-use crate::net;
+use crate::client::{Client, CLIENT_TIMEOUT, KEYS};
+use crate::wait;
 use crate::world::{lock, World};
 
 /// A watcher that learns no new revision for this long moves to another member.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A watcher that misses a response of its stream for this long treats the stream as broken.
-pub const BROKEN_STREAM_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One event as the oracle compares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,7 +163,7 @@ pub enum SegmentEnd {
     Canceled,
     /// No new revision for `STALL_TIMEOUT`.
     Stalled,
-    /// A response of the stream went missing.
+    /// The stream ended or failed (the member went away, or ended a stream that fell behind).
     Broken,
     /// The client moved on (failover on purpose, or the watch's time was up).
     Moved,
@@ -260,7 +259,7 @@ pub struct WatchLog {
 
 /// A watching client: one logical watch after another until `until`.
 pub async fn watch_workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Duration) {
-    let Ok(mut client) = Client::connect(world.clone(), id, net::client_ip(id)).await else {
+    let Ok(mut client) = Client::connect(world.clone(), id, crate::net::client_ip(id)).await else {
         return;
     };
     let mut streams = 0;
@@ -338,19 +337,15 @@ async fn one_watch(
             items: Vec::new(),
             end: SegmentEnd::Unreachable,
         };
-        let create = ClientRequest::WatchCreate { stream, request };
-        if let Some(Ok(_)) = client.call(member, create).await {
-            receive(client, world, &mut segment, ends_at).await;
+        if let Some(opened) = open_stream(client, member, request).await {
+            receive(opened, world, &mut segment, ends_at).await;
         }
-        client
-            .send(member, ClientRequest::WatchClose { stream })
-            .await;
         next_start = segment.resume_from(next_start);
         if segment.end == SegmentEnd::Unreachable {
             madsim::time::sleep(Duration::from_millis(200)).await;
         }
         world.trace(format!(
-            "watcher {}/{watch} left member {member} ({:?}); resumes from {next_start}",
+            "watcher {}/{watch} left member {member:x} ({:?}); resumes from {next_start}",
             client.id, segment.end
         ));
         log.segments.push(segment);
@@ -362,21 +357,47 @@ async fn one_watch(
     log
 }
 
+/// An open watch stream: where the client's requests go, and the member's responses.
+struct OpenStream {
+    requests: mpsc::Sender<pb::WatchRequest>,
+    responses: tonic::Streaming<pb::WatchResponse>,
+}
+
+/// Opens a watch stream to `member` with `create` as its first request.
+async fn open_stream(
+    client: &mut Client,
+    member: u64,
+    create: pb::WatchCreateRequest,
+) -> Option<OpenStream> {
+    let channel = client.channel(member)?;
+    let (mut requests, outbound) = mpsc::channel(16);
+    let create = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+    };
+    requests.try_send(create).ok()?;
+    let opened = wait::timeout(CLIENT_TIMEOUT, WatchClient::new(channel).watch(outbound)).await?;
+    let responses = opened.ok()?.into_inner();
+    Some(OpenStream {
+        requests,
+        responses,
+    })
+}
+
 /// Receives the segment's responses in stream order until it ends, asking for progress now and
-/// then, and moving on when the member stalls, the stream breaks or it is time to fail over.
-async fn receive(client: &mut Client, world: &World, segment: &mut Segment, ends_at: Duration) {
-    let (stay, mut progress_at) = {
+/// then, and moving on when the member stalls, the stream breaks or it is time to fail over. Some
+/// segments read slowly, so the member's buffer for the stream fills and it must end the stream
+/// (the client resumes from the last revision it saw) rather than drop a response.
+async fn receive(mut open: OpenStream, world: &World, segment: &mut Segment, ends_at: Duration) {
+    let (stay, mut progress_at, slow) = {
         let mut rng = madsim::rand::thread_rng();
         let stay = Duration::from_millis(rng.gen_range(1_000..6_000));
-        (stay, Duration::from_millis(rng.gen_range(200..1_500)))
+        let slow = rng.gen_bool(0.3).then(|| rng.gen_range(20..300));
+        (stay, Duration::from_millis(rng.gen_range(200..1_500)), slow)
     };
     let started = world.elapsed();
     let leave_at = (started + stay).min(ends_at);
     progress_at += started;
-    let mut expected_seq = 0;
-    let mut buffer: BTreeMap<u64, pb::WatchResponse> = BTreeMap::new();
     let mut learned_at = started;
-    let mut missing_since: Option<Duration> = None;
     let mut best = 0;
     segment.end = SegmentEnd::Moved;
     loop {
@@ -388,45 +409,41 @@ async fn receive(client: &mut Client, world: &World, segment: &mut Segment, ends
             segment.end = SegmentEnd::Stalled;
             return;
         }
-        if missing_since.is_some_and(|t| now.saturating_sub(t) > BROKEN_STREAM_TIMEOUT) {
-            segment.end = SegmentEnd::Broken;
-            return;
-        }
         if now >= progress_at {
-            let progress = ClientRequest::WatchProgress {
-                stream: segment.stream,
+            let progress = pb::WatchRequest {
+                request_union: Some(pb::watch_request::RequestUnion::ProgressRequest(
+                    pb::WatchProgressRequest {},
+                )),
             };
-            client.send(segment.member, progress).await;
+            let _ = open.requests.try_send(progress);
             let every = madsim::rand::thread_rng().gen_range(300..1_500);
             progress_at = now + Duration::from_millis(every);
         }
-        let Some(envelope) = client.recv_watch(Duration::from_millis(100)).await else {
-            continue;
-        };
-        if envelope.stream != segment.stream || envelope.seq < expected_seq {
-            continue;
-        }
-        buffer.insert(envelope.seq, envelope.response);
-        while let Some(response) = buffer.remove(&expected_seq) {
-            expected_seq += 1;
-            let (learned, ended) = segment.take(response, &mut best);
-            if learned {
-                learned_at = world.elapsed();
-            }
-            if ended {
+        let received = wait::timeout(Duration::from_millis(100), open.responses.message()).await;
+        let response = match received {
+            None => continue,
+            Some(Ok(Some(response))) => response,
+            Some(Ok(None)) | Some(Err(_)) => {
+                segment.end = SegmentEnd::Broken;
                 return;
             }
-        }
-        missing_since = match buffer.is_empty() {
-            true => None,
-            false => missing_since.or(Some(world.elapsed())),
         };
+        let (learned, ended) = segment.take(response, &mut best);
+        if learned {
+            learned_at = world.elapsed();
+        }
+        if ended {
+            return;
+        }
+        if let Some(pause_ms) = slow {
+            madsim::time::sleep(Duration::from_millis(pause_ms)).await;
+        }
     }
 }
 
 /// A client that now and then compacts the store to some revisions behind the newest.
 pub async fn compaction_workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Duration) {
-    let Ok(mut client) = Client::connect(world.clone(), id, net::client_ip(id)).await else {
+    let Ok(mut client) = Client::connect(world.clone(), id, crate::net::client_ip(id)).await else {
         return;
     };
     while world.elapsed() < until {
@@ -449,7 +466,7 @@ pub async fn compaction_workload(world: Arc<World>, id: u64, members: Vec<u64>, 
         });
         let acknowledged = matches!(client.call(member, request).await, Some(Ok(_)));
         world.trace(format!(
-            "compactor asked member {member} to compact to {revision}: acknowledged {acknowledged}"
+            "compactor asked member {member:x} to compact to {revision}: acknowledged {acknowledged}"
         ));
         lock(&world.compactions).push((revision, acknowledged));
     }

@@ -1,17 +1,20 @@
-//! The world of one simulation run: the settings every member and client share, each member's disk
-//! and clock (which outlive the member's process), the observer, the client history and the trace.
-//! madsim kills and restarts member processes; the world is what survives them.
+//! The world of one simulation run: the settings every member and client share, the hosts members
+//! run on, each member's disk and clock (which outlive the member's process), the observer, the
+//! client history and the trace. madsim kills and restarts member processes; the world is what
+//! survives them. Members are known by their real IDs (derived from their peer URLs, or given by
+//! `member add`), hosts by a small number (`net`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use madsim::task::NodeId;
 use stet::node::NodeConfig;
 use stet::proto::etcdserverpb as pb;
-use stet::storage::StorageLayout;
+use stet::server::config::{self, ServerConfig};
+use stet::server::env::Mistake;
 use stet::time::Instant;
-use stet::types::{ClusterId, MemberId};
+use stet::types::ClusterId;
 use stet::wal::WalOptions;
 
 use crate::checker::Operation;
@@ -45,11 +48,18 @@ pub struct Settings {
     pub duplicate_rate: f64,
     /// Self-test of the oracles: members answer linearizable reads from local state (a bug).
     pub unsafe_local_reads: bool,
-    /// Self-test of the watch oracle: each member silently drops one watch response that carries
-    /// events instead of routing it to its client (a bug the watch oracle must catch).
-    pub drop_watch_event: bool,
+    /// Self-test of the oracles: a mistake planted in the runtime, which they must catch.
+    pub planted: Option<Mistake>,
+    /// Watch responses buffered per stream in the runtime (small, so streams reach the bound).
+    pub watch_stream_buffer: usize,
+    /// Events per watch catch-up response (small, so catch-ups take several).
+    pub watch_max_events_per_response: usize,
     /// How often watchers created with `progress_notify` get a periodic progress response.
     pub watch_progress_interval: Duration,
+    /// Now and then an fsync takes this long instead (the long tail of a real disk).
+    pub slow_fsync_latency_us: (u64, u64),
+    /// How often an fsync is slow.
+    pub slow_fsync_rate: f64,
 }
 
 impl Settings {
@@ -65,8 +75,12 @@ impl Settings {
             fsync_latency_us: (100, 2_000),
             duplicate_rate: 0.0,
             unsafe_local_reads: false,
-            drop_watch_event: false,
+            planted: None,
+            watch_stream_buffer: 8,
+            watch_max_events_per_response: 4,
             watch_progress_interval: Duration::from_secs(2),
+            slow_fsync_latency_us: (10_000, 200_000),
+            slow_fsync_rate: 0.02,
         }
     }
 }
@@ -85,19 +99,51 @@ pub struct MemberStatus {
 /// A moment inside a member at which the nemesis can ask for a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
-    /// A snapshot's file is durable but its WAL record is not written yet.
+    /// A snapshot's file (own or received) is durable but its WAL record is not written yet.
     SnapshotFile,
+    /// An own snapshot's file is written on the side under its temporary name, not yet fsynced.
+    SnapshotWriting,
+    /// Group commit wrote to the WAL and is about to fsync it.
+    BeforeFsync,
+    /// The member just sent its vote for a candidate.
+    VoteSent,
     /// The member just applied a compaction.
     Compaction,
     /// The member just applied a membership change.
     ConfChange,
 }
 
+/// How a host's member process is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launch {
+    /// A member of the initial cluster (`--initial-cluster-state new`).
+    Initial,
+    /// A member added at runtime joining the cluster (`--initial-cluster-state existing`) with
+    /// this `--initial-cluster`.
+    Join { initial_cluster: String },
+}
+
+/// A simulated machine: a madsim node with its own IP, running one member process at a time.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The madsim node, once created.
+    pub node: Option<NodeId>,
+    /// The member that runs (or last ran) here.
+    pub member: Option<u64>,
+    /// The member's name (`--name`).
+    pub name: String,
+    pub launch: Launch,
+}
+
 /// The shared state of one run.
 pub struct World {
     pub settings: Mutex<Settings>,
     pub cluster_id: ClusterId,
+    /// The initial members, with their IDs as the server derives them.
     pub initial: Vec<pb::Member>,
+    /// `--initial-cluster` of the initial members.
+    pub initial_cluster: String,
+    pub hosts: Mutex<BTreeMap<u64, Host>>,
     pub disks: Mutex<BTreeMap<u64, SharedDisk>>,
     pub clocks: Mutex<BTreeMap<u64, ClockModel>>,
     pub status: Mutex<BTreeMap<u64, MemberStatus>>,
@@ -109,6 +155,8 @@ pub struct World {
     /// Members that left the run for good (removed, or lost with the majority): never restarted,
     /// never sent client requests.
     pub gone: Mutex<BTreeSet<u64>>,
+    /// Members the operator removed from the cluster: each must stop by itself.
+    pub removed: Mutex<BTreeSet<u64>>,
     /// The member whose next start is a `--force-new-cluster` restart.
     pub force_new_cluster: Mutex<Option<u64>>,
     /// What the force-new-cluster recovery did, for the scoped checks (`membership`).
@@ -125,6 +173,8 @@ pub struct World {
     pub compactions: Mutex<Vec<(i64, bool)>>,
     /// What lease clients did and saw.
     pub lease_history: Mutex<Vec<LeaseOp>>,
+    /// What each member last counted on being durable (the per-member durability oracle).
+    pub durable: Mutex<BTreeMap<u64, stet::node::DurableMarks>>,
     /// An armed crash point, and where to tell the nemesis which member reached it.
     pub crash_point: Mutex<Option<(CrashPoint, futures::channel::oneshot::Sender<u64>)>>,
     /// madsim's elapsed time when the run started.
@@ -132,33 +182,42 @@ pub struct World {
     time: madsim::time::TimeHandle,
 }
 
+/// The cluster token every simulated cluster uses.
+pub const CLUSTER_TOKEN: &str = "sim";
+
 impl World {
-    /// A world with members 1..=size, all in the initial cluster.
+    /// A world with hosts 1..=size, each running a member of the initial cluster.
     pub fn new(settings: Settings, size: u64) -> Self {
-        crate::net::clear_added_members();
-        let initial: Vec<pb::Member> = (1..=size)
-            .map(|id| pb::Member {
-                id,
-                name: format!("m{id}"),
-                peer_ur_ls: vec![crate::net::member_addr(id).to_string()],
-                client_ur_ls: vec![crate::net::member_addr(id).to_string()],
-                is_learner: false,
+        let initial_cluster = (1..=size)
+            .map(|h| format!("m{h}={}", crate::net::peer_url(h)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let hosts: BTreeMap<u64, Host> = (1..=size)
+            .map(|h| {
+                let host = Host {
+                    node: None,
+                    member: None,
+                    name: format!("m{h}"),
+                    launch: Launch::Initial,
+                };
+                (h, host)
             })
             .collect();
-        let disks = (1..=size).map(|id| (id, SharedDisk::new())).collect();
-        let clocks = (1..=size).map(|id| (id, ClockModel::exact())).collect();
-        World {
+        let mut world = World {
             settings: Mutex::new(settings),
-            cluster_id: ClusterId(0x5e7),
-            initial,
-            disks: Mutex::new(disks),
-            clocks: Mutex::new(clocks),
+            cluster_id: ClusterId(0),
+            initial: Vec::new(),
+            initial_cluster,
+            hosts: Mutex::new(hosts),
+            disks: Mutex::new(BTreeMap::new()),
+            clocks: Mutex::new(BTreeMap::new()),
             status: Mutex::new(BTreeMap::new()),
             observer: Mutex::new(Observer::default()),
             history: Mutex::new(Vec::new()),
             trace: Mutex::new(Vec::new()),
             refused: Mutex::new(BTreeMap::new()),
             gone: Mutex::new(BTreeSet::new()),
+            removed: Mutex::new(BTreeSet::new()),
             force_new_cluster: Mutex::new(None),
             recovery: Mutex::new(None),
             starts: Mutex::new(BTreeMap::new()),
@@ -167,10 +226,91 @@ impl World {
             compacted_at_create: Mutex::new(BTreeMap::new()),
             compactions: Mutex::new(Vec::new()),
             lease_history: Mutex::new(Vec::new()),
+            durable: Mutex::new(BTreeMap::new()),
             crash_point: Mutex::new(None),
             start: madsim::time::TimeHandle::current().elapsed(),
             time: madsim::time::TimeHandle::current(),
+        };
+        // The IDs are the server's own: derived from the flags exactly as it derives them.
+        let first = world
+            .server_config(1, false)
+            .expect("the simulator's flags for the first member parse");
+        world.cluster_id = first.cluster_id;
+        world.initial = first.initial_members.clone();
+        {
+            let hosts = world.hosts.get_mut().expect("not shared yet");
+            for (h, host) in hosts.iter_mut() {
+                let url = crate::net::peer_url(*h);
+                host.member = first
+                    .initial_members
+                    .iter()
+                    .find(|m| m.peer_ur_ls == [url.clone()])
+                    .map(|m| m.id);
+            }
         }
+        for member in &world.initial {
+            let clocks = world.clocks.get_mut().expect("not shared yet");
+            clocks.insert(member.id, ClockModel::exact());
+        }
+        world
+    }
+
+    /// The flags of the next start of the member on `host` (a `--force-new-cluster` restart if
+    /// `force_new_cluster`), parsed by the server's own flag parser.
+    pub fn server_config(
+        &self,
+        host: u64,
+        force_new_cluster: bool,
+    ) -> Result<ServerConfig, String> {
+        let args = self.server_args(host, force_new_cluster)?;
+        match config::parse(args, |_| None) {
+            Ok(Some(config)) => Ok(config),
+            Ok(None) => Err("the flags asked for the version".to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    fn server_args(&self, host: u64, force_new_cluster: bool) -> Result<Vec<String>, String> {
+        let (name, launch) = {
+            let hosts = lock(&self.hosts);
+            let entry = hosts.get(&host).ok_or(format!("no host {host}"))?;
+            (entry.name.clone(), entry.launch.clone())
+        };
+        let settings = lock(&self.settings).clone();
+        let (peer, client) = (crate::net::peer_url(host), crate::net::client_url(host));
+        let (initial_cluster, state) = match launch {
+            Launch::Initial => (self.initial_cluster.clone(), "new"),
+            Launch::Join { initial_cluster } => (initial_cluster, "existing"),
+        };
+        let mut args = vec![
+            "stet".to_string(),
+            format!("--name={name}"),
+            "--data-dir=/data".to_string(),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster={initial_cluster}"),
+            format!("--initial-cluster-state={state}"),
+            format!("--initial-cluster-token={CLUSTER_TOKEN}"),
+            format!(
+                "--heartbeat-interval={}",
+                settings.heartbeat_interval.as_millis()
+            ),
+            format!(
+                "--election-timeout={}",
+                settings.election_timeout.as_millis()
+            ),
+            format!("--snapshot-count={}", settings.snapshot_count),
+            format!(
+                "--experimental-snapshot-catchup-entries={}",
+                settings.catch_up_entries
+            ),
+        ];
+        if force_new_cluster {
+            args.push("--force-new-cluster".to_string());
+        }
+        Ok(args)
     }
 
     /// Global simulated time since the run started.
@@ -198,15 +338,6 @@ impl World {
         clock.global_wait(clock.local(elapsed), deadline)
     }
 
-    /// What member `id`'s clock model is made of: offset, drift and how many jumps (the nemesis only
-    /// ever adds jumps). Equal shapes map a local deadline to the same global time.
-    pub fn clock_shape(&self, id: u64) -> (u64, i64, usize) {
-        match lock(&self.clocks).get(&id) {
-            Some(clock) => (clock.offset_us, clock.drift_ppm, clock.jumps.len()),
-            None => (0, 0, 0),
-        }
-    }
-
     /// Appends a line to the run's trace, stamped with the global time.
     pub fn trace(&self, line: impl AsRef<str>) {
         let at = self.elapsed().as_micros();
@@ -218,18 +349,25 @@ impl World {
         lock(&self.disks).entry(id).or_default().clone()
     }
 
-    /// The node settings of member `id` for its next start (each start gets a new seed).
-    pub fn node_config(&self, id: u64) -> NodeConfig {
-        let settings = lock(&self.settings).clone();
-        let mut config = NodeConfig::new(MemberId(id), self.cluster_id);
-        config.cluster_token = "sim".to_string();
-        config.heartbeat_interval = settings.heartbeat_interval;
-        config.election_timeout = settings.election_timeout;
-        config.snapshot_count = settings.snapshot_count;
-        config.catch_up_entries = settings.catch_up_entries;
-        config.request_timeout = settings.request_timeout;
-        config.unsafe_local_linearizable_reads = settings.unsafe_local_reads;
-        config.watch_progress_interval = settings.watch_progress_interval;
+    /// The host member `id` runs on.
+    pub fn host_of(&self, id: u64) -> Option<u64> {
+        lock(&self.hosts)
+            .iter()
+            .find(|(_, host)| host.member == Some(id))
+            .map(|(h, _)| *h)
+    }
+
+    /// The madsim node member `id` runs on.
+    pub fn node_of(&self, id: u64) -> Option<NodeId> {
+        lock(&self.hosts)
+            .values()
+            .find(|host| host.member == Some(id))
+            .and_then(|host| host.node)
+    }
+
+    /// The seed of the next start of member `id` (each start gets its own: `NodeConfig::seed`).
+    pub fn next_seed(&self, id: u64) -> u64 {
+        let seed = lock(&self.settings).seed;
         // Each start of a member gets its own seed (NodeConfig::seed's contract): a restart that
         // drew the same incarnation and lease IDs as its previous life reissued lease IDs clients
         // had seen revoked (found by the lease oracle, watch seed 768).
@@ -239,17 +377,18 @@ impl World {
             *count += 1;
             *count - 1
         };
-        config.seed = settings
-            .seed
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .wrapping_add(id)
-            .wrapping_add(restarts.wrapping_mul(0x0100_0000_01b3));
-        config
+            .wrapping_add(restarts.wrapping_mul(0x0100_0000_01b3))
     }
 
-    /// Where every member keeps its data on its disk.
-    pub fn layout(&self) -> StorageLayout {
-        StorageLayout::new(Path::new("/data"), None)
+    /// Node settings no flag sets, for every start.
+    pub fn adjust_node_config(&self, config: &mut NodeConfig) {
+        let settings = lock(&self.settings).clone();
+        config.request_timeout = settings.request_timeout;
+        config.unsafe_local_linearizable_reads = settings.unsafe_local_reads;
+        config.watch_progress_interval = settings.watch_progress_interval;
+        config.watch_max_events_per_response = settings.watch_max_events_per_response;
     }
 
     pub fn wal_options(&self) -> WalOptions {
@@ -267,12 +406,17 @@ impl World {
             .map(|(id, _)| *id)
     }
 
-    /// Members that are part of the run (ever started), sorted.
+    /// Members that are part of the run (placed on a host), sorted.
     pub fn member_ids(&self) -> Vec<u64> {
-        lock(&self.disks).keys().copied().collect()
+        let mut ids: Vec<u64> = lock(&self.hosts)
+            .values()
+            .filter_map(|host| host.member)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
-    /// Members clients and faults may target: started, not gone, not known to be removed.
+    /// Members clients and faults may target: placed, not gone, not known to be removed.
     /// Falls back to `fallback` before anything started.
     pub fn live_members(&self, fallback: &[u64]) -> Vec<u64> {
         let gone = lock(&self.gone).clone();
@@ -289,6 +433,11 @@ impl World {
             live
         }
     }
+
+    /// The client address of member `id`.
+    pub fn client_addr(&self, id: u64) -> Option<std::net::SocketAddr> {
+        self.host_of(id).map(crate::net::client_addr)
+    }
 }
 
 impl World {
@@ -304,23 +453,22 @@ impl World {
 
 impl World {
     /// Called by a member at `point`: if the nemesis armed that point, the member reports it and
-    /// waits (the nemesis kills it inside the wait, so the crash lands exactly there).
-    pub async fn maybe_crash_at(&self, member: u64, point: CrashPoint) {
-        let armed = {
+    /// gets a wait to sit in (the nemesis kills it inside the wait, so the crash lands exactly
+    /// there).
+    pub fn reached(&self, member: u64, point: CrashPoint) -> Option<crate::wait::Deadline> {
+        let tell = {
             let mut armed = lock(&self.crash_point);
             match armed.take() {
-                Some((p, tell)) if p == point => Some(tell),
+                Some((p, tell)) if p == point => tell,
                 other => {
                     *armed = other;
-                    None
+                    return None;
                 }
             }
         };
-        if let Some(tell) = armed {
-            self.trace(format!("member {member} reached crash point {point:?}"));
-            if tell.send(member).is_ok() {
-                madsim::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        self.trace(format!("member {member:x} reached crash point {point:?}"));
+        tell.send(member)
+            .ok()
+            .map(|()| crate::wait::Deadline::after(Duration::from_millis(50)))
     }
 }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use stet::server::env::Mistake;
 use stet_sim::scenario::{self, RunOptions};
 
 fn seeds_per_scenario() -> u64 {
@@ -21,7 +22,7 @@ fn short() -> RunOptions {
         clients: 4,
         fault_time: Duration::from_secs(15),
         unsafe_local_reads: false,
-        drop_watch_event: false,
+        planted: None,
     }
 }
 
@@ -80,20 +81,39 @@ fn local_linearizable_reads_are_caught_within_a_few_seeds() {
     );
 }
 
-#[test]
-fn a_dropped_watch_response_is_caught_within_a_few_seeds() {
-    let watch = scenario::scenario("watch").expect("watch scenario");
+/// Runs `scenario` with `mistake` planted in the runtime until an oracle names `property`.
+fn caught_within(scenario: &str, mistake: Mistake, property: &str, seeds: u64) -> Option<u64> {
+    let scenario = scenario::scenario(scenario).expect("scenario");
     let options = RunOptions {
-        drop_watch_event: true,
+        planted: Some(mistake),
         ..short()
     };
-    let caught = (0..5).find(|&seed| {
-        let report = scenario::run(seed, &watch, &options);
-        matches!(&report.outcome, Err(f) if f.property == "watch")
-    });
+    (0..seeds).find(|&seed| {
+        let report = scenario::run(seed, &scenario, &options);
+        matches!(&report.outcome, Err(f) if f.property == property)
+    })
+}
+
+#[test]
+fn watch_responses_dropped_when_a_stream_is_full_are_caught() {
+    let caught = caught_within("watch", Mistake::DropWatchResponseWhenFull, "watch", 10);
     assert!(
         caught.is_some(),
-        "a member losing watch responses went unnoticed for 5 seeds"
+        "a runtime dropping watch responses from full streams went unnoticed for 10 seeds"
+    );
+}
+
+#[test]
+fn a_group_commit_that_skips_its_fsync_is_caught() {
+    let scenario = scenario::scenario("crash").expect("scenario");
+    let options = RunOptions {
+        planted: Some(Mistake::SkipGroupCommitFsync),
+        ..short()
+    };
+    let caught = (0..20).find(|&seed| scenario::run(seed, &scenario, &options).outcome.is_err());
+    assert!(
+        caught.is_some(),
+        "a group commit acknowledging unsynced writes went unnoticed for 20 seeds"
     );
 }
 

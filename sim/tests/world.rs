@@ -9,9 +9,10 @@ fn each_start_of_a_member_gets_its_own_node_seed() {
     // A world reads madsim's clock, so it lives inside a madsim runtime.
     madsim::runtime::Runtime::new().block_on(async {
         let world = World::new(Settings::new(768), 5);
-        let first = world.node_config(3).seed;
-        let second = world.node_config(3).seed;
-        let other = world.node_config(4).seed;
+        let (three, four) = (world.initial[2].id, world.initial[3].id);
+        let first = world.next_seed(three);
+        let second = world.next_seed(three);
+        let other = world.next_seed(four);
         assert_ne!(first, second);
         assert_ne!(first, other);
         assert_ne!(second, other);

@@ -29,6 +29,8 @@ pub struct NodeConfig {
     pub max_inflight_msgs: usize,
     /// How often watchers created with `progress_notify` get an empty progress response (etcd: 10 min).
     pub watch_progress_interval: Duration,
+    /// Events per watch catch-up response (a revision's events are never split).
+    pub watch_max_events_per_response: usize,
     /// FOR THE SIMULATOR'S SELF-TEST ONLY: answer linearizable reads from local state without
     /// ReadIndex, which is wrong (stale reads); the simulator must catch it.
     pub unsafe_local_linearizable_reads: bool,
@@ -59,6 +61,7 @@ impl NodeConfig {
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
             watch_progress_interval: Duration::from_secs(600),
+            watch_max_events_per_response: crate::watch::MAX_EVENTS_PER_RESPONSE,
             unsafe_local_linearizable_reads: false,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,

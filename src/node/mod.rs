@@ -56,6 +56,24 @@ pub enum Input {
     TransferLeader(MemberId),
 }
 
+/// A persist the driver has not reported durable yet: the messages that wait for it, and the
+/// hard state it writes.
+#[derive(Debug)]
+struct Unpersisted {
+    number: u64,
+    messages: Vec<Message>,
+    hard_state: Option<HardState>,
+}
+
+/// What the node counts on being durable: everything the driver reported persisted.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DurableMarks {
+    /// The last log index known durable (raft's persisted index).
+    pub persisted_index: u64,
+    /// The newest hard state (term, vote, commit) known durable.
+    pub hard_state: HardState,
+}
+
 /// What the driver must persist before reporting `Input::Persisted { ready_number }`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Persist {
@@ -139,7 +157,11 @@ pub struct Node {
     pending: BTreeMap<RequestId, Pending>,
     deadlines: BTreeSet<(Instant, RequestId)>,
     /// Persist outputs not yet acknowledged, with the messages that must wait for them.
-    unpersisted: VecDeque<(u64, Vec<Message>)>,
+    unpersisted: VecDeque<Unpersisted>,
+    /// The newest hard state reported durable (`Input::Persisted`).
+    durable_hard_state: HardState,
+    /// The newest ready number reported durable; reports only grow.
+    persisted_ready: u64,
     applied_index: u64,
     snapshot_index: u64,
     role: StateRole,
@@ -207,7 +229,7 @@ impl Node {
         let mut node = Node {
             raw,
             state,
-            watches: WatchHub::new(),
+            watches: WatchHub::with_max_events(config.watch_max_events_per_response),
             rng,
             outputs: VecDeque::new(),
             now,
@@ -217,6 +239,8 @@ impl Node {
             pending: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             unpersisted: VecDeque::new(),
+            durable_hard_state: HardState::default(),
+            persisted_ready: 0,
             applied_index,
             snapshot_index: applied_index,
             role,
@@ -383,6 +407,14 @@ impl Node {
         true
     }
 
+    /// What the node counts on being durable (for a simulator's durability oracle).
+    pub fn durable_marks(&self) -> DurableMarks {
+        DurableMarks {
+            persisted_index: self.raw.raft.raft_log.persisted,
+            hard_state: self.durable_hard_state.clone(),
+        }
+    }
+
     /// Whether outputs wait to be polled.
     pub fn has_outputs(&self) -> bool {
         !self.outputs.is_empty()
@@ -461,14 +493,24 @@ impl Node {
         if ready_number == 0 {
             return;
         }
+        assert!(
+            ready_number > self.persisted_ready,
+            "persisted ready numbers only grow: {ready_number} after {}",
+            self.persisted_ready
+        );
+        self.persisted_ready = ready_number;
         self.raw.on_persist_ready(ready_number);
         self.report_applied();
-        while let Some((number, _)) = self.unpersisted.front() {
-            if *number > ready_number {
+        while let Some(front) = self.unpersisted.front() {
+            if front.number > ready_number {
                 break;
             }
-            if let Some((_, messages)) = self.unpersisted.pop_front() {
-                self.outputs.extend(messages.into_iter().map(Output::Send));
+            if let Some(done) = self.unpersisted.pop_front() {
+                if let Some(hard_state) = done.hard_state {
+                    self.durable_hard_state = hard_state;
+                }
+                self.outputs
+                    .extend(done.messages.into_iter().map(Output::Send));
             }
         }
     }
@@ -510,6 +552,11 @@ impl Node {
             let held = ready.take_persisted_messages();
             let must_persist = snapshot.is_some() || !entries.is_empty() || hard_state.is_some();
             if must_persist {
+                self.unpersisted.push_back(Unpersisted {
+                    number,
+                    messages: held,
+                    hard_state: hard_state.clone(),
+                });
                 self.outputs.push_back(Output::Persist(Persist {
                     ready_number: number,
                     hard_state,
@@ -517,9 +564,8 @@ impl Node {
                     snapshot,
                     must_sync: ready.must_sync(),
                 }));
-                self.unpersisted.push_back((number, held));
-            } else if let Some((_, waiting)) = self.unpersisted.back_mut() {
-                waiting.extend(held);
+            } else if let Some(last) = self.unpersisted.back_mut() {
+                last.messages.extend(held);
             } else {
                 self.outputs.extend(held.into_iter().map(Output::Send));
             }

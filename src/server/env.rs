@@ -51,6 +51,33 @@ pub enum Checkpoint {
     VoteSent,
 }
 
+/// Bounds of the runtime's buffers that an environment may tighten: the simulator does, so that its
+/// runs reach what happens at the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Watch responses buffered per stream; a stream that falls this far behind is ended with
+    /// an error (its client resumes from the last revision it saw).
+    pub watch_stream_buffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            watch_stream_buffer: 1024,
+        }
+    }
+}
+
+/// Mistakes the simulator's self-tests plant in the runtime, to prove that its oracles catch
+/// them. No environment but those tests' plants any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mistake {
+    /// Group commit reports writes durable without fsyncing them.
+    SkipGroupCommitFsync,
+    /// A watch response that finds its stream's buffer full is dropped, and the stream goes on.
+    DropWatchResponseWhenFull,
+}
+
 /// The machine under the member runtime.
 pub trait Environment: Send + Sync + 'static {
     /// The member's clock: time since an origin of the environment's choosing, never backwards.
@@ -76,8 +103,21 @@ pub trait Environment: Send + Sync + 'static {
     /// The last word on the node's settings before it starts (knobs no flag sets).
     fn adjust_node_config(&self, _config: &mut NodeConfig) {}
 
+    /// Bounds of the runtime's buffers.
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
+
+    /// Whether a self-test planted `mistake` (never, outside the simulator's self-tests).
+    fn planted(&self, _mistake: Mistake) -> bool {
+        false
+    }
+
     /// The node was just started.
     fn started(&self, _node: &Node, _kind: StartKind) {}
+
+    /// The driver just told the node that writes are durable (`Input::Persisted`).
+    fn persisted(&self, _node: &Node) {}
 
     /// The node changed leader (`leader` is `None` when it lost it).
     fn leader_changed(&self, _node: &Node, _term: u64, _leader: Option<u64>) {}

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::driver::WATCH_STREAM_BUFFER;
+use super::env::Limits;
 use super::handle::DriverHandle;
 use super::route::Router;
 use super::status::{to_status, MemberStatus};
@@ -45,14 +45,16 @@ fn header(status: &MemberStatus) -> pb::ResponseHeader {
 pub struct Services {
     router: Router,
     driver: DriverHandle,
+    limits: Limits,
     next_stream: Arc<AtomicU64>,
 }
 
 impl Services {
-    pub fn new(router: Router) -> Self {
+    pub fn new(router: Router, limits: Limits) -> Self {
         Services {
             driver: router.driver().clone(),
             router,
+            limits,
             next_stream: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -165,7 +167,7 @@ impl watch_server::Watch for Services {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let mut inbound = request.into_inner();
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        let (sender, receiver) = mpsc::channel(WATCH_STREAM_BUFFER);
+        let (sender, receiver) = mpsc::channel(self.limits.watch_stream_buffer.max(1));
         self.driver
             .open_watch_stream(stream, sender.clone())
             .await

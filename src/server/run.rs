@@ -159,6 +159,7 @@ fn spawn_member(
     };
     let addresses = peer::AddressBook::default();
     let metrics = Arc::new(Metrics::default());
+    let limits = env.limits();
     let (mut driver, handle) =
         Driver::new(env, node, storage, stopped.clone(), metrics, log.clone());
     driver.attach_transport(Transport::new(
@@ -183,7 +184,7 @@ fn spawn_member(
     }
     let driver_task = tokio::spawn(driver.run());
     let router = Router::new(handle.clone(), Forwarder::new(identity, addresses));
-    let services = Services::new(router);
+    let services = Services::new(router, limits);
     clients.serve(services, handle, config.max_request_bytes, stopped, log);
     driver_task
 }

@@ -213,18 +213,26 @@ async fn discover_identity(
         ));
     }
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-    let mut last_error = String::new();
+    let mut last_error = None;
     loop {
         for url in &others {
             match ask_membership(url).await {
-                Ok(welcome) => return identity_in(config, welcome),
-                Err(error) => last_error = format!("{url}: {error}"),
+                // A member that has not applied this member's addition yet does not know it;
+                // another one (or the same one a little later) will.
+                Ok(welcome) => match identity_in(config, welcome) {
+                    Ok(identity) => return Ok(identity),
+                    Err(error) => last_error = Some(error),
+                },
+                Err(error) => {
+                    let error = format!("no member of --initial-cluster answered ({url}: {error})");
+                    last_error = Some(ServerError::Join(error));
+                }
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(ServerError::Join(format!(
-                "no member of --initial-cluster answered ({last_error})"
-            )));
+            return Err(last_error.unwrap_or_else(|| {
+                ServerError::Join("no member of --initial-cluster answered".to_string())
+            }));
         }
         tokio::time::sleep(JOIN_RETRY).await;
     }

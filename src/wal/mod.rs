@@ -88,6 +88,11 @@ pub struct TornTail {
 pub enum Corruption {
     #[error("bad record length {len} (must be 1..={max})", max = record::MAX_RECORD_LEN)]
     BadLength { len: u32 },
+    #[error(
+        "record length {len} fails its check ({check:08x}): a damaged record header (or a WAL \
+         written before stet's WAL format had length checks)"
+    )]
+    BadLengthCheck { len: u32, check: u32 },
     #[error("crc mismatch: expected {expected:08x}, found {found:08x}")]
     CrcMismatch { expected: u32, found: u32 },
     #[error("unknown record kind {kind}")]

@@ -1,15 +1,20 @@
 //! The WAL record codec: pure functions between [`Record`]s and framed, crc-chained bytes.
 //!
-//! Frame: `[len: u32 LE][crc: u32 LE][kind: u8][payload]`, where `len` covers kind and payload and
-//! `crc` is crc32 over kind and payload, seeded with the previous record's crc. Never interprets
-//! entry data, never panics on any input bytes.
+//! Frame: `[len: u32 LE][len_check: u32 LE][crc: u32 LE][kind: u8][payload]`, where `len` covers
+//! kind and payload, `len_check` is crc32 over the four bytes of `len`, and `crc` is crc32 over
+//! kind and payload, seeded with the previous record's crc. The length has a check of its own
+//! because a damaged length is otherwise indistinguishable from a torn write: a length that points
+//! past the end of the log would be taken for a record cut short and the synced records after it
+//! dropped as a torn tail. Never interprets entry data, never panics on any input bytes.
 
 use raft::eraftpb::{Entry, EntryType, HardState};
 
 use super::{Corruption, Metadata};
 
-/// Bytes before the kind: length and crc.
-pub const HEADER_LEN: usize = 8;
+/// Bytes before the kind: length, its check, and crc.
+pub const HEADER_LEN: usize = 12;
+/// Bytes of the length and its check, which must be whole before a frame's length is trusted.
+const LENGTH_LEN: usize = 8;
 /// The largest `len` a frame may declare (kind + payload).
 pub const MAX_RECORD_LEN: u32 = 64 * 1024 * 1024;
 
@@ -90,8 +95,14 @@ pub fn encode(record: &Record, prev_crc: u32, out: &mut Vec<u8>) -> Result<u32, 
     };
     let crc = chained_crc(prev_crc, &out[start + HEADER_LEN..]);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&length_check(len).to_le_bytes());
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
     Ok(crc)
+}
+
+/// The check written after a frame's length.
+fn length_check(len: u32) -> u32 {
+    crc32fast::hash(&len.to_le_bytes())
 }
 
 fn encode_payload(record: &Record, out: &mut Vec<u8>) {
@@ -175,14 +186,21 @@ pub enum Framed<'a> {
 
 /// Reads the frame at the front of `buf` (which must not be empty).
 pub fn read_frame(buf: &[u8]) -> Result<Framed<'_>, Corruption> {
-    let Some((header, rest)) = buf.split_first_chunk::<HEADER_LEN>() else {
+    let Some(length) = buf.first_chunk::<LENGTH_LEN>() else {
         return Ok(Framed::Incomplete);
     };
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    let stored_crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let len = u32::from_le_bytes([length[0], length[1], length[2], length[3]]);
+    let check = u32::from_le_bytes([length[4], length[5], length[6], length[7]]);
+    if check != length_check(len) {
+        return Err(Corruption::BadLengthCheck { len, check });
+    }
     if len == 0 || len > MAX_RECORD_LEN {
         return Err(Corruption::BadLength { len });
     }
+    let Some((header, rest)) = buf.split_first_chunk::<HEADER_LEN>() else {
+        return Ok(Framed::Incomplete);
+    };
+    let stored_crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
     let len = len as usize;
     match rest.get(..len) {
         None => Ok(Framed::Incomplete),
@@ -407,20 +425,46 @@ mod tests {
         }
     }
 
+    /// A length field with a valid check, followed by zeros.
+    fn header_with_length(len: u32) -> Vec<u8> {
+        let mut buf = len.to_le_bytes().to_vec();
+        buf.extend_from_slice(&length_check(len).to_le_bytes());
+        buf.extend_from_slice(&[0; 8]);
+        buf
+    }
+
     #[test]
     fn a_zero_length_frame_is_rejected() {
-        let buf = [0u8; 16];
+        let buf = header_with_length(0);
         assert_eq!(read_frame(&buf), Err(Corruption::BadLength { len: 0 }));
     }
 
     #[test]
     fn an_absurd_length_is_rejected_before_reading_the_body() {
-        let mut buf = vec![0xff, 0xff, 0xff, 0x7f];
-        buf.extend_from_slice(&[0; 8]);
+        let buf = header_with_length(0x7fff_ffff);
         assert!(matches!(
             read_frame(&buf),
             Err(Corruption::BadLength { len: 0x7fff_ffff })
         ));
+    }
+
+    /// A flipped bit in a length that then points past the end of the log is a damaged header,
+    /// not a torn write: it must not be taken for an incomplete record (which would drop every
+    /// synced record after it as a torn tail).
+    #[test]
+    fn a_flipped_bit_in_any_length_is_corruption_not_a_torn_tail() {
+        let mut buf = Vec::new();
+        encode(&Record::Crc(7), 0, &mut buf).unwrap();
+        encode(&Record::SnapshotMarker { index: 1, term: 2 }, 3, &mut buf).unwrap();
+        for bit in 0..32 {
+            let mut damaged = buf.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                matches!(read_frame(&damaged), Err(Corruption::BadLengthCheck { .. })),
+                "bit {bit}: {:?}",
+                read_frame(&damaged)
+            );
+        }
     }
 
     #[test]
@@ -456,6 +500,6 @@ mod tests {
         let crc_a = encode(&rec, 0, &mut a).unwrap();
         let crc_b = encode(&rec, 1, &mut b).unwrap();
         assert_ne!(crc_a, crc_b);
-        assert_eq!(a[8..], b[8..]);
+        assert_eq!(a[HEADER_LEN..], b[HEADER_LEN..]);
     }
 }

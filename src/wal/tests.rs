@@ -244,6 +244,33 @@ fn a_torn_tail_of_the_last_segment_is_cut_and_reported() {
     assert_eq!(rec.entries, entries(1, 4, 1));
 }
 
+/// A bit flipped in the length of a synced record in the middle of the last segment, so that it
+/// points past the end of the file, must stop the member rather than drop the synced records after
+/// it as a torn tail (as a length without a check of its own did).
+#[test]
+fn a_damaged_length_in_the_last_segment_is_an_error_not_a_torn_tail() {
+    let mut wal = wal_with_segments(3);
+    let last = wal.segment_paths().pop().unwrap();
+    let start = wal.disk().read(&last).unwrap().len();
+    wal.append(&entries(4, 6, 1), None).unwrap();
+    wal.sync().unwrap();
+    let mut disk = wal.into_disk();
+    // The high byte of the first appended record's length: now it points far past the end.
+    disk.corrupt_byte(&last, start + 3, 0x01).unwrap();
+    let err = open_err(disk);
+    let WalError::Corrupt {
+        file,
+        offset,
+        detail,
+    } = &err
+    else {
+        panic!("expected corruption, got {err}");
+    };
+    assert_eq!(file, &last);
+    assert_eq!(*offset, start as u64);
+    assert!(matches!(detail, Corruption::BadLengthCheck { .. }), "{err}");
+}
+
 #[test]
 fn a_crc_break_in_a_middle_segment_is_an_error_naming_the_file_and_offset() {
     let wal = wal_with_segments(40);

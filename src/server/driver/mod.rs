@@ -13,7 +13,7 @@ mod own_snapshot;
 mod publish;
 mod streams;
 
-pub use streams::{TOO_SLOW, WATCH_STREAM_BUFFER};
+pub use streams::TOO_SLOW;
 
 use std::collections::BTreeMap;
 use std::future::pending;
@@ -27,7 +27,7 @@ use self::commit::{GroupCommit, Next};
 use self::own_snapshot::OwnSnapshots;
 use self::publish::Publish;
 use self::streams::{Delivery, Streams};
-use super::env::{BoxDisk, BoxFuture, Checkpoint, Environment};
+use super::env::{BoxDisk, BoxFuture, Checkpoint, Environment, Mistake};
 use super::handle::{Command, DriverHandle, COMMAND_QUEUE};
 use super::metrics::Metrics;
 use super::peer::Transport;
@@ -226,6 +226,7 @@ impl Driver {
                     // Durable entries are committed and applied inside this call.
                     self.node.handle(now, Input::Persisted { ready_number });
                     self.metrics.backend_commit.observe(started.elapsed());
+                    self.env.persisted(&self.node);
                     continue;
                 }
                 Next::Sync => {
@@ -424,6 +425,7 @@ impl Driver {
             .begin_sync()
             .map_err(|e| Exit::Fatal(format!("fsync failed: {e}")))?;
         match path {
+            Some(_) if self.env.planted(Mistake::SkipGroupCommitFsync) => self.commit.synced(),
             Some(path) => {
                 self.sync = Some(Sync {
                     done: self.env.sync_file(path),
@@ -474,7 +476,11 @@ impl Driver {
     }
 
     fn deliver_watch(&mut self, stream: StreamId, response: pb::WatchResponse) {
-        if self.streams.deliver(stream, response, &self.log) == Delivery::Closed {
+        let drop_when_full = self.env.planted(Mistake::DropWatchResponseWhenFull);
+        let delivery = self
+            .streams
+            .deliver(stream, response, drop_when_full, &self.log);
+        if delivery == Delivery::Closed {
             self.close_watches(stream);
         }
     }

@@ -1,7 +1,7 @@
-//! Watch delivery: each watch stream's responses go into its bounded channel. A stream whose
-//! client falls `WATCH_STREAM_BUFFER` responses behind is ended with an error once the client has
-//! read what is buffered (it re-creates its watches from the last revision it saw), and its
-//! watches are closed in the node: a response is never dropped from a stream that goes on.
+//! Watch delivery: each watch stream's responses go into its bounded channel (`Limits`). A stream
+//! whose client falls that far behind is ended with an error once the client has read what is
+//! buffered (it re-creates its watches from the last revision it saw), and its watches are closed
+//! in the node: a response is never dropped from a stream that goes on.
 
 use std::collections::BTreeMap;
 
@@ -11,9 +11,6 @@ use tonic::Status;
 use crate::proto::etcdserverpb as pb;
 use crate::server::handle::WatchSender;
 use crate::watch::StreamId;
-
-/// Watch responses buffered per stream.
-pub const WATCH_STREAM_BUFFER: usize = 1024;
 
 /// The message a stream that fell too far behind ends with.
 pub const TOO_SLOW: &str =
@@ -43,11 +40,13 @@ impl Streams {
         self.senders.remove(&stream);
     }
 
-    /// Queues `response` on its stream.
+    /// Queues `response` on its stream. (`drop_when_full` is a planted mistake of the
+    /// simulator's self-test: drop the response and go on.)
     pub fn deliver(
         &mut self,
         stream: StreamId,
         response: pb::WatchResponse,
+        drop_when_full: bool,
         log: &slog::Logger,
     ) -> Delivery {
         let Some(sender) = self.senders.get(&stream) else {
@@ -59,6 +58,7 @@ impl Streams {
                 self.senders.remove(&stream);
                 Delivery::Closed
             }
+            Err(TrySendError::Full(_)) if drop_when_full => Delivery::Queued,
             Err(TrySendError::Full(_)) => {
                 slog::warn!(log, "watch stream too slow; closing it"; "stream" => stream);
                 if let Some(sender) = self.senders.remove(&stream) {

@@ -1,0 +1,147 @@
+//! The simulated machine a member process runs on: the production runtime (`stet::server`) takes
+//! its clock, disk, fsync and seed from here. The clock is the member's skewed, drifting clock
+//! (`clock`); the disk is the member's `SharedDisk`, which outlives the process; an fsync takes a
+//! simulated time with a long tail, so a crash can land between a write and its fsync and a
+//! leader's own fsync may finish after its followers' acknowledgements. The runtime's hooks feed
+//! the oracles (`report`) and let the nemesis crash the member at chosen points.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+
+use stet::disk::{Disk, DiskError};
+use stet::node::{Node, NodeConfig};
+use stet::server::env::{BoxDisk, BoxFuture, Checkpoint, Environment, Limits, Mistake, StartKind};
+use stet::time::Instant;
+use stet::wal::WalOptions;
+
+use crate::report::Reporter;
+use crate::wait::Deadline;
+use crate::world::{lock, CrashPoint, World};
+
+/// One start of one member on the simulated machine.
+pub struct SimEnvironment {
+    world: Arc<World>,
+    member: u64,
+    seed: u64,
+    reporter: Mutex<Reporter>,
+}
+
+impl SimEnvironment {
+    pub fn new(world: Arc<World>, member: u64) -> Arc<Self> {
+        let seed = world.next_seed(member);
+        Arc::new(SimEnvironment {
+            reporter: Mutex::new(Reporter::new(world.clone(), member)),
+            world,
+            member,
+            seed,
+        })
+    }
+
+    fn crash_point(&self, point: CrashPoint) -> Option<BoxFuture<()>> {
+        let wait = self.world.reached(self.member, point)?;
+        Some(Box::pin(wait))
+    }
+
+    /// How long the next fsync takes: usually short, now and then very long.
+    fn fsync_latency(&self) -> Duration {
+        let settings = lock(&self.world.settings).clone();
+        let mut rng = madsim::rand::thread_rng();
+        let (low, high) = if rng.gen_bool(settings.slow_fsync_rate) {
+            settings.slow_fsync_latency_us
+        } else {
+            settings.fsync_latency_us
+        };
+        Duration::from_micros(rng.gen_range(low..=high))
+    }
+}
+
+impl Environment for SimEnvironment {
+    fn now(&self) -> Instant {
+        self.world.local_now(self.member)
+    }
+
+    fn sleep_until(&self, at: Instant) -> BoxFuture<()> {
+        Box::pin(Deadline::after(self.world.global_wait(self.member, at)))
+    }
+
+    fn disk(&self) -> BoxDisk {
+        Box::new(self.world.disk(self.member))
+    }
+
+    fn sync_file(&self, path: PathBuf) -> BoxFuture<Result<(), DiskError>> {
+        let point = if path.extension().is_some_and(|e| e == "tmp") {
+            CrashPoint::SnapshotWriting
+        } else {
+            CrashPoint::BeforeFsync
+        };
+        let crash = self.crash_point(point);
+        let latency = Deadline::after(self.fsync_latency());
+        let mut disk = self.world.disk(self.member);
+        Box::pin(async move {
+            if let Some(crash) = crash {
+                crash.await;
+            }
+            latency.await;
+            disk.sync(&path)
+        })
+    }
+
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    fn wal_options(&self) -> WalOptions {
+        self.world.wal_options()
+    }
+
+    fn adjust_node_config(&self, config: &mut NodeConfig) {
+        self.world.adjust_node_config(config);
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            watch_stream_buffer: lock(&self.world.settings).watch_stream_buffer,
+        }
+    }
+
+    fn planted(&self, mistake: Mistake) -> bool {
+        lock(&self.world.settings).planted == Some(mistake)
+    }
+
+    fn started(&self, node: &Node, kind: StartKind) {
+        lock(&self.reporter).started(node, kind);
+    }
+
+    fn persisted(&self, node: &Node) {
+        lock(&self.world.durable).insert(self.member, node.durable_marks());
+    }
+
+    fn leader_changed(&self, node: &Node, term: u64, leader: Option<u64>) {
+        let leader = leader.unwrap_or(0);
+        self.world.trace(format!(
+            "member {:x} sees leader {leader:x} in term {term}",
+            node.id().0
+        ));
+        if leader != 0 {
+            lock(&self.world.observer).leader(term, leader);
+        }
+    }
+
+    fn after_turn(&self, node: &Node) -> Option<BoxFuture<()>> {
+        let point = lock(&self.reporter).report(node)?;
+        self.crash_point(point)
+    }
+
+    fn checkpoint(&self, point: Checkpoint) -> Option<BoxFuture<()>> {
+        let point = match point {
+            Checkpoint::ReceivedSnapshotFile | Checkpoint::OwnSnapshotFile => {
+                CrashPoint::SnapshotFile
+            }
+            Checkpoint::VoteSent => CrashPoint::VoteSent,
+        };
+        self.crash_point(point)
+    }
+}
