@@ -105,9 +105,16 @@ pub fn encode_frame(kind: FrameKind, payload: &[u8], out: &mut Vec<u8>) {
 /// Appends an encoded raft message as one `Raft` frame, or as `RaftPart` frames and a final `Raft`
 /// frame when it is larger than a frame.
 pub fn encode_raft_message(message: &[u8], out: &mut Vec<u8>) {
+    encode_raft_message_in_parts(message, MAX_FRAME_PAYLOAD, out);
+}
+
+/// Like [`encode_raft_message`], cutting the message into parts of at most `part_bytes` (at least
+/// 1, at most a frame's payload).
+pub fn encode_raft_message_in_parts(message: &[u8], part_bytes: usize, out: &mut Vec<u8>) {
+    let part_bytes = part_bytes.clamp(1, MAX_FRAME_PAYLOAD);
     let mut rest = message;
-    while rest.len() > MAX_FRAME_PAYLOAD {
-        let (part, tail) = rest.split_at(MAX_FRAME_PAYLOAD);
+    while rest.len() > part_bytes {
+        let (part, tail) = rest.split_at(part_bytes);
         encode_frame(FrameKind::RaftPart, part, out);
         rest = tail;
     }
@@ -305,6 +312,27 @@ mod tests {
             payload: vec![1, 2],
         };
         assert_eq!(reassembler.accept(small).unwrap(), Some(vec![1, 2]));
+    }
+
+    #[test]
+    fn a_message_cut_into_small_parts_comes_back_whole_and_a_cut_stream_yields_nothing() {
+        let message: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let mut bytes = Vec::new();
+        encode_raft_message_in_parts(&message, 64, &mut bytes);
+        let frames = decode_all(&bytes, 7).unwrap();
+        assert_eq!(frames.len(), 1000usize.div_ceil(64));
+        let mut reassembler = RaftReassembler::default();
+        let whole: Vec<Vec<u8>> = frames
+            .iter()
+            .filter_map(|f| reassembler.accept(f.clone()).unwrap())
+            .collect();
+        assert_eq!(whole, vec![message]);
+        // A stream cut half-way leaves only whole frames, none of them the message's last.
+        let cut = decode_all(&bytes[..bytes.len() / 2], 7).unwrap();
+        let mut reassembler = RaftReassembler::default();
+        assert!(cut
+            .into_iter()
+            .all(|f| reassembler.accept(f).unwrap().is_none()));
     }
 
     #[test]

@@ -13,7 +13,9 @@ use rand::Rng;
 
 use stet::disk::{Disk, DiskError};
 use stet::node::{Node, NodeConfig};
-use stet::server::env::{BoxDisk, BoxFuture, Checkpoint, Environment, Limits, Mistake, StartKind};
+use stet::server::env::{
+    BoxDisk, BoxFuture, Checkpoint, Environment, Limits, Mistake, StartKind, WriteFault,
+};
 use stet::time::Instant;
 use stet::wal::WalOptions;
 
@@ -102,9 +104,31 @@ impl Environment for SimEnvironment {
     }
 
     fn limits(&self) -> Limits {
+        let settings = lock(&self.world.settings);
         Limits {
-            watch_stream_buffer: lock(&self.world.settings).watch_stream_buffer,
+            watch_stream_buffer: settings.watch_stream_buffer,
+            peer_message_part_bytes: settings.peer_message_part_bytes,
         }
+    }
+
+    fn peer_write_fault(&self, to: u64, len: usize) -> Option<WriteFault> {
+        let rate = lock(&self.world.settings).peer_fault_rate;
+        let mut rng = madsim::rand::thread_rng();
+        if rate == 0.0 || !rng.gen_bool(rate) {
+            return None;
+        }
+        let after = rng.gen_range(0..len.max(1));
+        let fault = if rng.gen_bool(0.5) {
+            WriteFault::Reset { after }
+        } else {
+            let pause = Duration::from_millis(rng.gen_range(50..2_000));
+            WriteFault::Stall { after, pause }
+        };
+        self.world.trace(format!(
+            "member {:x}: write of {len} bytes to {to:x} meets {fault:?}",
+            self.member
+        ));
+        Some(fault)
     }
 
     fn planted(&self, mistake: Mistake) -> bool {
@@ -136,6 +160,12 @@ impl Environment for SimEnvironment {
     }
 
     fn checkpoint(&self, point: Checkpoint) -> Option<BoxFuture<()>> {
+        if point == Checkpoint::ReceivedSnapshotFile {
+            self.world.trace(format!(
+                "member {:x} installs a snapshot from the leader",
+                self.member
+            ));
+        }
         let point = match point {
             Checkpoint::ReceivedSnapshotFile | Checkpoint::OwnSnapshotFile => {
                 CrashPoint::SnapshotFile

@@ -29,6 +29,8 @@ pub enum Fault {
     OneWay,
     /// Drop and duplicate packets.
     Lossy,
+    /// Cut peer connections part-way through a write, or stall them mid-frame.
+    PeerFaults,
     /// Kill a member (the leader half the time); its disk loses unsynced writes or tears them.
     Crash,
     /// Kill a member and flip a bit of its unsynced disk state; it must repair or refuse to start.
@@ -175,6 +177,15 @@ impl Nemesis {
                 madsim::time::sleep(hold).await;
                 self.heal_network();
             }
+            Fault::PeerFaults => {
+                let rate = madsim::rand::thread_rng().gen_range(0.05..0.3);
+                self.world.trace(format!(
+                    "nemesis: peer connections reset or stall mid-write ({rate:.2} of writes)"
+                ));
+                lock(&self.world.settings).peer_fault_rate = rate;
+                madsim::time::sleep(hold).await;
+                self.heal_network();
+            }
             Fault::Crash | Fault::DiskCorruption => {
                 let corrupted = *lock(&self.corrupted);
                 let victim = match (fault, corrupted) {
@@ -312,7 +323,11 @@ impl Nemesis {
             }
         }
         net.update_config(|c| c.packet_loss_rate = 0.0);
-        lock(&self.world.settings).duplicate_rate = 0.0;
+        {
+            let mut settings = lock(&self.world.settings);
+            settings.duplicate_rate = 0.0;
+            settings.peer_fault_rate = 0.0;
+        }
         self.world.trace("nemesis: network healed");
     }
 }

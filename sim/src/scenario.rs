@@ -61,6 +61,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario("calm", vec![]),
         scenario("partition", vec![Partition, IsolateLeader, OneWay]),
         scenario("lossy", vec![Lossy]),
+        scenario("transport", vec![PeerFaults, Crash, IsolateLeader]),
         scenario("crash", vec![Crash, CrashAtPoint]),
         scenario("pause", vec![Pause]),
         Scenario {
@@ -96,6 +97,7 @@ pub fn scenarios() -> Vec<Scenario> {
                     IsolateLeader,
                     OneWay,
                     Lossy,
+                    PeerFaults,
                     Crash,
                     CrashAtPoint,
                     Pause,

@@ -54,6 +54,10 @@ pub struct Settings {
     pub watch_stream_buffer: usize,
     /// Events per watch catch-up response (small, so catch-ups take several).
     pub watch_max_events_per_response: usize,
+    /// Raft messages larger than this go to peers in parts (small, so snapshots are split).
+    pub peer_message_part_bytes: usize,
+    /// How often a write to a peer connection is cut (reset) or stalls part-way.
+    pub peer_fault_rate: f64,
     /// How often watchers created with `progress_notify` get a periodic progress response.
     pub watch_progress_interval: Duration,
     /// Now and then an fsync takes this long instead (the long tail of a real disk).
@@ -78,6 +82,8 @@ impl Settings {
             planted: None,
             watch_stream_buffer: 8,
             watch_max_events_per_response: 4,
+            peer_message_part_bytes: 1024,
+            peer_fault_rate: 0.0,
             watch_progress_interval: Duration::from_secs(2),
             slow_fsync_latency_us: (10_000, 200_000),
             slow_fsync_rate: 0.02,

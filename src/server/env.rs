@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::time::Duration;
 
 use crate::disk::{Disk, DiskError};
 use crate::node::{Node, NodeConfig};
@@ -58,14 +59,26 @@ pub struct Limits {
     /// Watch responses buffered per stream; a stream that falls this far behind is ended with
     /// an error (its client resumes from the last revision it saw).
     pub watch_stream_buffer: usize,
+    /// Raft messages larger than this travel to a peer in parts (snapshots).
+    pub peer_message_part_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             watch_stream_buffer: 1024,
+            peer_message_part_bytes: crate::peer_wire::MAX_FRAME_PAYLOAD,
         }
     }
+}
+
+/// What goes wrong with one write to a peer connection (only a simulator says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFault {
+    /// The connection is reset after the first `after` bytes of the write reached the peer.
+    Reset { after: usize },
+    /// The connection stalls for `pause` after the first `after` bytes, then goes on.
+    Stall { after: usize, pause: Duration },
 }
 
 /// Mistakes the simulator's self-tests plant in the runtime, to prove that its oracles catch
@@ -106,6 +119,12 @@ pub trait Environment: Send + Sync + 'static {
     /// Bounds of the runtime's buffers.
     fn limits(&self) -> Limits {
         Limits::default()
+    }
+
+    /// What goes wrong with a write of `len` bytes to peer `to`'s connection (nothing, on a real
+    /// machine: its faults show up as errors of the write itself).
+    fn peer_write_fault(&self, _to: u64, _len: usize) -> Option<WriteFault> {
+        None
     }
 
     /// Whether a self-test planted `mistake` (never, outside the simulator's self-tests).

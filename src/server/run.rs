@@ -160,12 +160,19 @@ fn spawn_member(
     let addresses = peer::AddressBook::default();
     let metrics = Arc::new(Metrics::default());
     let limits = env.limits();
-    let (mut driver, handle) =
-        Driver::new(env, node, storage, stopped.clone(), metrics, log.clone());
+    let (mut driver, handle) = Driver::new(
+        env.clone(),
+        node,
+        storage,
+        stopped.clone(),
+        metrics,
+        log.clone(),
+    );
     driver.attach_transport(Transport::new(
         identity,
         handle.clone(),
         addresses.clone(),
+        env,
         log.clone(),
     ));
     driver.seed_members(seed_members);

@@ -17,6 +17,7 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::sync::{mpsc, watch};
 
 use self::conn::{dial, Identity, PeerError};
+use super::env::{Environment, WriteFault};
 use super::handle::DriverHandle;
 use crate::peer_wire;
 use crate::proto::etcdserverpb as pb;
@@ -77,6 +78,7 @@ pub struct Transport {
     log: slog::Logger,
     identity: Identity,
     driver: DriverHandle,
+    env: Arc<dyn Environment>,
     links: HashMap<u64, Link>,
     addresses: AddressBook,
 }
@@ -86,12 +88,14 @@ impl Transport {
         identity: Identity,
         driver: DriverHandle,
         addresses: AddressBook,
+        env: Arc<dyn Environment>,
         log: slog::Logger,
     ) -> Self {
         Transport {
             log,
             identity,
             driver,
+            env,
             links: HashMap::new(),
             addresses,
         }
@@ -125,23 +129,31 @@ impl Transport {
                     });
                 }
                 None => {
-                    let (urls, urls_rx) = watch::channel(member.peer_ur_ls.clone());
-                    let (queue, queue_rx) = mpsc::channel(PEER_QUEUE);
-                    let writer = PeerWriter {
-                        log: self.log.new(slog::o!("peer" => format!("{:x}", member.id))),
-                        identity: self.identity,
-                        to: member.id,
-                        urls: urls_rx,
-                        queue: queue_rx,
-                        driver: self.driver.clone(),
-                    };
-                    tokio::spawn(writer.run());
-                    self.links.insert(member.id, Link { urls, queue });
+                    let link = self.spawn_writer(member);
+                    self.links.insert(member.id, link);
                 }
             }
         }
         self.links.retain(|id, _| book.contains_key(id));
         self.addresses.replace(book, removed);
+    }
+
+    /// Starts the writer task of a new peer.
+    fn spawn_writer(&self, member: &pb::Member) -> Link {
+        let (urls, urls_rx) = watch::channel(member.peer_ur_ls.clone());
+        let (queue, queue_rx) = mpsc::channel(PEER_QUEUE);
+        let writer = PeerWriter {
+            log: self.log.new(slog::o!("peer" => format!("{:x}", member.id))),
+            identity: self.identity,
+            to: member.id,
+            urls: urls_rx,
+            queue: queue_rx,
+            driver: self.driver.clone(),
+            env: self.env.clone(),
+            part_bytes: self.env.limits().peer_message_part_bytes,
+        };
+        tokio::spawn(writer.run());
+        Link { urls, queue }
     }
 
     /// Queues `message` for its peer. A message for an unknown peer, or one whose queue is full,
@@ -167,25 +179,41 @@ struct PeerWriter {
     urls: watch::Receiver<Vec<String>>,
     queue: mpsc::Receiver<Message>,
     driver: DriverHandle,
+    env: Arc<dyn Environment>,
+    part_bytes: usize,
+}
+
+/// Why a writer stopped sending on a connection.
+enum Stopped {
+    /// The queue closed: the peer left the membership or the member is stopping.
+    QueueClosed,
+    /// A write failed; the connection is gone.
+    WriteFailed,
 }
 
 impl PeerWriter {
+    /// Dials the peer when there is something to send, sends until the connection fails, and
+    /// dials again with backoff; ends when the queue closes or the peer says this member was
+    /// removed.
     async fn run(mut self) {
         let mut backoff = MIN_BACKOFF;
         let mut active = true;
-        // A message taken from the queue but not yet sent.
-        let mut carried: Option<Message> = None;
         loop {
-            let first = match carried.take() {
-                Some(message) => message,
-                None => match self.queue.recv().await {
-                    Some(message) => message,
-                    None => return,
-                },
+            let Some(first) = self.queue.recv().await else {
+                return;
             };
-            let connected = self.connect().await;
-            let mut stream = match connected {
-                Ok(stream) => stream,
+            match self.connect().await {
+                Ok(stream) => {
+                    if !active {
+                        slog::info!(self.log, "peer became active");
+                    }
+                    backoff = MIN_BACKOFF;
+                    match self.send_until_failure(stream, first).await {
+                        Stopped::QueueClosed => return,
+                        // Logged already; the next dial failure need not be.
+                        Stopped::WriteFailed => active = false,
+                    }
+                }
                 Err(PeerError::Removed) => {
                     self.driver.report_removed(self.to).await;
                     return;
@@ -201,58 +229,86 @@ impl PeerWriter {
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
                 }
-            };
-            if !active {
-                slog::info!(self.log, "peer became active");
             }
-            backoff = MIN_BACKOFF;
-            let mut next = Some(first);
-            let mut bytes = Vec::new();
-            let mut snapshots = Vec::new();
-            loop {
-                let message = match next.take() {
+        }
+    }
+
+    /// Sends `first` and then every queued message on `stream`, in batches, until a write fails
+    /// or the queue closes.
+    async fn send_until_failure(
+        &mut self,
+        mut stream: conn::FramedStream,
+        first: Message,
+    ) -> Stopped {
+        let mut next = Some(first);
+        let mut bytes = Vec::new();
+        let mut snapshots = 0;
+        loop {
+            let message = match next.take() {
+                Some(message) => message,
+                None => match self.queue.recv().await {
                     Some(message) => message,
-                    None => match self.queue.recv().await {
-                        Some(message) => message,
-                        None => return,
-                    },
-                };
-                bytes.clear();
-                snapshots.clear();
-                let mut batch = Some(message);
-                while let Some(message) = batch.take() {
-                    if message.get_msg_type() == MessageType::MsgSnapshot {
-                        snapshots.push(message.to);
-                    }
-                    match protobuf::Message::write_to_bytes(&message) {
-                        Ok(encoded) => peer_wire::encode_raft_message(&encoded, &mut bytes),
-                        Err(error) => {
-                            slog::error!(self.log, "cannot encode a raft message; dropped"; "error" => %error)
-                        }
-                    }
-                    if bytes.len() < BATCH_BYTES {
-                        batch = self.queue.try_recv().ok();
-                    }
+                    None => return Stopped::QueueClosed,
+                },
+            };
+            bytes.clear();
+            snapshots = self.encode_batch(message, &mut bytes, snapshots);
+            let written = self.write_batch(&mut stream, &bytes).await;
+            for _ in 0..std::mem::take(&mut snapshots) {
+                self.driver.report_snapshot(self.to, written.is_ok());
+            }
+            if let Err(error) = written {
+                slog::warn!(self.log, "lost the connection to a peer"; "error" => %error);
+                self.driver.report_unreachable(self.to, false);
+                return Stopped::WriteFailed;
+            }
+        }
+    }
+
+    /// Encodes `first` and whatever else is queued, up to a batch's worth, into `bytes`; returns
+    /// `snapshots` plus the snapshots among them.
+    fn encode_batch(&mut self, first: Message, bytes: &mut Vec<u8>, mut snapshots: usize) -> usize {
+        let mut batch = Some(first);
+        while let Some(message) = batch.take() {
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                snapshots += 1;
+            }
+            match protobuf::Message::write_to_bytes(&message) {
+                Ok(encoded) => {
+                    peer_wire::encode_raft_message_in_parts(&encoded, self.part_bytes, bytes)
                 }
-                match stream.write_all(&bytes).await {
-                    Ok(()) => {
-                        for _ in &snapshots {
-                            self.driver.report_snapshot(self.to, true);
-                        }
-                    }
-                    Err(error) => {
-                        slog::warn!(self.log, "lost the connection to a peer"; "error" => %error);
-                        // Logged just now; the next dial failure need not be.
-                        active = false;
-                        self.driver.report_unreachable(self.to, false);
-                        for _ in &snapshots {
-                            self.driver.report_snapshot(self.to, false);
-                        }
-                        break;
-                    }
+                Err(error) => {
+                    slog::error!(self.log, "cannot encode a raft message; dropped"; "error" => %error)
                 }
+            }
+            if bytes.len() < BATCH_BYTES {
+                batch = self.queue.try_recv().ok();
+            }
+        }
+        snapshots
+    }
+
+    /// Writes a batch, suffering whatever fault the environment says this write meets.
+    async fn write_batch(
+        &self,
+        stream: &mut conn::FramedStream,
+        bytes: &[u8],
+    ) -> Result<(), PeerError> {
+        match self.env.peer_write_fault(self.to, bytes.len()) {
+            None => stream.write_all(bytes).await,
+            Some(WriteFault::Reset { after }) => {
+                let _ = stream.write_all(&bytes[..after.min(bytes.len())]).await;
+                Err(PeerError::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset by peer",
+                )))
+            }
+            Some(WriteFault::Stall { after, pause }) => {
+                let (head, tail) = bytes.split_at(after.min(bytes.len()));
+                stream.write_all(head).await?;
+                tokio::time::sleep(pause).await;
+                stream.write_all(tail).await
             }
         }
     }
