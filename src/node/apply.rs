@@ -29,6 +29,12 @@ impl Node {
                 self.applied_index + 1,
                 "committed entries must be applied in order without gaps"
             );
+            assert!(
+                entry.index <= self.raw.raft.raft_log.committed,
+                "entry {} applied beyond the commit index {}",
+                entry.index,
+                self.raw.raft.raft_log.committed
+            );
             match entry.get_entry_type() {
                 EntryType::EntryNormal => self.apply_normal(&entry),
                 EntryType::EntryConfChange => self.apply_conf_change(&entry),
@@ -55,7 +61,7 @@ impl Node {
         let applied = self.state.apply(body, self.now, is_leader);
         if !applied.events.is_empty() {
             let revision = self.state.kv.current_revision();
-            debug_assert!(revision > revision_before, "events without a new revision");
+            assert!(revision > revision_before, "events without a new revision");
             for (stream, response) in self.watches.notify(&applied.events, revision) {
                 self.emit_watch(stream, response);
             }

@@ -56,6 +56,11 @@ pub enum Input {
     TransferLeader(MemberId),
 }
 
+/// Outputs that may wait to be polled. Each input produces a bounded number (raft's messages and
+/// entries are bounded by its inflight and size limits, replies by the pending requests), and the
+/// driver polls them all between turns; more than this means a driver that stopped polling.
+pub const MAX_QUEUED_OUTPUTS: usize = 1 << 20;
+
 /// A persist the driver has not reported durable yet: the messages that wait for it, and the
 /// hard state it writes.
 #[derive(Debug)]
@@ -330,7 +335,12 @@ impl Node {
             }
             return;
         }
-        self.now = self.now.max(now);
+        assert!(
+            now >= self.now,
+            "the driver's clock went backwards: {now:?} after {:?}",
+            self.now
+        );
+        self.now = now;
         self.advance_time();
         match input {
             Input::Tick => {}
@@ -352,6 +362,11 @@ impl Node {
         if !self.removed && !self.failed {
             self.maybe_snapshot();
         }
+        assert!(
+            self.outputs.len() <= MAX_QUEUED_OUTPUTS,
+            "{} outputs queued: the driver must drain them between inputs",
+            self.outputs.len()
+        );
     }
 
     /// Peer messages dropped because no correct peer sends them, and why the last one was.

@@ -20,6 +20,10 @@ use crate::proto::stetpeerpb::{self as peerpb, forward_reply, forward_request};
 use crate::server::handle::DriverHandle;
 use crate::server::status::to_status;
 
+/// Forwarded requests waiting for the leader's answer on one connection; past it, requests are
+/// refused with "too many requests" (answers or timeouts free places).
+const MAX_WAITING: usize = 4096;
+
 /// How long a forwarded request may take before the follower answers "request timed out".
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -128,6 +132,10 @@ impl Forwarder {
             if let Some(link) = links.get(&leader) {
                 if !link.requests.is_closed() {
                     if let Ok(mut waiting) = link.waiting.lock() {
+                        // A bound on the table: a leader that stopped answering gets no more.
+                        if waiting.len() >= MAX_WAITING {
+                            return Err(ClientError::TooManyRequests);
+                        }
                         waiting.insert(id, reply);
                     }
                     return Ok(link.requests.clone());
