@@ -21,7 +21,7 @@ use stet::wal::WalOptions;
 
 use crate::report::Reporter;
 use crate::wait::Deadline;
-use crate::world::{lock, CrashPoint, World};
+use crate::world::{lock, CrashPoint, SelfTest, World};
 
 /// One start of one member on the simulated machine.
 pub struct SimEnvironment {
@@ -132,7 +132,7 @@ impl Environment for SimEnvironment {
     }
 
     fn planted(&self, mistake: Mistake) -> bool {
-        lock(&self.world.settings).planted == Some(mistake)
+        lock(&self.world.settings).self_test == Some(SelfTest::Mistake(mistake))
     }
 
     fn started(&self, node: &Node, kind: StartKind) {

@@ -2,10 +2,13 @@
 //! namespace, which the register checker never sees, because a revoke deletes keys behind its
 //! back), keep them alive, read the keys, and revoke them or let them expire; and the lease oracle.
 //!
-//! Expiry timing depends on the leader's clock, so the oracle checks only safety: once a lease is
-//! known to be dead — its revoke was acknowledged, or a linearizable read found one of its keys gone
-//! (keys are written once and only a revoke deletes them) — no later linearizable read returns its
-//! keys, no later keep-alive succeeds, and no later put can attach a key to it.
+//! The oracle checks safety: once a lease is known to be dead — its revoke was acknowledged, or a
+//! linearizable read found one of its keys gone (keys are written once and only a revoke deletes
+//! them) — no later linearizable read returns its keys, no later keep-alive succeeds, and no later
+//! put can attach a key to it. And timing: a lease the cluster expired (its revoke applied with no
+//! client revoke asked for before) did not expire sooner after its last acknowledged grant or
+//! keep-alive than its TTL allows on any member's clock, as the clock models say they run (skew,
+//! drift and jumps included).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use stet::node::{ClientError, ClientRequest, ClientResponse};
 use stet::proto::etcdserverpb as pb;
 
 use crate::client::Client;
+use crate::clock::ClockModel;
 use crate::world::{lock, World};
 
 /// What a lease client did.
@@ -60,6 +64,8 @@ pub struct LeaseOp {
     pub invoke_us: u64,
     pub complete_us: u64,
     pub result: LeaseResult,
+    /// The TTL a grant or keep-alive answered with.
+    pub ttl_seconds: Option<i64>,
 }
 
 async fn perform(
@@ -93,6 +99,11 @@ async fn perform(
     let invoke_us = world.elapsed().as_micros() as u64;
     let reply = client.call(member, request).await;
     let complete_us = world.elapsed().as_micros() as u64;
+    let ttl_seconds = match &reply {
+        Some(Ok(ClientResponse::LeaseGrant(r))) => Some(r.ttl),
+        Some(Ok(ClientResponse::LeaseKeepAlive(r))) => Some(r.ttl),
+        _ => None,
+    };
     let result = match reply {
         None | Some(Err(ClientError::Timeout)) => LeaseResult::Unknown,
         Some(Err(error)) => LeaseResult::Failed(error.to_string()),
@@ -111,6 +122,7 @@ async fn perform(
         invoke_us,
         complete_us,
         result: result.clone(),
+        ttl_seconds,
     });
     result
 }
@@ -214,6 +226,8 @@ pub struct LeaseStats {
     pub leases: usize,
     pub dead: usize,
     pub checked_after_death: usize,
+    /// Expiries whose timing was checked.
+    pub expiries_timed: usize,
 }
 
 /// A key's lease, its value, and when its put was acknowledged (if it was).
@@ -308,6 +322,77 @@ pub fn check_leases(history: &[LeaseOp]) -> Result<LeaseStats, String> {
     Ok(stats)
 }
 
+/// When the cluster expired leases: the global time (µs) at which a member first applied the revoke
+/// of each lease.
+pub type Revocations = BTreeMap<i64, u64>;
+
+/// The timing half of the lease oracle: no lease the cluster expired did so before its TTL had
+/// passed since its last acknowledged renewal, on any of `clocks` (the members' clock models).
+/// Returns how many expiries it checked.
+pub fn check_expiry_timing(
+    history: &[LeaseOp],
+    revocations: &Revocations,
+    clocks: &[ClockModel],
+) -> Result<usize, String> {
+    let mut checked = 0;
+    for (&lease, &revoked_us) in revocations {
+        let revoked_by_client = history
+            .iter()
+            .any(|op| op.action == LeaseAction::Revoke { lease } && op.invoke_us <= revoked_us);
+        if revoked_by_client {
+            continue;
+        }
+        let renewal = history
+            .iter()
+            .filter(|op| op.invoke_us < revoked_us)
+            .filter_map(|op| {
+                let renews = match (&op.action, &op.result) {
+                    (LeaseAction::Grant { .. }, LeaseResult::Ok(id)) => *id == lease,
+                    (LeaseAction::KeepAlive { lease: l }, LeaseResult::Ok(_)) => *l == lease,
+                    _ => false,
+                };
+                let ttl = op.ttl_seconds.filter(|ttl| *ttl > 0)?;
+                renews.then_some((op.invoke_us, ttl))
+            })
+            .max();
+        let Some((renewed_us, ttl_seconds)) = renewal else {
+            continue;
+        };
+        checked += 1;
+        let ttl = Duration::from_secs(ttl_seconds as u64);
+        let renewed = Duration::from_micros(renewed_us);
+        let earliest = clocks
+            .iter()
+            .map(|clock| first_reaching(clock, renewed, ttl))
+            .min()
+            .unwrap_or(renewed + ttl);
+        let revoked = Duration::from_micros(revoked_us);
+        if revoked < earliest {
+            return Err(format!(
+                "lease {lease:x} (TTL {ttl_seconds}s, last renewed by a request invoked at \
+                 {renewed:?}) expired at {revoked:?}, before {earliest:?}, the earliest any \
+                 member's clock could have counted its TTL down"
+            ));
+        }
+    }
+    Ok(checked)
+}
+
+/// The first global time at which `clock` has advanced `by` past where it stood at `from`.
+fn first_reaching(clock: &ClockModel, from: Duration, by: Duration) -> Duration {
+    let target = clock.local(from) + by;
+    let (mut low, mut high) = (from, from + by * 4 + Duration::from_secs(1));
+    while high - low > Duration::from_micros(1) {
+        let middle = low + (high - low) / 2;
+        if clock.local(middle) >= target {
+            high = middle;
+        } else {
+            low = middle;
+        }
+    }
+    high
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,7 +404,59 @@ mod tests {
             invoke_us,
             complete_us,
             result,
+            ttl_seconds: None,
         }
+    }
+
+    fn renewal(action: LeaseAction, invoke_s: u64, result: LeaseResult, ttl: i64) -> LeaseOp {
+        LeaseOp {
+            ttl_seconds: Some(ttl),
+            ..op(
+                action,
+                invoke_s * 1_000_000,
+                invoke_s * 1_000_000 + 10,
+                result,
+            )
+        }
+    }
+
+    #[test]
+    fn a_lease_expiring_after_its_ttl_passes_and_one_expiring_early_is_caught() {
+        let grant = renewal(
+            LeaseAction::Grant { ttl_seconds: 5 },
+            1,
+            LeaseResult::Ok(7),
+            5,
+        );
+        let keep = renewal(
+            LeaseAction::KeepAlive { lease: 7 },
+            3,
+            LeaseResult::Ok(0),
+            5,
+        );
+        let history = [grant, keep];
+        let exact = [ClockModel::exact()];
+        let on_time = Revocations::from([(7, 8_200_000)]);
+        assert_eq!(check_expiry_timing(&history, &on_time, &exact), Ok(1));
+        let early = Revocations::from([(7, 7_600_000)]);
+        let err = check_expiry_timing(&history, &early, &exact).unwrap_err();
+        assert!(err.contains("before"), "{err}");
+        // A clock running 10% fast may count 5 s down in 4.55 s.
+        let fast = [ClockModel {
+            offset_us: 0,
+            drift_ppm: 100_000,
+            jumps: Vec::new(),
+        }];
+        assert_eq!(check_expiry_timing(&history, &early, &fast), Ok(1));
+        // A revoke the client asked for is not an expiry.
+        let mut asked = history.to_vec();
+        asked.push(op(
+            LeaseAction::Revoke { lease: 7 },
+            7_000_000,
+            7_400_000,
+            LeaseResult::Ok(0),
+        ));
+        assert_eq!(check_expiry_timing(&asked, &early, &exact), Ok(0));
     }
 
     fn put(at: u64) -> LeaseOp {

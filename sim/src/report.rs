@@ -109,8 +109,24 @@ impl Reporter {
                 continue;
             };
             observer.applied(self.member, index, entry.term, crc32fast::hash(&entry.data));
+            self.note_revoke(&entry.data);
         }
         self.last_applied = applied;
+    }
+
+    /// Notes when a lease's revoke (by a client, or the leader's expiry) was first applied.
+    fn note_revoke(&self, data: &[u8]) {
+        use prost::Message as _;
+        use stet::proto::stetpb::{internal_request::Request, InternalRequest};
+        let Ok(request) = InternalRequest::decode(data) else {
+            return;
+        };
+        if let Some(Request::LeaseRevoke(revoke)) = request.request {
+            let at = self.world.elapsed().as_micros() as u64;
+            lock(&self.world.lease_revocations)
+                .entry(revoke.id)
+                .or_insert(at);
+        }
     }
 
     /// The events and the KV hash of every revision applied since the last report.
@@ -177,7 +193,7 @@ impl Reporter {
             vote: hard_state.vote,
         };
         if let Err(violation) = check_restart(self.member, &before, after) {
-            lock(&self.world.observer).report_violation(violation);
+            lock(&self.world.durability_violation).get_or_insert(violation);
         }
     }
 

@@ -16,7 +16,7 @@ use crate::clock::ClockModel;
 use crate::leases;
 use crate::nemesis::{Fault, Nemesis};
 use crate::watcher;
-use crate::world::{lock, Settings, World};
+use crate::world::{lock, SelfTest, Settings, World};
 
 /// A named fault mix.
 #[derive(Debug, Clone)]
@@ -134,10 +134,8 @@ pub struct RunOptions {
     pub clients: u64,
     /// How long faults are injected while clients work.
     pub fault_time: Duration,
-    /// Self-test: make members answer linearizable reads locally (the oracles must catch it).
-    pub unsafe_local_reads: bool,
-    /// Self-test: a mistake planted in the runtime (the oracles must catch it).
-    pub planted: Option<stet::server::env::Mistake>,
+    /// Self-test: a fault planted on purpose (the oracles must catch it).
+    pub self_test: Option<SelfTest>,
 }
 
 impl Default for RunOptions {
@@ -146,8 +144,7 @@ impl Default for RunOptions {
             members: 5,
             clients: 4,
             fault_time: Duration::from_secs(20),
-            unsafe_local_reads: false,
-            planted: None,
+            self_test: None,
         }
     }
 }
@@ -188,14 +185,16 @@ pub async fn run_in_current_runtime(scenario: Scenario, options: RunOptions) -> 
 
 async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunReport {
     let mut settings = Settings::new(seed);
-    settings.unsafe_local_reads = options.unsafe_local_reads;
-    settings.planted = options.planted;
+    settings.self_test = options.self_test;
     let world = Arc::new(World::new(
         settings,
         scenario.members.unwrap_or(options.members),
     ));
     if scenario.skewed_clocks {
         skew_clocks(&world);
+    }
+    if options.self_test == Some(SelfTest::FastClock) {
+        distort_a_clock(&world);
     }
     let handle = Handle::current();
     let hosts: Vec<u64> = lock(&world.hosts).keys().copied().collect();
@@ -317,6 +316,18 @@ fn skew_clocks(world: &World) {
     }
 }
 
+/// Self-test of the lease oracle: the first member's clock runs twice as fast as its model says.
+fn distort_a_clock(world: &World) {
+    let Some(member) = world.initial.first().map(|m| m.id) else {
+        return;
+    };
+    const EXTRA_PPM: i64 = 1_000_000;
+    if let Some(clock) = lock(&world.clocks).get_mut(&member) {
+        clock.drift_ppm += EXTRA_PPM;
+    }
+    *lock(&world.clock_distortion) = Some((member, EXTRA_PPM));
+}
+
 async fn final_checks(
     world: &Arc<World>,
     scenario: &Scenario,
@@ -332,6 +343,12 @@ async fn final_checks(
     let checks = checker_node.spawn(async move { liveness_and_final_reads(w, m).await });
     let live = checks.await.unwrap_or(false);
 
+    if let Some(violation) = lock(&world.durability_violation).clone() {
+        return Err(Failure {
+            property: "durability",
+            detail: violation,
+        });
+    }
     if let Some(violation) = lock(&world.observer).violation() {
         return Err(Failure {
             property: "raft safety",
@@ -448,10 +465,16 @@ fn check_watches_and_leases(world: &World) -> Result<(), Failure> {
 
 fn lease_oracle(world: &World) -> Result<leases::LeaseStats, Failure> {
     let history = lock(&world.lease_history).clone();
-    leases::check_leases(&history).map_err(|detail| Failure {
+    let failure = |detail| Failure {
         property: "lease",
         detail,
-    })
+    };
+    let mut stats = leases::check_leases(&history).map_err(failure)?;
+    let revocations = lock(&world.lease_revocations).clone();
+    let clocks = world.declared_clocks();
+    stats.expiries_timed =
+        leases::check_expiry_timing(&history, &revocations, &clocks).map_err(failure)?;
+    Ok(stats)
 }
 
 /// After healing: a write must commit within a bounded time, then every key is read back through

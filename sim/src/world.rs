@@ -46,10 +46,8 @@ pub struct Settings {
     pub fsync_latency_us: (u64, u64),
     /// Probability that a member sends a raft message twice.
     pub duplicate_rate: f64,
-    /// Self-test of the oracles: members answer linearizable reads from local state (a bug).
-    pub unsafe_local_reads: bool,
-    /// Self-test of the oracles: a mistake planted in the runtime, which they must catch.
-    pub planted: Option<Mistake>,
+    /// Self-test of the oracles: a fault planted on purpose, which they must catch.
+    pub self_test: Option<SelfTest>,
     /// Watch responses buffered per stream in the runtime (small, so streams reach the bound).
     pub watch_stream_buffer: usize,
     /// Events per watch catch-up response (small, so catch-ups take several).
@@ -78,8 +76,7 @@ impl Settings {
             segment_size_bytes: 64 * 1024,
             fsync_latency_us: (100, 2_000),
             duplicate_rate: 0.0,
-            unsafe_local_reads: false,
-            planted: None,
+            self_test: None,
             watch_stream_buffer: 8,
             watch_max_events_per_response: 4,
             peer_message_part_bytes: 1024,
@@ -89,6 +86,19 @@ impl Settings {
             slow_fsync_rate: 0.02,
         }
     }
+}
+
+/// Faults planted on purpose, to prove the oracles catch them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfTest {
+    /// Members answer linearizable reads from local state (stale reads).
+    LocalReads,
+    /// One member changes the value of every put it applies (its state diverges).
+    CorruptAppliedPuts,
+    /// One member's clock runs twice as fast as its clock model says (its leases expire early).
+    FastClock,
+    /// A mistake planted in the runtime.
+    Mistake(Mistake),
 }
 
 /// What the world knows of a running member (for the nemesis and the final checks).
@@ -179,8 +189,15 @@ pub struct World {
     pub compactions: Mutex<Vec<(i64, bool)>>,
     /// What lease clients did and saw.
     pub lease_history: Mutex<Vec<LeaseOp>>,
+    /// When a member first applied the revoke of each lease (global µs).
+    pub lease_revocations: Mutex<crate::leases::Revocations>,
+    /// A self-test's distortion of one member's clock that its clock model does not show:
+    /// (member, extra drift in ppm).
+    pub clock_distortion: Mutex<Option<(u64, i64)>>,
     /// What each member last counted on being durable (the per-member durability oracle).
     pub durable: Mutex<BTreeMap<u64, stet::node::DurableMarks>>,
+    /// The first thing the per-member durability oracle found lost.
+    pub durability_violation: Mutex<Option<String>>,
     /// An armed crash point, and where to tell the nemesis which member reached it.
     pub crash_point: Mutex<Option<(CrashPoint, futures::channel::oneshot::Sender<u64>)>>,
     /// madsim's elapsed time when the run started.
@@ -232,7 +249,10 @@ impl World {
             compacted_at_create: Mutex::new(BTreeMap::new()),
             compactions: Mutex::new(Vec::new()),
             lease_history: Mutex::new(Vec::new()),
+            lease_revocations: Mutex::new(BTreeMap::new()),
+            clock_distortion: Mutex::new(None),
             durable: Mutex::new(BTreeMap::new()),
+            durability_violation: Mutex::new(None),
             crash_point: Mutex::new(None),
             start: madsim::time::TimeHandle::current().elapsed(),
             time: madsim::time::TimeHandle::current(),
@@ -335,6 +355,21 @@ impl World {
         }
     }
 
+    /// Every member's clock model as the oracles know it (without a self-test's distortion).
+    pub fn declared_clocks(&self) -> Vec<ClockModel> {
+        let distortion = *lock(&self.clock_distortion);
+        lock(&self.clocks)
+            .iter()
+            .map(|(id, clock)| match distortion {
+                Some((member, extra)) if member == *id => ClockModel {
+                    drift_ppm: clock.drift_ppm - extra,
+                    ..clock.clone()
+                },
+                _ => clock.clone(),
+            })
+            .collect()
+    }
+
     /// How long to wait globally until member `id`'s clock reaches `deadline`.
     pub fn global_wait(&self, id: u64, deadline: Instant) -> Duration {
         let elapsed = self.elapsed();
@@ -392,7 +427,11 @@ impl World {
     pub fn adjust_node_config(&self, config: &mut NodeConfig) {
         let settings = lock(&self.settings).clone();
         config.request_timeout = settings.request_timeout;
-        config.unsafe_local_linearizable_reads = settings.unsafe_local_reads;
+        config.unsafe_local_linearizable_reads = settings.self_test == Some(SelfTest::LocalReads);
+        // One member only, so that it disagrees with the others.
+        config.self_test_corrupt_applied_puts = settings.self_test
+            == Some(SelfTest::CorruptAppliedPuts)
+            && self.initial.first().is_some_and(|m| m.id == config.id.0);
         config.watch_progress_interval = settings.watch_progress_interval;
         config.watch_max_events_per_response = settings.watch_max_events_per_response;
     }

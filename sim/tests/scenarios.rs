@@ -1,6 +1,8 @@
 //! The simulator's own tests: every scenario passes on a set of seeds, the same seed replays the
-//! same run, and the oracles catch a member that serves linearizable reads from local state and
-//! one that loses watch responses.
+//! same run, and each oracle catches a fault planted on purpose (`SelfTest`): stale local reads
+//! (linearizability), a diverging replica (raft safety), a group commit that skips its fsync
+//! (durability), watch responses dropped from full streams (watch), and leases expiring early
+//! on a clock faster than its model (lease).
 //!
 //! `STET_SIM_SEEDS` sets how many seeds each scenario runs (default 4).
 
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use stet::server::env::Mistake;
 use stet_sim::scenario::{self, RunOptions};
+use stet_sim::world::SelfTest;
 
 fn seeds_per_scenario() -> u64 {
     std::env::var("STET_SIM_SEEDS")
@@ -21,8 +24,7 @@ fn short() -> RunOptions {
         members: 5,
         clients: 4,
         fault_time: Duration::from_secs(15),
-        unsafe_local_reads: false,
-        planted: None,
+        self_test: None,
     }
 }
 
@@ -64,28 +66,11 @@ fn the_same_seed_replays_the_same_run() {
     assert_ne!(first.trace_hash, other.trace_hash);
 }
 
-#[test]
-fn local_linearizable_reads_are_caught_within_a_few_seeds() {
-    let partition = scenario::scenario("partition").expect("partition scenario");
-    let options = RunOptions {
-        unsafe_local_reads: true,
-        ..short()
-    };
-    let caught = (0..10).find(|&seed| {
-        let report = scenario::run(seed, &partition, &options);
-        matches!(&report.outcome, Err(f) if f.property == "linearizability")
-    });
-    assert!(
-        caught.is_some(),
-        "stale local reads went unnoticed for 10 seeds"
-    );
-}
-
-/// Runs `scenario` with `mistake` planted in the runtime until an oracle names `property`.
-fn caught_within(scenario: &str, mistake: Mistake, property: &str, seeds: u64) -> Option<u64> {
+/// The first of `seeds` seeds on which `scenario`, with `fault` planted, fails on `property`.
+fn caught_within(scenario: &str, fault: SelfTest, property: &str, seeds: u64) -> Option<u64> {
     let scenario = scenario::scenario(scenario).expect("scenario");
     let options = RunOptions {
-        planted: Some(mistake),
+        self_test: Some(fault),
         ..short()
     };
     (0..seeds).find(|&seed| {
@@ -95,8 +80,37 @@ fn caught_within(scenario: &str, mistake: Mistake, property: &str, seeds: u64) -
 }
 
 #[test]
-fn watch_responses_dropped_when_a_stream_is_full_are_caught() {
-    let caught = caught_within("watch", Mistake::DropWatchResponseWhenFull, "watch", 10);
+fn local_linearizable_reads_are_caught_by_the_linearizability_checker() {
+    let caught = caught_within("partition", SelfTest::LocalReads, "linearizability", 10);
+    assert!(
+        caught.is_some(),
+        "stale local reads went unnoticed for 10 seeds"
+    );
+}
+
+#[test]
+fn a_diverging_replica_is_caught_by_the_raft_observer() {
+    let caught = caught_within("calm", SelfTest::CorruptAppliedPuts, "raft safety", 3);
+    assert!(
+        caught.is_some(),
+        "a replica applying wrong values went unnoticed for 3 seeds"
+    );
+}
+
+#[test]
+fn a_group_commit_that_skips_its_fsync_is_caught_by_the_durability_oracle() {
+    let fault = SelfTest::Mistake(Mistake::SkipGroupCommitFsync);
+    let caught = caught_within("crash", fault, "durability", 20);
+    assert!(
+        caught.is_some(),
+        "a group commit acknowledging unsynced writes went unnoticed for 20 seeds"
+    );
+}
+
+#[test]
+fn watch_responses_dropped_when_a_stream_is_full_are_caught_by_the_watch_oracle() {
+    let fault = SelfTest::Mistake(Mistake::DropWatchResponseWhenFull);
+    let caught = caught_within("watch", fault, "watch", 10);
     assert!(
         caught.is_some(),
         "a runtime dropping watch responses from full streams went unnoticed for 10 seeds"
@@ -104,16 +118,11 @@ fn watch_responses_dropped_when_a_stream_is_full_are_caught() {
 }
 
 #[test]
-fn a_group_commit_that_skips_its_fsync_is_caught() {
-    let scenario = scenario::scenario("crash").expect("scenario");
-    let options = RunOptions {
-        planted: Some(Mistake::SkipGroupCommitFsync),
-        ..short()
-    };
-    let caught = (0..20).find(|&seed| scenario::run(seed, &scenario, &options).outcome.is_err());
+fn leases_expiring_early_are_caught_by_the_lease_oracle() {
+    let caught = caught_within("watch", SelfTest::FastClock, "lease", 10);
     assert!(
         caught.is_some(),
-        "a group commit acknowledging unsynced writes went unnoticed for 20 seeds"
+        "leases expiring before their TTL went unnoticed for 10 seeds"
     );
 }
 

@@ -53,9 +53,14 @@ impl Node {
         let Ok(request) = stetpb::InternalRequest::decode(&entry.data[..]) else {
             return;
         };
-        let Some(body) = request.request else {
+        let Some(mut body) = request.request else {
             return;
         };
+        if self.config.self_test_corrupt_applied_puts {
+            if let stetpb::internal_request::Request::Put(put) = &mut body {
+                put.value.push(b'!');
+            }
+        }
         let is_leader = self.role == StateRole::Leader;
         let revision_before = self.state.kv.current_revision();
         let applied = self.state.apply(body, self.now, is_leader);

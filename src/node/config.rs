@@ -34,6 +34,9 @@ pub struct NodeConfig {
     /// FOR THE SIMULATOR'S SELF-TEST ONLY: answer linearizable reads from local state without
     /// ReadIndex, which is wrong (stale reads); the simulator must catch it.
     pub unsafe_local_linearizable_reads: bool,
+    /// FOR THE SIMULATOR'S SELF-TEST ONLY: change the value of every put this member applies,
+    /// so its state diverges from the others'; the simulator must catch it.
+    pub self_test_corrupt_applied_puts: bool,
     /// Largest encoded client request accepted for proposal (etcd's `--max-request-bytes`).
     pub max_request_bytes: usize,
     /// Most operations in one txn branch (etcd's `--max-txn-ops`).
@@ -63,6 +66,7 @@ impl NodeConfig {
             watch_progress_interval: Duration::from_secs(600),
             watch_max_events_per_response: crate::watch::MAX_EVENTS_PER_RESPONSE,
             unsafe_local_linearizable_reads: false,
+            self_test_corrupt_applied_puts: false,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
             seed: id.0,
