@@ -3,13 +3,12 @@
 # unit/property/integration tests (including the in-process chaos test), and the madsim simulator's
 # scenarios. This is the README's test command; .ci/run calls it after installing what it needs.
 #
-# Knobs: STET_SIM_SEEDS (seeds per simulator scenario, default 25 → 200 seeds),
+# Knobs: STET_SIM_SEEDS (seeds per simulator scenario; default: 5,000 seeds over all scenarios),
 #        STET_FUZZ_SECONDS (per fuzz target, default 10; 0 skips fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
-export STET_SIM_SEEDS="${STET_SIM_SEEDS:-25}"
 fuzz_seconds="${STET_FUZZ_SECONDS:-10}"
 madsim_flags="--cfg madsim"
 
@@ -39,7 +38,7 @@ fi
 echo "== core tests"
 cargo test --workspace --locked --release 2>&1 | tee -a "$results"
 
-echo "== simulator: $STET_SIM_SEEDS seeds per scenario, determinism, oracle self-test"
+echo "== simulator: ${STET_SIM_SEEDS:-5,000 in all} seeds per scenario, determinism, oracle self-tests"
 RUSTFLAGS="$madsim_flags" cargo test --manifest-path sim/Cargo.toml --locked --release 2>&1 | tee -a "$results"
 
 # One closing line over every test binary (cargo's own last line is the doc-test run).

@@ -21,6 +21,16 @@ pub struct DurableState {
     pub entries: Vec<Entry>,
 }
 
+impl DurableState {
+    /// Whether nothing was ever made durable (a member that crashed before its first write was
+    /// synced): no entries, no snapshot, and a hard state that never voted or learned a term.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+            && self.snapshot.is_none()
+            && self.hard_state == HardState::default()
+    }
+}
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -7,7 +7,7 @@ use raft::StateRole;
 use rand::Rng;
 
 use super::request::{ClientError, ClientRequest, ClientResponse, RequestId};
-use super::{Node, Pending, PendingKind, Proposal};
+use super::{Node, Pending, PendingKind, Proposal, ReadRequest};
 use crate::member;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpb::{self, internal_request::Request};
@@ -26,6 +26,7 @@ impl Node {
         }
         match request {
             ClientRequest::Range(range) => self.read(id, range),
+            // Linearizable like reads: a revoke committed before them must be seen.
             ClientRequest::Put(put) => self.propose(id, Request::Put(put)),
             ClientRequest::DeleteRange(delete) => self.propose(id, Request::DeleteRange(delete)),
             ClientRequest::Txn(txn) => self.propose(id, Request::Txn(txn)),
@@ -37,8 +38,12 @@ impl Node {
                 self.propose(id, Request::LeaseGrant(grant))
             }
             ClientRequest::LeaseRevoke(revoke) => self.propose(id, Request::LeaseRevoke(revoke)),
-            ClientRequest::LeaseKeepAlive(keep) => self.keep_alive(id, keep.id),
-            ClientRequest::LeaseTimeToLive(ttl) => self.time_to_live(id, &ttl),
+            ClientRequest::LeaseKeepAlive(keep) => {
+                self.linearizable(id, ReadRequest::KeepAlive(keep.id))
+            }
+            ClientRequest::LeaseTimeToLive(ttl) => {
+                self.linearizable(id, ReadRequest::TimeToLive(ttl))
+            }
             ClientRequest::LeaseLeases(_) => {
                 let leases = self
                     .state
@@ -220,8 +225,13 @@ impl Node {
             let result = self.state.kv.range(&range).map(ClientResponse::Range);
             return self.reply(id, result.map_err(ClientError::from));
         }
+        self.linearizable(id, ReadRequest::Range(range));
+    }
+
+    /// Serves `request` once raft confirmed leadership and everything committed before is applied.
+    fn linearizable(&mut self, id: RequestId, request: ReadRequest) {
         let kind = PendingKind::Read {
-            request: range,
+            request,
             index: None,
             issued_at: self.now,
         };
@@ -311,8 +321,14 @@ impl Node {
                 ..
             }) = self.finish(id)
             {
-                let result = self.state.kv.range(&request).map(ClientResponse::Range);
-                self.reply(id, result.map_err(ClientError::from));
+                match request {
+                    ReadRequest::Range(range) => {
+                        let result = self.state.kv.range(&range).map(ClientResponse::Range);
+                        self.reply(id, result.map_err(ClientError::from));
+                    }
+                    ReadRequest::KeepAlive(lease) => self.keep_alive(id, lease),
+                    ReadRequest::TimeToLive(request) => self.time_to_live(id, &request),
+                }
             }
         }
     }
@@ -323,12 +339,11 @@ impl Node {
         }
     }
 
+    /// Renews a lease (on the leader, once it applied everything committed before the request).
     fn keep_alive(&mut self, id: RequestId, lease: i64) {
-        assert_eq!(
-            self.role,
-            StateRole::Leader,
-            "checked for every leader-only request"
-        );
+        if self.role != StateRole::Leader {
+            return self.reply(id, Err(self.not_leader()));
+        }
         let now = self.now;
         let result = self
             .state
@@ -346,11 +361,9 @@ impl Node {
     }
 
     fn time_to_live(&mut self, id: RequestId, request: &pb::LeaseTimeToLiveRequest) {
-        assert_eq!(
-            self.role,
-            StateRole::Leader,
-            "checked for every leader-only request"
-        );
+        if self.role != StateRole::Leader {
+            return self.reply(id, Err(self.not_leader()));
+        }
         let result = self
             .state
             .lessor

@@ -132,11 +132,21 @@ enum PendingKind {
     /// propose again as soon as a leader is known.
     Write { waiting: Option<Proposal> },
     Read {
-        request: pb::RangeRequest,
+        request: ReadRequest,
         /// The read index once raft confirmed leadership; `None` while waiting.
         index: Option<u64>,
         issued_at: Instant,
     },
+}
+
+/// A request served once raft confirmed this member's leadership (ReadIndex) and the member has
+/// applied everything committed before it arrived: linearizable reads, and the lease requests only
+/// the leader answers, which must see every revoke committed before them.
+#[derive(Debug, Clone)]
+enum ReadRequest {
+    Range(pb::RangeRequest),
+    KeepAlive(i64),
+    TimeToLive(pb::LeaseTimeToLiveRequest),
 }
 
 /// A proposal, kept while no leader is known.

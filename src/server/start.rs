@@ -12,7 +12,7 @@ use super::config::{ClusterState, ServerConfig};
 use super::env::{BoxDisk, Environment, StartKind};
 use super::peer::conn::{dial, Identity};
 use super::run::ServerError;
-use crate::node::{Node, NodeConfig};
+use crate::node::{DurableState, Node, NodeConfig};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpeerpb as peerpb;
 use crate::storage::{MemberStorage, StorageLayout};
@@ -65,14 +65,31 @@ pub async fn start_node(
     let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
     let disk = env.disk();
     let (started, kind) = if MemberStorage::exists(&disk, &layout) {
-        restart(config, env.as_ref(), disk, layout, log)?
+        let opened = open(config, env.as_ref(), disk, layout, log)?;
+        if opened.durable.is_empty() && !config.force_new_cluster {
+            // The member crashed before its first write was synced: it never voted, acknowledged
+            // or applied anything, so it starts as it did the first time, on the same WAL.
+            slog::warn!(
+                log,
+                "the data directory holds nothing durable yet; starting afresh"
+            );
+            fresh(config, env.as_ref(), opened.storage, opened.metadata, log).await?
+        } else {
+            restart(config, env.as_ref(), opened, log)?
+        }
     } else if config.cluster_state == ClusterState::Existing {
         (
             join(config, env.as_ref(), disk, layout, log).await?,
             StartKind::Join,
         )
     } else {
-        let started = bootstrap(config, env.as_ref(), disk, layout, log)?;
+        let metadata = Metadata {
+            member_id: config.member_id.0,
+            cluster_id: config.cluster_id.0,
+        };
+        let storage = MemberStorage::create(disk, layout, metadata, env.wal_options())
+            .map_err(storage_error(config))?;
+        let started = bootstrap(config, env.as_ref(), storage, log)?;
         (started, StartKind::Bootstrap)
     };
     env.started(&started.node, kind);
@@ -87,14 +104,22 @@ fn storage_error(config: &ServerConfig) -> impl Fn(crate::storage::StorageError)
     }
 }
 
-/// Restarts from the data directory, or forces a new cluster from it.
-fn restart(
+/// An opened data directory.
+struct Opened {
+    storage: MemberStorage<BoxDisk>,
+    durable: DurableState,
+    metadata: Metadata,
+    snapshot_bytes: u64,
+}
+
+/// Opens the data directory and reads its durable state back.
+fn open(
     config: &ServerConfig,
     env: &dyn Environment,
     disk: BoxDisk,
     layout: StorageLayout,
     log: &slog::Logger,
-) -> Result<(Started, StartKind), ServerError> {
+) -> Result<Opened, ServerError> {
     // A member bootstrapped with `new` must be the one the flags describe; one that joined
     // took the ID the cluster gave it, which only its WAL knows.
     let expected = (config.cluster_state == ClusterState::New).then_some(Metadata {
@@ -113,13 +138,34 @@ fn restart(
         member_id: config.member_id.0,
         cluster_id: config.cluster_id.0,
     });
+    let snapshot_bytes = durable.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
+    Ok(Opened {
+        storage,
+        durable,
+        metadata,
+        snapshot_bytes,
+    })
+}
+
+/// Restarts from the data directory, or forces a new cluster from it.
+fn restart(
+    config: &ServerConfig,
+    env: &dyn Environment,
+    opened: Opened,
+    log: &slog::Logger,
+) -> Result<(Started, StartKind), ServerError> {
+    let Opened {
+        storage,
+        durable,
+        metadata,
+        snapshot_bytes,
+    } = opened;
     let node_config = node_config(
         config,
         env,
         MemberId(metadata.member_id),
         ClusterId(metadata.cluster_id),
     );
-    let snapshot_bytes = durable.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
     let raft_log = log.new(slog::o!("from" => "raft"));
     let (node, kind) = if config.force_new_cluster {
         let node = Node::restart_forced(node_config, durable, env.now(), &raft_log)?;
@@ -143,6 +189,31 @@ fn restart(
     Ok((started, kind))
 }
 
+/// Starts a member whose WAL holds nothing durable as it started the first time: bootstraps the
+/// cluster again, or joins it again (asking the peers for the membership, which must still name
+/// the member the WAL was made for).
+async fn fresh(
+    config: &ServerConfig,
+    env: &dyn Environment,
+    storage: MemberStorage<BoxDisk>,
+    metadata: Metadata,
+    log: &slog::Logger,
+) -> Result<(Started, StartKind), ServerError> {
+    if config.cluster_state == ClusterState::New {
+        return Ok((bootstrap(config, env, storage, log)?, StartKind::Bootstrap));
+    }
+    let (cluster_id, member_id, members) = discover_identity(config).await?;
+    if (member_id.0, cluster_id.0) != (metadata.member_id, metadata.cluster_id) {
+        return Err(ServerError::Join(format!(
+            "the data directory was made for member {:x} of cluster {:x}, but the cluster now \
+             names this member {:x} of cluster {:x}",
+            metadata.member_id, metadata.cluster_id, member_id.0, cluster_id.0
+        )));
+    }
+    let started = join_with(config, env, storage, member_id, cluster_id, members, log)?;
+    Ok((started, StartKind::Join))
+}
+
 /// Joins a running cluster that already added this member.
 async fn join(
     config: &ServerConfig,
@@ -158,6 +229,19 @@ async fn join(
     };
     let storage = MemberStorage::create(disk, layout, metadata, env.wal_options())
         .map_err(storage_error(config))?;
+    join_with(config, env, storage, member_id, cluster_id, members, log)
+}
+
+/// Starts a joining member's node on its (empty) storage.
+fn join_with(
+    config: &ServerConfig,
+    env: &dyn Environment,
+    storage: MemberStorage<BoxDisk>,
+    member_id: MemberId,
+    cluster_id: ClusterId,
+    members: Vec<pb::Member>,
+    log: &slog::Logger,
+) -> Result<Started, ServerError> {
     let raft_log = log.new(slog::o!("from" => "raft"));
     let node_config = node_config(config, env, member_id, cluster_id);
     let node = Node::join(node_config, env.now(), &raft_log)?;
@@ -170,20 +254,13 @@ async fn join(
     })
 }
 
-/// Bootstraps a new cluster from `--initial-cluster`.
+/// Bootstraps a new cluster from `--initial-cluster`, on new (or empty) storage.
 fn bootstrap(
     config: &ServerConfig,
     env: &dyn Environment,
-    disk: BoxDisk,
-    layout: StorageLayout,
+    storage: MemberStorage<BoxDisk>,
     log: &slog::Logger,
 ) -> Result<Started, ServerError> {
-    let metadata = Metadata {
-        member_id: config.member_id.0,
-        cluster_id: config.cluster_id.0,
-    };
-    let storage = MemberStorage::create(disk, layout, metadata, env.wal_options())
-        .map_err(storage_error(config))?;
     let raft_log = log.new(slog::o!("from" => "raft"));
     let node_config = node_config(config, env, config.member_id, config.cluster_id);
     let node = Node::bootstrap(node_config, &config.initial_members, env.now(), &raft_log)?;
