@@ -25,6 +25,8 @@ pub mod nemesis;
 pub mod net;
 pub mod observer;
 pub mod report;
+pub mod revisions;
+pub mod rich;
 pub mod rpc;
 pub mod scenario;
 pub mod wait;

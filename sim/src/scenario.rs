@@ -33,18 +33,21 @@ pub struct Scenario {
     pub members: Option<u64>,
 }
 
-/// Clients beside the register workload: watchers, lease clients and a compactor.
+/// Clients beside the register workload: watchers, lease clients, a compactor, and clients that
+/// send every request shape (`rich`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Extras {
     pub watchers: u64,
     pub lease_clients: u64,
     pub compactor: bool,
+    pub rich_clients: u64,
 }
 
 /// Client numbers (and IPs 10.0.1.n) of the extra clients.
 const FIRST_WATCHER: u64 = 50;
 const FIRST_LEASE_CLIENT: u64 = 70;
 const COMPACTOR: u64 = 90;
+const FIRST_RICH_CLIENT: u64 = 100;
 
 /// Every scenario, in the order the runner reports them.
 pub fn scenarios() -> Vec<Scenario> {
@@ -54,7 +57,10 @@ pub fn scenarios() -> Vec<Scenario> {
         faults,
         skewed_clocks: false,
         allows_refusal: false,
-        extras: Extras::default(),
+        extras: Extras {
+            rich_clients: 1,
+            ..Extras::default()
+        },
         members: None,
     };
     vec![
@@ -77,6 +83,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 watchers: 3,
                 lease_clients: 2,
                 compactor: true,
+                rich_clients: 1,
             },
             ..scenario(
                 "watch",
@@ -89,6 +96,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 watchers: 1,
                 lease_clients: 1,
                 compactor: true,
+                rich_clients: 1,
             },
             ..scenario(
                 "mixed",
@@ -107,7 +115,11 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         scenario("leader-removal", vec![RemoveLeader]),
         scenario("churn", vec![Churn, Crash, CrashAtPoint]),
-        scenario("force-new-cluster", vec![MajorityLoss]),
+        // Revisions are reused after the recovery, which the revision oracle does not model.
+        Scenario {
+            extras: Extras::default(),
+            ..scenario("force-new-cluster", vec![MajorityLoss])
+        },
         // A one-member cluster acknowledges a write as soon as its own fsync is done: a crash
         // right after must not lose it (etcd lost such writes: etcd-io/etcd#14370).
         Scenario {
@@ -116,6 +128,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 watchers: 1,
                 lease_clients: 1,
                 compactor: true,
+                rich_clients: 1,
             },
             ..scenario("single", vec![Crash, CrashAtPoint, Pause, ClockJump])
         },
@@ -287,6 +300,7 @@ fn spawn_extras(
     if extras.compactor {
         clients.push((COMPACTOR, "compactor"));
     }
+    clients.extend((0..extras.rich_clients).map(|n| (FIRST_RICH_CLIENT + n, "rich-client")));
     let mut handles = Vec::new();
     for (n, kind) in clients {
         let node = handle
@@ -298,6 +312,7 @@ fn spawn_extras(
         let handle = match kind {
             "watcher" => node.spawn(watcher::watch_workload(w, n, m, until)),
             "lease-client" => node.spawn(leases::lease_workload(w, n, m, until)),
+            "rich-client" => node.spawn(crate::rich::rich_workload(w, n, m, until)),
             _ => node.spawn(watcher::compaction_workload(w, n, m, until)),
         };
         handles.push(handle);
@@ -458,6 +473,16 @@ fn check_watches_and_leases(world: &World) -> Result<(), Failure> {
         detail,
     })?;
     world.trace(format!("watch oracle: {stats:?}"));
+    let rich = lock(&world.rich_history).clone();
+    let revisions = {
+        let kv = lock(&world.kv_events);
+        crate::revisions::check(&kv, &rich)
+    };
+    let revisions = revisions.map_err(|detail| Failure {
+        property: "revisions",
+        detail,
+    })?;
+    world.trace(format!("revision oracle: {revisions:?}"));
     let leases = lease_oracle(world)?;
     world.trace(format!("lease oracle: {leases:?}"));
     Ok(())

@@ -31,6 +31,8 @@ pub struct EventRecord {
     pub key: Vec<u8>,
     pub delete: bool,
     pub value: Vec<u8>,
+    /// The lease a put attached the key to (0: none).
+    pub lease: i64,
 }
 
 impl EventRecord {
@@ -51,6 +53,7 @@ impl EventRecord {
             key: kv.key,
             delete,
             value: kv.value,
+            lease: if delete { 0 } else { kv.lease },
         }
     }
 }
@@ -102,8 +105,8 @@ impl KvEvents {
                     self.violation = Some(format!(
                         "members disagree on the events of revision {revision}: member {first} \
                          applied [{}], member {member} applied [{}]",
-                        list(known),
-                        list(&events)
+                        list_events(known),
+                        list_events(&events)
                     ));
                 }
                 Some(_) => {}
@@ -133,7 +136,8 @@ impl KvEvents {
     }
 }
 
-fn list(events: &[EventRecord]) -> String {
+/// Events as a failure report prints them.
+pub fn list_events(events: &[EventRecord]) -> String {
     events
         .iter()
         .map(|e| e.to_string())
@@ -604,8 +608,8 @@ fn check_log(
                             Some(expected) if expected != group => {
                                 return Err(format!(
                                     "{at}: at revision {revision} got [{}], the store applied [{}]",
-                                    list(group),
-                                    list(&expected)
+                                    list_events(group),
+                                    list_events(&expected)
                                 ))
                             }
                             Some(_) => {}
@@ -629,7 +633,7 @@ fn check_log(
                     return Err(format!(
                         "{at}: missed [{}] (delivered up to {last_event}, progress claimed \
                          {claimed})",
-                        list(&expected)
+                        list_events(&expected)
                     ));
                 }
             }
@@ -662,6 +666,7 @@ mod tests {
             key: key.as_bytes().to_vec(),
             delete: false,
             value: value.as_bytes().to_vec(),
+            lease: 0,
         }
     }
 

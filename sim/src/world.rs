@@ -95,6 +95,9 @@ pub enum SelfTest {
     LocalReads,
     /// One member changes the value of every put it applies (its state diverges).
     CorruptAppliedPuts,
+    /// Every member answers ranges with a count one too high (the members agree; only a model
+    /// of the store can tell).
+    MiscountRanges,
     /// One member's clock runs twice as fast as its clock model says (its leases expire early).
     FastClock,
     /// A mistake planted in the runtime.
@@ -189,6 +192,8 @@ pub struct World {
     pub compactions: Mutex<Vec<(i64, bool)>>,
     /// What lease clients did and saw.
     pub lease_history: Mutex<Vec<LeaseOp>>,
+    /// What rich clients (every request shape) did and saw.
+    pub rich_history: Mutex<Vec<crate::revisions::RichOp>>,
     /// When a member first applied the revoke of each lease (global µs).
     pub lease_revocations: Mutex<crate::leases::Revocations>,
     /// A self-test's distortion of one member's clock that its clock model does not show:
@@ -249,6 +254,7 @@ impl World {
             compacted_at_create: Mutex::new(BTreeMap::new()),
             compactions: Mutex::new(Vec::new()),
             lease_history: Mutex::new(Vec::new()),
+            rich_history: Mutex::new(Vec::new()),
             lease_revocations: Mutex::new(BTreeMap::new()),
             clock_distortion: Mutex::new(None),
             durable: Mutex::new(BTreeMap::new()),
@@ -432,6 +438,7 @@ impl World {
         config.self_test_corrupt_applied_puts = settings.self_test
             == Some(SelfTest::CorruptAppliedPuts)
             && self.initial.first().is_some_and(|m| m.id == config.id.0);
+        config.self_test_miscount_ranges = settings.self_test == Some(SelfTest::MiscountRanges);
         config.watch_progress_interval = settings.watch_progress_interval;
         config.watch_max_events_per_response = settings.watch_max_events_per_response;
     }

@@ -1,8 +1,8 @@
 //! The simulator's own tests: every scenario passes on a set of seeds, the same seed replays the
 //! same run, and each oracle catches a fault planted on purpose (`SelfTest`): stale local reads
 //! (linearizability), a diverging replica (raft safety), a group commit that skips its fsync
-//! (durability), watch responses dropped from full streams (watch), and leases expiring early
-//! on a clock faster than its model (lease).
+//! (durability), watch responses dropped from full streams (watch), ranges miscounted on every
+//! member (revisions), and leases expiring early on a clock faster than its model (lease).
 //!
 //! `STET_SIM_SEEDS` sets how many seeds each scenario runs (default: 5,000 seeds in all).
 
@@ -147,6 +147,15 @@ fn watch_responses_dropped_when_a_stream_is_full_are_caught_by_the_watch_oracle(
 }
 
 #[test]
+fn ranges_answering_a_wrong_count_on_every_member_are_caught_by_the_revision_oracle() {
+    let caught = caught_within("calm", SelfTest::MiscountRanges, "revisions", 3);
+    assert!(
+        caught.is_some(),
+        "ranges with wrong counts went unnoticed for 3 seeds"
+    );
+}
+
+#[test]
 fn leases_expiring_early_are_caught_by_the_lease_oracle() {
     let caught = caught_within("watch", SelfTest::FastClock, "lease", 10);
     assert!(
@@ -188,7 +197,11 @@ fn force_new_cluster_seed_70_reuses_revisions_the_lost_majority_applied() {
 ///   time-to-live now wait, like linearizable reads, for everything committed before them);
 /// - single 30, single 75, churn 270: a member crashed after creating its WAL but before its
 ///   bootstrap entries were synced restarted with no membership and sat idle forever (a WAL with
-///   nothing durable now starts afresh).
+///   nothing durable now starts afresh);
+/// - crash 144, mixed 221: a torn bootstrap write kept the first initial conf change but not the
+///   hard state after it; the member restarted in a configuration where it was alone, elected
+///   itself, and there were two leaders in one term (a WAL without a hard state now counts as
+///   nothing durable).
 #[test]
 fn seeds_that_found_bugs_pass() {
     for (name, seed) in [
@@ -198,6 +211,8 @@ fn seeds_that_found_bugs_pass() {
         ("single", 30),
         ("single", 75),
         ("churn", 270),
+        ("crash", 144),
+        ("mixed", 221),
     ] {
         let scenario = scenario::scenario(name).expect("scenario");
         let report = scenario::run(seed, &scenario, &short());

@@ -22,12 +22,15 @@ pub struct DurableState {
 }
 
 impl DurableState {
-    /// Whether nothing was ever made durable (a member that crashed before its first write was
-    /// synced): no entries, no snapshot, and a hard state that never voted or learned a term.
+    /// Whether the member never had a write acknowledged (it crashed before its first write was
+    /// synced): no snapshot and a hard state that never learned a term. Entries may be there — a
+    /// torn first write keeps a prefix of them — but they were never acknowledged: the first
+    /// write of every member (its bootstrap entries, or a joining member's first entries from the
+    /// leader) carries its first hard state after them, so a lost hard state means a lost write.
+    /// Starting from such entries would be wrong: a torn bootstrap leaves a prefix of the initial
+    /// configuration, in which a member may find itself alone and elect itself.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-            && self.snapshot.is_none()
-            && self.hard_state == HardState::default()
+        self.snapshot.is_none() && self.hard_state == HardState::default()
     }
 }
 

@@ -222,10 +222,19 @@ impl Node {
 
     fn read(&mut self, id: RequestId, range: pb::RangeRequest) {
         if range.serializable || self.config.unsafe_local_linearizable_reads {
-            let result = self.state.kv.range(&range).map(ClientResponse::Range);
-            return self.reply(id, result.map_err(ClientError::from));
+            let result = self.range(&range);
+            return self.reply(id, result);
         }
         self.linearizable(id, ReadRequest::Range(range));
+    }
+
+    /// Answers a range from the applied state.
+    fn range(&self, range: &pb::RangeRequest) -> Result<ClientResponse, ClientError> {
+        let mut response = self.state.kv.range(range)?;
+        if self.config.self_test_miscount_ranges {
+            response.count += 1;
+        }
+        Ok(ClientResponse::Range(response))
     }
 
     /// Serves `request` once raft confirmed leadership and everything committed before is applied.
@@ -323,8 +332,8 @@ impl Node {
             {
                 match request {
                     ReadRequest::Range(range) => {
-                        let result = self.state.kv.range(&range).map(ClientResponse::Range);
-                        self.reply(id, result.map_err(ClientError::from));
+                        let result = self.range(&range);
+                        self.reply(id, result);
                     }
                     ReadRequest::KeepAlive(lease) => self.keep_alive(id, lease),
                     ReadRequest::TimeToLive(request) => self.time_to_live(id, &request),

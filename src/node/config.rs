@@ -37,6 +37,9 @@ pub struct NodeConfig {
     /// FOR THE SIMULATOR'S SELF-TEST ONLY: change the value of every put this member applies,
     /// so its state diverges from the others'; the simulator must catch it.
     pub self_test_corrupt_applied_puts: bool,
+    /// FOR THE SIMULATOR'S SELF-TEST ONLY: answer every range with a count one too high (on every
+    /// member alike, so only a model of the store can tell).
+    pub self_test_miscount_ranges: bool,
     /// Largest encoded client request accepted for proposal (etcd's `--max-request-bytes`).
     pub max_request_bytes: usize,
     /// Most operations in one txn branch (etcd's `--max-txn-ops`).
@@ -67,6 +70,7 @@ impl NodeConfig {
             watch_max_events_per_response: crate::watch::MAX_EVENTS_PER_RESPONSE,
             unsafe_local_linearizable_reads: false,
             self_test_corrupt_applied_puts: false,
+            self_test_miscount_ranges: false,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
             seed: id.0,

@@ -641,3 +641,21 @@ fn force_new_cluster_refuses_a_member_that_is_not_in_its_membership() {
     let error = result.expect_err("refused").to_string();
     assert!(error.contains("not in the membership"), "{error}");
 }
+
+/// A torn bootstrap write keeps a prefix of the initial conf changes but not the hard state after
+/// them: nothing of it was acknowledged, and restarting from it would give a configuration in
+/// which member 1 is alone (and would elect itself beside the real cluster's leader). Such
+/// durable state counts as empty, so the member starts afresh (simulator: crash seed 144).
+#[test]
+fn a_torn_bootstrap_write_counts_as_nothing_durable() {
+    let mut durable = durable_member_of_three();
+    assert!(!durable.is_empty());
+    durable.entries.truncate(1);
+    durable.hard_state = HardState::default();
+    assert!(
+        durable.is_empty(),
+        "only a prefix of the bootstrap, no hard state"
+    );
+    durable.entries.clear();
+    assert!(durable.is_empty());
+}
