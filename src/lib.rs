@@ -14,6 +14,7 @@ pub mod node;
 pub mod peer_wire;
 pub mod proto;
 pub mod raftlog;
+pub mod request;
 pub mod server;
 pub mod snap;
 pub mod state;

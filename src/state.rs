@@ -8,10 +8,10 @@ use prost::Message as _;
 use crate::kv::{KvError, KvStore};
 use crate::lease::Lessor;
 use crate::member::Membership;
-use crate::node::request::{ClientError, ClientResponse};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb::{event::EventType, Event};
 use crate::proto::stetpb::{self, internal_request::Request};
+use crate::request::{ClientError, ClientResponse};
 use crate::time::Instant;
 use crate::types::ClusterId;
 

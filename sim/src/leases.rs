@@ -21,52 +21,8 @@ use stet::proto::etcdserverpb as pb;
 
 use crate::client::Client;
 use crate::clock::ClockModel;
+pub use crate::records::{LeaseAction, LeaseOp, LeaseResult, Revocations};
 use crate::world::{lock, World};
-
-/// What a lease client did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseAction {
-    Grant {
-        ttl_seconds: i64,
-    },
-    Put {
-        lease: i64,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Get {
-        key: Vec<u8>,
-    },
-    KeepAlive {
-        lease: i64,
-    },
-    Revoke {
-        lease: i64,
-    },
-}
-
-/// What it got back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseResult {
-    /// Acknowledged; for a grant, the lease ID.
-    Ok(i64),
-    /// A linearizable read's value.
-    Value(Option<Vec<u8>>),
-    Failed(String),
-    Unknown,
-}
-
-/// One lease operation with its invoke and completion times (global microseconds).
-#[derive(Debug, Clone)]
-pub struct LeaseOp {
-    pub client: u64,
-    pub action: LeaseAction,
-    pub invoke_us: u64,
-    pub complete_us: u64,
-    pub result: LeaseResult,
-    /// The TTL a grant or keep-alive answered with.
-    pub ttl_seconds: Option<i64>,
-}
 
 async fn perform(
     client: &mut Client,
@@ -321,10 +277,6 @@ pub fn check_leases(history: &[LeaseOp]) -> Result<LeaseStats, String> {
     }
     Ok(stats)
 }
-
-/// When the cluster expired leases: the global time (µs) at which a member first applied the revoke
-/// of each lease.
-pub type Revocations = BTreeMap<i64, u64>;
 
 /// The timing half of the lease oracle: no lease the cluster expired did so before its TTL had
 /// passed since its last acknowledged renewal, on any of `clocks` (the members' clock models).

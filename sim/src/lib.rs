@@ -1,16 +1,20 @@
-//! stet's deterministic simulator: whole clusters of the real core (`stet::node::Node`, the real WAL
-//! and snapshot code on simulated disks) on madsim's deterministic scheduler, under partitions, loss,
-//! duplication, crashes with lost or torn unsynced writes, pauses and skewed clocks, with oracles for
-//! raft safety, liveness, durability and linearizability. A seed fixes a run; a failure replays from
-//! its seed.
+//! stet's deterministic simulator: whole clusters of the production server (`stet::server`, the
+//! real WAL, snapshots, peer transport and gRPC services) on madsim's deterministic scheduler,
+//! network and clocks, under partitions, loss, broken peer connections, crashes with lost or torn
+//! unsynced writes, bit flips, pauses, skewed clocks and membership changes, with oracles for raft
+//! safety, durability, liveness, linearizability, every request shape, watches and leases. A seed
+//! fixes a run; a failure replays from its seed.
 //!
-//! Code map: `world` (shared state of a run), `member` (a member process: node + storage driver),
-//! `client` (workloads and history recording), `nemesis` (faults), `clock` (per-member clocks),
-//! `disk` (disks that survive crashes), `net` (what travels between nodes), `membership`
-//! (membership faults and force-new-cluster recovery), `observer` (raft safety), `checker`
-//! (linearizability), `watcher` (watch clients and the watch oracle), `leases` (lease clients and
-//! the lease oracle), `scenario` (scenarios and the run of one seed), `wait` (deadlines on madsim's
-//! clock that register one timer).
+//! Code map: `world` (shared state of a run; hosts, disks, clocks), `records` (what clients and
+//! members leave for the oracles), `member` (a member process: the production server with real
+//! flags), `env` (the simulated machine under it), `report` (what members tell the oracles),
+//! `client`, `rpc`, `rich`, `watcher`, `leases` (clients over gRPC, and the watch and lease
+//! oracles), `nemesis` (faults), `membership` (the operator: leader removal, churn,
+//! force-new-cluster), `clock` (per-member clocks), `disk` (disks that survive crashes), `net`
+//! (addresses), `observer` (raft safety), `durability` (a restart keeps what was acknowledged),
+//! `checker` (linearizability), `revisions` (the model of every request shape), `scenario`
+//! (scenarios and the run of one seed), `visualize` (a failing seed's history as an HTML page),
+//! `wait` (deadlines on madsim's clock that register one timer).
 
 pub mod checker;
 pub mod client;
@@ -24,11 +28,13 @@ pub mod membership;
 pub mod nemesis;
 pub mod net;
 pub mod observer;
+pub mod records;
 pub mod report;
 pub mod revisions;
 pub mod rich;
 pub mod rpc;
 pub mod scenario;
+pub mod visualize;
 pub mod wait;
 pub mod watcher;
 pub mod world;

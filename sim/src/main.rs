@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! RUSTFLAGS="--cfg madsim" cargo run --release --manifest-path sim/Cargo.toml -- \
-//!     --seeds 0..100 [--scenario NAME|all] [--members 5] [--clients 4] [--seconds 20] [--trace]
+//!     --seeds 0..100 [--scenario NAME|all] [--members 5] [--clients 4] [--seconds 20] [--trace] \
+//!     [--html DIR] [--plant FAULT]
 //! ```
 //! A failure prints the seed, the violated property, the end of the trace and the command that
-//! replays exactly that run with its whole trace.
+//! replays exactly that run with its whole trace, and writes the seed's history as an HTML page
+//! (`visualize`) under `--html` (default `target/stet-sim`). `--plant` plants one of the
+//! self-tests' faults, to see an oracle fail.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -17,6 +20,8 @@ struct Args {
     scenarios: Vec<Scenario>,
     options: RunOptions,
     trace: bool,
+    /// Where a failing seed's history page is written.
+    html_dir: std::path::PathBuf,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -25,6 +30,7 @@ fn parse_args() -> Result<Args, String> {
         scenarios: scenario::scenarios(),
         options: RunOptions::default(),
         trace: false,
+        html_dir: std::path::PathBuf::from("target/stet-sim"),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,10 +66,13 @@ fn parse_args() -> Result<Args, String> {
                 args.options.fault_time = Duration::from_secs(secs);
             }
             "--trace" => args.trace = true,
+            "--html" => args.html_dir = value()?.into(),
+            "--plant" => args.options.self_test = Some(plant(&value()?)?),
             "--help" | "-h" => {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
-                            [--clients N] [--seconds S] [--trace]"
+                            [--clients N] [--seconds S] [--trace] [--html DIR] \
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch]"
                         .to_string(),
                 )
             }
@@ -74,6 +83,45 @@ fn parse_args() -> Result<Args, String> {
         return Err("--members must be between 1 and 9".to_string());
     }
     Ok(args)
+}
+
+/// A fault to plant on purpose (the oracles' self-tests), by name.
+fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
+    use stet::server::env::Mistake;
+    use stet_sim::world::SelfTest;
+    Ok(match name {
+        "local-reads" => SelfTest::LocalReads,
+        "corrupt-puts" => SelfTest::CorruptAppliedPuts,
+        "miscount-ranges" => SelfTest::MiscountRanges,
+        "fast-clock" => SelfTest::FastClock,
+        "skip-fsync" => SelfTest::Mistake(Mistake::SkipGroupCommitFsync),
+        "drop-watch" => SelfTest::Mistake(Mistake::DropWatchResponseWhenFull),
+        other => return Err(format!("unknown fault to plant: {other}")),
+    })
+}
+
+/// Writes the failing seed's history page, and returns where.
+fn write_page(
+    dir: &std::path::Path,
+    scenario: &str,
+    seed: u64,
+    report: &scenario::RunReport,
+    failure: &scenario::Failure,
+) -> std::io::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{scenario}-seed-{seed}.html"));
+    let why = format!("{} violated: {}", failure.property, failure.detail);
+    let page = stet_sim::visualize::Page {
+        title: format!(
+            "stet-sim {scenario} seed {seed}: {} violated",
+            failure.property
+        ),
+        history: &report.history,
+        trace: &report.trace,
+        violation: failure.key.as_deref().map(|key| (key, why.as_str())),
+    };
+    std::fs::write(&path, stet_sim::visualize::render(&page))?;
+    Ok(path)
 }
 
 fn main() -> ExitCode {
@@ -106,6 +154,10 @@ fn main() -> ExitCode {
                         scenario.name, failure.property
                     );
                     println!("{}", failure.detail);
+                    match write_page(&args.html_dir, scenario.name, seed, &report, failure) {
+                        Ok(path) => println!("history page: {}", path.display()),
+                        Err(error) => println!("could not write the history page: {error}"),
+                    }
                     println!("last trace lines:");
                     let tail = report.trace.len().saturating_sub(40);
                     for line in &report.trace[tail..] {

@@ -35,18 +35,8 @@ use stet::proto::etcdserverpb as pb;
 use crate::checker::{Op, Operation, Outcome};
 use crate::client::Client;
 use crate::net::{self, FIRST_ADDED_HOST};
+pub use crate::records::Recovery;
 use crate::world::{lock, Host, Launch, World};
-
-/// What the force-new-cluster recovery of a run did.
-#[derive(Debug, Clone, Default)]
-pub struct Recovery {
-    /// When the majority was lost (global µs).
-    pub loss_us: u64,
-    /// When the survivor restarted with `--force-new-cluster`.
-    pub recovered_us: Option<u64>,
-    /// The survivor's keys and values right after its forced restart.
-    pub initial: Vec<(Vec<u8>, Vec<u8>)>,
-}
 
 /// The histories to check for linearizability: the whole history, or, after a force-new-cluster
 /// recovery, the part before the loss and the part after the recovery (see the module docs).

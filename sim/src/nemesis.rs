@@ -1,5 +1,6 @@
 //! The nemesis: injects the faults of a scenario into a running world — partitions (random halves,
-//! the leader isolated, one-way links), a lossy and duplicating network, member crashes that lose,
+//! the leader isolated, one-way links), a lossy network, peer connections reset or stalled
+//! mid-write, member crashes that lose,
 //! tear or corrupt unsynced disk writes, pauses, clock jumps, and membership changes (leader
 //! removal, churn, majority loss with force-new-cluster recovery; see `membership`) — and heals
 //! them. Members that left for good are never targeted.
@@ -27,7 +28,7 @@ pub enum Fault {
     IsolateLeader,
     /// Cut one direction of one link.
     OneWay,
-    /// Drop and duplicate packets.
+    /// Drop packets (madsim's TCP delivers them late, as retransmission would).
     Lossy,
     /// Cut peer connections part-way through a write, or stall them mid-frame.
     PeerFaults,
@@ -133,147 +134,178 @@ impl Nemesis {
             return;
         }
         match fault {
-            Fault::Partition => {
-                let mut shuffled = ids.clone();
-                shuffled.shuffle(&mut madsim::rand::thread_rng());
-                let cut = madsim::rand::thread_rng().gen_range(1..shuffled.len());
-                let (left, right) = shuffled.split_at(cut);
-                self.world
-                    .trace(format!("nemesis: partition {} | {}", hex(left), hex(right)));
-                for a in left {
-                    for b in right {
-                        Self::net().clog_link(self.node(*a), self.node(*b));
-                        Self::net().clog_link(self.node(*b), self.node(*a));
-                    }
-                }
-                madsim::time::sleep(hold).await;
-                self.heal_network();
-            }
-            Fault::IsolateLeader => {
-                let Some(leader) = self.world.leader() else {
-                    return;
-                };
-                self.world
-                    .trace(format!("nemesis: isolate leader {leader:x}"));
-                Self::net().clog_node(self.node(leader));
-                madsim::time::sleep(hold).await;
-                self.heal_network();
-            }
-            Fault::OneWay => {
-                let (a, b) = self.two(&ids);
-                self.world
-                    .trace(format!("nemesis: cut link {a:x} -> {b:x}"));
-                Self::net().clog_link(self.node(a), self.node(b));
-                madsim::time::sleep(hold).await;
-                self.heal_network();
-            }
-            Fault::Lossy => {
-                let rate = madsim::rand::thread_rng().gen_range(0.05..0.3);
-                self.world.trace(format!(
-                    "nemesis: lossy network ({rate:.2} loss, 10% duplicates)"
-                ));
-                Self::net().update_config(|c| c.packet_loss_rate = rate);
-                lock(&self.world.settings).duplicate_rate = 0.1;
-                madsim::time::sleep(hold).await;
-                self.heal_network();
-            }
-            Fault::PeerFaults => {
-                let rate = madsim::rand::thread_rng().gen_range(0.05..0.3);
-                self.world.trace(format!(
-                    "nemesis: peer connections reset or stall mid-write ({rate:.2} of writes)"
-                ));
-                lock(&self.world.settings).peer_fault_rate = rate;
-                madsim::time::sleep(hold).await;
-                self.heal_network();
-            }
-            Fault::Crash | Fault::DiskCorruption => {
-                let corrupted = *lock(&self.corrupted);
-                let victim = match (fault, corrupted) {
-                    (Fault::DiskCorruption, Some(member)) => member,
-                    _ => self.victim(&ids),
-                };
-                let corrupt = fault == Fault::DiskCorruption || corrupted == Some(victim);
-                if corrupt {
-                    *lock(&self.corrupted) = Some(victim);
-                }
-                let crash = match fault {
-                    _ if corrupt => CrashFault::FlipBit,
-                    _ if madsim::rand::thread_rng().gen_bool(0.5) => CrashFault::TearUnsynced,
-                    _ => CrashFault::LoseUnsynced,
-                };
-                self.world
-                    .trace(format!("nemesis: crash member {victim:x} ({crash:?})"));
-                self.crash_and_restart(victim, crash, hold).await;
-            }
-            Fault::CrashAtPoint => {
-                let points = [
-                    CrashPoint::SnapshotFile,
-                    CrashPoint::SnapshotWriting,
-                    CrashPoint::BeforeFsync,
-                    CrashPoint::VoteSent,
-                    CrashPoint::Compaction,
-                    CrashPoint::ConfChange,
-                ];
-                let point = *points
-                    .choose(&mut madsim::rand::thread_rng())
-                    .unwrap_or(&points[0]);
-                self.world
-                    .trace(format!("nemesis: arm crash point {point:?}"));
-                let (tell, reached) = futures::channel::oneshot::channel();
-                *lock(&self.world.crash_point) = Some((point, tell));
-                let reached = madsim::time::timeout(hold, reached)
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
-                *lock(&self.world.crash_point) = None;
-                let Some(victim) = reached else {
-                    self.world
-                        .trace(format!("nemesis: no member reached {point:?}"));
-                    return;
-                };
-                let crash = if madsim::rand::thread_rng().gen_bool(0.5) {
-                    CrashFault::TearUnsynced
-                } else {
-                    CrashFault::LoseUnsynced
-                };
-                self.world.trace(format!(
-                    "nemesis: crash member {victim:x} at {point:?} ({crash:?})"
-                ));
-                self.crash_and_restart(victim, crash, hold).await;
-            }
-            Fault::Pause => {
-                let victim = self.victim(&ids);
-                self.world
-                    .trace(format!("nemesis: pause member {victim:x}"));
-                Handle::current().pause(self.node(victim));
-                madsim::time::sleep(hold).await;
-                self.world
-                    .trace(format!("nemesis: resume member {victim:x}"));
-                Handle::current().resume(self.node(victim));
-            }
-            Fault::ClockJump => {
-                let victim = self.victim(&ids);
-                let jump = Duration::from_millis(madsim::rand::thread_rng().gen_range(100..5_000));
-                let at = self.world.elapsed();
-                self.world.trace(format!(
-                    "nemesis: clock of member {victim:x} jumps {jump:?} forward"
-                ));
-                if let Some(clock) = lock(&self.world.clocks).get_mut(&victim) {
-                    clock.jumps.push((at, jump));
-                }
-            }
+            Fault::Partition => self.partition(&ids, hold).await,
+            Fault::IsolateLeader => self.isolate_leader(hold).await,
+            Fault::OneWay => self.cut_one_way(&ids, hold).await,
+            Fault::Lossy => self.lossy(hold).await,
+            Fault::PeerFaults => self.peer_faults(hold).await,
+            Fault::Crash | Fault::DiskCorruption => self.crash(fault, &ids, hold).await,
+            Fault::CrashAtPoint => self.crash_at_point(hold).await,
+            Fault::Pause => self.pause(&ids, hold).await,
+            Fault::ClockJump => self.jump_clock(&ids),
             Fault::RemoveLeader | Fault::Churn | Fault::MajorityLoss => {
-                let Some(operator) = &self.operator else {
-                    return;
-                };
-                match fault {
-                    Fault::RemoveLeader => operator.remove_leader_or_add().await,
-                    Fault::Churn => operator.churn_step().await,
-                    _ => {}
-                }
-                madsim::time::sleep(hold).await;
+                self.membership(fault, hold).await
             }
         }
+    }
+
+    /// Cuts the members into two random groups for `hold`.
+    async fn partition(&self, ids: &[u64], hold: Duration) {
+        let mut shuffled = ids.to_vec();
+        shuffled.shuffle(&mut madsim::rand::thread_rng());
+        let cut = madsim::rand::thread_rng().gen_range(1..shuffled.len());
+        let (left, right) = shuffled.split_at(cut);
+        self.world
+            .trace(format!("nemesis: partition {} | {}", hex(left), hex(right)));
+        for a in left {
+            for b in right {
+                Self::net().clog_link(self.node(*a), self.node(*b));
+                Self::net().clog_link(self.node(*b), self.node(*a));
+            }
+        }
+        madsim::time::sleep(hold).await;
+        self.heal_network();
+    }
+
+    /// Cuts the current leader off from everyone for `hold`.
+    async fn isolate_leader(&self, hold: Duration) {
+        let Some(leader) = self.world.leader() else {
+            return;
+        };
+        self.world
+            .trace(format!("nemesis: isolate leader {leader:x}"));
+        Self::net().clog_node(self.node(leader));
+        madsim::time::sleep(hold).await;
+        self.heal_network();
+    }
+
+    /// Cuts one direction of one link for `hold`.
+    async fn cut_one_way(&self, ids: &[u64], hold: Duration) {
+        let (a, b) = self.two(ids);
+        self.world
+            .trace(format!("nemesis: cut link {a:x} -> {b:x}"));
+        Self::net().clog_link(self.node(a), self.node(b));
+        madsim::time::sleep(hold).await;
+        self.heal_network();
+    }
+
+    /// Drops packets for `hold` (madsim's TCP delivers them late, as retransmission would).
+    async fn lossy(&self, hold: Duration) {
+        let rate = madsim::rand::thread_rng().gen_range(0.05..0.3);
+        self.world
+            .trace(format!("nemesis: lossy network ({rate:.2} loss)"));
+        Self::net().update_config(|c| c.packet_loss_rate = rate);
+        madsim::time::sleep(hold).await;
+        self.heal_network();
+    }
+
+    /// Resets or stalls peer connections part-way through writes for `hold`.
+    async fn peer_faults(&self, hold: Duration) {
+        let rate = madsim::rand::thread_rng().gen_range(0.05..0.3);
+        self.world.trace(format!(
+            "nemesis: peer connections reset or stall mid-write ({rate:.2} of writes)"
+        ));
+        lock(&self.world.settings).peer_fault_rate = rate;
+        madsim::time::sleep(hold).await;
+        self.heal_network();
+    }
+
+    /// Crashes a member (the leader half the time), losing or tearing its unsynced writes — or,
+    /// for disk corruption, flipping a bit — and restarts it after `hold`.
+    async fn crash(&self, fault: Fault, ids: &[u64], hold: Duration) {
+        let corrupted = *lock(&self.corrupted);
+        let victim = match (fault, corrupted) {
+            (Fault::DiskCorruption, Some(member)) => member,
+            _ => self.victim(ids),
+        };
+        let corrupt = fault == Fault::DiskCorruption || corrupted == Some(victim);
+        if corrupt {
+            *lock(&self.corrupted) = Some(victim);
+        }
+        let crash = match fault {
+            _ if corrupt => CrashFault::FlipBit,
+            _ if madsim::rand::thread_rng().gen_bool(0.5) => CrashFault::TearUnsynced,
+            _ => CrashFault::LoseUnsynced,
+        };
+        self.world
+            .trace(format!("nemesis: crash member {victim:x} ({crash:?})"));
+        self.crash_and_restart(victim, crash, hold).await;
+    }
+
+    /// Arms a crash point and crashes whichever member reaches it within `hold`.
+    async fn crash_at_point(&self, hold: Duration) {
+        let points = [
+            CrashPoint::SnapshotFile,
+            CrashPoint::SnapshotWriting,
+            CrashPoint::BeforeFsync,
+            CrashPoint::VoteSent,
+            CrashPoint::Compaction,
+            CrashPoint::ConfChange,
+        ];
+        let point = *points
+            .choose(&mut madsim::rand::thread_rng())
+            .unwrap_or(&points[0]);
+        self.world
+            .trace(format!("nemesis: arm crash point {point:?}"));
+        let (tell, reached) = futures::channel::oneshot::channel();
+        *lock(&self.world.crash_point) = Some((point, tell));
+        let reached = madsim::time::timeout(hold, reached)
+            .await
+            .ok()
+            .and_then(Result::ok);
+        *lock(&self.world.crash_point) = None;
+        let Some(victim) = reached else {
+            self.world
+                .trace(format!("nemesis: no member reached {point:?}"));
+            return;
+        };
+        let crash = if madsim::rand::thread_rng().gen_bool(0.5) {
+            CrashFault::TearUnsynced
+        } else {
+            CrashFault::LoseUnsynced
+        };
+        self.world.trace(format!(
+            "nemesis: crash member {victim:x} at {point:?} ({crash:?})"
+        ));
+        self.crash_and_restart(victim, crash, hold).await;
+    }
+
+    /// Stops a member's process for `hold` (its clock keeps running).
+    async fn pause(&self, ids: &[u64], hold: Duration) {
+        let victim = self.victim(ids);
+        self.world
+            .trace(format!("nemesis: pause member {victim:x}"));
+        Handle::current().pause(self.node(victim));
+        madsim::time::sleep(hold).await;
+        self.world
+            .trace(format!("nemesis: resume member {victim:x}"));
+        Handle::current().resume(self.node(victim));
+    }
+
+    /// Moves a member's clock forward.
+    fn jump_clock(&self, ids: &[u64]) {
+        let victim = self.victim(ids);
+        let jump = Duration::from_millis(madsim::rand::thread_rng().gen_range(100..5_000));
+        let at = self.world.elapsed();
+        self.world.trace(format!(
+            "nemesis: clock of member {victim:x} jumps {jump:?} forward"
+        ));
+        if let Some(clock) = lock(&self.world.clocks).get_mut(&victim) {
+            clock.jumps.push((at, jump));
+        }
+    }
+
+    /// One membership change by the operator, then `hold`.
+    async fn membership(&self, fault: Fault, hold: Duration) {
+        let Some(operator) = &self.operator else {
+            return;
+        };
+        match fault {
+            Fault::RemoveLeader => operator.remove_leader_or_add().await,
+            Fault::Churn => operator.churn_step().await,
+            _ => {}
+        }
+        madsim::time::sleep(hold).await;
     }
 
     /// Kills a member's process, applies `crash` to its disk, and restarts it after `hold`.
@@ -325,7 +357,6 @@ impl Nemesis {
         net.update_config(|c| c.packet_loss_rate = 0.0);
         {
             let mut settings = lock(&self.world.settings);
-            settings.duplicate_rate = 0.0;
             settings.peer_fault_rate = 0.0;
         }
         self.world.trace("nemesis: network healed");

@@ -13,7 +13,7 @@ use stet::proto::etcdserverpb as pb;
 use stet::server::env::StartKind;
 
 use crate::durability::{check_restart, Restarted};
-use crate::membership::Recovery;
+use crate::records::Recovery;
 use crate::world::{lock, CrashPoint, World};
 
 /// The reporting state of one start of one member.

@@ -17,40 +17,12 @@ use stet::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUni
 use stet::proto::etcdserverpb::request_op::Request;
 use stet::proto::etcdserverpb::response_op::Response;
 use stet::proto::etcdserverpb::{
-    self as pb, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    self as pb, Compare, DeleteRangeRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use stet::proto::mvccpb::KeyValue;
 
-use crate::watcher::{EventRecord, KvEvents};
-
-/// A request of the rich workload.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RichRequest {
-    Range(RangeRequest),
-    Put(PutRequest),
-    DeleteRange(DeleteRangeRequest),
-    Txn(TxnRequest),
-}
-
-/// Its answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RichResponse {
-    Range(pb::RangeResponse),
-    Put(pb::PutResponse),
-    DeleteRange(pb::DeleteRangeResponse),
-    Txn(pb::TxnResponse),
-}
-
-/// One request with its invoke and completion times (global µs) and what came back: `None` when
-/// the outcome is unknown, an error's message when it failed.
-#[derive(Debug, Clone)]
-pub struct RichOp {
-    pub client: u64,
-    pub request: RichRequest,
-    pub invoke_us: u64,
-    pub complete_us: u64,
-    pub outcome: Option<Result<RichResponse, String>>,
-}
+use crate::records::{EventRecord, KvEvents};
+pub use crate::records::{RichOp, RichRequest, RichResponse};
 
 /// What the oracle checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -507,7 +479,7 @@ fn check_one(
             if !at.iter().map(Change::of_event).any(|c| c == change) {
                 return Err(format!(
                     "revision {revision} holds no such put: {}",
-                    crate::watcher::list_events(at)
+                    crate::records::list_events(at)
                 ));
             }
             Ok(Some(place(true)))

@@ -167,6 +167,8 @@ impl Default for RunOptions {
 pub struct Failure {
     pub property: &'static str,
     pub detail: String,
+    /// The key a linearizability violation is on.
+    pub key: Option<Vec<u8>>,
 }
 
 /// The result of one seed.
@@ -179,6 +181,8 @@ pub struct RunReport {
     pub trace_hash: u32,
     pub trace: Vec<String>,
     pub operations: usize,
+    /// The register clients' history, for the failure page (`visualize`).
+    pub history: Vec<crate::checker::Operation>,
     pub simulated: Duration,
 }
 
@@ -268,6 +272,7 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
         trace_hash: hasher.finalize(),
         trace,
         operations: history.len(),
+        history,
         simulated: world.elapsed(),
     }
 }
@@ -360,12 +365,14 @@ async fn final_checks(
 
     if let Some(violation) = lock(&world.durability_violation).clone() {
         return Err(Failure {
+            key: None,
             property: "durability",
             detail: violation,
         });
     }
     if let Some(violation) = lock(&world.observer).violation() {
         return Err(Failure {
+            key: None,
             property: "raft safety",
             detail: violation.0.clone(),
         });
@@ -374,12 +381,14 @@ async fn final_checks(
     let allowed = if scenario.allows_refusal { 1 } else { 0 };
     if refused.len() > allowed {
         return Err(Failure {
+            key: None,
             property: "availability",
             detail: format!("members refused to start or stopped: {refused:?}"),
         });
     }
     if !live {
         return Err(Failure {
+            key: None,
             property: "liveness",
             detail: "no write committed within 30 s of healing every fault".to_string(),
         });
@@ -412,6 +421,7 @@ async fn removed_members_stopped(world: &World) -> Result<(), Failure> {
     }
     let running: Vec<String> = still_running().iter().map(|id| format!("{id:x}")).collect();
     Err(Failure {
+        key: None,
         property: "removal",
         detail: format!(
             "removed members still run after the network healed: {}",
@@ -426,6 +436,7 @@ fn check_history(history: &[checker::Operation]) -> Result<(), Failure> {
         Ok(_) => {}
         Err(CheckError::Violation(violation)) => {
             return Err(Failure {
+                key: Some(violation.key.clone()),
                 property: "linearizability",
                 detail: format!(
                     "key {}: {}\n{}",
@@ -442,6 +453,7 @@ fn check_history(history: &[checker::Operation]) -> Result<(), Failure> {
         }
         Err(CheckError::GaveUp { key, detail, .. }) => {
             return Err(Failure {
+                key: None,
                 property: "checkability",
                 detail: format!(
                     "the checker gave up on key {}: {detail}",
@@ -451,6 +463,7 @@ fn check_history(history: &[checker::Operation]) -> Result<(), Failure> {
         }
         Err(CheckError::Malformed { id, detail }) => {
             return Err(Failure {
+                key: None,
                 property: "history",
                 detail: format!("operation {id} was recorded wrongly: {detail}"),
             })
@@ -469,6 +482,7 @@ fn check_watches_and_leases(world: &World) -> Result<(), Failure> {
         watcher::check_watches(&kv, &logs, &compactions, &compacted_at_create)
     };
     let stats = watch.map_err(|detail| Failure {
+        key: None,
         property: "watch",
         detail,
     })?;
@@ -479,6 +493,7 @@ fn check_watches_and_leases(world: &World) -> Result<(), Failure> {
         crate::revisions::check(&kv, &rich)
     };
     let revisions = revisions.map_err(|detail| Failure {
+        key: None,
         property: "revisions",
         detail,
     })?;
@@ -491,6 +506,7 @@ fn check_watches_and_leases(world: &World) -> Result<(), Failure> {
 fn lease_oracle(world: &World) -> Result<leases::LeaseStats, Failure> {
     let history = lock(&world.lease_history).clone();
     let failure = |detail| Failure {
+        key: None,
         property: "lease",
         detail,
     };

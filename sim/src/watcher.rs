@@ -2,7 +2,7 @@
 //! progress, fail over to another member when theirs stalls or the stream breaks, and resume from
 //! the revision after the last one they saw; a compacting client; and the watch oracle, which
 //! checks every watcher's log against the events members applied (`KvEvents`, recorded by
-//! `member::report`): ordered, no gaps, no duplicates, never back in time, the same events as the
+//! `report`): ordered, no gaps, no duplicates, never back in time, the same events as the
 //! store, compaction cancels only for compacted starts, and progress never ahead of delivery.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,254 +12,16 @@ use std::time::Duration;
 use futures::channel::mpsc;
 use rand::Rng;
 
+use crate::client::{Client, CLIENT_TIMEOUT, KEYS};
+use crate::records::{list_events, EventRecord, Item, KvEvents, Segment, SegmentEnd, WatchLog};
+use crate::wait;
+use crate::world::{lock, World};
 use stet::node::ClientRequest;
 use stet::proto::etcdserverpb as pb;
 use stet::proto::etcdserverpb::watch_client::WatchClient;
-use stet::proto::mvccpb::{event::EventType, Event};
-
-use crate::client::{Client, CLIENT_TIMEOUT, KEYS};
-use crate::wait;
-use crate::world::{lock, World};
 
 /// A watcher that learns no new revision for this long moves to another member.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// One event as the oracle compares it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventRecord {
-    pub revision: i64,
-    pub key: Vec<u8>,
-    pub delete: bool,
-    pub value: Vec<u8>,
-    /// The lease a put attached the key to (0: none).
-    pub lease: i64,
-}
-
-impl EventRecord {
-    pub fn from_event(event: &Event, fallback_revision: i64) -> Self {
-        Self::from_owned_event(event.clone(), fallback_revision)
-    }
-
-    /// As `from_event`, taking the event's key and value instead of copying them.
-    pub fn from_owned_event(event: Event, fallback_revision: i64) -> Self {
-        let delete = event.r#type == EventType::Delete as i32;
-        let revision = event
-            .kv
-            .as_ref()
-            .map_or(fallback_revision, |kv| kv.mod_revision);
-        let kv = event.kv.unwrap_or_default();
-        EventRecord {
-            revision,
-            key: kv.key,
-            delete,
-            value: kv.value,
-            lease: if delete { 0 } else { kv.lease },
-        }
-    }
-}
-
-impl std::fmt::Display for EventRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.delete { "DELETE" } else { "PUT" };
-        write!(
-            f,
-            "{kind} {}@{}",
-            String::from_utf8_lossy(&self.key),
-            self.revision
-        )?;
-        if !self.delete {
-            write!(f, "={}", String::from_utf8_lossy(&self.value))?;
-        }
-        Ok(())
-    }
-}
-
-/// The events of every revision, as members applied them; the first member to report a revision
-/// sets it, every later report must agree.
-#[derive(Debug, Default)]
-pub struct KvEvents {
-    revisions: BTreeMap<i64, (Vec<EventRecord>, u64)>,
-    violation: Option<String>,
-}
-
-impl KvEvents {
-    /// A `--force-new-cluster` restart at `revision`: what the lost members applied after it never
-    /// happened in the new cluster, which reuses those revisions.
-    pub fn forget_after(&mut self, revision: i64) {
-        self.revisions.retain(|r, _| *r <= revision);
-    }
-
-    /// Member `member` applied revisions `from..=to` with `events` (oldest first).
-    pub fn record(&mut self, member: u64, from: i64, to: i64, events: Vec<Event>) {
-        let mut by_revision: BTreeMap<i64, Vec<EventRecord>> =
-            (from..=to).map(|r| (r, Vec::new())).collect();
-        for event in events {
-            let record = EventRecord::from_owned_event(event, to);
-            if let Some(list) = by_revision.get_mut(&record.revision) {
-                list.push(record);
-            }
-        }
-        for (revision, events) in by_revision {
-            match self.revisions.get(&revision) {
-                Some((known, first)) if *known != events && self.violation.is_none() => {
-                    self.violation = Some(format!(
-                        "members disagree on the events of revision {revision}: member {first} \
-                         applied [{}], member {member} applied [{}]",
-                        list_events(known),
-                        list_events(&events)
-                    ));
-                }
-                Some(_) => {}
-                None => {
-                    self.revisions.insert(revision, (events, member));
-                }
-            }
-        }
-    }
-
-    /// The events of `revision`, if some member reported it.
-    pub fn at(&self, revision: i64) -> Option<&[EventRecord]> {
-        self.revisions.get(&revision).map(|(e, _)| e.as_slice())
-    }
-
-    pub fn violation(&self) -> Option<&str> {
-        self.violation.as_deref()
-    }
-
-    /// How many revisions are known.
-    pub fn len(&self) -> usize {
-        self.revisions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.revisions.is_empty()
-    }
-}
-
-/// Events as a failure report prints them.
-pub fn list_events(events: &[EventRecord]) -> String {
-    events
-        .iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// What a watch stream delivered, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Item {
-    /// A response with events.
-    Events(Vec<EventRecord>),
-    /// A response with no events (a progress notification) and its header revision.
-    Progress(i64),
-}
-
-/// How a segment (one watch on one member's stream) ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SegmentEnd {
-    /// The create went unanswered.
-    Unreachable,
-    /// The member refused the create.
-    Refused(String),
-    /// Canceled because the revisions it needed were compacted.
-    Compacted(i64),
-    /// Canceled for another reason.
-    Canceled,
-    /// No new revision for `STALL_TIMEOUT`.
-    Stalled,
-    /// The stream ended or failed (the member went away, or ended a stream that fell behind).
-    Broken,
-    /// The client moved on (failover on purpose, or the watch's time was up).
-    Moved,
-}
-
-/// One watch on one member's stream.
-#[derive(Debug, Clone)]
-pub struct Segment {
-    pub member: u64,
-    pub stream: u64,
-    pub requested_start: i64,
-    /// Header revision of the `created` response.
-    pub created_revision: Option<i64>,
-    pub items: Vec<Item>,
-    pub end: SegmentEnd,
-}
-
-impl Segment {
-    /// The first revision this segment promises to deliver from, once created.
-    pub fn effective_start(&self) -> Option<i64> {
-        if self.requested_start > 0 {
-            Some(self.requested_start)
-        } else {
-            self.created_revision.map(|r| r + 1)
-        }
-    }
-
-    /// The revision to resume from after this segment, given the one it was started with.
-    fn resume_from(&self, previous: i64) -> i64 {
-        let mut next = previous.max(self.effective_start().unwrap_or(0));
-        for item in &self.items {
-            match item {
-                Item::Events(events) => {
-                    for e in events {
-                        next = next.max(e.revision + 1);
-                    }
-                }
-                Item::Progress(r) => next = next.max(r + 1),
-            }
-        }
-        if let SegmentEnd::Compacted(c) = self.end {
-            next = next.max(c);
-        }
-        next
-    }
-
-    /// Takes one response in stream order. Returns (learned a new revision, the segment ended).
-    fn take(&mut self, response: pb::WatchResponse, best: &mut i64) -> (bool, bool) {
-        let revision = response.header.as_ref().map_or(0, |h| h.revision);
-        if response.created {
-            if response.canceled {
-                self.end = SegmentEnd::Refused(response.cancel_reason);
-                return (false, true);
-            }
-            self.created_revision = Some(revision);
-            return (true, false);
-        }
-        if response.canceled {
-            self.end = if response.compact_revision > 0 {
-                SegmentEnd::Compacted(response.compact_revision)
-            } else {
-                SegmentEnd::Canceled
-            };
-            return (false, true);
-        }
-        if response.events.is_empty() {
-            self.items.push(Item::Progress(revision));
-            let learned = revision > *best;
-            *best = (*best).max(revision);
-            return (learned, false);
-        }
-        let events: Vec<EventRecord> = response
-            .events
-            .iter()
-            .map(|e| EventRecord::from_event(e, revision))
-            .collect();
-        let newest = events.iter().map(|e| e.revision).max().unwrap_or(0);
-        *best = (*best).max(newest);
-        self.items.push(Item::Events(events));
-        (true, false)
-    }
-}
-
-/// One logical watch of one client: a range and the segments it was served by.
-#[derive(Debug, Clone)]
-pub struct WatchLog {
-    pub client: u64,
-    pub watch: u64,
-    pub key: Vec<u8>,
-    pub range_end: Vec<u8>,
-    pub segments: Vec<Segment>,
-}
 
 /// A watching client: one logical watch after another until `until`.
 pub async fn watch_workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Duration) {
@@ -525,6 +287,8 @@ pub fn check_watches(
     Ok(stats)
 }
 
+/// Checks one logical watch: each segment on its own, and across segments nothing twice and never
+/// back in time.
 fn check_log(
     kv: &KvEvents,
     log: &WatchLog,
@@ -532,15 +296,6 @@ fn check_log(
     compacted_at_create: &BTreeMap<u64, i64>,
     stats: &mut WatchStats,
 ) -> Result<(), String> {
-    let expected_at = |revision: i64| -> Option<Vec<EventRecord>> {
-        kv.at(revision).map(|events| {
-            events
-                .iter()
-                .filter(|e| in_range(&e.key, &log.key, &log.range_end))
-                .cloned()
-                .collect()
-        })
-    };
     // The lowest revision the next event may have: nothing twice, never back in time.
     let mut next = 0;
     for (n, segment) in log.segments.iter().enumerate() {
@@ -548,112 +303,194 @@ fn check_log(
         let Some(start) = segment.effective_start() else {
             continue;
         };
-        let at = format!("segment {n} (member {}, from {start})", segment.member);
-        // A create from a revision the member had compacted away must be canceled with it (the
-        // cancel may be lost with the stream, but nothing else may come instead).
-        if let Some(&compact) = compacted_at_create.get(&segment.stream) {
-            let from_compacted = segment.requested_start > 0 && segment.requested_start < compact;
-            let wrong_end = match segment.end {
-                SegmentEnd::Compacted(c) => c != compact,
-                SegmentEnd::Canceled | SegmentEnd::Refused(_) => true,
-                _ => false,
-            };
-            if from_compacted && (wrong_end || !segment.items.is_empty()) {
-                return Err(format!(
-                    "{at}: the member had compacted to {compact}, yet the watch was not canceled \
-                     with that compact revision (ended {:?} after {} responses)",
-                    segment.end,
-                    segment.items.len()
-                ));
-            }
-        }
-        let mut delivered = BTreeSet::new();
-        let mut claimed = 0;
-        let mut last_event = 0;
+        let mut check = SegmentCheck {
+            kv,
+            log,
+            at: format!("segment {n} (member {:x}, from {start})", segment.member),
+            start,
+            delivered: BTreeSet::new(),
+            claimed: 0,
+            last_event: 0,
+        };
+        check.compacted_create(segment, compacted_at_create)?;
         for item in &segment.items {
-            match item {
-                Item::Progress(revision) => {
-                    stats.progress += 1;
-                    if *revision < last_event {
-                        return Err(format!(
-                            "{at}: progress at {revision} after an event at {last_event}"
-                        ));
-                    }
-                    claimed = claimed.max(*revision);
-                    next = next.max(revision + 1);
+            check.item(item, &mut next, stats)?;
+        }
+        check.no_gaps()?;
+        check.compaction_end(segment, compactions, stats)?;
+    }
+    Ok(())
+}
+
+/// The checks of one segment: one watch on one member's stream.
+struct SegmentCheck<'a> {
+    kv: &'a KvEvents,
+    log: &'a WatchLog,
+    /// Where in the log, for messages.
+    at: String,
+    start: i64,
+    delivered: BTreeSet<i64>,
+    /// The newest revision a progress notification claimed.
+    claimed: i64,
+    last_event: i64,
+}
+
+impl SegmentCheck<'_> {
+    /// The events of `revision` in the watch's range, if some member reported the revision.
+    fn expected_at(&self, revision: i64) -> Option<Vec<EventRecord>> {
+        self.kv.at(revision).map(|events| {
+            events
+                .iter()
+                .filter(|e| in_range(&e.key, &self.log.key, &self.log.range_end))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// A create from a revision the member had compacted away must be canceled with it (the
+    /// cancel may be lost with the stream, but nothing else may come instead).
+    fn compacted_create(
+        &self,
+        segment: &Segment,
+        compacted_at_create: &BTreeMap<u64, i64>,
+    ) -> Result<(), String> {
+        let Some(&compact) = compacted_at_create.get(&segment.stream) else {
+            return Ok(());
+        };
+        let from_compacted = segment.requested_start > 0 && segment.requested_start < compact;
+        let wrong_end = match segment.end {
+            SegmentEnd::Compacted(c) => c != compact,
+            SegmentEnd::Canceled | SegmentEnd::Refused(_) => true,
+            _ => false,
+        };
+        if from_compacted && (wrong_end || !segment.items.is_empty()) {
+            return Err(format!(
+                "{}: the member had compacted to {compact}, yet the watch was not canceled with \
+                 that compact revision (ended {:?} after {} responses)",
+                self.at,
+                segment.end,
+                segment.items.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// One response: progress never behind delivery, events in order, after the start, never
+    /// repeated, never after a progress claim that covered them, and the store's own.
+    fn item(&mut self, item: &Item, next: &mut i64, stats: &mut WatchStats) -> Result<(), String> {
+        let at = &self.at;
+        match item {
+            Item::Progress(revision) => {
+                stats.progress += 1;
+                if *revision < self.last_event {
+                    return Err(format!(
+                        "{at}: progress at {revision} after an event at {}",
+                        self.last_event
+                    ));
                 }
-                Item::Events(events) => {
-                    for group in events.chunk_by(|a, b| a.revision == b.revision) {
-                        let revision = group[0].revision;
-                        stats.events += group.len();
-                        if revision < start {
-                            return Err(format!("{at}: event {} is before the start", group[0]));
-                        }
-                        if revision < next {
-                            return Err(format!(
-                                "{at}: event {} repeats or goes back in time (expected {next} \
-                                 or later)",
-                                group[0]
-                            ));
-                        }
-                        if revision <= claimed {
-                            return Err(format!(
-                                "{at}: event {} arrived after a progress notification at \
-                                 {claimed}",
-                                group[0]
-                            ));
-                        }
-                        match expected_at(revision) {
-                            None => stats.unknown_revisions += 1,
-                            Some(expected) if expected != group => {
-                                return Err(format!(
-                                    "{at}: at revision {revision} got [{}], the store applied [{}]",
-                                    list_events(group),
-                                    list_events(&expected)
-                                ))
-                            }
-                            Some(_) => {}
-                        }
-                        delivered.insert(revision);
-                        next = revision + 1;
-                        last_event = revision;
-                    }
+                self.claimed = self.claimed.max(*revision);
+                *next = (*next).max(revision + 1);
+            }
+            Item::Events(events) => {
+                for group in events.chunk_by(|a, b| a.revision == b.revision) {
+                    stats.events += group.len();
+                    self.event_group(group, next, stats)?;
                 }
             }
         }
-        // No gaps: every revision with events in range, from the start to the newest revision the
-        // segment delivered or claimed, was delivered.
-        let covered = last_event.max(claimed);
-        for revision in start..=covered {
-            if delivered.contains(&revision) {
+        Ok(())
+    }
+
+    /// The events of one revision in a response.
+    fn event_group(
+        &mut self,
+        group: &[EventRecord],
+        next: &mut i64,
+        stats: &mut WatchStats,
+    ) -> Result<(), String> {
+        let at = &self.at;
+        let revision = group[0].revision;
+        if revision < self.start {
+            return Err(format!("{at}: event {} is before the start", group[0]));
+        }
+        if revision < *next {
+            return Err(format!(
+                "{at}: event {} repeats or goes back in time (expected {next} or later)",
+                group[0]
+            ));
+        }
+        if revision <= self.claimed {
+            return Err(format!(
+                "{at}: event {} arrived after a progress notification at {}",
+                group[0], self.claimed
+            ));
+        }
+        match self.expected_at(revision) {
+            None => stats.unknown_revisions += 1,
+            Some(expected) if expected != group => {
+                return Err(format!(
+                    "{at}: at revision {revision} got [{}], the store applied [{}]",
+                    list_events(group),
+                    list_events(&expected)
+                ))
+            }
+            Some(_) => {}
+        }
+        self.delivered.insert(revision);
+        *next = revision + 1;
+        self.last_event = revision;
+        Ok(())
+    }
+
+    /// No gaps: every revision with events in range, from the start to the newest revision the
+    /// segment delivered or claimed, was delivered.
+    fn no_gaps(&self) -> Result<(), String> {
+        let covered = self.last_event.max(self.claimed);
+        for revision in self.start..=covered {
+            if self.delivered.contains(&revision) {
                 continue;
             }
-            if let Some(expected) = expected_at(revision) {
+            if let Some(expected) = self.expected_at(revision) {
                 if !expected.is_empty() {
                     return Err(format!(
-                        "{at}: missed [{}] (delivered up to {last_event}, progress claimed \
-                         {claimed})",
-                        list_events(&expected)
+                        "{}: missed [{}] (delivered up to {}, progress claimed {})",
+                        self.at,
+                        list_events(&expected),
+                        self.last_event,
+                        self.claimed
                     ));
                 }
             }
         }
-        if let SegmentEnd::Compacted(compact) = segment.end {
-            stats.compaction_cancels += 1;
-            if compact <= start || compact <= last_event {
-                return Err(format!(
-                    "{at}: canceled as compacted at {compact}, but it needed no revision \
-                     before that (delivered up to {last_event})"
-                ));
-            }
-            if !compactions.contains(&compact) {
-                return Err(format!(
-                    "{at}: canceled as compacted at {compact}, a revision no client compacted to"
-                ));
-            }
-        }
+        Ok(())
     }
-    Ok(())
+
+    /// A compaction cancel names a revision the segment needed and a client compacted to.
+    fn compaction_end(
+        &self,
+        segment: &Segment,
+        compactions: &BTreeSet<i64>,
+        stats: &mut WatchStats,
+    ) -> Result<(), String> {
+        let SegmentEnd::Compacted(compact) = segment.end else {
+            return Ok(());
+        };
+        stats.compaction_cancels += 1;
+        if compact <= self.start || compact <= self.last_event {
+            return Err(format!(
+                "{}: canceled as compacted at {compact}, but it needed no revision before that \
+                 (delivered up to {})",
+                self.at, self.last_event
+            ));
+        }
+        if !compactions.contains(&compact) {
+            return Err(format!(
+                "{}: canceled as compacted at {compact}, a revision no client compacted to",
+                self.at
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -20,9 +20,8 @@ use stet::wal::WalOptions;
 use crate::checker::Operation;
 use crate::clock::ClockModel;
 use crate::disk::SharedDisk;
-use crate::leases::LeaseOp;
 use crate::observer::Observer;
-use crate::watcher::{KvEvents, WatchLog};
+use crate::records::{KvEvents, LeaseOp, Recovery, Revocations, RichOp, WatchLog};
 
 /// Locks a mutex, carrying on after a panic elsewhere (the run is failing anyway).
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -44,8 +43,6 @@ pub struct Settings {
     pub segment_size_bytes: u64,
     /// Range of simulated fsync latency.
     pub fsync_latency_us: (u64, u64),
-    /// Probability that a member sends a raft message twice.
-    pub duplicate_rate: f64,
     /// Self-test of the oracles: a fault planted on purpose, which they must catch.
     pub self_test: Option<SelfTest>,
     /// Watch responses buffered per stream in the runtime (small, so streams reach the bound).
@@ -75,7 +72,6 @@ impl Settings {
             request_timeout: Duration::from_secs(3),
             segment_size_bytes: 64 * 1024,
             fsync_latency_us: (100, 2_000),
-            duplicate_rate: 0.0,
             self_test: None,
             watch_stream_buffer: 8,
             watch_max_events_per_response: 4,
@@ -179,7 +175,7 @@ pub struct World {
     /// The member whose next start is a `--force-new-cluster` restart.
     pub force_new_cluster: Mutex<Option<u64>>,
     /// What the force-new-cluster recovery did, for the scoped checks (`membership`).
-    pub recovery: Mutex<Option<crate::membership::Recovery>>,
+    pub recovery: Mutex<Option<Recovery>>,
     /// How many times each member's node was configured (started).
     pub starts: Mutex<BTreeMap<u64, u64>>,
     /// Every revision's events as members applied them (the watch oracle's authority).
@@ -193,9 +189,9 @@ pub struct World {
     /// What lease clients did and saw.
     pub lease_history: Mutex<Vec<LeaseOp>>,
     /// What rich clients (every request shape) did and saw.
-    pub rich_history: Mutex<Vec<crate::revisions::RichOp>>,
+    pub rich_history: Mutex<Vec<RichOp>>,
     /// When a member first applied the revoke of each lease (global µs).
-    pub lease_revocations: Mutex<crate::leases::Revocations>,
+    pub lease_revocations: Mutex<Revocations>,
     /// A self-test's distortion of one member's clock that its clock model does not show:
     /// (member, extra drift in ppm).
     pub clock_distortion: Mutex<Option<(u64, i64)>>,

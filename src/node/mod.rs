@@ -8,7 +8,8 @@
 //! entries (raft-rs hands out committed entries only once they are persisted locally).
 
 pub mod config;
-pub mod request;
+/// The request types live below the node and the state machine; kept reachable here.
+pub use crate::request;
 
 mod apply;
 mod bootstrap;

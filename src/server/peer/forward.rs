@@ -127,43 +127,69 @@ impl Forwarder {
         id: u64,
         reply: oneshot::Sender<peerpb::ForwardReply>,
     ) -> Result<mpsc::Sender<peerpb::ForwardRequest>, ClientError> {
-        {
-            let mut links = self.links.lock().map_err(|_| ClientError::Stopped)?;
-            if let Some(link) = links.get(&leader) {
-                if !link.requests.is_closed() {
-                    if let Ok(mut waiting) = link.waiting.lock() {
-                        // A bound on the table: a leader that stopped answering gets no more.
-                        if waiting.len() >= MAX_WAITING {
-                            return Err(ClientError::TooManyRequests);
-                        }
-                        waiting.insert(id, reply);
-                    }
-                    return Ok(link.requests.clone());
-                }
-                links.remove(&leader);
-            }
-        }
-        let urls = self.addresses.urls(leader);
-        let identity = self.identity;
-        let mut connected = None;
-        for url in &urls {
-            if let Ok((stream, _)) = dial(url, identity, peerpb::Purpose::Forward, leader).await {
-                connected = Some(stream);
-                break;
-            }
-        }
-        let Some(stream) = connected else {
-            return Err(ClientError::NoLeader);
+        let reply = match self.existing_link(leader, id, reply)? {
+            Ok(requests) => return Ok(requests),
+            Err(reply) => reply,
         };
+        let stream = self.dial_leader(leader).await?;
+        Ok(self.open_link(leader, stream, id, reply))
+    }
+
+    /// Registers `reply` on the open link to `leader`, if there is one (else hands it back).
+    #[allow(clippy::type_complexity)]
+    fn existing_link(
+        &self,
+        leader: u64,
+        id: u64,
+        reply: oneshot::Sender<peerpb::ForwardReply>,
+    ) -> Result<
+        Result<mpsc::Sender<peerpb::ForwardRequest>, oneshot::Sender<peerpb::ForwardReply>>,
+        ClientError,
+    > {
+        let mut links = self.links.lock().map_err(|_| ClientError::Stopped)?;
+        let Some(link) = links.get(&leader) else {
+            return Ok(Err(reply));
+        };
+        if link.requests.is_closed() {
+            links.remove(&leader);
+            return Ok(Err(reply));
+        }
+        let mut waiting = link.waiting.lock().map_err(|_| ClientError::Stopped)?;
+        // A bound on the table: a leader that stopped answering gets no more.
+        if waiting.len() >= MAX_WAITING {
+            return Err(ClientError::TooManyRequests);
+        }
+        waiting.insert(id, reply);
+        Ok(Ok(link.requests.clone()))
+    }
+
+    /// Dials one of the leader's peer URLs for forwarding.
+    async fn dial_leader(&self, leader: u64) -> Result<super::conn::FramedStream, ClientError> {
+        for url in &self.addresses.urls(leader) {
+            let dialed = dial(url, self.identity, peerpb::Purpose::Forward, leader).await;
+            if let Ok((stream, _)) = dialed {
+                return Ok(stream);
+            }
+        }
+        Err(ClientError::NoLeader)
+    }
+
+    /// Makes `stream` the link to `leader`, with `reply` registered for `id`: a writer task sends
+    /// requests, a reader task hands each reply to whoever waits for it.
+    fn open_link(
+        &self,
+        leader: u64,
+        stream: super::conn::FramedStream,
+        id: u64,
+        reply: oneshot::Sender<peerpb::ForwardReply>,
+    ) -> mpsc::Sender<peerpb::ForwardRequest> {
         let (mut reader, write) = stream.into_split();
         let (requests, _writer) =
             spawn_frame_writer::<peerpb::ForwardRequest>(write, FrameKind::ForwardRequest);
-        let waiting: Waiting = Arc::new(Mutex::new(HashMap::new()));
-        if let Ok(mut w) = waiting.lock() {
-            w.insert(id, reply);
-        }
+        let waiting: Waiting = Arc::new(Mutex::new(HashMap::from([(id, reply)])));
         let readers_waiting = waiting.clone();
         let links = self.links.clone();
+        let ours = requests.clone();
         tokio::spawn(async move {
             while let Ok(frame) = reader.read_frame().await {
                 let Ok(reply) = peer_wire::decode_message::<peerpb::ForwardReply>(
@@ -185,14 +211,23 @@ impl Forwarder {
                 waiting.clear();
             }
             if let Ok(mut links) = links.lock() {
-                links.remove(&leader);
+                // Only this link: another may have replaced it meanwhile.
+                if links
+                    .get(&leader)
+                    .is_some_and(|link| link.requests.same_channel(&ours))
+                {
+                    links.remove(&leader);
+                }
             }
         });
-        let sender = requests.clone();
         if let Ok(mut links) = self.links.lock() {
-            links.insert(leader, LeaderLink { requests, waiting });
+            let link = LeaderLink {
+                requests: requests.clone(),
+                waiting,
+            };
+            links.insert(leader, link);
         }
-        Ok(sender)
+        requests
     }
 }
 
