@@ -268,6 +268,11 @@ impl Membership {
         self.members.values().cloned().collect()
     }
 
+    /// Every member, sorted by ID, without copying.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Member> {
+        self.members.values()
+    }
+
     /// IDs of the voting members, sorted.
     pub fn voters(&self) -> Vec<MemberId> {
         self.ids_where(|m| !m.is_learner)

@@ -66,7 +66,9 @@ impl Client {
         request: ClientRequest,
     ) -> Option<Result<ClientResponse, ClientError>> {
         let channel = self.channel(member)?;
-        wait::timeout(CLIENT_TIMEOUT, rpc::call(channel, request)).await
+        // Boxed: the call's future holds the largest of every service's client futures, and
+        // moving it by value into the timeout copied kilobytes per request.
+        wait::timeout(CLIENT_TIMEOUT, Box::pin(rpc::call(channel, request))).await
     }
 
     /// Performs one operation against `member` and records it in the world's history.

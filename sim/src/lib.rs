@@ -16,6 +16,13 @@
 //! (scenarios and the run of one seed), `visualize` (a failing seed's history as an HTML page),
 //! `wait` (deadlines on madsim's clock that register one timer).
 
+/// The simulator allocates and frees small objects at a high rate (messages, futures, protobuf
+/// buffers); mimalloc takes about a tenth off its CPU time next to glibc's allocator. It is the
+/// allocator of every binary that links the simulator (`stet-sim` and its tests); the production
+/// server keeps the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod checker;
 pub mod client;
 pub mod clock;

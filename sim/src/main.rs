@@ -20,6 +20,8 @@ struct Args {
     scenarios: Vec<Scenario>,
     options: RunOptions,
     trace: bool,
+    /// Threads running seeds side by side (each seed has its own madsim runtime).
+    jobs: usize,
     /// Where a failing seed's history page is written.
     html_dir: std::path::PathBuf,
 }
@@ -30,6 +32,7 @@ fn parse_args() -> Result<Args, String> {
         scenarios: scenario::scenarios(),
         options: RunOptions::default(),
         trace: false,
+        jobs: 1,
         html_dir: std::path::PathBuf::from("target/stet-sim"),
     };
     let mut it = std::env::args().skip(1);
@@ -66,12 +69,18 @@ fn parse_args() -> Result<Args, String> {
                 args.options.fault_time = Duration::from_secs(secs);
             }
             "--trace" => args.trace = true,
+            "--jobs" => {
+                args.jobs = value()?.parse().map_err(|_| "bad --jobs")?;
+                if args.jobs == 0 {
+                    return Err("--jobs must be at least 1".to_string());
+                }
+            }
             "--html" => args.html_dir = value()?.into(),
             "--plant" => args.options.self_test = Some(plant(&value()?)?),
             "--help" | "-h" => {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
-                            [--clients N] [--seconds S] [--trace] [--html DIR] \
+                            [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
                             [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch]"
                         .to_string(),
                 )
@@ -137,50 +146,27 @@ fn main() -> ExitCode {
     let mut failures = 0;
     for scenario in &args.scenarios {
         let mut passed = 0;
-        for seed in args.seeds.clone() {
-            let report = scenario::run(seed, scenario, &args.options);
+        let mut done = 0;
+        run_seeds(scenario, &args, |seed, report| {
+            done += 1;
             simulated += report.simulated;
+            match &report.outcome {
+                Ok(()) => passed += 1,
+                Err(failure) => {
+                    failures += 1;
+                    print_failure(&args, scenario, seed, &report, failure);
+                }
+            }
             if args.trace {
                 for line in &report.trace {
                     println!("{line}");
                 }
             }
-            match &report.outcome {
-                Ok(()) => passed += 1,
-                Err(failure) => {
-                    failures += 1;
-                    println!(
-                        "\nFAILED {} seed {seed}: {} violated",
-                        scenario.name, failure.property
-                    );
-                    println!("{}", failure.detail);
-                    match write_page(&args.html_dir, scenario.name, seed, &report, failure) {
-                        Ok(path) => println!("history page: {}", path.display()),
-                        Err(error) => println!("could not write the history page: {error}"),
-                    }
-                    println!("last trace lines:");
-                    let tail = report.trace.len().saturating_sub(40);
-                    for line in &report.trace[tail..] {
-                        println!("  {line}");
-                    }
-                    println!(
-                        "replay: RUSTFLAGS=\"--cfg madsim\" cargo run --release --manifest-path sim/Cargo.toml -- \
-                         --seeds {seed}..{} --scenario {} --members {} --clients {} --seconds {} --trace",
-                        seed + 1,
-                        scenario.name,
-                        args.options.members,
-                        args.options.clients,
-                        args.options.fault_time.as_secs()
-                    );
-                }
-            }
             eprint!(
-                "\r{:<10} {passed}/{} passed (seed {seed}, {} ops)      ",
-                scenario.name,
-                seed - args.seeds.start + 1,
-                report.operations
+                "\r{:<10} {passed}/{done} passed (seed {seed}, {} ops)      ",
+                scenario.name, report.operations
             );
-        }
+        });
         eprintln!();
         println!(
             "{:<10} {passed}/{} seeds passed",
@@ -189,15 +175,78 @@ fn main() -> ExitCode {
         );
     }
     let wall = started.elapsed();
+    let thread_time = wall.as_secs_f64() * args.jobs as f64;
     println!(
-        "simulated {:.0} s in {:.1} s of wall time ({:.0}x real time)",
+        "simulated {:.0} s in {:.1} s of wall time on {} thread(s) ({:.0}x real time per thread)",
         simulated.as_secs_f64(),
         wall.as_secs_f64(),
-        simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+        args.jobs,
+        simulated.as_secs_f64() / thread_time.max(1e-9)
     );
     if failures == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Runs `scenario` on every seed of `args.seeds` over `args.jobs` threads, handing each report
+/// to `done` on this thread as it finishes (in seed order when there is one job).
+fn run_seeds(scenario: &Scenario, args: &Args, mut done: impl FnMut(u64, scenario::RunReport)) {
+    let next = std::sync::atomic::AtomicU64::new(args.seeds.start);
+    let (reports, finished) = std::sync::mpsc::sync_channel(args.jobs);
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs {
+            let reports = reports.clone();
+            let next = &next;
+            scope.spawn(move || loop {
+                let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if seed >= args.seeds.end {
+                    return;
+                }
+                let report = scenario::run(seed, scenario, &args.options);
+                if reports.send((seed, report)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(reports);
+        for (seed, report) in finished {
+            done(seed, report);
+        }
+    });
+}
+
+/// What a failing seed prints: the property, the detail, its history page, the end of its trace
+/// and the command that replays it.
+fn print_failure(
+    args: &Args,
+    scenario: &Scenario,
+    seed: u64,
+    report: &scenario::RunReport,
+    failure: &scenario::Failure,
+) {
+    println!(
+        "\nFAILED {} seed {seed}: {} violated",
+        scenario.name, failure.property
+    );
+    println!("{}", failure.detail);
+    match write_page(&args.html_dir, scenario.name, seed, report, failure) {
+        Ok(path) => println!("history page: {}", path.display()),
+        Err(error) => println!("could not write the history page: {error}"),
+    }
+    println!("last trace lines:");
+    let tail = report.trace.len().saturating_sub(40);
+    for line in &report.trace[tail..] {
+        println!("  {line}");
+    }
+    println!(
+        "replay: RUSTFLAGS=\"--cfg madsim\" cargo run --release --manifest-path sim/Cargo.toml -- \
+         --seeds {seed}..{} --scenario {} --members {} --clients {} --seconds {} --trace",
+        seed + 1,
+        scenario.name,
+        args.options.members,
+        args.options.clients,
+        args.options.fault_time.as_secs()
+    );
 }

@@ -137,7 +137,7 @@ fn event_at(key: &[u8], versions: &[Version], i: usize) -> Option<Event> {
 }
 
 /// How many bytes of versions `hash_kv` gathers before handing them to the hasher.
-const HASH_RUN_BYTES: usize = 16 * 1024;
+const HASH_RUN_BYTES: usize = 4 * 1024;
 
 /// Appends what `hash_kv` hashes of one version to `out`.
 fn hash_version(out: &mut Vec<u8>, key: &[u8], v: &Version) {

@@ -174,6 +174,10 @@ impl Driver {
 
     /// Runs until shut down, removed or failed.
     pub async fn run(mut self) -> Exit {
+        // One wait for shutdown for the whole run, not a new one per turn of the loop.
+        let mut shutdown = self.shutdown.clone();
+        let shutdown = shutdown.changed();
+        tokio::pin!(shutdown);
         let exit = loop {
             if let Err(exit) = self.turn().await {
                 break exit;
@@ -184,7 +188,7 @@ impl Driver {
             self.alarm.set(&*self.env, timeout);
             tokio::select! {
                 biased;
-                _ = self.shutdown.changed() => break Exit::Shutdown,
+                _ = &mut shutdown => break Exit::Shutdown,
                 synced = wait_for_sync(&mut self.sync) => self.on_synced(synced),
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_commands(command),
@@ -503,24 +507,35 @@ impl Driver {
         let Some(transport) = &mut self.transport else {
             return;
         };
-        let mut members = self.node.state().members.list();
-        if members.is_empty() {
-            members = self.seed_members.clone();
+        let replicated = &self.node.state().members;
+        // Compared in place: this runs at every applied index and the membership rarely changes.
+        let unchanged = if replicated.iter().len() == 0 {
+            self.members == self.seed_members
+        } else {
+            replicated.iter().eq(self.members.iter())
+        };
+        if unchanged {
+            return;
         }
-        if members != self.members {
-            let removed = self.node.state().members.removed_ids();
-            transport.update_members(&members, removed);
-            self.members = members;
-        }
+        let members = if replicated.iter().len() == 0 {
+            self.seed_members.clone()
+        } else {
+            replicated.list()
+        };
+        transport.update_members(&members, replicated.removed_ids());
+        self.members = members;
     }
 
     /// Proposes this member's attributes if they are not yet replicated as given.
     fn maybe_publish(&mut self) {
-        let now = self.now();
         let id = self.next_request;
         let Some(publish) = &mut self.publish else {
             return;
         };
+        if !publish.wanted(&self.node) {
+            return;
+        }
+        let now = self.env.now();
         if let Some(request) = publish.request(&self.node, now, id) {
             self.next_request += 1;
             self.node.handle(now, Input::Client { id, request });

@@ -28,14 +28,22 @@ impl Publish {
         }
     }
 
-    /// The request to propose now, if the attributes need publishing and nothing is in flight;
-    /// `id` is the request id it will carry.
-    pub fn request(&mut self, node: &Node, now: Instant, id: RequestId) -> Option<ClientRequest> {
-        if self.in_flight.is_some() || now < self.next_attempt || node.leader().is_none() {
-            return None;
+    /// Whether the attributes need publishing and nothing is in flight (a leader is known, the
+    /// replicated attributes differ from ours).
+    pub fn wanted(&self, node: &Node) -> bool {
+        if self.in_flight.is_some() || node.leader().is_none() {
+            return false;
         }
-        let current = node.state().members.get(node.config().id)?;
-        if current.name == self.name && current.client_ur_ls == self.client_urls {
+        node.state()
+            .members
+            .get(node.config().id)
+            .is_some_and(|m| m.name != self.name || m.client_ur_ls != self.client_urls)
+    }
+
+    /// The request to propose now, if the attributes need publishing, nothing is in flight and
+    /// the retry pause after a failure has passed; `id` is the request id it will carry.
+    pub fn request(&mut self, node: &Node, now: Instant, id: RequestId) -> Option<ClientRequest> {
+        if !self.wanted(node) || now < self.next_attempt {
             return None;
         }
         self.in_flight = Some(id);

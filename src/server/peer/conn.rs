@@ -55,6 +55,11 @@ pub fn url_address(url: &str) -> Result<String, PeerError> {
     Ok(rest.to_string())
 }
 
+/// How much one read from a peer connection takes at most. Small enough that a connection that
+/// carries only heartbeats does not hold (and fault in) a large buffer; a large append is read in
+/// several reads.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// A TCP stream carrying frames.
 pub struct FramedStream {
     stream: TcpStream,
@@ -68,7 +73,7 @@ impl FramedStream {
         FramedStream {
             stream,
             decoder: FrameDecoder::new(),
-            read_buffer: vec![0; 64 * 1024],
+            read_buffer: vec![0; READ_BUFFER_BYTES],
         }
     }
 
