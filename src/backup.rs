@@ -40,7 +40,7 @@ pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, BackupError> {
 
 /// Checks and decodes a backup; never panics on any bytes.
 pub fn decode(bytes: &[u8]) -> Result<Snapshot, BackupError> {
-    if bytes.len() < HASH_LEN + BLOCK || (bytes.len() - HASH_LEN) % BLOCK != 0 {
+    if bytes.len() < HASH_LEN + BLOCK || !(bytes.len() - HASH_LEN).is_multiple_of(BLOCK) {
         return Err(BackupError::BadLength(bytes.len()));
     }
     let (content, hash) = bytes.split_at(bytes.len() - HASH_LEN);

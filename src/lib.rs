@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub mod disk;
+pub mod engine;
 pub mod kv;
 pub mod lease;
 pub mod member;

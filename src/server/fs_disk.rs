@@ -1,9 +1,11 @@
-//! The real [`Disk`]: `std::fs` with append handles cached per path, fsync for `sync`, and a
-//! directory fsync for `sync_dir`. Errors name the path they concern.
+//! The real [`Disk`]: `std::fs` with append handles and read-write handles (for writes in place)
+//! cached per path, fsync for `sync`, and a directory fsync for `sync_dir`. Errors name the path
+//! they concern.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::disk::{Disk, DiskError};
@@ -16,6 +18,9 @@ const MAX_OPEN_FILES: usize = 64;
 pub struct FsDisk {
     /// Append-mode handles of files written recently, so appends do not reopen the file.
     handles: HashMap<PathBuf, File>,
+    /// Read-write handles for reads and writes at offsets (an append-mode handle would append
+    /// every positional write).
+    positional: HashMap<PathBuf, File>,
 }
 
 impl FsDisk {
@@ -33,6 +38,25 @@ impl FsDisk {
         }
         self.handles
             .get_mut(path)
+            .ok_or_else(|| DiskError::NotFound {
+                path: path.to_path_buf(),
+            })
+    }
+
+    fn positional(&mut self, path: &Path) -> Result<&File, DiskError> {
+        if !self.positional.contains_key(path) {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| map_err(path, e))?;
+            if self.positional.len() >= MAX_OPEN_FILES {
+                self.positional.clear();
+            }
+            self.positional.insert(path.to_path_buf(), file);
+        }
+        self.positional
+            .get(path)
             .ok_or_else(|| DiskError::NotFound {
                 path: path.to_path_buf(),
             })
@@ -102,15 +126,18 @@ impl Disk for FsDisk {
 
     fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
         fs::rename(from, to).map_err(|e| map_err(from, e))?;
-        self.handles.remove(to);
-        if let Some(file) = self.handles.remove(from) {
-            self.handles.insert(to.to_path_buf(), file);
+        for handles in [&mut self.handles, &mut self.positional] {
+            handles.remove(to);
+            if let Some(file) = handles.remove(from) {
+                handles.insert(to.to_path_buf(), file);
+            }
         }
         Ok(())
     }
 
     fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
         self.handles.remove(path);
+        self.positional.remove(path);
         fs::remove_file(path).map_err(|e| map_err(path, e))
     }
 
@@ -133,6 +160,26 @@ impl Disk for FsDisk {
         }
         names.sort();
         Ok(names)
+    }
+
+    fn len(&mut self, path: &Path) -> Result<u64, DiskError> {
+        let metadata = self.positional(path)?.metadata();
+        metadata.map(|m| m.len()).map_err(|e| map_err(path, e))
+    }
+
+    fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
+        let result = self.positional(path)?.read_exact_at(out, offset);
+        result.map_err(|e| map_err(path, e))
+    }
+
+    fn write_at(&mut self, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+        let result = self.positional(path)?.write_all_at(data, offset);
+        result.map_err(|e| map_err(path, e))
+    }
+
+    fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
+        let result = self.positional(path)?.set_len(len);
+        result.map_err(|e| map_err(path, e))
     }
 }
 
@@ -208,6 +255,29 @@ mod tests {
         disk.remove(&b).unwrap();
         assert!(matches!(disk.read(&b), Err(DiskError::NotFound { .. })));
         assert!(disk.list(&tmp.0.join("missing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn files_are_read_and_written_in_place() {
+        let tmp = TempDir::new("in-place");
+        let mut disk = FsDisk::new();
+        let path = tmp.0.join("engine");
+        disk.create(&path).unwrap();
+        disk.set_len(&path, 8192).unwrap();
+        disk.write_at(&path, 4090, b"across a page").unwrap();
+        disk.append(&path, b"!").unwrap();
+        disk.sync(&path).unwrap();
+        assert_eq!(disk.len(&path).unwrap(), 8193);
+        let mut out = [0u8; 15];
+        disk.read_at(&path, 4088, &mut out).unwrap();
+        assert_eq!(&out, b"\0\0across a page");
+        let mut tail = [0u8; 2];
+        assert!(disk.read_at(&path, 8192, &mut tail).is_err());
+        disk.set_len(&path, 4096).unwrap();
+        assert_eq!(fs::read(&path).unwrap()[4090..], *b"across");
+        disk.rename(&path, &tmp.0.join("moved")).unwrap();
+        disk.write_at(&tmp.0.join("moved"), 0, b"x").unwrap();
+        assert_eq!(fs::read(tmp.0.join("moved")).unwrap()[0], b'x');
     }
 
     #[test]

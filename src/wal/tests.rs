@@ -27,7 +27,7 @@ fn small() -> WalOptions {
 }
 
 fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-    let entry_type = if index % 7 == 0 {
+    let entry_type = if index.is_multiple_of(7) {
         EntryType::EntryConfChange
     } else {
         EntryType::EntryNormal

@@ -1,6 +1,8 @@
-//! The `Disk` trait: the small set of file operations the WAL and snapshot code need, so the same code
-//! runs on a real disk (`server::fs_disk`) and on [`MemDisk`], which keeps synced and unsynced bytes
-//! apart and can lose, tear or flip them on a simulated crash.
+//! [`MemDisk`]: an in-memory disk with the durability rules of a real one. File bytes survive a
+//! crash only once synced and directory entries only once their directory is synced; a crash
+//! loses, tears or flips what was not. Appended tails tear at any byte; bytes written in place
+//! (the storage engine's pages) survive per 512-byte sector, each keeping its old or its new
+//! contents, and a file's length is its synced length or its current one.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,111 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rand::Rng;
 
-/// An error from a disk operation, naming the path involved.
-#[derive(Debug, thiserror::Error)]
-pub enum DiskError {
-    #[error("{path}: no such file or directory")]
-    NotFound { path: PathBuf },
-    #[error("{path}: file already exists")]
-    AlreadyExists { path: PathBuf },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// File operations in the shape the WAL needs: append-only files that become durable on `sync`, and
-/// directory entries (create, rename, remove) that become durable on `sync_dir`.
-pub trait Disk {
-    /// Creates a directory and its parents (durable at once; done only at start-up).
-    fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError>;
-    /// Creates a new empty file; fails if it exists.
-    fn create(&mut self, path: &Path) -> Result<(), DiskError>;
-    /// Appends bytes to the end of a file.
-    fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError>;
-    /// Makes a file's contents durable (fsync).
-    fn sync(&mut self, path: &Path) -> Result<(), DiskError>;
-    /// Makes a directory's entries durable (fsync of the directory).
-    fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError>;
-    /// Reads a whole file.
-    fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError>;
-    /// Cuts a file to `len` bytes (used to drop a torn tail).
-    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError>;
-    /// Renames a file, replacing any file at `to`.
-    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError>;
-    /// Removes a file.
-    fn remove(&mut self, path: &Path) -> Result<(), DiskError>;
-    /// The names of the files in a directory, sorted; empty if the directory does not exist.
-    fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError>;
-}
-
-impl<D: Disk + ?Sized> Disk for &mut D {
-    fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError> {
-        (**self).create_dir_all(dir)
-    }
-    fn create(&mut self, path: &Path) -> Result<(), DiskError> {
-        (**self).create(path)
-    }
-    fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
-        (**self).append(path, data)
-    }
-    fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
-        (**self).sync(path)
-    }
-    fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError> {
-        (**self).sync_dir(dir)
-    }
-    fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError> {
-        (**self).read(path)
-    }
-    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
-        (**self).truncate(path, len)
-    }
-    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
-        (**self).rename(from, to)
-    }
-    fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
-        (**self).remove(path)
-    }
-    fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError> {
-        (**self).list(dir)
-    }
-}
-
-impl<D: Disk + ?Sized> Disk for Box<D> {
-    fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError> {
-        (**self).create_dir_all(dir)
-    }
-    fn create(&mut self, path: &Path) -> Result<(), DiskError> {
-        (**self).create(path)
-    }
-    fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
-        (**self).append(path, data)
-    }
-    fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
-        (**self).sync(path)
-    }
-    fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError> {
-        (**self).sync_dir(dir)
-    }
-    fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError> {
-        (**self).read(path)
-    }
-    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
-        (**self).truncate(path, len)
-    }
-    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
-        (**self).rename(from, to)
-    }
-    fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
-        (**self).remove(path)
-    }
-    fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError> {
-        (**self).list(dir)
-    }
-}
+use super::{Disk, DiskError};
 
 /// What a simulated crash does to the bytes that were not yet synced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,10 +25,20 @@ pub enum CrashFault {
     FlipBit,
 }
 
+/// The unit in which bytes written in place survive a crash: each sector written since the last
+/// sync keeps either its synced or its new contents, never a mix (and never bytes outside what was
+/// written, as redb requires of a disk).
+pub const SECTOR_BYTES: usize = 512;
+
 #[derive(Debug, Clone, Default)]
 struct Inode {
     data: Vec<u8>,
     synced: Synced,
+    /// Written in place (`write_at`, `set_len`) since the last sync: a crash then keeps the synced
+    /// or the current length, and sector by sector the synced or the new bytes.
+    in_place: bool,
+    /// Sectors written since the last sync, while `in_place`.
+    dirty: BTreeSet<usize>,
 }
 
 /// The bytes of a file that survive a crash.
@@ -155,6 +63,86 @@ impl Inode {
             Synced::Prefix(len) => &self.data[..*len],
             Synced::Own(bytes) => bytes,
         }
+    }
+
+    /// Writes `bytes` at `offset`, zero-filling any gap past the end.
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let end = offset + bytes.len();
+        if let Synced::Prefix(synced) = self.synced {
+            if offset < synced {
+                // Synced bytes are about to change: keep what survives a crash apart from `data`.
+                self.synced = Synced::Own(self.data[..synced].to_vec());
+            }
+        }
+        if self.data.len() < end {
+            self.data.resize(end, 0);
+        }
+        self.data[offset..end].copy_from_slice(bytes);
+        self.in_place = true;
+        self.dirty
+            .extend(offset / SECTOR_BYTES..=(end - 1) / SECTOR_BYTES);
+    }
+
+    /// Cuts the file or grows it with zeros.
+    fn set_len(&mut self, len: usize) {
+        if len < self.data.len() {
+            self.truncate(len);
+        } else {
+            self.data.resize(len, 0);
+        }
+        self.in_place = true;
+    }
+
+    /// Marks everything written so far as durable.
+    fn sync(&mut self) {
+        self.synced = Synced::Prefix(self.data.len());
+        self.in_place = false;
+        self.dirty.clear();
+    }
+
+    /// The bytes a crash leaves: the synced ones, plus what `fault` lets survive of the rest.
+    fn survivor(&self, fault: CrashFault, rng: &mut impl Rng) -> Vec<u8> {
+        let synced = self.synced();
+        if fault == CrashFault::LoseUnsynced {
+            return synced.to_vec();
+        }
+        if self.in_place {
+            return self.torn_in_place(rng);
+        }
+        let mut survived = synced.to_vec();
+        // Only an appended tail tears; bytes cut by a truncate come back whole.
+        if self.data.starts_with(synced) {
+            let tail = &self.data[synced.len()..];
+            if !tail.is_empty() {
+                let keep = rng.gen_range(0..=tail.len());
+                survived.extend_from_slice(&tail[..keep]);
+            }
+        }
+        survived
+    }
+
+    /// After writes in place: the synced or the current length, and each sector written since
+    /// the sync with its synced or its new bytes.
+    fn torn_in_place(&self, rng: &mut impl Rng) -> Vec<u8> {
+        let synced = self.synced();
+        let len = if rng.gen_bool(0.5) {
+            synced.len()
+        } else {
+            self.data.len()
+        };
+        let mut survived = synced.to_vec();
+        survived.resize(len, 0);
+        for &sector in &self.dirty {
+            let start = sector * SECTOR_BYTES;
+            let end = (start + SECTOR_BYTES).min(len).min(self.data.len());
+            if start < end && rng.gen_bool(0.5) {
+                survived[start..end].copy_from_slice(&self.data[start..end]);
+            }
+        }
+        survived
     }
 
     fn truncate(&mut self, len: usize) {
@@ -283,18 +271,8 @@ impl MemDisk {
         let live: BTreeSet<u64> = self.entries.values().copied().collect();
         self.inodes.retain(|id, _| live.contains(id));
         for inode in self.inodes.values_mut() {
-            let synced = inode.synced();
-            let mut survived = synced.to_vec();
-            let extends_synced = inode.data.starts_with(synced);
-            if fault != CrashFault::LoseUnsynced && extends_synced {
-                let tail = &inode.data[synced.len()..];
-                if !tail.is_empty() {
-                    let keep = rng.gen_range(0..=tail.len());
-                    survived.extend_from_slice(&tail[..keep]);
-                }
-            }
-            inode.synced = Synced::Prefix(survived.len());
-            inode.data = survived;
+            inode.data = inode.survivor(fault, rng);
+            inode.sync();
         }
         if fault == CrashFault::FlipBit {
             let candidates: Vec<u64> = self
@@ -364,14 +342,19 @@ impl Disk for MemDisk {
     }
 
     fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
-        self.inode_mut(path)?.data.extend_from_slice(data);
+        let inode = self.inode_mut(path)?;
+        if inode.in_place {
+            let end = inode.data.len();
+            inode.write_at(end, data);
+        } else {
+            inode.data.extend_from_slice(data);
+        }
         Ok(())
     }
 
     fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
         self.sync_count += 1;
-        let inode = self.inode_mut(path)?;
-        inode.synced = Synced::Prefix(inode.data.len());
+        self.inode_mut(path)?.sync();
         Ok(())
     }
 
@@ -429,6 +412,52 @@ impl Disk for MemDisk {
             })
             .collect())
     }
+
+    fn len(&mut self, path: &Path) -> Result<u64, DiskError> {
+        Ok(self.inode(path)?.data.len() as u64)
+    }
+
+    fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
+        let data = &self.inode_mut(path)?.data;
+        let bytes = usize::try_from(offset)
+            .ok()
+            .and_then(|start| data.get(start..start.checked_add(out.len())?))
+            .ok_or_else(|| past_the_end(path, offset, out.len(), data.len()))?;
+        out.copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn write_at(&mut self, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+        let offset = usize::try_from(offset).map_err(|_| too_large(path, offset))?;
+        self.inode_mut(path)?.write_at(offset, data);
+        Ok(())
+    }
+
+    fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
+        let len = usize::try_from(len).map_err(|_| too_large(path, len))?;
+        self.inode_mut(path)?.set_len(len);
+        Ok(())
+    }
+}
+
+fn past_the_end(path: &Path, offset: u64, wanted: usize, len: usize) -> DiskError {
+    DiskError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("read of {wanted} bytes at offset {offset} past the end ({len} bytes)"),
+        ),
+    }
+}
+
+fn too_large(path: &Path, value: u64) -> DiskError {
+    DiskError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("offset or length {value} is too large for this disk"),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -458,6 +487,76 @@ mod tests {
         disk.append(&file, b"volatile").unwrap();
         disk.crash(CrashFault::LoseUnsynced, &mut rng());
         assert_eq!(disk.read(&file).unwrap(), b"durable");
+    }
+
+    #[test]
+    fn bytes_overwritten_in_place_come_back_after_a_crash_before_the_sync() {
+        let (mut disk, file) = disk_with_file();
+        disk.sync_dir(Path::new("/d")).unwrap();
+        disk.write_at(&file, 0, &[1; 2048]).unwrap();
+        disk.sync(&file).unwrap();
+        disk.write_at(&file, 600, &[2; 100]).unwrap();
+        disk.set_len(&file, 4096).unwrap();
+        let mut out = [0; 4];
+        disk.read_at(&file, 698, &mut out).unwrap();
+        assert_eq!(out, [2, 2, 1, 1]);
+        disk.crash(CrashFault::LoseUnsynced, &mut rng());
+        assert_eq!(disk.read(&file).unwrap(), vec![1; 2048]);
+        disk.write_at(&file, 100, &[3]).unwrap();
+        disk.sync(&file).unwrap();
+        disk.crash(CrashFault::LoseUnsynced, &mut rng());
+        assert_eq!(disk.read(&file).unwrap()[99..102], [1, 3, 1]);
+    }
+
+    #[test]
+    fn a_torn_in_place_write_keeps_each_sector_whole_and_the_length_old_or_new() {
+        let old = vec![1u8; 3 * SECTOR_BYTES];
+        let mut seen_lengths = BTreeSet::new();
+        let mut seen_sectors = BTreeSet::new();
+        for seed in 0..64 {
+            let (mut disk, file) = disk_with_file();
+            disk.sync_dir(Path::new("/d")).unwrap();
+            disk.write_at(&file, 0, &old).unwrap();
+            disk.sync(&file).unwrap();
+            // Sectors 0 and 1 change (across their border), 4 and 5 are new, 2 and 3 are zeros.
+            disk.write_at(&file, 100, &vec![2; SECTOR_BYTES]).unwrap();
+            disk.write_at(&file, 4 * SECTOR_BYTES as u64, &vec![3; 2 * SECTOR_BYTES])
+                .unwrap();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            disk.crash(CrashFault::TearUnsynced, &mut rng);
+            let after = disk.read(&file).unwrap();
+            seen_lengths.insert(after.len());
+            assert!(after.len() == old.len() || after.len() == 6 * SECTOR_BYTES);
+            for (i, sector) in after.chunks(SECTOR_BYTES).enumerate() {
+                let new: Vec<u8> = match i {
+                    0 => [vec![1; 100], vec![2; SECTOR_BYTES - 100]].concat(),
+                    1 => [vec![2; 100], vec![1; SECTOR_BYTES - 100]].concat(),
+                    2 => vec![1; SECTOR_BYTES],
+                    3 => vec![0; SECTOR_BYTES],
+                    _ => vec![3; SECTOR_BYTES],
+                };
+                let before = if i < 3 {
+                    vec![1; SECTOR_BYTES]
+                } else {
+                    vec![0; SECTOR_BYTES]
+                };
+                assert!(sector == new || sector == before, "sector {i} is torn");
+                seen_sectors.insert((i, sector == new && new != before));
+            }
+        }
+        assert_eq!(seen_lengths.len(), 2, "both lengths occur");
+        assert!(seen_sectors.contains(&(0, true)) && seen_sectors.contains(&(0, false)));
+    }
+
+    #[test]
+    fn a_read_past_the_end_fails_and_growth_reads_as_zeros() {
+        let (mut disk, file) = disk_with_file();
+        disk.set_len(&file, 10).unwrap();
+        let mut out = [9u8; 10];
+        disk.read_at(&file, 0, &mut out).unwrap();
+        assert_eq!(out, [0; 10]);
+        assert!(disk.read_at(&file, 5, &mut out).is_err());
+        assert!(disk.read_at(&file, u64::MAX, &mut out).is_err());
     }
 
     #[test]

@@ -1,0 +1,153 @@
+//! The `Disk` trait: the small set of file operations the WAL, the snapshot code and the storage
+//! engine need, so the same code runs on a real disk (`server::fs_disk`) and on [`MemDisk`]
+//! (`mem`), which keeps synced and unsynced bytes apart and can lose, tear or flip them on a
+//! simulated crash.
+
+mod mem;
+mod power_cut;
+mod shared;
+
+pub use mem::{CrashFault, MemDisk, SECTOR_BYTES};
+pub use power_cut::PowerCut;
+pub use shared::SharedDisk;
+
+use std::path::{Path, PathBuf};
+
+/// An error from a disk operation, naming the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("{path}: no such file or directory")]
+    NotFound { path: PathBuf },
+    #[error("{path}: file already exists")]
+    AlreadyExists { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// File operations in the shapes stet needs: append-only files (the WAL), files written in place
+/// at offsets (the storage engine), both durable on `sync`, and directory entries (create, rename,
+/// remove) that become durable on `sync_dir`.
+pub trait Disk {
+    /// Creates a directory and its parents (durable at once; done only at start-up).
+    fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError>;
+    /// Creates a new empty file; fails if it exists.
+    fn create(&mut self, path: &Path) -> Result<(), DiskError>;
+    /// Appends bytes to the end of a file.
+    fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError>;
+    /// Makes a file's contents durable (fsync).
+    fn sync(&mut self, path: &Path) -> Result<(), DiskError>;
+    /// Makes a directory's entries durable (fsync of the directory).
+    fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError>;
+    /// Reads a whole file.
+    fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError>;
+    /// Cuts a file to `len` bytes (used to drop a torn tail).
+    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError>;
+    /// Renames a file, replacing any file at `to`.
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError>;
+    /// Removes a file.
+    fn remove(&mut self, path: &Path) -> Result<(), DiskError>;
+    /// The names of the files in a directory, sorted; empty if the directory does not exist.
+    fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError>;
+    /// A file's length in bytes.
+    fn len(&mut self, path: &Path) -> Result<u64, DiskError>;
+    /// Fills `out` from a file at `offset`; fails if that runs past the end of the file.
+    fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError>;
+    /// Writes `data` into a file at `offset`, growing it (with zeros before `offset`) if needed.
+    fn write_at(&mut self, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError>;
+    /// Sets a file's length: cuts it, or grows it with zeros. Durable on `sync`.
+    fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError>;
+}
+
+impl<D: Disk + ?Sized> Disk for &mut D {
+    fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError> {
+        (**self).create_dir_all(dir)
+    }
+    fn create(&mut self, path: &Path) -> Result<(), DiskError> {
+        (**self).create(path)
+    }
+    fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
+        (**self).append(path, data)
+    }
+    fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
+        (**self).sync(path)
+    }
+    fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError> {
+        (**self).sync_dir(dir)
+    }
+    fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError> {
+        (**self).read(path)
+    }
+    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
+        (**self).truncate(path, len)
+    }
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
+        (**self).rename(from, to)
+    }
+    fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
+        (**self).remove(path)
+    }
+    fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError> {
+        (**self).list(dir)
+    }
+    fn len(&mut self, path: &Path) -> Result<u64, DiskError> {
+        (**self).len(path)
+    }
+    fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
+        (**self).read_at(path, offset, out)
+    }
+    fn write_at(&mut self, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+        (**self).write_at(path, offset, data)
+    }
+    fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
+        (**self).set_len(path, len)
+    }
+}
+
+impl<D: Disk + ?Sized> Disk for Box<D> {
+    fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError> {
+        (**self).create_dir_all(dir)
+    }
+    fn create(&mut self, path: &Path) -> Result<(), DiskError> {
+        (**self).create(path)
+    }
+    fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
+        (**self).append(path, data)
+    }
+    fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
+        (**self).sync(path)
+    }
+    fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError> {
+        (**self).sync_dir(dir)
+    }
+    fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError> {
+        (**self).read(path)
+    }
+    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
+        (**self).truncate(path, len)
+    }
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
+        (**self).rename(from, to)
+    }
+    fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
+        (**self).remove(path)
+    }
+    fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError> {
+        (**self).list(dir)
+    }
+    fn len(&mut self, path: &Path) -> Result<u64, DiskError> {
+        (**self).len(path)
+    }
+    fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
+        (**self).read_at(path, offset, out)
+    }
+    fn write_at(&mut self, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+        (**self).write_at(path, offset, data)
+    }
+    fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
+        (**self).set_len(path, len)
+    }
+}

@@ -1,0 +1,158 @@
+//! [`PowerCut`]: a disk that loses power after a set number of changes. The change that would
+//! exceed the budget and every change after it fail, so the disk underneath holds exactly what it
+//! held at the cut; crash it then to lose what was not synced. This is how a crash lands inside an
+//! operation with no await in it, such as a storage engine's commit between its writes and fsyncs.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::{Disk, DiskError};
+
+/// How many more changes the disk takes before the power goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    Unlimited,
+    Left(u64),
+    Cut,
+}
+
+/// A switch shared by every handle of one [`PowerCut`] disk.
+#[derive(Debug, Clone)]
+pub struct Breaker(Arc<Mutex<Budget>>);
+
+impl Breaker {
+    /// Lets `changes` more changes through, then cuts the power.
+    pub fn cut_after(&self, changes: u64) {
+        *self.lock() = Budget::Left(changes);
+    }
+
+    /// Whether the power is off.
+    pub fn is_cut(&self) -> bool {
+        *self.lock() == Budget::Cut
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Budget> {
+        match self.0.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Takes one change from the budget; false if the power is (now) off.
+    fn take(&self) -> bool {
+        let mut budget = self.lock();
+        match *budget {
+            Budget::Unlimited => true,
+            Budget::Left(0) | Budget::Cut => {
+                *budget = Budget::Cut;
+                false
+            }
+            Budget::Left(n) => {
+                *budget = Budget::Left(n - 1);
+                true
+            }
+        }
+    }
+}
+
+/// A [`Disk`] that fails every change once its [`Breaker`] has cut the power. Reads go on.
+#[derive(Debug, Clone)]
+pub struct PowerCut<D> {
+    disk: D,
+    breaker: Breaker,
+}
+
+impl<D: Disk> PowerCut<D> {
+    /// `disk` with the power on, and the breaker that cuts it.
+    pub fn new(disk: D) -> (Self, Breaker) {
+        let breaker = Breaker(Arc::new(Mutex::new(Budget::Unlimited)));
+        let disk = PowerCut {
+            disk,
+            breaker: breaker.clone(),
+        };
+        (disk, breaker)
+    }
+
+    fn change<T>(
+        &mut self,
+        path: &Path,
+        op: impl FnOnce(&mut D) -> Result<T, DiskError>,
+    ) -> Result<T, DiskError> {
+        if !self.breaker.take() {
+            return Err(DiskError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other("the disk lost power"),
+            });
+        }
+        op(&mut self.disk)
+    }
+}
+
+impl<D: Disk> Disk for PowerCut<D> {
+    fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError> {
+        self.change(dir, |d| d.create_dir_all(dir))
+    }
+    fn create(&mut self, path: &Path) -> Result<(), DiskError> {
+        self.change(path, |d| d.create(path))
+    }
+    fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
+        self.change(path, |d| d.append(path, data))
+    }
+    fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
+        self.change(path, |d| d.sync(path))
+    }
+    fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError> {
+        self.change(dir, |d| d.sync_dir(dir))
+    }
+    fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError> {
+        self.disk.read(path)
+    }
+    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
+        self.change(path, |d| d.truncate(path, len))
+    }
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
+        self.change(from, |d| d.rename(from, to))
+    }
+    fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
+        self.change(path, |d| d.remove(path))
+    }
+    fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError> {
+        self.disk.list(dir)
+    }
+    fn len(&mut self, path: &Path) -> Result<u64, DiskError> {
+        self.disk.len(path)
+    }
+    fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
+        self.disk.read_at(path, offset, out)
+    }
+    fn write_at(&mut self, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+        self.change(path, |d| d.write_at(path, offset, data))
+    }
+    fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
+        self.change(path, |d| d.set_len(path, len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::SharedDisk;
+
+    #[test]
+    fn changes_past_the_budget_fail_and_leave_the_disk_as_it_was() {
+        let shared = SharedDisk::new();
+        let (mut disk, breaker) = PowerCut::new(shared.clone());
+        let path = Path::new("/d/f");
+        disk.create_dir_all(Path::new("/d")).unwrap();
+        disk.create(path).unwrap();
+        breaker.cut_after(2);
+        disk.append(path, b"a").unwrap();
+        disk.write_at(path, 1, b"b").unwrap();
+        assert!(!breaker.is_cut());
+        assert!(disk.sync(path).is_err());
+        assert!(breaker.is_cut());
+        assert!(disk.append(path, b"c").is_err());
+        assert_eq!(disk.read(path).unwrap(), b"ab");
+        assert_eq!(shared.lock().sync_count, 0, "the sync never happened");
+    }
+}

@@ -1,0 +1,76 @@
+//! redb's `StorageBackend` over the project's [`Disk`]: the engine's file is read and written in
+//! place through the same trait as the WAL, so the production server runs redb on real files and
+//! the simulator runs the very same engine on `MemDisk`, with its crash faults.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::disk::{Disk, DiskError};
+
+/// One engine file on a disk. redb calls it from whichever thread runs a transaction; the lock
+/// serializes those calls on the disk handle.
+pub struct DiskBackend<D> {
+    disk: Mutex<D>,
+    path: PathBuf,
+}
+
+impl<D: Disk + Send + 'static> DiskBackend<D> {
+    /// The file at `path` on `disk`, which must exist.
+    pub fn new(disk: D, path: &Path) -> Self {
+        DiskBackend {
+            disk: Mutex::new(disk),
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn disk(&self) -> MutexGuard<'_, D> {
+        match self.disk.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+impl<D> fmt::Debug for DiskBackend<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiskBackend")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A disk error as redb takes it, keeping its kind and the path in its message.
+fn to_io(error: DiskError) -> io::Error {
+    let kind = match &error {
+        DiskError::NotFound { .. } => io::ErrorKind::NotFound,
+        DiskError::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
+        DiskError::Io { source, .. } => source.kind(),
+    };
+    io::Error::new(kind, error.to_string())
+}
+
+impl<D: Disk + Send + 'static> redb::StorageBackend for DiskBackend<D> {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.disk().len(&self.path).map_err(to_io)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        self.disk().read_at(&self.path, offset, out).map_err(to_io)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.disk().set_len(&self.path, len).map_err(to_io)
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        self.disk().sync(&self.path).map_err(to_io)
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.disk()
+            .write_at(&self.path, offset, data)
+            .map_err(to_io)
+    }
+}

@@ -1,0 +1,78 @@
+//! Opening the engine's file: created under a temporary name and renamed into place once redb has
+//! initialized it and it is durable (redb writes a new file's header and its magic number in two
+//! steps, and a crash between them would leave a file it refuses to open), then opened with a
+//! bounded cache. Every failure names the file.
+
+use std::path::{Path, PathBuf};
+
+use crate::disk::{Disk, DiskError};
+
+use super::DiskBackend;
+
+/// The engine's file name in the member's directory.
+pub const ENGINE_FILE: &str = "engine.redb";
+
+/// Why the engine's file could not be opened or created.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Disk(#[from] DiskError),
+    #[error("storage engine file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+}
+
+/// Opens the engine file at `path`, creating it (durably, with its directory entry) if it does
+/// not exist. `disk` makes a handle on the disk; the database keeps one, creation uses others.
+/// `cache_bytes` bounds redb's page cache.
+pub fn open<D: Disk + Send + 'static>(
+    disk: &dyn Fn() -> D,
+    path: &Path,
+    cache_bytes: usize,
+) -> Result<redb::Database, EngineError> {
+    let exists = match disk().len(path) {
+        Ok(_) => true,
+        Err(DiskError::NotFound { .. }) => false,
+        Err(error) => return Err(error.into()),
+    };
+    if !exists {
+        create(disk, path)?;
+    }
+    open_existing(disk(), path, cache_bytes)
+}
+
+fn open_existing<D: Disk + Send + 'static>(
+    disk: D,
+    path: &Path,
+    cache_bytes: usize,
+) -> Result<redb::Database, EngineError> {
+    redb::Database::builder()
+        .set_cache_size(cache_bytes)
+        .create_with_backend(DiskBackend::new(disk, path))
+        .map_err(|source| EngineError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Initializes an empty database beside `path` and renames it into place, durably.
+fn create<D: Disk + Send + 'static>(disk: &dyn Fn() -> D, path: &Path) -> Result<(), EngineError> {
+    let mut handle = disk();
+    let temporary = path.with_extension("redb.tmp");
+    match handle.remove(&temporary) {
+        Ok(()) | Err(DiskError::NotFound { .. }) => {}
+        Err(error) => return Err(error.into()),
+    }
+    handle.create(&temporary)?;
+    // A clean close leaves the file consistent and synced.
+    drop(open_existing(disk(), &temporary, 0)?);
+    handle.sync(&temporary)?;
+    handle.rename(&temporary, path)?;
+    if let Some(dir) = path.parent() {
+        handle.sync_dir(dir)?;
+    }
+    Ok(())
+}
