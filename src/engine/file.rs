@@ -23,6 +23,14 @@ pub enum EngineError {
         #[source]
         source: redb::DatabaseError,
     },
+    #[error("storage engine file {path}: {source}")]
+    Engine {
+        path: PathBuf,
+        #[source]
+        source: Box<redb::Error>,
+    },
+    #[error("storage engine file {path} is damaged: {what}")]
+    Damaged { path: PathBuf, what: String },
 }
 
 /// Opens the engine file at `path`, creating it (durably, with its directory entry) if it does

@@ -1,14 +1,17 @@
 //! The storage engine for the applied state (issue 9): a redb database — a crash-safe,
 //! copy-on-write B-tree — in one file, read and written through the [`Disk`] trait (`backend`),
-//! created atomically and opened with errors that name the file (`file`).
+//! created atomically and opened with errors that name the file (`file`), holding etcd's tables
+//! with the applied index beside the data (`store`).
 //!
 //! [`Disk`]: crate::disk::Disk
 
 mod backend;
 mod file;
+mod store;
 
 pub use backend::DiskBackend;
 pub use file::{open, EngineError, ENGINE_FILE};
+pub use store::{Applied, Batch, Engine, Revision, Stored, View};
 
 #[cfg(test)]
 mod tests;

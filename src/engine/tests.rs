@@ -155,9 +155,12 @@ fn crash_run(seed: u64, lying_sync: bool) -> Result<(), String> {
             }
         }
     }
-    // A clean close (the power never went) makes every commit durable.
+    // A clean close (the power never went) makes every commit durable; a cut during the close
+    // may or may not have.
     if !breaker.is_cut() {
         durable = model.clone();
+    } else if interrupted.is_none() {
+        interrupted = Some(model.clone());
     }
     let fault = if rng.gen_bool(0.5) {
         CrashFault::LoseUnsynced
