@@ -62,92 +62,60 @@ pub trait Disk {
     fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError>;
 }
 
-impl<D: Disk + ?Sized> Disk for &mut D {
-    fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError> {
-        (**self).create_dir_all(dir)
-    }
-    fn create(&mut self, path: &Path) -> Result<(), DiskError> {
-        (**self).create(path)
-    }
-    fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
-        (**self).append(path, data)
-    }
-    fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
-        (**self).sync(path)
-    }
-    fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError> {
-        (**self).sync_dir(dir)
-    }
-    fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError> {
-        (**self).read(path)
-    }
-    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
-        (**self).truncate(path, len)
-    }
-    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
-        (**self).rename(from, to)
-    }
-    fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
-        (**self).remove(path)
-    }
-    fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError> {
-        (**self).list(dir)
-    }
-    fn len(&mut self, path: &Path) -> Result<u64, DiskError> {
-        (**self).len(path)
-    }
-    fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
-        (**self).read_at(path, offset, out)
-    }
-    fn write_at(&mut self, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError> {
-        (**self).write_at(path, offset, data)
-    }
-    fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
-        (**self).set_len(path, len)
-    }
+/// `Disk` for a pointer to a disk: every operation goes to the disk pointed at.
+macro_rules! forward_disk {
+    ($pointer:ty) => {
+        impl<D: Disk + ?Sized> Disk for $pointer {
+            fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError> {
+                (**self).create_dir_all(dir)
+            }
+            fn create(&mut self, path: &Path) -> Result<(), DiskError> {
+                (**self).create(path)
+            }
+            fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
+                (**self).append(path, data)
+            }
+            fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
+                (**self).sync(path)
+            }
+            fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError> {
+                (**self).sync_dir(dir)
+            }
+            fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError> {
+                (**self).read(path)
+            }
+            fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
+                (**self).truncate(path, len)
+            }
+            fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
+                (**self).rename(from, to)
+            }
+            fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
+                (**self).remove(path)
+            }
+            fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError> {
+                (**self).list(dir)
+            }
+            fn len(&mut self, path: &Path) -> Result<u64, DiskError> {
+                (**self).len(path)
+            }
+            fn read_at(
+                &mut self,
+                path: &Path,
+                offset: u64,
+                out: &mut [u8],
+            ) -> Result<(), DiskError> {
+                (**self).read_at(path, offset, out)
+            }
+            fn write_at(&mut self, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+                (**self).write_at(path, offset, data)
+            }
+            fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
+                (**self).set_len(path, len)
+            }
+        }
+    };
 }
 
-impl<D: Disk + ?Sized> Disk for Box<D> {
-    fn create_dir_all(&mut self, dir: &Path) -> Result<(), DiskError> {
-        (**self).create_dir_all(dir)
-    }
-    fn create(&mut self, path: &Path) -> Result<(), DiskError> {
-        (**self).create(path)
-    }
-    fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
-        (**self).append(path, data)
-    }
-    fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
-        (**self).sync(path)
-    }
-    fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError> {
-        (**self).sync_dir(dir)
-    }
-    fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError> {
-        (**self).read(path)
-    }
-    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
-        (**self).truncate(path, len)
-    }
-    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), DiskError> {
-        (**self).rename(from, to)
-    }
-    fn remove(&mut self, path: &Path) -> Result<(), DiskError> {
-        (**self).remove(path)
-    }
-    fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError> {
-        (**self).list(dir)
-    }
-    fn len(&mut self, path: &Path) -> Result<u64, DiskError> {
-        (**self).len(path)
-    }
-    fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
-        (**self).read_at(path, offset, out)
-    }
-    fn write_at(&mut self, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError> {
-        (**self).write_at(path, offset, data)
-    }
-    fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
-        (**self).set_len(path, len)
-    }
-}
+forward_disk!(&mut D);
+forward_disk!(Box<D>);
