@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use madsim::runtime::{Handle, NodeHandle};
 use rand::seq::SliceRandom;
+use rand::Rng;
 
 use stet::node::{ClientError, ClientRequest, ClientResponse};
 use stet::proto::etcdserverpb as pb;
@@ -368,6 +369,33 @@ impl Operator {
         removed
     }
 
+    /// Removes learner `id`, half the time while it is cut off from everyone and then rebooted
+    /// there: it misses the removal, the leader no longer sends to it, no connection of it
+    /// survives, and clients leave it alone. It must still find out and stop.
+    async fn remove_learner(&self, id: u64) {
+        let isolated = self
+            .world
+            .node_of(id)
+            .filter(|_| madsim::rand::thread_rng().gen_bool(0.5));
+        if let Some(node) = isolated {
+            self.world.trace(format!(
+                "operator: isolate learner {id:x} while removing it"
+            ));
+            madsim::net::NetSim::current().clog_node(node);
+        }
+        if self.remove(id, None).await {
+            lock(&self.churn).readd_host = self.world.host_of(id);
+        }
+        if let Some(node) = isolated {
+            self.world
+                .trace(format!("operator: reboot learner {id:x}, still isolated"));
+            Handle::current().kill(node);
+            Handle::current().restart(node);
+            madsim::time::sleep(Duration::from_secs(2)).await;
+            madsim::net::NetSim::current().unclog_node(node);
+        }
+    }
+
     /// Kills member `id`'s process (the machine is lost).
     fn kill(&self, id: u64) {
         if let Some(node) = self.world.node_of(id) {
@@ -427,6 +455,12 @@ impl Operator {
         if let Some(learner) = members.iter().find(|m| m.is_learner) {
             let id = learner.id;
             self.start_added().await;
+            // Now and then the operator gives up on a learner instead: it must learn of its
+            // removal and stop, though a learner never campaigns and the leader stops sending
+            // to it once the removal is applied.
+            if madsim::rand::thread_rng().gen_bool(0.3) {
+                return self.remove_learner(id).await;
+            }
             return self.promote(id).await;
         }
         let voters: Vec<&pb::Member> = members.iter().filter(|m| !m.is_learner).collect();

@@ -202,6 +202,9 @@ fn force_new_cluster_seed_70_reuses_revisions_the_lost_majority_applied() {
 ///   hard state after it; the member restarted in a configuration where it was alone, elected
 ///   itself, and there were two leaders in one term (a WAL without a hard state now counts as
 ///   nothing durable).
+/// - churn 22: a learner removed while cut off and rebooted never heard of its removal (a
+///   learner never campaigns, the leader stopped sending to it, and a writer dialed only when it
+///   had something to send) and ran on; idle writers now probe their peers every 5 s.
 #[test]
 fn seeds_that_found_bugs_pass() {
     for (name, seed) in [
@@ -213,6 +216,7 @@ fn seeds_that_found_bugs_pass() {
         ("churn", 270),
         ("crash", 144),
         ("mixed", 221),
+        ("churn", 22),
     ] {
         let scenario = scenario::scenario(name).expect("scenario");
         let report = scenario::run(seed, &scenario, &short());

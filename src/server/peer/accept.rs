@@ -100,7 +100,7 @@ async fn serve_connection(
     match purpose {
         peerpb::Purpose::Raft => receive_raft(stream, hello.from, driver, addresses, log).await,
         peerpb::Purpose::Forward => serve_forwarded(stream, driver).await,
-        peerpb::Purpose::Members | peerpb::Purpose::Unspecified => Ok(()),
+        peerpb::Purpose::Members | peerpb::Purpose::Probe | peerpb::Purpose::Unspecified => Ok(()),
     }
 }
 

@@ -17,11 +17,12 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::sync::{mpsc, watch};
 
 use self::conn::{dial, Identity, PeerError};
-use super::env::{Environment, WriteFault};
+use super::env::{BoxFuture, Environment, WriteFault};
 use super::handle::DriverHandle;
 use crate::peer_wire;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpeerpb as peerpb;
+use crate::time::Instant;
 
 /// Messages queued per peer; beyond that they are dropped and the peer reported unreachable
 /// (raft sends again).
@@ -31,6 +32,11 @@ const BATCH_BYTES: usize = 1024 * 1024;
 /// Reconnect backoff bounds.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a writer may have nothing to send before it dials its peer once to hear whether this
+/// member is still in the cluster. A removed member that missed its removal (a learner, which
+/// never campaigns, cut off or rebooted while it was removed) hears of it from nobody else;
+/// etcd's members learn it the same way, from the peers their stream readers keep dialing.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The membership as the driver last applied it: peer URLs by member ID, and the IDs removed for
 /// good. Shared with the forwarder, which dials the leader, and the peer listeners, which refuse
@@ -151,6 +157,8 @@ impl Transport {
             driver: self.driver.clone(),
             env: self.env.clone(),
             part_bytes: self.env.limits().peer_message_part_bytes,
+            last_active: self.env.now(),
+            probe_alarm: std::sync::Mutex::new(None),
         };
         tokio::spawn(writer.run());
         Link { urls, queue }
@@ -181,6 +189,12 @@ struct PeerWriter {
     driver: DriverHandle,
     env: Arc<dyn Environment>,
     part_bytes: usize,
+    /// When the writer last had something to send or probed its peer.
+    last_active: Instant,
+    /// Rings `PROBE_INTERVAL` after `last_active` (as it was when set): one timer per interval,
+    /// not one per message. (In a mutex only to make the writer `Sync`; always reached through
+    /// `&mut self`, never locked.)
+    probe_alarm: std::sync::Mutex<Option<BoxFuture<()>>>,
 }
 
 /// Why a writer stopped sending on a connection.
@@ -199,7 +213,7 @@ impl PeerWriter {
         let mut backoff = MIN_BACKOFF;
         let mut active = true;
         loop {
-            let Some(first) = self.queue.recv().await else {
+            let Some(first) = self.next_message().await else {
                 return;
             };
             match self.connect().await {
@@ -234,6 +248,60 @@ impl PeerWriter {
         }
     }
 
+    /// The next message to send. While none comes for `PROBE_INTERVAL`, dials the peer to hear
+    /// whether this member was removed. `None` once the queue closed, or this member was removed
+    /// (the driver has been told).
+    async fn next_message(&mut self) -> Option<Message> {
+        loop {
+            let due = self.last_active + PROBE_INTERVAL;
+            let env = &self.env;
+            let slot = match self.probe_alarm.get_mut() {
+                Ok(slot) => slot,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let alarm = slot.get_or_insert_with(|| env.sleep_until(due));
+            tokio::select! {
+                biased;
+                message = self.queue.recv() => {
+                    self.last_active = self.env.now();
+                    return message;
+                }
+                () = alarm => {
+                    *slot = None;
+                    let now = self.env.now();
+                    if now < self.last_active + PROBE_INTERVAL {
+                        continue; // active since the alarm was set: wait out the rest
+                    }
+                    self.last_active = now;
+                    if self.probe().await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dials the peer once, only to hear whether this member is still in the cluster; true if
+    /// it was removed (the driver is told, and stops the member).
+    async fn probe(&mut self) -> bool {
+        let urls = self.urls.borrow().clone();
+        for url in &urls {
+            match dial(url, self.identity, peerpb::Purpose::Probe, self.to).await {
+                Err(PeerError::Removed) => {
+                    slog::warn!(
+                        self.log,
+                        "a peer says this member was removed from the cluster"
+                    );
+                    self.driver.report_removed(self.to).await;
+                    return true;
+                }
+                Ok(_) => return false,
+                Err(_) => {}
+            }
+        }
+        false
+    }
+
     /// Sends `first` and then every queued message on `stream`, in batches, until a write fails
     /// or the queue closes.
     async fn send_until_failure(
@@ -247,7 +315,7 @@ impl PeerWriter {
         loop {
             let message = match next.take() {
                 Some(message) => message,
-                None => match self.queue.recv().await {
+                None => match self.next_message().await {
                     Some(message) => message,
                     None => return Stopped::QueueClosed,
                 },
