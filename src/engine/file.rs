@@ -59,6 +59,10 @@ fn open_existing<D: Disk + Send + 'static>(
 ) -> Result<redb::Database, EngineError> {
     redb::Database::builder()
         .set_cache_size(cache_bytes)
+        // redb verifies page checksums only when it repairs; a plain open trusts the file, and a
+        // flipped bit could then be read as wrong data (or make it panic). Checking reads the
+        // whole file: correctness first, restart time to be won back (issue 9).
+        .set_check_integrity_on_open(true)
         .create_with_backend(DiskBackend::new(disk, path))
         .map_err(|source| EngineError::Open {
             path: path.to_path_buf(),
