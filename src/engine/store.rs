@@ -351,20 +351,23 @@ impl View {
 
     /// Every lease record, by ID.
     pub fn leases(&self) -> Result<Vec<(i64, Vec<u8>)>, EngineError> {
-        let Some(table) = self.table(LEASE)? else {
-            return Ok(Vec::new());
-        };
-        let rows = table.iter().map_err(|e| self.error(e))?;
-        rows.map(|row| {
-            row.map(|(id, record)| (id.value(), record.value().to_vec()))
-                .map_err(|e| self.error(e))
-        })
-        .collect()
+        self.records(LEASE)
     }
 
     /// Every member record, by ID.
     pub fn members(&self) -> Result<Vec<(u64, Vec<u8>)>, EngineError> {
-        let Some(table) = self.table(MEMBERS)? else {
+        self.records(MEMBERS)
+    }
+
+    /// Every row of a table of records keyed by a number, in key order.
+    fn records<K>(
+        &self,
+        definition: TableDefinition<K, &'static [u8]>,
+    ) -> Result<Vec<(K, Vec<u8>)>, EngineError>
+    where
+        K: redb::Key + 'static + for<'a> redb::Value<SelfType<'a> = K>,
+    {
+        let Some(table) = self.table(definition)? else {
             return Ok(Vec::new());
         };
         let rows = table.iter().map_err(|e| self.error(e))?;
