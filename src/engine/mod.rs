@@ -1,12 +1,14 @@
 //! The storage engine for the applied state (issue 9): a redb database — a crash-safe,
 //! copy-on-write B-tree — in one file, read and written through the [`Disk`] trait (`backend`),
 //! created atomically and opened with errors that name the file (`file`), holding etcd's tables
-//! with the applied index beside the data (`store`).
+//! with the applied index beside the data (`store`), every value sealed with a checksum over its
+//! key and bytes (`record`).
 //!
 //! [`Disk`]: crate::disk::Disk
 
 mod backend;
 mod file;
+mod record;
 mod store;
 
 pub use backend::DiskBackend;
