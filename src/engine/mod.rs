@@ -8,7 +8,7 @@
 
 mod backend;
 mod file;
-mod record;
+pub mod record;
 mod store;
 
 pub use backend::DiskBackend;

@@ -19,7 +19,7 @@ fn main() -> std::io::Result<()> {
     let root = std::env::args()
         .nth(1)
         .map_or_else(|| PathBuf::from("corpus"), PathBuf::from);
-    let targets: [(&str, Vec<Vec<u8>>); 7] = [
+    let targets: [(&str, Vec<Vec<u8>>); 8] = [
         ("wal_record", wal_record()),
         ("wal_open", wal_open()),
         ("snap_file", snap_file()),
@@ -27,6 +27,7 @@ fn main() -> std::io::Result<()> {
         ("raft_entry_apply", raft_entry_apply()),
         ("raft_message", raft_message()),
         ("peer_frames", peer_frames()),
+        ("engine_value", engine_value()),
     ];
     for (target, seeds) in targets {
         let dir = root.join(target);
@@ -187,4 +188,28 @@ fn peer_frames() -> Vec<Vec<u8>> {
         seeds.push(seed);
     }
     seeds
+}
+
+fn engine_value() -> Vec<Vec<u8>> {
+    use stet::engine::record::{revision_key, seal, Tag};
+    let rows: [(Vec<u8>, Tag, &[u8]); 4] = [
+        (revision_key(7, 1).to_vec(), Tag::Put, b"a key-value"),
+        (revision_key(8, 0).to_vec(), Tag::Tombstone, b"a"),
+        (5i64.to_le_bytes().to_vec(), Tag::Lease, b"a lease"),
+        (
+            b"consistent_index".to_vec(),
+            Tag::Number,
+            &[9, 0, 0, 0, 0, 0, 0, 0],
+        ),
+    ];
+    rows.iter()
+        .map(|(key, tag, payload)| {
+            let mut stored = Vec::new();
+            seal(key, *tag, payload, &mut stored);
+            let mut seed = vec![key.len() as u8];
+            seed.extend_from_slice(key);
+            seed.extend_from_slice(&stored);
+            seed
+        })
+        .collect()
 }
