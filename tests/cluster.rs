@@ -367,3 +367,40 @@ fn put_request(key: &str, value: &str) -> pb::PutRequest {
         ..Default::default()
     }
 }
+
+/// Linearizable reads that arrive together share ReadIndex rounds, as etcd's do: the first starts
+/// a round, the others (arriving while it is in flight) share the next one — not a round each.
+#[test]
+fn concurrent_linearizable_reads_share_read_index_rounds() {
+    let mut cluster = Cluster::new(3, 5);
+    let leader = cluster.wait_for_leader();
+    assert_ok(cluster.put(leader, "k", "v"));
+    let follower = *cluster
+        .members
+        .keys()
+        .find(|&&id| id != leader)
+        .expect("a follower");
+    let read_index = raft::eraftpb::MessageType::MsgReadIndex as i32;
+    let before = cluster.delivered.get(&read_index).copied().unwrap_or(0);
+    let range = pb::RangeRequest {
+        key: b"k".to_vec(),
+        ..Default::default()
+    };
+    let ids: Vec<_> = (0..50)
+        .map(|_| cluster.request(follower, ClientRequest::Range(range.clone())))
+        .collect();
+    assert!(cluster.run_until(Duration::from_secs(10), |c| ids
+        .iter()
+        .all(|id| c.replies.contains_key(id))));
+    for id in &ids {
+        match cluster.replies.remove(id) {
+            Some(Ok(ClientResponse::Range(r))) => assert_eq!(r.kvs[0].value, b"v"),
+            other => panic!("read {id}: {other:?}"),
+        }
+    }
+    let rounds = cluster.delivered.get(&read_index).copied().unwrap_or(0) - before;
+    assert!(
+        (1..=2).contains(&rounds),
+        "50 reads took {rounds} ReadIndex rounds"
+    );
+}

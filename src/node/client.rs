@@ -136,7 +136,11 @@ impl Node {
         let pending = self.pending.remove(&id)?;
         self.deadlines.remove(&(pending.deadline, id));
         if matches!(pending.kind, PendingKind::Read { .. }) {
-            self.read_attempts.retain(|_, request| *request != id);
+            self.read_attempts.retain(|_, reads| {
+                reads.retain(|read| *read != id);
+                !reads.is_empty()
+            });
+            self.read_queue.retain(|read| *read != id);
         }
         Some(pending)
     }
@@ -238,47 +242,66 @@ impl Node {
     }
 
     /// Serves `request` once raft confirmed leadership and everything committed before is applied.
+    /// Reads share ReadIndex rounds, as etcd's do: one round serves every read that came before
+    /// it started.
     fn linearizable(&mut self, id: RequestId, request: ReadRequest) {
         let kind = PendingKind::Read {
             request,
             index: None,
-            issued_at: self.now,
         };
         if self.wait(id, kind) {
-            self.issue_read(id);
-        }
-    }
-
-    /// Asks raft again for reads it dropped (no leader yet, or a leader that has not committed in
-    /// its term yet drops ReadIndex requests silently).
-    pub(super) fn reissue_stale_reads(&mut self) {
-        let stale_after = self.config.heartbeat_interval * 2;
-        let now = self.now;
-        let mut reissue = Vec::new();
-        for (id, pending) in &mut self.pending {
-            if let PendingKind::Read {
-                index: None,
-                issued_at,
-                ..
-            } = &mut pending.kind
-            {
-                if now.saturating_duration_since(*issued_at) >= stale_after {
-                    *issued_at = now;
-                    reissue.push(*id);
-                }
+            self.read_queue.push(id);
+            if self.read_round.is_none() {
+                self.start_read_round();
             }
         }
-        for id in reissue {
-            self.issue_read(id);
-        }
     }
 
-    /// Asks raft for a read index under a context never used before — unique across members,
-    /// lives and attempts — so that only acks of this very round can confirm it.
-    fn issue_read(&mut self, id: RequestId) {
+    /// Asks raft again for a round it dropped (no leader yet, or a leader that has not committed
+    /// in its term yet drops ReadIndex requests silently), with every read still waiting.
+    pub(super) fn reissue_stale_reads(&mut self) {
+        let stale_after = self.config.heartbeat_interval * 2;
+        let Some((attempt, asked_at)) = self.read_round else {
+            return;
+        };
+        if self.now.saturating_duration_since(asked_at) < stale_after {
+            return;
+        }
+        // A late answer to the old round still serves its reads: its index was taken after they
+        // came. They join the new round too, whichever answer comes first.
+        let waiting: Vec<RequestId> = self
+            .read_attempts
+            .get(&attempt)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|id| {
+                matches!(
+                    self.pending.get(id),
+                    Some(Pending {
+                        kind: PendingKind::Read { index: None, .. },
+                        ..
+                    })
+                )
+            })
+            .collect();
+        self.read_queue.splice(0..0, waiting);
+        self.start_read_round();
+    }
+
+    /// Asks raft for a read index for every queued read, under a context never used before —
+    /// unique across members, lives and attempts — so that only acks of this very round can
+    /// confirm it.
+    fn start_read_round(&mut self) {
+        if self.read_queue.is_empty() {
+            self.read_round = None;
+            return;
+        }
         let attempt = self.next_read_attempt;
         self.next_read_attempt += 1;
-        self.read_attempts.insert(attempt, id);
+        self.read_attempts
+            .insert(attempt, std::mem::take(&mut self.read_queue));
+        self.read_round = Some((attempt, self.now));
         let mut ctx = Vec::with_capacity(24);
         ctx.extend_from_slice(&self.config.id.0.to_le_bytes());
         ctx.extend_from_slice(&self.incarnation.to_le_bytes());
@@ -299,15 +322,18 @@ impl Node {
         {
             return;
         }
-        let Some(&id) = self.read_attempts.get(&u64::from_le_bytes(attempt)) else {
-            return;
-        };
-        if let Some(Pending {
-            kind: PendingKind::Read { index: slot, .. },
-            ..
-        }) = self.pending.get_mut(&id)
-        {
-            slot.get_or_insert(index);
+        let attempt = u64::from_le_bytes(attempt);
+        for id in self.read_attempts.remove(&attempt).unwrap_or_default() {
+            if let Some(Pending {
+                kind: PendingKind::Read { index: slot, .. },
+                ..
+            }) = self.pending.get_mut(&id)
+            {
+                slot.get_or_insert(index);
+            }
+        }
+        if self.read_round.is_some_and(|(round, _)| round == attempt) {
+            self.start_read_round();
         }
     }
 

@@ -136,7 +136,6 @@ enum PendingKind {
         request: ReadRequest,
         /// The read index once raft confirmed leadership; `None` while waiting.
         index: Option<u64>,
-        issued_at: Instant,
     },
 }
 
@@ -196,8 +195,13 @@ pub struct Node {
     seen_read_order: VecDeque<Vec<u8>>,
     /// The next read attempt's number: every ReadIndex request gets a context never used before.
     next_read_attempt: u64,
-    /// Read attempt → the request it serves.
-    read_attempts: BTreeMap<u64, RequestId>,
+    /// Read attempt (one ReadIndex round) → the reads it serves, until answered or all finished.
+    read_attempts: BTreeMap<u64, Vec<RequestId>>,
+    /// Reads that came in while a round was in flight: they wait for the next one, since a round
+    /// started before a read arrived may not see writes that finished before it.
+    read_queue: Vec<RequestId>,
+    /// The newest round in flight, and when it was asked for.
+    read_round: Option<(u64, Instant)>,
 }
 
 /// How many forwarded read contexts a member remembers to refuse duplicates.
@@ -271,6 +275,8 @@ impl Node {
             seen_read_order: VecDeque::new(),
             next_read_attempt: 1,
             read_attempts: BTreeMap::new(),
+            read_queue: Vec::new(),
+            read_round: None,
             config,
         };
         node.incarnation = node.rng.gen();

@@ -105,6 +105,8 @@ pub struct Cluster {
     /// Writes waiting on the disks, by (completion time, seq): (member, write).
     pending_io: BTreeMap<(Instant, u64), (u64, Io)>,
     pub replies: BTreeMap<RequestId, Reply>,
+    /// Messages delivered, by raft message type.
+    pub delivered: BTreeMap<i32, u64>,
     /// When each reply in `replies` arrived.
     pub reply_times: BTreeMap<RequestId, Instant>,
     /// Every entry any member applied, by index (oracle: committed entries never change).
@@ -172,6 +174,7 @@ impl Cluster {
             disk_latency_max_us: 0,
             pending_io: BTreeMap::new(),
             replies: BTreeMap::new(),
+            delivered: BTreeMap::new(),
             reply_times: BTreeMap::new(),
             applied_log: BTreeMap::new(),
             checked_applied: BTreeMap::new(),
@@ -378,6 +381,10 @@ impl Cluster {
             }
             return;
         }
+        *self
+            .delivered
+            .entry(message.get_msg_type() as i32)
+            .or_default() += 1;
         self.input(to, Input::Peer(message));
         if is_snapshot {
             if let Some(m) = self.members.get_mut(&to) {
