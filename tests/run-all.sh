@@ -21,6 +21,15 @@ if ! command -v protoc >/dev/null 2>&1; then
     fi
 fi
 
+# The real etcdctl 3.4 (Debian's etcd-client) for the compatibility tests, which fail without it.
+if ! command -v etcdctl >/dev/null 2>&1; then
+    echo "== installing etcdctl (Debian's etcd-client) for the compatibility tests"
+    if ! (apt-get update -qq && apt-get install -y -qq etcd-client >/dev/null); then
+        echo "error: etcdctl is missing and could not be installed: apt-get install etcd-client" >&2
+        exit 1
+    fi
+fi
+
 echo "== cargo fmt --check (core, sim, fuzz)"
 cargo fmt --all -- --check
 cargo fmt --manifest-path sim/Cargo.toml --all -- --check
