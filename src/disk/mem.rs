@@ -19,7 +19,8 @@ use super::{Disk, DiskError};
 pub enum CrashFault {
     /// Every unsynced byte and every unsynced directory entry is lost.
     LoseUnsynced,
-    /// Like `LoseUnsynced`, but a random prefix of each file's unsynced tail survives (a torn write).
+    /// Like `LoseUnsynced`, but a random prefix of each file's unsynced appended tail survives (a
+    /// torn write), and of a file written in place each written sector its old or new bytes.
     TearUnsynced,
     /// Like `TearUnsynced`, and one random bit of one file's surviving bytes is flipped.
     FlipBit,

@@ -508,19 +508,20 @@ impl Driver {
             return;
         };
         let replicated = &self.node.state().members;
+        let from_log = replicated.iter().len() > 0;
         // Compared in place: this runs at every applied index and the membership rarely changes.
-        let unchanged = if replicated.iter().len() == 0 {
-            self.members == self.seed_members
-        } else {
+        let unchanged = if from_log {
             replicated.iter().eq(self.members.iter())
+        } else {
+            self.members == self.seed_members
         };
         if unchanged {
             return;
         }
-        let members = if replicated.iter().len() == 0 {
-            self.seed_members.clone()
-        } else {
+        let members = if from_log {
             replicated.list()
+        } else {
+            self.seed_members.clone()
         };
         transport.update_members(&members, replicated.removed_ids());
         self.members = members;
