@@ -5,6 +5,7 @@
 
 use prost::Message as _;
 
+use crate::engine::{Engine, EngineError};
 use crate::kv::{KvError, KvStore};
 use crate::lease::Lessor;
 use crate::member::Membership;
@@ -38,7 +39,7 @@ pub enum RestoreError {
 }
 
 /// KV store, leases and membership at one applied raft index.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StateMachine {
     pub kv: KvStore,
     pub lessor: Lessor,
@@ -47,10 +48,25 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// An empty state machine for a cluster.
+    /// An empty state machine for a cluster, its key-values kept in memory.
     pub fn new(cluster_id: ClusterId, min_lease_ttl_seconds: i64) -> Self {
+        Self::with_kv(KvStore::new(), cluster_id, min_lease_ttl_seconds)
+    }
+
+    /// An empty state machine for a cluster, its key-values kept in `engine` (whose revisions
+    /// the first commit replaces).
+    pub fn with_engine(
+        engine: Engine,
+        cluster_id: ClusterId,
+        min_lease_ttl_seconds: i64,
+    ) -> Result<Self, EngineError> {
+        let kv = KvStore::with_engine(engine)?;
+        Ok(Self::with_kv(kv, cluster_id, min_lease_ttl_seconds))
+    }
+
+    fn with_kv(kv: KvStore, cluster_id: ClusterId, min_lease_ttl_seconds: i64) -> Self {
         StateMachine {
-            kv: KvStore::new(),
+            kv,
             lessor: Lessor::new(min_lease_ttl_seconds),
             members: Membership::new(cluster_id),
             min_lease_ttl_seconds,
@@ -196,32 +212,37 @@ impl StateMachine {
         }
     }
 
-    /// Serializes the whole state.
-    pub fn to_snapshot_bytes(&self) -> Vec<u8> {
+    /// Serializes the whole state (values read from the engine).
+    pub fn to_snapshot_bytes(&self) -> Result<Vec<u8>, KvError> {
         let mut snapshot = stetpb::StateSnapshot {
-            kv: Some(self.kv.to_snapshot()),
+            kv: Some(self.kv.to_snapshot()?),
             leases: self.lessor.to_snapshot(),
             ..Default::default()
         };
         self.members.write_to_snapshot(&mut snapshot);
-        snapshot.encode_to_vec()
+        Ok(snapshot.encode_to_vec())
     }
 
-    /// Rebuilds the state from snapshot bytes; never panics on bad input.
+    /// Rebuilds the state from snapshot bytes, key-values in memory; never panics on bad input.
     pub fn from_snapshot_bytes(
         bytes: &[u8],
         min_lease_ttl_seconds: i64,
     ) -> Result<Self, RestoreError> {
+        let mut state = StateMachine::new(ClusterId(0), min_lease_ttl_seconds);
+        state.restore(bytes)?;
+        Ok(state)
+    }
+
+    /// Replaces the whole state with the one in snapshot bytes, key-values in the same engine;
+    /// bytes that fail validation change nothing. Never panics on bad input.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RestoreError> {
         let snapshot = stetpb::StateSnapshot::decode(bytes)?;
-        let kv = KvStore::from_snapshot(&snapshot.kv.clone().unwrap_or_default())?;
-        let lessor = Lessor::restore(&snapshot.leases, min_lease_ttl_seconds)?;
+        let lessor = Lessor::restore(&snapshot.leases, self.min_lease_ttl_seconds)?;
         let members = Membership::restore(&snapshot)?;
-        Ok(StateMachine {
-            kv,
-            lessor,
-            members,
-            min_lease_ttl_seconds,
-        })
+        self.kv.restore(&snapshot.kv.unwrap_or_default())?;
+        self.lessor = lessor;
+        self.members = members;
+        Ok(())
     }
 
     /// The minimum lease TTL this state machine grants.
@@ -334,7 +355,8 @@ mod tests {
         apply(&mut sm, grant);
         apply(&mut sm, put("a", 5));
         apply(&mut sm, put("b", 0));
-        let restored = StateMachine::from_snapshot_bytes(&sm.to_snapshot_bytes(), 2).unwrap();
+        let restored =
+            StateMachine::from_snapshot_bytes(&sm.to_snapshot_bytes().unwrap(), 2).unwrap();
         assert_eq!(restored.kv.hash_kv(0), sm.kv.hash_kv(0));
         assert_eq!(restored.lessor.to_snapshot(), sm.lessor.to_snapshot());
         assert_eq!(restored.members.list(), sm.members.list());

@@ -25,6 +25,8 @@ pub enum StorageError {
     Wal(#[from] WalError),
     #[error(transparent)]
     Snap(#[from] snap::SnapError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     #[error("member {found:x} of cluster {found_cluster:x} owns the data in {dir} but this is member {expected:x} of cluster {expected_cluster:x}")]
     IdentityMismatch {
         dir: PathBuf,
@@ -40,6 +42,8 @@ pub enum StorageError {
 pub struct StorageLayout {
     pub wal_dir: PathBuf,
     pub snap_dir: PathBuf,
+    /// The storage engine's file, beside the snapshots' directory.
+    pub engine_file: PathBuf,
 }
 
 impl StorageLayout {
@@ -49,6 +53,7 @@ impl StorageLayout {
         StorageLayout {
             wal_dir: wal_dir.map_or_else(|| member.join("wal"), Path::to_path_buf),
             snap_dir: member.join("snap"),
+            engine_file: member.join(crate::engine::ENGINE_FILE),
         }
     }
 }

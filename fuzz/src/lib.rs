@@ -114,12 +114,16 @@ pub fn fingerprint(state: &StateMachine) -> (u32, i64, i64, Vec<i64>, Vec<pb::Me
 /// Checks that a state machine's snapshot restores to the same state: whatever a member can reach,
 /// a follower must be able to install.
 pub fn assert_snapshot_round_trips(state: &StateMachine) {
-    let bytes = state.to_snapshot_bytes();
+    let bytes = state
+        .to_snapshot_bytes()
+        .expect("values in memory read back");
     let restored = StateMachine::from_snapshot_bytes(&bytes, state.min_lease_ttl_seconds())
         .unwrap_or_else(|e| panic!("a reachable state does not restore from its snapshot: {e}"));
     assert_eq!(fingerprint(&restored), fingerprint(state));
     assert_eq!(
-        restored.to_snapshot_bytes(),
+        restored
+            .to_snapshot_bytes()
+            .expect("values in memory read back"),
         bytes,
         "snapshot is not canonical"
     );
@@ -308,7 +312,7 @@ impl NodeHarness {
         };
         let config = NodeConfig::new(MemberId(1), ClusterId(CLUSTER_ID));
         let now = Instant::from_micros(0);
-        let node = Node::bootstrap(config, &members, now, &logger()).expect("bootstrap");
+        let node = Node::bootstrap(config, &members, engine(), now, &logger()).expect("bootstrap");
         let mut harness = NodeHarness {
             node,
             now,
@@ -386,7 +390,10 @@ pub fn sample_messages() -> Vec<Message> {
     prevote.index = 3;
     let mut snapshot = msg(MessageType::MsgSnapshot, 2, 3);
     let mut snap = raft::eraftpb::Snapshot {
-        data: populated_state().to_snapshot_bytes().into(),
+        data: populated_state()
+            .to_snapshot_bytes()
+            .expect("values in memory read back")
+            .into(),
         ..Default::default()
     };
     snap.mut_metadata().index = 20;
@@ -406,4 +413,9 @@ pub fn sample_messages() -> Vec<Message> {
         msg(MessageType::MsgTimeoutNow, 2, 1),
         msg(MessageType::MsgReadIndex, 2, 1),
     ]
+}
+
+/// A storage engine in memory for a node under test.
+pub fn engine() -> stet::engine::Engine {
+    stet::engine::Engine::in_memory(1 << 20).expect("an engine in memory")
 }

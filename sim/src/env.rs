@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use stet::disk::{Disk, DiskError};
+use stet::disk::{Breaker, Disk, DiskError, PowerCut};
 use stet::node::{Node, NodeConfig};
 use stet::server::env::{
     BoxDisk, BoxFuture, Checkpoint, Environment, Limits, Mistake, StartKind, WriteFault,
@@ -29,12 +29,15 @@ pub struct SimEnvironment {
     member: u64,
     seed: u64,
     reporter: Mutex<Reporter>,
+    /// This process's power: cut when it is killed.
+    power: Breaker,
 }
 
 impl SimEnvironment {
     pub fn new(world: Arc<World>, member: u64) -> Arc<Self> {
         let seed = world.next_seed(member);
         Arc::new(SimEnvironment {
+            power: world.power_on(member),
             reporter: Mutex::new(Reporter::new(world.clone(), member)),
             world,
             member,
@@ -70,7 +73,8 @@ impl Environment for SimEnvironment {
     }
 
     fn disk(&self) -> BoxDisk {
-        Box::new(self.world.disk(self.member))
+        let disk = self.world.disk(self.member);
+        Box::new(PowerCut::with_breaker(disk, self.power.clone()))
     }
 
     fn sync_file(&self, path: PathBuf) -> BoxFuture<Result<(), DiskError>> {

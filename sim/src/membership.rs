@@ -252,6 +252,7 @@ impl Operator {
             // A new machine image: nothing of the old process's sockets survives (madsim's
             // restart alone keeps them bound).
             Some(node) => {
+                self.world.power_off(id);
                 Handle::current().kill(node);
                 Handle::current().restart(node);
             }
@@ -389,6 +390,7 @@ impl Operator {
         if let Some(node) = isolated {
             self.world
                 .trace(format!("operator: reboot learner {id:x}, still isolated"));
+            self.world.power_off(id);
             Handle::current().kill(node);
             Handle::current().restart(node);
             madsim::time::sleep(Duration::from_secs(2)).await;
@@ -399,6 +401,7 @@ impl Operator {
     /// Kills member `id`'s process (the machine is lost).
     fn kill(&self, id: u64) {
         if let Some(node) = self.world.node_of(id) {
+            self.world.power_off(id);
             Handle::current().kill(node);
         }
         if let Some(status) = lock(&self.world.status).get_mut(&id) {

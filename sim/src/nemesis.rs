@@ -310,6 +310,7 @@ impl Nemesis {
 
     /// Kills a member's process, applies `crash` to its disk, and restarts it after `hold`.
     async fn crash_and_restart(&self, victim: u64, crash: CrashFault, hold: Duration) {
+        self.world.power_off(victim);
         Handle::current().kill(self.node(victim));
         {
             let disk = self.world.disk(victim);

@@ -22,6 +22,7 @@ use crate::clock::ClockModel;
 use crate::disk::SharedDisk;
 use crate::observer::Observer;
 use crate::records::{KvEvents, LeaseOp, Recovery, Revocations, RichOp, WatchLog};
+use stet::disk::Breaker;
 
 /// Locks a mutex, carrying on after a panic elsewhere (the run is failing anyway).
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -160,6 +161,9 @@ pub struct World {
     pub initial_cluster: String,
     pub hosts: Mutex<BTreeMap<u64, Host>>,
     pub disks: Mutex<BTreeMap<u64, SharedDisk>>,
+    /// Each member's power switch for its current process: a killed process's disk handles
+    /// (e.g. the storage engine closing when its future is dropped, after the kill) write nothing.
+    pub power: Mutex<BTreeMap<u64, Breaker>>,
     pub clocks: Mutex<BTreeMap<u64, ClockModel>>,
     pub status: Mutex<BTreeMap<u64, MemberStatus>>,
     pub observer: Mutex<Observer>,
@@ -234,6 +238,7 @@ impl World {
             initial_cluster,
             hosts: Mutex::new(hosts),
             disks: Mutex::new(BTreeMap::new()),
+            power: Mutex::new(BTreeMap::new()),
             clocks: Mutex::new(BTreeMap::new()),
             status: Mutex::new(BTreeMap::new()),
             observer: Mutex::new(Observer::default()),
@@ -385,6 +390,22 @@ impl World {
     pub fn trace(&self, line: impl AsRef<str>) {
         let at = self.elapsed().as_micros();
         lock(&self.trace).push(format!("{:>10.3}s {}", at as f64 / 1e6, line.as_ref()));
+    }
+
+    /// Powers member `id`'s disk for a new process: the previous process's handles stay cut off.
+    pub fn power_on(&self, id: u64) -> Breaker {
+        let breaker = Breaker::new();
+        if let Some(old) = lock(&self.power).insert(id, breaker.clone()) {
+            old.cut();
+        }
+        breaker
+    }
+
+    /// Cuts member `id`'s process off its disk: call it right before killing the process.
+    pub fn power_off(&self, id: u64) {
+        if let Some(breaker) = lock(&self.power).get(&id) {
+            breaker.cut();
+        }
     }
 
     /// The disk of member `id` (created empty if it has none).

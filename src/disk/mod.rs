@@ -8,7 +8,7 @@ mod power_cut;
 mod shared;
 
 pub use mem::{CrashFault, MemDisk, SECTOR_BYTES};
-pub use power_cut::PowerCut;
+pub use power_cut::{Breaker, PowerCut};
 pub use shared::SharedDisk;
 
 use std::path::{Path, PathBuf};

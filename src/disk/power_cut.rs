@@ -20,7 +20,23 @@ enum Budget {
 #[derive(Debug, Clone)]
 pub struct Breaker(Arc<Mutex<Budget>>);
 
+impl Default for Breaker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Breaker {
+    /// A breaker with the power on.
+    pub fn new() -> Self {
+        Breaker(Arc::new(Mutex::new(Budget::Unlimited)))
+    }
+
+    /// Cuts the power now.
+    pub fn cut(&self) {
+        *self.lock() = Budget::Cut;
+    }
+
     /// Lets `changes` more changes through, then cuts the power.
     pub fn cut_after(&self, changes: u64) {
         *self.lock() = Budget::Left(changes);
@@ -65,12 +81,14 @@ pub struct PowerCut<D> {
 impl<D: Disk> PowerCut<D> {
     /// `disk` with the power on, and the breaker that cuts it.
     pub fn new(disk: D) -> (Self, Breaker) {
-        let breaker = Breaker(Arc::new(Mutex::new(Budget::Unlimited)));
-        let disk = PowerCut {
-            disk,
-            breaker: breaker.clone(),
-        };
+        let breaker = Breaker::new();
+        let disk = Self::with_breaker(disk, breaker.clone());
         (disk, breaker)
+    }
+
+    /// `disk` behind an existing breaker: every handle made this way loses power together.
+    pub fn with_breaker(disk: D, breaker: Breaker) -> Self {
+        PowerCut { disk, breaker }
     }
 
     fn change<T>(

@@ -31,6 +31,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const APPLIED_INDEX: &str = "consistent_index";
 const APPLIED_TERM: &str = "term";
 const COMPACT_REVISION: &str = "compact_revision";
+const CURRENT_REVISION: &str = "current_revision";
 
 /// The number keys of the lease and member tables, as their checksums cover them.
 trait NumberKey: std::fmt::Debug {
@@ -80,11 +81,14 @@ enum Op {
     PutMember(u64, Vec<u8>),
     RemoveMember(u64),
     CompactRevision(u64),
+    CurrentRevision(u64),
 }
 
 /// Changes to write together, ending at the entry `applied` names.
 #[derive(Debug, Default)]
 pub struct Batch {
+    /// Everything the file held goes first (the state was replaced, e.g. by a snapshot).
+    replace_all: bool,
     ops: Vec<Op>,
     applied: Option<Applied>,
 }
@@ -100,7 +104,13 @@ impl Batch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.applied.is_none()
+        self.ops.is_empty() && self.applied.is_none() && !self.replace_all
+    }
+
+    /// Empties every table before the batch's changes are written: the batch holds the whole
+    /// state.
+    pub fn replace_all(&mut self) {
+        self.replace_all = true;
     }
 
     pub fn put_revision(&mut self, revision: Revision, stored: Stored) {
@@ -131,6 +141,11 @@ impl Batch {
 
     pub fn set_compact_revision(&mut self, revision: u64) {
         self.ops.push(Op::CompactRevision(revision));
+    }
+
+    /// The store's newest revision, which the rows alone do not tell once it was compacted.
+    pub fn set_current_revision(&mut self, revision: u64) {
+        self.ops.push(Op::CurrentRevision(revision));
     }
 
     /// The entry the batch's changes end at. It only grows from batch to batch.
@@ -164,6 +179,28 @@ impl Engine {
         };
         engine.applied = engine.view()?.applied()?;
         Ok(engine)
+    }
+
+    /// An engine whose file lives in memory: for tests and tools that need no durability.
+    pub fn in_memory(cache_bytes: usize) -> Result<Engine, EngineError> {
+        let path = PathBuf::from("<memory>");
+        let db = redb::Database::builder()
+            .set_cache_size(cache_bytes)
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|source| EngineError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Engine {
+            db,
+            path,
+            applied: Applied::default(),
+        })
+    }
+
+    /// The file's path, as errors name it.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The entry whose effects the file holds last (zero for a new file).
@@ -207,15 +244,25 @@ impl Engine {
     /// A consistent view of the state as of the last commit.
     pub fn view(&self) -> Result<View, EngineError> {
         let read = self.db.begin_read().map_err(|e| self.error(e))?;
-        Ok(View {
+        let mut view = View {
             read,
+            keys: None,
             path: self.path.clone(),
-        })
+        };
+        view.keys = view.table(KEY)?;
+        Ok(view)
     }
 }
 
 /// Applies every change of `batch` inside `write`.
 fn write_ops(write: &redb::WriteTransaction, batch: &Batch) -> Result<(), redb::Error> {
+    if batch.replace_all {
+        write.delete_table(KEY)?;
+        write.delete_table(LEASE)?;
+        write.delete_table(MEMBERS)?;
+        write.delete_table(MEMBERS_REMOVED)?;
+        write.delete_table(META)?;
+    }
     let mut key = write.open_table(KEY)?;
     let mut lease = write.open_table(LEASE)?;
     let mut members = write.open_table(MEMBERS)?;
@@ -257,6 +304,10 @@ fn write_ops(write: &redb::WriteTransaction, batch: &Batch) -> Result<(), redb::
                 seal_number(COMPACT_REVISION, *revision, &mut value);
                 meta.insert(COMPACT_REVISION, value.as_slice())?;
             }
+            Op::CurrentRevision(revision) => {
+                seal_number(CURRENT_REVISION, *revision, &mut value);
+                meta.insert(CURRENT_REVISION, value.as_slice())?;
+            }
         }
     }
     if let Some(applied) = batch.applied {
@@ -275,6 +326,8 @@ fn seal_number(name: &str, number: u64, out: &mut Vec<u8>) {
 /// One consistent state of the file, readable while writes go on.
 pub struct View {
     read: redb::ReadTransaction,
+    /// The revisions table, opened once: most reads go to it.
+    keys: Option<redb::ReadOnlyTable<(u64, u64), &'static [u8]>>,
     path: PathBuf,
 }
 
@@ -312,12 +365,13 @@ impl View {
         key: &[u8],
         stored: &'a [u8],
         tags: &[Tag],
-        row: &dyn std::fmt::Display,
+        row: &dyn Fn() -> String,
     ) -> Result<(Tag, &'a [u8]), EngineError> {
         let (tag, payload) =
-            unseal(key, stored).map_err(|e| self.damaged(format!("{row}: {e}")))?;
+            unseal(key, stored).map_err(|e| self.damaged(format!("{}: {e}", row())))?;
         if !tags.contains(&tag) {
-            return Err(self.damaged(format!("{row}: a {tag:?} value where {tags:?} belongs")));
+            let what = format!("{}: a {tag:?} value where {tags:?} belongs", row());
+            return Err(self.damaged(what));
         }
         Ok((tag, payload))
     }
@@ -329,10 +383,10 @@ impl View {
         let Some(value) = meta.get(name).map_err(|e| self.error(e))? else {
             return Ok(0);
         };
-        let row = format!("meta {name}");
+        let row = || format!("meta {name}");
         let (_, payload) = self.open_value(name.as_bytes(), value.value(), &[Tag::Number], &row)?;
         let bytes = <[u8; 8]>::try_from(payload)
-            .map_err(|_| self.damaged(format!("{row}: {} bytes, not 8", payload.len())))?;
+            .map_err(|_| self.damaged(format!("{}: {} bytes, not 8", row(), payload.len())))?;
         Ok(u64::from_le_bytes(bytes))
     }
 
@@ -348,9 +402,14 @@ impl View {
         self.meta(COMPACT_REVISION)
     }
 
+    /// The store's newest revision as of this state (0 if never written).
+    pub fn current_revision(&self) -> Result<u64, EngineError> {
+        self.meta(CURRENT_REVISION)
+    }
+
     /// One revision, if stored.
     pub fn revision(&self, revision: Revision) -> Result<Option<Stored>, EngineError> {
-        let Some(table) = self.table(KEY)? else {
+        let Some(table) = &self.keys else {
             return Ok(None);
         };
         let value = table
@@ -368,7 +427,7 @@ impl View {
         from: Revision,
         mut each: impl FnMut(Revision, Stored) -> bool,
     ) -> Result<(), EngineError> {
-        let Some(table) = self.table(KEY)? else {
+        let Some(table) = &self.keys else {
             return Ok(());
         };
         let rows = table
@@ -388,7 +447,7 @@ impl View {
     /// A stored revision's bytes, checked.
     fn stored(&self, revision: Revision, bytes: &[u8]) -> Result<Stored, EngineError> {
         let key = revision_key(revision.main, revision.sub);
-        let row = format!("revision {}.{}", revision.main, revision.sub);
+        let row = || format!("revision {}.{}", revision.main, revision.sub);
         let (tag, payload) = self.open_value(&key, bytes, &[Tag::Put, Tag::Tombstone], &row)?;
         Ok(Stored {
             tombstone: tag == Tag::Tombstone,
@@ -429,7 +488,7 @@ impl View {
         for row in table.iter().map_err(|e| self.error(e))? {
             let (id, value) = row.map_err(|e| self.error(e))?;
             let id = id.value();
-            let name = format!("{what} {id:?}");
+            let name = || format!("{what} {id:?}");
             let (_, payload) = self.open_value(&id.le_bytes(), value.value(), &[tag], &name)?;
             records.push((id, payload.to_vec()));
         }

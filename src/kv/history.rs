@@ -18,8 +18,11 @@ impl KvStore {
         if revision > self.current_revision {
             return Err(KvError::FutureRevision);
         }
+        let values = &mut self.values;
         self.keys.retain(|_, versions| {
-            compact_versions(versions, revision);
+            for dropped in compact_versions(versions, revision) {
+                values.forget(dropped.main, dropped.sub);
+            }
             !versions.is_empty()
         });
         self.revs = self.revs.split_off(&(revision, 0));
@@ -46,9 +49,11 @@ impl KvStore {
         if range_end.is_empty() {
             let versions = self.keys.get(key).map(Vec::as_slice).unwrap_or_default();
             let first = versions.partition_point(|v| v.main < start_revision);
-            return Ok((first..versions.len())
-                .filter_map(|i| event_at(key, versions, i))
-                .collect());
+            let mut events = Vec::with_capacity(versions.len() - first);
+            for i in first..versions.len() {
+                events.extend(self.event_at(key, versions, i)?);
+            }
+            return Ok(events);
         }
         let from = Bound::Included((start_revision, i64::MIN));
         let mut events = Vec::new();
@@ -60,14 +65,15 @@ impl KvStore {
                 continue;
             };
             if let Ok(i) = versions.binary_search_by(|v| (v.main, v.sub).cmp(&(*main, *sub))) {
-                events.extend(event_at(k, versions, i));
+                events.extend(self.event_at(k, versions, i)?);
             }
         }
         Ok(events)
     }
 
     /// crc32 over every retained version with main <= revision (0 = current), in (key, main,
-    /// sub) order. Tombstones at or before the compaction point are not part of the hash.
+    /// sub) order, each with its value's crc32 (the index holds it, so hashing reads no values).
+    /// Tombstones at or before the compaction point are not part of the hash.
     /// Returns (hash, compact_revision).
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64), KvError> {
         if revision > self.current_revision {
@@ -102,13 +108,38 @@ impl KvStore {
         hasher.update(&buf);
         Ok((hasher.finalize(), self.compact_revision))
     }
+
+    /// The event that created `versions[i]` of `key`.
+    fn event_at(
+        &self,
+        key: &[u8],
+        versions: &[Version],
+        i: usize,
+    ) -> Result<Option<Event>, KvError> {
+        let Some(v) = versions.get(i) else {
+            return Ok(None);
+        };
+        let prev = i
+            .checked_sub(1)
+            .and_then(|p| versions.get(p))
+            .filter(|p| p.is_live());
+        let prev_kv = match prev {
+            Some(p) => Some(self.kv_of(key, p)?),
+            None => None,
+        };
+        Ok(Some(if v.is_live() {
+            put_event(self.kv_of(key, v)?, prev_kv)
+        } else {
+            delete_event(key, v.main, prev_kv)
+        }))
+    }
 }
 
-/// Drops the versions of one key that compaction at `revision` makes unreadable.
-fn compact_versions(versions: &mut Vec<Version>, revision: i64) {
+/// Drops the versions of one key that compaction at `revision` makes unreadable; returns them.
+fn compact_versions(versions: &mut Vec<Version>, revision: i64) -> std::vec::Drain<'_, Version> {
     let at_or_below = versions.partition_point(|v| v.main <= revision);
     let Some(newest) = at_or_below.checked_sub(1).and_then(|i| versions.get(i)) else {
-        return;
+        return versions.drain(..0);
     };
     // Keep the newest version unless it is a tombstone nobody can see any more; a tombstone at
     // exactly `revision` stays so that a watch from `revision` still sees the delete.
@@ -118,22 +149,7 @@ fn compact_versions(versions: &mut Vec<Version>, revision: i64) {
     } else {
         at_or_below
     };
-    versions.drain(..drop);
-}
-
-/// The event that created `versions[i]` of `key`.
-fn event_at(key: &[u8], versions: &[Version], i: usize) -> Option<Event> {
-    let v = versions.get(i)?;
-    let prev_kv = i
-        .checked_sub(1)
-        .and_then(|p| versions.get(p))
-        .filter(|p| p.is_live())
-        .map(|p| p.to_kv(key));
-    Some(if v.is_live() {
-        put_event(v.to_kv(key), prev_kv)
-    } else {
-        delete_event(key, v.main, prev_kv)
-    })
+    versions.drain(..drop)
 }
 
 /// How many bytes of versions `hash_kv` gathers before handing them to the hasher.
@@ -149,7 +165,6 @@ fn hash_version(out: &mut Vec<u8>, key: &[u8], v: &Version) {
     out.extend_from_slice(&v.create_revision.to_le_bytes());
     out.extend_from_slice(&v.main.to_le_bytes());
     out.extend_from_slice(&v.version.to_le_bytes());
-    out.extend_from_slice(&(v.value.len() as u64).to_le_bytes());
-    out.extend_from_slice(&v.value);
+    out.extend_from_slice(&v.value_crc.to_le_bytes());
     out.extend_from_slice(&v.lease.to_le_bytes());
 }

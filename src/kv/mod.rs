@@ -1,11 +1,16 @@
-//! The in-memory MVCC key-value store with etcd v3 semantics: every write creates a new revision,
-//! older versions stay readable until compacted, and every write reports its watch events.
+//! The MVCC key-value store with etcd v3 semantics: every write creates a new revision, older
+//! versions stay readable until compacted, and every write reports its watch events.
+//!
+//! Memory holds an index bounded by the number of versions, not by the data (etcd's `treeIndex`):
+//! each key's versions with their revisions, create revision, version, lease and a checksum of the
+//! value. The key-values themselves live in the storage engine (`values.rs`).
 //!
 //! Code map: this file owns [`KvStore`], [`KvError`] and the per-key version index plus the
 //! single-key write primitives; `range.rs` answers Range requests; `txn.rs` validates and applies
 //! transactions; `history.rs` owns compaction, the event log and `hash_kv`; `snapshot.rs` converts
-//! to and from [`KvSnapshot`](crate::proto::stetpb::KvSnapshot). The store never does IO, never
-//! reads a clock, and learns whether a lease exists only through the caller's callback.
+//! to and from [`KvSnapshot`](crate::proto::stetpb::KvSnapshot); `values.rs` keeps the key-values.
+//! The store never reads a clock, does IO only through its engine's `Disk`, and learns whether a
+//! lease exists only through the caller's callback.
 
 use std::collections::btree_map;
 use std::collections::BTreeMap;
@@ -20,6 +25,9 @@ mod history;
 mod range;
 mod snapshot;
 mod txn;
+mod values;
+
+use values::Values;
 
 #[cfg(test)]
 mod model_tests;
@@ -59,9 +67,13 @@ pub enum KvError {
     /// A snapshot failed validation; the message names the offending key or revision.
     #[error("corrupt kv snapshot: {0}")]
     CorruptSnapshot(String),
+    /// The storage engine failed or its file is damaged; the store can no longer be trusted.
+    #[error("etcdserver: storage engine failed: {0}")]
+    Storage(String),
 }
 
-/// One version of one key: a put (with its key-value fields) or a tombstone.
+/// One version of one key as the index holds it: a put (its key-value's fields but the value,
+/// which is in the engine, and the value's crc32) or a tombstone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Version {
     main: i64,
@@ -70,18 +82,19 @@ struct Version {
     create_revision: i64,
     version: i64,
     lease: i64,
-    value: Vec<u8>,
+    value_crc: u32,
 }
 
 impl Version {
-    /// The key-value this version shows to readers (tombstones show only key and revision).
-    fn to_kv(&self, key: &[u8]) -> KeyValue {
+    /// The key-value this version shows to readers, given its value (tombstones show only key
+    /// and revision).
+    fn to_kv(&self, key: &[u8], value: Vec<u8>) -> KeyValue {
         KeyValue {
             key: key.to_vec(),
             create_revision: self.create_revision,
             mod_revision: self.main,
             version: self.version,
-            value: self.value.clone(),
+            value,
             lease: self.lease,
         }
     }
@@ -155,8 +168,9 @@ fn delete_event(key: &[u8], main: i64, prev_kv: Option<KeyValue>) -> Event {
 /// Invariants: versions of one key have strictly increasing main revisions (a key changes at
 /// most once per revision); every version's main is <= `current_revision`; after a compaction
 /// at C, each key holds at most one version with main <= C, and if that one is a tombstone its
-/// main is exactly C (kept so that `events_since(C)` still reports the delete).
-#[derive(Debug, Clone)]
+/// main is exactly C (kept so that `events_since(C)` still reports the delete); `values` holds a
+/// key-value for exactly the versions the index holds.
+#[derive(Debug)]
 pub struct KvStore {
     keys: BTreeMap<Vec<u8>, Vec<Version>>,
     /// (main, sub) -> key, for every version with main >= the compaction point.
@@ -164,6 +178,7 @@ pub struct KvStore {
     current_revision: i64,
     compact_revision: i64,
     live_keys: usize,
+    values: Values,
 }
 
 impl Default for KvStore {
@@ -173,15 +188,68 @@ impl Default for KvStore {
 }
 
 impl KvStore {
-    /// An empty store at revision 1, like a fresh etcd.
+    /// An empty store at revision 1, like a fresh etcd, keeping its values in memory.
     pub fn new() -> Self {
+        Self::with_values(Values::in_memory())
+    }
+
+    /// An empty store keeping its values in `engine`, whose revisions it replaces at the first
+    /// commit.
+    pub fn with_engine(engine: crate::engine::Engine) -> Result<Self, crate::engine::EngineError> {
+        let mut values = Values::new(engine)?;
+        values.clear();
+        Ok(Self::with_values(values))
+    }
+
+    fn with_values(values: Values) -> Self {
         Self {
             keys: BTreeMap::new(),
             revs: BTreeMap::new(),
             current_revision: 1,
             compact_revision: 0,
             live_keys: 0,
+            values,
         }
+    }
+
+    /// The first storage error the store met: once there is one, it must not serve any more.
+    pub fn storage_failure(&self) -> Option<&str> {
+        self.values.failure()
+    }
+
+    /// How many changes the engine has not been given yet, and how many bytes they hold.
+    pub fn uncommitted(&self) -> (usize, usize) {
+        self.values.uncommitted()
+    }
+
+    /// Writes every change since the last commit to the engine, with the entry the state ends at;
+    /// fsynced if `durable`.
+    pub fn commit(
+        &mut self,
+        applied: Option<crate::engine::Applied>,
+        durable: bool,
+    ) -> Result<(), KvError> {
+        self.values.commit(
+            self.current_revision,
+            self.compact_revision,
+            applied,
+            durable,
+        )
+    }
+
+    /// The engine the values live in.
+    pub fn engine(&self) -> &crate::engine::Engine {
+        self.values.engine()
+    }
+
+    /// The key-value of a version of `key`, value read from the engine.
+    fn kv_of(&self, key: &[u8], v: &Version) -> Result<KeyValue, KvError> {
+        let value = if v.tombstone {
+            Vec::new()
+        } else {
+            self.values.value(key, v.main, v.sub)?
+        };
+        Ok(v.to_kv(key, value))
     }
 
     /// The revision of the last write (1 for an empty store).
@@ -208,7 +276,7 @@ impl KvStore {
         check_put_static(req)?;
         self.check_put_state(req, lease_exists)?;
         let main = self.current_revision + 1;
-        let (resp, event) = self.apply_put(req, main, 0);
+        let (resp, event) = self.apply_put(req, main, 0)?;
         self.current_revision = main;
         Ok((resp, vec![event]))
     }
@@ -223,7 +291,7 @@ impl KvStore {
         }
         let main = self.current_revision + 1;
         let mut sub = 0;
-        let (resp, events) = self.apply_delete_range(req, main, &mut sub);
+        let (resp, events) = self.apply_delete_range(req, main, &mut sub)?;
         if !events.is_empty() {
             self.current_revision = main;
         }
@@ -259,22 +327,30 @@ impl KvStore {
         Ok(())
     }
 
-    /// Applies a validated put at (main, sub).
-    fn apply_put(&mut self, req: &PutRequest, main: i64, sub: i64) -> (PutResponse, Event) {
-        let prev = self.latest_live(&req.key);
-        let (create_revision, version) = match prev {
+    /// Applies a validated put at (main, sub). Fails only if the engine does (see `values`).
+    fn apply_put(
+        &mut self,
+        req: &PutRequest,
+        main: i64,
+        sub: i64,
+    ) -> Result<(PutResponse, Event), KvError> {
+        let prev = self.latest_live(&req.key).cloned();
+        let prev_kv = match &prev {
+            Some(p) => Some(self.kv_of(&req.key, p)?),
+            None => None,
+        };
+        let (create_revision, version) = match &prev {
             Some(p) => (p.create_revision, p.version + 1),
             None => (main, 1),
         };
-        let value = match (req.ignore_value, prev) {
+        let value = match (req.ignore_value, &prev_kv) {
             (true, Some(p)) => p.value.clone(),
             _ => req.value.clone(),
         };
-        let lease = match (req.ignore_lease, prev) {
+        let lease = match (req.ignore_lease, &prev) {
             (true, Some(p)) => p.lease,
             _ => req.lease,
         };
-        let prev_kv = prev.map(|p| p.to_kv(&req.key));
         let new = Version {
             main,
             sub,
@@ -282,18 +358,18 @@ impl KvStore {
             create_revision,
             version,
             lease,
-            value,
+            value_crc: crc32fast::hash(&value),
         };
-        let kv = new.to_kv(&req.key);
+        let kv = new.to_kv(&req.key, value);
         if prev_kv.is_none() {
             self.live_keys += 1;
         }
-        self.push_version(&req.key, new);
+        self.push_version(&req.key, new, kv.clone());
         let resp = PutResponse {
             header: None,
             prev_kv: if req.prev_kv { prev_kv.clone() } else { None },
         };
-        (resp, put_event(kv, prev_kv))
+        Ok((resp, put_event(kv, prev_kv)))
     }
 
     /// Deletes every live key in the request's range at (main, sub..), advancing `sub`.
@@ -302,7 +378,7 @@ impl KvStore {
         req: &DeleteRangeRequest,
         main: i64,
         sub: &mut i64,
-    ) -> (DeleteRangeResponse, Vec<Event>) {
+    ) -> Result<(DeleteRangeResponse, Vec<Event>), KvError> {
         let doomed: Vec<Vec<u8>> = self
             .key_range(&req.key, &req.range_end)
             .filter(|(_, versions)| versions.last().is_some_and(Version::is_live))
@@ -315,7 +391,10 @@ impl KvStore {
         };
         let mut events = Vec::with_capacity(doomed.len());
         for key in doomed {
-            let prev_kv = self.latest_live(&key).map(|p| p.to_kv(&key));
+            let prev_kv = match self.latest_live(&key).cloned() {
+                Some(p) => Some(self.kv_of(&key, &p)?),
+                None => None,
+            };
             let tombstone = Version {
                 main,
                 sub: *sub,
@@ -323,24 +402,28 @@ impl KvStore {
                 create_revision: 0,
                 version: 0,
                 lease: 0,
-                value: Vec::new(),
+                value_crc: 0,
             };
             *sub += 1;
             self.live_keys = self.live_keys.saturating_sub(1);
-            self.push_version(&key, tombstone);
+            let bare = tombstone.to_kv(&key, Vec::new());
+            self.push_version(&key, tombstone, bare);
             if req.prev_kv {
                 resp.prev_kvs.extend(prev_kv.clone());
             }
             events.push(delete_event(&key, main, prev_kv));
         }
-        (resp, events)
+        Ok((resp, events))
     }
 
-    fn push_version(&mut self, key: &[u8], version: Version) {
+    /// Adds a version to the index and its key-value to the values.
+    fn push_version(&mut self, key: &[u8], version: Version, kv: KeyValue) {
         debug_assert!(
             version.main > self.current_revision,
             "revision went backwards"
         );
+        debug_assert_eq!((kv.mod_revision, kv.key.as_slice()), (version.main, key));
+        self.values.record(version.sub, kv);
         self.revs.insert((version.main, version.sub), key.to_vec());
         match self.keys.get_mut(key) {
             Some(versions) => versions.push(version),

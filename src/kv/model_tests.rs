@@ -619,7 +619,7 @@ fn check_history(store: &KvStore, model: &Model) -> Result<(), TestCaseError> {
             start
         );
     }
-    let snapshot = store.to_snapshot();
+    let snapshot = store.to_snapshot().unwrap();
     let bytes = prost::Message::encode_to_vec(&snapshot);
     let decoded: KvSnapshot = match prost::Message::decode(bytes.as_slice()) {
         Ok(s) => s,
@@ -629,7 +629,7 @@ fn check_history(store: &KvStore, model: &Model) -> Result<(), TestCaseError> {
         Ok(copy) => copy,
         Err(e) => return Err(TestCaseError::fail(format!("round trip refused: {e}"))),
     };
-    prop_assert_eq!(copy.to_snapshot(), snapshot);
+    prop_assert_eq!(copy.to_snapshot().unwrap(), snapshot);
     prop_assert_eq!(copy.key_count(), store.key_count());
     for rev in model.compacted.max(1)..=model.current() {
         prop_assert_eq!(copy.hash_kv(rev), store.hash_kv(rev));
@@ -699,7 +699,7 @@ fn use_loaded_store(input: &KvSnapshot, mut store: KvStore) -> Result<(), TestCa
             v.kv = None;
         }
     }
-    prop_assert_eq!(store.to_snapshot(), normalized);
+    prop_assert_eq!(store.to_snapshot().unwrap(), normalized);
     let all = RangeRequest {
         key: vec![0],
         range_end: vec![0],
@@ -758,7 +758,7 @@ proptest! {
         for op in &ops {
             step(&mut store, &mut model, op)?;
         }
-        let mut snapshot = store.to_snapshot();
+        let mut snapshot = store.to_snapshot().unwrap();
         match (field, snapshot.versions.is_empty()) {
             (0, _) => snapshot.current_revision += delta,
             (1, _) => snapshot.compact_revision += delta,

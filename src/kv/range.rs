@@ -12,7 +12,7 @@ impl KvStore {
     /// Reads the keys in the request's range at its revision (0 = current). The header is None.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, KvError> {
         self.check_range(req, self.current_revision)?;
-        Ok(self.range_at(req, self.current_revision))
+        self.range_at(req, self.current_revision)
     }
 
     /// Checks a range's key and revision against a store whose newest readable revision is
@@ -24,8 +24,13 @@ impl KvStore {
         check_revision(req.revision, current, self.compact_revision)
     }
 
-    /// Answers a checked range; a request revision <= 0 reads at `default_revision`.
-    pub(super) fn range_at(&self, req: &RangeRequest, default_revision: i64) -> RangeResponse {
+    /// Answers a checked range; a request revision <= 0 reads at `default_revision`. Values are
+    /// read from the engine only for the key-values returned (all of them to sort by value).
+    pub(super) fn range_at(
+        &self,
+        req: &RangeRequest,
+        default_revision: i64,
+    ) -> Result<RangeResponse, KvError> {
         let revision = if req.revision > 0 {
             req.revision
         } else {
@@ -41,24 +46,31 @@ impl KvStore {
         };
 
         let mut count: i64 = 0;
-        let mut kvs = Vec::new();
+        let mut found: Vec<(&[u8], &Version)> = Vec::new();
         for (key, versions) in self.key_range(&req.key, &req.range_end) {
             let Some(version) = visible_at(versions, revision) else {
                 continue;
             };
             count += 1;
-            if req.count_only || kvs.len() >= keep_at_most || !filter.admits(version) {
+            if req.count_only || found.len() >= keep_at_most || !filter.admits(version) {
                 continue;
             }
-            kvs.push(if req.keys_only {
-                value_less_kv(key, version)
-            } else {
-                version.to_kv(key)
-            });
+            found.push((key, version));
         }
 
+        // Each key-value with its version's sub revision, to read its value once it is kept.
+        let by_value = matches!(order, Some((SortTarget::Value, _)));
+        let mut kvs: Vec<(KeyValue, i64)> = Vec::with_capacity(found.len());
+        for (key, version) in found {
+            let kv = if by_value && !req.keys_only {
+                self.kv_of(key, version)?
+            } else {
+                value_less_kv(key, version)
+            };
+            kvs.push((kv, version.sub));
+        }
         if let Some((target, descending)) = order {
-            kvs.sort_by(|a, b| compare_by(target, a, b));
+            kvs.sort_by(|a, b| compare_by(target, &a.0, &b.0));
             if descending {
                 kvs.reverse();
             }
@@ -70,12 +82,17 @@ impl KvStore {
                 more = true;
             }
         }
-        RangeResponse {
+        if !by_value && !req.keys_only {
+            for (kv, sub) in &mut kvs {
+                kv.value = self.values.value(&kv.key, kv.mod_revision, *sub)?;
+            }
+        }
+        Ok(RangeResponse {
             header: None,
-            kvs,
+            kvs: kvs.into_iter().map(|(kv, _)| kv).collect(),
             more,
             count,
-        }
+        })
     }
 }
 

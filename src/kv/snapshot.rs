@@ -1,6 +1,8 @@
 //! Converting the store to and from [`KvSnapshot`]: every retained version, in (key, main, sub)
 //! order. Loading validates everything it is given and never panics on bad input.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::{KvError, KvStore, Version};
 use crate::proto::mvccpb::KeyValue;
 use crate::proto::stetpb::{KeyVersion, KvSnapshot};
@@ -9,84 +11,114 @@ use crate::proto::stetpb::{KeyVersion, KvSnapshot};
 const MAX_REVISION: i64 = i64::MAX / 4;
 
 impl KvStore {
-    /// Every retained version, in (key, main, sub) order. Tombstones carry no key-value.
-    pub fn to_snapshot(&self) -> KvSnapshot {
-        let versions = self
-            .keys
-            .iter()
-            .flat_map(|(key, versions)| {
-                versions.iter().map(move |v| KeyVersion {
+    /// Every retained version, in (key, main, sub) order, values read from the engine.
+    /// Tombstones carry no key-value.
+    pub fn to_snapshot(&self) -> Result<KvSnapshot, KvError> {
+        let mut versions = Vec::with_capacity(self.revs.len());
+        for (key, kept) in &self.keys {
+            for v in kept {
+                versions.push(KeyVersion {
                     key: key.clone(),
                     main: v.main,
                     sub: v.sub,
                     tombstone: v.tombstone,
-                    kv: v.is_live().then(|| v.to_kv(key)),
-                })
-            })
-            .collect();
-        KvSnapshot {
+                    kv: match v.is_live() {
+                        true => Some(self.kv_of(key, v)?),
+                        false => None,
+                    },
+                });
+            }
+        }
+        Ok(KvSnapshot {
             current_revision: self.current_revision,
             compact_revision: self.compact_revision,
             versions,
-        }
+        })
     }
 
-    /// Rebuilds a store from a snapshot, refusing anything a store could not have produced.
+    /// Rebuilds a store from a snapshot, refusing anything a store could not have produced; its
+    /// values are kept in memory.
     pub fn from_snapshot(s: &KvSnapshot) -> Result<Self, KvError> {
-        let (current, compacted) = (s.current_revision, s.compact_revision);
-        if !(1..=MAX_REVISION).contains(&current) {
-            return Err(corrupt(format!("current revision {current} out of range")));
-        }
-        if !(0..=current).contains(&compacted) {
-            return Err(corrupt(format!(
-                "compact revision {compacted} outside 0..={current}"
-            )));
-        }
-        let mut store = KvStore {
-            current_revision: current,
-            compact_revision: compacted,
-            ..KvStore::new()
-        };
-        let mut group: Vec<Version> = Vec::new();
-        let mut group_key: &[u8] = &[];
-        for kv in &s.versions {
-            if kv.key.as_slice() != group_key {
-                if kv.key.as_slice() < group_key {
-                    return Err(corrupt(format!(
-                        "key {} out of order",
-                        kv.key.escape_ascii()
-                    )));
-                }
-                store.add_key(group_key, std::mem::take(&mut group));
-                group_key = &kv.key;
-            }
-            let version = check_version(kv, group.last(), current, compacted)?;
-            if store
-                .revs
-                .insert((kv.main, kv.sub), kv.key.clone())
-                .is_some()
-            {
-                return Err(corrupt(format!(
-                    "revision ({}, {}) used twice",
-                    kv.main, kv.sub
-                )));
-            }
-            group.push(version);
-        }
-        store.add_key(group_key, group);
-        store.revs = store.revs.split_off(&(compacted, 0));
+        let mut store = KvStore::new();
+        store.restore(s)?;
         Ok(store)
     }
 
-    fn add_key(&mut self, key: &[u8], versions: Vec<Version>) {
-        if versions.is_empty() {
-            return;
+    /// Replaces the whole store with a snapshot's, in the same engine; a snapshot that fails
+    /// validation changes nothing.
+    pub fn restore(&mut self, s: &KvSnapshot) -> Result<(), KvError> {
+        let loaded = load(s)?;
+        self.values.clear();
+        self.keys = BTreeMap::new();
+        self.revs = BTreeMap::new();
+        self.live_keys = 0;
+        self.current_revision = s.current_revision;
+        self.compact_revision = s.compact_revision;
+        for (key, versions) in loaded {
+            if versions.last().is_some_and(|(v, _)| v.is_live()) {
+                self.live_keys += 1;
+            }
+            let mut index = Vec::with_capacity(versions.len());
+            for (version, kv) in versions {
+                if version.main >= self.compact_revision {
+                    self.revs.insert((version.main, version.sub), key.clone());
+                }
+                self.values.record(version.sub, kv);
+                index.push(version);
+            }
+            self.keys.insert(key, index);
         }
-        if versions.last().is_some_and(Version::is_live) {
-            self.live_keys += 1;
-        }
-        self.keys.insert(key.to_vec(), versions);
+        Ok(())
     }
+}
+
+/// One key's versions, each with its key-value.
+type KeyVersions = (Vec<u8>, Vec<(Version, KeyValue)>);
+
+/// Each key's versions with their key-values, from a snapshot checked to be one a store could
+/// have produced.
+fn load(s: &KvSnapshot) -> Result<Vec<KeyVersions>, KvError> {
+    let (current, compacted) = (s.current_revision, s.compact_revision);
+    if !(1..=MAX_REVISION).contains(&current) {
+        return Err(corrupt(format!("current revision {current} out of range")));
+    }
+    if !(0..=current).contains(&compacted) {
+        return Err(corrupt(format!(
+            "compact revision {compacted} outside 0..={current}"
+        )));
+    }
+    let mut keys: Vec<KeyVersions> = Vec::new();
+    let mut group: Vec<(Version, KeyValue)> = Vec::new();
+    let mut group_key: &[u8] = &[];
+    let mut revisions = BTreeSet::new();
+    for kv in &s.versions {
+        if kv.key.as_slice() != group_key {
+            if kv.key.as_slice() < group_key {
+                return Err(corrupt(format!(
+                    "key {} out of order",
+                    kv.key.escape_ascii()
+                )));
+            }
+            if !group.is_empty() {
+                keys.push((group_key.to_vec(), std::mem::take(&mut group)));
+            }
+            group_key = &kv.key;
+        }
+        let version = check_version(kv, group.last().map(|(v, _)| v), current, compacted)?;
+        if !revisions.insert((kv.main, kv.sub)) {
+            return Err(corrupt(format!(
+                "revision ({}, {}) used twice",
+                kv.main, kv.sub
+            )));
+        }
+        let value = kv.kv.as_ref().map(|k| k.value.clone()).unwrap_or_default();
+        let stored = version.to_kv(&kv.key, value);
+        group.push((version, stored));
+    }
+    if !group.is_empty() {
+        keys.push((group_key.to_vec(), group));
+    }
+    Ok(keys)
 }
 
 fn corrupt(message: String) -> KvError {
@@ -150,7 +182,7 @@ fn check_tombstone(
         create_revision: 0,
         version: 0,
         lease: 0,
-        value: Vec::new(),
+        value_crc: 0,
     })
 }
 
@@ -186,6 +218,6 @@ fn check_put(
         create_revision: create,
         version,
         lease: value.lease,
-        value: value.value.clone(),
+        value_crc: crc32fast::hash(&value.value),
     })
 }

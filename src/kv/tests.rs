@@ -948,7 +948,7 @@ fn compact_keeps_the_newest_live_version_and_drops_dead_keys() {
     assert!(store.delete_range(&del_req("b", "")).is_ok()); // 5
     put(&mut store, "c", "1"); // 6
     assert!(store.compact(6).is_ok());
-    let snapshot = store.to_snapshot();
+    let snapshot = store.to_snapshot().unwrap();
     let kept: Vec<(Vec<u8>, i64)> = snapshot
         .versions
         .iter()
@@ -1040,8 +1040,7 @@ fn hash_covers_each_version_field_by_field() {
                 hasher.update(&v.create_revision.to_le_bytes());
                 hasher.update(&v.main.to_le_bytes());
                 hasher.update(&v.version.to_le_bytes());
-                hasher.update(&(v.value.len() as u64).to_le_bytes());
-                hasher.update(&v.value);
+                hasher.update(&v.value_crc.to_le_bytes());
                 hasher.update(&v.lease.to_le_bytes());
             }
         }
@@ -1070,7 +1069,7 @@ fn snapshot_round_trip_keeps_everything() {
     put(&mut store, "a", "2");
     assert!(store.compact(4).is_ok());
     put(&mut store, "c", "3");
-    let copy = KvStore::from_snapshot(&store.to_snapshot());
+    let copy = KvStore::from_snapshot(&store.to_snapshot().unwrap());
     let Ok(copy) = copy else {
         panic!("round trip failed: {copy:?}")
     };
@@ -1082,7 +1081,7 @@ fn snapshot_round_trip_keeps_everything() {
         copy.events_since(4, b"\0", b"\0"),
         store.events_since(4, b"\0", b"\0")
     );
-    assert_eq!(copy.to_snapshot(), store.to_snapshot());
+    assert_eq!(copy.to_snapshot().unwrap(), store.to_snapshot().unwrap());
 }
 
 #[test]
@@ -1090,7 +1089,7 @@ fn snapshot_with_versions_out_of_order_is_corrupt() {
     let mut store = KvStore::new();
     put(&mut store, "a", "1");
     put(&mut store, "a", "2");
-    let mut snap = store.to_snapshot();
+    let mut snap = store.to_snapshot().unwrap();
     snap.versions.swap(0, 1);
     assert!(matches!(
         KvStore::from_snapshot(&snap),
@@ -1102,7 +1101,7 @@ fn snapshot_with_versions_out_of_order_is_corrupt() {
 fn snapshot_with_version_beyond_current_revision_is_corrupt() {
     let mut store = KvStore::new();
     put(&mut store, "a", "1");
-    let mut snap = store.to_snapshot();
+    let mut snap = store.to_snapshot().unwrap();
     snap.current_revision = 1;
     assert!(matches!(
         KvStore::from_snapshot(&snap),
@@ -1120,9 +1119,93 @@ fn snapshot_with_inconsistent_versions_is_corrupt() {
     let mut store = KvStore::new();
     put(&mut store, "a", "1");
     put(&mut store, "a", "2");
-    let mut snap = store.to_snapshot();
+    let mut snap = store.to_snapshot().unwrap();
     if let Some(kv) = snap.versions[1].kv.as_mut() {
         kv.version = 5;
     }
     assert!(KvStore::from_snapshot(&snap).is_err());
+}
+
+#[test]
+fn values_live_in_the_engine_after_a_commit_and_compaction_removes_them_there() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    put(&mut store, "a", "2");
+    put(&mut store, "b", "3");
+    store.commit(None, false).unwrap();
+    assert_eq!(store.uncommitted(), (0, 0));
+    let view = store.engine().view().unwrap();
+    let stored = |main: u64| {
+        view.revision(crate::engine::Revision { main, sub: 0 })
+            .unwrap()
+    };
+    assert!(stored(2).is_some() && stored(3).is_some() && stored(4).is_some());
+    assert_eq!(
+        value_at(&store, "a", 2),
+        Some(b"1".to_vec()),
+        "read from the engine"
+    );
+    assert_eq!(value_at(&store, "a", 0), Some(b"2".to_vec()));
+    store.compact(3).unwrap();
+    store.commit(None, false).unwrap();
+    let view = store.engine().view().unwrap();
+    let stored = |main: u64| {
+        view.revision(crate::engine::Revision { main, sub: 0 })
+            .unwrap()
+    };
+    assert!(stored(2).is_none(), "compacted away in the engine too");
+    assert!(stored(3).is_some() && stored(4).is_some());
+    assert_eq!(view.compact_revision().unwrap(), 3);
+    assert_eq!(view.current_revision().unwrap(), 4);
+}
+
+#[test]
+fn a_value_the_engine_lost_is_a_storage_error_that_stops_the_store() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    store.commit(None, false).unwrap();
+    // Plant the fault: the row of revision 2 disappears from the file.
+    let mut batch = crate::engine::Batch::new();
+    batch.delete_revision(crate::engine::Revision { main: 2, sub: 0 });
+    store.values.engine_mut().commit(batch, false).unwrap();
+    store.values.refresh_view().unwrap();
+    assert!(store.storage_failure().is_none());
+    let error = store.range(&range_req("a", "")).unwrap_err();
+    assert!(matches!(error, KvError::Storage(_)), "{error:?}");
+    assert!(store
+        .storage_failure()
+        .is_some_and(|why| why.contains("missing")));
+    // Keys-only reads need no value and still work; the owner stops on the latched failure.
+    let keys_only = RangeRequest {
+        keys_only: true,
+        ..range_req("a", "")
+    };
+    assert_eq!(keys_of(&get(&store, &keys_only)), vec!["a"]);
+}
+
+#[test]
+fn a_value_stored_under_another_key_is_a_storage_error() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    store.commit(None, false).unwrap();
+    let mut batch = crate::engine::Batch::new();
+    let wrong = KeyValue {
+        key: b"zzz".to_vec(),
+        mod_revision: 2,
+        create_revision: 2,
+        version: 1,
+        value: b"1".to_vec(),
+        lease: 0,
+    };
+    let stored = crate::engine::Stored {
+        tombstone: false,
+        key_value: prost::Message::encode_to_vec(&wrong),
+    };
+    batch.put_revision(crate::engine::Revision { main: 2, sub: 0 }, stored);
+    store.values.engine_mut().commit(batch, false).unwrap();
+    store.values.refresh_view().unwrap();
+    assert!(matches!(
+        store.range(&range_req("a", "")),
+        Err(KvError::Storage(_))
+    ));
 }

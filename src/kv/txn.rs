@@ -41,7 +41,7 @@ impl KvStore {
         check_ops_static(&req.failure)?;
         branch_writes(&req.success)?;
         branch_writes(&req.failure)?;
-        let plan = self.plan(req);
+        let plan = self.plan(req)?;
         self.check_plan(req, &plan, lease_exists)?;
 
         let mut writer = Writer {
@@ -49,26 +49,32 @@ impl KvStore {
             sub: 0,
             events: Vec::new(),
         };
-        let resp = self.execute(req, &plan, &mut writer);
+        let resp = self.execute(req, &plan, &mut writer)?;
         if !writer.events.is_empty() {
             self.current_revision = writer.main;
         }
         Ok((resp, writer.events))
     }
 
-    fn plan(&self, req: &TxnRequest) -> Plan {
-        let succeeded = req.compare.iter().all(|c| self.compare_holds(c));
-        let children = chosen_branch(req, succeeded)
-            .iter()
-            .map(|op| match &op.request {
-                Some(Request::RequestTxn(nested)) => self.plan(nested),
+    fn plan(&self, req: &TxnRequest) -> Result<Plan, KvError> {
+        let mut succeeded = true;
+        for compare in &req.compare {
+            if !self.compare_holds(compare)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let mut children = Vec::new();
+        for op in chosen_branch(req, succeeded) {
+            children.push(match &op.request {
+                Some(Request::RequestTxn(nested)) => self.plan(nested)?,
                 _ => Plan::default(),
-            })
-            .collect();
-        Plan {
+            });
+        }
+        Ok(Plan {
             succeeded,
             children,
-        }
+        })
     }
 
     /// Checks the ops on the chosen path against the state before the txn.
@@ -96,64 +102,76 @@ impl KvStore {
         Ok(())
     }
 
-    fn execute(&mut self, req: &TxnRequest, plan: &Plan, writer: &mut Writer) -> TxnResponse {
+    /// Runs the chosen branch. Fails only if the engine does, which stops the member.
+    fn execute(
+        &mut self,
+        req: &TxnRequest,
+        plan: &Plan,
+        writer: &mut Writer,
+    ) -> Result<TxnResponse, KvError> {
         let branch = chosen_branch(req, plan.succeeded);
         let mut responses = Vec::with_capacity(branch.len());
         for (op, child) in branch.iter().zip(&plan.children) {
             let response = match &op.request {
                 Some(Request::RequestRange(range)) => {
                     // Reads see the txn's own earlier writes, which sit at the txn's revision.
-                    Some(Response::ResponseRange(self.range_at(range, writer.main)))
+                    Some(Response::ResponseRange(self.range_at(range, writer.main)?))
                 }
                 Some(Request::RequestPut(put)) => {
-                    let (resp, event) = self.apply_put(put, writer.main, writer.sub);
+                    let (resp, event) = self.apply_put(put, writer.main, writer.sub)?;
                     writer.sub += 1;
                     writer.events.push(event);
                     Some(Response::ResponsePut(resp))
                 }
                 Some(Request::RequestDeleteRange(del)) => {
-                    let (resp, events) = self.apply_delete_range(del, writer.main, &mut writer.sub);
+                    let (resp, events) =
+                        self.apply_delete_range(del, writer.main, &mut writer.sub)?;
                     writer.events.extend(events);
                     Some(Response::ResponseDeleteRange(resp))
                 }
                 Some(Request::RequestTxn(nested)) => {
-                    Some(Response::ResponseTxn(self.execute(nested, child, writer)))
+                    Some(Response::ResponseTxn(self.execute(nested, child, writer)?))
                 }
                 None => None,
             };
             responses.push(ResponseOp { response });
         }
-        TxnResponse {
+        Ok(TxnResponse {
             header: None,
             succeeded: plan.succeeded,
             responses,
-        }
+        })
     }
 
     /// Whether a compare holds for every live key in its range (evaluated at the newest state).
-    fn compare_holds(&self, c: &Compare) -> bool {
+    fn compare_holds(&self, c: &Compare) -> Result<bool, KvError> {
         let (Ok(target), Ok(result)) = (
             CompareTarget::try_from(c.target),
             CompareResult::try_from(c.result),
         ) else {
-            return false;
+            return Ok(false);
         };
         let mut any = false;
-        for (_, versions) in self.key_range(&c.key, &c.range_end) {
+        for (key, versions) in self.key_range(&c.key, &c.range_end) {
             let Some(version) = versions.last().filter(|v| v.is_live()) else {
                 continue;
             };
             any = true;
-            if !compare_version(target, result, c.target_union.as_ref(), version) {
-                return false;
+            let value = match target {
+                CompareTarget::Value => self.values.value(key, version.main, version.sub)?,
+                _ => Vec::new(),
+            };
+            let operand = c.target_union.as_ref();
+            if !compare_version(target, result, operand, version, &value) {
+                return Ok(false);
             }
         }
         if any {
-            return true;
+            return Ok(true);
         }
         // A missing key never matches on value; other targets compare against zeros.
-        target != CompareTarget::Value
-            && compare_version(target, result, c.target_union.as_ref(), &ZERO_VERSION)
+        Ok(target != CompareTarget::Value
+            && compare_version(target, result, c.target_union.as_ref(), &ZERO_VERSION, &[]))
     }
 }
 
@@ -164,7 +182,7 @@ const ZERO_VERSION: Version = Version {
     create_revision: 0,
     version: 0,
     lease: 0,
-    value: Vec::new(),
+    value_crc: 0,
 };
 
 fn chosen_branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
@@ -175,12 +193,14 @@ fn chosen_branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
     }
 }
 
-/// `field(version) OP operand`; an operand of the wrong kind counts as zero (or empty).
+/// `field(version) OP operand`, where `value` is the version's value (read only to compare
+/// values); an operand of the wrong kind counts as zero (or empty).
 fn compare_version(
     target: CompareTarget,
     result: CompareResult,
     operand: Option<&TargetUnion>,
     v: &Version,
+    value: &[u8],
 ) -> bool {
     let ordering = match target {
         CompareTarget::Value => {
@@ -188,7 +208,7 @@ fn compare_version(
                 Some(TargetUnion::Value(value)) => value,
                 _ => &[],
             };
-            v.value.as_slice().cmp(want)
+            value.cmp(want)
         }
         CompareTarget::Version => v.version.cmp(&int_operand(operand, target)),
         CompareTarget::Create => v.create_revision.cmp(&int_operand(operand, target)),

@@ -64,6 +64,9 @@ impl Node {
         let is_leader = self.role == StateRole::Leader;
         let revision_before = self.state.kv.current_revision();
         let applied = self.state.apply(body, self.now, is_leader);
+        if self.stopped_on_storage_failure() {
+            return;
+        }
         if !applied.events.is_empty() {
             let revision = self.state.kv.current_revision();
             assert!(revision > revision_before, "events without a new revision");

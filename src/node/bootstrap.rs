@@ -6,6 +6,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Snapshot};
 
 use super::{Node, Output, Persist};
+use crate::engine::Engine;
 use crate::member::Membership;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpb;
@@ -39,6 +40,8 @@ impl DurableState {
 pub enum StartError {
     #[error("raft refused to start: {0}")]
     Raft(#[from] raft::Error),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     #[error("cannot restore the snapshot at index {index}: {source}")]
     Snapshot {
         index: u64,
@@ -65,6 +68,7 @@ impl Node {
     pub fn bootstrap(
         config: super::NodeConfig,
         initial_members: &[pb::Member],
+        engine: Engine,
         now: Instant,
         logger: &slog::Logger,
     ) -> Result<Node, StartError> {
@@ -91,7 +95,8 @@ impl Node {
         let mut store = LogStore::new(conf_state);
         store.append(&entries)?;
         store.set_hard_state(hard_state.clone());
-        let state = StateMachine::new(config.cluster_id, config.min_lease_ttl_seconds());
+        let state =
+            StateMachine::with_engine(engine, config.cluster_id, config.min_lease_ttl_seconds())?;
         let mut node = Node::from_parts(config, store, state, 0, now, logger)?;
         node.outputs.push_back(Output::Persist(Persist {
             ready_number: 0,
@@ -108,11 +113,13 @@ impl Node {
     /// log (or a snapshot).
     pub fn join(
         config: super::NodeConfig,
+        engine: Engine,
         now: Instant,
         logger: &slog::Logger,
     ) -> Result<Node, StartError> {
         let store = LogStore::new(ConfState::default());
-        let state = StateMachine::new(config.cluster_id, config.min_lease_ttl_seconds());
+        let state =
+            StateMachine::with_engine(engine, config.cluster_id, config.min_lease_ttl_seconds())?;
         Ok(Node::from_parts(config, store, state, 0, now, logger)?)
     }
 
@@ -121,10 +128,11 @@ impl Node {
     pub fn restart(
         config: super::NodeConfig,
         durable: DurableState,
+        engine: Engine,
         now: Instant,
         logger: &slog::Logger,
     ) -> Result<Node, StartError> {
-        let loaded = load(&config, durable)?;
+        let loaded = load(&config, durable, engine)?;
         let mut node = loaded.into_node(config, now, logger)?;
         node.stop_if_removed();
         node.process_ready();
@@ -144,10 +152,11 @@ impl Node {
     pub fn restart_forced(
         config: super::NodeConfig,
         durable: DurableState,
+        engine: Engine,
         now: Instant,
         logger: &slog::Logger,
     ) -> Result<Node, StartError> {
-        let mut loaded = load(&config, durable)?;
+        let mut loaded = load(&config, durable, engine)?;
         let mut hard_state = loaded.store.hard_state().clone();
         let commit = hard_state.commit;
         let kept: Vec<Entry> = loaded
@@ -222,18 +231,24 @@ impl Loaded {
     }
 }
 
-fn load(config: &super::NodeConfig, durable: DurableState) -> Result<Loaded, StartError> {
+fn load(
+    config: &super::NodeConfig,
+    durable: DurableState,
+    engine: Engine,
+) -> Result<Loaded, StartError> {
     let min_ttl = config.min_lease_ttl_seconds();
     let mut store = LogStore::new(ConfState::default());
-    let (state, applied) = match durable.snapshot {
+    let mut state = StateMachine::with_engine(engine, config.cluster_id, min_ttl)?;
+    let applied = match durable.snapshot {
         Some(snapshot) if !snapshot.data.is_empty() => {
             let index = snapshot.get_metadata().index;
-            let state = StateMachine::from_snapshot_bytes(&snapshot.data, min_ttl)
+            state
+                .restore(&snapshot.data)
                 .map_err(|source| StartError::Snapshot { index, source })?;
             store.apply_snapshot(snapshot);
-            (state, index)
+            index
         }
-        _ => (StateMachine::new(config.cluster_id, min_ttl), 0),
+        _ => 0,
     };
     let conf_state = store.conf_state().clone();
     let entries: Vec<Entry> = durable

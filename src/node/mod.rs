@@ -14,6 +14,7 @@ pub use crate::request;
 mod apply;
 mod bootstrap;
 mod client;
+mod engine_commit;
 mod peer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -23,6 +24,7 @@ use raft::{RawNode, StateRole};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub use crate::engine::Engine;
 use crate::proto::etcdserverpb as pb;
 use crate::raftlog::LogStore;
 use crate::state::StateMachine;
@@ -202,6 +204,8 @@ pub struct Node {
     read_queue: Vec<RequestId>,
     /// The newest round in flight, and when it was asked for.
     read_round: Option<(u64, Instant)>,
+    /// Since when applied changes wait for their commit to the storage engine.
+    uncommitted_since: Option<Instant>,
 }
 
 /// How many forwarded read contexts a member remembers to refuse duplicates.
@@ -277,6 +281,7 @@ impl Node {
             read_attempts: BTreeMap::new(),
             read_queue: Vec::new(),
             read_round: None,
+            uncommitted_since: None,
             config,
         };
         node.incarnation = node.rng.gen();
@@ -379,6 +384,9 @@ impl Node {
         if !self.removed && !self.failed {
             self.maybe_snapshot();
         }
+        if !self.stopped_on_storage_failure() && !self.removed {
+            self.commit_state_if_due();
+        }
         assert!(
             self.outputs.len() <= MAX_QUEUED_OUTPUTS,
             "{} outputs queued: the driver must drain them between inputs",
@@ -471,6 +479,9 @@ impl Node {
             if let Some(expiry) = self.state.lessor.next_expiry() {
                 at = at.min(expiry.max(self.now));
             }
+        }
+        if let Some(due) = self.state_commit_due() {
+            at = at.min(due.max(self.now));
         }
         Some(at)
     }
@@ -608,6 +619,9 @@ impl Node {
                 self.after_leader_snapshot();
             }
             self.apply_entries(committed);
+            if self.stopped_on_storage_failure() {
+                return;
+            }
             self.report_applied();
             self.serve_ready_reads();
             if !self.removed && !self.failed {
@@ -674,10 +688,8 @@ impl Node {
 
     /// Replaces the state machine with a snapshot the leader sent. Returns false if it was corrupt.
     fn install_leader_snapshot(&mut self, snapshot: &Snapshot) -> bool {
-        let min_ttl = self.config.min_lease_ttl_seconds();
-        match StateMachine::from_snapshot_bytes(&snapshot.data, min_ttl) {
-            Ok(state) => {
-                self.state = state;
+        match self.state.restore(&snapshot.data) {
+            Ok(()) => {
                 let index = snapshot.get_metadata().index;
                 self.applied_index = index;
                 self.snapshot_index = index;
@@ -722,8 +734,10 @@ impl Node {
     pub fn snapshot_of_applied_state(&self) -> Option<Snapshot> {
         let index = self.applied_index;
         let term = raft::Storage::term(self.raw.store(), index).ok()?;
+        // A storage error is latched by the store; the node stops on it after this turn.
+        let data = self.state.to_snapshot_bytes().ok()?;
         let mut snapshot = Snapshot {
-            data: self.state.to_snapshot_bytes().into(),
+            data: data.into(),
             ..Default::default()
         };
         let meta = snapshot.mut_metadata();

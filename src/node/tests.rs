@@ -33,7 +33,7 @@ impl Solo {
     /// A bootstrapped single member with its first outputs carried out, not yet leader.
     fn bootstrapped(config: NodeConfig) -> Self {
         let now = Instant::from_micros(0);
-        let node = Node::bootstrap(config, &[member(1)], now, &logger()).unwrap();
+        let node = Node::bootstrap(config, &[member(1)], engine(), now, &logger()).unwrap();
         let mut solo = Solo {
             node,
             now,
@@ -245,7 +245,8 @@ fn requests_beyond_the_pending_bound_are_refused() {
     config.max_pending_requests = 2;
     let now = Instant::from_micros(0);
     // A member that never becomes leader (its single peer never answers) keeps requests waiting.
-    let mut node = Node::bootstrap(config, &[member(1), member(2)], now, &logger()).unwrap();
+    let mut node =
+        Node::bootstrap(config, &[member(1), member(2)], engine(), now, &logger()).unwrap();
     for id in 0..3 {
         let range = ClientRequest::Range(pb::RangeRequest {
             key: b"k".to_vec(),
@@ -280,8 +281,14 @@ fn run_solo_script(seed: u64) -> Vec<String> {
     let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
     config.seed = seed;
     let now = Instant::from_micros(0);
-    let mut node =
-        Node::bootstrap(config, &[member(1), member(2), member(3)], now, &logger()).unwrap();
+    let mut node = Node::bootstrap(
+        config,
+        &[member(1), member(2), member(3)],
+        engine(),
+        now,
+        &logger(),
+    )
+    .unwrap();
     let mut trace = Vec::new();
     for step in 1..200u64 {
         node.handle(Instant::from_micros(step * 50_000), Input::Tick);
@@ -431,7 +438,7 @@ fn a_restart_whose_disk_lost_committed_entries_is_refused() {
         snapshot: None,
         entries: Vec::new(),
     };
-    let result = Node::restart(config, durable, Instant::ZERO, &logger());
+    let result = Node::restart(config, durable, engine(), Instant::ZERO, &logger());
     let error = result.expect_err("refused").to_string();
     assert!(error.contains("lost committed entries"), "{error}");
 }
@@ -440,8 +447,14 @@ fn a_restart_whose_disk_lost_committed_entries_is_refused() {
 fn follower_of_three() -> Node {
     let config = NodeConfig::new(MemberId(1), ClusterId(9));
     let now = Instant::from_micros(0);
-    let mut node =
-        Node::bootstrap(config, &[member(1), member(2), member(3)], now, &logger()).unwrap();
+    let mut node = Node::bootstrap(
+        config,
+        &[member(1), member(2), member(3)],
+        engine(),
+        now,
+        &logger(),
+    )
+    .unwrap();
     while let Some(output) = node.poll_output() {
         if let Output::Persist(p) = output {
             let ready_number = p.ready_number;
@@ -533,7 +546,7 @@ fn durable_member_of_three() -> DurableState {
     use prost::Message as _;
     let config = NodeConfig::new(MemberId(1), ClusterId(9));
     let members = [member(1), member(2), member(3)];
-    let mut node = Node::bootstrap(config, &members, Instant::ZERO, &logger()).unwrap();
+    let mut node = Node::bootstrap(config, &members, engine(), Instant::ZERO, &logger()).unwrap();
     let mut entries = Vec::new();
     while let Some(output) = node.poll_output() {
         if let Output::Persist(p) = output {
@@ -574,8 +587,14 @@ fn durable_member_of_three() -> DurableState {
 #[test]
 fn force_new_cluster_keeps_committed_data_drops_the_rest_and_leads_alone() {
     let config = NodeConfig::new(MemberId(1), ClusterId(9));
-    let node =
-        Node::restart_forced(config, durable_member_of_three(), Instant::ZERO, &logger()).unwrap();
+    let node = Node::restart_forced(
+        config,
+        durable_member_of_three(),
+        engine(),
+        Instant::ZERO,
+        &logger(),
+    )
+    .unwrap();
     let mut solo = Solo {
         node,
         now: Instant::ZERO,
@@ -637,7 +656,13 @@ fn force_new_cluster_keeps_committed_data_drops_the_rest_and_leads_alone() {
 #[test]
 fn force_new_cluster_refuses_a_member_that_is_not_in_its_membership() {
     let config = NodeConfig::new(MemberId(4), ClusterId(9));
-    let result = Node::restart_forced(config, durable_member_of_three(), Instant::ZERO, &logger());
+    let result = Node::restart_forced(
+        config,
+        durable_member_of_three(),
+        engine(),
+        Instant::ZERO,
+        &logger(),
+    );
     let error = result.expect_err("refused").to_string();
     assert!(error.contains("not in the membership"), "{error}");
 }
@@ -658,4 +683,46 @@ fn a_torn_bootstrap_write_counts_as_nothing_durable() {
     );
     durable.entries.clear();
     assert!(durable.is_empty());
+}
+
+/// A storage engine in memory.
+fn engine() -> Engine {
+    Engine::in_memory(1 << 20).unwrap()
+}
+
+#[test]
+fn applied_writes_reach_the_engine_in_batches_with_the_applied_index() {
+    let mut solo = Solo::new(1000);
+    assert!(solo.call(1, put("k", "v")).is_ok());
+    let engine_applied = |solo: &Solo| solo.node.state().kv.engine().applied().index;
+    let (waiting, _) = solo.node.state().kv.uncommitted();
+    assert!(waiting > 0, "a put waits for its batch");
+    assert!(engine_applied(&solo) < solo.node.applied_index());
+    solo.advance(engine_commit::BATCH_INTERVAL);
+    assert_eq!(solo.node.state().kv.uncommitted(), (0, 0));
+    assert_eq!(engine_applied(&solo), solo.node.applied_index());
+    let view = solo.node.state().kv.engine().view().unwrap();
+    assert_eq!(view.current_revision().unwrap(), 2);
+    let range = ClientRequest::Range(pb::RangeRequest {
+        key: b"k".to_vec(),
+        ..Default::default()
+    });
+    let Ok(ClientResponse::Range(r)) = solo.call(2, range) else {
+        panic!("range failed")
+    };
+    assert_eq!(r.kvs[0].value, b"v", "read back from the engine");
+}
+
+#[test]
+fn a_full_batch_is_committed_without_waiting_for_the_interval() {
+    let mut solo = Solo::new(1_000_000);
+    let big = "x".repeat(1 << 20);
+    for n in 0..(engine_commit::BATCH_BYTES >> 20) as u64 + 1 {
+        assert!(solo.call(n, put(&format!("k{n}"), &big)).is_ok());
+    }
+    let (_, bytes) = solo.node.state().kv.uncommitted();
+    assert!(
+        bytes < engine_commit::BATCH_BYTES,
+        "{bytes} bytes wait: a full batch must be committed at once"
+    );
 }

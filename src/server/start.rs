@@ -12,12 +12,17 @@ use super::config::{ClusterState, ServerConfig};
 use super::env::{BoxDisk, Environment, StartKind};
 use super::peer::conn::{dial, Identity};
 use super::run::ServerError;
+use crate::disk::{Disk as _, DiskError};
+use crate::engine::{Engine, EngineError};
 use crate::node::{DurableState, Node, NodeConfig};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpeerpb as peerpb;
-use crate::storage::{MemberStorage, StorageLayout};
+use crate::storage::{MemberStorage, StorageError, StorageLayout};
 use crate::types::{ClusterId, MemberId};
 use crate::wal::Metadata;
+
+/// The storage engine's page cache: what memory holds of the key-values beyond the index.
+const ENGINE_CACHE_BYTES: usize = 32 << 20;
 
 /// How long a joining member keeps asking the others for the membership.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -96,6 +101,21 @@ pub async fn start_node(
     Ok(started)
 }
 
+/// The storage engine's file, made anew at every start: the state is rebuilt from the snapshot and
+/// the WAL until restarts read it from the engine (issue 9, next step).
+fn open_engine(config: &ServerConfig, env: &dyn Environment) -> Result<Engine, ServerError> {
+    let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
+    let path = &layout.engine_file;
+    let mut disk = env.disk();
+    let made_fresh = match disk.remove(path) {
+        Ok(()) | Err(DiskError::NotFound { .. }) => Ok(()),
+        Err(error) => Err(EngineError::from(error)),
+    };
+    made_fresh
+        .and_then(|()| Engine::open(&|| env.disk(), path, ENGINE_CACHE_BYTES))
+        .map_err(|error| storage_error(config)(StorageError::Engine(error)))
+}
+
 fn storage_error(config: &ServerConfig) -> impl Fn(crate::storage::StorageError) -> ServerError {
     let dir = config.data_dir.display().to_string();
     move |source| ServerError::Storage {
@@ -168,7 +188,8 @@ fn restart(
     );
     let raft_log = log.new(slog::o!("from" => "raft"));
     let (node, kind) = if config.force_new_cluster {
-        let node = Node::restart_forced(node_config, durable, env.now(), &raft_log)?;
+        let engine = open_engine(config, env)?;
+        let node = Node::restart_forced(node_config, durable, engine, env.now(), &raft_log)?;
         slog::warn!(
             log,
             "--force-new-cluster: this member now forms a cluster alone, with all its data; \
@@ -176,7 +197,8 @@ fn restart(
         );
         (node, StartKind::ForceNewCluster)
     } else {
-        let node = Node::restart(node_config, durable, env.now(), &raft_log)?;
+        let engine = open_engine(config, env)?;
+        let node = Node::restart(node_config, durable, engine, env.now(), &raft_log)?;
         (node, StartKind::Restart)
     };
     slog::info!(log, "restarted from {}", config.data_dir.display(); "applied_index" => node.applied_index());
@@ -244,7 +266,8 @@ fn join_with(
 ) -> Result<Started, ServerError> {
     let raft_log = log.new(slog::o!("from" => "raft"));
     let node_config = node_config(config, env, member_id, cluster_id);
-    let node = Node::join(node_config, env.now(), &raft_log)?;
+    let engine = open_engine(config, env)?;
+    let node = Node::join(node_config, engine, env.now(), &raft_log)?;
     slog::info!(log, "joining the existing cluster"; "member_id" => %format!("{:x}", member_id.0), "cluster_id" => %format!("{:x}", cluster_id.0));
     Ok(Started {
         node,
@@ -263,7 +286,9 @@ fn bootstrap(
 ) -> Result<Started, ServerError> {
     let raft_log = log.new(slog::o!("from" => "raft"));
     let node_config = node_config(config, env, config.member_id, config.cluster_id);
-    let node = Node::bootstrap(node_config, &config.initial_members, env.now(), &raft_log)?;
+    let engine = open_engine(config, env)?;
+    let members = &config.initial_members;
+    let node = Node::bootstrap(node_config, members, engine, env.now(), &raft_log)?;
     slog::info!(log, "bootstrapped a new cluster in {}", config.data_dir.display(); "members" => config.initial_members.len());
     Ok(Started {
         node,

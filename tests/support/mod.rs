@@ -197,8 +197,14 @@ impl Cluster {
             };
             let storage =
                 MemberStorage::create(MemDisk::new(), layout(), metadata, wal_options()).unwrap();
-            let node = Node::bootstrap(config.clone(), &initial, cluster.now, &cluster.logger)
-                .expect("bootstrap");
+            let node = Node::bootstrap(
+                config.clone(),
+                &initial,
+                engine(),
+                cluster.now,
+                &cluster.logger,
+            )
+            .expect("bootstrap");
             cluster
                 .members
                 .insert(id, Member::running(node, storage, config));
@@ -678,10 +684,11 @@ impl Cluster {
         let node = if force_new_cluster {
             let commit = durable.hard_state.commit;
             self.applied_log.split_off(&(commit + 1));
-            Node::restart_forced(member.config.clone(), durable, now, &self.logger)
+            Node::restart_forced(member.config.clone(), durable, engine(), now, &self.logger)
                 .expect("restart with --force-new-cluster")
         } else {
-            Node::restart(member.config.clone(), durable, now, &self.logger).expect("restart")
+            Node::restart(member.config.clone(), durable, engine(), now, &self.logger)
+                .expect("restart")
         };
         let applied = node.applied_index();
         let log = node
@@ -707,7 +714,7 @@ impl Cluster {
         };
         let storage =
             MemberStorage::create(MemDisk::new(), layout(), metadata, wal_options()).unwrap();
-        let node = Node::join(config.clone(), self.now, &self.logger).expect("join");
+        let node = Node::join(config.clone(), engine(), self.now, &self.logger).expect("join");
         self.members
             .insert(id, Member::running(node, storage, config));
     }
@@ -811,4 +818,10 @@ fn describe(output: &Output) -> String {
         Output::Removed => "removed".to_string(),
         Output::Fatal { reason } => format!("fatal {reason}"),
     }
+}
+
+/// A storage engine in memory for one start of a member (the state is rebuilt from its snapshot
+/// and WAL at every start).
+pub fn engine() -> stet::engine::Engine {
+    stet::engine::Engine::in_memory(1 << 20).expect("an engine in memory")
 }

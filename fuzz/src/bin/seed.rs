@@ -84,7 +84,10 @@ fn wal_open() -> Vec<Vec<u8>> {
 
 fn snap_file() -> Vec<Vec<u8>> {
     let mut snapshot = Snapshot {
-        data: populated_state().to_snapshot_bytes().into(),
+        data: populated_state()
+            .to_snapshot_bytes()
+            .expect("values in memory read back")
+            .into(),
         ..Snapshot::default()
     };
     let meta = snapshot.mut_metadata();
@@ -102,8 +105,12 @@ fn snap_file() -> Vec<Vec<u8>> {
 fn state_snapshot() -> Vec<Vec<u8>> {
     let fresh = stet::state::StateMachine::new(stet::types::ClusterId(9), 2);
     vec![
-        populated_state().to_snapshot_bytes(),
-        fresh.to_snapshot_bytes(),
+        populated_state()
+            .to_snapshot_bytes()
+            .expect("values in memory read back"),
+        fresh
+            .to_snapshot_bytes()
+            .expect("values in memory read back"),
     ]
 }
 

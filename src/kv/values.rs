@@ -1,0 +1,206 @@
+//! [`Values`]: where the store keeps what its in-memory index leaves out — every version's
+//! key-value, value included — in the storage engine's `key` table (revision → encoded
+//! `KeyValue`, etcd's layout), plus the versions written since the last commit, which the engine
+//! does not hold yet. Reads look at those first, then at a view of the last commit.
+//!
+//! A read that finds the file damaged answers a storage error and latches it ([`Values::failure`]):
+//! the store can no longer be trusted, and its owner stops the member.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use prost::Message as _;
+
+use super::KvError;
+use crate::engine::{Applied, Batch, Engine, EngineError, Revision, Stored, View};
+use crate::proto::mvccpb::KeyValue;
+
+/// The engine's page cache when the store makes its own in-memory engine.
+const IN_MEMORY_CACHE_BYTES: usize = 4 << 20;
+
+/// The key-values of every retained version: committed ones in the engine, newer ones pending.
+pub(crate) struct Values {
+    engine: Engine,
+    /// The state as of the last commit; replaced after every commit, so the engine can reuse the
+    /// pages older commits freed.
+    view: View,
+    /// Versions written since the last commit, by (main, sub).
+    pending: BTreeMap<(i64, i64), KeyValue>,
+    pending_bytes: usize,
+    /// Committed versions compaction dropped since the last commit.
+    doomed: Vec<(i64, i64)>,
+    /// The next commit replaces everything the engine holds (the state was replaced).
+    replace_all: bool,
+    failure: OnceLock<String>,
+}
+
+impl std::fmt::Debug for Values {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Values")
+            .field("engine", &self.engine.path())
+            .field("pending", &self.pending.len())
+            .field("doomed", &self.doomed.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Values {
+    /// Values kept in `engine`, which must hold no revisions the caller's index does not know.
+    pub(crate) fn new(engine: Engine) -> Result<Self, EngineError> {
+        let view = engine.view()?;
+        Ok(Values {
+            engine,
+            view,
+            pending: BTreeMap::new(),
+            pending_bytes: 0,
+            doomed: Vec::new(),
+            replace_all: false,
+            failure: OnceLock::new(),
+        })
+    }
+
+    /// Values in an engine of their own, in memory.
+    pub(crate) fn in_memory() -> Self {
+        let made = Engine::in_memory(IN_MEMORY_CACHE_BYTES).and_then(Values::new);
+        match made {
+            Ok(values) => values,
+            // Only allocation can fail for an engine in memory.
+            Err(error) => panic!("an in-memory storage engine failed: {error}"),
+        }
+    }
+
+    /// The first storage error this store met, if any.
+    pub(crate) fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    fn fail(&self, what: String) -> KvError {
+        let _ = self.failure.set(what.clone());
+        KvError::Storage(what)
+    }
+
+    /// Records the key-value of a new version (a tombstone's carries only key and revision).
+    pub(crate) fn record(&mut self, sub: i64, kv: KeyValue) {
+        self.pending_bytes += kv.key.len() + kv.value.len();
+        self.pending.insert((kv.mod_revision, sub), kv);
+    }
+
+    /// Forgets a version compaction dropped.
+    pub(crate) fn forget(&mut self, main: i64, sub: i64) {
+        if self.pending.remove(&(main, sub)).is_none() && !self.replace_all {
+            self.doomed.push((main, sub));
+        }
+    }
+
+    /// Drops everything: the next commit writes the whole state anew.
+    pub(crate) fn clear(&mut self) {
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.doomed.clear();
+        self.replace_all = true;
+    }
+
+    /// How many changes wait for the next commit (replacing everything counts as one), and
+    /// their bytes (a bound on what they hold).
+    pub(crate) fn uncommitted(&self) -> (usize, usize) {
+        let changes = self.pending.len() + self.doomed.len() + usize::from(self.replace_all);
+        (changes, self.pending_bytes)
+    }
+
+    /// The value of version (main, sub) of `key`.
+    pub(crate) fn value(&self, key: &[u8], main: i64, sub: i64) -> Result<Vec<u8>, KvError> {
+        if let Some(kv) = self.pending.get(&(main, sub)) {
+            return Ok(kv.value.clone());
+        }
+        let revision = Revision {
+            main: main as u64,
+            sub: sub as u64,
+        };
+        let stored = match self.view.revision(revision) {
+            Ok(Some(stored)) => stored,
+            Ok(None) => {
+                return Err(self.fail(format!(
+                    "{}: revision {main}.{sub} of key {} is missing",
+                    self.engine.path().display(),
+                    key.escape_ascii()
+                )))
+            }
+            Err(error) => return Err(self.fail(error.to_string())),
+        };
+        match KeyValue::decode(stored.key_value.as_slice()) {
+            Ok(kv) if kv.key == key && kv.mod_revision == main && !stored.tombstone => Ok(kv.value),
+            _ => Err(self.fail(format!(
+                "{}: revision {main}.{sub} does not hold a value of key {}",
+                self.engine.path().display(),
+                key.escape_ascii()
+            ))),
+        }
+    }
+
+    /// Writes what changed since the last commit, with the store's revisions and the entry the
+    /// state ends at; fsynced if `durable`.
+    pub(crate) fn commit(
+        &mut self,
+        current_revision: i64,
+        compact_revision: i64,
+        applied: Option<Applied>,
+        durable: bool,
+    ) -> Result<(), KvError> {
+        let mut batch = Batch::new();
+        if std::mem::take(&mut self.replace_all) {
+            batch.replace_all();
+        }
+        for ((main, sub), kv) in std::mem::take(&mut self.pending) {
+            let revision = Revision {
+                main: main as u64,
+                sub: sub as u64,
+            };
+            let stored = Stored {
+                tombstone: kv.create_revision == 0,
+                key_value: kv.encode_to_vec(),
+            };
+            batch.put_revision(revision, stored);
+        }
+        self.pending_bytes = 0;
+        for (main, sub) in std::mem::take(&mut self.doomed) {
+            batch.delete_revision(Revision {
+                main: main as u64,
+                sub: sub as u64,
+            });
+        }
+        batch.set_current_revision(current_revision as u64);
+        batch.set_compact_revision(compact_revision as u64);
+        if let Some(applied) = applied {
+            batch.set_applied(applied);
+        }
+        let committed = self
+            .engine
+            .commit(batch, durable)
+            .and_then(|()| self.engine.view());
+        match committed {
+            Ok(view) => {
+                self.view = view;
+                Ok(())
+            }
+            Err(error) => Err(self.fail(error.to_string())),
+        }
+    }
+
+    /// The engine's file.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The engine, to plant faults in tests.
+    #[cfg(test)]
+    pub(crate) fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// Reads the engine's newest state from now on.
+    #[cfg(test)]
+    pub(crate) fn refresh_view(&mut self) -> Result<(), EngineError> {
+        self.view = self.engine.view()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! Handing the applied state to the storage engine in batches, as etcd's backend does: the
+//! changes of applied entries collect in the store and are committed when a batch fills (ops or
+//! bytes) or a short interval passes. These commits are not fsynced — the WAL holds the entries —
+//! so they cost a write to the file's cache, not a disk flush. A storage error stops the member.
+
+use std::time::Duration;
+
+use super::Node;
+use crate::engine::Applied;
+use crate::time::Instant;
+
+/// Changes applied before a commit is due (etcd's `batchLimit`).
+pub const BATCH_OPS: usize = 10_000;
+/// Bytes of keys and values applied before a commit is due: bounds what waits in memory.
+pub const BATCH_BYTES: usize = 16 << 20;
+/// Longest a change waits for its commit (etcd's `batchInterval`).
+pub const BATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Node {
+    /// Commits the applied state's changes if a batch is full or has waited long enough.
+    pub(super) fn commit_state_if_due(&mut self) {
+        let (ops, bytes) = self.state.kv.uncommitted();
+        if ops == 0 {
+            return;
+        }
+        let since = *self.uncommitted_since.get_or_insert(self.now);
+        if ops >= BATCH_OPS || bytes >= BATCH_BYTES || self.now >= since + BATCH_INTERVAL {
+            self.commit_state(false);
+        }
+    }
+
+    /// When the changes waiting for a commit are due, if any wait.
+    pub(super) fn state_commit_due(&self) -> Option<Instant> {
+        self.uncommitted_since.map(|since| since + BATCH_INTERVAL)
+    }
+
+    /// Commits the applied state up to the applied index (fsynced if `durable`).
+    pub(super) fn commit_state(&mut self, durable: bool) {
+        if self.failed {
+            return;
+        }
+        let index = self.applied_index;
+        let applied = raft::Storage::term(self.raw.store(), index)
+            .ok()
+            .map(|term| Applied { index, term });
+        self.uncommitted_since = None;
+        if let Err(error) = self.state.kv.commit(applied, durable) {
+            self.fail(format!("committing the applied state failed: {error}"));
+        }
+    }
+
+    /// Stops the node if the store met a storage error (its state can no longer be trusted);
+    /// true if it did.
+    pub(super) fn stopped_on_storage_failure(&mut self) -> bool {
+        if self.failed {
+            return true;
+        }
+        let Some(why) = self.state.kv.storage_failure() else {
+            return false;
+        };
+        let reason = format!("the storage engine failed: {why}");
+        self.fail(reason);
+        true
+    }
+}
