@@ -237,6 +237,11 @@ impl Lessor {
         self.leases.values().filter_map(Lease::due_at).min()
     }
 
+    /// The granted TTL of lease `id`, if it exists.
+    pub fn granted_ttl_seconds(&self, id: i64) -> Option<i64> {
+        self.leases.get(&id).map(|lease| lease.ttl_seconds)
+    }
+
     /// The replicated part of the table (no expiries), ordered by lease ID, keys sorted.
     pub fn to_snapshot(&self) -> Vec<stetpb::LeaseRecord> {
         self.leases

@@ -5,7 +5,9 @@
 
 use prost::Message as _;
 
-use crate::engine::{Engine, EngineError};
+use std::collections::BTreeSet;
+
+use crate::engine::{Applied as AppliedIndex, Batch, Engine, EngineError};
 use crate::kv::{KvError, KvStore};
 use crate::lease::Lessor;
 use crate::member::Membership;
@@ -28,6 +30,8 @@ pub struct Applied {
 /// An error restoring state from a snapshot.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     #[error("snapshot data does not decode: {0}")]
     Decode(#[from] prost::DecodeError),
     #[error("snapshot holds a corrupt key-value store: {0}")]
@@ -43,8 +47,12 @@ pub enum RestoreError {
 pub struct StateMachine {
     pub kv: KvStore,
     pub lessor: Lessor,
-    pub members: Membership,
+    members: Membership,
     min_lease_ttl_seconds: i64,
+    /// Leases granted or revoked since the last commit to the engine.
+    changed_leases: BTreeSet<i64>,
+    /// Whether the membership changed since the last commit to the engine.
+    members_changed: bool,
 }
 
 impl StateMachine {
@@ -70,7 +78,20 @@ impl StateMachine {
             lessor: Lessor::new(min_lease_ttl_seconds),
             members: Membership::new(cluster_id),
             min_lease_ttl_seconds,
+            changed_leases: BTreeSet::new(),
+            members_changed: true,
         }
+    }
+
+    /// The replicated membership.
+    pub fn members(&self) -> &Membership {
+        &self.members
+    }
+
+    /// Replaces the membership (a conf change was applied to a copy of it).
+    pub fn set_members(&mut self, members: Membership) {
+        self.members = members;
+        self.members_changed = true;
     }
 
     /// Applies one client write or internal command from a committed entry.
@@ -85,8 +106,7 @@ impl StateMachine {
                 .map(|()| (ClientResponse::Compact(Default::default()), Vec::new()))
                 .map_err(ClientError::from),
             Request::LeaseGrant(grant) => self
-                .lessor
-                .grant(grant.id, grant.ttl, now, is_leader)
+                .grant_lease(grant.id, grant.ttl, now, is_leader)
                 .map(|ttl| {
                     let response = pb::LeaseGrantResponse {
                         id: grant.id,
@@ -147,9 +167,22 @@ impl StateMachine {
         Ok((ClientResponse::Txn(response), events))
     }
 
+    fn grant_lease(
+        &mut self,
+        id: i64,
+        ttl: i64,
+        now: Instant,
+        is_leader: bool,
+    ) -> Result<i64, crate::lease::LeaseError> {
+        let granted = self.lessor.grant(id, ttl, now, is_leader)?;
+        self.changed_leases.insert(id);
+        Ok(granted)
+    }
+
     /// Revokes a lease and deletes its keys, all in one revision.
     fn revoke_lease(&mut self, id: i64) -> Result<(ClientResponse, Vec<Event>), ClientError> {
         let keys = self.lessor.revoke(id)?;
+        self.changed_leases.insert(id);
         let success = keys
             .into_iter()
             .map(|key| pb::RequestOp {
@@ -178,6 +211,7 @@ impl StateMachine {
         attrs: &stetpb::MemberAttributes,
     ) -> Result<(ClientResponse, Vec<Event>), ClientError> {
         let id = crate::types::MemberId(attrs.member_id);
+        self.members_changed = true;
         if attrs.update_peer_urls {
             self.members.update_peer_urls(id, attrs.peer_urls.clone())?;
             let members = self.members.list();
@@ -240,9 +274,107 @@ impl StateMachine {
         let lessor = Lessor::restore(&snapshot.leases, self.min_lease_ttl_seconds)?;
         let members = Membership::restore(&snapshot)?;
         self.kv.restore(&snapshot.kv.unwrap_or_default())?;
+        self.changed_leases = lessor.leases().into_iter().collect();
         self.lessor = lessor;
         self.members = members;
+        self.members_changed = true;
         Ok(())
+    }
+
+    /// Commits every change since the last commit to the engine, ending at `applied` with raft's
+    /// configuration as of it (`ConfState` bytes); fsynced if `durable`.
+    pub fn commit(
+        &mut self,
+        applied: Option<(AppliedIndex, Vec<u8>)>,
+        durable: bool,
+    ) -> Result<(), KvError> {
+        let mut batch = Batch::new();
+        self.kv.stage(&mut batch);
+        for id in std::mem::take(&mut self.changed_leases) {
+            match self.lessor.granted_ttl_seconds(id) {
+                Some(ttl_seconds) => {
+                    let record = stetpb::LeaseRecord {
+                        id,
+                        ttl_seconds,
+                        keys: Vec::new(),
+                    };
+                    batch.put_lease(id, record.encode_to_vec());
+                }
+                None => batch.delete_lease(id),
+            }
+        }
+        if std::mem::take(&mut self.members_changed) {
+            batch.clear_members();
+            batch.set_cluster_id(self.members.cluster_id().0);
+            for member in self.members.list() {
+                batch.put_member(member.id, member.encode_to_vec());
+            }
+            for id in self.members.removed_ids() {
+                batch.remove_member(id);
+            }
+        }
+        if let Some((applied, conf_state)) = applied {
+            batch.set_applied(applied);
+            batch.set_conf_state(conf_state);
+        }
+        self.kv.commit_batch(batch, durable)
+    }
+
+    /// The state the engine's last commit holds, with the entry it ends at and raft's
+    /// configuration as of it (`ConfState` bytes; `None` for an engine never committed to).
+    pub fn from_engine(
+        engine: Engine,
+        min_lease_ttl_seconds: i64,
+    ) -> Result<(Self, AppliedIndex, Option<Vec<u8>>), RestoreError> {
+        let view = engine.view()?;
+        let applied = view.applied()?;
+        let conf_state = view.conf_state()?;
+        let mut snapshot = stetpb::StateSnapshot {
+            cluster_id: view.cluster_id()?,
+            removed: view.removed_members()?,
+            ..Default::default()
+        };
+        for (id, bytes) in view.members()? {
+            let member = pb::Member::decode(bytes.as_slice())?;
+            if member.id != id {
+                let why = format!("member row {id:x} holds member {:x}", member.id);
+                return Err(RestoreError::Member(crate::member::MemberError::Corrupt(
+                    why,
+                )));
+            }
+            snapshot.members.push(member);
+        }
+        for (id, bytes) in view.leases()? {
+            let record = stetpb::LeaseRecord::decode(bytes.as_slice())?;
+            if record.id != id || !record.keys.is_empty() {
+                let why = format!("lease row {id:x} holds lease {:x} or keys", record.id);
+                return Err(RestoreError::Lease(crate::lease::LeaseError::Corrupt(why)));
+            }
+            snapshot.leases.push(record);
+        }
+        drop(view);
+        let members = Membership::restore(&snapshot)?;
+        let mut lessor = Lessor::restore(&snapshot.leases, min_lease_ttl_seconds)?;
+        let kv = KvStore::from_engine(engine)?;
+        for (key, lease) in kv.leased_keys() {
+            if !lessor.exists(lease) {
+                let why = format!(
+                    "key {} names lease {lease:x}, which does not exist",
+                    key.escape_ascii()
+                );
+                return Err(RestoreError::Lease(crate::lease::LeaseError::Corrupt(why)));
+            }
+            lessor.attach(lease, &key);
+        }
+        let state = StateMachine {
+            kv,
+            lessor,
+            members,
+            min_lease_ttl_seconds,
+            changed_leases: BTreeSet::new(),
+            members_changed: false,
+        };
+        Ok((state, applied, conf_state))
     }
 
     /// The minimum lease TTL this state machine grants.
@@ -384,6 +516,58 @@ mod tests {
             .collect();
         assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
         assert!(hub.resync(&after.kv).is_empty(), "nothing is sent twice");
+    }
+
+    /// Commits `sm` to its engine at a made-up applied entry and loads a new state from it.
+    fn reload(sm: &mut StateMachine) -> StateMachine {
+        let applied = AppliedIndex { index: 9, term: 2 };
+        sm.commit(Some((applied, vec![8, 1])), false).unwrap();
+        let engine = std::mem::take(&mut sm.kv).into_engine();
+        let (loaded, at, conf_state) = StateMachine::from_engine(engine, 2).unwrap();
+        assert_eq!((at, conf_state), (applied, Some(vec![8, 1])));
+        loaded
+    }
+
+    #[test]
+    fn the_engine_holds_the_whole_state_and_a_restart_loads_it_back() {
+        let mut sm = sm();
+        let grant = Request::LeaseGrant(pb::LeaseGrantRequest { ttl: 10, id: 5 });
+        apply(&mut sm, grant);
+        apply(&mut sm, put("a", 5));
+        apply(&mut sm, put("b", 0));
+        apply(&mut sm, put("b", 0));
+        let compact = Request::Compaction(pb::CompactionRequest {
+            revision: 3,
+            ..Default::default()
+        });
+        apply(&mut sm, compact);
+        let mut members = sm.members().clone();
+        members.remove(crate::types::MemberId(7)).unwrap();
+        sm.set_members(members);
+        let hash = sm.kv.hash_kv(0).unwrap();
+        let leases = sm.lessor.to_snapshot();
+        let loaded = reload(&mut sm);
+        assert_eq!(loaded.kv.hash_kv(0).unwrap(), hash);
+        assert_eq!(loaded.kv.current_revision(), 4);
+        assert_eq!(loaded.lessor.to_snapshot(), leases, "keys re-attached");
+        assert!(loaded.members().list().is_empty());
+        assert!(loaded.members().is_removed(crate::types::MemberId(7)));
+        assert_eq!(loaded.members().cluster_id(), ClusterId(1));
+    }
+
+    #[test]
+    fn a_key_naming_a_lease_the_engine_lacks_is_refused() {
+        let mut sm = sm();
+        let grant = Request::LeaseGrant(pb::LeaseGrantRequest { ttl: 10, id: 5 });
+        apply(&mut sm, grant);
+        apply(&mut sm, put("a", 5));
+        sm.commit(None, false).unwrap();
+        let mut batch = Batch::new();
+        batch.delete_lease(5);
+        let mut engine = std::mem::take(&mut sm.kv).into_engine();
+        engine.commit(batch, false).unwrap();
+        let error = StateMachine::from_engine(engine, 2).unwrap_err();
+        assert!(error.to_string().contains("does not exist"), "{error}");
     }
 
     proptest! {

@@ -316,7 +316,7 @@ fn force_new_cluster_and_grow_back(mut cluster: Cluster) {
     let members: Vec<u64> = cluster
         .node(survivor)
         .state()
-        .members
+        .members()
         .list()
         .iter()
         .map(|m| m.id)
@@ -403,4 +403,81 @@ fn concurrent_linearizable_reads_share_read_index_rounds() {
         (1..=2).contains(&rounds),
         "50 reads took {rounds} ReadIndex rounds"
     );
+}
+
+/// The index of the snapshot a member's raft log starts after.
+fn log_snapshot_index(cluster: &Cluster, id: u64) -> u64 {
+    cluster
+        .node(id)
+        .log()
+        .latest_snapshot()
+        .get_metadata()
+        .index
+}
+
+#[test]
+fn a_restart_reads_the_applied_state_from_the_engine_and_replays_only_the_wal_after_it() {
+    let mut cluster = Cluster::with_snapshots(3, 8, 20, 5);
+    let leader = cluster.wait_for_leader();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    for i in 0..50 {
+        assert_ok(cluster.put(leader, &format!("k{i:02}"), &format!("v{i}")));
+    }
+    cluster.run_for(Duration::from_millis(300));
+    let applied = cluster.node(follower).applied_index();
+    // A clean stop closes the engine: its last commit, at the applied index, is durable.
+    cluster.stop(follower);
+    cluster.restart(follower);
+    let node = cluster.node(follower);
+    assert_eq!(node.applied_index(), applied, "the engine's applied index");
+    assert!(
+        log_snapshot_index(&cluster, follower) < applied,
+        "the state came from the engine, newer than the last snapshot"
+    );
+    assert_eq!(cluster.local_get(follower, "k49"), Some(b"v49".to_vec()));
+
+    // A crash loses the engine's commits since its last durable one (made before the last
+    // snapshot): the restart starts there and replays the WAL after it.
+    for i in 50..90 {
+        assert_ok(cluster.put(leader, &format!("k{i:02}"), &format!("v{i}")));
+    }
+    cluster.run_for(Duration::from_millis(300));
+    cluster.crash(follower);
+    cluster.restart(follower);
+    let restarted_at = cluster.node(follower).applied_index();
+    assert!(restarted_at >= log_snapshot_index(&cluster, follower));
+    cluster.run_for(Duration::from_secs(1));
+    assert_eq!(cluster.local_get(follower, "k89"), Some(b"v89".to_vec()));
+    let hashes = cluster.kv_hashes();
+    assert_eq!(hashes[&follower], hashes[&leader]);
+}
+
+#[test]
+fn an_engine_file_older_than_the_last_snapshot_is_rebuilt_from_the_snapshot() {
+    let mut cluster = Cluster::with_snapshots(3, 9, 20, 5);
+    let leader = cluster.wait_for_leader();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    for i in 0..50 {
+        assert_ok(cluster.put(leader, &format!("k{i:02}"), &format!("v{i}")));
+    }
+    cluster.run_for(Duration::from_millis(300));
+    cluster.crash(follower);
+    // The engine's file is gone (a new, empty one is made): the snapshot and WAL rebuild it.
+    let fresh = stet::disk::SharedDisk::new();
+    stet::disk::Disk::create_dir_all(&mut *fresh.lock(), std::path::Path::new("/data/member"))
+        .unwrap();
+    cluster.members.get_mut(&follower).unwrap().engine_disk = fresh;
+    cluster.restart(follower);
+    let snapshot_index = log_snapshot_index(&cluster, follower);
+    assert!(snapshot_index > 0);
+    assert!(cluster.node(follower).applied_index() >= snapshot_index);
+    assert_eq!(cluster.local_get(follower, "k00"), Some(b"v0".to_vec()));
+    cluster.run_for(Duration::from_secs(1));
+    let hashes = cluster.kv_hashes();
+    assert_eq!(hashes[&follower], hashes[&leader]);
+    // And the rebuilt engine serves the next restart.
+    cluster.stop(follower);
+    cluster.restart(follower);
+    assert!(cluster.node(follower).applied_index() > snapshot_index);
+    assert_eq!(cluster.local_get(follower, "k49"), Some(b"v49".to_vec()));
 }

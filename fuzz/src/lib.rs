@@ -67,9 +67,11 @@ fn put(key: &[u8], value: &[u8], lease: i64) -> Request {
 /// attached, a compaction and three members. Lease 7 exists; keys are `a`, `b`, `c`, `lease/x`.
 pub fn populated_state() -> StateMachine {
     let mut state = StateMachine::new(ClusterId(CLUSTER_ID), MIN_TTL_SECONDS);
+    let mut members = state.members().clone();
     for id in 1..=3 {
-        state.members.add(member(id)).expect("fresh member");
+        members.add(member(id)).expect("fresh member");
     }
+    state.set_members(members);
     let now = Instant::from_micros(1_000_000);
     let grant = Request::LeaseGrant(pb::LeaseGrantRequest { id: 7, ttl: 10 });
     let requests = [
@@ -107,7 +109,7 @@ pub fn fingerprint(state: &StateMachine) -> (u32, i64, i64, Vec<i64>, Vec<pb::Me
         state.kv.current_revision(),
         state.kv.compact_revision(),
         state.lessor.leases(),
-        state.members.list(),
+        state.members().list(),
     )
 }
 
@@ -418,4 +420,106 @@ pub fn sample_messages() -> Vec<Message> {
 /// A storage engine in memory for a node under test.
 pub fn engine() -> stet::engine::Engine {
     stet::engine::Engine::in_memory(1 << 20).expect("an engine in memory")
+}
+
+/// Rows of an engine file, as the `engine_state` target reads them from fuzz input: each row is a
+/// kind byte, two 8-byte little-endian numbers, a length byte and that many payload bytes.
+/// Kinds (mod 8): revision put (main, sub, `KeyValue` bytes), revision tombstone, lease (id,
+/// record), member (id, record), removed member (id), current revision, compact revision, and
+/// the applied index and term with raft's `ConfState` bytes.
+pub fn engine_from_rows(mut data: &[u8]) -> stet::engine::Engine {
+    use stet::engine::{Applied, Batch, Revision, Stored};
+    let mut batch = Batch::new();
+    let mut applied = None;
+    while let Some((&kind, rest)) = data.split_first() {
+        let Some((numbers, rest)) = rest.split_first_chunk::<17>() else {
+            break;
+        };
+        let a = u64::from_le_bytes(numbers[..8].try_into().unwrap_or_default());
+        let b = u64::from_le_bytes(numbers[8..16].try_into().unwrap_or_default());
+        let len = usize::from(numbers[16]).min(rest.len());
+        let (payload, rest) = rest.split_at(len);
+        data = rest;
+        let revision = Revision { main: a, sub: b };
+        match kind % 8 {
+            0 | 1 => batch.put_revision(
+                revision,
+                Stored {
+                    tombstone: kind % 8 == 1,
+                    key_value: payload.to_vec(),
+                },
+            ),
+            2 => batch.put_lease(a as i64, payload.to_vec()),
+            3 => batch.put_member(a, payload.to_vec()),
+            4 => batch.remove_member(a),
+            5 => batch.set_current_revision(a),
+            6 => batch.set_compact_revision(a),
+            // A batch ends at one applied entry: the last one named wins.
+            _ => applied = Some((Applied { index: a, term: b }, payload.to_vec())),
+        }
+    }
+    if let Some((applied, conf_state)) = applied {
+        batch.set_applied(applied);
+        batch.set_conf_state(conf_state);
+    }
+    let mut engine = engine();
+    engine
+        .commit(batch, false)
+        .expect("an engine in memory commits");
+    engine
+}
+
+/// The rows of `engine` in the form `engine_from_rows` reads (payloads longer than 255 bytes are
+/// cut short).
+pub fn rows_of(engine: &stet::engine::Engine) -> Vec<u8> {
+    fn row(out: &mut Vec<u8>, kind: u8, a: u64, b: u64, payload: &[u8]) {
+        let payload = &payload[..payload.len().min(255)];
+        out.push(kind);
+        out.extend_from_slice(&a.to_le_bytes());
+        out.extend_from_slice(&b.to_le_bytes());
+        out.push(payload.len() as u8);
+        out.extend_from_slice(payload);
+    }
+    let view = engine.view().expect("a view");
+    let mut out = Vec::new();
+    let from = stet::engine::Revision { main: 0, sub: 0 };
+    view.revisions_from(from, |revision, stored| {
+        let kind = u8::from(stored.tombstone);
+        row(
+            &mut out,
+            kind,
+            revision.main,
+            revision.sub,
+            &stored.key_value,
+        );
+        true
+    })
+    .expect("revisions");
+    for (id, record) in view.leases().expect("leases") {
+        row(&mut out, 2, id as u64, 0, &record);
+    }
+    for (id, record) in view.members().expect("members") {
+        row(&mut out, 3, id, 0, &record);
+    }
+    for id in view.removed_members().expect("removed members") {
+        row(&mut out, 4, id, 0, &[]);
+    }
+    row(
+        &mut out,
+        5,
+        view.current_revision().expect("current"),
+        0,
+        &[],
+    );
+    row(
+        &mut out,
+        6,
+        view.compact_revision().expect("compact"),
+        0,
+        &[],
+    );
+    let applied = view.applied().expect("applied");
+    let conf_state = view.conf_state().expect("conf state").unwrap_or_default();
+    row(&mut out, 7, applied.index, applied.term, &conf_state);
+    out
 }

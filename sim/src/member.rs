@@ -3,10 +3,29 @@
 //! process as the host node's init task: a kill drops it mid-step, a restart runs it again, and
 //! nothing of it survives but its disk.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Weak};
 
 use crate::env::SimEnvironment;
 use crate::world::{lock, World};
+
+/// The init task of `host`'s node: runs the member process while the world exists. It holds the
+/// world weakly: madsim keeps a node's init for restarts, even after the run, and a strong
+/// reference there would keep every seed's world alive.
+pub fn process(
+    world: &Arc<World>,
+    host: u64,
+) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
+    let world: Weak<World> = Arc::downgrade(world);
+    move || {
+        let world = world.upgrade();
+        Box::pin(async move {
+            if let Some(world) = world {
+                run(world, host).await;
+            }
+        })
+    }
+}
 
 /// The whole life of the member process on `host`: start (bootstrap, join or restart from disk,
 /// as the flags and the disk say), then serve until removed, failed or killed.

@@ -257,12 +257,11 @@ impl Operator {
                 Handle::current().restart(node);
             }
             None => {
-                let world = self.world.clone();
                 let node = Handle::current()
                     .create_node()
                     .name(format!("host-{host}"))
                     .ip(net::host_ip(host))
-                    .init(move || crate::member::run(world.clone(), host))
+                    .init(crate::member::process(&self.world, host))
                     .build();
                 if let Some(entry) = lock(&self.world.hosts).get_mut(&host) {
                     entry.node = Some(node.id());

@@ -207,6 +207,7 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
         settings,
         scenario.members.unwrap_or(options.members),
     ));
+
     if scenario.skewed_clocks {
         skew_clocks(&world);
     }
@@ -216,12 +217,11 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
     let handle = Handle::current();
     let hosts: Vec<u64> = lock(&world.hosts).keys().copied().collect();
     for host in hosts {
-        let w = world.clone();
         let node = handle
             .create_node()
             .name(format!("host-{host}"))
             .ip(crate::net::host_ip(host))
-            .init(move || crate::member::run(w.clone(), host))
+            .init(crate::member::process(&world, host))
             .build();
         if let Some(entry) = lock(&world.hosts).get_mut(&host) {
             entry.node = Some(node.id());
@@ -255,6 +255,7 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
     world.trace("faults healed; checking liveness");
 
     let outcome = final_checks(&world, &scenario, &handle, &members).await;
+    stop_every_process(&world, &handle).await;
     let trace = lock(&world.trace).clone();
     let history = lock(&world.history).clone();
     let mut hasher = CrcHasher(crc32fast::Hasher::new());
@@ -275,6 +276,22 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
         history,
         simulated: world.elapsed(),
     }
+}
+
+/// Kills every member process at the end of a run, so that madsim, which keeps a dropped
+/// runtime's tasks, drops them (their nodes, engines and buffers) now; seeds run one after another
+/// in one process.
+async fn stop_every_process(world: &World, handle: &Handle) {
+    let nodes: Vec<_> = lock(&world.hosts).values().filter_map(|h| h.node).collect();
+    let members: Vec<u64> = world.member_ids();
+    for member in members {
+        world.power_off(member);
+    }
+    for node in nodes {
+        handle.kill(node);
+    }
+    // The executor drops killed tasks when it next runs.
+    madsim::time::sleep(std::time::Duration::from_millis(1)).await;
 }
 
 /// Feeds formatted text to a crc32 hasher.

@@ -19,6 +19,8 @@ pub enum Tag {
     Removed = 4,
     /// A number (8 bytes, little-endian).
     Number = 5,
+    /// Raft's configuration (voters, learners) as of the applied index: raft's `ConfState` bytes.
+    ConfState = 6,
 }
 
 impl Tag {
@@ -30,6 +32,7 @@ impl Tag {
             3 => Tag::Member,
             4 => Tag::Removed,
             5 => Tag::Number,
+            6 => Tag::ConfState,
             _ => return None,
         })
     }

@@ -32,6 +32,8 @@ const APPLIED_INDEX: &str = "consistent_index";
 const APPLIED_TERM: &str = "term";
 const COMPACT_REVISION: &str = "compact_revision";
 const CURRENT_REVISION: &str = "current_revision";
+const CLUSTER_ID: &str = "cluster_id";
+const CONF_STATE: &str = "conf_state";
 
 /// The number keys of the lease and member tables, as their checksums cover them.
 trait NumberKey: std::fmt::Debug {
@@ -80,6 +82,9 @@ enum Op {
     DeleteLease(i64),
     PutMember(u64, Vec<u8>),
     RemoveMember(u64),
+    ClearMembers,
+    ClusterId(u64),
+    ConfState(Vec<u8>),
     CompactRevision(u64),
     CurrentRevision(u64),
 }
@@ -137,6 +142,20 @@ impl Batch {
     /// Removes a member for good: its ID may never come back.
     pub fn remove_member(&mut self, id: u64) {
         self.ops.push(Op::RemoveMember(id));
+    }
+
+    /// Forgets every member and removed member (the membership is written anew after this).
+    pub fn clear_members(&mut self) {
+        self.ops.push(Op::ClearMembers);
+    }
+
+    pub fn set_cluster_id(&mut self, id: u64) {
+        self.ops.push(Op::ClusterId(id));
+    }
+
+    /// Raft's configuration as of the applied index (raft's `ConfState` bytes).
+    pub fn set_conf_state(&mut self, conf_state: Vec<u8>) {
+        self.ops.push(Op::ConfState(conf_state));
     }
 
     pub fn set_compact_revision(&mut self, revision: u64) {
@@ -300,6 +319,18 @@ fn write_ops(write: &redb::WriteTransaction, batch: &Batch) -> Result<(), redb::
                 seal(&id.to_le_bytes(), Tag::Removed, &[], &mut value);
                 removed.insert(id, value.as_slice())?;
             }
+            Op::ClearMembers => {
+                members.retain(|_, _| false)?;
+                removed.retain(|_, _| false)?;
+            }
+            Op::ClusterId(id) => {
+                seal_number(CLUSTER_ID, *id, &mut value);
+                meta.insert(CLUSTER_ID, value.as_slice())?;
+            }
+            Op::ConfState(bytes) => {
+                seal(CONF_STATE.as_bytes(), Tag::ConfState, bytes, &mut value);
+                meta.insert(CONF_STATE, value.as_slice())?;
+            }
             Op::CompactRevision(revision) => {
                 seal_number(COMPACT_REVISION, *revision, &mut value);
                 meta.insert(COMPACT_REVISION, value.as_slice())?;
@@ -400,6 +431,25 @@ impl View {
 
     pub fn compact_revision(&self) -> Result<u64, EngineError> {
         self.meta(COMPACT_REVISION)
+    }
+
+    /// The cluster the membership belongs to (0 if never written).
+    pub fn cluster_id(&self) -> Result<u64, EngineError> {
+        self.meta(CLUSTER_ID)
+    }
+
+    /// Raft's configuration as of the applied index (`ConfState` bytes), if ever written.
+    pub fn conf_state(&self) -> Result<Option<Vec<u8>>, EngineError> {
+        let Some(meta) = self.table(META)? else {
+            return Ok(None);
+        };
+        let Some(value) = meta.get(CONF_STATE).map_err(|e| self.error(e))? else {
+            return Ok(None);
+        };
+        let row = || format!("meta {CONF_STATE}");
+        let key = CONF_STATE.as_bytes();
+        let (_, payload) = self.open_value(key, value.value(), &[Tag::ConfState], &row)?;
+        Ok(Some(payload.to_vec()))
     }
 
     /// The store's newest revision as of this state (0 if never written).

@@ -22,6 +22,7 @@ use crate::proto::etcdserverpb::{
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
 
 mod history;
+mod load;
 mod range;
 mod snapshot;
 mod txn;
@@ -229,17 +230,48 @@ impl KvStore {
         applied: Option<crate::engine::Applied>,
         durable: bool,
     ) -> Result<(), KvError> {
-        self.values.commit(
-            self.current_revision,
-            self.compact_revision,
-            applied,
-            durable,
-        )
+        let mut batch = crate::engine::Batch::new();
+        self.stage(&mut batch);
+        if let Some(applied) = applied {
+            batch.set_applied(applied);
+        }
+        self.commit_batch(batch, durable)
+    }
+
+    /// Moves every change since the last commit into `batch`.
+    pub fn stage(&mut self, batch: &mut crate::engine::Batch) {
+        self.values
+            .stage(batch, self.current_revision, self.compact_revision);
+    }
+
+    /// Commits a batch holding this store's staged changes (and whatever its owner adds).
+    pub fn commit_batch(
+        &mut self,
+        batch: crate::engine::Batch,
+        durable: bool,
+    ) -> Result<(), KvError> {
+        self.values.commit(batch, durable)
+    }
+
+    /// Every live key with a lease, and its lease.
+    pub fn leased_keys(&self) -> Vec<(Vec<u8>, i64)> {
+        self.keys
+            .iter()
+            .filter_map(|(key, versions)| {
+                let newest = versions.last().filter(|v| v.is_live() && v.lease != 0)?;
+                Some((key.clone(), newest.lease))
+            })
+            .collect()
     }
 
     /// The engine the values live in.
     pub fn engine(&self) -> &crate::engine::Engine {
         self.values.engine()
+    }
+
+    /// The engine, given back (changes not committed are dropped).
+    pub fn into_engine(self) -> crate::engine::Engine {
+        self.values.into_engine()
     }
 
     /// The key-value of a version of `key`, value read from the engine.

@@ -126,7 +126,7 @@ fn corrupt(message: String) -> KvError {
 }
 
 /// Validates one version against the previous retained version of the same key.
-fn check_version(
+pub(super) fn check_version(
     kv: &KeyVersion,
     prev: Option<&Version>,
     current: i64,

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use prost::Message as _;
 
 use super::KvError;
-use crate::engine::{Applied, Batch, Engine, EngineError, Revision, Stored, View};
+use crate::engine::{Batch, Engine, EngineError, Revision, Stored, View};
 use crate::proto::mvccpb::KeyValue;
 
 /// The engine's page cache when the store makes its own in-memory engine.
@@ -45,7 +45,8 @@ impl std::fmt::Debug for Values {
 }
 
 impl Values {
-    /// Values kept in `engine`, which must hold no revisions the caller's index does not know.
+    /// Values kept in `engine`, which must hold exactly the revisions the caller's index holds
+    /// (or be cleared before the first commit).
     pub(crate) fn new(engine: Engine) -> Result<Self, EngineError> {
         let view = engine.view()?;
         Ok(Values {
@@ -137,16 +138,13 @@ impl Values {
         }
     }
 
-    /// Writes what changed since the last commit, with the store's revisions and the entry the
-    /// state ends at; fsynced if `durable`.
-    pub(crate) fn commit(
+    /// Moves what changed since the last commit into `batch`, with the store's revisions.
+    pub(crate) fn stage(
         &mut self,
+        batch: &mut Batch,
         current_revision: i64,
         compact_revision: i64,
-        applied: Option<Applied>,
-        durable: bool,
-    ) -> Result<(), KvError> {
-        let mut batch = Batch::new();
+    ) {
         if std::mem::take(&mut self.replace_all) {
             batch.replace_all();
         }
@@ -155,6 +153,7 @@ impl Values {
                 main: main as u64,
                 sub: sub as u64,
             };
+            // A put's create revision is its own or an earlier one, never 0; a tombstone's is 0.
             let stored = Stored {
                 tombstone: kv.create_revision == 0,
                 key_value: kv.encode_to_vec(),
@@ -170,9 +169,10 @@ impl Values {
         }
         batch.set_current_revision(current_revision as u64);
         batch.set_compact_revision(compact_revision as u64);
-        if let Some(applied) = applied {
-            batch.set_applied(applied);
-        }
+    }
+
+    /// Commits `batch` (fsynced if `durable`) and reads the new state from then on.
+    pub(crate) fn commit(&mut self, batch: Batch, durable: bool) -> Result<(), KvError> {
         let committed = self
             .engine
             .commit(batch, durable)
@@ -189,6 +189,11 @@ impl Values {
     /// The engine's file.
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The engine, given back.
+    pub(crate) fn into_engine(self) -> Engine {
+        self.engine
     }
 
     /// The engine, to plant faults in tests.

@@ -90,7 +90,7 @@ impl Node {
         // Membership and raft must accept the change together: try it on a copy of the membership
         // first. A refusal is the same on every member (same entry, same state), so it is answered
         // as an error rather than stopping the member.
-        let mut members = self.state.members.clone();
+        let mut members = self.state.members().clone();
         let result = apply_membership(&mut members, &change, &context)
             .map_err(ClientError::from)
             .and_then(|()| {
@@ -100,7 +100,7 @@ impl Node {
             })
             .map(|conf_state| {
                 self.raw.mut_store().set_conf_state(conf_state);
-                self.state.members = members;
+                self.state.set_members(members);
             });
         if context.origin == self.config.id.0 && context.incarnation == self.incarnation {
             let reply = result.map(|()| self.membership_reply(&change, &context));
@@ -117,7 +117,7 @@ impl Node {
         change: &ConfChange,
         context: &stetpb::ConfChangeContext,
     ) -> ClientResponse {
-        let members = self.state.members.list();
+        let members = self.state.members().list();
         match change.get_change_type() {
             ConfChangeType::RemoveNode => ClientResponse::MemberRemove(pb::MemberRemoveResponse {
                 members,
@@ -132,7 +132,7 @@ impl Node {
             _ => ClientResponse::MemberAdd(pb::MemberAddResponse {
                 member: self
                     .state
-                    .members
+                    .members()
                     .get(MemberId(change.node_id))
                     .cloned()
                     .or_else(|| context.member.clone()),

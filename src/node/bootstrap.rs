@@ -41,7 +41,13 @@ pub enum StartError {
     #[error("raft refused to start: {0}")]
     Raft(#[from] raft::Error),
     #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
+    EngineFile(#[from] crate::engine::EngineError),
+    #[error("cannot read the applied state (index {index}) from the storage engine: {source}")]
+    Engine {
+        index: u64,
+        #[source]
+        source: RestoreError,
+    },
     #[error("cannot restore the snapshot at index {index}: {source}")]
     Snapshot {
         index: u64,
@@ -160,12 +166,18 @@ impl Node {
         let mut hard_state = loaded.store.hard_state().clone();
         let commit = hard_state.commit;
         let kept: Vec<Entry> = loaded
-            .entries
+            .store
+            .held_entries()
             .iter()
             .filter(|e| e.index <= commit)
             .cloned()
             .collect();
-        let members = membership_at_commit(&loaded.state.members, &kept);
+        let unapplied: Vec<Entry> = kept
+            .iter()
+            .filter(|e| e.index > loaded.applied)
+            .cloned()
+            .collect();
+        let members = membership_at_commit(loaded.state.members(), &unapplied);
         let me = crate::types::MemberId(config.id.0);
         match members.get(me) {
             Some(member) if !member.is_learner => {}
@@ -180,10 +192,13 @@ impl Node {
             .map(|(member, index)| removal_entry(member, index, hard_state.term))
             .collect();
         hard_state.commit = commit + removals.len() as u64;
-        let mut store = LogStore::new(loaded.store.conf_state().clone());
+        let conf_state = loaded.store.conf_state().clone();
+        let mut store = LogStore::new(conf_state.clone());
         let snapshot = loaded.store.latest_snapshot().clone();
         if snapshot.get_metadata().index > 0 {
             store.apply_snapshot(snapshot);
+            // The configuration as of the applied index (the engine's may be newer).
+            store.set_conf_state(conf_state);
         }
         store.append(&kept)?;
         store.append(&removals)?;
@@ -198,7 +213,7 @@ impl Node {
             must_sync: true,
         }));
         node.process_ready();
-        if node.role != raft::StateRole::Leader && node.state.members.voters() == [me] {
+        if node.role != raft::StateRole::Leader && node.state.members().voters() == [me] {
             // Errors mean raft would not campaign yet (e.g. unapplied conf changes); it then
             // elects itself after an election timeout like any single voter.
             let _ = node.raw.campaign();
@@ -214,7 +229,8 @@ struct Loaded {
     store: LogStore,
     state: StateMachine,
     applied: u64,
-    entries: Vec<Entry>,
+    /// The index of the snapshot the log starts after.
+    snapshot_index: u64,
 }
 
 impl Loaded {
@@ -226,11 +242,15 @@ impl Loaded {
         logger: &slog::Logger,
     ) -> Result<Node, StartError> {
         let mut node = Node::from_parts(config, self.store, self.state, self.applied, now, logger)?;
-        node.snapshot_index = self.applied;
+        node.snapshot_index = self.snapshot_index.max(self.applied);
         Ok(node)
     }
 }
 
+/// Reads back what a restart starts from. The applied state comes from the engine when it holds
+/// the state at or after the last snapshot (the engine is made durable before every snapshot the
+/// WAL may drop entries behind), else from the snapshot (the engine's last durable commit was
+/// older: a snapshot from the leader installed since, or a new engine file).
 fn load(
     config: &super::NodeConfig,
     durable: DurableState,
@@ -238,25 +258,58 @@ fn load(
 ) -> Result<Loaded, StartError> {
     let min_ttl = config.min_lease_ttl_seconds();
     let mut store = LogStore::new(ConfState::default());
-    let mut state = StateMachine::with_engine(engine, config.cluster_id, min_ttl)?;
-    let applied = match durable.snapshot {
-        Some(snapshot) if !snapshot.data.is_empty() => {
-            let index = snapshot.get_metadata().index;
-            state
-                .restore(&snapshot.data)
-                .map_err(|source| StartError::Snapshot { index, source })?;
-            store.apply_snapshot(snapshot);
-            index
+    let snapshot_index = durable
+        .snapshot
+        .as_ref()
+        .filter(|s| !s.data.is_empty())
+        .map_or(0, |s| s.get_metadata().index);
+    let engine_applied = engine.applied().index;
+    let from_engine = engine_applied > 0 && engine_applied >= snapshot_index;
+    let (state, applied, engine_conf_state) = if from_engine {
+        let (state, applied, conf_state) =
+            StateMachine::from_engine(engine, min_ttl).map_err(|source| StartError::Engine {
+                index: engine_applied,
+                source,
+            })?;
+        (state, applied.index, conf_state)
+    } else {
+        let mut state = StateMachine::with_engine(engine, config.cluster_id, min_ttl)?;
+        if snapshot_index > 0 {
+            let data = durable
+                .snapshot
+                .as_ref()
+                .map(|s| &s.data[..])
+                .unwrap_or_default();
+            state.restore(data).map_err(|source| StartError::Snapshot {
+                index: snapshot_index,
+                source,
+            })?;
         }
-        _ => 0,
+        (state, snapshot_index, None)
     };
+    if let Some(snapshot) = durable.snapshot.filter(|s| !s.data.is_empty()) {
+        store.apply_snapshot(snapshot);
+    }
+    if let Some(bytes) = engine_conf_state {
+        let conf_state =
+            ConfState::parse_from_bytes(&bytes).map_err(|error| StartError::Engine {
+                index: applied,
+                source: RestoreError::Engine(crate::engine::EngineError::Damaged {
+                    path: state.kv.engine().path().to_path_buf(),
+                    what: format!("raft's configuration does not decode: {error}"),
+                }),
+            })?;
+        store.set_conf_state(conf_state);
+    }
     let conf_state = store.conf_state().clone();
-    let entries: Vec<Entry> = durable
+    // The log holds every entry after the snapshot; the state already holds those up to
+    // `applied`, which raft will not hand out again.
+    let logged: Vec<Entry> = durable
         .entries
         .into_iter()
-        .filter(|e| e.index > applied)
+        .filter(|e| e.index > snapshot_index)
         .collect();
-    store.append(&entries)?;
+    store.append(&logged)?;
     let mut hard_state = durable.hard_state;
     hard_state.commit = hard_state.commit.max(applied);
     hard_state.term = hard_state.term.max(store.hard_state().term);
@@ -271,13 +324,13 @@ fn load(
     // A member bootstrapped without a snapshot learns its first configuration from the
     // conf-change entries at the head of its log.
     if applied == 0 && conf_state.voters.is_empty() {
-        store.set_conf_state(initial_conf_state(&entries));
+        store.set_conf_state(initial_conf_state(&logged));
     }
     Ok(Loaded {
         store,
         state,
         applied,
-        entries,
+        snapshot_index,
     })
 }
 

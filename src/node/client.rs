@@ -63,7 +63,7 @@ impl Node {
             ClientRequest::MemberUpdate(update) => self.member_update(id, update),
             ClientRequest::MemberList(_) => {
                 let response = pb::MemberListResponse {
-                    members: self.state.members.list(),
+                    members: self.state.members().list(),
                     ..Default::default()
                 };
                 self.reply(id, Ok(ClientResponse::MemberList(response)))
@@ -452,7 +452,7 @@ impl Node {
             client_ur_ls: Vec::new(),
             is_learner: add.is_learner,
         };
-        if let Err(error) = self.state.members.validate_add(&member) {
+        if let Err(error) = self.state.members().validate_add(&member) {
             return self.reply(id, Err(error.into()));
         }
         let change_type = if add.is_learner {
@@ -465,15 +465,15 @@ impl Node {
     }
 
     fn member_remove(&mut self, id: RequestId, member_id: u64) {
-        let Some(member) = self.state.members.get(MemberId(member_id)).cloned() else {
-            let error = if self.state.members.is_removed(MemberId(member_id)) {
+        let Some(member) = self.state.members().get(MemberId(member_id)).cloned() else {
+            let error = if self.state.members().is_removed(MemberId(member_id)) {
                 member::MemberError::IdRemoved
             } else {
                 member::MemberError::IdNotFound
             };
             return self.reply(id, Err(error.into()));
         };
-        let voters = self.state.members.voters();
+        let voters = self.state.members().voters();
         if !member.is_learner && voters == [MemberId(member_id)] {
             return self.reply(id, Err(ClientError::NotEnoughStartedMembers));
         }
@@ -487,7 +487,7 @@ impl Node {
             StateRole::Leader,
             "checked for every leader-only request"
         );
-        let Some(member) = self.state.members.get(MemberId(member_id)).cloned() else {
+        let Some(member) = self.state.members().get(MemberId(member_id)).cloned() else {
             return self.reply(id, Err(member::MemberError::IdNotFound.into()));
         };
         if !member.is_learner {
@@ -508,7 +508,7 @@ impl Node {
     }
 
     fn member_update(&mut self, id: RequestId, update: pb::MemberUpdateRequest) {
-        if self.state.members.get(MemberId(update.id)).is_none() {
+        if self.state.members().get(MemberId(update.id)).is_none() {
             return self.reply(id, Err(member::MemberError::IdNotFound.into()));
         }
         let attrs = stetpb::MemberAttributes {

@@ -1,9 +1,13 @@
 //! Handing the applied state to the storage engine in batches, as etcd's backend does: the
 //! changes of applied entries collect in the store and are committed when a batch fills (ops or
-//! bytes) or a short interval passes. These commits are not fsynced — the WAL holds the entries —
-//! so they cost a write to the file's cache, not a disk flush. A storage error stops the member.
+//! bytes) or a short interval passes, with the applied index and term and raft's configuration as
+//! of it. These commits are not fsynced — the WAL holds the entries — so they cost a write to the
+//! file's cache, not a disk flush; the commit before a snapshot lets the WAL drop entries, so it
+//! is fsynced. A storage error stops the member.
 
 use std::time::Duration;
+
+use protobuf::Message as _;
 
 use super::Node;
 use crate::engine::Applied;
@@ -40,11 +44,13 @@ impl Node {
             return;
         }
         let index = self.applied_index;
-        let applied = raft::Storage::term(self.raw.store(), index)
-            .ok()
-            .map(|term| Applied { index, term });
+        let conf_state = self.raw.store().conf_state().write_to_bytes();
+        let applied = match (raft::Storage::term(self.raw.store(), index), conf_state) {
+            (Ok(term), Ok(conf_state)) => Some((Applied { index, term }, conf_state)),
+            _ => None,
+        };
         self.uncommitted_since = None;
-        if let Err(error) = self.state.kv.commit(applied, durable) {
+        if let Err(error) = self.state.commit(applied, durable) {
             self.fail(format!("committing the applied state failed: {error}"));
         }
     }

@@ -644,7 +644,7 @@ impl Node {
 
     /// Emits `Removed` (once) if the replicated membership says this member was removed.
     fn stop_if_removed(&mut self) {
-        if !self.removed && self.state.members.is_removed(self.config.id) {
+        if !self.removed && self.state.members().is_removed(self.config.id) {
             self.removed = true;
             self.outputs.push_back(Output::Removed);
         }
@@ -714,6 +714,12 @@ impl Node {
         let Some(snapshot) = self.snapshot_of_applied_state() else {
             return;
         };
+        // The WAL drops entries before a saved snapshot: restarts must find the applied state
+        // up to it in the engine, so it is made durable first.
+        self.commit_state(true);
+        if self.failed {
+            return;
+        }
         let index = snapshot.get_metadata().index;
         let compact_to = index.saturating_sub(self.config.catch_up_entries);
         if let Err(error) = self

@@ -148,7 +148,7 @@ fn a_single_member_elects_itself_and_serves_writes_and_reads() {
         panic!("range failed")
     };
     assert_eq!(r.kvs[0].value, b"v");
-    assert_eq!(solo.node.state().members.list().len(), 1);
+    assert_eq!(solo.node.state().members().list().len(), 1);
 }
 
 #[test]
@@ -620,13 +620,13 @@ fn force_new_cluster_keeps_committed_data_drops_the_rest_and_leads_alone() {
     let ids: Vec<u64> = solo
         .node
         .state()
-        .members
+        .members()
         .list()
         .iter()
         .map(|m| m.id)
         .collect();
     assert_eq!(ids, vec![1]);
-    assert!(solo.node.state().members.is_removed(MemberId(2)));
+    assert!(solo.node.state().members().is_removed(MemberId(2)));
     assert_eq!(solo.node.raw.raft.prs().conf().voters().ids().len(), 1);
     let get = |solo: &Solo, key: &str| {
         let range = pb::RangeRequest {

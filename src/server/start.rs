@@ -12,8 +12,7 @@ use super::config::{ClusterState, ServerConfig};
 use super::env::{BoxDisk, Environment, StartKind};
 use super::peer::conn::{dial, Identity};
 use super::run::ServerError;
-use crate::disk::{Disk as _, DiskError};
-use crate::engine::{Engine, EngineError};
+use crate::engine::Engine;
 use crate::node::{DurableState, Node, NodeConfig};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpeerpb as peerpb;
@@ -101,18 +100,12 @@ pub async fn start_node(
     Ok(started)
 }
 
-/// The storage engine's file, made anew at every start: the state is rebuilt from the snapshot and
-/// the WAL until restarts read it from the engine (issue 9, next step).
+/// Opens (or creates) the storage engine's file, `member/engine.redb`. A restart reads the applied
+/// state from it when it is at least as new as the last snapshot; a new member, or one starting
+/// afresh, writes its state into it anew.
 fn open_engine(config: &ServerConfig, env: &dyn Environment) -> Result<Engine, ServerError> {
     let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
-    let path = &layout.engine_file;
-    let mut disk = env.disk();
-    let made_fresh = match disk.remove(path) {
-        Ok(()) | Err(DiskError::NotFound { .. }) => Ok(()),
-        Err(error) => Err(EngineError::from(error)),
-    };
-    made_fresh
-        .and_then(|()| Engine::open(&|| env.disk(), path, ENGINE_CACHE_BYTES))
+    Engine::open(&|| env.disk(), &layout.engine_file, ENGINE_CACHE_BYTES)
         .map_err(|error| storage_error(config)(StorageError::Engine(error)))
 }
 

@@ -17,7 +17,10 @@ use raft::StateRole;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use stet::disk::{CrashFault, MemDisk};
+use std::path::Path;
+
+use stet::disk::{Breaker, CrashFault, Disk as _, MemDisk, PowerCut, SharedDisk};
+use stet::engine::Engine;
 use stet::node::{
     ClientError, ClientRequest, ClientResponse, Input, Node, NodeConfig, Output, Persist, RequestId,
 };
@@ -29,29 +32,51 @@ use stet::wal::{Metadata, WalOptions};
 
 pub type Reply = Result<ClientResponse, ClientError>;
 
-/// One simulated member: its node (absent while crashed) and its disk.
+/// One simulated member: its node (absent while crashed), its disk for the WAL and snapshots,
+/// and the disk its storage engine's file is on.
 pub struct Member {
     pub node: Option<Node>,
     pub storage: Option<MemberStorage<MemDisk>>,
     pub disk: Option<MemDisk>,
+    pub engine_disk: SharedDisk,
+    /// The running process's power: cut when it crashes, so nothing it drops writes after.
+    power: Breaker,
     pub config: NodeConfig,
     pub removed: bool,
     pub snapshots_installed: u64,
 }
 
 impl Member {
-    /// A member whose process runs `node` on `storage`.
-    fn running(node: Node, storage: MemberStorage<MemDisk>, config: NodeConfig) -> Self {
+    /// A new member's process, with an empty engine disk; `start` starts its node on the engine.
+    fn new(config: NodeConfig) -> Self {
+        let engine_disk = SharedDisk::new();
+        engine_disk
+            .lock()
+            .create_dir_all(Path::new("/data/member"))
+            .expect("engine directory");
         Member {
-            node: Some(node),
-            storage: Some(storage),
+            node: None,
+            storage: None,
             disk: None,
+            engine_disk,
+            power: Breaker::new(),
             config,
             removed: false,
             snapshots_installed: 0,
         }
     }
+
+    /// Opens the engine file on this member's engine disk for a new process.
+    fn open_engine(&mut self) -> Engine {
+        self.power = Breaker::new();
+        let (disk, power) = (self.engine_disk.clone(), self.power.clone());
+        let handle = move || PowerCut::with_breaker(disk.clone(), power.clone());
+        Engine::open(&handle, Path::new(ENGINE_PATH), 1 << 20).expect("open the engine")
+    }
 }
+
+/// Where each member's engine file lives on its engine disk.
+const ENGINE_PATH: &str = "/data/member/engine.redb";
 
 /// How the network treats messages, beyond partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,17 +222,13 @@ impl Cluster {
             };
             let storage =
                 MemberStorage::create(MemDisk::new(), layout(), metadata, wal_options()).unwrap();
-            let node = Node::bootstrap(
-                config.clone(),
-                &initial,
-                engine(),
-                cluster.now,
-                &cluster.logger,
-            )
-            .expect("bootstrap");
-            cluster
-                .members
-                .insert(id, Member::running(node, storage, config));
+            let mut member = Member::new(config.clone());
+            let engine = member.open_engine();
+            let node = Node::bootstrap(config, &initial, engine, cluster.now, &cluster.logger)
+                .expect("bootstrap");
+            member.node = Some(node);
+            member.storage = Some(storage);
+            cluster.members.insert(id, member);
         }
         for id in ids {
             cluster.drain(id);
@@ -624,23 +645,29 @@ impl Cluster {
         self.crash_with(id, CrashFault::TearUnsynced);
     }
 
-    /// Stops a member cleanly: what it wrote is synced first, so nothing is lost.
+    /// Stops a member cleanly: what it wrote is synced first, and its engine closed (which makes
+    /// its last commits durable), so nothing is lost.
     pub fn stop(&mut self, id: u64) {
-        if let Some(storage) = self.members.get_mut(&id).and_then(|m| m.storage.as_mut()) {
-            storage.sync().expect("sync before a clean stop");
+        if let Some(member) = self.members.get_mut(&id) {
+            if let Some(storage) = member.storage.as_mut() {
+                storage.sync().expect("sync before a clean stop");
+            }
+            member.node = None;
         }
         self.crash_with(id, CrashFault::LoseUnsynced);
     }
 
-    /// Crashes a member, its disk suffering `fault` to what was not synced.
+    /// Crashes a member, its disks suffering `fault` to what was not synced.
     pub fn crash_with(&mut self, id: u64, fault: CrashFault) {
         let member = self.members.get_mut(&id).expect("member");
+        member.power.cut();
         member.node = None;
         if let Some(storage) = member.storage.take() {
             let mut disk = storage.into_disk();
             disk.crash(fault, &mut self.rng);
             member.disk = Some(disk);
         }
+        member.engine_disk.lock().crash(fault, &mut self.rng);
         let mut broken_snapshots = Vec::new();
         self.in_flight.retain(|_, (to, message)| {
             if *to == id && message.get_msg_type() == MessageType::MsgSnapshot {
@@ -684,10 +711,12 @@ impl Cluster {
         let node = if force_new_cluster {
             let commit = durable.hard_state.commit;
             self.applied_log.split_off(&(commit + 1));
-            Node::restart_forced(member.config.clone(), durable, engine(), now, &self.logger)
+            let engine = member.open_engine();
+            Node::restart_forced(member.config.clone(), durable, engine, now, &self.logger)
                 .expect("restart with --force-new-cluster")
         } else {
-            Node::restart(member.config.clone(), durable, engine(), now, &self.logger)
+            let engine = member.open_engine();
+            Node::restart(member.config.clone(), durable, engine, now, &self.logger)
                 .expect("restart")
         };
         let applied = node.applied_index();
@@ -714,9 +743,12 @@ impl Cluster {
         };
         let storage =
             MemberStorage::create(MemDisk::new(), layout(), metadata, wal_options()).unwrap();
-        let node = Node::join(config.clone(), engine(), self.now, &self.logger).expect("join");
-        self.members
-            .insert(id, Member::running(node, storage, config));
+        let mut member = Member::new(config.clone());
+        let engine = member.open_engine();
+        let node = Node::join(config, engine, self.now, &self.logger).expect("join");
+        member.node = Some(node);
+        member.storage = Some(storage);
+        self.members.insert(id, member);
     }
 
     /// Each running member's KV hash at its current revision, keyed by member.
@@ -818,10 +850,4 @@ fn describe(output: &Output) -> String {
         Output::Removed => "removed".to_string(),
         Output::Fatal { reason } => format!("fatal {reason}"),
     }
-}
-
-/// A storage engine in memory for one start of a member (the state is rebuilt from its snapshot
-/// and WAL at every start).
-pub fn engine() -> stet::engine::Engine {
-    stet::engine::Engine::in_memory(1 << 20).expect("an engine in memory")
 }

@@ -19,7 +19,7 @@ fn main() -> std::io::Result<()> {
     let root = std::env::args()
         .nth(1)
         .map_or_else(|| PathBuf::from("corpus"), PathBuf::from);
-    let targets: [(&str, Vec<Vec<u8>>); 8] = [
+    let targets: [(&str, Vec<Vec<u8>>); 9] = [
         ("wal_record", wal_record()),
         ("wal_open", wal_open()),
         ("snap_file", snap_file()),
@@ -28,6 +28,7 @@ fn main() -> std::io::Result<()> {
         ("raft_message", raft_message()),
         ("peer_frames", peer_frames()),
         ("engine_value", engine_value()),
+        ("engine_state", engine_state()),
     ];
     for (target, seeds) in targets {
         let dir = root.join(target);
@@ -195,6 +196,25 @@ fn peer_frames() -> Vec<Vec<u8>> {
         seeds.push(seed);
     }
     seeds
+}
+
+fn engine_state() -> Vec<Vec<u8>> {
+    use protobuf::Message as _;
+    let mut state = populated_state();
+    let conf_state = raft::eraftpb::ConfState {
+        voters: vec![1, 2, 3],
+        ..Default::default()
+    };
+    let applied = stet::engine::Applied { index: 20, term: 3 };
+    let conf_state = conf_state.write_to_bytes().expect("encode");
+    state
+        .commit(Some((applied, conf_state)), false)
+        .expect("commit");
+    let fresh = stet::state::StateMachine::new(stet::types::ClusterId(9), 2);
+    vec![
+        stet_fuzz::rows_of(state.kv.engine()),
+        stet_fuzz::rows_of(fresh.kv.engine()),
+    ]
 }
 
 fn engine_value() -> Vec<Vec<u8>> {

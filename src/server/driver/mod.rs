@@ -507,7 +507,7 @@ impl Driver {
         let Some(transport) = &mut self.transport else {
             return;
         };
-        let replicated = &self.node.state().members;
+        let replicated = &self.node.state().members();
         let from_log = replicated.iter().len() > 0;
         // Compared in place: this runs at every applied index and the membership rarely changes.
         let unchanged = if from_log {
@@ -558,7 +558,7 @@ impl Driver {
             key_count: node.state().kv.key_count(),
             is_learner: node
                 .state()
-                .members
+                .members()
                 .get(config.id)
                 .is_some_and(|m| m.is_learner),
             leader_changes: self.leader_changes,

@@ -35,7 +35,7 @@ impl Publish {
             return false;
         }
         node.state()
-            .members
+            .members()
             .get(node.config().id)
             .is_some_and(|m| m.name != self.name || m.client_ur_ls != self.client_urls)
     }
