@@ -199,7 +199,13 @@ impl raft::Storage for LogStore {
         let unavailable = Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ));
-        if self.snapshot.get_metadata().index < request_index || self.snapshot.data.is_empty() {
+        if self.snapshot.get_metadata().index < request_index {
+            return unavailable;
+        }
+        if self.snapshot.data.is_empty() {
+            // The member's own snapshots mark where the log starts and carry no state (the
+            // engine holds it): the node makes one with the state when a follower needs it.
+            self.snapshot_wanted.set(true);
             return unavailable;
         }
         let conf = self.snapshot.get_metadata().get_conf_state();

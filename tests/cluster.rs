@@ -453,7 +453,7 @@ fn a_restart_reads_the_applied_state_from_the_engine_and_replays_only_the_wal_af
 }
 
 #[test]
-fn an_engine_file_older_than_the_last_snapshot_is_rebuilt_from_the_snapshot() {
+fn a_lost_engine_file_is_refused_with_a_clear_error() {
     let mut cluster = Cluster::with_snapshots(3, 9, 20, 5);
     let leader = cluster.wait_for_leader();
     let follower = (1..=3).find(|&id| id != leader).unwrap();
@@ -462,22 +462,47 @@ fn an_engine_file_older_than_the_last_snapshot_is_rebuilt_from_the_snapshot() {
     }
     cluster.run_for(Duration::from_millis(300));
     cluster.crash(follower);
-    // The engine's file is gone (a new, empty one is made): the snapshot and WAL rebuild it.
+    assert!(log_snapshot_index(&cluster, leader) > 0);
+    // The engine's file is gone (a new, empty one is made); the member's own snapshots mark
+    // where its WAL starts but carry no state, so nothing can rebuild it.
     let fresh = stet::disk::SharedDisk::new();
     stet::disk::Disk::create_dir_all(&mut *fresh.lock(), std::path::Path::new("/data/member"))
         .unwrap();
     cluster.members.get_mut(&follower).unwrap().engine_disk = fresh;
-    cluster.restart(follower);
-    let snapshot_index = log_snapshot_index(&cluster, follower);
-    assert!(snapshot_index > 0);
-    assert!(cluster.node(follower).applied_index() >= snapshot_index);
-    assert_eq!(cluster.local_get(follower, "k00"), Some(b"v0".to_vec()));
+    let refusal = cluster.restart_refusal(follower).expect("refused");
+    assert!(
+        refusal.contains("storage engine holds the applied state only up to index 0"),
+        "{refusal}"
+    );
+}
+
+#[test]
+fn a_leaders_snapshot_installed_just_before_a_crash_is_restored_from_its_file() {
+    let mut cluster = Cluster::with_snapshots(3, 6, 20, 5);
+    let leader = cluster.wait_for_leader();
+    let lagging = (1..=3).find(|&id| id != leader).unwrap();
+    cluster.isolated.insert(lagging);
+    for i in 0..100 {
+        assert_ok(cluster.put(leader, &format!("k{i:03}"), &format!("v{i}")));
+    }
+    cluster.isolated.clear();
+    assert!(
+        cluster.run_until(Duration::from_secs(10), |c| c.members[&lagging]
+            .snapshots_installed
+            >= 1)
+    );
+    let installed_at = cluster.node(lagging).applied_index();
+    // The engine's commit of the installed state was not synced: the crash loses it.
+    cluster.crash(lagging);
+    assert!(cluster.engine_applied_index(lagging) < installed_at);
+    cluster.restart(lagging);
+    assert!(log_snapshot_index(&cluster, lagging) > 0);
+    assert!(cluster.local_get(lagging, "k050").is_some());
     cluster.run_for(Duration::from_secs(1));
     let hashes = cluster.kv_hashes();
-    assert_eq!(hashes[&follower], hashes[&leader]);
-    // And the rebuilt engine serves the next restart.
-    cluster.stop(follower);
-    cluster.restart(follower);
-    assert!(cluster.node(follower).applied_index() > snapshot_index);
-    assert_eq!(cluster.local_get(follower, "k49"), Some(b"v49".to_vec()));
+    assert_eq!(hashes[&lagging], hashes[&leader]);
+    // And the engine, rebuilt from the snapshot, serves the next restart.
+    cluster.stop(lagging);
+    cluster.restart(lagging);
+    assert_eq!(cluster.local_get(lagging, "k099"), Some(b"v99".to_vec()));
 }

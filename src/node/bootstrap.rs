@@ -48,6 +48,8 @@ pub enum StartError {
         #[source]
         source: RestoreError,
     },
+    #[error("the storage engine holds the applied state only up to index {engine}, but the snapshot at index {snapshot} (after which the WAL starts) carries none: the engine file lost what it had made durable, or belongs to another data directory")]
+    EngineBehind { engine: u64, snapshot: u64 },
     #[error("cannot restore the snapshot at index {index}: {source}")]
     Snapshot {
         index: u64,
@@ -248,9 +250,10 @@ impl Loaded {
 }
 
 /// Reads back what a restart starts from. The applied state comes from the engine when it holds
-/// the state at or after the last snapshot (the engine is made durable before every snapshot the
-/// WAL may drop entries behind), else from the snapshot (the engine's last durable commit was
-/// older: a snapshot from the leader installed since, or a new engine file).
+/// the state at or after the last snapshot (the engine is made durable before the member takes a
+/// snapshot, after which the WAL may drop entries), else from the snapshot, if it carries the
+/// state (one the leader sent, installed after the engine's last durable commit). The member's
+/// own snapshots carry no state: an engine older than one of them lost what it had made durable.
 fn load(
     config: &super::NodeConfig,
     durable: DurableState,
@@ -261,11 +264,11 @@ fn load(
     let snapshot_index = durable
         .snapshot
         .as_ref()
-        .filter(|s| !s.data.is_empty())
         .map_or(0, |s| s.get_metadata().index);
     let engine_applied = engine.applied().index;
-    let from_engine = engine_applied > 0 && engine_applied >= snapshot_index;
-    let (state, applied, engine_conf_state) = if from_engine {
+    let (state, applied, engine_conf_state) = if engine_applied > 0
+        && engine_applied >= snapshot_index
+    {
         let (state, applied, conf_state) =
             StateMachine::from_engine(engine, min_ttl).map_err(|source| StartError::Engine {
                 index: engine_applied,
@@ -274,12 +277,18 @@ fn load(
         (state, applied.index, conf_state)
     } else {
         let mut state = StateMachine::with_engine(engine, config.cluster_id, min_ttl)?;
+        let data = durable
+            .snapshot
+            .as_ref()
+            .map(|s| &s.data[..])
+            .unwrap_or_default();
+        if snapshot_index > 0 && data.is_empty() {
+            return Err(StartError::EngineBehind {
+                engine: engine_applied,
+                snapshot: snapshot_index,
+            });
+        }
         if snapshot_index > 0 {
-            let data = durable
-                .snapshot
-                .as_ref()
-                .map(|s| &s.data[..])
-                .unwrap_or_default();
             state.restore(data).map_err(|source| StartError::Snapshot {
                 index: snapshot_index,
                 source,
@@ -287,7 +296,7 @@ fn load(
         }
         (state, snapshot_index, None)
     };
-    if let Some(snapshot) = durable.snapshot.filter(|s| !s.data.is_empty()) {
+    if let Some(snapshot) = durable.snapshot {
         store.apply_snapshot(snapshot);
     }
     if let Some(bytes) = engine_conf_state {

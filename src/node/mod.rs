@@ -703,15 +703,18 @@ impl Node {
         }
     }
 
-    /// Takes a snapshot of the applied state every `snapshot_count` entries and compacts the log,
-    /// or sooner when raft needs one for a peer the latest snapshot leaves out.
+    /// Every `snapshot_count` entries, makes the applied state durable in the engine and takes a
+    /// snapshot that marks it (index, term, configuration; no state: the engine holds it), so the
+    /// log and the WAL can drop entries before it. When raft needs a snapshot to send to a
+    /// follower, takes one that carries the state.
     fn maybe_snapshot(&mut self) {
-        let wanted =
-            self.raw.store().take_snapshot_wanted() && self.applied_index > self.snapshot_index;
+        let wanted = self.raw.store().take_snapshot_wanted()
+            && (self.applied_index > self.snapshot_index
+                || self.raw.store().latest_snapshot().data.is_empty());
         if !wanted && self.applied_index < self.snapshot_index + self.config.snapshot_count.max(1) {
             return;
         }
-        let Some(snapshot) = self.snapshot_of_applied_state() else {
+        let Some(snapshot) = self.snapshot_at_applied_index(wanted) else {
             return;
         };
         // The WAL drops entries before a saved snapshot: restarts must find the applied state
@@ -735,13 +738,22 @@ impl Node {
     }
 
     /// The applied state as a raft snapshot (state machine bytes, index, term, conf state): what
-    /// this member saves every `snapshot_count` entries, and what `Maintenance.Snapshot` streams to
-    /// a client. `None` if the applied entry's term is no longer known (never after a start).
+    /// a follower installs, and what `Maintenance.Snapshot` streams to a client. `None` if the
+    /// applied entry's term is no longer known (never after a start).
     pub fn snapshot_of_applied_state(&self) -> Option<Snapshot> {
+        self.snapshot_at_applied_index(true)
+    }
+
+    /// A snapshot at the applied index, with the state's bytes if `with_state`.
+    fn snapshot_at_applied_index(&self, with_state: bool) -> Option<Snapshot> {
         let index = self.applied_index;
         let term = raft::Storage::term(self.raw.store(), index).ok()?;
-        // A storage error is latched by the store; the node stops on it after this turn.
-        let data = self.state.to_snapshot_bytes().ok()?;
+        let data = if with_state {
+            // A storage error is latched by the store; the node stops on it after this turn.
+            self.state.to_snapshot_bytes().ok()?
+        } else {
+            Vec::new()
+        };
         let mut snapshot = Snapshot {
             data: data.into(),
             ..Default::default()

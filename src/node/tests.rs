@@ -233,8 +233,19 @@ fn snapshots_are_taken_every_snapshot_count_entries_and_compact_the_log() {
         solo.snapshots.len()
     );
     let latest = solo.snapshots.last().unwrap();
-    let restored = StateMachine::from_snapshot_bytes(&latest.data, 2).unwrap();
-    assert!(restored.kv.key_count() >= 10);
+    assert!(
+        latest.data.is_empty(),
+        "the engine holds the state, not the snapshot"
+    );
+    assert!(latest.get_metadata().index >= 20);
+    let engine_applied = solo.node.state().kv.engine().applied().index;
+    assert!(
+        engine_applied >= latest.get_metadata().index,
+        "the engine was made durable up to the snapshot first"
+    );
+    let full = solo.node.snapshot_of_applied_state().unwrap();
+    let restored = StateMachine::from_snapshot_bytes(&full.data, 2).unwrap();
+    assert!(restored.kv.key_count() >= 20);
     let first = raft::Storage::first_index(solo.node.log()).unwrap();
     assert!(first > 1, "log was compacted (first index {first})");
 }

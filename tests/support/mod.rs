@@ -696,6 +696,33 @@ impl Cluster {
         self.restart_from_disk(id, true);
     }
 
+    /// The applied index of a crashed member's engine file as a restart would find it (read from a
+    /// copy, so the probe changes nothing).
+    pub fn engine_applied_index(&self, id: u64) -> u64 {
+        let copy = SharedDisk::new();
+        *copy.lock() = self.members[&id].engine_disk.lock().clone();
+        let engine = Engine::open(&|| copy.clone(), Path::new(ENGINE_PATH), 1 << 20);
+        engine.expect("open a copy of the engine").applied().index
+    }
+
+    /// Tries to restart a crashed member from its disk and returns why it refused; the member
+    /// stays crashed (its disk as it was).
+    pub fn restart_refusal(&mut self, id: u64) -> Option<String> {
+        let now = self.now;
+        let member = self.members.get_mut(&id).expect("member");
+        let disk = member.disk.clone().expect("crashed member has a disk");
+        let expected = Metadata {
+            member_id: id,
+            cluster_id: self.cluster_id.0,
+        };
+        let (_, durable, _) =
+            MemberStorage::open(disk, layout(), wal_options(), Some(expected)).expect("reopen");
+        let engine = member.open_engine();
+        let restarted = Node::restart(member.config.clone(), durable, engine, now, &self.logger);
+        member.power.cut();
+        restarted.err().map(|error| error.to_string())
+    }
+
     fn restart_from_disk(&mut self, id: u64, force_new_cluster: bool) {
         let now = self.now;
         let member = self.members.get_mut(&id).expect("member");

@@ -27,7 +27,9 @@ pub struct OwnSnapshots {
 }
 
 impl OwnSnapshots {
-    /// Starts writing `snapshot`'s file, or keeps it for later if a file is being written.
+    /// Starts writing `snapshot`'s file, or keeps it for later if a file is being written or the
+    /// last one written still waits for its marker: writing the marker purges old snapshot files
+    /// and every temporary one, which would pull a file being written from under it.
     pub fn save(
         &mut self,
         snapshot: Snapshot,
@@ -35,7 +37,7 @@ impl OwnSnapshots {
         dir: PathBuf,
         done: &mpsc::Sender<Command>,
     ) {
-        if self.writing {
+        if !self.may_start() {
             self.waiting = Some(snapshot);
             return;
         }
@@ -66,10 +68,15 @@ impl OwnSnapshots {
 
     /// The snapshot that waited while another file was written, to write next.
     pub fn take_waiting(&mut self) -> Option<Snapshot> {
-        if self.writing {
+        if !self.may_start() {
             return None;
         }
         self.waiting.take()
+    }
+
+    /// Whether a new file may be written now.
+    fn may_start(&self) -> bool {
+        !self.writing && self.durable.is_none()
     }
 }
 
@@ -91,4 +98,30 @@ async fn write_file(
         .map_err(|error| error.to_string())?;
     snap::publish(&mut disk, &file).map_err(|error| error.to_string())?;
     Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(index: u64) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = index;
+        snapshot
+    }
+
+    #[test]
+    fn no_file_is_started_while_the_last_one_waits_for_its_marker() {
+        let mut own = OwnSnapshots {
+            writing: true,
+            ..OwnSnapshots::default()
+        };
+        own.file_written(at(10));
+        // A new snapshot arrives before the driver wrote the marker (and purged temp files).
+        assert!(!own.may_start());
+        own.waiting = Some(at(10));
+        assert!(own.take_waiting().is_none(), "it waits for the marker");
+        assert_eq!(own.take_durable().map(|s| s.get_metadata().index), Some(10));
+        assert_eq!(own.take_waiting().map(|s| s.get_metadata().index), Some(10));
+    }
 }
