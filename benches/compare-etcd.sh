@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Measures etcd and stet the same way: starts an etcd cluster of --members members on loopback,
-# runs `stet-bench put` and `stet-bench range --consistency l` against it, stops it, then does the
-# same with a stet cluster started with the very same flags, and prints both and the ratio
-# stet/etcd. Installs Debian's etcd-server if `etcd` is missing; builds stet and stet-bench in
+# runs `stet-bench put` and `stet-bench range --consistency l` against it, reads the first
+# member's memory (RSS) and data directory size, kills it with SIGKILL and times its restart
+# until /health answers true, stops the cluster, then does the same with a stet cluster started
+# with the very same flags, and prints both and the ratio stet/etcd. Installs Debian's etcd-server if `etcd` is missing; builds stet and stet-bench in
 # release. Every member it starts is stopped when it exits, however it exits.
 #
 # Usage: benches/compare-etcd.sh [--members 3] [--conns 8] [--clients 64] [--total 20000]
@@ -133,7 +134,11 @@ start_cluster() {
             --heartbeat-interval "$heartbeat_interval" --election-timeout "$election_timeout"
             --snapshot-count "$snapshot_count"
         )
-        if [ "$i" = 0 ]; then echo "   $kind ${flags[*]}"; fi
+        if [ "$i" = 0 ]; then
+            echo "   $kind ${flags[*]}"
+            first_flags=("${flags[@]}")
+            first_port="${client_ports[$i]}"
+        fi
         echo "== round $round" >>"$work/$kind-${names[$i]}.log"
         "$binary" "${flags[@]}" >>"$work/$kind-${names[$i]}.log" 2>&1 &
         pids+=("$!")
@@ -188,6 +193,7 @@ measure() {
     echo "   stet-bench --endpoints $client_urls ${bench_flags[*]} put|range --consistency l"
     run_bench "$kind" put put
     run_bench "$kind" range range --consistency l
+    measure_restart "$kind" "$binary"
     stop_members
     rm -rf "$work/data-$kind"-*
 }
@@ -205,6 +211,28 @@ run_bench() {
     fi
     bench_pid=""
     check_running "$kind"
+}
+
+# rss_mb PID: the resident memory of a process, in MB.
+rss_mb() {
+    awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
+}
+
+# measure_restart KIND BINARY: the first member's RSS and data directory after the load, then a
+# SIGKILL and the time until it answers /health with true again, and its RSS then.
+measure_restart() {
+    local kind="$1" binary="$2" rss data started restart_s
+    rss="$(rss_mb "${pids[0]}")"
+    data="$(du -sm "$work/data-$kind-m1" | cut -f1)"
+    kill -KILL "${pids[0]}"
+    wait "${pids[0]}" 2>/dev/null || true
+    started="$(date +%s.%N)"
+    "$binary" "${first_flags[@]}" >>"$work/$kind-m1.log" 2>&1 &
+    pids[0]=$!
+    wait_healthy "$kind" "$first_port"
+    restart_s="$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.3f", e - s }')"
+    printf '{"rss_mb":%s,"data_mb":%s,"restart_s":%s,"rss_restarted_mb":%s}\n' \
+        "$rss" "$data" "$restart_s" "$(rss_mb "${pids[0]}")" >>"$work/results-$kind-member"
 }
 
 # Alternating rounds, so that both see the same load from whatever else runs on the machine.
@@ -242,4 +270,10 @@ for phase in put range; do
         esac
         printf "%-8s %-16s %12.${digits}f %12.${digits}f %10s\n" "$label" "$metric" "$e" "$s" "$ratio"
     done
+done
+for metric in rss_mb data_mb restart_s rss_restarted_mb; do
+    e="$(median "$work/results-etcd-member" "$metric")"
+    s="$(median "$work/results-stet-member" "$metric")"
+    ratio="$(awk -v e="$e" -v s="$s" 'BEGIN { if (e > 0) printf "%.2f", s / e; else print "-" }')"
+    printf "%-8s %-16s %12.3f %12.3f %10s\n" member "$metric" "$e" "$s" "$ratio"
 done
