@@ -21,6 +21,7 @@ use std::path::Path;
 
 use stet::disk::{Breaker, CrashFault, Disk as _, MemDisk, PowerCut, SharedDisk};
 use stet::engine::Engine;
+use stet::node::DurableState;
 use stet::node::{
     ClientError, ClientRequest, ClientResponse, Input, Node, NodeConfig, Output, Persist, RequestId,
 };
@@ -73,6 +74,17 @@ impl Member {
         let handle = move || PowerCut::with_breaker(disk.clone(), power.clone());
         Engine::open(&handle, Path::new(ENGINE_PATH), 1 << 20).expect("open the engine")
     }
+}
+
+/// Opens member `id`'s WAL and snapshots from its disk, checking they are its own.
+fn reopen(disk: MemDisk, id: u64, cluster_id: ClusterId) -> (MemberStorage<MemDisk>, DurableState) {
+    let expected = Metadata {
+        member_id: id,
+        cluster_id: cluster_id.0,
+    };
+    let (storage, durable, _report) =
+        MemberStorage::open(disk, layout(), wal_options(), Some(expected)).expect("reopen");
+    (storage, durable)
 }
 
 /// Where each member's engine file lives on its engine disk.
@@ -711,12 +723,7 @@ impl Cluster {
         let now = self.now;
         let member = self.members.get_mut(&id).expect("member");
         let disk = member.disk.clone().expect("crashed member has a disk");
-        let expected = Metadata {
-            member_id: id,
-            cluster_id: self.cluster_id.0,
-        };
-        let (_, durable, _) =
-            MemberStorage::open(disk, layout(), wal_options(), Some(expected)).expect("reopen");
+        let (_, durable) = reopen(disk, id, self.cluster_id);
         let engine = member.open_engine();
         let restarted = Node::restart(member.config.clone(), durable, engine, now, &self.logger);
         member.power.cut();
@@ -727,12 +734,7 @@ impl Cluster {
         let now = self.now;
         let member = self.members.get_mut(&id).expect("member");
         let disk = member.disk.take().expect("crashed member has a disk");
-        let expected = Metadata {
-            member_id: id,
-            cluster_id: self.cluster_id.0,
-        };
-        let (storage, durable, _report) =
-            MemberStorage::open(disk, layout(), wal_options(), Some(expected)).expect("reopen");
+        let (storage, durable) = reopen(disk, id, self.cluster_id);
         // Each life of a member gets its own seed, as the node requires.
         member.config.seed = member.config.seed.wrapping_add(0x1_0000);
         let node = if force_new_cluster {
