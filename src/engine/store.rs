@@ -237,8 +237,10 @@ impl Engine {
     /// Writes `batch` in one transaction, fsynced if `durable`.
     pub fn commit(&mut self, batch: Batch, durable: bool) -> Result<(), EngineError> {
         if let Some(applied) = batch.applied {
+            // Only a batch that replaces the whole state may start over at a lower index (a new
+            // member's state written over an engine file left from an earlier one).
             assert!(
-                applied.index >= self.applied.index,
+                applied.index >= self.applied.index || batch.replace_all,
                 "a batch must not go back before the applied index"
             );
         }

@@ -251,3 +251,24 @@ fn the_check_catches_an_applied_index_committed_apart_from_its_data() {
         .count();
     assert!(caught > 0, "no seed of 60 noticed the split commits");
 }
+
+#[test]
+fn a_batch_replacing_everything_may_start_over_at_a_lower_applied_index() {
+    let mut engine = Engine::in_memory(CACHE_BYTES).unwrap();
+    let mut batch = Batch::new();
+    let (revision, stored) = put(9, 0, b"old");
+    batch.put_revision(revision, stored);
+    batch.set_applied(Applied { index: 40, term: 3 });
+    engine.commit(batch, false).unwrap();
+    let mut fresh = Batch::new();
+    fresh.replace_all();
+    fresh.set_applied(Applied { index: 3, term: 1 });
+    engine.commit(fresh, false).unwrap();
+    assert_eq!(engine.applied(), Applied { index: 3, term: 1 });
+    let view = engine.view().unwrap();
+    assert_eq!(
+        view.revision(revision).unwrap(),
+        None,
+        "the old state is gone"
+    );
+}
