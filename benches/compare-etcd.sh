@@ -8,7 +8,8 @@
 #
 # Usage: benches/compare-etcd.sh [--members 3] [--conns 8] [--clients 64] [--total 20000]
 #          [--key-size 8] [--val-size 256] [--key-space 10000] [--heartbeat-interval 100]
-#          [--election-timeout 1000] [--snapshot-count 10000] [--rounds 1] [--keep-logs]
+#          [--election-timeout 1000] [--snapshot-count 10000] [--rounds 1] [--phases put,range]
+#          [--keep-logs]
 # Clients go to every member's client URL (stet-bench spreads its connections over them). With
 # --rounds N, etcd and stet take turns N times and the table shows each figure's median.
 set -euo pipefail
@@ -26,10 +27,11 @@ election_timeout=1000
 snapshot_count=10000
 keep_logs=0
 rounds=1
+phases="put,range"
 health_timeout_s=30
 stop_timeout_s=10
 
-usage() { sed -n '8,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '8,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     if [ "$1" != --keep-logs ] && [ $# -lt 2 ]; then usage; fi
     case "$1" in
@@ -44,6 +46,7 @@ while [ $# -gt 0 ]; do
         --election-timeout) election_timeout="$2"; shift 2 ;;
         --snapshot-count) snapshot_count="$2"; shift 2 ;;
         --rounds) rounds="$2"; shift 2 ;;
+        --phases) phases="$2"; shift 2 ;;
         --keep-logs) keep_logs=1; shift ;;
         *) usage ;;
     esac
@@ -147,7 +150,9 @@ start_cluster() {
     wait_healthy "$kind" "${client_ports[@]}"
 }
 
-# wait_healthy KIND PORT...: every member answers {"health":"true"} within health_timeout_s.
+# wait_healthy KIND PORT...: every member answers {"health":"true"} within health_timeout_s,
+# polled every $poll_s seconds.
+poll_s=0.2
 wait_healthy() {
     local kind="$1" port pid deadline=$((SECONDS + health_timeout_s))
     shift
@@ -165,7 +170,7 @@ wait_healthy() {
                 tail -n 5 "$work/$kind"-*.log >&2
                 exit 1
             fi
-            sleep 0.2
+            sleep "$poll_s"
         done
     done
 }
@@ -191,8 +196,8 @@ measure() {
     echo "== $kind: $members member(s)"
     start_cluster "$kind" "$binary"
     echo "   stet-bench --endpoints $client_urls ${bench_flags[*]} put|range --consistency l"
-    run_bench "$kind" put put
-    run_bench "$kind" range range --consistency l
+    case ",$phases," in *,put,*) run_bench "$kind" put put ;; esac
+    case ",$phases," in *,range,*) run_bench "$kind" range range --consistency l ;; esac
     measure_restart "$kind" "$binary"
     stop_members
     rm -rf "$work/data-$kind"-*
@@ -229,7 +234,7 @@ measure_restart() {
     started="$(date +%s.%N)"
     "$binary" "${first_flags[@]}" >>"$work/$kind-m1.log" 2>&1 &
     pids[0]=$!
-    wait_healthy "$kind" "$first_port"
+    poll_s=0.01 wait_healthy "$kind" "$first_port"
     restart_s="$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.3f", e - s }')"
     printf '{"rss_mb":%s,"data_mb":%s,"restart_s":%s,"rss_restarted_mb":%s}\n' \
         "$rss" "$data" "$restart_s" "$(rss_mb "${pids[0]}")" >>"$work/results-$kind-member"
@@ -257,6 +262,7 @@ echo "election timeout ${election_timeout} ms, snapshot count $snapshot_count. e
 echo
 printf '%-8s %-16s %12s %12s %10s\n' phase metric etcd stet stet/etcd
 for phase in put range; do
+    case ",$phases," in *,"$phase",*) ;; *) continue ;; esac
     label="$phase"
     if [ "$phase" = range ]; then label="range-l"; fi
     for metric in throughput_rps p50_ms p90_ms p99_ms max_ms errors; do

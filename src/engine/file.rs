@@ -31,6 +31,8 @@ pub enum EngineError {
     },
     #[error("storage engine file {path} is damaged: {what}")]
     Damaged { path: PathBuf, what: String },
+    #[error("storage engine file {path}: a state sent by another member was refused: {what}")]
+    Transfer { path: PathBuf, what: String },
 }
 
 /// Opens the engine file at `path`, creating it (durably, with its directory entry) if it does

@@ -2,7 +2,8 @@
 //! copy-on-write B-tree — in one file, read and written through the [`Disk`] trait (`backend`),
 //! created atomically and opened with errors that name the file (`file`), holding etcd's tables
 //! with the applied index beside the data (`store`), every value sealed with a checksum over its
-//! key and bytes (`record`).
+//! key and bytes (`record`), and moved whole to another member's engine in bounded chunks
+//! (`transfer`).
 //!
 //! [`Disk`]: crate::disk::Disk
 
@@ -10,10 +11,12 @@ mod backend;
 mod file;
 pub mod record;
 mod store;
+mod transfer;
 
 pub use backend::DiskBackend;
 pub use file::{open, EngineError, ENGINE_FILE};
 pub use store::{Applied, Batch, Engine, Revision, Stored, View};
+pub use transfer::Export;
 
 #[cfg(test)]
 mod tests;

@@ -19,21 +19,31 @@ use super::record::{revision_key, seal, unseal, Tag};
 
 /// Every value is sealed (`record`): a tag, a checksum over the row's key and value, the bytes.
 /// Revisions: (main, sub) → a put's or a tombstone's encoded `KeyValue`.
-const KEY: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("key");
+pub(super) const KEY: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("key");
 /// Leases by ID → their encoded record.
-const LEASE: TableDefinition<i64, &[u8]> = TableDefinition::new("lease");
+pub(super) const LEASE: TableDefinition<i64, &[u8]> = TableDefinition::new("lease");
 /// Members by ID → their encoded record; removed member IDs → nothing.
-const MEMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("members");
-const MEMBERS_REMOVED: TableDefinition<u64, &[u8]> = TableDefinition::new("members_removed");
+pub(super) const MEMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("members");
+pub(super) const MEMBERS_REMOVED: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("members_removed");
 /// Named numbers: the applied index and term, compaction points.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-const APPLIED_INDEX: &str = "consistent_index";
-const APPLIED_TERM: &str = "term";
-const COMPACT_REVISION: &str = "compact_revision";
-const CURRENT_REVISION: &str = "current_revision";
-const CLUSTER_ID: &str = "cluster_id";
-const CONF_STATE: &str = "conf_state";
+pub(super) const APPLIED_INDEX: &str = "consistent_index";
+pub(super) const APPLIED_TERM: &str = "term";
+pub(super) const COMPACT_REVISION: &str = "compact_revision";
+pub(super) const CURRENT_REVISION: &str = "current_revision";
+pub(super) const CLUSTER_ID: &str = "cluster_id";
+pub(super) const CONF_STATE: &str = "conf_state";
+/// Every name the meta table may hold.
+pub(super) const META_NAMES: [&str; 6] = [
+    APPLIED_INDEX,
+    APPLIED_TERM,
+    COMPACT_REVISION,
+    CURRENT_REVISION,
+    CLUSTER_ID,
+    CONF_STATE,
+];
 
 /// The number keys of the lease and member tables, as their checksums cover them.
 trait NumberKey: std::fmt::Debug {
@@ -178,7 +188,7 @@ impl Batch {
 
 /// The applied state's file.
 pub struct Engine {
-    db: redb::Database,
+    pub(super) db: redb::Database,
     path: PathBuf,
     applied: Applied,
 }
@@ -227,11 +237,16 @@ impl Engine {
         self.applied
     }
 
-    fn error(&self, source: impl Into<redb::Error>) -> EngineError {
+    pub(super) fn error(&self, source: impl Into<redb::Error>) -> EngineError {
         EngineError::Engine {
             path: self.path.clone(),
             source: Box::new(source.into()),
         }
+    }
+
+    /// Records that the file now holds the state after `applied`.
+    pub(super) fn set_applied(&mut self, applied: Applied) {
+        self.applied = applied;
     }
 
     /// Writes `batch` in one transaction, fsynced if `durable`.
@@ -365,7 +380,7 @@ pub struct View {
 }
 
 impl View {
-    fn error(&self, source: impl Into<redb::Error>) -> EngineError {
+    pub(super) fn error(&self, source: impl Into<redb::Error>) -> EngineError {
         EngineError::Engine {
             path: self.path.clone(),
             source: Box::new(source.into()),
@@ -373,7 +388,7 @@ impl View {
     }
 
     /// A table, or `None` if nothing was ever written to it.
-    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    pub(super) fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
         &self,
         definition: TableDefinition<K, V>,
     ) -> Result<Option<redb::ReadOnlyTable<K, V>>, EngineError> {
@@ -384,7 +399,7 @@ impl View {
         }
     }
 
-    fn damaged(&self, what: String) -> EngineError {
+    pub(super) fn damaged(&self, what: String) -> EngineError {
         EngineError::Damaged {
             path: self.path.clone(),
             what,
@@ -479,6 +494,25 @@ impl View {
         from: Revision,
         mut each: impl FnMut(Revision, Stored) -> bool,
     ) -> Result<(), EngineError> {
+        self.revision_bytes_from(from, |revision, tombstone, key_value| {
+            let key_value = key_value.to_vec();
+            each(
+                revision,
+                Stored {
+                    tombstone,
+                    key_value,
+                },
+            )
+        })
+    }
+
+    /// As [`View::revisions_from`], lending each revision's tombstone flag and `KeyValue` bytes
+    /// instead of copying them.
+    pub fn revision_bytes_from(
+        &self,
+        from: Revision,
+        mut each: impl FnMut(Revision, bool, &[u8]) -> bool,
+    ) -> Result<(), EngineError> {
         let Some(table) = &self.keys else {
             return Ok(());
         };
@@ -489,7 +523,8 @@ impl View {
             let (key, value) = row.map_err(|e| self.error(e))?;
             let (main, sub) = key.value();
             let revision = Revision { main, sub };
-            if !each(revision, self.stored(revision, value.value())?) {
+            let (tombstone, key_value) = self.stored_bytes(revision, value.value())?;
+            if !each(revision, tombstone, key_value) {
                 break;
             }
         }
@@ -498,13 +533,23 @@ impl View {
 
     /// A stored revision's bytes, checked.
     fn stored(&self, revision: Revision, bytes: &[u8]) -> Result<Stored, EngineError> {
+        let (tombstone, key_value) = self.stored_bytes(revision, bytes)?;
+        Ok(Stored {
+            tombstone,
+            key_value: key_value.to_vec(),
+        })
+    }
+
+    /// A stored revision's tombstone flag and `KeyValue` bytes, checked.
+    fn stored_bytes<'a>(
+        &self,
+        revision: Revision,
+        bytes: &'a [u8],
+    ) -> Result<(bool, &'a [u8]), EngineError> {
         let key = revision_key(revision.main, revision.sub);
         let row = || format!("revision {}.{}", revision.main, revision.sub);
         let (tag, payload) = self.open_value(&key, bytes, &[Tag::Put, Tag::Tombstone], &row)?;
-        Ok(Stored {
-            tombstone: tag == Tag::Tombstone,
-            key_value: payload.to_vec(),
-        })
+        Ok((tag == Tag::Tombstone, payload))
     }
 
     /// Every lease record, by ID.

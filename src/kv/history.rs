@@ -1,8 +1,6 @@
 //! The store's history: compaction (dropping versions nobody can read any more), the event log
 //! that watches catch up from, and `hash_kv`, the checksum members compare to detect divergence.
 
-use std::ops::Bound;
-
 use super::{delete_event, in_range, put_event, KvError, KvStore, Version};
 use crate::proto::mvccpb::Event;
 
@@ -25,7 +23,6 @@ impl KvStore {
             }
             !versions.is_empty()
         });
-        self.revs = self.revs.split_off(&(revision, 0));
         self.compact_revision = revision;
         Ok(())
     }
@@ -55,17 +52,18 @@ impl KvStore {
             }
             return Ok(events);
         }
-        let from = Bound::Included((start_revision, i64::MIN));
+        // Across keys: the revisions since the start, from the engine and the versions not
+        // committed yet (etcd reads its `key` bucket from the start revision likewise).
         let mut events = Vec::new();
-        for ((main, sub), k) in self.revs.range((from, Bound::Unbounded)) {
-            if !in_range(k, key, range_end) {
+        for ((main, sub), k) in self.values.keys_since(start_revision)? {
+            if !in_range(&k, key, range_end) {
                 continue;
             }
-            let Some(versions) = self.keys.get(k) else {
+            let Some(versions) = self.keys.get(&k) else {
                 continue;
             };
-            if let Ok(i) = versions.binary_search_by(|v| (v.main, v.sub).cmp(&(*main, *sub))) {
-                events.extend(self.event_at(k, versions, i)?);
+            if let Ok(i) = versions.binary_search_by(|v| (v.main, v.sub).cmp(&(main, sub))) {
+                events.extend(self.event_at(&k, versions, i)?);
             }
         }
         Ok(events)

@@ -8,7 +8,9 @@
 //! Code map: this file owns [`KvStore`], [`KvError`] and the per-key version index plus the
 //! single-key write primitives; `range.rs` answers Range requests; `txn.rs` validates and applies
 //! transactions; `history.rs` owns compaction, the event log and `hash_kv`; `snapshot.rs` converts
-//! to and from [`KvSnapshot`](crate::proto::stetpb::KvSnapshot); `values.rs` keeps the key-values.
+//! to and from [`KvSnapshot`](crate::proto::stetpb::KvSnapshot); `load.rs` rebuilds the index from
+//! the engine at a restart; `row.rs` is the borrowed row both loaders check; `values.rs` keeps the
+//! key-values.
 //! The store never reads a clock, does IO only through its engine's `Disk`, and learns whether a
 //! lease exists only through the caller's callback.
 
@@ -24,6 +26,7 @@ use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
 mod history;
 mod load;
 mod range;
+mod row;
 mod snapshot;
 mod txn;
 mod values;
@@ -164,7 +167,8 @@ fn delete_event(key: &[u8], main: i64, prev_kv: Option<KeyValue>) -> Event {
     }
 }
 
-/// The MVCC store: every key's versions in (main, sub) order, plus a revision index for events.
+/// The MVCC store: every key's versions in (main, sub) order (etcd's `treeIndex`); the key-values
+/// themselves are in `values`.
 ///
 /// Invariants: versions of one key have strictly increasing main revisions (a key changes at
 /// most once per revision); every version's main is <= `current_revision`; after a compaction
@@ -174,8 +178,6 @@ fn delete_event(key: &[u8], main: i64, prev_kv: Option<KeyValue>) -> Event {
 #[derive(Debug)]
 pub struct KvStore {
     keys: BTreeMap<Vec<u8>, Vec<Version>>,
-    /// (main, sub) -> key, for every version with main >= the compaction point.
-    revs: BTreeMap<(i64, i64), Vec<u8>>,
     current_revision: i64,
     compact_revision: i64,
     live_keys: usize,
@@ -205,7 +207,6 @@ impl KvStore {
     fn with_values(values: Values) -> Self {
         Self {
             keys: BTreeMap::new(),
-            revs: BTreeMap::new(),
             current_revision: 1,
             compact_revision: 0,
             live_keys: 0,
@@ -456,7 +457,6 @@ impl KvStore {
         );
         debug_assert_eq!((kv.mod_revision, kv.key.as_slice()), (version.main, key));
         self.values.record(version.sub, kv);
-        self.revs.insert((version.main, version.sub), key.to_vec());
         match self.keys.get_mut(key) {
             Some(versions) => versions.push(version),
             None => {

@@ -211,6 +211,10 @@ enum Op {
         key: u8,
         end: Option<u8>,
     },
+    /// Hands what changed to the engine: later reads find those versions in the file.
+    Commit,
+    /// Commits, then rebuilds the store from its engine alone, as a restart does.
+    Reload,
 }
 
 fn key_strategy() -> impl Strategy<Value = u8> {
@@ -283,6 +287,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (-1i64..6).prop_map(|back| Op::Compact { back }),
         1 => (-1i64..6, key_strategy(), end_strategy())
             .prop_map(|(back, key, end)| Op::Events { back, key, end }),
+        1 => Just(Op::Commit),
+        1 => Just(Op::Reload),
     ]
 }
 
@@ -506,6 +512,13 @@ fn step(store: &mut KvStore, model: &mut Model, op: &Op) -> Result<(), TestCaseE
                 store.events_since(start, &k, &e),
                 model.events_since(start, &k, &e)
             );
+        }
+        Op::Commit => prop_assert_eq!(store.commit(None, false), Ok(())),
+        Op::Reload => {
+            prop_assert_eq!(store.commit(None, false), Ok(()));
+            let engine = std::mem::take(store).into_engine();
+            *store =
+                KvStore::from_engine(engine).map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
     }
     prop_assert_eq!(store.current_revision(), model.current());

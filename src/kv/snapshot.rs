@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::row::{KeyValueRef, Row};
 use super::{KvError, KvStore, Version};
 use crate::proto::mvccpb::KeyValue;
 use crate::proto::stetpb::{KeyVersion, KvSnapshot};
@@ -14,7 +15,7 @@ impl KvStore {
     /// Every retained version, in (key, main, sub) order, values read from the engine.
     /// Tombstones carry no key-value.
     pub fn to_snapshot(&self) -> Result<KvSnapshot, KvError> {
-        let mut versions = Vec::with_capacity(self.revs.len());
+        let mut versions = Vec::new();
         for (key, kept) in &self.keys {
             for v in kept {
                 versions.push(KeyVersion {
@@ -50,7 +51,6 @@ impl KvStore {
         let loaded = load(s)?;
         self.values.clear();
         self.keys = BTreeMap::new();
-        self.revs = BTreeMap::new();
         self.live_keys = 0;
         self.current_revision = s.current_revision;
         self.compact_revision = s.compact_revision;
@@ -60,9 +60,6 @@ impl KvStore {
             }
             let mut index = Vec::with_capacity(versions.len());
             for (version, kv) in versions {
-                if version.main >= self.compact_revision {
-                    self.revs.insert((version.main, version.sub), key.clone());
-                }
                 self.values.record(version.sub, kv);
                 index.push(version);
             }
@@ -104,7 +101,8 @@ fn load(s: &KvSnapshot) -> Result<Vec<KeyVersions>, KvError> {
             }
             group_key = &kv.key;
         }
-        let version = check_version(kv, group.last().map(|(v, _)| v), current, compacted)?;
+        let row = Row::from(kv);
+        let version = check_version(&row, group.last().map(|(v, _)| v), current, compacted)?;
         if !revisions.insert((kv.main, kv.sub)) {
             return Err(corrupt(format!(
                 "revision ({}, {}) used twice",
@@ -127,11 +125,19 @@ fn corrupt(message: String) -> KvError {
 
 /// Validates one version against the previous retained version of the same key.
 pub(super) fn check_version(
-    kv: &KeyVersion,
+    kv: &Row<'_>,
     prev: Option<&Version>,
     current: i64,
     compacted: i64,
 ) -> Result<Version, KvError> {
+    let version = check_row(kv, current)?;
+    check_sequence(kv.key, &version, prev, compacted)?;
+    Ok(version)
+}
+
+/// The checks one version needs alone: a key, a revision in range, a tombstone bare, a put's
+/// create revision and version in range. Gives the version as the index holds it.
+pub(super) fn check_row(kv: &Row<'_>, current: i64) -> Result<Version, KvError> {
     let at = || format!("key {} at ({}, {})", kv.key.escape_ascii(), kv.main, kv.sub);
     if kv.key.is_empty() {
         return Err(corrupt(format!("empty key at ({}, {})", kv.main, kv.sub)));
@@ -139,41 +145,59 @@ pub(super) fn check_version(
     if !(1..=current).contains(&kv.main) || !(0..=MAX_REVISION).contains(&kv.sub) {
         return Err(corrupt(format!("{}: revision outside 1..={current}", at())));
     }
-    if let Some(p) = prev {
-        if p.main >= kv.main {
-            return Err(corrupt(format!("{}: revisions not increasing", at())));
-        }
-        if kv.main <= compacted {
-            return Err(corrupt(format!(
-                "{}: two versions at or before compaction {compacted}",
-                at()
-            )));
-        }
-    }
-    if kv.tombstone {
-        check_tombstone(kv, prev, compacted).map_err(|why| corrupt(format!("{}: {why}", at())))
+    let checked = if kv.tombstone {
+        check_tombstone(kv)
     } else {
-        check_put(kv, prev, compacted).map_err(|why| corrupt(format!("{}: {why}", at())))
-    }
+        check_put(kv)
+    };
+    checked.map_err(|why| corrupt(format!("{}: {why}", at())))
 }
 
-fn check_tombstone(
-    kv: &KeyVersion,
+/// The checks of a version against the previous retained version of its key: revisions
+/// increase, at most one version at or before the compaction, a tombstone deletes a live key,
+/// a put continues the key's life or starts a new one.
+pub(super) fn check_sequence(
+    key: &[u8],
+    v: &Version,
     prev: Option<&Version>,
     compacted: i64,
-) -> Result<Version, &'static str> {
-    let bare = KeyValue {
-        key: kv.key.clone(),
-        mod_revision: kv.main,
-        ..KeyValue::default()
+) -> Result<(), KvError> {
+    let why = match prev {
+        Some(p) if p.main >= v.main => "revisions not increasing",
+        Some(_) if v.main <= compacted => "two versions at or before the compaction",
+        Some(p) if v.tombstone && !p.is_live() => "tombstone follows a tombstone",
+        None if v.tombstone && v.main != compacted => "tombstone of a key that never existed",
+        _ if v.tombstone => return Ok(()),
+        Some(p)
+            if p.is_live()
+                && (v.create_revision, v.version) == (p.create_revision, p.version + 1) =>
+        {
+            return Ok(())
+        }
+        Some(p) if !p.is_live() && v.create_revision == v.main && v.version == 1 => return Ok(()),
+        // The first retained version: its predecessors may have been compacted away.
+        None if v.main <= compacted && (v.version == 1) == (v.create_revision == v.main) => {
+            return Ok(())
+        }
+        None if v.create_revision == v.main && v.version == 1 => return Ok(()),
+        _ => "create revision or version inconsistent with the previous version",
     };
-    if kv.kv.as_ref().is_some_and(|k| *k != bare) {
+    Err(corrupt(format!(
+        "key {} at ({}, {}): {why} (compaction at {compacted})",
+        key.escape_ascii(),
+        v.main,
+        v.sub
+    )))
+}
+
+fn check_tombstone(kv: &Row<'_>) -> Result<Version, &'static str> {
+    let bare = KeyValueRef {
+        key: kv.key,
+        mod_revision: kv.main,
+        ..KeyValueRef::default()
+    };
+    if kv.kv.is_some_and(|k| k != bare) {
         return Err("tombstone carries a value");
-    }
-    match prev {
-        Some(p) if !p.is_live() => return Err("tombstone follows a tombstone"),
-        None if kv.main != compacted => return Err("tombstone of a key that never existed"),
-        _ => {}
     }
     Ok(Version {
         main: kv.main,
@@ -186,12 +210,8 @@ fn check_tombstone(
     })
 }
 
-fn check_put(
-    kv: &KeyVersion,
-    prev: Option<&Version>,
-    compacted: i64,
-) -> Result<Version, &'static str> {
-    let Some(value) = kv.kv.as_ref() else {
+fn check_put(kv: &Row<'_>) -> Result<Version, &'static str> {
+    let Some(value) = kv.kv else {
         return Err("put without a key-value");
     };
     if value.key != kv.key || value.mod_revision != kv.main {
@@ -201,16 +221,6 @@ fn check_put(
     if !(1..=kv.main).contains(&create) || !(1..=kv.main - create + 1).contains(&version) {
         return Err("create revision or version out of range");
     }
-    let consistent = match prev {
-        Some(p) if p.is_live() => create == p.create_revision && version == p.version + 1,
-        Some(_) => create == kv.main && version == 1,
-        // The first retained version: its predecessors may have been compacted away.
-        None if kv.main <= compacted => (version == 1) == (create == kv.main),
-        None => create == kv.main && version == 1,
-    };
-    if !consistent {
-        return Err("create revision or version inconsistent with the previous version");
-    }
     Ok(Version {
         main: kv.main,
         sub: kv.sub,
@@ -218,6 +228,6 @@ fn check_put(
         create_revision: create,
         version,
         lease: value.lease,
-        value_crc: crc32fast::hash(&value.value),
+        value_crc: crc32fast::hash(value.value),
     })
 }

@@ -18,6 +18,9 @@ use crate::proto::mvccpb::KeyValue;
 /// The engine's page cache when the store makes its own in-memory engine.
 const IN_MEMORY_CACHE_BYTES: usize = 4 << 20;
 
+/// A version's revision (main, sub) and its key.
+pub(crate) type KeyAt = ((i64, i64), Vec<u8>);
+
 /// The key-values of every retained version: committed ones in the engine, newer ones pending.
 pub(crate) struct Values {
     engine: Engine,
@@ -136,6 +139,50 @@ impl Values {
                 key.escape_ascii()
             ))),
         }
+    }
+
+    /// The key of every version from revision `main` on, in (main, sub) order: committed ones
+    /// from the engine, then those written since (always newer).
+    pub(crate) fn keys_since(&self, main: i64) -> Result<Vec<KeyAt>, KvError> {
+        let mut rows = Vec::new();
+        // After a replacement every retained version is pending; the view is the old state.
+        if !self.replace_all {
+            let from = Revision {
+                main: main.max(0) as u64,
+                sub: 0,
+            };
+            let mut damaged = None;
+            self.view
+                .revision_bytes_from(from, |revision, _, bytes| {
+                    let revision_i64 = (revision.main as i64, revision.sub as i64);
+                    match KeyValue::decode(bytes) {
+                        Ok(kv) if kv.mod_revision == revision_i64.0 => {
+                            rows.push((revision_i64, kv.key));
+                            true
+                        }
+                        _ => {
+                            damaged = Some(revision);
+                            false
+                        }
+                    }
+                })
+                .map_err(|error| self.fail(error.to_string()))?;
+            if let Some(revision) = damaged {
+                return Err(self.fail(format!(
+                    "{}: revision {}.{} does not hold a key-value of that revision",
+                    self.engine.path().display(),
+                    revision.main,
+                    revision.sub
+                )));
+            }
+        }
+        let pending = self.pending.range((main, i64::MIN)..);
+        rows.extend(pending.map(|(&revision, kv)| (revision, kv.key.clone())));
+        debug_assert!(
+            rows.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "versions written since the last commit are newer than the committed ones"
+        );
+        Ok(rows)
     }
 
     /// Moves what changed since the last commit into `batch`, with the store's revisions.

@@ -144,7 +144,25 @@ impl Node {
         let mut node = loaded.into_node(config, now, logger)?;
         node.stop_if_removed();
         node.process_ready();
+        node.campaign_if_only_voter();
         Ok(node)
+    }
+
+    /// A member that is its cluster's only voter campaigns at once on restart instead of waiting
+    /// out an election timeout (etcd advances a single member's election ticks likewise): no
+    /// other member could lead, so nothing is gained by waiting.
+    fn campaign_if_only_voter(&mut self) {
+        let me = crate::types::MemberId(self.config.id.0);
+        if self.failed
+            || self.role == raft::StateRole::Leader
+            || self.state.members().voters() != [me]
+        {
+            return;
+        }
+        // Errors mean raft would not campaign yet (e.g. unapplied conf changes); it then
+        // elects itself after an election timeout like any single voter.
+        let _ = self.raw.campaign();
+        self.process_ready();
     }
 
     /// Restarts a member with `--force-new-cluster`, as etcd does: keep all its data, but make it
@@ -215,12 +233,7 @@ impl Node {
             must_sync: true,
         }));
         node.process_ready();
-        if node.role != raft::StateRole::Leader && node.state.members().voters() == [me] {
-            // Errors mean raft would not campaign yet (e.g. unapplied conf changes); it then
-            // elects itself after an election timeout like any single voter.
-            let _ = node.raw.campaign();
-            node.process_ready();
-        }
+        node.campaign_if_only_voter();
         Ok(node)
     }
 }

@@ -261,12 +261,28 @@ impl Node {
     /// in its term yet drops ReadIndex requests silently), with every read still waiting.
     pub(super) fn reissue_stale_reads(&mut self) {
         let stale_after = self.config.heartbeat_interval * 2;
-        let Some((attempt, asked_at)) = self.read_round else {
+        let Some((_, asked_at)) = self.read_round else {
             return;
         };
-        if self.now.saturating_duration_since(asked_at) < stale_after {
-            return;
+        if self.now.saturating_duration_since(asked_at) >= stale_after {
+            self.reissue_reads();
         }
+    }
+
+    /// Asks again at once for a round this member's raft dropped because, as a new leader, it had
+    /// not committed in its term yet, once it has (its first entry is committed and applied): a
+    /// leader's first reads need not wait out the stale-round timeout.
+    pub(super) fn reissue_reads_dropped_by_new_leader(&mut self) {
+        if std::mem::take(&mut self.read_round_dropped) && self.raw.raft.commit_to_current_term() {
+            self.reissue_reads();
+        }
+    }
+
+    /// Starts a new round with every read of the one in flight that is still waiting.
+    fn reissue_reads(&mut self) {
+        let Some((attempt, _)) = self.read_round else {
+            return;
+        };
         // A late answer to the old round still serves its reads: its index was taken after they
         // came. They join the new round too, whichever answer comes first.
         let waiting: Vec<RequestId> = self
@@ -302,6 +318,8 @@ impl Node {
         self.read_attempts
             .insert(attempt, std::mem::take(&mut self.read_queue));
         self.read_round = Some((attempt, self.now));
+        self.read_round_dropped =
+            self.role == StateRole::Leader && !self.raw.raft.commit_to_current_term();
         let mut ctx = Vec::with_capacity(24);
         ctx.extend_from_slice(&self.config.id.0.to_le_bytes());
         ctx.extend_from_slice(&self.incarnation.to_le_bytes());

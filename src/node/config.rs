@@ -17,6 +17,9 @@ pub struct NodeConfig {
     pub election_timeout: Duration,
     /// Applied entries between snapshots (etcd's `--snapshot-count`).
     pub snapshot_count: u64,
+    /// Applied entries after which the next commit of the storage engine is fsynced: a restart
+    /// after a crash replays about this many entries from the WAL at most.
+    pub durable_commit_entries: u64,
     /// Entries kept in the log behind a snapshot for slow followers.
     pub catch_up_entries: u64,
     /// Proposals and reads waiting for an answer; more are refused with "too many requests".
@@ -51,6 +54,10 @@ pub struct NodeConfig {
     pub seed: u64,
 }
 
+/// The most entries applied between durable commits of the storage engine (etcd fsyncs every
+/// batch; one fsync per this many entries keeps the flushes off most commits).
+pub const DURABLE_COMMIT_ENTRIES: u64 = 10_000;
+
 impl NodeConfig {
     /// etcd's defaults for a member with the given identity.
     pub fn new(id: MemberId, cluster_id: ClusterId) -> Self {
@@ -61,6 +68,7 @@ impl NodeConfig {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             snapshot_count: 100_000,
+            durable_commit_entries: DURABLE_COMMIT_ENTRIES,
             catch_up_entries: 5_000,
             max_pending_requests: 10_000,
             request_timeout: Duration::from_secs(5),
@@ -75,6 +83,14 @@ impl NodeConfig {
             max_txn_ops: 128,
             seed: id.0,
         }
+    }
+
+    /// Sets the snapshot count and, with it, the entries between durable engine commits: as
+    /// many, at most [`DURABLE_COMMIT_ENTRIES`] (each snapshot's own commit is durable too; a
+    /// durable commit costs a flush of the file and of redb's allocator state, so not more often).
+    pub fn set_snapshot_count(&mut self, snapshot_count: u64) {
+        self.snapshot_count = snapshot_count;
+        self.durable_commit_entries = snapshot_count.clamp(1, DURABLE_COMMIT_ENTRIES);
     }
 
     /// Election timeout in heartbeat ticks (at least 2, as raft requires).

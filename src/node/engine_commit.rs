@@ -1,9 +1,11 @@
 //! Handing the applied state to the storage engine in batches, as etcd's backend does: the
 //! changes of applied entries collect in the store and are committed when a batch fills (ops or
 //! bytes) or a short interval passes, with the applied index and term and raft's configuration as
-//! of it. These commits are not fsynced — the WAL holds the entries — so they cost a write to the
-//! file's cache, not a disk flush; the commit before a snapshot lets the WAL drop entries, so it
-//! is fsynced. A storage error stops the member.
+//! of it. Most commits are not fsynced — the WAL holds the entries — so they cost a write to the
+//! file's cache, not a disk flush. One is fsynced when `durable_commit_entries` entries were
+//! applied since the last durable one (a restart after a crash replays at most about that many from the WAL),
+//! and the commit before a snapshot lets the WAL drop entries, so it is fsynced too. A storage
+//! error stops the member.
 
 use std::time::Duration;
 
@@ -29,7 +31,9 @@ impl Node {
         }
         let since = *self.uncommitted_since.get_or_insert(self.now);
         if ops >= BATCH_OPS || bytes >= BATCH_BYTES || self.now >= since + BATCH_INTERVAL {
-            self.commit_state(false);
+            let every = self.config.durable_commit_entries.max(1);
+            let durable = self.applied_index >= self.state_durable_index + every;
+            self.commit_state(durable);
         }
     }
 
@@ -50,8 +54,11 @@ impl Node {
             _ => None,
         };
         self.uncommitted_since = None;
-        if let Err(error) = self.state.commit(applied, durable) {
-            self.fail(format!("committing the applied state failed: {error}"));
+        let marks_index = durable && applied.is_some();
+        match self.state.commit(applied, durable) {
+            Ok(()) if marks_index => self.state_durable_index = index,
+            Ok(()) => {}
+            Err(error) => self.fail(format!("committing the applied state failed: {error}")),
         }
     }
 

@@ -204,8 +204,13 @@ pub struct Node {
     read_queue: Vec<RequestId>,
     /// The newest round in flight, and when it was asked for.
     read_round: Option<(u64, Instant)>,
+    /// The round in flight was asked of this member as a leader that had not committed in its
+    /// term yet: raft dropped it.
+    read_round_dropped: bool,
     /// Since when applied changes wait for their commit to the storage engine.
     uncommitted_since: Option<Instant>,
+    /// The applied index as of the engine's last durable commit: a crash replays the WAL after it.
+    state_durable_index: u64,
 }
 
 /// How many forwarded read contexts a member remembers to refuse duplicates.
@@ -281,7 +286,9 @@ impl Node {
             read_attempts: BTreeMap::new(),
             read_queue: Vec::new(),
             read_round: None,
+            read_round_dropped: false,
             uncommitted_since: None,
+            state_durable_index: applied_index,
             config,
         };
         node.incarnation = node.rng.gen();
@@ -623,6 +630,7 @@ impl Node {
                 return;
             }
             self.report_applied();
+            self.reissue_reads_dropped_by_new_leader();
             self.serve_ready_reads();
             if !self.removed && !self.failed {
                 self.maybe_snapshot();

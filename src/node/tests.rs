@@ -14,6 +14,8 @@ struct Solo {
     watch: Vec<(StreamId, pb::WatchResponse)>,
     persisted_entries: usize,
     snapshots: Vec<Snapshot>,
+    /// What the member persisted: its WAL (a single member's log never conflicts).
+    wal: DurableState,
 }
 
 fn logger() -> slog::Logger {
@@ -34,22 +36,32 @@ impl Solo {
     fn bootstrapped(config: NodeConfig) -> Self {
         let now = Instant::from_micros(0);
         let node = Node::bootstrap(config, &[member(1)], engine(), now, &logger()).unwrap();
-        let mut solo = Solo {
+        let mut solo = Solo::around(node, now);
+        solo.drain();
+        solo
+    }
+
+    /// A harness around `node`, nothing carried out yet.
+    fn around(node: Node, now: Instant) -> Self {
+        Solo {
             node,
             now,
             replies: BTreeMap::new(),
             watch: Vec::new(),
             persisted_entries: 0,
             snapshots: Vec::new(),
-        };
-        solo.drain();
-        solo
+            wal: DurableState {
+                hard_state: HardState::default(),
+                snapshot: None,
+                entries: Vec::new(),
+            },
+        }
     }
 
     /// A single member that has elected itself.
     fn new(snapshot_count: u64) -> Self {
         let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
-        config.snapshot_count = snapshot_count;
+        config.set_snapshot_count(snapshot_count);
         config.catch_up_entries = 2;
         let mut solo = Solo::bootstrapped(config);
         solo.advance(Duration::from_secs(3));
@@ -62,6 +74,10 @@ impl Solo {
             match output {
                 Output::Persist(p) => {
                     self.persisted_entries += p.entries.len();
+                    self.wal.entries.extend(p.entries.iter().cloned());
+                    if let Some(hard_state) = &p.hard_state {
+                        self.wal.hard_state = hard_state.clone();
+                    }
                     let now = self.now;
                     self.node.handle(
                         now,
@@ -606,14 +622,7 @@ fn force_new_cluster_keeps_committed_data_drops_the_rest_and_leads_alone() {
         &logger(),
     )
     .unwrap();
-    let mut solo = Solo {
-        node,
-        now: Instant::ZERO,
-        replies: BTreeMap::new(),
-        watch: Vec::new(),
-        persisted_entries: 0,
-        snapshots: Vec::new(),
-    };
+    let mut solo = Solo::around(node, Instant::ZERO);
     // The first output persists the removals, which replace the uncommitted entry 6.
     let Some(Output::Persist(first)) = solo.node.poll_output() else {
         panic!("the first output must persist the rewritten log");
@@ -735,5 +744,72 @@ fn a_full_batch_is_committed_without_waiting_for_the_interval() {
     assert!(
         bytes < engine_commit::BATCH_BYTES,
         "{bytes} bytes wait: a full batch must be committed at once"
+    );
+}
+
+#[test]
+fn a_restarted_only_voter_leads_at_once_and_serves_its_first_read_without_waiting() {
+    let mut solo = Solo::new(1000);
+    assert!(solo.call(1, put("k", "v")).is_ok());
+    let config = solo.node.config.clone();
+    let wal = std::mem::replace(
+        &mut solo.wal,
+        DurableState {
+            hard_state: HardState::default(),
+            snapshot: None,
+            entries: Vec::new(),
+        },
+    );
+    solo.node = Node::restart(config, wal, engine(), solo.now, &logger()).unwrap();
+    assert_eq!(
+        solo.node.role(),
+        StateRole::Leader,
+        "no election timeout to wait out"
+    );
+    // raft drops a ReadIndex asked before the new leader committed in its term; the read is
+    // asked again as soon as it has, not after the stale-round timeout.
+    let range = ClientRequest::Range(pb::RangeRequest {
+        key: b"k".to_vec(),
+        ..Default::default()
+    });
+    let now = solo.now;
+    solo.node.handle(
+        now,
+        Input::Client {
+            id: 2,
+            request: range,
+        },
+    );
+    solo.drain();
+    let Some(Ok(ClientResponse::Range(r))) = solo.replies.remove(&2) else {
+        panic!("the read was not answered at once")
+    };
+    assert_eq!(r.kvs[0].value, b"v");
+}
+
+#[test]
+fn a_commit_of_the_engine_is_fsynced_every_durable_commit_entries() {
+    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    config.set_snapshot_count(1_000_000);
+    config.durable_commit_entries = 50;
+    let mut solo = Solo::bootstrapped(config);
+    solo.advance(Duration::from_secs(3));
+    let start = solo.node.state_durable_index;
+    let mut id = 0;
+    let mut put_until = |solo: &mut Solo, index: u64| {
+        while solo.node.applied_index() < index {
+            id += 1;
+            assert!(solo.call(id, put(&format!("k{id}"), "v")).is_ok());
+        }
+        solo.advance(engine_commit::BATCH_INTERVAL);
+    };
+    put_until(&mut solo, start + 45);
+    assert_eq!(solo.node.state().kv.uncommitted(), (0, 0), "committed");
+    assert_eq!(solo.node.state_durable_index, start, "but not fsynced yet");
+    put_until(&mut solo, start + 55);
+    let durable = solo.node.state_durable_index;
+    assert!(
+        durable >= start + 50 && durable <= solo.node.applied_index(),
+        "durable at {durable}, started at {start}"
     );
 }

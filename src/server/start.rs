@@ -21,7 +21,7 @@ use crate::types::{ClusterId, MemberId};
 use crate::wal::Metadata;
 
 /// The storage engine's page cache: what memory holds of the key-values beyond the index.
-const ENGINE_CACHE_BYTES: usize = 32 << 20;
+const ENGINE_CACHE_BYTES: usize = 16 << 20;
 
 /// How long a joining member keeps asking the others for the membership.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,7 +49,7 @@ fn node_config(
     node.cluster_token = config.cluster_token.clone();
     node.heartbeat_interval = config.heartbeat_interval;
     node.election_timeout = config.election_timeout;
-    node.snapshot_count = config.snapshot_count;
+    node.set_snapshot_count(config.snapshot_count);
     node.catch_up_entries = config.snapshot_catchup_entries;
     node.max_request_bytes = config.max_request_bytes;
     node.max_txn_ops = config.max_txn_ops;

@@ -252,7 +252,7 @@ impl Cluster {
         let mut config = NodeConfig::new(MemberId(id), self.cluster_id);
         config.heartbeat_interval = Duration::from_millis(10);
         config.election_timeout = Duration::from_millis(100);
-        config.snapshot_count = self.snapshot_count;
+        config.set_snapshot_count(self.snapshot_count);
         config.catch_up_entries = self.catch_up_entries;
         config.request_timeout = Duration::from_secs(2);
         config.seed = seed.wrapping_mul(1_000_003).wrapping_add(id);

@@ -19,7 +19,7 @@ fn main() -> std::io::Result<()> {
     let root = std::env::args()
         .nth(1)
         .map_or_else(|| PathBuf::from("corpus"), PathBuf::from);
-    let targets: [(&str, Vec<Vec<u8>>); 9] = [
+    let targets: [(&str, Vec<Vec<u8>>); 10] = [
         ("wal_record", wal_record()),
         ("wal_open", wal_open()),
         ("snap_file", snap_file()),
@@ -29,6 +29,7 @@ fn main() -> std::io::Result<()> {
         ("peer_frames", peer_frames()),
         ("engine_value", engine_value()),
         ("engine_state", engine_state()),
+        ("snapshot_chunk", snapshot_chunk()),
     ];
     for (target, seeds) in targets {
         let dir = root.join(target);
@@ -215,6 +216,28 @@ fn engine_state() -> Vec<Vec<u8>> {
         stet_fuzz::rows_of(state.kv.engine()),
         stet_fuzz::rows_of(fresh.kv.engine()),
     ]
+}
+
+/// The `engine_state` seeds behind control bytes: whole rows in one chunk, small chunks, a
+/// damaged chunk, and a real chunk staged raw.
+fn snapshot_chunk() -> Vec<Vec<u8>> {
+    let rows = engine_state();
+    let mut seeds = Vec::new();
+    for control in [0x3f, 0x01, 0x41] {
+        for state in &rows {
+            let mut seed = vec![control];
+            seed.extend_from_slice(state);
+            seeds.push(seed);
+        }
+    }
+    let source = stet_fuzz::engine_from_rows(&rows[0]);
+    let mut export = stet::engine::Export::new(source.view().expect("a view"));
+    if let Some(chunk) = export.next_chunk(4096).expect("an export") {
+        let mut seed = vec![0x80];
+        seed.extend_from_slice(&chunk);
+        seeds.push(seed);
+    }
+    seeds
 }
 
 fn engine_value() -> Vec<Vec<u8>> {
