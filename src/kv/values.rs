@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use prost::Message as _;
 
+use super::row::decode_key_value;
 use super::KvError;
 use crate::engine::{Batch, Engine, EngineError, Revision, Stored, View};
 use crate::proto::mvccpb::KeyValue;
@@ -155,9 +156,10 @@ impl Values {
             self.view
                 .revision_bytes_from(from, |revision, _, bytes| {
                     let revision_i64 = (revision.main as i64, revision.sub as i64);
-                    match KeyValue::decode(bytes) {
+                    // Only the key is needed: decoded in place, the value is not copied.
+                    match decode_key_value(bytes) {
                         Ok(kv) if kv.mod_revision == revision_i64.0 => {
-                            rows.push((revision_i64, kv.key));
+                            rows.push((revision_i64, kv.key.to_vec()));
                             true
                         }
                         _ => {
