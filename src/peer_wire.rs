@@ -33,6 +33,10 @@ pub enum FrameKind {
     ForwardRequest = 5,
     /// `stetpeerpb::ForwardReply`.
     ForwardReply = 6,
+    /// A whole `stetpeerpb::StateChunk`, or the last part of one.
+    State = 7,
+    /// A part of a `stetpeerpb::StateChunk`; more follow.
+    StatePart = 8,
 }
 
 impl FrameKind {
@@ -44,6 +48,8 @@ impl FrameKind {
             4 => FrameKind::RaftPart,
             5 => FrameKind::ForwardRequest,
             6 => FrameKind::ForwardReply,
+            7 => FrameKind::State,
+            8 => FrameKind::StatePart,
             _ => return None,
         })
     }
@@ -111,14 +117,42 @@ pub fn encode_raft_message(message: &[u8], out: &mut Vec<u8>) {
 /// Like [`encode_raft_message`], cutting the message into parts of at most `part_bytes` (at least
 /// 1, at most a frame's payload).
 pub fn encode_raft_message_in_parts(message: &[u8], part_bytes: usize, out: &mut Vec<u8>) {
+    encode_in_parts(
+        FrameKind::RaftPart,
+        FrameKind::Raft,
+        message,
+        part_bytes,
+        out,
+    );
+}
+
+/// Appends an encoded `StateChunk` as `StatePart` frames of at most `part_bytes` and a final
+/// `State` frame.
+pub fn encode_state_chunk_in_parts(chunk: &[u8], part_bytes: usize, out: &mut Vec<u8>) {
+    encode_in_parts(
+        FrameKind::StatePart,
+        FrameKind::State,
+        chunk,
+        part_bytes,
+        out,
+    );
+}
+
+fn encode_in_parts(
+    part: FrameKind,
+    whole: FrameKind,
+    message: &[u8],
+    part_bytes: usize,
+    out: &mut Vec<u8>,
+) {
     let part_bytes = part_bytes.clamp(1, MAX_FRAME_PAYLOAD);
     let mut rest = message;
     while rest.len() > part_bytes {
-        let (part, tail) = rest.split_at(part_bytes);
-        encode_frame(FrameKind::RaftPart, part, out);
+        let (head, tail) = rest.split_at(part_bytes);
+        encode_frame(part, head, out);
         rest = tail;
     }
-    encode_frame(FrameKind::Raft, rest, out);
+    encode_frame(whole, rest, out);
 }
 
 /// Appends a protobuf message as one frame.
@@ -201,11 +235,14 @@ impl FrameDecoder {
     }
 }
 
-/// Puts raft messages back together from `RaftPart` frames and their final `Raft` frame.
+/// Puts raft messages back together from `RaftPart` frames and their final `Raft` frame (or
+/// state chunks from `StatePart` and `State` frames).
 #[derive(Debug)]
 pub struct RaftReassembler {
     parts: Vec<u8>,
     limit: usize,
+    part: FrameKind,
+    whole: FrameKind,
 }
 
 impl Default for RaftReassembler {
@@ -220,6 +257,17 @@ impl RaftReassembler {
         RaftReassembler {
             parts: Vec::new(),
             limit,
+            part: FrameKind::RaftPart,
+            whole: FrameKind::Raft,
+        }
+    }
+
+    /// A reassembler of state chunks (`StatePart`, `State`) up to `limit` bytes.
+    pub fn for_state_chunks(limit: usize) -> Self {
+        RaftReassembler {
+            part: FrameKind::StatePart,
+            whole: FrameKind::State,
+            ..RaftReassembler::new(limit)
         }
     }
 
@@ -231,17 +279,17 @@ impl RaftReassembler {
             return Err(WireError::MessageTooLarge { max: self.limit });
         }
         match frame.kind {
-            FrameKind::RaftPart => {
+            kind if kind == self.part => {
                 self.parts.extend_from_slice(&frame.payload);
                 Ok(None)
             }
-            FrameKind::Raft if self.parts.is_empty() => Ok(Some(frame.payload)),
-            FrameKind::Raft => {
+            kind if kind == self.whole && self.parts.is_empty() => Ok(Some(frame.payload)),
+            kind if kind == self.whole => {
                 self.parts.extend_from_slice(&frame.payload);
                 Ok(Some(std::mem::take(&mut self.parts)))
             }
             other => Err(WireError::Unexpected {
-                expected: FrameKind::Raft,
+                expected: self.whole,
                 got: other,
             }),
         }

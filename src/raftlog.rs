@@ -19,6 +19,10 @@ pub struct LogStore {
     /// Raft asked for a snapshot for a peer the latest snapshot's configuration leaves out (a
     /// member added after it was taken, which would refuse it): the node should take a new one.
     snapshot_wanted: std::cell::Cell<bool>,
+    /// Whether the node can send the state the latest snapshot stands for (it took that snapshot
+    /// to send and keeps a view of the state): snapshots installed from elsewhere, read back at
+    /// a restart or taken only to mark the log never serve a follower.
+    serves_state: bool,
 }
 
 impl LogStore {
@@ -109,6 +113,18 @@ impl LogStore {
         self.compacted = (meta.index, meta.term);
         self.entries.clear();
         self.snapshot = snapshot;
+        self.serves_state = false;
+    }
+
+    /// Whether the node can send the state the latest snapshot stands for.
+    pub fn serves_state(&self) -> bool {
+        self.serves_state
+    }
+
+    /// The node can no longer send the latest snapshot's state: the next follower that needs
+    /// one makes it take a new one.
+    pub fn stop_serving_state(&mut self) {
+        self.serves_state = false;
     }
 
     /// Records a snapshot the node made of its own applied state, then drops the entries up to
@@ -125,6 +141,7 @@ impl LogStore {
         if index > self.last() {
             return Err(StorageError::Unavailable);
         }
+        self.serves_state = !snapshot.data.is_empty();
         self.snapshot = snapshot;
         self.compact(compact_to.min(index))
     }
@@ -202,9 +219,11 @@ impl raft::Storage for LogStore {
         if self.snapshot.get_metadata().index < request_index {
             return unavailable;
         }
-        if self.snapshot.data.is_empty() {
+        if self.snapshot.data.is_empty() || !self.serves_state {
             // The member's own snapshots mark where the log starts and carry no state (the
-            // engine holds it): the node makes one with the state when a follower needs it.
+            // engine holds it), and one installed from elsewhere or read back at a restart has
+            // no view of the state behind it: the node makes one to send when a follower needs
+            // it.
             self.snapshot_wanted.set(true);
             return unavailable;
         }

@@ -377,6 +377,20 @@ impl StateMachine {
         Ok((state, applied, conf_state))
     }
 
+    /// Replaces the whole state with the one staged in the engine (rows another member sent, see
+    /// `Engine::install_staged`), which must be the state at `applied`: swapped in durably, then
+    /// loaded. What changed since the last commit is dropped; the installed state supersedes it.
+    pub fn install_staged(&mut self, applied: AppliedIndex) -> Result<(), RestoreError> {
+        self.kv.engine_mut().install_staged(applied)?;
+        let cluster_id = self.members.cluster_id();
+        let placeholder = StateMachine::new(cluster_id, self.min_lease_ttl_seconds);
+        let engine = std::mem::replace(self, placeholder).kv.into_engine();
+        let (state, loaded, _) = StateMachine::from_engine(engine, self.min_lease_ttl_seconds)?;
+        assert_eq!(loaded, applied, "the engine holds the installed state");
+        *self = state;
+        Ok(())
+    }
+
     /// The minimum lease TTL this state machine grants.
     pub fn min_lease_ttl_seconds(&self) -> i64 {
         self.min_lease_ttl_seconds

@@ -477,7 +477,7 @@ fn a_lost_engine_file_is_refused_with_a_clear_error() {
 }
 
 #[test]
-fn a_leaders_snapshot_installed_just_before_a_crash_is_restored_from_its_file() {
+fn a_leaders_state_installed_just_before_a_crash_is_found_in_the_engine() {
     let mut cluster = Cluster::with_snapshots(3, 6, 20, 5);
     let leader = cluster.wait_for_leader();
     let lagging = (1..=3).find(|&id| id != leader).unwrap();
@@ -491,18 +491,59 @@ fn a_leaders_snapshot_installed_just_before_a_crash_is_restored_from_its_file() 
             .snapshots_installed
             >= 1)
     );
-    let installed_at = cluster.node(lagging).applied_index();
-    // The engine's commit of the installed state was not synced: the crash loses it.
+    let installed_at = log_snapshot_index(&cluster, lagging);
+    // The state came in chunks and was swapped in durably: the crash cannot lose it.
     cluster.crash(lagging);
-    assert!(cluster.engine_applied_index(lagging) < installed_at);
+    assert!(cluster.engine_applied_index(lagging) >= installed_at);
     cluster.restart(lagging);
-    assert!(log_snapshot_index(&cluster, lagging) > 0);
-    assert!(cluster.local_get(lagging, "k050").is_some());
+    assert!(log_snapshot_index(&cluster, lagging) >= installed_at);
+    assert_eq!(cluster.local_get(lagging, "k050"), Some(b"v50".to_vec()));
     cluster.run_for(Duration::from_secs(1));
     let hashes = cluster.kv_hashes();
     assert_eq!(hashes[&lagging], hashes[&leader]);
-    // And the engine, rebuilt from the snapshot, serves the next restart.
     cluster.stop(lagging);
     cluster.restart(lagging);
     assert_eq!(cluster.local_get(lagging, "k099"), Some(b"v99".to_vec()));
+}
+
+#[test]
+fn a_leaders_state_installed_before_its_snapshot_reached_the_wal_restarts_from_the_engine() {
+    let mut cluster = Cluster::with_snapshots(3, 9, 20, 5);
+    let leader = cluster.wait_for_leader();
+    let lagging = (1..=3).find(|&id| id != leader).unwrap();
+    cluster.isolated.insert(lagging);
+    for i in 0..100 {
+        assert_ok(cluster.put(leader, &format!("k{i:03}"), &format!("v{i}")));
+    }
+    // A slow disk: the snapshot's record waits to be written when the member crashes.
+    cluster.disk_latency_max_us = 400_000;
+    cluster.isolated.clear();
+    assert!(
+        cluster.run_until(Duration::from_secs(10), |c| c.members[&lagging]
+            .snapshots_installed
+            >= 1)
+    );
+    let installed_at = log_snapshot_index(&cluster, lagging);
+    assert!(
+        cluster.pending_writes(lagging) > 0,
+        "the WAL record is not written yet"
+    );
+    cluster.crash(lagging);
+    cluster.disk_latency_max_us = 0;
+    assert!(cluster.engine_applied_index(lagging) >= installed_at);
+    // The log restarts at the engine's index (the WAL ends before it), and that is persisted.
+    cluster.restart(lagging);
+    assert!(log_snapshot_index(&cluster, lagging) >= installed_at);
+    assert_eq!(cluster.local_get(lagging, "k099"), Some(b"v99".to_vec()));
+    for i in 100..120 {
+        assert_ok(cluster.put(leader, &format!("k{i:03}"), &format!("v{i}")));
+    }
+    cluster.run_for(Duration::from_secs(1));
+    let hashes = cluster.kv_hashes();
+    assert_eq!(hashes[&lagging], hashes[&leader]);
+    // The WAL now starts where the engine's state does: a second restart reads it back.
+    cluster.crash(lagging);
+    cluster.restart(lagging);
+    cluster.run_for(Duration::from_secs(1));
+    assert_eq!(cluster.local_get(lagging, "k119"), Some(b"v119".to_vec()));
 }

@@ -9,6 +9,8 @@
 //! (u32 LE) | value`, where the value is the row exactly as stored: sealed (`record`) over the
 //! row's key bytes, so a receiver checks every row's key, tag and bytes before it stages it.
 
+use std::sync::Arc;
+
 use redb::{ReadableTable, TableDefinition};
 
 use super::record::{revision_key, unseal, Tag};
@@ -61,18 +63,28 @@ const STAGED_MEMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("staged
 const STAGED_REMOVED: TableDefinition<u64, &[u8]> = TableDefinition::new("staged_members_removed");
 const STAGED_META: TableDefinition<&str, &[u8]> = TableDefinition::new("staged_meta");
 
-/// Reads a view's rows out in chunks.
+/// Reads a view's rows out in chunks. Clones read the same view, each from where it was.
+#[derive(Clone)]
 pub struct Export {
-    view: View,
+    view: Arc<View>,
     /// The table being read, as an index into [`Table::ALL`]; past the end when done.
     table: usize,
     /// The last key read from it, as the row's key bytes.
     after: Option<Vec<u8>>,
 }
 
+impl std::fmt::Debug for Export {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Export")
+            .field("table", &self.table)
+            .field("after", &self.after)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Export {
     /// Reads `view` from its first row.
-    pub fn new(view: View) -> Export {
+    pub fn new(view: Arc<View>) -> Export {
         Export {
             view,
             table: 0,

@@ -246,6 +246,11 @@ impl KvStore {
     }
 
     /// Commits a batch holding this store's staged changes (and whatever its owner adds).
+    /// The engine, to stage and install a state another member sends.
+    pub(crate) fn engine_mut(&mut self) -> &mut crate::engine::Engine {
+        self.values.engine_mut()
+    }
+
     pub fn commit_batch(
         &mut self,
         batch: crate::engine::Batch,

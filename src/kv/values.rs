@@ -245,8 +245,8 @@ impl Values {
         self.engine
     }
 
-    /// The engine, to plant faults in tests.
-    #[cfg(test)]
+    /// The engine, to stage and install a state another member sends (and to plant faults in
+    /// tests).
     pub(crate) fn engine_mut(&mut self) -> &mut Engine {
         &mut self.engine
     }

@@ -246,6 +246,10 @@ struct Loaded {
     applied: u64,
     /// The index of the snapshot the log starts after.
     snapshot_index: u64,
+    /// A snapshot marking the engine's state, to be persisted at start: the engine is ahead of
+    /// the log (a state from the leader was installed, and the member stopped before its
+    /// snapshot record reached the WAL).
+    engine_snapshot: Option<Snapshot>,
 }
 
 impl Loaded {
@@ -256,8 +260,18 @@ impl Loaded {
         now: Instant,
         logger: &slog::Logger,
     ) -> Result<Node, StartError> {
+        let hard_state = self.store.hard_state().clone();
         let mut node = Node::from_parts(config, self.store, self.state, self.applied, now, logger)?;
         node.snapshot_index = self.snapshot_index.max(self.applied);
+        if let Some(snapshot) = self.engine_snapshot {
+            node.outputs.push_back(Output::Persist(Persist {
+                ready_number: 0,
+                hard_state: Some(hard_state),
+                entries: Vec::new(),
+                snapshot: Some(snapshot),
+                must_sync: true,
+            }));
+        }
         Ok(node)
     }
 }
@@ -279,6 +293,7 @@ fn load(
         .as_ref()
         .map_or(0, |s| s.get_metadata().index);
     let engine_applied = engine.applied().index;
+    let mut engine_term = 0;
     let (state, applied, engine_conf_state) = if engine_applied > 0
         && engine_applied >= snapshot_index
     {
@@ -287,6 +302,7 @@ fn load(
                 index: engine_applied,
                 source,
             })?;
+        engine_term = applied.term;
         (state, applied.index, conf_state)
     } else {
         let mut state = StateMachine::with_engine(engine, config.cluster_id, min_ttl)?;
@@ -332,9 +348,19 @@ fn load(
         .filter(|e| e.index > snapshot_index)
         .collect();
     store.append(&logged)?;
+    let engine_snapshot = mark_engine_ahead_of_log(&mut store, applied, engine_term)?;
+    let snapshot_index = match &engine_snapshot {
+        Some(snapshot) => snapshot.get_metadata().index,
+        None => snapshot_index,
+    };
     let mut hard_state = durable.hard_state;
     hard_state.commit = hard_state.commit.max(applied);
     hard_state.term = hard_state.term.max(store.hard_state().term);
+    if engine_term > hard_state.term {
+        // The member never voted in a term it had not made durable (votes wait for the WAL).
+        hard_state.term = engine_term;
+        hard_state.vote = 0;
+    }
     let last_index = raft::Storage::last_index(&store)?;
     if hard_state.commit > last_index {
         return Err(StartError::MissingCommitted {
@@ -353,7 +379,29 @@ fn load(
         state,
         applied,
         snapshot_index,
+        engine_snapshot,
     })
+}
+
+/// When the engine holds a state past the end of the log (a leader's state installed durably,
+/// then a crash before its snapshot record reached the WAL), the log restarts at the engine's
+/// index and term: a snapshot with no state (the engine holds it), to be persisted at start.
+/// The entries the log held end before it and are dropped, as installing the snapshot did.
+fn mark_engine_ahead_of_log(
+    store: &mut LogStore,
+    applied: u64,
+    term: u64,
+) -> Result<Option<Snapshot>, StartError> {
+    if applied <= raft::Storage::last_index(store)? {
+        return Ok(None);
+    }
+    let mut snapshot = Snapshot::default();
+    let meta = snapshot.mut_metadata();
+    meta.index = applied;
+    meta.term = term;
+    meta.set_conf_state(store.conf_state().clone());
+    store.apply_snapshot(snapshot.clone());
+    Ok(Some(snapshot))
 }
 
 /// The membership after applying the conf changes among `entries` (the committed entries after

@@ -27,6 +27,9 @@ impl Node {
     pub(super) fn commit_state_if_due(&mut self) {
         let (ops, bytes) = self.state.kv.uncommitted();
         if ops == 0 {
+            // Nothing waits (a state installed from a leader replaced the pending changes): no
+            // commit is due, or the node would wake at once for ever.
+            self.uncommitted_since = None;
             return;
         }
         let since = *self.uncommitted_since.get_or_insert(self.now);

@@ -16,6 +16,7 @@ mod bootstrap;
 mod client;
 mod engine_commit;
 mod peer;
+mod state_transfer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -36,6 +37,7 @@ pub use bootstrap::{DurableState, StartError};
 pub use config::NodeConfig;
 pub use peer::BadPeerMessage;
 pub use request::{ClientError, ClientRequest, ClientResponse, RequestId};
+pub use state_transfer::{is_engine_state, StateChunk, ENGINE_STATE};
 
 /// Something that happened outside the node.
 #[derive(Debug, Clone)]
@@ -57,6 +59,8 @@ pub enum Input {
     SnapshotReport { to: MemberId, ok: bool },
     /// Hand leadership to another member (etcd's MoveLeader).
     TransferLeader(MemberId),
+    /// Rows of the state a leader sends ahead of its `MsgSnapshot`.
+    StateChunk(StateChunk),
 }
 
 /// Outputs that may wait to be polled. Each input produces a bounded number (raft's messages and
@@ -101,6 +105,12 @@ pub enum Output {
     /// A snapshot of this member's own state: save its file, then the WAL may drop entries before it.
     SaveSnapshot(Snapshot),
     Send(Message),
+    /// Send a `MsgSnapshot` whose state is this member's engine: every chunk of `state`, in
+    /// order, then the message, on one connection; then report the snapshot's fate.
+    SendState {
+        message: Message,
+        state: crate::engine::Export,
+    },
     Reply {
         id: RequestId,
         result: Result<ClientResponse, ClientError>,
@@ -211,6 +221,13 @@ pub struct Node {
     uncommitted_since: Option<Instant>,
     /// The applied index as of the engine's last durable commit: a crash replays the WAL after it.
     state_durable_index: u64,
+    /// The view of the engine the latest snapshot stands for, if it was taken to send.
+    state_view: Option<state_transfer::StateView>,
+    /// The state a leader is sending this member, staged chunk by chunk.
+    incoming_state: Option<state_transfer::Incoming>,
+    /// Chunks of a sent state the engine refused, and why the last one was.
+    dropped_state_chunks: u64,
+    last_refused_state: Option<String>,
 }
 
 /// How many forwarded read contexts a member remembers to refuse duplicates.
@@ -289,6 +306,10 @@ impl Node {
             read_round_dropped: false,
             uncommitted_since: None,
             state_durable_index: applied_index,
+            state_view: None,
+            incoming_state: None,
+            dropped_state_chunks: 0,
+            last_refused_state: None,
             config,
         };
         node.incarnation = node.rng.gen();
@@ -386,6 +407,7 @@ impl Node {
                 self.raw.report_snapshot(to.0, status);
             }
             Input::TransferLeader(to) => self.raw.transfer_leader(to.0),
+            Input::StateChunk(chunk) => self.on_state_chunk(chunk),
         }
         self.process_ready();
         if !self.removed && !self.failed {
@@ -420,6 +442,13 @@ impl Node {
         if message.get_msg_type() == raft::eraftpb::MessageType::MsgReadIndex
             && !self.first_sight_of_read_context(&message)
         {
+            self.dropped_peer_messages += 1;
+            return;
+        }
+        if message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot
+            && !self.state_received_for(&message)
+        {
+            // Its state did not arrive whole: raft must not take it. The leader tries again.
             self.dropped_peer_messages += 1;
             return;
         }
@@ -559,8 +588,7 @@ impl Node {
                 if let Some(hard_state) = done.hard_state {
                     self.durable_hard_state = hard_state;
                 }
-                self.outputs
-                    .extend(done.messages.into_iter().map(Output::Send));
+                self.send_all(done.messages);
             }
         }
     }
@@ -578,8 +606,7 @@ impl Node {
                 self.on_read_state(read.index, &read.request_ctx);
             }
             // Leaders may send before persisting (raft thesis 10.2.1).
-            self.outputs
-                .extend(ready.take_messages().into_iter().map(Output::Send));
+            self.send_all(ready.take_messages());
 
             let snapshot = (!ready.snapshot().is_empty()).then(|| ready.snapshot().clone());
             if let Some(snapshot) = &snapshot {
@@ -617,7 +644,7 @@ impl Node {
             } else if let Some(last) = self.unpersisted.back_mut() {
                 last.messages.extend(held);
             } else {
-                self.outputs.extend(held.into_iter().map(Output::Send));
+                self.send_all(held);
             }
 
             let committed = ready.take_committed_entries();
@@ -696,16 +723,27 @@ impl Node {
 
     /// Replaces the state machine with a snapshot the leader sent. Returns false if it was corrupt.
     fn install_leader_snapshot(&mut self, snapshot: &Snapshot) -> bool {
-        match self.state.restore(&snapshot.data) {
+        let installed = if state_transfer::is_engine_state(snapshot) {
+            self.install_staged_state(snapshot)
+        } else {
+            self.state
+                .restore(&snapshot.data)
+                .map_err(|e| e.to_string())
+        };
+        match installed {
             Ok(()) => {
                 let index = snapshot.get_metadata().index;
                 self.applied_index = index;
                 self.snapshot_index = index;
+                self.state_durable_index = self.state_durable_index.max(index);
                 self.raw.mut_store().apply_snapshot(snapshot.clone());
+                self.drop_stale_state_view();
                 true
             }
             Err(error) => {
-                self.fail(format!("snapshot from the leader is corrupt: {error}"));
+                self.fail(format!(
+                    "installing the snapshot from the leader failed: {error}"
+                ));
                 false
             }
         }
@@ -717,12 +755,17 @@ impl Node {
     /// follower, takes one that carries the state.
     fn maybe_snapshot(&mut self) {
         let wanted = self.raw.store().take_snapshot_wanted()
-            && (self.applied_index > self.snapshot_index
-                || self.raw.store().latest_snapshot().data.is_empty());
+            && (self.applied_index > self.snapshot_index || !self.raw.store().serves_state());
         if !wanted && self.applied_index < self.snapshot_index + self.config.snapshot_count.max(1) {
             return;
         }
-        let Some(snapshot) = self.snapshot_at_applied_index(wanted) else {
+        // A snapshot to send stands for the engine's state at its index (see `state_transfer`).
+        let data = if wanted {
+            state_transfer::ENGINE_STATE.to_vec()
+        } else {
+            Vec::new()
+        };
+        let Some(snapshot) = self.snapshot_at_applied_index(data) else {
             return;
         };
         // The WAL drops entries before a saved snapshot: restarts must find the applied state
@@ -732,6 +775,9 @@ impl Node {
             return;
         }
         let index = snapshot.get_metadata().index;
+        if wanted && !self.keep_state_view(index) {
+            return;
+        }
         let compact_to = index.saturating_sub(self.config.catch_up_entries);
         if let Err(error) = self
             .raw
@@ -742,6 +788,7 @@ impl Node {
             return;
         }
         self.snapshot_index = index;
+        self.drop_stale_state_view();
         self.outputs.push_back(Output::SaveSnapshot(snapshot));
     }
 
@@ -749,19 +796,15 @@ impl Node {
     /// a follower installs, and what `Maintenance.Snapshot` streams to a client. `None` if the
     /// applied entry's term is no longer known (never after a start).
     pub fn snapshot_of_applied_state(&self) -> Option<Snapshot> {
-        self.snapshot_at_applied_index(true)
+        // A storage error is latched by the store; the node stops on it after this turn.
+        let data = self.state.to_snapshot_bytes().ok()?;
+        self.snapshot_at_applied_index(data)
     }
 
-    /// A snapshot at the applied index, with the state's bytes if `with_state`.
-    fn snapshot_at_applied_index(&self, with_state: bool) -> Option<Snapshot> {
+    /// A snapshot at the applied index carrying `data`.
+    fn snapshot_at_applied_index(&self, data: Vec<u8>) -> Option<Snapshot> {
         let index = self.applied_index;
         let term = raft::Storage::term(self.raw.store(), index).ok()?;
-        let data = if with_state {
-            // A storage error is latched by the store; the node stops on it after this turn.
-            self.state.to_snapshot_bytes().ok()?
-        } else {
-            Vec::new()
-        };
         let mut snapshot = Snapshot {
             data: data.into(),
             ..Default::default()

@@ -92,6 +92,9 @@ impl Solo {
                 Output::Watch { stream, response } => self.watch.push((stream, response)),
                 Output::SaveSnapshot(s) => self.snapshots.push(s),
                 Output::Send(m) => panic!("a single member has no one to send {m:?} to"),
+                Output::SendState { message, .. } => {
+                    panic!("a single member has no one to send {message:?} to")
+                }
                 Output::Fatal { reason } => panic!("{reason}"),
                 Output::LeaderChanged { .. } | Output::Removed => {}
             }

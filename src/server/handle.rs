@@ -33,6 +33,8 @@ pub enum Command {
     },
     /// A raft message from a peer.
     Peer(Message),
+    /// Rows of a state a leader sends ahead of its snapshot message.
+    StateChunk(crate::node::StateChunk),
     /// The transport could not deliver to a peer (and, if `snapshot_failed`, a snapshot was lost).
     Unreachable { to: u64, snapshot_failed: bool },
     /// A snapshot was written to a peer's connection (`ok`) or failed.
@@ -104,6 +106,11 @@ impl DriverHandle {
     /// driver is gone.
     pub async fn deliver_peer_message(&self, message: Message) -> bool {
         self.commands.send(Command::Peer(message)).await.is_ok()
+    }
+
+    /// Hands the driver a chunk of a state the leader sends; false once the driver stopped.
+    pub async fn deliver_state_chunk(&self, chunk: crate::node::StateChunk) -> bool {
+        self.commands.send(Command::StateChunk(chunk)).await.is_ok()
     }
 
     /// Tells raft a peer could not be reached (dropped when the driver is too busy to listen: raft

@@ -22,6 +22,7 @@ use std::path::Path;
 use stet::disk::{Breaker, CrashFault, Disk as _, MemDisk, PowerCut, SharedDisk};
 use stet::engine::Engine;
 use stet::node::DurableState;
+use stet::node::{is_engine_state, StateChunk};
 use stet::node::{
     ClientError, ClientRequest, ClientResponse, Input, Node, NodeConfig, Output, Persist, RequestId,
 };
@@ -117,6 +118,12 @@ enum Io {
     SaveSnapshot(raft::eraftpb::Snapshot),
 }
 
+/// Bytes of rows per chunk of a state sent to a follower: small, so larger states take several.
+const HARNESS_STATE_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Timer wake-ups at one instant beyond which a member is taken to wake for ever.
+const MAX_WAKES_AT_ONE_INSTANT: u32 = 10_000;
+
 /// What was applied at one log index: (term, entry type, crc32 of the data).
 pub type AppliedEntry = (u64, i32, u32);
 
@@ -127,6 +134,11 @@ pub struct Cluster {
     rng: ChaCha8Rng,
     /// Messages on the wire by (delivery time, send sequence): (to, message).
     in_flight: BTreeMap<(Instant, u64), (u64, Message)>,
+    /// The rows of the states leaders sent, by (from, to, snapshot index): delivered as chunks
+    /// right before their `MsgSnapshot`, as the transport sends them on one connection.
+    state_chunks: BTreeMap<(u64, u64, u64), Vec<Vec<u8>>>,
+    /// The instant of the latest timer wake-ups and how many happened at it.
+    wakes_at_now: (Instant, u32),
     seq: u64,
     /// Members cut off from everyone (both directions).
     pub isolated: BTreeSet<u64>,
@@ -203,6 +215,8 @@ impl Cluster {
             now: Instant::from_micros(1_000_000),
             rng: ChaCha8Rng::seed_from_u64(seed),
             in_flight: BTreeMap::new(),
+            state_chunks: BTreeMap::new(),
+            wakes_at_now: (Instant::from_micros(0), 0),
             seq: 0,
             isolated: BTreeSet::new(),
             cuts: BTreeSet::new(),
@@ -354,8 +368,26 @@ impl Cluster {
             return false;
         }
         self.now = self.now.max(at);
+        self.check_timer_moves(id);
         self.input(id, Input::Tick);
         true
+    }
+
+    /// A timer that fires again and again without time moving is a livelock the test would
+    /// otherwise only show as a hang.
+    fn check_timer_moves(&mut self, id: u64) {
+        let (at, wakes) = &mut self.wakes_at_now;
+        if *at == self.now {
+            *wakes += 1;
+        } else {
+            (*at, *wakes) = (self.now, 1);
+        }
+        assert!(
+            *wakes <= MAX_WAKES_AT_ONE_INSTANT,
+            "member {id}'s timer fired {wakes} times at {:?} without time moving: its \
+             poll_timeout does not advance",
+            self.now
+        );
     }
 
     /// A snapshot stream broke: its sender's transport would notice and say so (raft's leader
@@ -406,6 +438,31 @@ impl Cluster {
         None
     }
 
+    /// Puts a message from member `id` on the wire, with the network's faults.
+    fn send_message(&mut self, id: u64, message: Message) {
+        let net = self.net;
+        // Snapshots travel on their own stream: they are not lost silently, only cut
+        // off (reported to the sender on delivery).
+        let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+        let lost = net.loss_percent > 0 && self.rng.gen_range(0..100) < net.loss_percent;
+        let lost = lost && !is_snapshot;
+        let copies =
+            if net.duplicate_percent > 0 && self.rng.gen_range(0..100) < net.duplicate_percent {
+                2
+            } else {
+                1
+            };
+        for _ in 0..copies {
+            let max_delay_us = net.max_delay_us.max(501);
+            let delay = Duration::from_micros(self.rng.gen_range(500..max_delay_us));
+            self.seq += 1;
+            if (is_snapshot || !self.isolated.contains(&id)) && !lost {
+                self.in_flight
+                    .insert((self.now + delay, self.seq), (message.to, message.clone()));
+            }
+        }
+    }
+
     fn deliver(&mut self, to: u64, message: Message) {
         let running = self.members.get(&to).is_some_and(|m| m.node.is_some());
         let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
@@ -424,6 +481,23 @@ impl Cluster {
             .delivered
             .entry(message.get_msg_type() as i32)
             .or_default() += 1;
+        if is_snapshot && is_engine_state(message.get_snapshot()) {
+            let index = message.get_snapshot().get_metadata().index;
+            let chunks = self
+                .state_chunks
+                .remove(&(from, to, index))
+                .unwrap_or_default();
+            for (seq, rows) in chunks.into_iter().enumerate() {
+                let chunk = StateChunk {
+                    from: MemberId(from),
+                    index,
+                    term: message.get_snapshot().get_metadata().term,
+                    seq: seq as u64,
+                    rows,
+                };
+                self.input(to, Input::StateChunk(chunk));
+            }
+        }
         self.input(to, Input::Peer(message));
         if is_snapshot {
             if let Some(m) = self.members.get_mut(&to) {
@@ -544,33 +618,19 @@ impl Cluster {
                     let storage = member.storage.as_mut().expect("storage");
                     storage.save_snapshot(&snapshot).expect("save snapshot");
                 }
-                Output::Send(message) => {
-                    let net = self.net;
-                    // Snapshots travel on their own stream: they are not lost silently, only cut
-                    // off (reported to the sender on delivery).
-                    let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
-                    let lost =
-                        net.loss_percent > 0 && self.rng.gen_range(0..100) < net.loss_percent;
-                    let lost = lost && !is_snapshot;
-                    let copies = if net.duplicate_percent > 0
-                        && self.rng.gen_range(0..100) < net.duplicate_percent
+                Output::SendState { message, mut state } => {
+                    let mut chunks = Vec::new();
+                    while let Some(rows) =
+                        state.next_chunk(HARNESS_STATE_CHUNK_BYTES).expect("export")
                     {
-                        2
-                    } else {
-                        1
-                    };
-                    for _ in 0..copies {
-                        let max_delay_us = net.max_delay_us.max(501);
-                        let delay = Duration::from_micros(self.rng.gen_range(500..max_delay_us));
-                        self.seq += 1;
-                        if (is_snapshot || !self.isolated.contains(&id)) && !lost {
-                            self.in_flight.insert(
-                                (self.now + delay, self.seq),
-                                (message.to, message.clone()),
-                            );
-                        }
+                        chunks.push(rows);
                     }
+                    let index = message.get_snapshot().get_metadata().index;
+                    self.state_chunks
+                        .insert((message.from, message.to, index), chunks);
+                    self.send_message(id, message);
                 }
+                Output::Send(message) => self.send_message(id, message),
                 Output::Reply {
                     id: request,
                     result,
@@ -653,6 +713,14 @@ impl Cluster {
     }
 
     /// Crashes a member: its process stops and its disk loses what was not synced.
+    /// Writes of member `id` the slow disk has not carried out yet.
+    pub fn pending_writes(&self, id: u64) -> usize {
+        self.pending_io
+            .values()
+            .filter(|(member, _)| *member == id)
+            .count()
+    }
+
     pub fn crash(&mut self, id: u64) {
         self.crash_with(id, CrashFault::TearUnsynced);
     }
@@ -854,6 +922,12 @@ fn describe(output: &Output) -> String {
             p.snapshot.is_some()
         ),
         Output::SaveSnapshot(s) => format!("save snapshot {}", s.get_metadata().index),
+        Output::SendState { message: m, .. } => format!(
+            "send state {}->{} index={}",
+            m.from,
+            m.to,
+            m.get_snapshot().get_metadata().index
+        ),
         Output::Send(m) => format!(
             "send {:?} {}->{} term={} index={} entries={}",
             m.get_msg_type(),

@@ -231,7 +231,7 @@ fn snapshot_chunk() -> Vec<Vec<u8>> {
         }
     }
     let source = stet_fuzz::engine_from_rows(&rows[0]);
-    let mut export = stet::engine::Export::new(source.view().expect("a view"));
+    let mut export = stet::engine::Export::new(std::sync::Arc::new(source.view().expect("a view")));
     if let Some(chunk) = export.next_chunk(4096).expect("an export") {
         let mut seed = vec![0x80];
         seed.extend_from_slice(&chunk);

@@ -66,7 +66,7 @@ fn engine_with(revisions: u64, index: u64) -> Engine {
 
 /// Every chunk of `engine`'s current state, cut at about `max_bytes`.
 fn export_all(engine: &Engine, max_bytes: usize) -> Vec<Vec<u8>> {
-    let mut export = Export::new(engine.view().unwrap());
+    let mut export = Export::new(std::sync::Arc::new(engine.view().unwrap()));
     let mut chunks = Vec::new();
     while let Some(chunk) = export.next_chunk(max_bytes).unwrap() {
         assert!(chunks.len() < 10_000, "the export never ends");
@@ -108,7 +108,7 @@ fn a_state_moved_in_small_chunks_arrives_whole() {
 fn an_export_reads_the_state_as_it_was_when_it_began() {
     let mut source = engine_with(50, 10);
     let expected = contents(&source);
-    let mut export = Export::new(source.view().unwrap());
+    let mut export = Export::new(std::sync::Arc::new(source.view().unwrap()));
     let first = export.next_chunk(100).unwrap().unwrap();
     // Writes go on meanwhile.
     let mut batch = Batch::new();

@@ -278,6 +278,7 @@ impl Driver {
             }
             Command::OpenWatchStream { stream, sender } => self.streams.open(stream, sender),
             Command::Peer(message) => self.node.handle(now, Input::Peer(message)),
+            Command::StateChunk(chunk) => self.node.handle(now, Input::StateChunk(chunk)),
             Command::Unreachable {
                 to,
                 snapshot_failed,
@@ -351,6 +352,10 @@ impl Driver {
                         .save(snapshot, &self.env, dir, &self.own_commands);
                 }
                 Output::Send(message) => self.send(message).await,
+                Output::SendState { message, state } => match &mut self.transport {
+                    Some(transport) => transport.send_state(message, state),
+                    None => self.node_snapshot_failed(message.to),
+                },
                 Output::Reply { id, result } => self.reply(id, result),
                 Output::Watch { stream, response } => self.deliver_watch(stream, response),
                 Output::LeaderChanged { term, leader } => {
@@ -389,6 +394,16 @@ impl Driver {
             pause.await;
         }
         Ok(())
+    }
+
+    /// Tells raft a snapshot could not be sent (no transport to send it with).
+    fn node_snapshot_failed(&mut self, to: u64) {
+        let now = self.now();
+        let report = Input::SnapshotReport {
+            to: crate::types::MemberId(to),
+            ok: false,
+        };
+        self.node.handle(now, report);
     }
 
     async fn send(&mut self, message: Message) {

@@ -1,6 +1,7 @@
 //! The peer listeners' side: every accepted connection must open with the preface and a `Hello`
 //! from this cluster (a member of another cluster is refused, and both sides log "cluster ID
-//! mismatch" with both IDs). Then, by purpose: raft messages flow to the driver; a membership query
+//! mismatch" with both IDs). Then, by purpose: raft messages (and the chunks of a state sent
+//! ahead of a snapshot message) flow to the driver; a membership query
 //! is answered; forwarded requests are served by the local driver and answered on the connection.
 
 use std::sync::Arc;
@@ -11,11 +12,16 @@ use tokio::sync::watch;
 
 use super::conn::{spawn_frame_writer, FramedStream, PeerError, HANDSHAKE_TIMEOUT};
 use super::{forward, AddressBook};
-use crate::node::ClientRequest;
+use crate::node::{ClientRequest, StateChunk};
 use crate::peer_wire::{self, FrameKind, RaftReassembler};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpeerpb as peerpb;
 use crate::server::handle::DriverHandle;
+use crate::types::MemberId;
+
+/// The largest state chunk accepted: the sender cuts chunks of `STATE_CHUNK_BYTES`, and a chunk
+/// holds whole rows, so one value as large as a request may allow goes past it.
+const MAX_STATE_CHUNK_BYTES: usize = 64 << 20;
 
 /// Accepts peer connections on `listener` until `stopped` changes.
 pub async fn serve(
@@ -146,8 +152,18 @@ async fn receive_raft(
 ) -> Result<(), PeerError> {
     let (mut reader, _write) = stream.into_split();
     let mut reassembler = RaftReassembler::default();
+    let mut states = RaftReassembler::for_state_chunks(MAX_STATE_CHUNK_BYTES);
     loop {
         let frame = reader.read_frame().await?;
+        if matches!(frame.kind, FrameKind::State | FrameKind::StatePart) {
+            let Some(bytes) = states.accept(frame)? else {
+                continue;
+            };
+            if !deliver_state_chunk(&bytes, from, &driver, log).await {
+                return Ok(());
+            }
+            continue;
+        }
         let Some(bytes) = reassembler.accept(frame)? else {
             continue;
         };
@@ -170,6 +186,31 @@ async fn receive_raft(
             return Ok(());
         }
     }
+}
+
+/// Hands the driver a state chunk from `from`; false if the connection should close (the chunk
+/// does not decode, or the driver stopped).
+async fn deliver_state_chunk(
+    bytes: &[u8],
+    from: u64,
+    driver: &DriverHandle,
+    log: &slog::Logger,
+) -> bool {
+    let chunk = match <peerpb::StateChunk as prost::Message>::decode(bytes) {
+        Ok(chunk) => chunk,
+        Err(error) => {
+            slog::warn!(log, "undecodable state chunk from a peer; closing"; "peer" => %format!("{from:x}"), "error" => %error);
+            return false;
+        }
+    };
+    let chunk = StateChunk {
+        from: MemberId(from),
+        index: chunk.index,
+        term: chunk.term,
+        seq: chunk.seq,
+        rows: chunk.rows,
+    };
+    driver.deliver_state_chunk(chunk).await
 }
 
 /// Serves forwarded requests: each is handled by the local driver (never forwarded again) and

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use self::conn::{dial, Identity, PeerError};
 use super::env::{BoxFuture, Environment, WriteFault};
 use super::handle::DriverHandle;
+use crate::engine::Export;
 use crate::peer_wire;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpeerpb as peerpb;
@@ -29,6 +30,8 @@ use crate::time::Instant;
 const PEER_QUEUE: usize = 4096;
 /// Bytes gathered into one write.
 const BATCH_BYTES: usize = 1024 * 1024;
+/// Bytes of rows per chunk of a state sent to a follower.
+const STATE_CHUNK_BYTES: usize = 256 * 1024;
 /// Reconnect backoff bounds.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -162,6 +165,27 @@ impl Transport {
         };
         tokio::spawn(writer.run());
         Link { urls, queue }
+    }
+
+    /// Sends a `MsgSnapshot` and the state it stands for on a connection of their own (the
+    /// peer's other messages, heartbeats among them, do not wait behind it): every chunk of
+    /// `state`, then the message; then reports whether it all went out.
+    pub fn send_state(&mut self, message: Message, state: Export) {
+        let to = message.to;
+        let Some(link) = self.links.get(&to) else {
+            self.driver.report_unreachable(to, true);
+            return;
+        };
+        let sender = StateSender {
+            log: self.log.new(slog::o!("peer" => format!("{to:x}"))),
+            identity: self.identity,
+            to,
+            urls: link.urls.borrow().clone(),
+            driver: self.driver.clone(),
+            env: self.env.clone(),
+            part_bytes: self.env.limits().peer_message_part_bytes,
+        };
+        tokio::spawn(sender.run(message, state));
     }
 
     /// Queues `message` for its peer. A message for an unknown peer, or one whose queue is full,
@@ -363,22 +387,7 @@ impl PeerWriter {
         stream: &mut conn::FramedStream,
         bytes: &[u8],
     ) -> Result<(), PeerError> {
-        match self.env.peer_write_fault(self.to, bytes.len()) {
-            None => stream.write_all(bytes).await,
-            Some(WriteFault::Reset { after }) => {
-                let _ = stream.write_all(&bytes[..after.min(bytes.len())]).await;
-                Err(PeerError::Io(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "connection reset by peer",
-                )))
-            }
-            Some(WriteFault::Stall { after, pause }) => {
-                let (head, tail) = bytes.split_at(after.min(bytes.len()));
-                stream.write_all(head).await?;
-                tokio::time::sleep(pause).await;
-                stream.write_all(tail).await
-            }
-        }
+        write_with_faults(&*self.env, self.to, stream, bytes).await
     }
 
     /// Dials each of the peer's URLs in turn.
@@ -400,6 +409,103 @@ impl PeerWriter {
     fn fail(&self, message: &Message) {
         let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
         self.driver.report_unreachable(self.to, is_snapshot);
+    }
+}
+
+/// Writes `bytes` to peer `to`, suffering whatever fault the environment says this write meets.
+async fn write_with_faults(
+    env: &dyn Environment,
+    to: u64,
+    stream: &mut conn::FramedStream,
+    bytes: &[u8],
+) -> Result<(), PeerError> {
+    match env.peer_write_fault(to, bytes.len()) {
+        None => stream.write_all(bytes).await,
+        Some(WriteFault::Reset { after }) => {
+            let _ = stream.write_all(&bytes[..after.min(bytes.len())]).await;
+            Err(PeerError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset by peer",
+            )))
+        }
+        Some(WriteFault::Stall { after, pause }) => {
+            let (head, tail) = bytes.split_at(after.min(bytes.len()));
+            stream.write_all(head).await?;
+            tokio::time::sleep(pause).await;
+            stream.write_all(tail).await
+        }
+    }
+}
+
+/// The task that sends one state and its snapshot message to a peer.
+struct StateSender {
+    log: slog::Logger,
+    identity: Identity,
+    to: u64,
+    urls: Vec<String>,
+    driver: DriverHandle,
+    env: Arc<dyn Environment>,
+    part_bytes: usize,
+}
+
+impl StateSender {
+    async fn run(self, message: Message, state: Export) {
+        let index = message.get_snapshot().get_metadata().index;
+        let sent = self.send(message, state).await;
+        match &sent {
+            Ok(chunks) => {
+                slog::info!(self.log, "sent the state to a follower"; "index" => index, "chunks" => chunks)
+            }
+            Err(error) => {
+                slog::warn!(self.log, "sending the state to a follower failed"; "index" => index, "error" => %error)
+            }
+        }
+        self.driver.report_snapshot(self.to, sent.is_ok());
+    }
+
+    /// Dials the peer, sends every chunk and then the message; the number of chunks sent.
+    async fn send(&self, message: Message, mut state: Export) -> Result<u64, PeerError> {
+        let mut stream = self.connect().await?;
+        let meta = message.get_snapshot().get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let mut bytes = Vec::new();
+        let mut seq = 0;
+        loop {
+            let rows = state
+                .next_chunk(STATE_CHUNK_BYTES)
+                .map_err(|error| PeerError::Io(std::io::Error::other(error.to_string())))?;
+            let Some(rows) = rows else {
+                break;
+            };
+            let chunk = peerpb::StateChunk {
+                index,
+                term,
+                seq,
+                rows,
+            };
+            bytes.clear();
+            let encoded = prost::Message::encode_to_vec(&chunk);
+            peer_wire::encode_state_chunk_in_parts(&encoded, self.part_bytes, &mut bytes);
+            write_with_faults(&*self.env, self.to, &mut stream, &bytes).await?;
+            seq += 1;
+        }
+        bytes.clear();
+        let encoded = protobuf::Message::write_to_bytes(&message)
+            .map_err(|error| PeerError::Io(std::io::Error::other(error.to_string())))?;
+        peer_wire::encode_raft_message_in_parts(&encoded, self.part_bytes, &mut bytes);
+        write_with_faults(&*self.env, self.to, &mut stream, &bytes).await?;
+        Ok(seq)
+    }
+
+    async fn connect(&self) -> Result<conn::FramedStream, PeerError> {
+        let mut last = PeerError::BadUrl(String::new());
+        for url in &self.urls {
+            match dial(url, self.identity, peerpb::Purpose::Raft, self.to).await {
+                Ok((stream, _)) => return Ok(stream),
+                Err(error) => last = error,
+            }
+        }
+        Err(last)
     }
 }
 

@@ -1,0 +1,195 @@
+//! Sending the whole applied state to a follower too far behind for the log, and receiving it,
+//! without ever holding it in memory (etcd sends its bbolt file beside the snapshot message).
+//!
+//! When raft needs a snapshot for a follower, the node commits the engine and takes a snapshot at
+//! the applied index whose data is only [`ENGINE_STATE`]: the state is the engine's, as a
+//! read-only view taken at that index and kept while that snapshot is the latest. Its
+//! `MsgSnapshot` leaves as [`Output::SendState`](super::Output::SendState) with an [`Export`] of
+//! the view: the transport sends the rows in chunks, then the message, on one connection.
+//!
+//! The follower stages each chunk ([`Input::StateChunk`](super::Input::StateChunk)) beside its
+//! live tables, in order from the first, and lets the `MsgSnapshot` reach raft only when every
+//! chunk before it was staged for that very snapshot. When raft hands the snapshot over to be
+//! applied, the engine swaps the staged tables in with one durable transaction and the state is
+//! loaded from it; a crash before that leaves the old state, a crash after finds the new one.
+
+use std::sync::Arc;
+
+use raft::eraftpb::{Message, MessageType, Snapshot};
+
+use super::{Node, Output};
+use crate::engine::{Applied, Export, View};
+use crate::types::MemberId;
+
+/// The data of a snapshot whose state is the sender's engine at the snapshot's index.
+pub const ENGINE_STATE: &[u8] = b"stet: engine state v1";
+
+/// Rows of the state a snapshot stands for, sent ahead of its `MsgSnapshot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChunk {
+    /// The member sending it (the leader).
+    pub from: MemberId,
+    /// The snapshot's index and term.
+    pub index: u64,
+    pub term: u64,
+    /// The chunk's place in the transfer, from 0.
+    pub seq: u64,
+    /// Rows, as `Export::next_chunk` cut them.
+    pub rows: Vec<u8>,
+}
+
+/// The transfer this member is receiving.
+#[derive(Debug)]
+pub(super) struct Incoming {
+    from: MemberId,
+    index: u64,
+    term: u64,
+    next_seq: u64,
+}
+
+/// The view behind the latest snapshot with [`ENGINE_STATE`] data.
+pub(super) struct StateView {
+    index: u64,
+    view: Arc<View>,
+}
+
+impl std::fmt::Debug for StateView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateView")
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+/// Whether a snapshot's state is the sender's engine.
+pub fn is_engine_state(snapshot: &Snapshot) -> bool {
+    snapshot.data.as_ref() == ENGINE_STATE
+}
+
+impl Node {
+    /// Keeps a view of the engine, just committed up to the applied index, for the snapshot at
+    /// that index being taken to send.
+    pub(super) fn keep_state_view(&mut self, index: u64) -> bool {
+        match self.state.kv.engine().view() {
+            Ok(view) => {
+                let at = view.applied().map(|a| a.index);
+                assert_eq!(at.ok(), Some(index), "the view is of the snapshot's index");
+                self.state_view = Some(StateView {
+                    index,
+                    view: Arc::new(view),
+                });
+                true
+            }
+            Err(error) => {
+                self.fail(format!("reading the state to send failed: {error}"));
+                false
+            }
+        }
+    }
+
+    /// Forgets the view once the latest snapshot no longer stands for it.
+    pub(super) fn drop_stale_state_view(&mut self) {
+        let latest = self.raw.store().latest_snapshot();
+        let current = is_engine_state(latest).then(|| latest.get_metadata().index);
+        if self.state_view.as_ref().map(|v| v.index) != current {
+            self.state_view = None;
+        }
+    }
+
+    /// Queues the outputs that send `messages`: a `MsgSnapshot` whose state is this engine's
+    /// leaves with an export of the view it stands for.
+    pub(super) fn send_all(&mut self, messages: Vec<Message>) {
+        for message in messages {
+            if message.get_msg_type() != MessageType::MsgSnapshot
+                || !is_engine_state(message.get_snapshot())
+            {
+                self.outputs.push_back(Output::Send(message));
+                continue;
+            }
+            let index = message.get_snapshot().get_metadata().index;
+            match &self.state_view {
+                Some(kept) if kept.index == index => {
+                    let state = Export::new(kept.view.clone());
+                    self.outputs.push_back(Output::SendState { message, state });
+                }
+                // raft sends only the latest snapshot, whose view is kept. Sent without its rows
+                // it would be refused; the failure makes raft ask for a snapshot again, and the
+                // node takes a new one to send.
+                _ => {
+                    self.raw.mut_store().stop_serving_state();
+                    self.raw
+                        .report_snapshot(message.to, raft::SnapshotStatus::Failure);
+                }
+            }
+        }
+    }
+
+    /// Stages a chunk of the state a leader is sending; a chunk out of order, of another
+    /// transfer or refused by the engine ends the transfer (the leader starts over).
+    pub(super) fn on_state_chunk(&mut self, chunk: StateChunk) {
+        if chunk.seq == 0 {
+            if let Err(error) = self.state.kv.engine_mut().clear_staged() {
+                self.fail(format!("preparing to receive a state failed: {error}"));
+                return;
+            }
+            self.incoming_state = Some(Incoming {
+                from: chunk.from,
+                index: chunk.index,
+                term: chunk.term,
+                next_seq: 0,
+            });
+        }
+        let expected = self.incoming_state.as_ref().is_some_and(|incoming| {
+            (
+                incoming.from,
+                incoming.index,
+                incoming.term,
+                incoming.next_seq,
+            ) == (chunk.from, chunk.index, chunk.term, chunk.seq)
+        });
+        if !expected {
+            self.incoming_state = None;
+            return;
+        }
+        match self.state.kv.engine_mut().stage_chunk(&chunk.rows) {
+            Ok(()) => {
+                if let Some(incoming) = &mut self.incoming_state {
+                    incoming.next_seq += 1;
+                }
+            }
+            Err(error) => {
+                self.dropped_state_chunks += 1;
+                self.last_refused_state = Some(error.to_string());
+                self.incoming_state = None;
+            }
+        }
+    }
+
+    /// Whether a `MsgSnapshot` may reach raft: one carrying its state inline, or one whose rows
+    /// were all staged, in order, for this very snapshot.
+    pub(super) fn state_received_for(&self, message: &Message) -> bool {
+        let snapshot = message.get_snapshot();
+        if !is_engine_state(snapshot) {
+            return true;
+        }
+        let meta = snapshot.get_metadata();
+        self.incoming_state.as_ref().is_some_and(|incoming| {
+            (incoming.from.0, incoming.index, incoming.term)
+                == (message.from, meta.index, meta.term)
+                && incoming.next_seq > 0
+        })
+    }
+
+    /// Replaces the applied state with the staged one the snapshot stands for.
+    pub(super) fn install_staged_state(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let meta = snapshot.get_metadata();
+        let applied = Applied {
+            index: meta.index,
+            term: meta.term,
+        };
+        self.incoming_state = None;
+        self.state
+            .install_staged(applied)
+            .map_err(|error| error.to_string())
+    }
+}
