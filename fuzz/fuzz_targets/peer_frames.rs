@@ -1,7 +1,8 @@
 //! The peer port's byte stream: input is everything a peer might send after the preface, fed to
 //! the frame decoder in pieces whose sizes come from the first byte. Every frame is then handled as
 //! the server would: reassembled into a raft message and decoded, or decoded as a handshake or a
-//! forwarded request or reply. Nothing may panic; a frame the decoder accepts must re-encode to the
+//! forwarded request or reply, or reassembled into
+//! a chunk of a sent state. Nothing may panic; a frame the decoder accepts must re-encode to the
 //! same bytes.
 #![no_main]
 
@@ -17,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let step = usize::from(step).max(1);
     let mut decoder = FrameDecoder::new();
     let mut reassembler = RaftReassembler::new(1 << 20);
+    let mut states = RaftReassembler::for_state_chunks(1 << 20);
     let mut accepted = Vec::new();
     'feed: for piece in stream.chunks(step) {
         decoder.push(piece);
@@ -34,6 +36,13 @@ fuzz_target!(|data: &[u8]| {
                                 Err(_) => break 'feed,
                             }
                         }
+                        FrameKind::State | FrameKind::StatePart => match states.accept(frame) {
+                            Ok(Some(bytes)) => {
+                                let _ = peerpb::StateChunk::decode(bytes.as_slice());
+                            }
+                            Ok(None) => {}
+                            Err(_) => break 'feed,
+                        },
                         FrameKind::Hello => {
                             let _ = peerpb::Hello::decode(frame.payload.as_slice());
                         }

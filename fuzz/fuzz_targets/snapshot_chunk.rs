@@ -22,7 +22,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let source = engine_from_rows(data);
     let applied = source.applied();
-    let mut export = Export::new(std::sync::Arc::new(source.view().expect("a view of an engine in memory")));
+    let mut export = Export::new(std::sync::Arc::new(
+        source.view().expect("a view of an engine in memory"),
+    ));
     let max_bytes = 1 + usize::from(control & 0x3f) * 16;
     let damage = control & 0x40 != 0;
     let mut refused = false;

@@ -338,7 +338,7 @@ impl NodeHarness {
                     };
                     self.node.handle(self.now, input);
                 }
-                Output::Send(m) => {
+                Output::Send(m) | Output::SendState { message: m, .. } => {
                     if self.sent.len() < 1024 {
                         self.sent.push(m);
                     }

@@ -185,9 +185,21 @@ fn peer_frames() -> Vec<Vec<u8>> {
         })),
     };
     peer_wire::encode_message(FrameKind::ForwardReply, &reply, &mut forwarded);
+    let mut state = Vec::new();
+    for seq in 0..2 {
+        let chunk = peerpb::StateChunk {
+            index: 40,
+            term: 3,
+            seq,
+            rows: vec![seq as u8; 300],
+        };
+        let encoded = prost::Message::encode_to_vec(&chunk);
+        peer_wire::encode_state_chunk_in_parts(&encoded, 128, &mut state);
+    }
     let mut seeds = Vec::new();
     for (step, bytes) in [
         (255u8, &stream),
+        (33, &state),
         (7, &stream),
         (64, &forwarded),
         (1, &forwarded),
