@@ -5,6 +5,7 @@
 //! disk completions come in as inputs to the node; what to persist, send and answer comes out as
 //! outputs. See `ARCHITECTURE.md` for the map.
 
+pub mod alarm;
 pub mod backup;
 pub mod disk;
 pub mod engine;

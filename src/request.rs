@@ -30,6 +30,10 @@ pub enum ClientRequest {
     MemberList(pb::MemberListRequest),
     MemberPromote(pb::MemberPromoteRequest),
     HashKv(pb::HashKvRequest),
+    /// List, raise or clear alarms (through raft, as etcd does for every action).
+    Alarm(pb::AlarmRequest),
+    /// Rewrite this member's storage engine file compactly (not replicated: each member's own).
+    Defragment(pb::DefragmentRequest),
     /// This member's own name and client URLs, replicated into the membership once it runs (etcd
     /// publishes its attributes the same way).
     MemberPublish {
@@ -71,6 +75,7 @@ impl ClientRequest {
                 | ClientRequest::MemberUpdate(_)
                 | ClientRequest::MemberPromote(_)
                 | ClientRequest::MemberPublish { .. }
+                | ClientRequest::Alarm(_)
         )
     }
 
@@ -106,6 +111,8 @@ pub enum ClientResponse {
     MemberList(pb::MemberListResponse),
     MemberPromote(pb::MemberPromoteResponse),
     HashKv(pb::HashKvResponse),
+    Alarm(pb::AlarmResponse),
+    Defragment(pb::DefragmentResponse),
     /// Done, with nothing to say: watch control requests (their answers arrive as
     /// `Output::Watch`) and internal commands such as member attribute updates.
     Accepted,
@@ -143,6 +150,15 @@ pub enum ClientError {
     LearnerNotReady,
     #[error("etcdserver: re-configuration failed due to not enough started members")]
     NotEnoughStartedMembers,
+    /// The database is past its space quota (a NOSPACE alarm is raised).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// A CORRUPT alarm is raised: the cluster's data cannot be trusted.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
+    /// Defragmenting the engine's file failed; it still holds the whole state.
+    #[error("etcdserver: defragment failed: {0}")]
+    Defragment(String),
 }
 
 /// The subset of gRPC status codes etcd uses for its errors.
@@ -207,6 +223,9 @@ impl ClientError {
             ClientError::LearnerNotReady | ClientError::NotEnoughStartedMembers => {
                 FailedPrecondition
             }
+            ClientError::NoSpace => ResourceExhausted,
+            ClientError::Defragment(_) => Unavailable,
+            ClientError::Corrupt => DataLoss,
         }
     }
 }
@@ -231,6 +250,8 @@ impl ClientResponse {
             ClientResponse::MemberList(r) => &mut r.header,
             ClientResponse::MemberPromote(r) => &mut r.header,
             ClientResponse::HashKv(r) => &mut r.header,
+            ClientResponse::Alarm(r) => &mut r.header,
+            ClientResponse::Defragment(r) => &mut r.header,
             ClientResponse::Accepted => return None,
         };
         Some(header.get_or_insert_with(Default::default))

@@ -1,5 +1,5 @@
 //! `StateMachine`: the replicated state every member derives from the committed raft log — the MVCC
-//! key-value store, the leases attached to its keys and the cluster membership. Applying the same
+//! key-value store, the leases attached to its keys, the cluster membership and its alarms. Applying the same
 //! entries in the same order gives the same state on every member; only lease expiry timing (leader
 //! only) depends on the `now` passed in.
 
@@ -7,6 +7,7 @@ use prost::Message as _;
 
 use std::collections::BTreeSet;
 
+use crate::alarm::{Alarms, CorruptAlarms};
 use crate::engine::{Applied as AppliedIndex, Batch, Engine, EngineError};
 use crate::kv::{KvError, KvStore};
 use crate::lease::Lessor;
@@ -40,6 +41,8 @@ pub enum RestoreError {
     Lease(#[from] crate::lease::LeaseError),
     #[error("snapshot holds a corrupt membership: {0}")]
     Member(#[from] crate::member::MemberError),
+    #[error("snapshot holds corrupt alarms: {0}")]
+    Alarms(#[from] CorruptAlarms),
 }
 
 /// KV store, leases and membership at one applied raft index.
@@ -48,11 +51,14 @@ pub struct StateMachine {
     pub kv: KvStore,
     pub lessor: Lessor,
     members: Membership,
+    alarms: Alarms,
     min_lease_ttl_seconds: i64,
     /// Leases granted or revoked since the last commit to the engine.
     changed_leases: BTreeSet<i64>,
     /// Whether the membership changed since the last commit to the engine.
     members_changed: bool,
+    /// Whether the alarms changed since the last commit to the engine.
+    alarms_changed: bool,
 }
 
 impl StateMachine {
@@ -77,15 +83,22 @@ impl StateMachine {
             kv,
             lessor: Lessor::new(min_lease_ttl_seconds),
             members: Membership::new(cluster_id),
+            alarms: Alarms::default(),
             min_lease_ttl_seconds,
             changed_leases: BTreeSet::new(),
             members_changed: true,
+            alarms_changed: true,
         }
     }
 
     /// The replicated membership.
     pub fn members(&self) -> &Membership {
         &self.members
+    }
+
+    /// The raised alarms.
+    pub fn alarms(&self) -> &Alarms {
+        &self.alarms
     }
 
     /// Replaces the membership (a conf change was applied to a copy of it).
@@ -96,7 +109,36 @@ impl StateMachine {
 
     /// Applies one client write or internal command from a committed entry.
     pub fn apply(&mut self, request: Request, now: Instant, is_leader: bool) -> Applied {
-        let result = match request {
+        let refused = if self.alarms.corrupt() {
+            refused_while_corrupt(&request)
+        } else if self.alarms.no_space() {
+            refused_without_space(&request)
+        } else {
+            None
+        };
+        let result = match (refused, request) {
+            (Some(error), _) => Err(error),
+            (None, request) => self.apply_allowed(request, now, is_leader),
+        };
+        match result {
+            Ok((response, events)) => Applied {
+                reply: Some(Ok(response)),
+                events,
+            },
+            Err(error) => Applied {
+                reply: Some(Err(error)),
+                events: Vec::new(),
+            },
+        }
+    }
+
+    fn apply_allowed(
+        &mut self,
+        request: Request,
+        now: Instant,
+        is_leader: bool,
+    ) -> Result<(ClientResponse, Vec<Event>), ClientError> {
+        match request {
             Request::Put(put) => self.put(&put),
             Request::DeleteRange(delete) => self.delete_range(&delete),
             Request::Txn(txn) => self.txn(&txn),
@@ -131,16 +173,12 @@ impl StateMachine {
                 }
                 Ok((ClientResponse::Accepted, Vec::new()))
             }
-        };
-        match result {
-            Ok((response, events)) => Applied {
-                reply: Some(Ok(response)),
-                events,
-            },
-            Err(error) => Applied {
-                reply: Some(Err(error)),
-                events: Vec::new(),
-            },
+            Request::Alarm(alarm) => {
+                let response = self.alarms.apply(&alarm);
+                self.alarms_changed |= !response.alarms.is_empty()
+                    && alarm.action != pb::alarm_request::AlarmAction::Get as i32;
+                Ok((ClientResponse::Alarm(response), Vec::new()))
+            }
         }
     }
 
@@ -251,6 +289,7 @@ impl StateMachine {
         let mut snapshot = stetpb::StateSnapshot {
             kv: Some(self.kv.to_snapshot()?),
             leases: self.lessor.to_snapshot(),
+            alarms: self.alarms.list(pb::AlarmType::None),
             ..Default::default()
         };
         self.members.write_to_snapshot(&mut snapshot);
@@ -273,11 +312,14 @@ impl StateMachine {
         let snapshot = stetpb::StateSnapshot::decode(bytes)?;
         let lessor = Lessor::restore(&snapshot.leases, self.min_lease_ttl_seconds)?;
         let members = Membership::restore(&snapshot)?;
+        let alarms = Alarms::from_list(&snapshot.alarms)?;
         self.kv.restore(&snapshot.kv.unwrap_or_default())?;
         self.changed_leases = lessor.leases().into_iter().collect();
         self.lessor = lessor;
         self.members = members;
         self.members_changed = true;
+        self.alarms = alarms;
+        self.alarms_changed = true;
         Ok(())
     }
 
@@ -312,6 +354,12 @@ impl StateMachine {
             for id in self.members.removed_ids() {
                 batch.remove_member(id);
             }
+        }
+        if std::mem::take(&mut self.alarms_changed) {
+            let list = stetpb::AlarmList {
+                alarms: self.alarms.list(pb::AlarmType::None),
+            };
+            batch.set_alarms(list.encode_to_vec());
         }
         if let Some((applied, conf_state)) = applied {
             batch.set_applied(applied);
@@ -352,8 +400,12 @@ impl StateMachine {
             }
             snapshot.leases.push(record);
         }
+        if let Some(bytes) = view.alarms()? {
+            snapshot.alarms = stetpb::AlarmList::decode(bytes.as_slice())?.alarms;
+        }
         drop(view);
         let members = Membership::restore(&snapshot)?;
+        let alarms = Alarms::from_list(&snapshot.alarms)?;
         let mut lessor = Lessor::restore(&snapshot.leases, min_lease_ttl_seconds)?;
         let kv = KvStore::from_engine(engine)?;
         for (key, lease) in kv.leased_keys() {
@@ -370,9 +422,11 @@ impl StateMachine {
             kv,
             lessor,
             members,
+            alarms,
             min_lease_ttl_seconds,
             changed_leases: BTreeSet::new(),
             members_changed: false,
+            alarms_changed: false,
         };
         Ok((state, applied, conf_state))
     }
@@ -395,6 +449,45 @@ impl StateMachine {
     pub fn min_lease_ttl_seconds(&self) -> i64 {
         self.min_lease_ttl_seconds
     }
+}
+
+/// Why a request is refused while the database is out of space (etcd's capped applier): it would
+/// grow the database. Deletes, compaction, revokes and reads still go through.
+fn refused_without_space(request: &Request) -> Option<ClientError> {
+    let grows = match request {
+        Request::Put(_) | Request::LeaseGrant(_) => true,
+        Request::Txn(txn) => txn_puts(txn),
+        _ => false,
+    };
+    grows.then_some(ClientError::NoSpace)
+}
+
+/// Why a request is refused while the data is corrupt (etcd's corrupt applier): every key-value
+/// and lease request. Alarms, membership and lease renewals still go through.
+fn refused_while_corrupt(request: &Request) -> Option<ClientError> {
+    let refused = matches!(
+        request,
+        Request::Put(_)
+            | Request::DeleteRange(_)
+            | Request::Txn(_)
+            | Request::Compaction(_)
+            | Request::Range(_)
+            | Request::LeaseGrant(_)
+            | Request::LeaseRevoke(_)
+    );
+    refused.then_some(ClientError::Corrupt)
+}
+
+/// Whether a transaction puts anything, in either branch, at any depth.
+pub fn txn_puts(txn: &pb::TxnRequest) -> bool {
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .any(|op| match &op.request {
+            Some(pb::request_op::Request::RequestPut(_)) => true,
+            Some(pb::request_op::Request::RequestTxn(inner)) => txn_puts(inner),
+            _ => false,
+        })
 }
 
 impl crate::watch::EventSource for KvStore {
@@ -582,6 +675,116 @@ mod tests {
         engine.commit(batch, false).unwrap();
         let error = StateMachine::from_engine(engine, 2).unwrap_err();
         assert!(error.to_string().contains("does not exist"), "{error}");
+    }
+
+    fn alarm(action: pb::alarm_request::AlarmAction, alarm: pb::AlarmType) -> Request {
+        Request::Alarm(pb::AlarmRequest {
+            action: action as i32,
+            member_id: 7,
+            alarm: alarm as i32,
+        })
+    }
+
+    fn refused(applied: &Applied) -> Option<ClientError> {
+        applied
+            .reply
+            .as_ref()
+            .and_then(|r| r.as_ref().err().cloned())
+    }
+
+    fn txn(op: pb::request_op::Request) -> Request {
+        Request::Txn(pb::TxnRequest {
+            failure: vec![pb::RequestOp { request: Some(op) }],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn without_space_only_what_grows_the_database_is_refused() {
+        use pb::alarm_request::AlarmAction;
+        let mut sm = sm();
+        apply(&mut sm, put("a", 0));
+        apply(
+            &mut sm,
+            alarm(AlarmAction::Activate, pb::AlarmType::Nospace),
+        );
+        let nested_put = txn(pb::request_op::Request::RequestTxn(pb::TxnRequest {
+            success: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestPut(Default::default())),
+            }],
+            ..Default::default()
+        }));
+        let grant = Request::LeaseGrant(pb::LeaseGrantRequest { ttl: 10, id: 5 });
+        for request in [put("b", 0), nested_put, grant] {
+            assert_eq!(
+                refused(&apply(&mut sm, request)),
+                Some(ClientError::NoSpace)
+            );
+        }
+        let delete = Request::DeleteRange(pb::DeleteRangeRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        });
+        let read_txn = txn(pb::request_op::Request::RequestRange(pb::RangeRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        }));
+        let compact = Request::Compaction(pb::CompactionRequest {
+            revision: 1,
+            ..Default::default()
+        });
+        for request in [delete, read_txn, compact] {
+            assert_eq!(refused(&apply(&mut sm, request)), None);
+        }
+        assert_eq!(sm.kv.current_revision(), 3, "the delete went through");
+        apply(
+            &mut sm,
+            alarm(AlarmAction::Deactivate, pb::AlarmType::Nospace),
+        );
+        assert_eq!(refused(&apply(&mut sm, put("b", 0))), None);
+    }
+
+    #[test]
+    fn a_corrupt_cluster_refuses_every_key_value_and_lease_request() {
+        use pb::alarm_request::AlarmAction;
+        let mut sm = sm();
+        apply(
+            &mut sm,
+            alarm(AlarmAction::Activate, pb::AlarmType::Corrupt),
+        );
+        let delete = Request::DeleteRange(pb::DeleteRangeRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        });
+        let revoke = Request::LeaseRevoke(pb::LeaseRevokeRequest { id: 5 });
+        for request in [put("a", 0), delete, revoke] {
+            assert_eq!(
+                refused(&apply(&mut sm, request)),
+                Some(ClientError::Corrupt)
+            );
+        }
+        let listed = apply(&mut sm, alarm(AlarmAction::Get, pb::AlarmType::None));
+        assert!(matches!(
+            listed.reply,
+            Some(Ok(ClientResponse::Alarm(ref response))) if response.alarms.len() == 1
+        ));
+    }
+
+    #[test]
+    fn alarms_survive_a_restart_and_a_snapshot() {
+        use pb::alarm_request::AlarmAction;
+        let mut sm = sm();
+        apply(
+            &mut sm,
+            alarm(AlarmAction::Activate, pb::AlarmType::Nospace),
+        );
+        let raised = sm.alarms().clone();
+        let bytes = sm.to_snapshot_bytes().unwrap();
+        let loaded = reload(&mut sm);
+        assert_eq!(loaded.alarms(), &raised);
+        let restored = StateMachine::from_snapshot_bytes(&bytes, 2).unwrap();
+        assert_eq!(restored.alarms(), &raised);
+        assert!(restored.alarms().no_space());
     }
 
     proptest! {

@@ -409,6 +409,101 @@ fn etcdctl_works_against_stet() {
     assert_eq!(hash(&endpoint), hash(&bare), "one store, one hash");
 }
 
+/// The space quota as etcd operators know it, with the real etcdctl: past
+/// `--quota-backend-bytes` a put fails with NOSPACE and raises the alarm; while it is raised,
+/// puts and lease grants fail and deletes go through; it survives a kill -9; compaction,
+/// defragmentation (which shrinks the file) and `alarm disarm` let writes in again.
+#[test]
+fn past_the_quota_etcdctl_sees_nospace_until_compact_defrag_and_disarm() {
+    let etcdctl = etcdctl().expect("etcdctl is not installed: apt-get install -y etcd-client");
+    let dir = TempDir::new("quota");
+    let quota = format!("--quota-backend-bytes={}", 2 << 20);
+    let member = Member::start(&dir.0, &[&quota]);
+    let endpoint = member.endpoint();
+    let value = "x".repeat(64 << 10);
+    let mut refused = None;
+    for _ in 0..200 {
+        let output = run_to_end_etcdctl(&etcdctl, &endpoint, &["put", "k", &value]);
+        if !output.status.success() {
+            refused = Some(String::from_utf8_lossy(&output.stderr).into_owned());
+            break;
+        }
+    }
+    let refused = refused.expect("200 puts of 64 KiB never passed a 2 MiB quota");
+    assert!(
+        refused.contains("Error: etcdserver: mvcc: database space exceeded"),
+        "{refused}"
+    );
+    let alarm = "memberID:10276657743932975437 alarm:NOSPACE \n";
+    assert_eq!(etcdctl_run(&etcdctl, &endpoint, &["alarm", "list"]), alarm);
+    let status = etcdctl_run(&etcdctl, &endpoint, &["endpoint", "status", "-w", "json"]);
+    assert!(
+        status.contains(r#""errors":["memberID:10276657743932975437 alarm:NOSPACE "]"#),
+        "{status}"
+    );
+    let grant = run_to_end_etcdctl(&etcdctl, &endpoint, &["lease", "grant", "10"]);
+    assert!(!grant.status.success(), "a lease grant is refused");
+    assert_eq!(etcdctl_run(&etcdctl, &endpoint, &["del", "absent"]), "0\n");
+
+    drop(member); // kill -9
+    let member = Member::start(&dir.0, &[&quota]);
+    let endpoint = member.endpoint();
+    assert_eq!(
+        etcdctl_run(&etcdctl, &endpoint, &["alarm", "list"]),
+        alarm,
+        "the alarm survives a restart"
+    );
+    let revision = status_field(
+        &etcdctl_run(&etcdctl, &endpoint, &["endpoint", "status", "-w", "json"]),
+        "revision",
+    );
+    etcdctl_run(&etcdctl, &endpoint, &["compact", &revision.to_string()]);
+    let full = status_field(
+        &etcdctl_run(&etcdctl, &endpoint, &["endpoint", "status", "-w", "json"]),
+        "dbSize",
+    );
+    let defrag = etcdctl_run(&etcdctl, &endpoint, &["defrag"]);
+    assert!(
+        defrag.starts_with("Finished defragmenting etcd member"),
+        "{defrag}"
+    );
+    let defragmented = status_field(
+        &etcdctl_run(&etcdctl, &endpoint, &["endpoint", "status", "-w", "json"]),
+        "dbSize",
+    );
+    assert!(
+        defragmented * 2 < full,
+        "{full} bytes before defrag, {defragmented} after"
+    );
+    let still = run_to_end_etcdctl(&etcdctl, &endpoint, &["put", "k", "v"]);
+    assert!(
+        !still.status.success(),
+        "refused until the alarm is disarmed"
+    );
+    assert_eq!(
+        etcdctl_run(&etcdctl, &endpoint, &["alarm", "disarm"]),
+        alarm
+    );
+    assert_eq!(etcdctl_run(&etcdctl, &endpoint, &["alarm", "list"]), "");
+    assert_eq!(etcdctl_run(&etcdctl, &endpoint, &["put", "k", "v"]), "OK\n");
+}
+
+/// A number field of `etcdctl endpoint status -w json`.
+fn status_field(json: &str, field: &str) -> u64 {
+    let start = json
+        .find(&format!("\"{field}\":"))
+        .unwrap_or_else(|| panic!("no {field} in {json}"))
+        + field.len()
+        + 3;
+    let digits: String = json[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("{field} is not a number in {json}"))
+}
+
 /// The `etcd-client` crate (a third-party Rust client of etcd's v3 API) against stet.
 #[test]
 fn etcd_client_crate_works_against_stet() {

@@ -58,6 +58,12 @@ pub async fn call(channel: Channel, request: ClientRequest) -> Result<ClientResp
         Q::HashKv(r) => Ok(R::HashKv(answer(
             MaintenanceClient::new(channel).hash_kv(r).await,
         )?)),
+        Q::Defragment(r) => Ok(R::Defragment(answer(
+            MaintenanceClient::new(channel).defragment(r).await,
+        )?)),
+        Q::Alarm(r) => Ok(R::Alarm(answer(
+            MaintenanceClient::new(channel).alarm(r).await,
+        )?)),
         other => Err(ClientError::Forwarded {
             code: GrpcCode::InvalidArgument,
             message: format!("the simulator sends no {other:?} as a unary request"),

@@ -31,6 +31,9 @@ pub struct Scenario {
     pub extras: Extras,
     /// Members in the initial cluster, if not the run's default.
     pub members: Option<u64>,
+    /// A space quota small enough for the run to reach (the compactor then defragments and
+    /// disarms, as an operator would).
+    pub quota_backend_bytes: Option<u64>,
 }
 
 /// Clients beside the register workload: watchers, lease clients, a compactor, and clients that
@@ -62,6 +65,7 @@ pub fn scenarios() -> Vec<Scenario> {
             ..Extras::default()
         },
         members: None,
+        quota_backend_bytes: None,
     };
     vec![
         scenario("calm", vec![]),
@@ -85,6 +89,9 @@ pub fn scenarios() -> Vec<Scenario> {
                 compactor: true,
                 rich_clients: 1,
             },
+            // Small enough that runs fill it: writes then fail with NOSPACE until the compactor
+            // has compacted, defragmented and disarmed.
+            quota_backend_bytes: Some(512 << 10),
             ..scenario(
                 "watch",
                 vec![Partition, IsolateLeader, Crash, CrashAtPoint, Pause],
@@ -203,6 +210,7 @@ pub async fn run_in_current_runtime(scenario: Scenario, options: RunOptions) -> 
 async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunReport {
     let mut settings = Settings::new(seed);
     settings.self_test = options.self_test;
+    settings.quota_backend_bytes = scenario.quota_backend_bytes;
     let world = Arc::new(World::new(
         settings,
         scenario.members.unwrap_or(options.members),
@@ -542,6 +550,9 @@ async fn liveness_and_final_reads(world: Arc<World>, members: Vec<u64>) -> bool 
     else {
         return false;
     };
+    if lock(&world.settings).quota_backend_bytes.is_some() {
+        crate::watcher::recover_space(&world, &mut client, &members).await;
+    }
     let deadline = world.elapsed() + Duration::from_secs(30);
     let mut committed = false;
     'outer: while world.elapsed() < deadline {

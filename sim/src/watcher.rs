@@ -16,7 +16,7 @@ use crate::client::{Client, CLIENT_TIMEOUT, KEYS};
 use crate::records::{list_events, EventRecord, Item, KvEvents, Segment, SegmentEnd, WatchLog};
 use crate::wait;
 use crate::world::{lock, World};
-use stet::node::ClientRequest;
+use stet::node::{ClientRequest, ClientResponse};
 use stet::proto::etcdserverpb as pb;
 use stet::proto::etcdserverpb::watch_client::WatchClient;
 
@@ -207,7 +207,8 @@ async fn receive(mut open: OpenStream, world: &World, segment: &mut Segment, end
     }
 }
 
-/// A client that now and then compacts the store to some revisions behind the newest.
+/// A client that now and then compacts the store to some revisions behind the newest and, as an
+/// operator would after that, sometimes defragments the members and disarms any NOSPACE alarm.
 pub async fn compaction_workload(world: Arc<World>, id: u64, members: Vec<u64>, until: Duration) {
     let Ok(mut client) = Client::connect(world.clone(), id, crate::net::client_ip(id)).await else {
         return;
@@ -235,6 +236,68 @@ pub async fn compaction_workload(world: Arc<World>, id: u64, members: Vec<u64>, 
             "compactor asked member {member:x} to compact to {revision}: acknowledged {acknowledged}"
         ));
         lock(&world.compactions).push((revision, acknowledged));
+        if acknowledged && madsim::rand::thread_rng().gen_bool(0.5) {
+            defragment_and_disarm(&world, &mut client, &members).await;
+        }
+    }
+}
+
+/// Compacts to the newest revision, defragments every member and disarms every alarm: what an
+/// operator does when the cluster ran out of space.
+pub async fn recover_space(world: &World, client: &mut Client, members: &[u64]) {
+    let revision = world.max_revision();
+    for &member in members {
+        let compact = ClientRequest::Compact(pb::CompactionRequest {
+            revision,
+            physical: false,
+        });
+        if let Some(Ok(_)) = client.call(member, compact).await {
+            world.trace(format!("operator compacted to {revision} to recover space"));
+            lock(&world.compactions).push((revision, true));
+            break;
+        }
+    }
+    defragment_and_disarm(world, client, members).await;
+}
+
+/// Defragments every member's storage engine file, then disarms every raised alarm.
+async fn defragment_and_disarm(world: &World, client: &mut Client, members: &[u64]) {
+    for &member in members {
+        let defragment = ClientRequest::Defragment(pb::DefragmentRequest {});
+        let result = client.call(member, defragment).await;
+        world.trace(format!(
+            "defragmented member {member:x}: {}",
+            describe(&result)
+        ));
+    }
+    for &member in members {
+        let list = ClientRequest::Alarm(pb::AlarmRequest::default());
+        let Some(Ok(ClientResponse::Alarm(listed))) = client.call(member, list).await else {
+            continue;
+        };
+        for alarm in listed.alarms {
+            let disarm = ClientRequest::Alarm(pb::AlarmRequest {
+                action: pb::alarm_request::AlarmAction::Deactivate as i32,
+                member_id: alarm.member_id,
+                alarm: alarm.alarm,
+            });
+            let result = client.call(member, disarm).await;
+            world.trace(format!(
+                "disarmed alarm {} of member {:x}: {}",
+                alarm.alarm,
+                alarm.member_id,
+                describe(&result)
+            ));
+        }
+        return;
+    }
+}
+
+fn describe(result: &Option<Result<ClientResponse, stet::node::ClientError>>) -> String {
+    match result {
+        None => "no answer".to_string(),
+        Some(Ok(_)) => "done".to_string(),
+        Some(Err(error)) => error.to_string(),
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Settings {
     pub slow_fsync_latency_us: (u64, u64),
     /// How often an fsync is slow.
     pub slow_fsync_rate: f64,
+    /// `--quota-backend-bytes`, if the scenario sets one (small, so runs reach it).
+    pub quota_backend_bytes: Option<u64>,
 }
 
 impl Settings {
@@ -81,6 +83,7 @@ impl Settings {
             watch_progress_interval: Duration::from_secs(2),
             slow_fsync_latency_us: (10_000, 200_000),
             slow_fsync_rate: 0.02,
+            quota_backend_bytes: None,
         }
     }
 }
@@ -335,6 +338,10 @@ impl World {
                 settings.election_timeout.as_millis()
             ),
             format!("--snapshot-count={}", settings.snapshot_count),
+            format!(
+                "--quota-backend-bytes={}",
+                settings.quota_backend_bytes.unwrap_or(0)
+            ),
             format!(
                 "--experimental-snapshot-catchup-entries={}",
                 settings.catch_up_entries

@@ -5,7 +5,8 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::disk::{Disk, DiskError};
 
@@ -72,5 +73,70 @@ impl<D: Disk + Send + 'static> redb::StorageBackend for DiskBackend<D> {
         self.disk()
             .write_at(&self.path, offset, data)
             .map_err(to_io)
+    }
+}
+
+/// The length of a database's file as its backend last saw it, shared with the engine: redb
+/// does not say how big its file is, and `Status.db_size` and the space quota need it.
+#[derive(Debug, Clone, Default)]
+pub struct FileBytes(Arc<AtomicU64>);
+
+impl FileBytes {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, bytes: u64) {
+        self.0.store(bytes, Ordering::Relaxed);
+    }
+}
+
+/// A backend that keeps [`FileBytes`] current as redb grows, shrinks or measures the file.
+#[derive(Debug)]
+pub struct Measured<B> {
+    inner: B,
+    bytes: FileBytes,
+}
+
+impl<B> Measured<B> {
+    pub fn new(inner: B, bytes: FileBytes) -> Self {
+        Measured { inner, bytes }
+    }
+}
+
+impl<B: redb::StorageBackend> redb::StorageBackend for Measured<B> {
+    fn len(&self) -> Result<u64, io::Error> {
+        let len = self.inner.len()?;
+        self.bytes.set(len);
+        Ok(len)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        self.inner.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.inner.set_len(len)?;
+        self.bytes.set(len);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        self.inner.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.inner.write(offset, data)?;
+        // A write past the end lengthens the file (redb sets the length first, but a backend
+        // must stay right either way).
+        let end = offset.saturating_add(data.len() as u64);
+        if end > self.bytes.get() {
+            self.bytes.set(end);
+        }
+        Ok(())
+    }
+
+    fn close(&self) -> Result<(), io::Error> {
+        self.inner.close()
     }
 }

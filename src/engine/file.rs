@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::disk::{Disk, DiskError};
 
+use super::backend::{FileBytes, Measured};
 use super::DiskBackend;
 
 /// The engine's file name in the member's directory.
@@ -43,6 +44,16 @@ pub fn open<D: Disk + Send + 'static>(
     path: &Path,
     cache_bytes: usize,
 ) -> Result<redb::Database, EngineError> {
+    open_measured(disk, path, cache_bytes, &FileBytes::default())
+}
+
+/// [`open`], with `bytes` following the file's length from then on.
+pub(super) fn open_measured<D: Disk + Send + 'static>(
+    disk: &dyn Fn() -> D,
+    path: &Path,
+    cache_bytes: usize,
+    bytes: &FileBytes,
+) -> Result<redb::Database, EngineError> {
     let exists = match disk().len(path) {
         Ok(_) => true,
         Err(DiskError::NotFound { .. }) => false,
@@ -51,13 +62,14 @@ pub fn open<D: Disk + Send + 'static>(
     if !exists {
         create(disk, path)?;
     }
-    open_existing(disk(), path, cache_bytes)
+    open_existing(disk(), path, cache_bytes, bytes)
 }
 
 fn open_existing<D: Disk + Send + 'static>(
     disk: D,
     path: &Path,
     cache_bytes: usize,
+    bytes: &FileBytes,
 ) -> Result<redb::Database, EngineError> {
     redb::Database::builder()
         .set_cache_size(cache_bytes)
@@ -65,7 +77,7 @@ fn open_existing<D: Disk + Send + 'static>(
         // flipped bit could then be read as wrong data (or make it panic). Checking reads the
         // whole file: correctness first, restart time to be won back (issue 9).
         .set_check_integrity_on_open(true)
-        .create_with_backend(DiskBackend::new(disk, path))
+        .create_with_backend(Measured::new(DiskBackend::new(disk, path), bytes.clone()))
         .map_err(|source| EngineError::Open {
             path: path.to_path_buf(),
             source,
@@ -82,7 +94,7 @@ fn create<D: Disk + Send + 'static>(disk: &dyn Fn() -> D, path: &Path) -> Result
     }
     handle.create(&temporary)?;
     // A clean close leaves the file consistent and synced.
-    drop(open_existing(disk(), &temporary, 0)?);
+    drop(open_existing(disk(), &temporary, 0, &FileBytes::default())?);
     handle.sync(&temporary)?;
     handle.rename(&temporary, path)?;
     if let Some(dir) = path.parent() {

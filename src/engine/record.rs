@@ -21,6 +21,8 @@ pub enum Tag {
     Number = 5,
     /// Raft's configuration (voters, learners) as of the applied index: raft's `ConfState` bytes.
     ConfState = 6,
+    /// The cluster's raised alarms: an encoded `stetpb::AlarmList`.
+    Alarms = 7,
 }
 
 impl Tag {
@@ -33,6 +35,7 @@ impl Tag {
             4 => Tag::Removed,
             5 => Tag::Number,
             6 => Tag::ConfState,
+            7 => Tag::Alarms,
             _ => return None,
         })
     }

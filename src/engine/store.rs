@@ -14,7 +14,8 @@ use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::disk::Disk;
 
-use super::file::{open, EngineError};
+use super::backend::{FileBytes, Measured};
+use super::file::{open_measured, EngineError};
 use super::record::{revision_key, seal, unseal, Tag};
 
 /// Every value is sealed (`record`): a tag, a checksum over the row's key and value, the bytes.
@@ -35,15 +36,22 @@ pub(super) const COMPACT_REVISION: &str = "compact_revision";
 pub(super) const CURRENT_REVISION: &str = "current_revision";
 pub(super) const CLUSTER_ID: &str = "cluster_id";
 pub(super) const CONF_STATE: &str = "conf_state";
+/// The raised alarms (etcd keeps them in its `alarm` bucket).
+pub(super) const ALARMS: &str = "alarms";
 /// Every name the meta table may hold.
-pub(super) const META_NAMES: [&str; 6] = [
+pub(super) const META_NAMES: [&str; 7] = [
     APPLIED_INDEX,
     APPLIED_TERM,
     COMPACT_REVISION,
     CURRENT_REVISION,
     CLUSTER_ID,
     CONF_STATE,
+    ALARMS,
 ];
+
+/// The most passes of redb's compaction one defragmentation makes (each moves what it can; a
+/// handful is the norm).
+const MAX_COMPACTION_PASSES: usize = 64;
 
 /// The number keys of the lease and member tables, as their checksums cover them.
 trait NumberKey: std::fmt::Debug {
@@ -95,6 +103,7 @@ enum Op {
     ClearMembers,
     ClusterId(u64),
     ConfState(Vec<u8>),
+    Alarms(Vec<u8>),
     CompactRevision(u64),
     CurrentRevision(u64),
 }
@@ -168,6 +177,11 @@ impl Batch {
         self.ops.push(Op::ConfState(conf_state));
     }
 
+    /// Replaces the raised alarms (an encoded `stetpb::AlarmList`).
+    pub fn set_alarms(&mut self, alarms: Vec<u8>) {
+        self.ops.push(Op::Alarms(alarms));
+    }
+
     pub fn set_compact_revision(&mut self, revision: u64) {
         self.ops.push(Op::CompactRevision(revision));
     }
@@ -191,6 +205,7 @@ pub struct Engine {
     pub(super) db: redb::Database,
     path: PathBuf,
     applied: Applied,
+    file_bytes: FileBytes,
 }
 
 impl Engine {
@@ -200,11 +215,13 @@ impl Engine {
         path: &Path,
         cache_bytes: usize,
     ) -> Result<Engine, EngineError> {
-        let db = open(disk, path, cache_bytes)?;
+        let file_bytes = FileBytes::default();
+        let db = open_measured(disk, path, cache_bytes, &file_bytes)?;
         let mut engine = Engine {
             db,
             path: path.to_path_buf(),
             applied: Applied::default(),
+            file_bytes,
         };
         engine.applied = engine.view()?.applied()?;
         Ok(engine)
@@ -213,9 +230,11 @@ impl Engine {
     /// An engine whose file lives in memory: for tests and tools that need no durability.
     pub fn in_memory(cache_bytes: usize) -> Result<Engine, EngineError> {
         let path = PathBuf::from("<memory>");
+        let file_bytes = FileBytes::default();
+        let backend = Measured::new(redb::backends::InMemoryBackend::new(), file_bytes.clone());
         let db = redb::Database::builder()
             .set_cache_size(cache_bytes)
-            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .create_with_backend(backend)
             .map_err(|source| EngineError::Open {
                 path: path.clone(),
                 source,
@@ -224,7 +243,14 @@ impl Engine {
             db,
             path,
             applied: Applied::default(),
+            file_bytes,
         })
+    }
+
+    /// The length of the file (etcd's `Backend().Size()`): what `Status.db_size` reports and the
+    /// space quota counts.
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes.get()
     }
 
     /// The file's path, as errors name it.
@@ -273,6 +299,24 @@ impl Engine {
         write.commit().map_err(|e| self.error(e))?;
         if let Some(applied) = batch.applied {
             self.applied = applied;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the file so that it holds no free pages and is as short as its data allows
+    /// (etcd's defragmentation): pages move towards the start in durable steps, then the file is
+    /// truncated. No view or export may be open (their pages could not move): that is refused as
+    /// a transaction in progress. The state it holds does not change; a crash part way leaves it
+    /// whole.
+    pub fn defragment(&mut self) -> Result<(), EngineError> {
+        for _ in 0..MAX_COMPACTION_PASSES {
+            let moved = self
+                .db
+                .compact()
+                .map_err(|e| self.error(redb::Error::from(e)))?;
+            if !moved {
+                return Ok(());
+            }
         }
         Ok(())
     }
@@ -347,6 +391,10 @@ fn write_ops(write: &redb::WriteTransaction, batch: &Batch) -> Result<(), redb::
             Op::ConfState(bytes) => {
                 seal(CONF_STATE.as_bytes(), Tag::ConfState, bytes, &mut value);
                 meta.insert(CONF_STATE, value.as_slice())?;
+            }
+            Op::Alarms(bytes) => {
+                seal(ALARMS.as_bytes(), Tag::Alarms, bytes, &mut value);
+                meta.insert(ALARMS, value.as_slice())?;
             }
             Op::CompactRevision(revision) => {
                 seal_number(COMPACT_REVISION, *revision, &mut value);
@@ -457,15 +505,24 @@ impl View {
 
     /// Raft's configuration as of the applied index (`ConfState` bytes), if ever written.
     pub fn conf_state(&self) -> Result<Option<Vec<u8>>, EngineError> {
+        self.meta_bytes(CONF_STATE, Tag::ConfState)
+    }
+
+    /// The raised alarms (an encoded `stetpb::AlarmList`), if ever written.
+    pub fn alarms(&self) -> Result<Option<Vec<u8>>, EngineError> {
+        self.meta_bytes(ALARMS, Tag::Alarms)
+    }
+
+    /// The payload of a meta row holding bytes of one kind, if written.
+    fn meta_bytes(&self, name: &str, tag: Tag) -> Result<Option<Vec<u8>>, EngineError> {
         let Some(meta) = self.table(META)? else {
             return Ok(None);
         };
-        let Some(value) = meta.get(CONF_STATE).map_err(|e| self.error(e))? else {
+        let Some(value) = meta.get(name).map_err(|e| self.error(e))? else {
             return Ok(None);
         };
-        let row = || format!("meta {CONF_STATE}");
-        let key = CONF_STATE.as_bytes();
-        let (_, payload) = self.open_value(key, value.value(), &[Tag::ConfState], &row)?;
+        let row = || format!("meta {name}");
+        let (_, payload) = self.open_value(name.as_bytes(), value.value(), &[tag], &row)?;
         Ok(Some(payload.to_vec()))
     }
 

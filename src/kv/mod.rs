@@ -275,6 +275,11 @@ impl KvStore {
         self.values.engine()
     }
 
+    /// Rewrites the engine's file compactly; every change must be committed first.
+    pub fn defragment(&mut self) -> Result<(), crate::engine::EngineError> {
+        self.values.defragment()
+    }
+
     /// The engine, given back (changes not committed are dropped).
     pub fn into_engine(self) -> crate::engine::Engine {
         self.values.into_engine()

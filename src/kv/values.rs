@@ -26,8 +26,9 @@ pub(crate) type KeyAt = ((i64, i64), Vec<u8>);
 pub(crate) struct Values {
     engine: Engine,
     /// The state as of the last commit; replaced after every commit, so the engine can reuse the
-    /// pages older commits freed.
-    view: View,
+    /// pages older commits freed. `None` only while the engine is being defragmented (or if a view
+    /// could not be opened after it, which stops the member).
+    view: Option<View>,
     /// Versions written since the last commit, by (main, sub).
     pending: BTreeMap<(i64, i64), KeyValue>,
     pending_bytes: usize,
@@ -55,7 +56,7 @@ impl Values {
         let view = engine.view()?;
         Ok(Values {
             engine,
-            view,
+            view: Some(view),
             pending: BTreeMap::new(),
             pending_bytes: 0,
             doomed: Vec::new(),
@@ -121,7 +122,7 @@ impl Values {
             main: main as u64,
             sub: sub as u64,
         };
-        let stored = match self.view.revision(revision) {
+        let stored = match self.view()?.revision(revision) {
             Ok(Some(stored)) => stored,
             Ok(None) => {
                 return Err(self.fail(format!(
@@ -153,7 +154,7 @@ impl Values {
                 sub: 0,
             };
             let mut damaged = None;
-            self.view
+            self.view()?
                 .revision_bytes_from(from, |revision, _, bytes| {
                     let revision_i64 = (revision.main as i64, revision.sub as i64);
                     // Only the key is needed: decoded in place, the value is not copied.
@@ -228,7 +229,7 @@ impl Values {
             .and_then(|()| self.engine.view());
         match committed {
             Ok(view) => {
-                self.view = view;
+                self.view = Some(view);
                 Ok(())
             }
             Err(error) => Err(self.fail(error.to_string())),
@@ -254,7 +255,37 @@ impl Values {
     /// Reads the engine's newest state from now on.
     #[cfg(test)]
     pub(crate) fn refresh_view(&mut self) -> Result<(), EngineError> {
-        self.view = self.engine.view()?;
+        self.view = Some(self.engine.view()?);
         Ok(())
+    }
+
+    fn view(&self) -> Result<&View, KvError> {
+        match &self.view {
+            Some(view) => Ok(view),
+            None => Err(self.fail(format!(
+                "{}: no view of the file after defragmenting it",
+                self.engine.path().display()
+            ))),
+        }
+    }
+
+    /// Rewrites the engine's file compactly (every change must be committed first). Its view is
+    /// let go meanwhile: the engine can only move pages no reader holds.
+    pub(crate) fn defragment(&mut self) -> Result<(), EngineError> {
+        assert_eq!(
+            self.uncommitted(),
+            (0, 0),
+            "defragmenting with uncommitted changes"
+        );
+        self.view = None;
+        let defragmented = self.engine.defragment();
+        match self.engine.view() {
+            Ok(view) => self.view = Some(view),
+            Err(error) => {
+                self.fail(error.to_string());
+                return Err(error);
+            }
+        }
+        defragmented
     }
 }

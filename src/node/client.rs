@@ -24,6 +24,9 @@ impl Node {
         if request.leader_only() && self.role != StateRole::Leader {
             return self.reply(id, Err(self.not_leader()));
         }
+        if let Err(error) = self.check_quota(&request) {
+            return self.reply(id, Err(error));
+        }
         match request {
             ClientRequest::Range(range) => self.read(id, range),
             // Linearizable like reads: a revoke committed before them must be seen.
@@ -77,6 +80,11 @@ impl Node {
                     ..Default::default()
                 };
                 self.propose(id, Request::MemberAttributes(attrs))
+            }
+            ClientRequest::Alarm(alarm) => self.propose(id, Request::Alarm(alarm)),
+            ClientRequest::Defragment(_) => {
+                let result = self.defragment();
+                self.reply(id, result)
             }
             ClientRequest::HashKv(hash) => {
                 let result = self

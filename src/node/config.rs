@@ -47,12 +47,18 @@ pub struct NodeConfig {
     pub max_request_bytes: usize,
     /// Most operations in one txn branch (etcd's `--max-txn-ops`).
     pub max_txn_ops: usize,
+    /// The storage engine file's size past which writes are refused with NOSPACE (etcd's
+    /// `--quota-backend-bytes`); `None` turns the quota off.
+    pub quota_backend_bytes: Option<u64>,
     /// Seeds the node's own RNG: election timeouts, lease IDs, member ID salts, the incarnation.
     /// The driver must give each start of a member a different seed (the server draws one from the
     /// OS; the simulator derives one from the run's seed and the member's restart count), or a
     /// restarted member could repeat its previous life's lease IDs.
     pub seed: u64,
 }
+
+/// etcd's default space quota: 2 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
 
 /// The most entries applied between durable commits of the storage engine (etcd fsyncs every
 /// batch; one fsync per this many entries keeps the flushes off most commits).
@@ -81,6 +87,7 @@ impl NodeConfig {
             self_test_miscount_ranges: false,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            quota_backend_bytes: Some(DEFAULT_QUOTA_BACKEND_BYTES),
             seed: id.0,
         }
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use protobuf::Message as _;
 
+use super::request::{ClientError, ClientResponse};
 use super::Node;
 use crate::engine::Applied;
 use crate::time::Instant;
@@ -62,6 +63,28 @@ impl Node {
             Ok(()) if marks_index => self.state_durable_index = index,
             Ok(()) => {}
             Err(error) => self.fail(format!("committing the applied state failed: {error}")),
+        }
+    }
+
+    /// Commits every change durably, lets go of the view kept to send the state, and rewrites
+    /// the engine's file compactly. Blocks the node for as long as that takes (etcd's defrag
+    /// stops the world the same way). A state being sent to a follower holds the file: the
+    /// request is refused until the transfer ends.
+    pub(super) fn defragment(&mut self) -> Result<ClientResponse, ClientError> {
+        self.commit_state(true);
+        if self.failed {
+            return Err(ClientError::Stopped);
+        }
+        self.state_view = None;
+        self.raw.mut_store().stop_serving_state();
+        match self.state.kv.defragment() {
+            Ok(()) => Ok(ClientResponse::Defragment(Default::default())),
+            Err(error) => {
+                if self.stopped_on_storage_failure() {
+                    return Err(ClientError::Stopped);
+                }
+                Err(ClientError::Defragment(error.to_string()))
+            }
         }
     }
 

@@ -16,6 +16,7 @@ mod bootstrap;
 mod client;
 mod engine_commit;
 mod peer;
+mod quota;
 mod state_transfer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -34,7 +35,7 @@ use crate::types::MemberId;
 use crate::watch::{StreamId, WatchHub};
 
 pub use bootstrap::{DurableState, StartError};
-pub use config::NodeConfig;
+pub use config::{NodeConfig, DEFAULT_QUOTA_BACKEND_BYTES};
 pub use peer::BadPeerMessage;
 pub use request::{ClientError, ClientRequest, ClientResponse, RequestId};
 pub use state_transfer::{is_engine_state, StateChunk, ENGINE_STATE};
@@ -228,6 +229,8 @@ pub struct Node {
     /// Chunks of a sent state the engine refused, and why the last one was.
     dropped_state_chunks: u64,
     last_refused_state: Option<String>,
+    /// When this member last proposed its NOSPACE alarm (see `quota`).
+    no_space_proposed_at: Option<Instant>,
 }
 
 /// How many forwarded read contexts a member remembers to refuse duplicates.
@@ -310,6 +313,7 @@ impl Node {
             incoming_state: None,
             dropped_state_chunks: 0,
             last_refused_state: None,
+            no_space_proposed_at: None,
             config,
         };
         node.incarnation = node.rng.gen();
@@ -535,6 +539,7 @@ impl Node {
                 self.next_tick_at = self.now + interval;
             }
             self.reissue_stale_reads();
+            self.check_own_file_against_quota();
         }
         self.expire_requests();
         if self.now >= self.next_progress_at {

@@ -816,3 +816,90 @@ fn a_commit_of_the_engine_is_fsynced_every_durable_commit_entries() {
         "durable at {durable}, started at {start}"
     );
 }
+
+fn alarm_request(action: pb::alarm_request::AlarmAction) -> ClientRequest {
+    ClientRequest::Alarm(pb::AlarmRequest {
+        action: action as i32,
+        member_id: 1,
+        alarm: pb::AlarmType::Nospace as i32,
+    })
+}
+
+fn listed_alarms(solo: &mut Solo, id: RequestId) -> Vec<pb::AlarmMember> {
+    let get = ClientRequest::Alarm(pb::AlarmRequest::default());
+    match solo.call(id, get) {
+        Ok(ClientResponse::Alarm(response)) => response.alarms,
+        other => panic!("alarm list failed: {other:?}"),
+    }
+}
+
+#[test]
+fn past_the_quota_writes_raise_nospace_until_compacted_defragmented_and_disarmed() {
+    use pb::alarm_request::AlarmAction;
+    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    config.set_snapshot_count(1_000_000);
+    let start_bytes = engine().file_bytes();
+    config.quota_backend_bytes = Some(start_bytes + (512 << 10));
+    let mut solo = Solo::bootstrapped(config);
+    solo.advance(Duration::from_secs(3));
+    let value = "v".repeat(8 << 10);
+    let mut id = 1;
+    let refused = loop {
+        assert!(id < 2_000, "the quota never refused a put");
+        let result = solo.call(id, put("k", &value));
+        id += 1;
+        // Let the batch commit reach the file.
+        solo.advance(Duration::from_millis(200));
+        if let Err(error) = result {
+            break error;
+        }
+    };
+    assert_eq!(refused, ClientError::NoSpace);
+    let own = pb::AlarmMember {
+        member_id: 1,
+        alarm: pb::AlarmType::Nospace as i32,
+    };
+    assert_eq!(listed_alarms(&mut solo, id), vec![own]);
+    let revision = solo.node.state().kv.current_revision();
+    assert_eq!(
+        solo.call(id + 1, put("small", "")),
+        Err(ClientError::NoSpace)
+    );
+    let delete = ClientRequest::DeleteRange(pb::DeleteRangeRequest {
+        key: b"absent".to_vec(),
+        ..Default::default()
+    });
+    assert!(solo.call(id + 2, delete).is_ok(), "deletes go through");
+    let compact = ClientRequest::Compact(pb::CompactionRequest {
+        revision,
+        ..Default::default()
+    });
+    assert!(solo.call(id + 3, compact).is_ok());
+    let full_bytes = solo.node.state().kv.engine().file_bytes();
+    let defragment = ClientRequest::Defragment(Default::default());
+    assert!(solo.call(id + 4, defragment).is_ok());
+    let defragmented_bytes = solo.node.state().kv.engine().file_bytes();
+    assert!(
+        defragmented_bytes * 2 < full_bytes,
+        "{full_bytes} bytes before defragmenting, {defragmented_bytes} after"
+    );
+    assert_eq!(
+        solo.call(id + 5, put("k", "still refused")),
+        Err(ClientError::NoSpace),
+        "the alarm holds until disarmed"
+    );
+    assert!(solo
+        .call(id + 6, alarm_request(AlarmAction::Deactivate))
+        .is_ok());
+    assert!(listed_alarms(&mut solo, id + 7).is_empty());
+    assert!(solo.call(id + 8, put("k", "fits again")).is_ok());
+}
+
+#[test]
+fn a_member_past_the_quota_raises_the_alarm_on_its_own() {
+    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    config.quota_backend_bytes = Some(1);
+    let mut solo = Solo::bootstrapped(config);
+    solo.advance(Duration::from_secs(3));
+    assert!(solo.node.state().alarms().no_space());
+}

@@ -101,6 +101,15 @@ pub struct Flags {
     /// Most operations in one branch of a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Size of the storage engine file past which writes are refused with a NOSPACE alarm, in
+    /// bytes: 0 is the default (2 GiB), a negative value turns the quota off.
+    #[arg(
+        long,
+        env = "ETCD_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub quota_backend_bytes: i64,
     /// Logging level: debug, info, warn, error.
     #[arg(long, env = "ETCD_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -203,6 +212,8 @@ pub struct ServerConfig {
     pub election_timeout: Duration,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// The space quota; `None` when turned off.
+    pub quota_backend_bytes: Option<u64>,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     /// Keys of `--config-file` that stet does not know (logged as a warning at start).
@@ -425,10 +436,20 @@ impl Flags {
             election_timeout: Duration::from_millis(self.election_timeout),
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
+            quota_backend_bytes: quota_bytes(self.quota_backend_bytes),
             log_level: self.log_level,
             log_format: self.log_format,
             ignored_config_keys: Vec::new(),
         })
+    }
+}
+
+/// etcd's reading of `--quota-backend-bytes`: 0 means the default, a negative value no quota.
+fn quota_bytes(flag: i64) -> Option<u64> {
+    match flag {
+        0 => Some(crate::node::DEFAULT_QUOTA_BACKEND_BYTES),
+        bytes if bytes < 0 => None,
+        bytes => Some(bytes.unsigned_abs()),
     }
 }
 
@@ -451,6 +472,24 @@ mod tests {
     }
 
     #[test]
+    fn the_quota_flag_reads_as_etcds() {
+        let quota = |args: &[&str], env: &[(&str, &str)]| {
+            parse_with(args, env).unwrap().unwrap().quota_backend_bytes
+        };
+        assert_eq!(quota(&["--quota-backend-bytes=0"], &[]), Some(2 << 30));
+        assert_eq!(quota(&["--quota-backend-bytes", "-1"], &[]), None);
+        assert_eq!(
+            quota(&["--quota-backend-bytes=1048576"], &[]),
+            Some(1 << 20)
+        );
+        assert_eq!(
+            quota(&[], &[("ETCD_QUOTA_BACKEND_BYTES", "4096")]),
+            Some(4096)
+        );
+        assert!(parse_with(&["--quota-backend-bytes=lots"], &[]).is_err());
+    }
+
+    #[test]
     fn defaults_match_etcd_and_give_etcds_ids() {
         let config = parse_with(&[], &[]).unwrap().unwrap();
         assert_eq!(config.name, "default");
@@ -462,6 +501,7 @@ mod tests {
         assert_eq!(config.snapshot_count, 100_000);
         assert_eq!(config.heartbeat_interval, Duration::from_millis(100));
         assert_eq!(config.election_timeout, Duration::from_millis(1000));
+        assert_eq!(config.quota_backend_bytes, Some(2 << 30));
         assert_eq!(config.max_txn_ops, 128);
         assert_eq!(config.max_request_bytes, 1_572_864);
     }

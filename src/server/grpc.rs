@@ -316,15 +316,12 @@ impl cluster_server::Cluster for Services {
 
 #[tonic::async_trait]
 impl maintenance_server::Maintenance for Services {
-    /// stet raises no alarms yet (no space quota, no corruption check): every list is empty.
+    /// Lists, raises or clears alarms: through raft, applied by every member (etcd's `Alarm`).
     async fn alarm(
         &self,
-        _request: Request<pb::AlarmRequest>,
+        request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        Ok(Response::new(pb::AlarmResponse {
-            header: Some(header(&self.driver.status())),
-            alarms: Vec::new(),
-        }))
+        unary!(self, request, Alarm, "Maintenance")
     }
 
     async fn status(
@@ -343,7 +340,7 @@ impl maintenance_server::Maintenance for Services {
             raft_index: status.commit_index,
             raft_term: status.term,
             raft_applied_index: status.applied_index,
-            errors: Vec::new(),
+            errors: status.errors(),
             db_size_in_use: status.db_size as i64,
             is_learner: status.is_learner,
         }))
@@ -356,15 +353,13 @@ impl maintenance_server::Maintenance for Services {
         unary!(self, request, HashKv, "Maintenance")
     }
 
-    /// stet keeps its store in memory and its files compact (snapshots replace old WAL segments),
-    /// so there is nothing to defragment: answered at once, as a no-op.
+    /// Rewrites this member's storage engine file compactly (etcd's defrag: not replicated,
+    /// and the member serves nothing else meanwhile).
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        Ok(Response::new(pb::DefragmentResponse {
-            header: Some(header(&self.driver.status())),
-        }))
+        unary!(self, request, Defragment, "Maintenance")
     }
 
     /// A CRC-32 of the member's whole applied state (keys with history, leases, membership);

@@ -95,6 +95,7 @@ pub async fn run_in(
         slog::warn!(log, "--config-file: ignoring settings stet does not support";
             "keys" => config.ignored_config_keys.join(","));
     }
+    log_quota(&log, config.quota_backend_bytes);
     // Listen first, so a taken port fails before a new data directory is created.
     let clients = ClientListeners::bind(&config).await?;
     let mut peer_listeners = Vec::new();
@@ -151,7 +152,6 @@ fn spawn_member(
         node,
         storage,
         seed_members,
-        snapshot_bytes,
     } = started;
     let identity = Identity {
         cluster_id: node.config().cluster_id.0,
@@ -176,7 +176,6 @@ fn spawn_member(
         log.clone(),
     ));
     driver.seed_members(seed_members);
-    driver.set_snapshot_bytes(snapshot_bytes);
     driver.publish_attributes(config.name.clone(), config.advertise_client_urls.clone());
     for listener in peer_listeners {
         let local = listener.local_addr().ok();
@@ -194,4 +193,17 @@ fn spawn_member(
     let services = Services::new(router, limits);
     clients.serve(services, handle, config.max_request_bytes, stopped, log);
     driver_task
+}
+
+/// etcd's recommended largest space quota: beyond it, say so (the quota still applies).
+const MAX_RECOMMENDED_QUOTA_BYTES: u64 = 8 << 30;
+
+fn log_quota(log: &slog::Logger, quota_bytes: Option<u64>) {
+    match quota_bytes {
+        None => slog::warn!(log, "disabling backend quota"),
+        Some(bytes) if bytes > MAX_RECOMMENDED_QUOTA_BYTES => slog::warn!(log,
+            "backend quota exceeds the maximum recommended quota";
+            "quota_bytes" => bytes, "max_recommended_bytes" => MAX_RECOMMENDED_QUOTA_BYTES),
+        Some(bytes) => slog::info!(log, "enabled backend quota"; "quota_bytes" => bytes),
+    }
 }

@@ -34,8 +34,6 @@ pub struct Started {
     pub storage: MemberStorage<BoxDisk>,
     /// For a joining member, the membership its peers told it.
     pub seed_members: Vec<pb::Member>,
-    /// State bytes of the snapshot the node started from (0 if none).
-    pub snapshot_bytes: u64,
 }
 
 /// The node settings the flags ask for, with the environment's last word.
@@ -53,6 +51,7 @@ fn node_config(
     node.catch_up_entries = config.snapshot_catchup_entries;
     node.max_request_bytes = config.max_request_bytes;
     node.max_txn_ops = config.max_txn_ops;
+    node.quota_backend_bytes = config.quota_backend_bytes;
     // A fresh seed per start, so a restarted member never repeats its previous life's lease IDs.
     node.seed = env.seed();
     env.adjust_node_config(&mut node);
@@ -122,7 +121,6 @@ struct Opened {
     storage: MemberStorage<BoxDisk>,
     durable: DurableState,
     metadata: Metadata,
-    snapshot_bytes: u64,
 }
 
 /// Opens the data directory and reads its durable state back.
@@ -151,12 +149,10 @@ fn open(
         member_id: config.member_id.0,
         cluster_id: config.cluster_id.0,
     });
-    let snapshot_bytes = durable.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
     Ok(Opened {
         storage,
         durable,
         metadata,
-        snapshot_bytes,
     })
 }
 
@@ -171,7 +167,6 @@ fn restart(
         storage,
         durable,
         metadata,
-        snapshot_bytes,
     } = opened;
     let node_config = node_config(
         config,
@@ -199,7 +194,6 @@ fn restart(
         node,
         storage,
         seed_members: Vec::new(),
-        snapshot_bytes,
     };
     Ok((started, kind))
 }
@@ -266,7 +260,6 @@ fn join_with(
         node,
         storage,
         seed_members: members,
-        snapshot_bytes: 0,
     })
 }
 
@@ -287,7 +280,6 @@ fn bootstrap(
         node,
         storage,
         seed_members: Vec::new(),
-        snapshot_bytes: 0,
     })
 }
 

@@ -22,12 +22,26 @@ pub struct MemberStatus {
     pub key_count: usize,
     pub is_learner: bool,
     pub leader_changes: u64,
-    /// Bytes of the newest snapshot's state plus the entries written to the WAL since.
+    /// The storage engine file's length (etcd's `Backend().Size()`).
     pub db_size: u64,
+    /// The raised alarms as `Status.errors` lists them.
+    pub alarms: Vec<String>,
     pub stopped: bool,
 }
 
 impl MemberStatus {
+    /// `Status.errors` as etcd fills it: "no leader" without one, then every raised alarm.
+    pub fn errors(&self) -> Vec<String> {
+        let no_leader = self
+            .leader
+            .is_none()
+            .then(|| "etcdserver: no leader".to_string());
+        no_leader
+            .into_iter()
+            .chain(self.alarms.iter().cloned())
+            .collect()
+    }
+
     /// The header of a response this member answers now.
     pub fn header(&self) -> pb::ResponseHeader {
         pb::ResponseHeader {

@@ -88,9 +88,6 @@ pub struct Driver {
     /// Set by a command or task that failed in a way the member cannot go on from.
     failure: Option<Exit>,
     leader_changes: u64,
-    /// `MemberStatus::db_size`: the newest snapshot's state bytes, and entry bytes since.
-    snapshot_bytes: u64,
-    wal_bytes_since_snapshot: u64,
     transport: Option<Transport>,
     /// The membership the transport was last given, and the applied index it was read at.
     members: Vec<pb::Member>,
@@ -130,8 +127,6 @@ impl Driver {
             alarm: Alarm::default(),
             failure: None,
             leader_changes: 0,
-            snapshot_bytes: 0,
-            wal_bytes_since_snapshot: 0,
             transport: None,
             members: Vec::new(),
             members_read_at: None,
@@ -148,11 +143,6 @@ impl Driver {
     pub fn attach_transport(&mut self, transport: Transport) {
         self.transport = Some(transport);
         self.members_read_at = None;
-    }
-
-    /// The size of the state in the snapshot the node started from, the base of `db_size`.
-    pub fn set_snapshot_bytes(&mut self, bytes: u64) {
-        self.snapshot_bytes = bytes;
     }
 
     /// The membership a joining member learned from its peers: where to send raft messages until
@@ -340,13 +330,9 @@ impl Driver {
                         .storage
                         .write_after_snapshot_file(&persist)
                         .map_err(|e| Exit::Fatal(format!("persist failed: {e}")))?;
-                    let written: usize = persist.entries.iter().map(|e| e.data.len()).sum();
-                    self.wal_bytes_since_snapshot += written as u64;
                     self.commit.written(persist.ready_number, must_sync);
                 }
                 Output::SaveSnapshot(snapshot) => {
-                    self.snapshot_bytes = snapshot.data.len() as u64;
-                    self.wal_bytes_since_snapshot = 0;
                     let dir = self.storage.snap_dir().to_path_buf();
                     self.snapshots
                         .save(snapshot, &self.env, dir, &self.own_commands);
@@ -388,8 +374,6 @@ impl Driver {
         self.storage
             .write_snapshot_file(snapshot)
             .map_err(|e| Exit::Fatal(format!("saving a snapshot file failed: {e}")))?;
-        self.snapshot_bytes = snapshot.data.len() as u64;
-        self.wal_bytes_since_snapshot = 0;
         if let Some(pause) = self.env.checkpoint(Checkpoint::ReceivedSnapshotFile) {
             pause.await;
         }
@@ -577,12 +561,14 @@ impl Driver {
                 .get(config.id)
                 .is_some_and(|m| m.is_learner),
             leader_changes: self.leader_changes,
-            db_size: self.snapshot_bytes + self.wal_bytes_since_snapshot,
+            db_size: node.state().kv.engine().file_bytes(),
+            alarms: node.state().alarms().describe(),
             stopped,
         };
         self.metrics
             .proposals_pending
             .store(node.pending_requests() as u64, Ordering::Relaxed);
+        log_alarm_changes(&self.log, &self.status.borrow().alarms, &status.alarms);
         self.status.send_if_modified(|current| {
             if *current == status {
                 false
@@ -599,6 +585,16 @@ async fn wait_for_sync(sync: &mut Option<Sync>) -> (Result<(), DiskError>, std::
     match sync {
         Some(sync) => ((&mut sync.done).await, sync.started),
         None => pending().await,
+    }
+}
+
+/// Logs each alarm raised or cleared since the status was last published.
+fn log_alarm_changes(log: &slog::Logger, before: &[String], after: &[String]) {
+    for raised in after.iter().filter(|alarm| !before.contains(alarm)) {
+        slog::warn!(log, "alarm raised"; "alarm" => raised.trim_end());
+    }
+    for cleared in before.iter().filter(|alarm| !after.contains(alarm)) {
+        slog::warn!(log, "alarm disarmed"; "alarm" => cleared.trim_end());
     }
 }
 
