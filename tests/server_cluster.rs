@@ -742,10 +742,11 @@ fn operations_on_three_members() {
                 break;
             }
         }
-        let snapshot = stet::backup::decode(&bytes).expect("a valid backup");
-        assert!(snapshot.get_metadata().index > 0);
-        let state =
-            stet::state::StateMachine::from_snapshot_bytes(&snapshot.data, 1).expect("state");
+        let backup = stet::backup::parse(&bytes).expect("a valid backup");
+        assert!(backup.meta.index > 0);
+        let mut engine = stet::engine::Engine::in_memory(1 << 20).expect("engine");
+        backup.restore_into(&mut engine).expect("restored");
+        let (state, _, _) = stet::state::StateMachine::from_engine(engine, 1).expect("state");
         let found = state
             .kv
             .range(&pb::RangeRequest {

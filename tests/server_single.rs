@@ -105,6 +105,15 @@ impl Drop for Member {
     }
 }
 
+/// `Maintenance.Hash` of the member `c` talks to.
+async fn member_hash(c: &mut Clients) -> u32 {
+    bounded("hash", c.maintenance.hash(pb::HashRequest {}))
+        .await
+        .expect("hash")
+        .into_inner()
+        .hash
+}
+
 fn compare_value(key: &str, value: &str) -> pb::Compare {
     pb::Compare {
         result: pb::compare::CompareResult::Equal as i32,
@@ -268,6 +277,14 @@ fn grpc_clients_can_use_every_service() {
         assert_eq!(status.leader, 0x8e9e05c52164694d);
         assert!(status.raft_index >= status.raft_applied_index);
         assert!(status.raft_applied_index > 0);
+        assert!(status.db_size > 0, "the engine file's length");
+        assert!(status.errors.is_empty(), "{:?}", status.errors);
+
+        // Hash: the same while nothing is applied, another after a write.
+        let first = member_hash(&mut c).await;
+        assert_eq!(member_hash(&mut c).await, first);
+        c.put("hashed", "changes the hash", 0).await;
+        assert_ne!(member_hash(&mut c).await, first);
 
         // Errors carry etcd's codes and messages.
         let revision = c
@@ -407,6 +424,30 @@ fn etcdctl_works_against_stet() {
             .unwrap_or_else(|_| panic!("a hash: {line}"))
     };
     assert_eq!(hash(&endpoint), hash(&bare), "one store, one hash");
+
+    // `snapshot save` checks the backup's length and SHA-256 trailer as it writes the file; the
+    // file restores the state.
+    etcdctl_run(&etcdctl, &endpoint, &["put", "saved", "in the backup"]);
+    let file = dir.0.join("backup.db");
+    let file_arg = file.to_string_lossy().into_owned();
+    let saved = run_to_end_etcdctl(&etcdctl, &endpoint, &["snapshot", "save", &file_arg]);
+    let said = String::from_utf8_lossy(&saved.stdout).into_owned()
+        + &String::from_utf8_lossy(&saved.stderr);
+    assert!(saved.status.success(), "{said}");
+    assert!(said.contains("Snapshot saved at"), "{said}");
+    let bytes = std::fs::read(&file).expect("the saved backup");
+    let backup = stet::backup::parse(&bytes).expect("a streamed backup");
+    let mut engine = stet::engine::Engine::in_memory(1 << 20).expect("engine");
+    backup.restore_into(&mut engine).expect("restored");
+    let (state, _, _) = stet::state::StateMachine::from_engine(engine, 1).expect("state");
+    let found = state
+        .kv
+        .range(&pb::RangeRequest {
+            key: b"saved".to_vec(),
+            ..Default::default()
+        })
+        .expect("range");
+    assert_eq!(found.kvs[0].value, b"in the backup");
 }
 
 /// The space quota as etcd operators know it, with the real etcdctl: past

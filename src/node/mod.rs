@@ -797,15 +797,6 @@ impl Node {
         self.outputs.push_back(Output::SaveSnapshot(snapshot));
     }
 
-    /// The applied state as a raft snapshot (state machine bytes, index, term, conf state): what
-    /// a follower installs, and what `Maintenance.Snapshot` streams to a client. `None` if the
-    /// applied entry's term is no longer known (never after a start).
-    pub fn snapshot_of_applied_state(&self) -> Option<Snapshot> {
-        // A storage error is latched by the store; the node stops on it after this turn.
-        let data = self.state.to_snapshot_bytes().ok()?;
-        self.snapshot_at_applied_index(data)
-    }
-
     /// A snapshot at the applied index carrying `data`.
     fn snapshot_at_applied_index(&self, data: Vec<u8>) -> Option<Snapshot> {
         let index = self.applied_index;

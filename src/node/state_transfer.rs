@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use raft::eraftpb::{Message, MessageType, Snapshot};
+use raft::eraftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
 
 use super::{Node, Output};
 use crate::engine::{Applied, Export, View};
@@ -83,6 +83,33 @@ impl Node {
             Err(error) => {
                 self.fail(format!("reading the state to send failed: {error}"));
                 false
+            }
+        }
+    }
+
+    /// The applied state as a backup streams it (`Maintenance.Snapshot`): the metadata of a
+    /// snapshot at the applied index and an export of the engine just committed up to it. The
+    /// export reads a view kept apart from the node, while writes go on. `None` if the engine
+    /// failed (the node stops on it).
+    pub fn export_applied_state(&mut self) -> Option<(SnapshotMetadata, Export)> {
+        self.commit_state(false);
+        if self.failed {
+            return None;
+        }
+        let mut snapshot = self.snapshot_at_applied_index(Vec::new())?;
+        match self.state.kv.engine().view() {
+            Ok(view) => {
+                let at = view.applied().map(|a| a.index);
+                assert_eq!(
+                    at.ok(),
+                    Some(self.applied_index),
+                    "the export is of the applied index"
+                );
+                Some((snapshot.take_metadata(), Export::new(Arc::new(view))))
+            }
+            Err(error) => {
+                self.fail(format!("reading the state to back up failed: {error}"));
+                None
             }
         }
     }

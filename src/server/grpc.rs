@@ -362,55 +362,56 @@ impl maintenance_server::Maintenance for Services {
         unary!(self, request, Defragment, "Maintenance")
     }
 
-    /// A CRC-32 of the member's whole applied state (keys with history, leases, membership);
-    /// members at the same applied index agree.
+    /// A CRC-32 of the member's whole applied state as the engine holds it (every row of every
+    /// table: keys with history, leases, membership, alarms, the applied index); members at the
+    /// same applied index agree. Read off a view of the engine while writes go on.
     async fn hash(
         &self,
         _request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        let snapshot = self
+        let (_, mut export) = self
             .driver
             .snapshot()
             .await
             .ok_or_else(|| to_status(&ClientError::Stopped))?;
+        let hashed = crate::server::blocking::run(move || {
+            let mut hasher = crc32fast::Hasher::new();
+            while let Some(rows) = export.next_chunk(SNAPSHOT_CHUNK)? {
+                hasher.update(&rows);
+            }
+            Ok::<u32, crate::engine::EngineError>(hasher.finalize())
+        })
+        .await;
+        let hash = match hashed {
+            Ok(Ok(hash)) => hash,
+            Ok(Err(error)) => return Err(Status::data_loss(format!("stet: {error}"))),
+            Err(error) => return Err(Status::internal(format!("stet: {error}"))),
+        };
         Ok(Response::new(pb::HashResponse {
             header: Some(header(&self.driver.status())),
-            hash: crc32fast::hash(&snapshot.data),
+            hash,
         }))
     }
 
     type SnapshotStream = ResponseStream<pb::SnapshotResponse>;
 
-    /// Streams the member's applied state as a backup (`crate::backup`: a stet snapshot file with
-    /// raft index, term and membership, padded, with etcd's SHA-256 trailer), in chunks.
+    /// Streams the member's applied state as a backup (`crate::backup`'s streamed format: the
+    /// engine's rows in chunks read off a view while writes go on, padded, with etcd's SHA-256
+    /// trailer). No step holds the whole state in memory.
     async fn snapshot(
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let snapshot = self
+        let (meta, export) = self
             .driver
             .snapshot()
             .await
             .ok_or_else(|| to_status(&ClientError::Stopped))?;
-        let bytes = crate::backup::encode(&snapshot)
-            .map_err(|e| Status::internal(format!("stet: cannot encode the snapshot: {e}")))?;
+        let (writer, first) = crate::backup::BackupWriter::start(&meta)
+            .map_err(|e| Status::internal(format!("stet: {e}")))?;
         let header = header(&self.driver.status());
         let (sender, receiver) = mpsc::channel(4);
-        tokio::spawn(async move {
-            let total = bytes.len();
-            let mut sent = 0;
-            for chunk in bytes.chunks(SNAPSHOT_CHUNK) {
-                sent += chunk.len();
-                let response = pb::SnapshotResponse {
-                    header: Some(header),
-                    remaining_bytes: (total - sent) as u64,
-                    blob: chunk.to_vec(),
-                };
-                if sender.send(Ok(response)).await.is_err() {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(stream_backup(writer, first, export, header, sender));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
@@ -464,4 +465,61 @@ impl maintenance_server::Maintenance for Services {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Sends a backup: `first`, then the export's rows chunk by chunk (each read where blocking is
+/// allowed), then the trailer. `remaining_bytes` is not known ahead: it stays 1 until the last
+/// message, which says 0 (etcdctl reads to the end of the stream). A failure ends the stream
+/// with an error, so the client never takes a partial backup for a whole one.
+async fn stream_backup(
+    mut writer: crate::backup::BackupWriter,
+    first: Vec<u8>,
+    export: crate::engine::Export,
+    header: pb::ResponseHeader,
+    sender: mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
+) {
+    let message = |blob: Vec<u8>, remaining_bytes: u64| {
+        Ok(pb::SnapshotResponse {
+            header: Some(header),
+            remaining_bytes,
+            blob,
+        })
+    };
+    if sender.send(message(first, 1)).await.is_err() {
+        return;
+    }
+    let mut export = Some(export);
+    loop {
+        let Some(mut reading) = export.take() else {
+            return;
+        };
+        let read = crate::server::blocking::run(move || {
+            let rows = reading.next_chunk(SNAPSHOT_CHUNK);
+            (reading, rows)
+        })
+        .await;
+        let rows = match read {
+            Ok((reading, Ok(Some(rows)))) => {
+                export = Some(reading);
+                rows
+            }
+            Ok((_, Ok(None))) => break,
+            Ok((_, Err(error))) => {
+                let _ = sender
+                    .send(Err(Status::data_loss(format!("stet: {error}"))))
+                    .await;
+                return;
+            }
+            Err(error) => {
+                let _ = sender
+                    .send(Err(Status::internal(format!("stet: {error}"))))
+                    .await;
+                return;
+            }
+        };
+        if sender.send(message(writer.rows(&rows), 1)).await.is_err() {
+            return;
+        }
+    }
+    let _ = sender.send(message(writer.finish(), 0)).await;
 }

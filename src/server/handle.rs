@@ -21,6 +21,9 @@ pub const COMMAND_QUEUE: usize = 4096;
 pub type WatchSender = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
 /// What the rest of the server asks of the driver.
+/// The applied state's snapshot metadata and an export of the engine at it.
+pub type AppliedExport = (raft::eraftpb::SnapshotMetadata, crate::engine::Export);
+
 pub enum Command {
     Request {
         request: ClientRequest,
@@ -41,9 +44,9 @@ pub enum Command {
     SnapshotReport { to: u64, ok: bool },
     /// A peer refused this member because the cluster removed it.
     RemovedByPeer { peer: u64 },
-    /// The applied state as a raft snapshot (for `Maintenance.Snapshot` and `Hash`).
+    /// The applied state, to be read from the engine (for `Maintenance.Snapshot` and `Hash`).
     Snapshot {
-        reply: oneshot::Sender<Option<raft::eraftpb::Snapshot>>,
+        reply: oneshot::Sender<Option<AppliedExport>>,
     },
     /// Hand leadership to `target` (etcd's MoveLeader).
     TransferLeader { target: u64 },
@@ -132,8 +135,9 @@ impl DriverHandle {
         let _ = self.commands.send(Command::RemovedByPeer { peer }).await;
     }
 
-    /// The applied state as a raft snapshot; `None` if the driver is gone.
-    pub async fn snapshot(&self) -> Option<raft::eraftpb::Snapshot> {
+    /// The applied state, to be read from the engine while writes go on; `None` if the driver
+    /// is gone or the engine failed.
+    pub async fn snapshot(&self) -> Option<AppliedExport> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Snapshot { reply }).await.ok()?;
         answer.await.ok().flatten()

@@ -19,7 +19,7 @@ fn main() -> std::io::Result<()> {
     let root = std::env::args()
         .nth(1)
         .map_or_else(|| PathBuf::from("corpus"), PathBuf::from);
-    let targets: [(&str, Vec<Vec<u8>>); 10] = [
+    let targets: [(&str, Vec<Vec<u8>>); 11] = [
         ("wal_record", wal_record()),
         ("wal_open", wal_open()),
         ("snap_file", snap_file()),
@@ -30,6 +30,7 @@ fn main() -> std::io::Result<()> {
         ("engine_value", engine_value()),
         ("engine_state", engine_state()),
         ("snapshot_chunk", snapshot_chunk()),
+        ("backup", backup()),
     ];
     for (target, seeds) in targets {
         let dir = root.join(target);
@@ -248,6 +249,33 @@ fn snapshot_chunk() -> Vec<Vec<u8>> {
         let mut seed = vec![0x80];
         seed.extend_from_slice(&chunk);
         seeds.push(seed);
+    }
+    seeds
+}
+
+/// Backups of states from the `engine_state` seeds, in chunks of two sizes: as content for the
+/// target to seal (control 0), and one whole file (control 1).
+fn backup() -> Vec<Vec<u8>> {
+    let mut seeds = Vec::new();
+    for (i, rows) in engine_state().iter().enumerate() {
+        let source = stet_fuzz::engine_from_rows(rows);
+        let view = source.view().expect("a view");
+        let mut export = stet::engine::Export::new(std::sync::Arc::new(view));
+        let mut meta = raft::eraftpb::SnapshotMetadata::default();
+        let applied = source.applied();
+        meta.index = applied.index;
+        meta.term = applied.term;
+        let (mut writer, mut bytes) = stet::backup::BackupWriter::start(&meta).expect("a backup");
+        let chunk_bytes = if i % 2 == 0 { 64 } else { 4096 };
+        while let Some(rows) = export.next_chunk(chunk_bytes).expect("an export") {
+            bytes.extend(writer.rows(&rows));
+        }
+        bytes.extend(writer.finish());
+        let content = &bytes[..bytes.len() - stet::backup::HASH_LEN];
+        seeds.push([&[0u8][..], content].concat());
+        if i == 0 {
+            seeds.push([&[1u8][..], &bytes].concat());
+        }
     }
     seeds
 }

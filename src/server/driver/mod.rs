@@ -298,7 +298,7 @@ impl Driver {
                 self.failure = Some(Exit::Removed);
             }
             Command::Snapshot { reply } => {
-                let _ = reply.send(self.node.snapshot_of_applied_state());
+                let _ = reply.send(self.node.export_applied_state());
             }
             Command::TransferLeader { target } => {
                 self.node

@@ -1,7 +1,15 @@
-//! The backup format `Maintenance.Snapshot` streams (what `etcdctl snapshot save` writes): a stet
-//! snapshot file (see `snap`), zero-padded to a multiple of 512 bytes, then the SHA-256 of all
-//! that. etcdctl 3.4 refuses a stream whose length is not `512 * n + 32` ("sha256 checksum not
+//! Backups: what `Maintenance.Snapshot` streams and `etcdctl snapshot save` writes. Both formats
+//! end as etcd's do — zeros up to a multiple of 512 bytes, then the SHA-256 of all that — since
+//! etcdctl 3.4 refuses a stream whose length is not `512 * n + 32` ("sha256 checksum not
 //! found"), and the hash lets a restore detect any damage before trusting the contents.
+//!
+//! `stream` is the format written now: the engine's rows in chunks, written from a read-only view
+//! while writes go on. The first format (written before the state moved to the engine, still
+//! read here) is a stet snapshot file (see `snap`) holding the whole state as one protobuf.
+
+mod stream;
+
+pub use stream::{parse, BackupWriter, StreamedBackup, MAGIC, MAX_RECORD_BYTES};
 
 use raft::eraftpb::Snapshot;
 use sha2::{Digest, Sha256};
@@ -26,9 +34,30 @@ pub enum BackupError {
     Snapshot(#[from] snap::Damage),
     #[error("cannot encode the snapshot: {0}")]
     Encode(#[from] SnapError),
+    #[error("the backup is malformed: {0}")]
+    Malformed(String),
+    #[error("the backup's state was refused: {0}")]
+    Engine(#[from] crate::engine::EngineError),
 }
 
-/// Encodes `snapshot` as a backup.
+/// Whether `bytes` start as a streamed backup (else they may be one of the first format).
+pub fn is_streamed(bytes: &[u8]) -> bool {
+    bytes.starts_with(MAGIC)
+}
+
+/// The bytes before the padding's hash, once the length and the hash check out.
+fn checked_content(bytes: &[u8]) -> Result<&[u8], BackupError> {
+    if bytes.len() < HASH_LEN + BLOCK || !(bytes.len() - HASH_LEN).is_multiple_of(BLOCK) {
+        return Err(BackupError::BadLength(bytes.len()));
+    }
+    let (content, hash) = bytes.split_at(bytes.len() - HASH_LEN);
+    if Sha256::digest(content).as_slice() != hash {
+        return Err(BackupError::HashMismatch);
+    }
+    Ok(content)
+}
+
+/// Encodes `snapshot` as a backup of the first format.
 pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, BackupError> {
     let mut bytes = snap::encode(snapshot)?;
     let padded = bytes.len().div_ceil(BLOCK) * BLOCK;
@@ -38,15 +67,9 @@ pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, BackupError> {
     Ok(bytes)
 }
 
-/// Checks and decodes a backup; never panics on any bytes.
+/// Checks and decodes a backup of the first format; never panics on any bytes.
 pub fn decode(bytes: &[u8]) -> Result<Snapshot, BackupError> {
-    if bytes.len() < HASH_LEN + BLOCK || !(bytes.len() - HASH_LEN).is_multiple_of(BLOCK) {
-        return Err(BackupError::BadLength(bytes.len()));
-    }
-    let (content, hash) = bytes.split_at(bytes.len() - HASH_LEN);
-    if Sha256::digest(content).as_slice() != hash {
-        return Err(BackupError::HashMismatch);
-    }
+    let content = checked_content(bytes)?;
     let mut len = [0u8; 8];
     len.copy_from_slice(&content[16..SNAP_HEADER_LEN]);
     let body = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
