@@ -36,6 +36,10 @@ pub enum Fault {
     Crash,
     /// Kill a member and flip a bit of its unsynced disk state; it must repair or refuse to start.
     DiskCorruption,
+    /// Cut a member's power after a few more changes to its disk — part-way through a WAL append,
+    /// a snapshot file or a storage engine commit — then kill it; it restarts from what reached
+    /// the disk.
+    PowerCut,
     /// Stop a member's process for a while (its clock keeps running).
     Pause,
     /// Move a member's clock forward.
@@ -140,6 +144,7 @@ impl Nemesis {
             Fault::Lossy => self.lossy(hold).await,
             Fault::PeerFaults => self.peer_faults(hold).await,
             Fault::Crash | Fault::DiskCorruption => self.crash(fault, &ids, hold).await,
+            Fault::PowerCut => self.power_cut(&ids, hold).await,
             Fault::CrashAtPoint => self.crash_at_point(hold).await,
             Fault::Pause => self.pause(&ids, hold).await,
             Fault::ClockJump => self.jump_clock(&ids),
@@ -229,6 +234,48 @@ impl Nemesis {
         };
         self.world
             .trace(format!("nemesis: crash member {victim:x} ({crash:?})"));
+        self.crash_and_restart(victim, crash, hold).await;
+    }
+
+    /// Lets a member make a few more changes to its disk, then cuts its power (at once if it made
+    /// none within `hold`) and kills it; it restarts after `hold`.
+    async fn power_cut(&self, ids: &[u64], hold: Duration) {
+        let victim = self.victim(ids);
+        let Some(breaker) = lock(&self.world.power).get(&victim).cloned() else {
+            return;
+        };
+        let (changes, in_engine, crash) = {
+            let mut rng = madsim::rand::thread_rng();
+            let crash = if rng.gen_bool(0.5) {
+                CrashFault::TearUnsynced
+            } else {
+                CrashFault::LoseUnsynced
+            };
+            (rng.gen_range(0..64), rng.gen_bool(0.5), crash)
+        };
+        // Half the time only the storage engine's file counts: the cut lands inside one of its
+        // commits (most of them write only when made durable, so WAL writes would hide them).
+        if in_engine {
+            self.world.trace(format!(
+                "nemesis: member {victim:x} loses power after {changes} more changes to its engine file"
+            ));
+            breaker.cut_after_changes_to(changes, stet::engine::ENGINE_FILE);
+        } else {
+            self.world.trace(format!(
+                "nemesis: member {victim:x} loses power after {changes} more disk changes"
+            ));
+            breaker.cut_after(changes);
+        }
+        let deadline = self.world.elapsed() + hold;
+        while !breaker.is_cut() && self.world.elapsed() < deadline {
+            madsim::time::sleep(Duration::from_millis(1)).await;
+        }
+        // A process whose disk failed under it may have stopped on the error first: that is
+        // the power cut, not a refusal to start.
+        lock(&self.world.refused).remove(&victim);
+        self.world.trace(format!(
+            "nemesis: crash member {victim:x} without power ({crash:?})"
+        ));
         self.crash_and_restart(victim, crash, hold).await;
     }
 

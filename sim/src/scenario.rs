@@ -72,7 +72,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario("partition", vec![Partition, IsolateLeader, OneWay]),
         scenario("lossy", vec![Lossy]),
         scenario("transport", vec![PeerFaults, Crash, IsolateLeader]),
-        scenario("crash", vec![Crash, CrashAtPoint]),
+        scenario("crash", vec![Crash, CrashAtPoint, PowerCut]),
         scenario("pause", vec![Pause]),
         Scenario {
             skewed_clocks: true,
@@ -137,7 +137,10 @@ pub fn scenarios() -> Vec<Scenario> {
                 compactor: true,
                 rich_clients: 1,
             },
-            ..scenario("single", vec![Crash, CrashAtPoint, Pause, ClockJump])
+            ..scenario(
+                "single",
+                vec![Crash, CrashAtPoint, PowerCut, Pause, ClockJump],
+            )
         },
     ]
 }

@@ -9,10 +9,12 @@ use std::sync::{Arc, Mutex};
 use super::{Disk, DiskError};
 
 /// How many more changes the disk takes before the power goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Budget {
     Unlimited,
     Left(u64),
+    /// Only changes to files of this name count (the power goes inside a change to one).
+    LeftFor(u64, String),
     Cut,
 }
 
@@ -42,6 +44,13 @@ impl Breaker {
         *self.lock() = Budget::Left(changes);
     }
 
+    /// Lets `changes` more changes to files named `file_name` through (changes to other files go
+    /// on meanwhile), then cuts the power: a cut that lands inside one kind of operation, such
+    /// as a storage engine commit.
+    pub fn cut_after_changes_to(&self, changes: u64, file_name: &str) {
+        *self.lock() = Budget::LeftFor(changes, file_name.to_string());
+    }
+
     /// Whether the power is off.
     pub fn is_cut(&self) -> bool {
         *self.lock() == Budget::Cut
@@ -54,17 +63,18 @@ impl Breaker {
         }
     }
 
-    /// Takes one change from the budget; false if the power is (now) off.
-    fn take(&self) -> bool {
+    /// Takes one change to `path` from the budget; false if the power is (now) off.
+    fn take(&self, path: &Path) -> bool {
         let mut budget = self.lock();
-        match *budget {
+        match &mut *budget {
             Budget::Unlimited => true,
-            Budget::Left(0) | Budget::Cut => {
+            Budget::LeftFor(_, file) if path.file_name() != Some(file.as_ref()) => true,
+            Budget::Left(0) | Budget::LeftFor(0, _) | Budget::Cut => {
                 *budget = Budget::Cut;
                 false
             }
-            Budget::Left(n) => {
-                *budget = Budget::Left(n - 1);
+            Budget::Left(n) | Budget::LeftFor(n, _) => {
+                *n -= 1;
                 true
             }
         }
@@ -96,7 +106,7 @@ impl<D: Disk> PowerCut<D> {
         path: &Path,
         op: impl FnOnce(&mut D) -> Result<T, DiskError>,
     ) -> Result<T, DiskError> {
-        if !self.breaker.take() {
+        if !self.breaker.take(path) {
             return Err(DiskError::Io {
                 path: path.to_path_buf(),
                 source: std::io::Error::other("the disk lost power"),
@@ -172,5 +182,23 @@ mod tests {
         assert!(disk.append(path, b"c").is_err());
         assert_eq!(disk.read(path).unwrap(), b"ab");
         assert_eq!(shared.lock().sync_count, 0, "the sync never happened");
+    }
+
+    #[test]
+    fn a_budget_for_one_file_counts_only_its_changes_then_cuts_everything() {
+        let shared = SharedDisk::new();
+        let (mut disk, breaker) = PowerCut::new(shared.clone());
+        disk.create_dir_all(Path::new("/d")).unwrap();
+        let (wal, engine) = (Path::new("/d/wal"), Path::new("/d/engine.redb"));
+        disk.create(wal).unwrap();
+        disk.create(engine).unwrap();
+        breaker.cut_after_changes_to(1, "engine.redb");
+        disk.append(wal, b"w").unwrap();
+        disk.sync(wal).unwrap();
+        disk.write_at(engine, 0, b"e").unwrap();
+        assert!(!breaker.is_cut());
+        assert!(disk.sync(engine).is_err());
+        assert!(breaker.is_cut());
+        assert!(disk.append(wal, b"x").is_err(), "every file loses power");
     }
 }
