@@ -20,3 +20,25 @@ where
         Ok(work())
     }
 }
+
+/// The next chunk of rows of `export` (read where blocking is allowed: the engine reads its
+/// file), at most about `max_bytes`; `None` once every row was read, after which `export` is
+/// `None` too.
+pub async fn next_chunk(
+    export: &mut Option<crate::engine::Export>,
+    max_bytes: usize,
+) -> Result<Option<Vec<u8>>, String> {
+    let Some(mut reading) = export.take() else {
+        return Ok(None);
+    };
+    let (reading, rows) = run(move || {
+        let rows = reading.next_chunk(max_bytes);
+        (reading, rows)
+    })
+    .await?;
+    let rows = rows.map_err(|error| error.to_string())?;
+    if rows.is_some() {
+        *export = Some(reading);
+    }
+    Ok(rows)
+}

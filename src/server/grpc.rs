@@ -490,29 +490,12 @@ async fn stream_backup(
     }
     let mut export = Some(export);
     loop {
-        let Some(mut reading) = export.take() else {
-            return;
-        };
-        let read = crate::server::blocking::run(move || {
-            let rows = reading.next_chunk(SNAPSHOT_CHUNK);
-            (reading, rows)
-        })
-        .await;
-        let rows = match read {
-            Ok((reading, Ok(Some(rows)))) => {
-                export = Some(reading);
-                rows
-            }
-            Ok((_, Ok(None))) => break,
-            Ok((_, Err(error))) => {
-                let _ = sender
-                    .send(Err(Status::data_loss(format!("stet: {error}"))))
-                    .await;
-                return;
-            }
+        let rows = match crate::server::blocking::next_chunk(&mut export, SNAPSHOT_CHUNK).await {
+            Ok(Some(rows)) => rows,
+            Ok(None) => break,
             Err(error) => {
                 let _ = sender
-                    .send(Err(Status::internal(format!("stet: {error}"))))
+                    .send(Err(Status::data_loss(format!("stet: {error}"))))
                     .await;
                 return;
             }

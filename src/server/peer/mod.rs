@@ -464,16 +464,17 @@ impl StateSender {
     }
 
     /// Dials the peer, sends every chunk and then the message; the number of chunks sent.
-    async fn send(&self, message: Message, mut state: Export) -> Result<u64, PeerError> {
+    async fn send(&self, message: Message, state: Export) -> Result<u64, PeerError> {
         let mut stream = self.connect().await?;
         let meta = message.get_snapshot().get_metadata();
         let (index, term) = (meta.index, meta.term);
         let mut bytes = Vec::new();
         let mut seq = 0;
+        let mut state = Some(state);
         loop {
-            let rows = state
-                .next_chunk(STATE_CHUNK_BYTES)
-                .map_err(|error| PeerError::Io(std::io::Error::other(error.to_string())))?;
+            let rows = super::blocking::next_chunk(&mut state, STATE_CHUNK_BYTES)
+                .await
+                .map_err(|what| PeerError::Io(std::io::Error::other(what)))?;
             let Some(rows) = rows else {
                 break;
             };
