@@ -119,15 +119,21 @@ fn a_follower_restarted_from_its_disk_catches_up() {
     assert_eq!(hashes[&follower], hashes[&leader]);
 }
 
-#[test]
-fn a_lagging_follower_receives_the_leaders_snapshot() {
-    let mut cluster = Cluster::with_snapshots(3, 6, 20, 5);
+/// Cuts a follower off and has the leader apply 100 puts (k000..k099) without it.
+fn lag_a_follower_by_100_puts(cluster: &mut Cluster) -> (u64, u64) {
     let leader = cluster.wait_for_leader();
     let lagging = (1..=3).find(|&id| id != leader).unwrap();
     cluster.isolated.insert(lagging);
     for i in 0..100 {
         assert_ok(cluster.put(leader, &format!("k{i:03}"), &format!("v{i}")));
     }
+    (leader, lagging)
+}
+
+#[test]
+fn a_lagging_follower_receives_the_leaders_snapshot() {
+    let mut cluster = Cluster::with_snapshots(3, 6, 20, 5);
+    let (leader, lagging) = lag_a_follower_by_100_puts(&mut cluster);
     let first_index = raft::Storage::first_index(cluster.node(leader).log()).unwrap();
     assert!(
         first_index > 10,
@@ -479,12 +485,7 @@ fn a_lost_engine_file_is_refused_with_a_clear_error() {
 #[test]
 fn a_leaders_state_installed_just_before_a_crash_is_found_in_the_engine() {
     let mut cluster = Cluster::with_snapshots(3, 6, 20, 5);
-    let leader = cluster.wait_for_leader();
-    let lagging = (1..=3).find(|&id| id != leader).unwrap();
-    cluster.isolated.insert(lagging);
-    for i in 0..100 {
-        assert_ok(cluster.put(leader, &format!("k{i:03}"), &format!("v{i}")));
-    }
+    let (leader, lagging) = lag_a_follower_by_100_puts(&mut cluster);
     cluster.isolated.clear();
     assert!(
         cluster.run_until(Duration::from_secs(10), |c| c.members[&lagging]
@@ -509,12 +510,7 @@ fn a_leaders_state_installed_just_before_a_crash_is_found_in_the_engine() {
 #[test]
 fn a_leaders_state_installed_before_its_snapshot_reached_the_wal_restarts_from_the_engine() {
     let mut cluster = Cluster::with_snapshots(3, 9, 20, 5);
-    let leader = cluster.wait_for_leader();
-    let lagging = (1..=3).find(|&id| id != leader).unwrap();
-    cluster.isolated.insert(lagging);
-    for i in 0..100 {
-        assert_ok(cluster.put(leader, &format!("k{i:03}"), &format!("v{i}")));
-    }
+    let (leader, lagging) = lag_a_follower_by_100_puts(&mut cluster);
     // A slow disk: the snapshot's record waits to be written when the member crashes.
     cluster.disk_latency_max_us = 400_000;
     cluster.isolated.clear();

@@ -262,3 +262,21 @@ pub fn etcdctl_watch_sees_put(etcdctl: &Path, watch_endpoint: &str, put_endpoint
     let output = watch.wait_with_output().expect("watch output");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Restores a streamed backup (what `Maintenance.Snapshot` sends) into an engine in memory:
+/// the raft index it was taken at, and the value of `key` in it.
+pub fn value_in_backup(bytes: &[u8], key: &[u8]) -> (u64, Option<Vec<u8>>) {
+    let backup = stet::backup::parse(bytes).expect("a valid streamed backup");
+    let mut engine = stet::engine::Engine::in_memory(1 << 20).expect("engine");
+    backup.restore_into(&mut engine).expect("restored");
+    let (state, _, _) = stet::state::StateMachine::from_engine(engine, 1).expect("state");
+    let found = state
+        .kv
+        .range(&stet::proto::etcdserverpb::RangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        })
+        .expect("range");
+    let value = found.kvs.into_iter().next().map(|kv| kv.value);
+    (backup.meta.index, value)
+}
