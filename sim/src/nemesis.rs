@@ -251,15 +251,22 @@ impl Nemesis {
             } else {
                 CrashFault::LoseUnsynced
             };
-            (rng.gen_range(0..64), rng.gen_bool(0.5), crash)
+            let file = if rng.gen_bool(0.7) {
+                stet::engine::ENGINE_FILE.to_string()
+            } else {
+                // A defragmentation's copy: the cut lands inside one if it runs meanwhile.
+                let copy = stet::engine::copy_path(std::path::Path::new(stet::engine::ENGINE_FILE));
+                copy.display().to_string()
+            };
+            (rng.gen_range(0..64), rng.gen_bool(0.5).then_some(file), crash)
         };
         // Half the time only the storage engine's file counts: the cut lands inside one of its
         // commits (most of them write only when made durable, so WAL writes would hide them).
-        if in_engine {
+        if let Some(file) = in_engine {
             self.world.trace(format!(
-                "nemesis: member {victim:x} loses power after {changes} more changes to its engine file"
+                "nemesis: member {victim:x} loses power after {changes} more changes to {file}"
             ));
-            breaker.cut_after_changes_to(changes, stet::engine::ENGINE_FILE);
+            breaker.cut_after_changes_to(changes, &file);
         } else {
             self.world.trace(format!(
                 "nemesis: member {victim:x} loses power after {changes} more disk changes"

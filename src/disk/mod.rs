@@ -62,6 +62,16 @@ pub trait Disk {
     fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError>;
 }
 
+/// Makes handles on a disk whose clones are handles on the same disk (`SharedDisk`, the power
+/// cut's disk): what an engine opens its files with.
+pub fn handles<D>(disk: &D) -> impl Fn() -> D + Send + Sync + 'static
+where
+    D: Disk + Clone + Send + Sync + 'static,
+{
+    let disk = disk.clone();
+    move || disk.clone()
+}
+
 /// `Disk` for a pointer to a disk: every operation goes to the disk pointed at.
 macro_rules! forward_disk {
     ($pointer:ty) => {

@@ -11,33 +11,75 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::disk::{Disk, DiskError};
 
 /// One engine file on a disk. redb calls it from whichever thread runs a transaction; the lock
-/// serializes those calls on the disk handle.
+/// serializes those calls on the disk handle. The file can be renamed under it
+/// ([`EngineFile::rename_to`]): an online defragmentation moves a live file aside and its copy into
+/// place while readers of either go on.
 pub struct DiskBackend<D> {
-    disk: Mutex<D>,
-    path: PathBuf,
+    file: Arc<Located<D>>,
 }
 
-impl<D: Disk + Send + 'static> DiskBackend<D> {
-    /// The file at `path` on `disk`, which must exist.
-    pub fn new(disk: D, path: &Path) -> Self {
-        DiskBackend {
-            disk: Mutex::new(disk),
-            path: path.to_path_buf(),
-        }
-    }
+/// A disk handle and the name the file has on it now.
+struct Located<D> {
+    inner: Mutex<(D, PathBuf)>,
+}
 
-    fn disk(&self) -> MutexGuard<'_, D> {
-        match self.disk.lock() {
+impl<D> Located<D> {
+    fn lock(&self) -> MutexGuard<'_, (D, PathBuf)> {
+        match self.inner.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
 }
 
+/// The engine's handle on its open file, beside redb's: its name, and renaming it.
+pub trait EngineFile: Send + Sync {
+    /// The file's name now.
+    fn path(&self) -> PathBuf;
+    /// Renames the file (replacing any file at `to`); redb's reads and writes follow it.
+    fn rename_to(&self, to: &Path) -> Result<(), DiskError>;
+}
+
+impl<D: Disk + Send> EngineFile for Located<D> {
+    fn path(&self) -> PathBuf {
+        self.lock().1.clone()
+    }
+
+    fn rename_to(&self, to: &Path) -> Result<(), DiskError> {
+        let mut guard = self.lock();
+        let (disk, path) = &mut *guard;
+        disk.rename(path, to)?;
+        *path = to.to_path_buf();
+        Ok(())
+    }
+}
+
+impl<D: Disk + Send + 'static> DiskBackend<D> {
+    /// The file at `path` on `disk`, which must exist.
+    pub fn new(disk: D, path: &Path) -> Self {
+        DiskBackend {
+            file: Arc::new(Located {
+                inner: Mutex::new((disk, path.to_path_buf())),
+            }),
+        }
+    }
+
+    /// A handle that names and renames the file while redb uses it.
+    pub fn file(&self) -> Arc<dyn EngineFile> {
+        self.file.clone()
+    }
+
+    fn with<T>(&self, op: impl FnOnce(&mut D, &Path) -> Result<T, DiskError>) -> io::Result<T> {
+        let mut guard = self.file.lock();
+        let (disk, path) = &mut *guard;
+        op(disk, path).map_err(to_io)
+    }
+}
+
 impl<D> fmt::Debug for DiskBackend<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DiskBackend")
-            .field("path", &self.path)
+            .field("path", &self.file.lock().1)
             .finish_non_exhaustive()
     }
 }
@@ -54,25 +96,23 @@ fn to_io(error: DiskError) -> io::Error {
 
 impl<D: Disk + Send + 'static> redb::StorageBackend for DiskBackend<D> {
     fn len(&self) -> Result<u64, io::Error> {
-        self.disk().len(&self.path).map_err(to_io)
+        self.with(|disk, path| disk.len(path))
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        self.disk().read_at(&self.path, offset, out).map_err(to_io)
+        self.with(|disk, path| disk.read_at(path, offset, out))
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        self.disk().set_len(&self.path, len).map_err(to_io)
+        self.with(|disk, path| disk.set_len(path, len))
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
-        self.disk().sync(&self.path).map_err(to_io)
+        self.with(|disk, path| disk.sync(path))
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        self.disk()
-            .write_at(&self.path, offset, data)
-            .map_err(to_io)
+        self.with(|disk, path| disk.write_at(path, offset, data))
     }
 }
 

@@ -1,13 +1,17 @@
 //! Opening the engine's file: created under a temporary name and renamed into place once redb has
 //! initialized it and it is durable (redb writes a new file's header and its magic number in two
 //! steps, and a crash between them would leave a file it refuses to open), then opened with a
-//! bounded cache. Every failure names the file.
+//! bounded cache. Every failure names the file. Before that, what an online defragmentation left
+//! is settled (`defrag`): its copy is renamed into place if the power went out between the swap's
+//! two renames, and its other files are removed.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::disk::{Disk, DiskError};
 
-use super::backend::{FileBytes, Measured};
+use super::backend::{EngineFile, FileBytes, Measured};
+use super::defrag::settle_leftovers;
 use super::DiskBackend;
 
 /// The engine's file name in the member's directory.
@@ -36,6 +40,12 @@ pub enum EngineError {
     Transfer { path: PathBuf, what: String },
 }
 
+/// An open database and the engine's handle on its file.
+pub(super) struct Opened {
+    pub db: redb::Database,
+    pub file: Arc<dyn EngineFile>,
+}
+
 /// Opens the engine file at `path`, creating it (durably, with its directory entry) if it does
 /// not exist. `disk` makes a handle on the disk; the database keeps one, creation uses others.
 /// `cache_bytes` bounds redb's page cache.
@@ -44,7 +54,7 @@ pub fn open<D: Disk + Send + 'static>(
     path: &Path,
     cache_bytes: usize,
 ) -> Result<redb::Database, EngineError> {
-    open_measured(disk, path, cache_bytes, &FileBytes::default())
+    Ok(open_measured(disk, path, cache_bytes, &FileBytes::default())?.db)
 }
 
 /// [`open`], with `bytes` following the file's length from then on.
@@ -53,7 +63,18 @@ pub(super) fn open_measured<D: Disk + Send + 'static>(
     path: &Path,
     cache_bytes: usize,
     bytes: &FileBytes,
-) -> Result<redb::Database, EngineError> {
+) -> Result<Opened, EngineError> {
+    settle_leftovers(&mut disk(), path)?;
+    open_file(disk, path, cache_bytes, bytes)
+}
+
+/// [`open_measured`] without looking for a defragmentation's leftovers: for its own copy.
+pub(super) fn open_file<D: Disk + Send + 'static>(
+    disk: &dyn Fn() -> D,
+    path: &Path,
+    cache_bytes: usize,
+    bytes: &FileBytes,
+) -> Result<Opened, EngineError> {
     let exists = match disk().len(path) {
         Ok(_) => true,
         Err(DiskError::NotFound { .. }) => false,
@@ -70,35 +91,45 @@ fn open_existing<D: Disk + Send + 'static>(
     path: &Path,
     cache_bytes: usize,
     bytes: &FileBytes,
-) -> Result<redb::Database, EngineError> {
-    redb::Database::builder()
+) -> Result<Opened, EngineError> {
+    let backend = DiskBackend::new(disk, path);
+    let file = backend.file();
+    let db = redb::Database::builder()
         .set_cache_size(cache_bytes)
         // redb verifies page checksums only when it repairs; a plain open trusts the file, and a
         // flipped bit could then be read as wrong data (or make it panic). Checking reads the
         // whole file: correctness first, restart time to be won back (issue 9).
         .set_check_integrity_on_open(true)
-        .create_with_backend(Measured::new(DiskBackend::new(disk, path), bytes.clone()))
+        .create_with_backend(Measured::new(backend, bytes.clone()))
         .map_err(|source| EngineError::Open {
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+    Ok(Opened { db, file })
 }
 
 /// Initializes an empty database beside `path` and renames it into place, durably.
 fn create<D: Disk + Send + 'static>(disk: &dyn Fn() -> D, path: &Path) -> Result<(), EngineError> {
     let mut handle = disk();
-    let temporary = path.with_extension("redb.tmp");
+    let temporary = with_suffix(path, ".tmp");
     match handle.remove(&temporary) {
         Ok(()) | Err(DiskError::NotFound { .. }) => {}
         Err(error) => return Err(error.into()),
     }
     handle.create(&temporary)?;
     // A clean close leaves the file consistent and synced.
-    drop(open_existing(disk(), &temporary, 0, &FileBytes::default())?);
+    drop(open_existing(disk(), &temporary, 0, &FileBytes::default())?.db);
     handle.sync(&temporary)?;
     handle.rename(&temporary, path)?;
     if let Some(dir) = path.parent() {
         handle.sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// `path` with `suffix` added to its file name.
+pub(super) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }

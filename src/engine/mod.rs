@@ -2,18 +2,20 @@
 //! copy-on-write B-tree — in one file, read and written through the [`Disk`] trait (`backend`),
 //! created atomically and opened with errors that name the file (`file`), holding etcd's tables
 //! with the applied index beside the data (`store`), every value sealed with a checksum over its
-//! key and bytes (`record`), and moved whole to another member's engine in bounded chunks
-//! (`transfer`).
+//! key and bytes (`record`), moved whole to another member's engine in bounded chunks
+//! (`transfer`), and rewritten compactly while writes go on (`defrag`).
 //!
 //! [`Disk`]: crate::disk::Disk
 
 mod backend;
+mod defrag;
 mod file;
 pub mod record;
 mod store;
 mod transfer;
 
 pub use backend::DiskBackend;
+pub use defrag::{copy_path, DefragError, DefragStep, MAX_QUEUED_BYTES};
 pub use file::{open, EngineError, ENGINE_FILE};
 pub use store::{Applied, Batch, Engine, Revision, Stored, View};
 pub use transfer::Export;

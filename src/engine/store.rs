@@ -9,13 +9,15 @@
 //! through a [`View`]: one consistent state, held while writes go on.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::disk::Disk;
 
-use super::backend::{FileBytes, Measured};
-use super::file::{open_measured, EngineError};
+use super::backend::{EngineFile, FileBytes, Measured};
+use super::defrag::{Defrag, Retired};
+use super::file::{open_measured, EngineError, Opened};
 use super::record::{revision_key, seal, unseal, Tag};
 
 /// Every value is sealed (`record`): a tag, a checksum over the row's key and value, the bytes.
@@ -109,7 +111,7 @@ enum Op {
 }
 
 /// Changes to write together, ending at the entry `applied` names.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     /// Everything the file held goes first (the state was replaced, e.g. by a snapshot).
     replace_all: bool,
@@ -129,6 +131,20 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.applied.is_none() && !self.replace_all
+    }
+
+    /// About how many bytes the batch holds in memory.
+    pub fn bytes(&self) -> usize {
+        let payload = |op: &Op| match op {
+            Op::PutRevision(_, stored) => stored.key_value.len(),
+            Op::PutLease(_, bytes)
+            | Op::PutMember(_, bytes)
+            | Op::ConfState(bytes)
+            | Op::Alarms(bytes) => bytes.len(),
+            _ => 0,
+        };
+        let op_bytes = std::mem::size_of::<Op>();
+        self.ops.iter().map(|op| op_bytes + payload(op)).sum()
     }
 
     /// Empties every table before the batch's changes are written: the batch holds the whole
@@ -200,31 +216,77 @@ impl Batch {
     }
 }
 
+/// Makes handles on the disk an engine's files live on.
+pub(super) type DiskMaker = Arc<dyn Fn() -> Box<dyn Disk + Send> + Send + Sync>;
+
+/// Where an engine's file lives, for the work that makes new files beside it.
+#[derive(Clone)]
+pub(super) struct Files {
+    pub disk: DiskMaker,
+    /// The open file, renamed by a defragmentation's swap.
+    pub file: Arc<dyn EngineFile>,
+    pub cache_bytes: usize,
+}
+
 /// The applied state's file.
 pub struct Engine {
     pub(super) db: redb::Database,
     path: PathBuf,
     applied: Applied,
-    file_bytes: FileBytes,
+    pub(super) file_bytes: FileBytes,
+    /// `None` for an engine in memory, which is defragmented in place.
+    pub(super) files: Option<Files>,
+    /// Every view of the current file holds a clone: a file a defragmentation replaced is
+    /// closed and removed once no view of it remains.
+    pub(super) readers: Arc<()>,
+    /// An online defragmentation under way.
+    pub(super) defrag: Option<Box<Defrag>>,
+    /// Files a defragmentation replaced that views still read.
+    pub(super) retired: Vec<Retired>,
+    /// How many files defragmentations replaced, to name the next one.
+    pub(super) retired_count: u64,
 }
 
 impl Engine {
-    /// Opens (or creates) the engine file at `path`; see [`open`].
-    pub fn open<D: Disk + Send + 'static>(
-        disk: &dyn Fn() -> D,
+    /// Opens (or creates) the engine file at `path`; see [`open`]. `disk` makes handles on the
+    /// disk: the database keeps one, and an online defragmentation makes its copy with others.
+    pub fn open<D, F>(disk: F, path: &Path, cache_bytes: usize) -> Result<Engine, EngineError>
+    where
+        D: Disk + Send + 'static,
+        F: Fn() -> D + Send + Sync + 'static,
+    {
+        let disk: DiskMaker = Arc::new(move || Box::new(disk()) as Box<dyn Disk + Send>);
+        let file_bytes = FileBytes::default();
+        let opened = open_measured(&|| disk(), path, cache_bytes, &file_bytes)?;
+        let mut engine = Engine::of_file(opened, disk, path, cache_bytes, file_bytes);
+        engine.applied = engine.view()?.applied()?;
+        Ok(engine)
+    }
+
+    /// The engine of a file just opened.
+    pub(super) fn of_file(
+        opened: Opened,
+        disk: DiskMaker,
         path: &Path,
         cache_bytes: usize,
-    ) -> Result<Engine, EngineError> {
-        let file_bytes = FileBytes::default();
-        let db = open_measured(disk, path, cache_bytes, &file_bytes)?;
-        let mut engine = Engine {
-            db,
+        file_bytes: FileBytes,
+    ) -> Engine {
+        let files = Files {
+            disk,
+            file: opened.file,
+            cache_bytes,
+        };
+        Engine {
+            db: opened.db,
             path: path.to_path_buf(),
             applied: Applied::default(),
             file_bytes,
-        };
-        engine.applied = engine.view()?.applied()?;
-        Ok(engine)
+            files: Some(files),
+            readers: Arc::new(()),
+            defrag: None,
+            retired: Vec::new(),
+            retired_count: 0,
+        }
     }
 
     /// An engine whose file lives in memory: for tests and tools that need no durability.
@@ -244,6 +306,11 @@ impl Engine {
             path,
             applied: Applied::default(),
             file_bytes,
+            files: None,
+            readers: Arc::new(()),
+            defrag: None,
+            retired: Vec::new(),
+            retired_count: 0,
         })
     }
 
@@ -285,6 +352,8 @@ impl Engine {
                 "a batch must not go back before the applied index"
             );
         }
+        // A defragmentation's copy gets every change made after the state it copies.
+        self.queue_for_defrag(&batch);
         // One writer: the engine's owner. A second live write transaction would block.
         let mut write = self.db.try_begin_write().map_err(|e| self.error(e))?;
         if durable {
@@ -300,11 +369,12 @@ impl Engine {
         if let Some(applied) = batch.applied {
             self.applied = applied;
         }
+        self.close_retired();
         Ok(())
     }
 
-    /// Rewrites the file so that it holds no free pages and is as short as its data allows
-    /// (etcd's defragmentation): pages move towards the start in durable steps, then the file is
+    /// Rewrites the file in place so that it holds no free pages and is as short as its data
+    /// allows (etcd's defragmentation, stopping the world; see `defrag` for the online one): pages move towards the start in durable steps, then the file is
     /// truncated. No view or export may be open (their pages could not move): that is refused as
     /// a transaction in progress. The state it holds does not change; a crash part way leaves it
     /// whole.
@@ -328,6 +398,7 @@ impl Engine {
             read,
             keys: None,
             path: self.path.clone(),
+            _reader: self.readers.clone(),
         };
         view.keys = view.table(KEY)?;
         Ok(view)
@@ -425,6 +496,8 @@ pub struct View {
     /// The revisions table, opened once: most reads go to it.
     keys: Option<redb::ReadOnlyTable<(u64, u64), &'static [u8]>>,
     path: PathBuf,
+    /// Keeps the file this view reads from being closed and removed.
+    _reader: Arc<()>,
 }
 
 impl View {

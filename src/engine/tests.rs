@@ -12,11 +12,11 @@ use super::*;
 use crate::disk::{CrashFault, Disk, DiskError, PowerCut, SharedDisk};
 
 const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("t");
-const CACHE_BYTES: usize = 64 * 1024;
+pub(super) const CACHE_BYTES: usize = 64 * 1024;
 
 type Model = BTreeMap<u64, Vec<u8>>;
 
-fn member_dir(disk: &SharedDisk) -> PathBuf {
+pub(super) fn member_dir(disk: &SharedDisk) -> PathBuf {
     let dir = PathBuf::from("/member");
     let mut handle = disk.clone();
     handle.create_dir_all(&dir).unwrap();
@@ -327,11 +327,11 @@ fn without_the_integrity_check_a_flipped_bit_is_read_as_wrong_data() {
     assert!(!outcomes.wrong.is_empty(), "{outcomes:?}");
 }
 
-fn revision(main: u64) -> Revision {
+pub(super) fn revision(main: u64) -> Revision {
     Revision { main, sub: 0 }
 }
 
-fn all_revisions(engine: &Engine) -> Vec<(Revision, Stored)> {
+pub(super) fn all_revisions(engine: &Engine) -> Vec<(Revision, Stored)> {
     let mut rows = Vec::new();
     let view = engine.view().unwrap();
     view.revisions_from(revision(0), |revision, stored| {
@@ -346,7 +346,7 @@ fn all_revisions(engine: &Engine) -> Vec<(Revision, Stored)> {
 fn defragmenting_shrinks_the_file_and_keeps_the_state_and_is_refused_while_a_view_is_open() {
     let disk = SharedDisk::new();
     let path = member_dir(&disk).join(ENGINE_FILE);
-    let mut engine = Engine::open(&|| disk.clone(), &path, CACHE_BYTES).unwrap();
+    let mut engine = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap();
     let value = vec![7u8; 4096];
     for main in 1..=600u64 {
         let mut batch = Batch::new();
@@ -397,7 +397,7 @@ fn defragmenting_shrinks_the_file_and_keeps_the_state_and_is_refused_while_a_vie
         }
     );
     drop(engine);
-    let reopened = Engine::open(&|| disk.clone(), &path, CACHE_BYTES).unwrap();
+    let reopened = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap();
     assert_eq!(all_revisions(&reopened), kept);
     assert_eq!(
         reopened.applied(),
@@ -409,8 +409,11 @@ fn defragmenting_shrinks_the_file_and_keeps_the_state_and_is_refused_while_a_vie
 }
 
 /// An engine on `disk` with 300 revisions committed, then all but the last 10 deleted, durably.
-fn fragmented_engine<D: Disk + Send + 'static>(disk: &dyn Fn() -> D, path: &Path) -> Engine {
-    let mut engine = Engine::open(disk, path, CACHE_BYTES).unwrap();
+pub(super) fn fragmented_engine<D: Disk + Clone + Send + Sync + 'static>(
+    disk: &D,
+    path: &Path,
+) -> Engine {
+    let mut engine = Engine::open(crate::disk::handles(disk), path, CACHE_BYTES).unwrap();
     for main in 1..=300u64 {
         let mut batch = Batch::new();
         let stored = Stored {
@@ -446,7 +449,7 @@ fn a_crash_at_any_change_of_a_defragmentation_keeps_the_state() {
         let disk = SharedDisk::new();
         let path = member_dir(&disk).join(ENGINE_FILE);
         let (cut_disk, breaker) = PowerCut::new(disk.clone());
-        let mut engine = fragmented_engine(&|| cut_disk.clone(), &path);
+        let mut engine = fragmented_engine(&cut_disk, &path);
         let kept = all_revisions(&engine);
         let budget = seed * 3 + rng.gen_range(0..3);
         breaker.cut_after(budget);
@@ -461,7 +464,7 @@ fn a_crash_at_any_change_of_a_defragmentation_keeps_the_state() {
             CrashFault::TearUnsynced
         };
         disk.lock().crash(fault, &mut rng);
-        let reopened = Engine::open(&|| disk.clone(), &path, CACHE_BYTES)
+        let reopened = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES)
             .unwrap_or_else(|e| panic!("seed {seed} (budget {budget}, {fault:?}): {e}"));
         assert_eq!(
             all_revisions(&reopened),

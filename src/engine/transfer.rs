@@ -315,6 +315,8 @@ impl Engine {
     /// Replaces the live state with the staged one, durably, in one transaction. The staged
     /// state must be the one at `expected` (the snapshot raft installs); else nothing changes.
     pub fn install_staged(&mut self, expected: Applied) -> Result<(), EngineError> {
+        // The new state did not come in a batch: a copy of the old one is of no use.
+        self.abandon_defragment();
         let mut write = self.db.try_begin_write().map_err(|e| self.error(e))?;
         let staged = staged_applied(&write).map_err(|e| self.error(e))?;
         if staged != Some(expected) {

@@ -275,9 +275,23 @@ impl KvStore {
         self.values.engine()
     }
 
-    /// Rewrites the engine's file compactly; every change must be committed first.
+    /// Rewrites the engine's file compactly in place; every change must be committed first.
     pub fn defragment(&mut self) -> Result<(), crate::engine::EngineError> {
         self.values.defragment()
+    }
+
+    /// Starts rewriting the engine's file compactly while writes go on; every change must be
+    /// committed first. False if that is already under way.
+    pub fn start_defragment(&mut self) -> Result<bool, crate::engine::DefragError> {
+        self.values.start_defragment()
+    }
+
+    /// Moves an online defragmentation on by about `max_bytes`.
+    pub fn defragment_step(
+        &mut self,
+        max_bytes: usize,
+    ) -> Result<crate::engine::DefragStep, crate::engine::DefragError> {
+        self.values.defragment_step(max_bytes)
     }
 
     /// The engine, given back (changes not committed are dropped).

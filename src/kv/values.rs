@@ -13,7 +13,7 @@ use prost::Message as _;
 
 use super::row::decode_key_value;
 use super::KvError;
-use crate::engine::{Batch, Engine, EngineError, Revision, Stored, View};
+use crate::engine::{Batch, DefragError, DefragStep, Engine, EngineError, Revision, Stored, View};
 use crate::proto::mvccpb::KeyValue;
 
 /// The engine's page cache when the store makes its own in-memory engine.
@@ -269,8 +269,47 @@ impl Values {
         }
     }
 
-    /// Rewrites the engine's file compactly (every change must be committed first). Its view is
-    /// let go meanwhile: the engine can only move pages no reader holds.
+    /// Starts rewriting the engine's file compactly while writes go on (every change must be
+    /// committed first); false if that is already under way.
+    pub(crate) fn start_defragment(&mut self) -> Result<bool, DefragError> {
+        assert_eq!(
+            self.uncommitted(),
+            (0, 0),
+            "defragmenting with uncommitted changes"
+        );
+        let started = self.engine.start_defragment();
+        if let Err(DefragError::Storage(error)) = &started {
+            self.fail(error.to_string());
+        }
+        started
+    }
+
+    /// Moves an online defragmentation on by about `max_bytes`; once the copy replaced the file,
+    /// reads go to it.
+    pub(crate) fn defragment_step(&mut self, max_bytes: usize) -> Result<DefragStep, DefragError> {
+        let step = self.engine.defragment_step(max_bytes);
+        match &step {
+            Ok(DefragStep::Done) => match self.engine.view() {
+                Ok(view) => {
+                    // The old file's last reader here is let go.
+                    self.view = Some(view);
+                    self.engine.close_retired();
+                }
+                Err(error) => {
+                    self.fail(error.to_string());
+                    return Err(DefragError::Storage(error));
+                }
+            },
+            Err(DefragError::Storage(error)) => {
+                self.fail(error.to_string());
+            }
+            _ => {}
+        }
+        step
+    }
+
+    /// Rewrites the engine's file compactly in place (every change must be committed first). Its
+    /// view is let go meanwhile: the engine can only move pages no reader holds.
     pub(crate) fn defragment(&mut self) -> Result<(), EngineError> {
         assert_eq!(
             self.uncommitted(),

@@ -82,10 +82,7 @@ impl Node {
                 self.propose(id, Request::MemberAttributes(attrs))
             }
             ClientRequest::Alarm(alarm) => self.propose(id, Request::Alarm(alarm)),
-            ClientRequest::Defragment(_) => {
-                let result = self.defragment();
-                self.reply(id, result)
-            }
+            ClientRequest::Defragment(_) => self.on_defragment(id),
             ClientRequest::HashKv(hash) => {
                 let result = self
                     .state

@@ -14,6 +14,7 @@ pub use crate::request;
 mod apply;
 mod bootstrap;
 mod client;
+mod defrag;
 mod engine_commit;
 mod peer;
 mod quota;
@@ -231,6 +232,8 @@ pub struct Node {
     last_refused_state: Option<String>,
     /// When this member last proposed its NOSPACE alarm (see `quota`).
     no_space_proposed_at: Option<Instant>,
+    /// Defragment requests waiting for the online defragmentation under way (see `defrag`).
+    defrag_waiters: Vec<RequestId>,
 }
 
 /// How many forwarded read contexts a member remembers to refuse duplicates.
@@ -314,6 +317,7 @@ impl Node {
             dropped_state_chunks: 0,
             last_refused_state: None,
             no_space_proposed_at: None,
+            defrag_waiters: Vec::new(),
             config,
         };
         node.incarnation = node.rng.gen();
@@ -396,6 +400,7 @@ impl Node {
         );
         self.now = now;
         self.advance_time();
+        let turn = matches!(input, Input::Tick | Input::Persisted { .. });
         match input {
             Input::Tick => {}
             Input::Peer(message) => self.on_peer_message(message),
@@ -419,6 +424,9 @@ impl Node {
         }
         if !self.stopped_on_storage_failure() && !self.removed {
             self.commit_state_if_due();
+            if turn {
+                self.step_defragment();
+            }
         }
         assert!(
             self.outputs.len() <= MAX_QUEUED_OUTPUTS,
@@ -522,6 +530,9 @@ impl Node {
         }
         if let Some(due) = self.state_commit_due() {
             at = at.min(due.max(self.now));
+        }
+        if self.defragment_due() {
+            at = self.now;
         }
         Some(at)
     }

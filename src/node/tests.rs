@@ -34,8 +34,13 @@ fn member(id: u64) -> pb::Member {
 impl Solo {
     /// A bootstrapped single member with its first outputs carried out, not yet leader.
     fn bootstrapped(config: NodeConfig) -> Self {
+        Solo::bootstrapped_on(config, engine())
+    }
+
+    /// As [`Solo::bootstrapped`], keeping its state in `engine`.
+    fn bootstrapped_on(config: NodeConfig, engine: Engine) -> Self {
         let now = Instant::from_micros(0);
-        let node = Node::bootstrap(config, &[member(1)], engine(), now, &logger()).unwrap();
+        let node = Node::bootstrap(config, &[member(1)], engine, now, &logger()).unwrap();
         let mut solo = Solo::around(node, now);
         solo.drain();
         solo
@@ -137,6 +142,13 @@ impl Solo {
         self.advance(Duration::from_millis(10));
         self.replies.remove(&id).expect("answered")
     }
+}
+
+fn get(key: &str) -> ClientRequest {
+    ClientRequest::Range(pb::RangeRequest {
+        key: key.into(),
+        ..Default::default()
+    })
 }
 
 fn put(key: &str, value: &str) -> ClientRequest {
@@ -913,4 +925,86 @@ fn a_member_past_the_quota_raises_the_alarm_on_its_own() {
     let mut solo = Solo::bootstrapped(config);
     solo.advance(Duration::from_secs(3));
     assert!(solo.node.state().alarms().no_space());
+}
+
+/// An engine on a disk is defragmented online: the request is answered only once the copy
+/// replaced the file, puts made meanwhile are answered at once and are in the copy, and the file
+/// shrinks.
+#[test]
+fn defragmenting_online_answers_puts_meanwhile_and_keeps_them() {
+    use crate::disk::{Disk as _, SharedDisk};
+    let disk = SharedDisk::new();
+    let dir = std::path::PathBuf::from("/member");
+    disk.clone().create_dir_all(&dir).unwrap();
+    let path = dir.join(crate::engine::ENGINE_FILE);
+    let engine = Engine::open(crate::disk::handles(&disk), &path, 1 << 20).unwrap();
+    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    config.set_snapshot_count(1_000_000);
+    let mut solo = Solo::bootstrapped_on(config, engine);
+    solo.advance(Duration::from_secs(3));
+    let value = "v".repeat(4 << 10);
+    for i in 0..1200 {
+        assert!(solo.call(i, put(&format!("k{}", i % 300), &value)).is_ok());
+    }
+    let revision = solo.node.state().kv.current_revision();
+    let compact = ClientRequest::Compact(pb::CompactionRequest {
+        revision,
+        ..Default::default()
+    });
+    assert!(solo.call(1500, compact).is_ok());
+    solo.advance(Duration::from_millis(200));
+    let full_bytes = solo.node.state().kv.engine().file_bytes();
+    let now = solo.now;
+    let defragment = ClientRequest::Defragment(Default::default());
+    solo.node.handle(
+        now,
+        Input::Client {
+            id: 2000,
+            request: defragment,
+        },
+    );
+    solo.drain();
+    assert!(
+        !solo.replies.contains_key(&2000),
+        "answered only once the copy is in place"
+    );
+    // Puts go on while the copy is built, and are answered before it is done.
+    let mut during = 0;
+    while !solo.replies.contains_key(&2000) {
+        assert!(during < 1000, "the defragmentation never finished");
+        let id = 3000 + during;
+        let now = solo.now;
+        let request = put(&format!("during{during}"), "x");
+        solo.node.handle(now, Input::Client { id, request });
+        solo.drain();
+        // Every turn of the driver (here each put's persisted report) moves the copy on a step.
+        assert!(solo.replies.remove(&id).unwrap().is_ok());
+        during += 1;
+    }
+    assert!(
+        during > 2,
+        "{during} puts went through during the defragmentation"
+    );
+    assert!(matches!(
+        solo.replies[&2000],
+        Ok(ClientResponse::Defragment(_))
+    ));
+    let defragmented_bytes = solo.node.state().kv.engine().file_bytes();
+    assert!(
+        defragmented_bytes * 2 < full_bytes,
+        "{full_bytes} bytes before defragmenting, {defragmented_bytes} after"
+    );
+    for i in 0..during {
+        let got = solo.call(10_000 + i, get(&format!("during{i}")));
+        let Ok(ClientResponse::Range(range)) = got else {
+            panic!("get failed: {got:?}");
+        };
+        assert_eq!(
+            range.kvs.len(),
+            1,
+            "the put made during the defragmentation is kept"
+        );
+    }
+    let names = disk.lock().list(&dir).unwrap();
+    assert_eq!(names, vec![crate::engine::ENGINE_FILE.to_string()]);
 }

@@ -68,7 +68,7 @@ pub async fn start_node(
     let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
     let disk = env.disk();
     let (started, kind) = if MemberStorage::exists(&disk, &layout) {
-        let opened = open(config, env.as_ref(), disk, layout, log)?;
+        let opened = open(config, env, disk, layout, log)?;
         if opened.durable.is_empty() && !config.force_new_cluster {
             // The member crashed before its first write was synced: it never voted, acknowledged
             // or applied anything, so it starts as it did the first time, on the same WAL.
@@ -76,15 +76,12 @@ pub async fn start_node(
                 log,
                 "the data directory holds nothing durable yet; starting afresh"
             );
-            fresh(config, env.as_ref(), opened.storage, opened.metadata, log).await?
+            fresh(config, env, opened.storage, opened.metadata, log).await?
         } else {
-            restart(config, env.as_ref(), opened, log)?
+            restart(config, env, opened, log)?
         }
     } else if config.cluster_state == ClusterState::Existing {
-        (
-            join(config, env.as_ref(), disk, layout, log).await?,
-            StartKind::Join,
-        )
+        (join(config, env, disk, layout, log).await?, StartKind::Join)
     } else {
         let metadata = Metadata {
             member_id: config.member_id.0,
@@ -92,7 +89,7 @@ pub async fn start_node(
         };
         let storage = MemberStorage::create(disk, layout, metadata, env.wal_options())
             .map_err(storage_error(config))?;
-        let started = bootstrap(config, env.as_ref(), storage, log)?;
+        let started = bootstrap(config, env, storage, log)?;
         (started, StartKind::Bootstrap)
     };
     env.started(&started.node, kind);
@@ -102,9 +99,10 @@ pub async fn start_node(
 /// Opens (or creates) the storage engine's file, `member/engine.redb`. A restart reads the applied
 /// state from it when it is at least as new as the last snapshot; a new member, or one starting
 /// afresh, writes its state into it anew.
-fn open_engine(config: &ServerConfig, env: &dyn Environment) -> Result<Engine, ServerError> {
+fn open_engine(config: &ServerConfig, env: &Arc<dyn Environment>) -> Result<Engine, ServerError> {
     let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
-    Engine::open(&|| env.disk(), &layout.engine_file, ENGINE_CACHE_BYTES)
+    let env = env.clone();
+    Engine::open(move || env.disk(), &layout.engine_file, ENGINE_CACHE_BYTES)
         .map_err(|error| storage_error(config)(StorageError::Engine(error)))
 }
 
@@ -126,7 +124,7 @@ struct Opened {
 /// Opens the data directory and reads its durable state back.
 fn open(
     config: &ServerConfig,
-    env: &dyn Environment,
+    env: &Arc<dyn Environment>,
     disk: BoxDisk,
     layout: StorageLayout,
     log: &slog::Logger,
@@ -159,7 +157,7 @@ fn open(
 /// Restarts from the data directory, or forces a new cluster from it.
 fn restart(
     config: &ServerConfig,
-    env: &dyn Environment,
+    env: &Arc<dyn Environment>,
     opened: Opened,
     log: &slog::Logger,
 ) -> Result<(Started, StartKind), ServerError> {
@@ -170,7 +168,7 @@ fn restart(
     } = opened;
     let node_config = node_config(
         config,
-        env,
+        env.as_ref(),
         MemberId(metadata.member_id),
         ClusterId(metadata.cluster_id),
     );
@@ -203,7 +201,7 @@ fn restart(
 /// the member the WAL was made for).
 async fn fresh(
     config: &ServerConfig,
-    env: &dyn Environment,
+    env: &Arc<dyn Environment>,
     storage: MemberStorage<BoxDisk>,
     metadata: Metadata,
     log: &slog::Logger,
@@ -226,7 +224,7 @@ async fn fresh(
 /// Joins a running cluster that already added this member.
 async fn join(
     config: &ServerConfig,
-    env: &dyn Environment,
+    env: &Arc<dyn Environment>,
     disk: BoxDisk,
     layout: StorageLayout,
     log: &slog::Logger,
@@ -244,7 +242,7 @@ async fn join(
 /// Starts a joining member's node on its (empty) storage.
 fn join_with(
     config: &ServerConfig,
-    env: &dyn Environment,
+    env: &Arc<dyn Environment>,
     storage: MemberStorage<BoxDisk>,
     member_id: MemberId,
     cluster_id: ClusterId,
@@ -252,7 +250,7 @@ fn join_with(
     log: &slog::Logger,
 ) -> Result<Started, ServerError> {
     let raft_log = log.new(slog::o!("from" => "raft"));
-    let node_config = node_config(config, env, member_id, cluster_id);
+    let node_config = node_config(config, env.as_ref(), member_id, cluster_id);
     let engine = open_engine(config, env)?;
     let node = Node::join(node_config, engine, env.now(), &raft_log)?;
     slog::info!(log, "joining the existing cluster"; "member_id" => %format!("{:x}", member_id.0), "cluster_id" => %format!("{:x}", cluster_id.0));
@@ -266,12 +264,12 @@ fn join_with(
 /// Bootstraps a new cluster from `--initial-cluster`, on new (or empty) storage.
 fn bootstrap(
     config: &ServerConfig,
-    env: &dyn Environment,
+    env: &Arc<dyn Environment>,
     storage: MemberStorage<BoxDisk>,
     log: &slog::Logger,
 ) -> Result<Started, ServerError> {
     let raft_log = log.new(slog::o!("from" => "raft"));
-    let node_config = node_config(config, env, config.member_id, config.cluster_id);
+    let node_config = node_config(config, env.as_ref(), config.member_id, config.cluster_id);
     let engine = open_engine(config, env)?;
     let members = &config.initial_members;
     let node = Node::bootstrap(node_config, members, engine, env.now(), &raft_log)?;

@@ -73,7 +73,7 @@ impl Member {
         self.power = Breaker::new();
         let (disk, power) = (self.engine_disk.clone(), self.power.clone());
         let handle = move || PowerCut::with_breaker(disk.clone(), power.clone());
-        Engine::open(&handle, Path::new(ENGINE_PATH), 1 << 20).expect("open the engine")
+        Engine::open(handle, Path::new(ENGINE_PATH), 1 << 20).expect("open the engine")
     }
 }
 
@@ -781,7 +781,7 @@ impl Cluster {
     pub fn engine_applied_index(&self, id: u64) -> u64 {
         let copy = SharedDisk::new();
         *copy.lock() = self.members[&id].engine_disk.lock().clone();
-        let engine = Engine::open(&|| copy.clone(), Path::new(ENGINE_PATH), 1 << 20);
+        let engine = Engine::open(stet::disk::handles(&copy), Path::new(ENGINE_PATH), 1 << 20);
         engine.expect("open a copy of the engine").applied().index
     }
 

@@ -30,7 +30,7 @@ fn put(main: u64, sub: u64, bytes: &[u8]) -> (Revision, Stored) {
 fn every_table_round_trips_and_the_applied_index_survives_a_reopen() {
     let disk = SharedDisk::new();
     let path = engine_path(&disk);
-    let mut engine = Engine::open(&|| disk.clone(), &path, CACHE_BYTES).unwrap();
+    let mut engine = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap();
     assert_eq!(engine.applied(), Applied::default());
     let mut batch = Batch::new();
     let (r2, v2) = put(2, 0, b"a=1");
@@ -56,7 +56,7 @@ fn every_table_round_trips_and_the_applied_index_survives_a_reopen() {
     later.set_applied(Applied { index: 6, term: 2 });
     engine.commit(later, false).unwrap();
     drop(engine);
-    let engine = Engine::open(&|| disk.clone(), &path, CACHE_BYTES).unwrap();
+    let engine = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap();
     assert_eq!(engine.applied(), Applied { index: 6, term: 2 });
     let view = engine.view().unwrap();
     assert_eq!(view.revision(r2).unwrap(), None);
@@ -81,7 +81,7 @@ fn every_table_round_trips_and_the_applied_index_survives_a_reopen() {
 fn a_view_keeps_its_state_while_writes_go_on() {
     let disk = SharedDisk::new();
     let path = engine_path(&disk);
-    let mut engine = Engine::open(&|| disk.clone(), &path, CACHE_BYTES).unwrap();
+    let mut engine = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap();
     let mut batch = Batch::new();
     let (r, v) = put(2, 0, b"old");
     batch.put_revision(r, v.clone());
@@ -107,7 +107,7 @@ fn a_view_keeps_its_state_while_writes_go_on() {
 fn a_damaged_or_misplaced_value_is_reported_naming_the_file_and_the_row() {
     let disk = SharedDisk::new();
     let path = engine_path(&disk);
-    let mut engine = Engine::open(&|| disk.clone(), &path, CACHE_BYTES).unwrap();
+    let mut engine = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap();
     let mut batch = Batch::new();
     let (r, v) = put(8, 0, b"a=1");
     batch.put_revision(r, v);
@@ -156,7 +156,7 @@ fn crash_run(seed: u64, split_applied: bool) -> Result<(), String> {
     let disk = SharedDisk::new();
     let path = engine_path(&disk);
     let (cut, breaker) = PowerCut::new(disk.clone());
-    let mut engine = Engine::open(&|| cut.clone(), &path, CACHE_BYTES).unwrap();
+    let mut engine = Engine::open(crate::disk::handles(&cut), &path, CACHE_BYTES).unwrap();
     breaker.cut_after(rng.gen_range(0..800));
     let mut states: States = vec![BTreeMap::new()];
     let mut last_durable = 0;
@@ -214,7 +214,7 @@ fn crash_run(seed: u64, split_applied: bool) -> Result<(), String> {
         interrupted = Some(last);
     }
     disk.lock().crash(CrashFault::TearUnsynced, &mut rng);
-    let engine = Engine::open(&|| disk.clone(), &path, CACHE_BYTES).unwrap();
+    let engine = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap();
     let applied = engine.applied().index;
     if applied < last_durable || applied > interrupted.unwrap_or(last_durable) {
         return Err(format!(
