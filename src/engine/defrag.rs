@@ -32,6 +32,9 @@ const COPY_SUFFIX: &str = ".defrag";
 const RETIRED_SUFFIX: &str = ".retired-";
 /// The most bytes of batches that may wait for the copy to catch up.
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// Bytes copied between fsyncs of the copy: the page cache's writeback would otherwise hold all of
+/// it for the swap's fsync, one stall as long as the file is big (measured: 1.1 s for 1 GB).
+const SYNC_EVERY_BYTES: usize = 16 << 20;
 
 /// What a step of a defragmentation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,10 +68,37 @@ pub(super) struct Defrag {
     /// Batches committed to the live file since the copied state, oldest first.
     queue: VecDeque<Batch>,
     queued_bytes: usize,
+    /// Bytes copied since the copy was last made durable.
+    unsynced_bytes: usize,
     /// The most bytes that may wait in `queue` ([`MAX_QUEUED_BYTES`]).
     limit_bytes: usize,
     /// Why it must give up, found while committing (reported at the next step).
     abandoned: Option<String>,
+}
+
+/// A replaced file no view reads: closing it removes it.
+pub struct RetiredFile(Retired);
+
+impl RetiredFile {
+    /// Closes the database and removes the file (a file left behind is removed at the next
+    /// open). Blocks for as long as freeing the file's blocks takes.
+    pub fn close(self) {
+        let retired = self.0;
+        let path = retired.file.path();
+        drop(retired.db);
+        let mut disk = (retired.disk)();
+        let _ = disk.remove(&path);
+        // The backend's own handles on the file go last: the file's blocks are freed here.
+        drop(retired.file);
+    }
+}
+
+impl std::fmt::Debug for RetiredFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RetiredFile")
+            .field(&self.0.file.path())
+            .finish()
+    }
 }
 
 /// A file a defragmentation replaced, open until no view reads it.
@@ -120,6 +150,7 @@ impl Engine {
             copied,
             queue: VecDeque::new(),
             queued_bytes: 0,
+            unsynced_bytes: 0,
             limit_bytes: MAX_QUEUED_BYTES,
             abandoned: None,
         }));
@@ -260,18 +291,21 @@ impl Engine {
         Ok(())
     }
 
-    /// Closes and removes every replaced file no view reads any more.
+    /// Moves every replaced file no view reads any more to those ready to close
+    /// ([`Engine::take_closable`]).
     pub fn close_retired(&mut self) {
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
             .into_iter()
             .partition(|retired| Arc::strong_count(&retired.readers) == 1);
         self.retired = waiting;
-        for retired in done {
-            let path = retired.file.path();
-            drop(retired.db);
-            // A file left behind is removed at the next open.
-            let _ = (retired.disk)().remove(&path);
-        }
+        self.closable.extend(done.into_iter().map(RetiredFile));
+    }
+
+    /// Replaced files no view reads any more, to be closed where blocking is allowed: closing
+    /// the last handle on a removed file frees its blocks, which takes as long as the file is
+    /// big (measured: 450 ms for 1 GB on ext4).
+    pub fn take_closable(&mut self) -> Vec<RetiredFile> {
+        std::mem::take(&mut self.closable)
     }
 }
 
@@ -280,9 +314,17 @@ impl Defrag {
     /// live file's state.
     fn copy_more(&mut self, max_bytes: usize) -> Result<bool, DefragError> {
         let abandon = |e: EngineError| DefragError::Abandoned(e.to_string());
+        if self.unsynced_bytes >= SYNC_EVERY_BYTES {
+            self.unsynced_bytes = 0;
+            self.copy.commit(Batch::new(), true).map_err(abandon)?;
+            return Ok(false);
+        }
         if let Some(export) = self.export.as_mut() {
             match export.next_chunk(max_bytes).map_err(DefragError::Storage)? {
-                Some(chunk) => self.copy.stage_chunk(&chunk).map_err(abandon)?,
+                Some(chunk) => {
+                    self.unsynced_bytes += chunk.len();
+                    self.copy.stage_chunk(&chunk).map_err(abandon)?;
+                }
                 None => {
                     self.copy.install_staged(self.copied).map_err(abandon)?;
                     self.export = None;
@@ -298,6 +340,7 @@ impl Defrag {
             let bytes = batch.bytes();
             replayed += bytes;
             self.queued_bytes -= bytes;
+            self.unsynced_bytes += bytes;
             self.copy.commit(batch, false).map_err(abandon)?;
         }
         Ok(self.queue.is_empty())

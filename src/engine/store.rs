@@ -243,6 +243,8 @@ pub struct Engine {
     pub(super) defrag: Option<Box<Defrag>>,
     /// Files a defragmentation replaced that views still read.
     pub(super) retired: Vec<Retired>,
+    /// Replaced files no view reads, waiting for their owner to close them.
+    pub(super) closable: Vec<super::defrag::RetiredFile>,
     /// How many files defragmentations replaced, to name the next one.
     pub(super) retired_count: u64,
 }
@@ -285,6 +287,7 @@ impl Engine {
             readers: Arc::new(()),
             defrag: None,
             retired: Vec::new(),
+            closable: Vec::new(),
             retired_count: 0,
         }
     }
@@ -310,6 +313,7 @@ impl Engine {
             readers: Arc::new(()),
             defrag: None,
             retired: Vec::new(),
+            closable: Vec::new(),
             retired_count: 0,
         })
     }

@@ -101,7 +101,7 @@ pub struct Persist {
 }
 
 /// Something the driver must do, in the order the node emits them.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Output {
     Persist(Persist),
     /// A snapshot of this member's own state: save its file, then the WAL may drop entries before it.
@@ -132,6 +132,9 @@ pub enum Output {
     Fatal {
         reason: String,
     },
+    /// An engine file a defragmentation replaced, no longer read: close it where blocking is
+    /// allowed (that frees its blocks).
+    CloseFile(crate::engine::RetiredFile),
 }
 
 /// A client request waiting for raft.
@@ -426,6 +429,9 @@ impl Node {
             self.commit_state_if_due();
             if turn {
                 self.step_defragment();
+            }
+            for file in self.state.kv.engine_mut().take_closable() {
+                self.outputs.push_back(Output::CloseFile(file));
             }
         }
         assert!(

@@ -101,6 +101,7 @@ impl Solo {
                     panic!("a single member has no one to send {message:?} to")
                 }
                 Output::Fatal { reason } => panic!("{reason}"),
+                Output::CloseFile(file) => file.close(),
                 Output::LeaderChanged { .. } | Output::Removed => {}
             }
         }

@@ -651,6 +651,7 @@ impl Cluster {
                     member.removed = true;
                 }
                 Output::Fatal { reason } => panic!("member {id} failed: {reason}"),
+                Output::CloseFile(file) => file.close(),
             }
         }
     }
@@ -952,5 +953,6 @@ fn describe(output: &Output) -> String {
         Output::LeaderChanged { term, leader } => format!("leader {term} {leader:?}"),
         Output::Removed => "removed".to_string(),
         Output::Fatal { reason } => format!("fatal {reason}"),
+        Output::CloseFile(file) => format!("close {file:?}"),
     }
 }

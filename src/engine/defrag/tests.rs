@@ -107,6 +107,13 @@ fn writes_made_while_copying_reach_the_copy_and_the_file_shrinks() {
     assert_eq!(names(&disk), vec![ENGINE_FILE, "engine.redb.retired-1"]);
     drop(old_view);
     engine.commit(writes(500..501, &[], index), false).unwrap();
+    let closable = engine.take_closable();
+    assert_eq!(
+        closable.len(),
+        1,
+        "the old file is closed once its last view ended"
+    );
+    closable.into_iter().for_each(RetiredFile::close);
     assert_eq!(names(&disk), vec![ENGINE_FILE]);
     // The copy is the file: reopened, it holds the same state.
     let rows = all_revisions(&engine);

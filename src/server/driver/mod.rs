@@ -96,6 +96,9 @@ pub struct Driver {
     publish: Option<Publish>,
 }
 
+/// A step of the node longer than this is logged.
+const SLOW_STEP: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Driver {
     /// A driver for `node` on `storage`, with the handle that talks to it.
     pub fn new(
@@ -186,11 +189,22 @@ impl Driver {
                 },
                 _ = self.alarm.ring() => {
                     let now = self.now();
+                    let started = std::time::Instant::now();
                     self.node.handle(now, Input::Tick);
+                    self.warn_if_slow("tick", started.elapsed());
                 }
             }
         };
         self.stop(exit)
+    }
+
+    /// Logs a step of the node that held the driver long enough to delay every request (etcd
+    /// warns of an apply that took too long the same way).
+    fn warn_if_slow(&self, input: &str, took: std::time::Duration) {
+        if took >= SLOW_STEP {
+            slog::warn!(self.log, "a step of the node took too long";
+                "input" => input, "took_ms" => took.as_millis() as u64);
+        }
     }
 
     /// Fsyncs what was written, answers every waiting caller, and says why the driver stopped.
@@ -220,6 +234,7 @@ impl Driver {
                     // Durable entries are committed and applied inside this call.
                     self.node.handle(now, Input::Persisted { ready_number });
                     self.metrics.backend_commit.observe(started.elapsed());
+                    self.warn_if_slow("persisted", started.elapsed());
                     self.env.persisted(&self.node);
                     continue;
                 }
@@ -363,6 +378,15 @@ impl Driver {
                     return Err(Exit::Removed);
                 }
                 Output::Fatal { reason } => return Err(Exit::Fatal(reason)),
+                Output::CloseFile(file) => {
+                    let log = self.log.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = crate::server::blocking::run(move || file.close()).await
+                        {
+                            slog::warn!(log, "closing a replaced engine file failed"; "error" => error);
+                        }
+                    });
+                }
             }
         }
         Ok(())
