@@ -134,7 +134,10 @@ impl KvStore {
 }
 
 /// Drops the versions of one key that compaction at `revision` makes unreadable; returns them.
-fn compact_versions(versions: &mut Vec<Version>, revision: i64) -> std::vec::Drain<'_, Version> {
+pub(super) fn compact_versions(
+    versions: &mut Vec<Version>,
+    revision: i64,
+) -> std::vec::Drain<'_, Version> {
     let at_or_below = versions.partition_point(|v| v.main <= revision);
     let Some(newest) = at_or_below.checked_sub(1).and_then(|i| versions.get(i)) else {
         return versions.drain(..0);

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use super::history::compact_versions;
 use super::row::{decode_key_value, Row};
 use super::snapshot::{check_row, check_sequence};
 use super::{KvError, KvStore, Values, Version};
@@ -61,17 +62,25 @@ impl KvStore {
         }
         drop(view);
         rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        let keys = group_by_key(rows, compacted as i64).map_err(|e| damaged(e.to_string()))?;
+        let mut dropped = Vec::new();
+        let keys = group_by_key(rows, compacted as i64, &mut dropped)
+            .map_err(|e| damaged(e.to_string()))?;
         let live_keys = keys
             .values()
             .filter(|versions| versions.last().is_some_and(Version::is_live))
             .count();
+        let mut values = Values::new(engine)?;
+        // Revisions a compaction dropped that were not deleted from the file yet: deleted by
+        // the next commits.
+        for (main, sub) in dropped {
+            values.forget(main, sub);
+        }
         Ok(KvStore {
             keys,
             current_revision: current.max(newest).max(1) as i64,
             compact_revision: compacted as i64,
             live_keys,
-            values: Values::new(engine)?,
+            values,
         })
     }
 }
@@ -90,25 +99,31 @@ impl KeyPrefix {
     }
 }
 
-/// The index from rows sorted by key (each key's rows in revision order), each checked against
-/// its key's previous version.
+/// The index from rows sorted by key (each key's rows in revision order): each key's versions
+/// compacted at `compacted` (the file may still hold revisions a compaction dropped, whose
+/// deletes were spread over later commits; they go to `dropped`), then each kept version checked
+/// against the key's previous one.
 fn group_by_key(
     rows: Vec<(KeyPrefix, Vec<u8>, Version)>,
     compacted: i64,
+    dropped: &mut Vec<(i64, i64)>,
 ) -> Result<BTreeMap<Vec<u8>, Vec<Version>>, KvError> {
     let mut grouped: Vec<(Vec<u8>, Vec<Version>)> = Vec::new();
     for (_, key, version) in rows {
         match grouped.last_mut() {
-            Some((last_key, versions)) if *last_key == key => {
-                check_sequence(&key, &version, versions.last(), compacted)?;
-                versions.push(version);
-            }
-            _ => {
-                check_sequence(&key, &version, None, compacted)?;
-                grouped.push((key, vec![version]));
-            }
+            Some((last_key, versions)) if *last_key == key => versions.push(version),
+            _ => grouped.push((key, vec![version])),
         }
     }
+    for (key, versions) in &mut grouped {
+        dropped.extend(compact_versions(versions, compacted).map(|v| (v.main, v.sub)));
+        let mut previous = None;
+        for version in versions.iter() {
+            check_sequence(key, version, previous, compacted)?;
+            previous = Some(version);
+        }
+    }
+    grouped.retain(|(_, versions)| !versions.is_empty());
     // Sorted and unique: the map is built without comparing keys again.
     Ok(grouped.into_iter().collect())
 }

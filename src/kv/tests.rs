@@ -1209,3 +1209,61 @@ fn a_value_stored_under_another_key_is_a_storage_error() {
         Err(KvError::Storage(_))
     ));
 }
+
+/// Every revision the engine's `key` table holds, by main revision.
+fn engine_revisions(store: &KvStore) -> Vec<u64> {
+    let mut mains = Vec::new();
+    let view = store.engine().view().unwrap();
+    view.revisions_from(crate::engine::Revision { main: 0, sub: 0 }, |r, _| {
+        mains.push(r.main);
+        true
+    })
+    .unwrap();
+    mains
+}
+
+/// A compaction that drops more revisions than one commit deletes is spread over several
+/// commits; a store loaded from the file part way drops the leftovers again (same index, same
+/// hash) and deletes them from the file at its next commits.
+#[test]
+fn a_large_compaction_is_deleted_over_several_commits_and_a_load_part_way_drops_the_rest() {
+    use super::values::COMPACTION_DELETES_PER_COMMIT;
+    let mut store = KvStore::new();
+    let overwrites = COMPACTION_DELETES_PER_COMMIT * 2 + 500;
+    for i in 0..overwrites {
+        put(&mut store, &format!("k{}", i % 100), "v");
+    }
+    put(&mut store, "gone", "x");
+    store
+        .delete_range(&DeleteRangeRequest {
+            key: b"gone".to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+    store.commit(None, false).unwrap();
+    let head = store.current_revision();
+    store.compact(head).unwrap();
+    let compacted_hash = store.hash_kv(0).unwrap();
+    store.commit(None, false).unwrap();
+    let (left, _) = store.uncommitted();
+    assert!(
+        left > 0,
+        "one commit deleted at most {COMPACTION_DELETES_PER_COMMIT}"
+    );
+    assert_eq!(engine_revisions(&store).len(), 100 + 1 + left);
+    // Loaded now, the leftovers are dropped again and deleted at the next commits.
+    let mut loaded = KvStore::from_engine(store.into_engine()).unwrap();
+    assert_eq!(loaded.hash_kv(0).unwrap(), compacted_hash);
+    assert_eq!(loaded.uncommitted().0, left);
+    while loaded.uncommitted().0 > 0 {
+        loaded.commit(None, false).unwrap();
+    }
+    assert_eq!(
+        engine_revisions(&loaded).len(),
+        101,
+        "100 keys and the delete at the head"
+    );
+    let reloaded = KvStore::from_engine(loaded.into_engine()).unwrap();
+    assert_eq!(reloaded.hash_kv(0).unwrap(), compacted_hash);
+    assert_eq!(reloaded.uncommitted(), (0, 0));
+}
