@@ -222,6 +222,11 @@ impl Values {
             batch.put_revision(revision, stored);
         }
         self.pending_bytes = 0;
+        // In revision order: neighbouring rows share the file's pages, so a commit rewrites
+        // few of them (compaction finds the revisions key by key, scattered over the file).
+        if !self.doomed.is_sorted() {
+            self.doomed.sort_unstable();
+        }
         let deleted = self.doomed.len().min(COMPACTION_DELETES_PER_COMMIT);
         for (main, sub) in self.doomed.drain(..deleted) {
             batch.delete_revision(Revision {
