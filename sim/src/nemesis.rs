@@ -258,7 +258,11 @@ impl Nemesis {
                 let copy = stet::engine::copy_path(std::path::Path::new(stet::engine::ENGINE_FILE));
                 copy.display().to_string()
             };
-            (rng.gen_range(0..64), rng.gen_bool(0.5).then_some(file), crash)
+            (
+                rng.gen_range(0..64),
+                rng.gen_bool(0.5).then_some(file),
+                crash,
+            )
         };
         // Half the time only the storage engine's file counts: the cut lands inside one of its
         // commits (most of them write only when made durable, so WAL writes would hide them).
