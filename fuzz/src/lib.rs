@@ -344,6 +344,7 @@ impl NodeHarness {
                     }
                 }
                 Output::Fatal { .. } => self.fatal = true,
+                Output::CloseFile(file) => file.close(),
                 Output::SaveSnapshot(_)
                 | Output::Reply { .. }
                 | Output::Watch { .. }
