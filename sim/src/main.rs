@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
-                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch]"
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files]"
                         .to_string(),
                 )
             }
@@ -105,6 +105,7 @@ fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
         "fast-clock" => SelfTest::FastClock,
         "skip-fsync" => SelfTest::Mistake(Mistake::SkipGroupCommitFsync),
         "drop-watch" => SelfTest::Mistake(Mistake::DropWatchResponseWhenFull),
+        "keep-engine-files" => SelfTest::Mistake(Mistake::KeepReplacedEngineFiles),
         other => return Err(format!("unknown fault to plant: {other}")),
     })
 }

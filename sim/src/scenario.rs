@@ -422,6 +422,7 @@ async fn final_checks(
         });
     }
     removed_members_stopped(world).await?;
+    engine_files_settled(world).await?;
     let history = lock(&world.history).clone();
     for history in crate::membership::histories_to_check(world, &history) {
         check_history(&history)?;
@@ -454,6 +455,50 @@ async fn removed_members_stopped(world: &World) -> Result<(), Failure> {
         detail: format!(
             "removed members still run after the network healed: {}",
             running.join(", ")
+        ),
+    })
+}
+
+/// Every running member's data directory holds its engine file and nothing a defragmentation
+/// left: a replaced file is closed and removed once no view reads it, a copy is renamed into place
+/// or removed. Views end shortly after the clients stop, so this waits up to 10 s.
+async fn engine_files_settled(world: &World) -> Result<(), Failure> {
+    let layout =
+        stet::storage::StorageLayout::new(std::path::Path::new(crate::world::DATA_DIR), None);
+    let Some(dir) = layout.engine_file.parent().map(|d| d.to_path_buf()) else {
+        return Ok(());
+    };
+    let prefix = format!("{}.", stet::engine::ENGINE_FILE);
+    let leftovers = || -> Vec<String> {
+        let running: Vec<u64> = lock(&world.status)
+            .iter()
+            .filter(|(_, s)| s.running)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut found = Vec::new();
+        for id in running {
+            let names = stet::disk::Disk::list(&world.disk(id), &dir).unwrap_or_default();
+            found.extend(
+                names
+                    .into_iter()
+                    .filter(|name| name.starts_with(&prefix))
+                    .map(|name| format!("member {id:x}: {name}")),
+            );
+        }
+        found
+    };
+    for _ in 0..50 {
+        if leftovers().is_empty() {
+            return Ok(());
+        }
+        madsim::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(Failure {
+        key: None,
+        property: "engine files",
+        detail: format!(
+            "files a defragmentation left behind 10 s after the clients stopped: {}",
+            leftovers().join(", ")
         ),
     })
 }

@@ -142,6 +142,9 @@ pub enum Launch {
     Join { initial_cluster: String },
 }
 
+/// Where every member keeps its data, on its own simulated disk.
+pub const DATA_DIR: &str = "/data";
+
 /// A simulated machine: a madsim node with its own IP, running one member process at a time.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -321,7 +324,7 @@ impl World {
         let mut args = vec![
             "stet".to_string(),
             format!("--name={name}"),
-            "--data-dir=/data".to_string(),
+            format!("--data-dir={DATA_DIR}"),
             format!("--listen-client-urls={client}"),
             format!("--advertise-client-urls={client}"),
             format!("--listen-peer-urls={peer}"),

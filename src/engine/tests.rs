@@ -439,6 +439,24 @@ pub(super) fn fragmented_engine<D: Disk + Clone + Send + Sync + 'static>(
     engine
 }
 
+/// The power goes out (unsynced writes lost or torn, at random) and the engine file is opened
+/// again; panics naming `run` if it is refused.
+pub(super) fn power_off_and_reopen(
+    disk: &SharedDisk,
+    path: &Path,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    run: &str,
+) -> Engine {
+    let fault = if rng.gen_bool(0.5) {
+        CrashFault::LoseUnsynced
+    } else {
+        CrashFault::TearUnsynced
+    };
+    disk.lock().crash(fault, rng);
+    Engine::open(crate::disk::handles(disk), path, CACHE_BYTES)
+        .unwrap_or_else(|e| panic!("{run}, {fault:?}: {e}"))
+}
+
 /// A power cut at any change of a defragmentation leaves the state whole: redb moves pages in
 /// durable steps, so a restart finds the state before or after, never a mix.
 #[test]
@@ -458,14 +476,12 @@ fn a_crash_at_any_change_of_a_defragmentation_keeps_the_state() {
         assert!(defragmented.is_ok() || cut, "seed {seed}: {defragmented:?}");
         finished += u32::from(!cut);
         drop(engine);
-        let fault = if rng.gen_bool(0.5) {
-            CrashFault::LoseUnsynced
-        } else {
-            CrashFault::TearUnsynced
-        };
-        disk.lock().crash(fault, &mut rng);
-        let reopened = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES)
-            .unwrap_or_else(|e| panic!("seed {seed} (budget {budget}, {fault:?}): {e}"));
+        let reopened = power_off_and_reopen(
+            &disk,
+            &path,
+            &mut rng,
+            &format!("seed {seed} (budget {budget})"),
+        );
         assert_eq!(
             all_revisions(&reopened),
             kept,

@@ -245,12 +245,12 @@ impl KvStore {
             .stage(batch, self.current_revision, self.compact_revision);
     }
 
-    /// Commits a batch holding this store's staged changes (and whatever its owner adds).
     /// The engine, to stage and install a state another member sends.
     pub(crate) fn engine_mut(&mut self) -> &mut crate::engine::Engine {
         self.values.engine_mut()
     }
 
+    /// Commits a batch holding this store's staged changes (and whatever its owner adds).
     pub fn commit_batch(
         &mut self,
         batch: crate::engine::Batch,

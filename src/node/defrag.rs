@@ -58,7 +58,10 @@ impl Node {
         }
         let result = match self.state.kv.defragment_step(DEFRAG_STEP_BYTES) {
             Ok(DefragStep::Working) => return,
-            Ok(DefragStep::Done) => Ok(ClientResponse::Defragment(Default::default())),
+            Ok(DefragStep::Done) => {
+                self.release_replaced_file();
+                Ok(ClientResponse::Defragment(Default::default()))
+            }
             // The engine dropped it: a state sent by the leader replaced this member's.
             Ok(DefragStep::Idle) => Err(ClientError::Defragment(
                 "a state sent by the leader replaced this member's state meanwhile".to_string(),
@@ -71,6 +74,15 @@ impl Node {
         };
         for id in std::mem::take(&mut self.defrag_waiters) {
             self.reply(id, result.clone());
+        }
+    }
+
+    /// Lets go of the view kept for sending the latest snapshot: it reads the replaced file,
+    /// which would otherwise stay on disk until the next snapshot. A follower that needs a
+    /// snapshot from now on makes the node take a new one of the new file.
+    fn release_replaced_file(&mut self) {
+        if self.state_view.take().is_some() {
+            self.raw.mut_store().stop_serving_state();
         }
     }
 }

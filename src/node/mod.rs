@@ -430,7 +430,11 @@ impl Node {
             if turn {
                 self.step_defragment();
             }
-            for file in self.state.kv.engine_mut().take_closable() {
+            // A view may have ended since the last commit (a snapshot sent, a watch caught up):
+            // an idle member releases the file it read too.
+            let engine = self.state.kv.engine_mut();
+            engine.close_retired();
+            for file in engine.take_closable() {
                 self.outputs.push_back(Output::CloseFile(file));
             }
         }

@@ -1009,3 +1009,41 @@ fn defragmenting_online_answers_puts_meanwhile_and_keeps_them() {
     let names = disk.lock().list(&dir).unwrap();
     assert_eq!(names, vec![crate::engine::ENGINE_FILE.to_string()]);
 }
+
+#[test]
+fn a_defragmentation_lets_go_of_the_view_kept_to_send_the_latest_snapshot() {
+    use crate::disk::{Disk as _, SharedDisk};
+    let disk = SharedDisk::new();
+    let dir = std::path::PathBuf::from("/member");
+    disk.clone().create_dir_all(&dir).unwrap();
+    let path = dir.join(crate::engine::ENGINE_FILE);
+    let engine = Engine::open(crate::disk::handles(&disk), &path, 1 << 20).unwrap();
+    let mut solo = Solo::bootstrapped_on(NodeConfig::new(MemberId(1), ClusterId(9)), engine);
+    solo.advance(Duration::from_secs(3));
+    for i in 0..100 {
+        assert!(solo
+            .call(i, put(&format!("k{i}"), &"v".repeat(1 << 10)))
+            .is_ok());
+    }
+    // Raft asks for a state to send a follower: the node keeps a view of the file for it.
+    let unavailable = raft::Storage::snapshot(solo.node.raw.store(), 0, 1);
+    assert!(unavailable.is_err());
+    solo.advance(Duration::from_millis(100));
+    assert!(solo.node.state_view.is_some(), "a view is kept to send");
+    assert!(solo.node.raw.store().serves_state());
+
+    let defragment = ClientRequest::Defragment(Default::default());
+    assert!(solo.call(1000, defragment).is_ok());
+    // The kept view read the replaced file: it is let go, and the file closed and removed at
+    // once instead of at the next snapshot.
+    assert!(solo.node.state_view.is_none());
+    assert!(!solo.node.raw.store().serves_state());
+    let names = disk.lock().list(&dir).unwrap();
+    assert_eq!(names, vec![crate::engine::ENGINE_FILE.to_string()]);
+
+    // The next follower that needs a state gets a new view, of the new file.
+    assert!(raft::Storage::snapshot(solo.node.raw.store(), 0, 1).is_err());
+    solo.advance(Duration::from_millis(100));
+    assert!(solo.node.state_view.is_some());
+    assert!(raft::Storage::snapshot(solo.node.raw.store(), 0, 1).is_ok());
+}

@@ -89,6 +89,8 @@ pub enum Mistake {
     SkipGroupCommitFsync,
     /// A watch response that finds its stream's buffer full is dropped, and the stream goes on.
     DropWatchResponseWhenFull,
+    /// Engine files replaced by a defragmentation are never closed nor removed.
+    KeepReplacedEngineFiles,
 }
 
 /// The machine under the member runtime.

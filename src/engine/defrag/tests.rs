@@ -7,9 +7,11 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::disk::{CrashFault, PowerCut, SharedDisk};
+use crate::disk::{PowerCut, SharedDisk};
 use crate::engine::store::Stored;
-use crate::engine::tests::{all_revisions, fragmented_engine, member_dir, revision, CACHE_BYTES};
+use crate::engine::tests::{
+    all_revisions, fragmented_engine, member_dir, power_off_and_reopen, revision, CACHE_BYTES,
+};
 use crate::engine::{Revision, ENGINE_FILE};
 
 /// A batch that writes revisions `mains` (1 KiB each), deletes `gone`, and ends at `index`.
@@ -263,14 +265,12 @@ fn a_crash_at_any_change_of_an_online_defragmentation_keeps_the_state() {
             (revision(main), stored)
         }));
         drop(engine);
-        let fault = if rng.gen_bool(0.5) {
-            CrashFault::LoseUnsynced
-        } else {
-            CrashFault::TearUnsynced
-        };
-        disk.lock().crash(fault, &mut rng);
-        let reopened = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES)
-            .unwrap_or_else(|e| panic!("seed {seed} (budget {budget}, {fault:?}): {e}"));
+        let reopened = power_off_and_reopen(
+            &disk,
+            &path,
+            &mut rng,
+            &format!("seed {seed} (budget {budget})"),
+        );
         check_recovered(seed, &reopened, &before, &expected, committed);
         assert_eq!(names(&disk), vec![ENGINE_FILE], "seed {seed}");
     }

@@ -378,6 +378,9 @@ impl Driver {
                     return Err(Exit::Removed);
                 }
                 Output::Fatal { reason } => return Err(Exit::Fatal(reason)),
+                Output::CloseFile(file) if self.env.planted(Mistake::KeepReplacedEngineFiles) => {
+                    std::mem::forget(file);
+                }
                 Output::CloseFile(file) => {
                     let log = self.log.clone();
                     tokio::spawn(async move {
