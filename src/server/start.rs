@@ -135,8 +135,12 @@ fn open(
         member_id: config.member_id.0,
         cluster_id: config.cluster_id.0,
     });
+    let reading = env.now();
     let (storage, durable, report) = MemberStorage::open(disk, layout, env.wal_options(), expected)
         .map_err(storage_error(config))?;
+    slog::info!(log, "read the WAL and snapshots";
+        "ms" => env.now().saturating_duration_since(reading).as_millis(),
+        "entries" => durable.entries.len());
     if let Some(torn) = &report.torn_tail {
         slog::warn!(log, "repaired a torn WAL tail"; "file" => %torn.file.display(), "offset" => torn.offset, "bytes" => torn.bytes_dropped);
     }
@@ -183,8 +187,16 @@ fn restart(
         );
         (node, StartKind::ForceNewCluster)
     } else {
+        let opening = env.now();
         let engine = open_engine(config, env)?;
+        let loading = env.now();
+        let engine_applied = engine.applied().index;
         let node = Node::restart(node_config, durable, engine, env.now(), &raft_log)?;
+        let loaded = env.now();
+        slog::info!(log, "loaded the applied state";
+            "engine_open_ms" => loading.saturating_duration_since(opening).as_millis(),
+            "load_and_replay_ms" => loaded.saturating_duration_since(loading).as_millis(),
+            "engine_applied_index" => engine_applied);
         (node, StartKind::Restart)
     };
     slog::info!(log, "restarted from {}", config.data_dir.display(); "applied_index" => node.applied_index());
