@@ -40,7 +40,13 @@ struct Inode {
     in_place: bool,
     /// Sectors written since the last sync, while `in_place`.
     dirty: BTreeSet<usize>,
+    /// Blocks of [`BLOCK_BYTES`] that hold written bytes: a file grown by `set_len` takes no
+    /// space for the growth until it is written, as on a file system with sparse files.
+    allocated: BTreeSet<usize>,
 }
+
+/// The unit in which `MemDisk` allocates space to files (a file system block).
+pub const BLOCK_BYTES: usize = 4096;
 
 /// The bytes of a file that survive a crash.
 #[derive(Debug, Clone)]
@@ -82,6 +88,8 @@ impl Inode {
             self.data.resize(end, 0);
         }
         self.data[offset..end].copy_from_slice(bytes);
+        self.allocated
+            .extend(offset / BLOCK_BYTES..=(end - 1) / BLOCK_BYTES);
         self.in_place = true;
         self.dirty
             .extend(offset / SECTOR_BYTES..=(end - 1) / SECTOR_BYTES);
@@ -146,6 +154,17 @@ impl Inode {
         survived
     }
 
+    /// Bytes of the blocks that hold written bytes (at most the file's length).
+    fn allocated_bytes(&self) -> usize {
+        (self.allocated.len() * BLOCK_BYTES).min(self.data.len())
+    }
+
+    /// Forgets the blocks past the end of the file.
+    fn free_blocks_past_the_end(&mut self) {
+        let blocks = self.data.len().div_ceil(BLOCK_BYTES);
+        self.allocated.split_off(&blocks);
+    }
+
     fn truncate(&mut self, len: usize) {
         if let Synced::Prefix(synced) = self.synced {
             if synced > len {
@@ -154,6 +173,7 @@ impl Inode {
             }
         }
         self.data.truncate(len);
+        self.free_blocks_past_the_end();
     }
 }
 
@@ -273,6 +293,7 @@ impl MemDisk {
         self.inodes.retain(|id, _| live.contains(id));
         for inode in self.inodes.values_mut() {
             inode.data = inode.survivor(fault, rng);
+            inode.free_blocks_past_the_end();
             inode.sync();
         }
         if fault == CrashFault::FlipBit {
@@ -347,8 +368,13 @@ impl Disk for MemDisk {
         if inode.in_place {
             let end = inode.data.len();
             inode.write_at(end, data);
-        } else {
+        } else if !data.is_empty() {
+            let start = inode.data.len();
             inode.data.extend_from_slice(data);
+            let end = inode.data.len();
+            inode
+                .allocated
+                .extend(start / BLOCK_BYTES..=(end - 1) / BLOCK_BYTES);
         }
         Ok(())
     }
@@ -416,6 +442,10 @@ impl Disk for MemDisk {
 
     fn len(&mut self, path: &Path) -> Result<u64, DiskError> {
         Ok(self.inode(path)?.data.len() as u64)
+    }
+
+    fn allocated_bytes(&mut self, path: &Path) -> Result<u64, DiskError> {
+        Ok(self.inode(path)?.allocated_bytes() as u64)
     }
 
     fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
@@ -679,6 +709,52 @@ mod tests {
                 "{path:?}"
             );
         }
+    }
+
+    #[test]
+    fn space_is_allocated_to_written_blocks_only() {
+        let mut disk = MemDisk::new();
+        disk.create_dir_all(Path::new("/")).unwrap();
+        let path = Path::new("/f");
+        disk.create(path).unwrap();
+        disk.set_len(path, 1 << 20).unwrap();
+        assert_eq!(
+            disk.allocated_bytes(path).unwrap(),
+            0,
+            "a hole takes no space"
+        );
+        disk.write_at(path, 3 * BLOCK_BYTES as u64 - 1, b"ab")
+            .unwrap();
+        assert_eq!(disk.allocated_bytes(path).unwrap(), 2 * BLOCK_BYTES as u64);
+        disk.write_at(path, 3 * BLOCK_BYTES as u64, b"c").unwrap();
+        assert_eq!(disk.allocated_bytes(path).unwrap(), 2 * BLOCK_BYTES as u64);
+        disk.truncate(path, 3 * BLOCK_BYTES as u64).unwrap();
+        assert_eq!(disk.allocated_bytes(path).unwrap(), BLOCK_BYTES as u64);
+        disk.truncate(path, 100).unwrap();
+        assert_eq!(disk.allocated_bytes(path).unwrap(), 0);
+
+        let appended = Path::new("/g");
+        disk.create(appended).unwrap();
+        disk.append(appended, &[1; 10]).unwrap();
+        assert_eq!(
+            disk.allocated_bytes(appended).unwrap(),
+            10,
+            "at most the length"
+        );
+        disk.append(appended, &vec![1; BLOCK_BYTES]).unwrap();
+        disk.sync(appended).unwrap();
+        assert_eq!(
+            disk.allocated_bytes(appended).unwrap(),
+            BLOCK_BYTES as u64 + 10
+        );
+        // A crash that cuts the unsynced tail frees its blocks.
+        disk.sync_dir(Path::new("/")).unwrap();
+        disk.append(appended, &vec![1; 3 * BLOCK_BYTES]).unwrap();
+        disk.crash(CrashFault::LoseUnsynced, &mut rng());
+        assert_eq!(
+            disk.allocated_bytes(appended).unwrap(),
+            BLOCK_BYTES as u64 + 10
+        );
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub trait Disk {
     fn list(&self, dir: &Path) -> Result<Vec<String>, DiskError>;
     /// A file's length in bytes.
     fn len(&mut self, path: &Path) -> Result<u64, DiskError>;
+    /// The space a file takes on the device: its length less the holes never written (a file
+    /// grown by `set_len` takes no space for the growth until it is written).
+    fn allocated_bytes(&mut self, path: &Path) -> Result<u64, DiskError>;
     /// Fills `out` from a file at `offset`; fails if that runs past the end of the file.
     fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError>;
     /// Writes `data` into a file at `offset`, growing it (with zeros before `offset`) if needed.
@@ -108,6 +111,9 @@ macro_rules! forward_disk {
             }
             fn len(&mut self, path: &Path) -> Result<u64, DiskError> {
                 (**self).len(path)
+            }
+            fn allocated_bytes(&mut self, path: &Path) -> Result<u64, DiskError> {
+                (**self).allocated_bytes(path)
             }
             fn read_at(
                 &mut self,

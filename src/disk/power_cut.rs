@@ -150,6 +150,9 @@ impl<D: Disk> Disk for PowerCut<D> {
     fn len(&mut self, path: &Path) -> Result<u64, DiskError> {
         self.disk.len(path)
     }
+    fn allocated_bytes(&mut self, path: &Path) -> Result<u64, DiskError> {
+        self.disk.allocated_bytes(path)
+    }
     fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
         self.disk.read_at(path, offset, out)
     }

@@ -61,6 +61,9 @@ impl Disk for SharedDisk {
     fn len(&mut self, path: &Path) -> Result<u64, DiskError> {
         self.lock().len(path)
     }
+    fn allocated_bytes(&mut self, path: &Path) -> Result<u64, DiskError> {
+        self.lock().allocated_bytes(path)
+    }
     fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
         self.lock().read_at(path, offset, out)
     }

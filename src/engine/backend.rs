@@ -38,6 +38,8 @@ pub trait EngineFile: Send + Sync {
     fn path(&self) -> PathBuf;
     /// Renames the file (replacing any file at `to`); redb's reads and writes follow it.
     fn rename_to(&self, to: &Path) -> Result<(), DiskError>;
+    /// The space the file takes on the device ([`Disk::allocated_bytes`]).
+    fn allocated_bytes(&self) -> Result<u64, DiskError>;
 }
 
 impl<D: Disk + Send> EngineFile for Located<D> {
@@ -51,6 +53,12 @@ impl<D: Disk + Send> EngineFile for Located<D> {
         disk.rename(path, to)?;
         *path = to.to_path_buf();
         Ok(())
+    }
+
+    fn allocated_bytes(&self) -> Result<u64, DiskError> {
+        let mut guard = self.lock();
+        let (disk, path) = &mut *guard;
+        disk.allocated_bytes(path)
     }
 }
 

@@ -281,6 +281,7 @@ impl Engine {
             file: copy.file,
             ..live.clone()
         });
+        self.measure_size();
         self.retired.push(Retired {
             db: old_db,
             readers: old_readers,

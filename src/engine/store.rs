@@ -247,6 +247,8 @@ pub struct Engine {
     pub(super) closable: Vec<super::defrag::RetiredFile>,
     /// How many files defragmentations replaced, to name the next one.
     pub(super) retired_count: u64,
+    /// The space the file took on the device when last measured ([`Engine::size_bytes`]).
+    size_bytes: u64,
 }
 
 impl Engine {
@@ -262,6 +264,7 @@ impl Engine {
         let opened = open_measured(&|| disk(), path, cache_bytes, &file_bytes)?;
         let mut engine = Engine::of_file(opened, disk, path, cache_bytes, file_bytes);
         engine.applied = engine.view()?.applied()?;
+        engine.measure_size();
         Ok(engine)
     }
 
@@ -289,6 +292,7 @@ impl Engine {
             retired: Vec::new(),
             closable: Vec::new(),
             retired_count: 0,
+            size_bytes: 0,
         }
     }
 
@@ -315,6 +319,7 @@ impl Engine {
             retired: Vec::new(),
             closable: Vec::new(),
             retired_count: 0,
+            size_bytes: 0,
         })
     }
 
@@ -322,6 +327,31 @@ impl Engine {
     /// space quota counts.
     pub fn file_bytes(&self) -> u64 {
         self.file_bytes.get()
+    }
+
+    /// The space the file takes on the device, as of the last commit: what `Status.db_size`
+    /// reports and the space quota counts (etcd's `Backend().Size()`, bbolt's high-water mark of
+    /// pages). redb grows its file by doubling it; the part not written yet is a hole that takes
+    /// no space, so the file's length would count up to twice the data. An engine in memory
+    /// counts its length.
+    pub fn size_bytes(&self) -> u64 {
+        match self.files {
+            Some(_) => self.size_bytes,
+            None => self.file_bytes(),
+        }
+    }
+
+    /// Measures [`Engine::size_bytes`] again (a `stat` of the file). If that fails the file's
+    /// length stands in: a member then errs towards refusing writes early, never late.
+    pub(super) fn measure_size(&mut self) {
+        let measured = self
+            .files
+            .as_ref()
+            .map(|files| files.file.allocated_bytes());
+        self.size_bytes = match measured {
+            Some(Ok(bytes)) => bytes.min(self.file_bytes()),
+            _ => self.file_bytes(),
+        };
     }
 
     /// The file's path, as errors name it.
@@ -373,6 +403,7 @@ impl Engine {
         if let Some(applied) = batch.applied {
             self.applied = applied;
         }
+        self.measure_size();
         self.close_retired();
         Ok(())
     }
@@ -389,9 +420,10 @@ impl Engine {
                 .compact()
                 .map_err(|e| self.error(redb::Error::from(e)))?;
             if !moved {
-                return Ok(());
+                break;
             }
         }
+        self.measure_size();
         Ok(())
     }
 

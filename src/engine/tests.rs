@@ -100,6 +100,9 @@ impl Disk for LyingSync {
     fn len(&mut self, path: &Path) -> Result<u64, DiskError> {
         self.0.len(path)
     }
+    fn allocated_bytes(&mut self, path: &Path) -> Result<u64, DiskError> {
+        self.0.allocated_bytes(path)
+    }
     fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
         self.0.read_at(path, offset, out)
     }
@@ -437,6 +440,41 @@ pub(super) fn fragmented_engine<D: Disk + Clone + Send + Sync + 'static>(
     });
     engine.commit(batch, true).unwrap();
     engine
+}
+
+/// redb doubles its file as it grows: the part not written yet takes no space, and the size the
+/// quota counts is the space taken, not the length.
+#[test]
+fn the_size_counts_the_space_the_file_takes_not_its_length() {
+    let disk = SharedDisk::new();
+    let path = member_dir(&disk).join(ENGINE_FILE);
+    let mut engine = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap();
+    let mut holes_seen = false;
+    for main in 1..=400u64 {
+        let mut batch = Batch::new();
+        let stored = Stored {
+            tombstone: false,
+            key_value: vec![main as u8; 4096],
+        };
+        batch.put_revision(revision(main), stored);
+        batch.set_applied(Applied {
+            index: main,
+            term: 1,
+        });
+        engine.commit(batch, main % 50 == 0).unwrap();
+        let (size, length) = (engine.size_bytes(), engine.file_bytes());
+        assert!(size <= length, "revision {main}: {size} > {length}");
+        assert!(
+            size >= main * 4096,
+            "revision {main}: {size} bytes hold less than the data"
+        );
+        assert_eq!(size, disk.clone().allocated_bytes(&path).unwrap());
+        holes_seen |= size + (length / 4) < length;
+    }
+    assert!(
+        holes_seen,
+        "the file never had a hole worth a quarter of it"
+    );
 }
 
 /// The power goes out (unsynced writes lost or torn, at random) and the engine file is opened

@@ -57,7 +57,7 @@ impl Node {
             return Ok(());
         };
         let cost = cost_bytes(request);
-        if cost == 0 || self.file_bytes().saturating_add(cost) < quota_bytes {
+        if cost == 0 || self.db_size_bytes().saturating_add(cost) < quota_bytes {
             return Ok(());
         }
         self.raise_no_space();
@@ -69,13 +69,13 @@ impl Node {
         let Some(quota_bytes) = self.config.quota_backend_bytes else {
             return;
         };
-        if self.file_bytes() >= quota_bytes {
+        if self.db_size_bytes() >= quota_bytes {
             self.raise_no_space();
         }
     }
 
-    fn file_bytes(&self) -> u64 {
-        self.state.kv.engine().file_bytes()
+    fn db_size_bytes(&self) -> u64 {
+        self.state.kv.engine().size_bytes()
     }
 
     /// Proposes this member's NOSPACE alarm unless it is raised, or was proposed less than an

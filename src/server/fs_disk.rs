@@ -167,6 +167,15 @@ impl Disk for FsDisk {
         metadata.map(|m| m.len()).map_err(|e| map_err(path, e))
     }
 
+    fn allocated_bytes(&mut self, path: &Path) -> Result<u64, DiskError> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = self.positional(path)?.metadata();
+        // `st_blocks` counts 512-byte units whatever the file system's block size.
+        metadata
+            .map(|m| m.blocks().saturating_mul(512))
+            .map_err(|e| map_err(path, e))
+    }
+
     fn read_at(&mut self, path: &Path, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
         let result = self.positional(path)?.read_exact_at(out, offset);
         result.map_err(|e| map_err(path, e))

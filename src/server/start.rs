@@ -68,7 +68,11 @@ pub async fn start_node(
     let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
     let disk = env.disk();
     let (started, kind) = if MemberStorage::exists(&disk, &layout) {
+        // The engine's file is opened (and checked whole) on another thread while this one reads
+        // the WAL back: a restart takes the longer of the two, not their sum.
+        let opening = open_engine_in_background(config, env);
         let opened = open(config, env, disk, layout, log)?;
+        let engine = opening.await?;
         if opened.durable.is_empty() && !config.force_new_cluster {
             // The member crashed before its first write was synced: it never voted, acknowledged
             // or applied anything, so it starts as it did the first time, on the same WAL.
@@ -76,9 +80,9 @@ pub async fn start_node(
                 log,
                 "the data directory holds nothing durable yet; starting afresh"
             );
-            fresh(config, env, opened.storage, opened.metadata, log).await?
+            fresh(config, env, opened.storage, opened.metadata, engine, log).await?
         } else {
-            restart(config, env, opened, log)?
+            restart(config, env, opened, engine, log)?
         }
     } else if config.cluster_state == ClusterState::Existing {
         (join(config, env, disk, layout, log).await?, StartKind::Join)
@@ -89,7 +93,7 @@ pub async fn start_node(
         };
         let storage = MemberStorage::create(disk, layout, metadata, env.wal_options())
             .map_err(storage_error(config))?;
-        let started = bootstrap(config, env, storage, log)?;
+        let started = bootstrap(config, env, storage, open_engine(config, env)?, log)?;
         (started, StartKind::Bootstrap)
     };
     env.started(&started.node, kind);
@@ -104,6 +108,24 @@ fn open_engine(config: &ServerConfig, env: &Arc<dyn Environment>) -> Result<Engi
     let env = env.clone();
     Engine::open(move || env.disk(), &layout.engine_file, ENGINE_CACHE_BYTES)
         .map_err(|error| storage_error(config)(StorageError::Engine(error)))
+}
+
+/// [`open_engine`] on a blocking thread, started now.
+fn open_engine_in_background(
+    config: &ServerConfig,
+    env: &Arc<dyn Environment>,
+) -> impl std::future::Future<Output = Result<Engine, ServerError>> {
+    let (config, env) = (config.clone(), env.clone());
+    let task = tokio::spawn(crate::server::blocking::run(move || {
+        open_engine(&config, &env)
+    }));
+    async move {
+        match task.await {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(why)) => Err(ServerError::Fatal(why)),
+            Err(error) => Err(ServerError::Fatal(error.to_string())),
+        }
+    }
 }
 
 fn storage_error(config: &ServerConfig) -> impl Fn(crate::storage::StorageError) -> ServerError {
@@ -163,6 +185,7 @@ fn restart(
     config: &ServerConfig,
     env: &Arc<dyn Environment>,
     opened: Opened,
+    engine: Engine,
     log: &slog::Logger,
 ) -> Result<(Started, StartKind), ServerError> {
     let Opened {
@@ -178,7 +201,6 @@ fn restart(
     );
     let raft_log = log.new(slog::o!("from" => "raft"));
     let (node, kind) = if config.force_new_cluster {
-        let engine = open_engine(config, env)?;
         let node = Node::restart_forced(node_config, durable, engine, env.now(), &raft_log)?;
         slog::warn!(
             log,
@@ -187,15 +209,11 @@ fn restart(
         );
         (node, StartKind::ForceNewCluster)
     } else {
-        let opening = env.now();
-        let engine = open_engine(config, env)?;
-        let loading = env.now();
         let engine_applied = engine.applied().index;
+        let loading = env.now();
         let node = Node::restart(node_config, durable, engine, env.now(), &raft_log)?;
-        let loaded = env.now();
         slog::info!(log, "loaded the applied state";
-            "engine_open_ms" => loading.saturating_duration_since(opening).as_millis(),
-            "load_and_replay_ms" => loaded.saturating_duration_since(loading).as_millis(),
+            "load_and_replay_ms" => env.now().saturating_duration_since(loading).as_millis(),
             "engine_applied_index" => engine_applied);
         (node, StartKind::Restart)
     };
@@ -216,10 +234,14 @@ async fn fresh(
     env: &Arc<dyn Environment>,
     storage: MemberStorage<BoxDisk>,
     metadata: Metadata,
+    engine: Engine,
     log: &slog::Logger,
 ) -> Result<(Started, StartKind), ServerError> {
     if config.cluster_state == ClusterState::New {
-        return Ok((bootstrap(config, env, storage, log)?, StartKind::Bootstrap));
+        return Ok((
+            bootstrap(config, env, storage, engine, log)?,
+            StartKind::Bootstrap,
+        ));
     }
     let (cluster_id, member_id, members) = discover_identity(config).await?;
     if (member_id.0, cluster_id.0) != (metadata.member_id, metadata.cluster_id) {
@@ -229,7 +251,15 @@ async fn fresh(
             metadata.member_id, metadata.cluster_id, member_id.0, cluster_id.0
         )));
     }
-    let started = join_with(config, env, storage, member_id, cluster_id, members, log)?;
+    let started = join_with(
+        config,
+        env,
+        storage,
+        engine,
+        (member_id, cluster_id),
+        members,
+        log,
+    )?;
     Ok((started, StartKind::Join))
 }
 
@@ -248,7 +278,16 @@ async fn join(
     };
     let storage = MemberStorage::create(disk, layout, metadata, env.wal_options())
         .map_err(storage_error(config))?;
-    join_with(config, env, storage, member_id, cluster_id, members, log)
+    let engine = open_engine(config, env)?;
+    join_with(
+        config,
+        env,
+        storage,
+        engine,
+        (member_id, cluster_id),
+        members,
+        log,
+    )
 }
 
 /// Starts a joining member's node on its (empty) storage.
@@ -256,14 +295,13 @@ fn join_with(
     config: &ServerConfig,
     env: &Arc<dyn Environment>,
     storage: MemberStorage<BoxDisk>,
-    member_id: MemberId,
-    cluster_id: ClusterId,
+    engine: Engine,
+    (member_id, cluster_id): (MemberId, ClusterId),
     members: Vec<pb::Member>,
     log: &slog::Logger,
 ) -> Result<Started, ServerError> {
     let raft_log = log.new(slog::o!("from" => "raft"));
     let node_config = node_config(config, env.as_ref(), member_id, cluster_id);
-    let engine = open_engine(config, env)?;
     let node = Node::join(node_config, engine, env.now(), &raft_log)?;
     slog::info!(log, "joining the existing cluster"; "member_id" => %format!("{:x}", member_id.0), "cluster_id" => %format!("{:x}", cluster_id.0));
     Ok(Started {
@@ -278,11 +316,11 @@ fn bootstrap(
     config: &ServerConfig,
     env: &Arc<dyn Environment>,
     storage: MemberStorage<BoxDisk>,
+    engine: Engine,
     log: &slog::Logger,
 ) -> Result<Started, ServerError> {
     let raft_log = log.new(slog::o!("from" => "raft"));
     let node_config = node_config(config, env.as_ref(), config.member_id, config.cluster_id);
-    let engine = open_engine(config, env)?;
     let members = &config.initial_members;
     let node = Node::bootstrap(node_config, members, engine, env.now(), &raft_log)?;
     slog::info!(log, "bootstrapped a new cluster in {}", config.data_dir.display(); "members" => config.initial_members.len());

@@ -588,7 +588,7 @@ impl Driver {
                 .get(config.id)
                 .is_some_and(|m| m.is_learner),
             leader_changes: self.leader_changes,
-            db_size: node.state().kv.engine().file_bytes(),
+            db_size: node.state().kv.engine().size_bytes(),
             alarms: node.state().alarms().describe(),
             stopped,
         };
