@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use raft::eraftpb::{HardState, Snapshot};
+use raft::eraftpb::{Entry, HardState, Snapshot};
 
 use crate::disk::Disk;
 use crate::node::{DurableState, Persist};
@@ -56,6 +56,26 @@ impl StorageLayout {
             engine_file: member.join(crate::engine::ENGINE_FILE),
         }
     }
+}
+
+/// The entries after `snapshot_index`. Entries read back share the buffer of their whole WAL
+/// segment (64 MiB), which lives as long as any of them: when most of what was read is dropped,
+/// the kept entries get buffers of their own, so the dropped ones free theirs.
+fn entries_after(entries: Vec<Entry>, snapshot_index: u64) -> Vec<Entry> {
+    let (dropped, kept): (Vec<Entry>, Vec<Entry>) =
+        entries.into_iter().partition(|e| e.index <= snapshot_index);
+    let bytes = |entries: &[Entry]| -> usize { entries.iter().map(|e| e.data.len()).sum() };
+    if bytes(&dropped) <= bytes(&kept) {
+        return kept;
+    }
+    drop(dropped);
+    kept.into_iter()
+        .map(|mut entry| {
+            entry.data = bytes::Bytes::copy_from_slice(&entry.data);
+            entry.context = bytes::Bytes::copy_from_slice(&entry.context);
+            entry
+        })
+        .collect()
 }
 
 /// What `open` found beyond the durable state itself.
@@ -118,11 +138,7 @@ impl<D: Disk> MemberStorage<D> {
         let loaded = snap::load_newest(wal.disk(), &layout.snap_dir, &acceptable)?;
         let snapshot = loaded.snapshot;
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
-        let entries = recovered
-            .entries
-            .into_iter()
-            .filter(|e| e.index > snapshot_index)
-            .collect();
+        let entries = entries_after(recovered.entries, snapshot_index);
         let durable = DurableState {
             hard_state: recovered.hard_state,
             snapshot,
@@ -229,5 +245,49 @@ impl<D: Disk> MemberStorage<D> {
     /// Gives the disk back (after a simulated crash the member reopens from it).
     pub fn into_disk(self) -> D {
         self.wal.into_disk()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries 1..=10 whose data slice one shared buffer, as the WAL reader makes them.
+    fn entries_sharing(buffer: &bytes::Bytes) -> Vec<Entry> {
+        (1..=10u64)
+            .map(|index| {
+                let start = (index as usize - 1) * 100;
+                Entry {
+                    index,
+                    data: buffer.slice(start..start + 100),
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    fn inside(buffer: &bytes::Bytes, entry: &Entry) -> bool {
+        let range = buffer.as_ptr_range();
+        range.contains(&entry.data.as_ptr())
+    }
+
+    #[test]
+    fn entries_kept_after_a_snapshot_let_go_of_a_buffer_mostly_dropped() {
+        let buffer = bytes::Bytes::from(vec![7u8; 1000]);
+        let kept = entries_after(entries_sharing(&buffer), 8);
+        assert_eq!(
+            kept.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![9, 10]
+        );
+        assert!(kept
+            .iter()
+            .all(|e| !inside(&buffer, e) && e.data[..] == [7u8; 100][..]));
+
+        let kept = entries_after(entries_sharing(&buffer), 3);
+        assert_eq!(kept.len(), 7);
+        assert!(
+            kept.iter().all(|e| inside(&buffer, e)),
+            "most of the buffer is kept: not copied"
+        );
     }
 }
