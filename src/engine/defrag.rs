@@ -121,10 +121,17 @@ impl Engine {
     }
 
     /// Starts an online defragmentation of the state as last committed (the caller commits
-    /// first); false if one is already under way. Errors leave nothing behind.
+    /// first); false if one is already under way. Refused while rows of a transfer are staged:
+    /// the copy holds the live tables only. Errors leave nothing behind.
     pub fn start_defragment(&mut self) -> Result<bool, DefragError> {
         if self.defrag.is_some() {
             return Ok(false);
+        }
+        if self.has_staged().map_err(DefragError::Storage)? {
+            return Err(DefragError::Abandoned(
+                "a state sent by the leader is being received; try again once it is installed"
+                    .to_string(),
+            ));
         }
         let Some(files) = self.files.clone() else {
             return Err(DefragError::Abandoned(

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::record::{revision_key, unseal, Tag};
 use super::store::{
@@ -275,8 +275,10 @@ fn length_prefixed(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 impl Engine {
-    /// Drops whatever an earlier transfer left staged: a new transfer starts empty.
+    /// Drops whatever an earlier transfer left staged: a new transfer starts empty. A
+    /// defragmentation under way is given up: its copy would not carry the staged rows.
     pub fn clear_staged(&mut self) -> Result<(), EngineError> {
+        self.abandon_defragment();
         let write = self.db.try_begin_write().map_err(|e| self.error(e))?;
         let deleted = [
             write.delete_table(STAGED_KEY),
@@ -292,8 +294,11 @@ impl Engine {
     }
 
     /// Stages one chunk of another engine's state (not durably: a crash loses staged rows, and
-    /// the transfer starts over). A malformed or damaged chunk stages nothing.
+    /// the transfer starts over). A malformed or damaged chunk stages nothing. A defragmentation
+    /// under way is given up: the copy holds the live tables only, so swapping it in would drop
+    /// the rows staged so far and a later install would miss them.
     pub fn stage_chunk(&mut self, chunk: &[u8]) -> Result<(), EngineError> {
+        self.abandon_defragment();
         let rows = chunk_rows(chunk).map_err(|what| EngineError::Transfer {
             path: self.path().to_path_buf(),
             what,
@@ -310,6 +315,24 @@ impl Engine {
             },
         })?;
         write.commit().map_err(|e| self.error(e))
+    }
+
+    /// Whether rows of a transfer wait in the staging tables.
+    pub fn has_staged(&self) -> Result<bool, EngineError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let empty = [
+            table_is_empty(&read, STAGED_KEY),
+            table_is_empty(&read, STAGED_LEASE),
+            table_is_empty(&read, STAGED_MEMBERS),
+            table_is_empty(&read, STAGED_REMOVED),
+            table_is_empty(&read, STAGED_META),
+        ];
+        for result in empty {
+            if !result.map_err(|e| self.error(e))? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Replaces the live state with the staged one, durably, in one transaction. The staged
@@ -385,6 +408,17 @@ fn stage_rows(write: &redb::WriteTransaction, rows: &[ChunkRow<'_>]) -> Result<(
 }
 
 /// The applied index and term the staged meta rows hold, if both are there.
+fn table_is_empty<K: redb::Key + 'static>(
+    read: &redb::ReadTransaction,
+    table: TableDefinition<K, &[u8]>,
+) -> Result<bool, redb::Error> {
+    match read.open_table(table) {
+        Ok(table) => Ok(table.is_empty()?),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(true),
+        Err(error) => Err(error.into()),
+    }
+}
+
 fn staged_applied(write: &redb::WriteTransaction) -> Result<Option<Applied>, redb::Error> {
     let meta = write.open_table(STAGED_META)?;
     let number = |name: &str| -> Result<Option<u64>, redb::Error> {

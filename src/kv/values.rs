@@ -103,8 +103,16 @@ impl Values {
     }
 
     /// Forgets a version compaction dropped.
+    ///
+    /// Dropped revisions leave the file oldest first, over several commits, and a load in
+    /// between takes a key's newest revision left at or below the compaction for its state
+    /// then. So a dropped version not committed yet is still written, and deleted in its turn:
+    /// left out, the key's older committed versions would be the newest a load finds, and a key
+    /// deleted just before a compaction would come back with an old value.
     pub(crate) fn forget(&mut self, main: i64, sub: i64) {
-        if self.pending.remove(&(main, sub)).is_none() && !self.replace_all {
+        if self.replace_all {
+            self.pending.remove(&(main, sub));
+        } else {
             self.doomed.push((main, sub));
         }
     }

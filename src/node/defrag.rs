@@ -27,6 +27,16 @@ impl Node {
             return self.reply(id, Err(ClientError::Defragment(why)));
         }
         if !self.state.kv.engine().defragmenting() {
+            // The copy holds the live tables only: a transfer's staged rows would be lost.
+            if self.receiving_state() {
+                let why = "a state sent by the leader is being received; try again once it is \
+                           installed";
+                return self.reply(id, Err(ClientError::Defragment(why.to_string())));
+            }
+            if self.drop_stale_transfer().is_err() {
+                self.stopped_on_storage_failure();
+                return self.reply(id, Err(ClientError::Stopped));
+            }
             // The copy starts from the committed state: everything applied is in it.
             self.commit_state(false);
             if self.failed {
@@ -62,9 +72,10 @@ impl Node {
                 self.release_replaced_file();
                 Ok(ClientResponse::Defragment(Default::default()))
             }
-            // The engine dropped it: a state sent by the leader replaced this member's.
+            // The engine dropped it: a state sent by the leader came in meanwhile.
             Ok(DefragStep::Idle) => Err(ClientError::Defragment(
-                "a state sent by the leader replaced this member's state meanwhile".to_string(),
+                "a state sent by the leader came in meanwhile; try again once it is installed"
+                    .to_string(),
             )),
             Err(DefragError::Abandoned(why)) => Err(ClientError::Defragment(why)),
             Err(DefragError::Storage(_)) => {

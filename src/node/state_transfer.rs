@@ -14,11 +14,13 @@
 //! loaded from it; a crash before that leaves the old state, a crash after finds the new one.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use raft::eraftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
 
 use super::{Node, Output};
 use crate::engine::{Applied, Export, View};
+use crate::time::Instant;
 use crate::types::MemberId;
 
 /// The data of a snapshot whose state is the sender's engine at the snapshot's index.
@@ -45,6 +47,8 @@ pub(super) struct Incoming {
     index: u64,
     term: u64,
     next_seq: u64,
+    /// When its last chunk was staged.
+    last_chunk_at: Instant,
 }
 
 /// The view behind the latest snapshot with [`ENGINE_STATE`] data.
@@ -164,6 +168,7 @@ impl Node {
                 index: chunk.index,
                 term: chunk.term,
                 next_seq: 0,
+                last_chunk_at: self.now,
             });
         }
         let expected = self.incoming_state.as_ref().is_some_and(|incoming| {
@@ -182,6 +187,7 @@ impl Node {
             Ok(()) => {
                 if let Some(incoming) = &mut self.incoming_state {
                     incoming.next_seq += 1;
+                    incoming.last_chunk_at = self.now;
                 }
             }
             Err(error) => {
@@ -205,6 +211,32 @@ impl Node {
                 == (message.from, meta.index, meta.term)
                 && incoming.next_seq > 0
         })
+    }
+
+    /// Whether a transfer is being received: chunks came in lately. One the leader gave up on
+    /// (it failed or lost its leadership) is left behind, and after a while it no longer counts.
+    pub(super) fn receiving_state(&self) -> bool {
+        self.incoming_state.as_ref().is_some_and(|incoming| {
+            self.now.saturating_duration_since(incoming.last_chunk_at) < self.stale_transfer_after()
+        })
+    }
+
+    /// Drops a transfer that is no longer being received and whatever it staged.
+    pub(super) fn drop_stale_transfer(&mut self) -> Result<(), crate::engine::EngineError> {
+        debug_assert!(!self.receiving_state());
+        self.incoming_state = None;
+        let engine = self.state.kv.engine_mut();
+        if engine.has_staged()? {
+            engine.clear_staged()?;
+        }
+        Ok(())
+    }
+
+    /// How long without a chunk before a transfer counts as given up: two of the longest
+    /// election timeouts, by which a stuck leader has been replaced.
+    fn stale_transfer_after(&self) -> Duration {
+        let ticks = u32::try_from(4 * self.config.election_ticks()).unwrap_or(u32::MAX);
+        self.config.heartbeat_interval.saturating_mul(ticks)
     }
 
     /// Replaces the applied state with the staged one the snapshot stands for.

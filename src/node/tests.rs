@@ -1047,3 +1047,49 @@ fn a_defragmentation_lets_go_of_the_view_kept_to_send_the_latest_snapshot() {
     assert!(solo.node.state_view.is_some());
     assert!(raft::Storage::snapshot(solo.node.raw.store(), 0, 1).is_ok());
 }
+
+/// A defragmentation's copy holds the live tables only: while a leader's state is coming in it
+/// is refused (swapping the copy in would drop the rows staged so far), and once the transfer
+/// has been given up its staged rows are dropped and the defragmentation goes ahead.
+#[test]
+fn a_defragmentation_waits_for_a_state_being_received() {
+    use crate::disk::{Disk as _, SharedDisk};
+    let disk = SharedDisk::new();
+    let dir = std::path::PathBuf::from("/member");
+    disk.clone().create_dir_all(&dir).unwrap();
+    let path = dir.join(crate::engine::ENGINE_FILE);
+    let engine = Engine::open(crate::disk::handles(&disk), &path, 1 << 20).unwrap();
+    let mut solo = Solo::bootstrapped_on(NodeConfig::new(MemberId(1), ClusterId(9)), engine);
+    solo.advance(Duration::from_secs(3));
+    assert!(solo.call(1, put("k", "v")).is_ok());
+    let mut sender = Solo::bootstrapped(NodeConfig::new(MemberId(1), ClusterId(9)));
+    sender.advance(Duration::from_secs(3));
+    assert!(sender.call(1, put("other", "v")).is_ok());
+    let (meta, mut export) = sender.node.export_applied_state().unwrap();
+    let rows = export.next_chunk(64).unwrap().unwrap();
+    let chunk = StateChunk {
+        from: MemberId(2),
+        index: meta.index,
+        term: meta.term,
+        seq: 0,
+        rows,
+    };
+    let now = solo.now;
+    solo.node.handle(now, Input::StateChunk(chunk));
+    solo.drain();
+    assert!(solo.node.state().kv.engine().has_staged().unwrap());
+
+    let defragment = || ClientRequest::Defragment(Default::default());
+    let refused = solo.call(2, defragment());
+    assert!(
+        matches!(&refused, Err(ClientError::Defragment(why)) if why.contains("being received")),
+        "{refused:?}"
+    );
+    assert!(solo.node.state().kv.engine().has_staged().unwrap());
+    // The sender went silent: after a while the transfer no longer counts.
+    solo.advance(Duration::from_secs(10));
+    assert!(solo.call(3, defragment()).is_ok());
+    assert!(!solo.node.state().kv.engine().has_staged().unwrap());
+    let got = solo.call(4, get("k"));
+    assert!(matches!(got, Ok(ClientResponse::Range(range)) if range.kvs.len() == 1));
+}

@@ -175,6 +175,52 @@ fn a_state_installed_from_a_leader_drops_the_copy() {
 }
 
 #[test]
+fn a_transfer_under_way_keeps_its_staged_rows_from_a_defragmentation() {
+    let disk = SharedDisk::new();
+    let path = member_dir(&disk).join(ENGINE_FILE);
+    let leader_disk = SharedDisk::new();
+    let leader_path = member_dir(&leader_disk).join(ENGINE_FILE);
+    let mut leader = fragmented_engine(&leader_disk, &leader_path);
+    leader.commit(writes(400..402, &[], 400), true).unwrap();
+    let mut engine = fragmented_engine(&disk, &path);
+    let mut export = Export::new(Arc::new(leader.view().unwrap()));
+    engine.clear_staged().unwrap();
+    let first = export.next_chunk(2048).unwrap().unwrap();
+    engine.stage_chunk(&first).unwrap();
+    // Refused while rows wait: the copy would hold the live tables only.
+    let refused = engine.start_defragment().unwrap_err();
+    assert!(
+        matches!(&refused, DefragError::Abandoned(why) if why.contains("being received")),
+        "{refused}"
+    );
+    assert!(!engine.defragmenting());
+    // One started before the transfer began is given up by its next chunk.
+    engine.clear_staged().unwrap();
+    assert!(engine.start_defragment().unwrap());
+    assert_eq!(engine.defragment_step(2048).unwrap(), DefragStep::Working);
+    let mut export = Export::new(Arc::new(leader.view().unwrap()));
+    let first = export.next_chunk(2048).unwrap().unwrap();
+    engine.stage_chunk(&first).unwrap();
+    assert!(!engine.defragmenting(), "staging gives the copy up");
+    assert_eq!(engine.defragment_step(2048).unwrap(), DefragStep::Idle);
+    assert_eq!(names(&disk), vec![ENGINE_FILE], "the copy is removed");
+    while let Some(chunk) = export.next_chunk(2048).unwrap() {
+        engine.stage_chunk(&chunk).unwrap();
+    }
+    engine
+        .install_staged(Applied {
+            index: 400,
+            term: 2,
+        })
+        .unwrap();
+    assert_eq!(all_revisions(&engine), all_revisions(&leader));
+    // With the transfer installed, a defragmentation goes ahead.
+    assert!(engine.start_defragment().unwrap());
+    finish(&mut engine, 1 << 20).unwrap();
+    assert_eq!(all_revisions(&engine), all_revisions(&leader));
+}
+
+#[test]
 fn leftovers_are_settled_at_open() {
     let disk = SharedDisk::new();
     let dir = member_dir(&disk);
