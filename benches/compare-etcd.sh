@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Measures etcd and stet the same way: starts an etcd cluster of --members members on loopback,
-# runs `stet-bench put` and `stet-bench range --consistency l` against it, reads the first
+# runs `stet-bench put` and `stet-bench range --consistency l` against it (recording the CPU time
+# the members used per 1,000 requests of each phase), reads the first
 # member's memory (RSS) and data directory size, kills it with SIGKILL and times its restart
 # until /health answers true, stops the cluster, then does the same with a stet cluster started
 # with the very same flags, and prints both and the ratio stet/etcd. Installs Debian's etcd-server if `etcd` is missing; builds stet and stet-bench in
@@ -206,9 +207,10 @@ measure() {
 # run_bench KIND PHASE ARGS...: one stet-bench run, its JSON line appended to
 # $work/results-KIND-PHASE. It runs in the background so that a signal stops the script at once.
 run_bench() {
-    local kind="$1" phase="$2"
+    local kind="$1" phase="$2" cpu_before line
     shift 2
-    "$bench_bin" "$@" --endpoints "$client_urls" "${bench_flags[@]}" >>"$work/results-$kind-$phase" &
+    cpu_before="$(members_cpu_ticks)"
+    "$bench_bin" "$@" --endpoints "$client_urls" "${bench_flags[@]}" >"$work/result.json" &
     bench_pid=$!
     if ! wait "$bench_pid"; then
         echo "$kind: stet-bench $phase failed" >&2
@@ -216,6 +218,24 @@ run_bench() {
     fi
     bench_pid=""
     check_running "$kind"
+    # The CPU the members used for the phase, per 1,000 requests: on a machine whose cores the
+    # client shares, what a server spends per request bounds its throughput.
+    line="$(cat "$work/result.json")"
+    awk -v before="$cpu_before" -v after="$(members_cpu_ticks)" -v hz="$(getconf CLK_TCK)" \
+        -v total="$total" -v line="$line" 'BEGIN {
+            sub(/}$/, sprintf(",\"server_cpu_ms_per_1k\":%.3f}", (after - before) * 1000 / hz / total * 1000), line)
+            print line
+        }' >>"$work/results-$kind-$phase"
+}
+
+# members_cpu_ticks: the user and system CPU time every member used so far, in clock ticks.
+members_cpu_ticks() {
+    local pid sum=0 ticks
+    for pid in "${pids[@]}"; do
+        ticks="$(awk '{ print $14 + $15 }' "/proc/$pid/stat")"
+        sum=$((sum + ticks))
+    done
+    echo "$sum"
 }
 
 # rss_mb PID: the resident memory of a process, in MB.
@@ -260,12 +280,12 @@ echo "$key_size-byte keys out of $key_space, $val_size-byte values; heartbeat ${
 echo "election timeout ${election_timeout} ms, snapshot count $snapshot_count. etcd $("$etcd_bin" --version | sed -n "s/^etcd Version: //p")."
 [ "$rounds" = 1 ] || echo "Medians over $rounds alternating rounds."
 echo
-printf '%-8s %-16s %12s %12s %10s\n' phase metric etcd stet stet/etcd
+printf '%-8s %-22s %12s %12s %10s\n' phase metric etcd stet stet/etcd
 for phase in put range; do
     case ",$phases," in *,"$phase",*) ;; *) continue ;; esac
     label="$phase"
     if [ "$phase" = range ]; then label="range-l"; fi
-    for metric in throughput_rps p50_ms p90_ms p99_ms max_ms errors; do
+    for metric in throughput_rps p50_ms p90_ms p99_ms max_ms errors server_cpu_ms_per_1k; do
         e="$(median "$work/results-etcd-$phase" "$metric")"
         s="$(median "$work/results-stet-$phase" "$metric")"
         ratio="$(awk -v e="$e" -v s="$s" 'BEGIN { if (e > 0) printf "%.2f", s / e; else print "-" }')"
@@ -274,12 +294,12 @@ for phase in put range; do
             errors) digits=0 ;;
             *) digits=3 ;;
         esac
-        printf "%-8s %-16s %12.${digits}f %12.${digits}f %10s\n" "$label" "$metric" "$e" "$s" "$ratio"
+        printf "%-8s %-22s %12.${digits}f %12.${digits}f %10s\n" "$label" "$metric" "$e" "$s" "$ratio"
     done
 done
 for metric in rss_mb data_mb restart_s rss_restarted_mb; do
     e="$(median "$work/results-etcd-member" "$metric")"
     s="$(median "$work/results-stet-member" "$metric")"
     ratio="$(awk -v e="$e" -v s="$s" 'BEGIN { if (e > 0) printf "%.2f", s / e; else print "-" }')"
-    printf "%-8s %-16s %12.3f %12.3f %10s\n" member "$metric" "$e" "$s" "$ratio"
+    printf "%-8s %-22s %12.3f %12.3f %10s\n" member "$metric" "$e" "$s" "$ratio"
 done
