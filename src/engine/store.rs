@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::disk::Disk;
 
@@ -633,6 +633,14 @@ impl View {
         let row = || format!("meta {name}");
         let (_, payload) = self.open_value(name.as_bytes(), value.value(), &[tag], &row)?;
         Ok(Some(payload.to_vec()))
+    }
+
+    /// How many revisions the `key` table holds (kept in the table's root: no rows are read).
+    pub fn revision_count(&self) -> Result<u64, EngineError> {
+        match &self.keys {
+            Some(table) => table.len().map_err(|e| self.error(e)),
+            None => Ok(0),
+        }
     }
 
     /// The store's newest revision as of this state (0 if never written).

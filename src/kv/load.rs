@@ -25,11 +25,15 @@ impl KvStore {
             let what = format!("revisions out of range: current {current}, compacted {compacted}");
             return Err(damaged(what));
         }
-        // Every row checked alone in revision order, then sorted by key (stably: each key's
-        // versions stay in revision order) and checked against the key's previous version, and
-        // the index built from the sorted run in one go. Far cheaper than inserting rows in
-        // revision order, which is random key order, into the index one by one.
+        // Every row checked alone in revision order, then sorted by key and revision and checked
+        // against the key's previous version, and the index built from the sorted run in one go.
+        // Far cheaper than inserting rows in revision order, which is random key order, into the
+        // index one by one.
         let mut rows: Vec<(KeyPrefix, Vec<u8>, Version)> = Vec::new();
+        // Sized once (the count is in the table's root): growing by doubling would copy the rows
+        // and fault in fresh pages again and again. A damaged count only fails to reserve.
+        let count = usize::try_from(view.revision_count()?).unwrap_or(usize::MAX);
+        let _ = rows.try_reserve_exact(count);
         let mut failure = None;
         let mut newest = 0;
         view.revision_bytes_from(
@@ -44,7 +48,7 @@ impl KvStore {
                 });
                 match checked {
                     Ok((key, version)) => {
-                        rows.push((KeyPrefix::of(key), key.to_vec(), version));
+                        rows.push((KeyPrefix(0), key.to_vec(), version));
                         true
                     }
                     Err(why) => {
@@ -61,7 +65,7 @@ impl KvStore {
             return Err(damaged(why));
         }
         drop(view);
-        rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        sort_by_key_and_revision(&mut rows);
         let mut dropped = Vec::new();
         let keys = group_by_key(rows, compacted as i64, &mut dropped)
             .map_err(|e| damaged(e.to_string()))?;
@@ -97,6 +101,32 @@ impl KeyPrefix {
         bytes[..len].copy_from_slice(&key[..len]);
         KeyPrefix(u64::from_be_bytes(bytes))
     }
+}
+
+/// Sorts rows by key, each key's by revision. Keys often share a long prefix (Kubernetes':
+/// `/registry/`), which would make the first eight bytes equal for every key and every
+/// comparison a whole-key one: the prefix compared first is taken after the bytes all keys share.
+fn sort_by_key_and_revision(rows: &mut [(KeyPrefix, Vec<u8>, Version)]) {
+    let shared = match rows.first() {
+        Some((_, first, _)) => rows.iter().fold(first.len(), |shared, (_, key, _)| {
+            let common = first
+                .iter()
+                .zip(key)
+                .take(shared)
+                .take_while(|(a, b)| a == b)
+                .count();
+            shared.min(common)
+        }),
+        None => 0,
+    };
+    for (prefix, key, _) in rows.iter_mut() {
+        *prefix = KeyPrefix::of(key.get(shared..).unwrap_or_default());
+    }
+    rows.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| a.1.cmp(&b.1))
+            .then_with(|| (a.2.main, a.2.sub).cmp(&(b.2.main, b.2.sub)))
+    });
 }
 
 /// The index from rows sorted by key (each key's rows in revision order): each key's versions
