@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::disk::Disk as _;
 use crate::proto::etcdserverpb as pb;
 use crate::types::ClusterId;
 
@@ -928,17 +929,22 @@ fn a_member_past_the_quota_raises_the_alarm_on_its_own() {
     assert!(solo.node.state().alarms().no_space());
 }
 
+/// An engine in a file of `/member` on a simulated disk, with the disk and the directory.
+fn engine_on_disk() -> (crate::disk::SharedDisk, std::path::PathBuf, Engine) {
+    let disk = crate::disk::SharedDisk::new();
+    let dir = std::path::PathBuf::from("/member");
+    disk.clone().create_dir_all(&dir).unwrap();
+    let path = dir.join(crate::engine::ENGINE_FILE);
+    let engine = Engine::open(crate::disk::handles(&disk), &path, 1 << 20).unwrap();
+    (disk, dir, engine)
+}
+
 /// An engine on a disk is defragmented online: the request is answered only once the copy
 /// replaced the file, puts made meanwhile are answered at once and are in the copy, and the file
 /// shrinks.
 #[test]
 fn defragmenting_online_answers_puts_meanwhile_and_keeps_them() {
-    use crate::disk::{Disk as _, SharedDisk};
-    let disk = SharedDisk::new();
-    let dir = std::path::PathBuf::from("/member");
-    disk.clone().create_dir_all(&dir).unwrap();
-    let path = dir.join(crate::engine::ENGINE_FILE);
-    let engine = Engine::open(crate::disk::handles(&disk), &path, 1 << 20).unwrap();
+    let (disk, dir, engine) = engine_on_disk();
     let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
     config.set_snapshot_count(1_000_000);
     let mut solo = Solo::bootstrapped_on(config, engine);
@@ -1012,12 +1018,7 @@ fn defragmenting_online_answers_puts_meanwhile_and_keeps_them() {
 
 #[test]
 fn a_defragmentation_lets_go_of_the_view_kept_to_send_the_latest_snapshot() {
-    use crate::disk::{Disk as _, SharedDisk};
-    let disk = SharedDisk::new();
-    let dir = std::path::PathBuf::from("/member");
-    disk.clone().create_dir_all(&dir).unwrap();
-    let path = dir.join(crate::engine::ENGINE_FILE);
-    let engine = Engine::open(crate::disk::handles(&disk), &path, 1 << 20).unwrap();
+    let (disk, dir, engine) = engine_on_disk();
     let mut solo = Solo::bootstrapped_on(NodeConfig::new(MemberId(1), ClusterId(9)), engine);
     solo.advance(Duration::from_secs(3));
     for i in 0..100 {
@@ -1053,12 +1054,7 @@ fn a_defragmentation_lets_go_of_the_view_kept_to_send_the_latest_snapshot() {
 /// has been given up its staged rows are dropped and the defragmentation goes ahead.
 #[test]
 fn a_defragmentation_waits_for_a_state_being_received() {
-    use crate::disk::{Disk as _, SharedDisk};
-    let disk = SharedDisk::new();
-    let dir = std::path::PathBuf::from("/member");
-    disk.clone().create_dir_all(&dir).unwrap();
-    let path = dir.join(crate::engine::ENGINE_FILE);
-    let engine = Engine::open(crate::disk::handles(&disk), &path, 1 << 20).unwrap();
+    let (_, _, engine) = engine_on_disk();
     let mut solo = Solo::bootstrapped_on(NodeConfig::new(MemberId(1), ClusterId(9)), engine);
     solo.advance(Duration::from_secs(3));
     assert!(solo.call(1, put("k", "v")).is_ok());

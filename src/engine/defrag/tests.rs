@@ -147,15 +147,19 @@ fn a_copy_that_falls_too_far_behind_gives_up_and_the_file_serves_on() {
     assert_eq!(all_revisions(&engine).len(), 20);
 }
 
+/// A leader's engine whose state is at index 400, on a disk of its own.
+fn leader_at_400() -> Engine {
+    let disk = SharedDisk::new();
+    let mut leader = fragmented_engine(&disk, &member_dir(&disk).join(ENGINE_FILE));
+    leader.commit(writes(400..402, &[], 400), true).unwrap();
+    leader
+}
+
 #[test]
 fn a_state_installed_from_a_leader_drops_the_copy() {
     let disk = SharedDisk::new();
-    let path = member_dir(&disk).join(ENGINE_FILE);
-    let leader_disk = SharedDisk::new();
-    let leader_path = member_dir(&leader_disk).join(ENGINE_FILE);
-    let mut leader = fragmented_engine(&leader_disk, &leader_path);
-    let mut engine = fragmented_engine(&disk, &path);
-    leader.commit(writes(400..402, &[], 400), true).unwrap();
+    let mut engine = fragmented_engine(&disk, &member_dir(&disk).join(ENGINE_FILE));
+    let leader = leader_at_400();
     assert!(engine.start_defragment().unwrap());
     assert_eq!(engine.defragment_step(2048).unwrap(), DefragStep::Working);
     let mut export = Export::new(Arc::new(leader.view().unwrap()));
@@ -177,12 +181,8 @@ fn a_state_installed_from_a_leader_drops_the_copy() {
 #[test]
 fn a_transfer_under_way_keeps_its_staged_rows_from_a_defragmentation() {
     let disk = SharedDisk::new();
-    let path = member_dir(&disk).join(ENGINE_FILE);
-    let leader_disk = SharedDisk::new();
-    let leader_path = member_dir(&leader_disk).join(ENGINE_FILE);
-    let mut leader = fragmented_engine(&leader_disk, &leader_path);
-    leader.commit(writes(400..402, &[], 400), true).unwrap();
-    let mut engine = fragmented_engine(&disk, &path);
+    let mut engine = fragmented_engine(&disk, &member_dir(&disk).join(ENGINE_FILE));
+    let leader = leader_at_400();
     let mut export = Export::new(Arc::new(leader.view().unwrap()));
     engine.clear_staged().unwrap();
     let first = export.next_chunk(2048).unwrap().unwrap();
