@@ -190,6 +190,18 @@ impl<D: Disk> MemberStorage<D> {
         Ok(self.wal.begin_sync()?)
     }
 
+    /// The WAL's next segment file to prepare off the driver, if it wants one (see
+    /// `Wal::segment_to_prepare`).
+    pub fn segment_to_prepare(&mut self) -> Option<(PathBuf, u64)> {
+        self.wal.segment_to_prepare()
+    }
+
+    /// Reports how preparing the file from [`segment_to_prepare`](Self::segment_to_prepare)
+    /// ended.
+    pub fn segment_prepared(&mut self, ok: bool) {
+        self.wal.segment_prepared(ok);
+    }
+
     /// Saves the node's own snapshot, marks it in the WAL, and releases WAL segments before it.
     pub fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.write_snapshot_file(snapshot)?;

@@ -17,6 +17,7 @@ use stet::server::env::{
     BoxDisk, BoxFuture, Checkpoint, Environment, Limits, Mistake, StartKind, WriteFault,
 };
 use stet::time::Instant;
+use stet::wal::prepare::prepare_segment_file;
 use stet::wal::WalOptions;
 
 use crate::report::Reporter;
@@ -92,6 +93,16 @@ impl Environment for SimEnvironment {
             }
             latency.await;
             disk.sync(&path)
+        })
+    }
+
+    fn prepare_segment(&self, path: PathBuf, len_bytes: u64) -> BoxFuture<Result<(), DiskError>> {
+        // Through the power-cut breaker, so a crash can land between its writes and its fsync.
+        let mut disk = PowerCut::with_breaker(self.world.disk(self.member), self.power.clone());
+        let latency = Deadline::after(self.fsync_latency());
+        Box::pin(async move {
+            latency.await;
+            prepare_segment_file(&mut disk, &path, len_bytes)
         })
     }
 

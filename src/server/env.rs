@@ -107,6 +107,10 @@ pub trait Environment: Send + Sync + 'static {
     /// Makes the bytes written to `path` so far durable, off the runtime's task.
     fn sync_file(&self, path: PathBuf) -> BoxFuture<Result<(), DiskError>>;
 
+    /// Runs [`prepare_segment_file`](crate::wal::prepare::prepare_segment_file) (a durable file
+    /// of `len_bytes` zeros at `path`) off the runtime's task.
+    fn prepare_segment(&self, path: PathBuf, len_bytes: u64) -> BoxFuture<Result<(), DiskError>>;
+
     /// A seed for this start of the member (every start needs its own: `NodeConfig::seed`).
     fn seed(&self) -> u64;
 
@@ -166,6 +170,7 @@ mod os {
     use crate::server::blocking;
     use crate::server::fs_disk::FsDisk;
     use crate::time::Instant;
+    use crate::wal::prepare::prepare_segment_file;
 
     /// The real machine: a monotonic clock from the process's start, the local file system, fsync on a
     /// blocking thread, and a fresh random seed per start.
@@ -207,6 +212,26 @@ mod os {
                 })
                 .await;
                 synced.unwrap_or_else(|error| {
+                    Err(DiskError::Io {
+                        path,
+                        source: std::io::Error::other(error),
+                    })
+                })
+            })
+        }
+
+        fn prepare_segment(
+            &self,
+            path: PathBuf,
+            len_bytes: u64,
+        ) -> BoxFuture<Result<(), DiskError>> {
+            Box::pin(async move {
+                let prepared = blocking::run({
+                    let path = path.clone();
+                    move || prepare_segment_file(&mut FsDisk::new(), &path, len_bytes)
+                })
+                .await;
+                prepared.unwrap_or_else(|error| {
                     Err(DiskError::Io {
                         path,
                         source: std::io::Error::other(error),

@@ -5,7 +5,13 @@
 //! any other damage is a [`WalError::Corrupt`] naming the file, offset and what was expected.
 //!
 //! Code map: `record` (frame codec, pure), `segment` (file names), `writer` (create, append, sync,
-//! rotation, release), `reader` (open: replay, verify, repair).
+//! rotation, release), `reader` (open: replay, verify, repair), `prepare` (the next segment's
+//! file, zero-filled ahead of time).
+//!
+//! Records are written at the end of the data with positional writes, so a segment may be longer
+//! than its records: the rest is zeros (a prepared segment). A crash can leave any of the sectors
+//! of an unsynced write unwritten, so in the last segment a frame that fails its checks and holds
+//! an all-zero sector is a torn write, as are bytes other than zeros after the end.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,6 +20,7 @@ use raft::eraftpb::{Entry, HardState};
 
 use crate::disk::{Disk, DiskError};
 
+pub mod prepare;
 mod reader;
 pub mod record;
 pub mod segment;
@@ -22,6 +29,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+use prepare::NextSegment;
 use record::RecordKind;
 use segment::Segment;
 
@@ -156,8 +164,15 @@ pub struct Wal<D: Disk> {
     hard_state: HardState,
     /// Oldest first; the last one is being appended to.
     segments: Vec<Segment>,
-    /// Bytes in the current segment, including those not yet synced.
+    /// Bytes of records in the current segment, including those not yet synced: where the next
+    /// record goes (the file may be longer, zero-filled ahead of time).
     segment_bytes: u64,
+    /// Whether the next segment's file is prepared (see `prepare`).
+    next_segment: NextSegment,
+    /// Whether the current segment's file was prepared (zero-filled to the segment size). A plain
+    /// one (the first, or one cut by a torn-tail repair) is finished as soon as a prepared file is
+    /// ready, so the fsyncs after appends stop changing the file's size.
+    current_prepared: bool,
     /// The crc of the last record written (seed of the next one).
     crc: u32,
     /// Index of the last entry written (names the next segment).

@@ -1,14 +1,21 @@
 //! Opening the WAL: list the segments, replay every record while checking the crc chain, segment
 //! sequence and metadata, cut a torn tail off the last segment, and position the writer after it.
+//!
+//! The end of the last segment is the end of its file or the first all-zero frame header (the
+//! rest of a prepared segment). What follows the last whole record there is a torn write when it
+//! is a frame cut short, a frame that fails its checks with an all-zero sector in it (a sector of
+//! the write never reached the disk: etcd's torn-entry rule), or bytes other than zeros after the
+//! end; the file is cut there. Any other bad frame is corruption.
 
 use std::path::Path;
 
 use raft::eraftpb::{Entry, HardState};
 
+use super::prepare::NextSegment;
 use super::record::{self, Framed, Record, RecordKind};
 use super::segment::{self, Segment};
 use super::{Corruption, Metadata, Recovered, TornTail, Wal, WalError, WalOptions};
-use crate::disk::Disk;
+use crate::disk::{Disk, SECTOR_BYTES};
 
 impl<D: Disk> Wal<D> {
     /// Opens the WAL in `dir`: returns everything it recorded, having repaired a torn tail of the
@@ -18,13 +25,14 @@ impl<D: Disk> Wal<D> {
         let mut replay = Replay::default();
         let mut torn_tail = None;
         let mut last_len = 0;
+        let mut last_file_len = 0;
         for (i, seg) in segments.iter().enumerate() {
             // Entries slice their data out of this buffer instead of copying it; the buffer lives
             // as long as any of its entries (at most the WAL's size, which snapshots bound).
             let bytes = bytes::Bytes::from(disk.read(&seg.path)?);
             let is_last = i + 1 == segments.len();
-            let valid = replay.segment(&seg.path, &bytes, is_last)?;
-            if valid < bytes.len() {
+            let SegmentEnd { valid, torn } = replay.segment(&seg.path, &bytes, is_last)?;
+            if torn {
                 torn_tail = Some(TornTail {
                     file: seg.path.clone(),
                     offset: valid as u64,
@@ -32,6 +40,7 @@ impl<D: Disk> Wal<D> {
                 });
             }
             last_len = valid as u64;
+            last_file_len = bytes.len() as u64;
         }
         let Some(metadata) = replay.metadata else {
             return Err(WalError::MissingMetadata {
@@ -59,6 +68,9 @@ impl<D: Disk> Wal<D> {
             hard_state: replay.hard_state.clone(),
             segments,
             segment_bytes: last_len,
+            next_segment: NextSegment::Wanted,
+            // Zeros after the records: the file was prepared (a torn tail's repair cut them off).
+            current_prepared: torn_tail.is_none() && last_file_len > last_len,
             crc: replay.crc.unwrap_or(0),
             last_index,
             unsynced: false,
@@ -119,6 +131,41 @@ fn list_segments<D: Disk>(disk: &D, dir: &Path) -> Result<Vec<Segment>, WalError
     Ok(segments)
 }
 
+/// How a segment ends.
+struct SegmentEnd {
+    /// Bytes of whole records from the start.
+    valid: usize,
+    /// Whether a torn write follows them (to be cut off).
+    torn: bool,
+}
+
+/// Whether the frame header at the front of `rest` is all zeros: never written (a valid header
+/// is never all zeros, see `prepare`).
+fn is_unwritten_header(rest: &[u8]) -> bool {
+    rest.iter().take(record::HEADER_LEN).all(|&b| b == 0)
+}
+
+/// Whether the frame at `pos` of `segment` has a part that is all zeros within one 512-byte
+/// sector of the file: a sector of its write that never reached the disk. Its extent is what its
+/// length says when the length passes its check, else its header.
+fn has_unwritten_sector(segment: &[u8], pos: usize) -> bool {
+    let rest = &segment[pos..];
+    let extent = record::claimed_frame_len(rest)
+        .unwrap_or(record::HEADER_LEN)
+        .min(rest.len());
+    let mut start = pos;
+    let end = pos + extent;
+    while start < end {
+        let sector_end = ((start / SECTOR_BYTES) + 1) * SECTOR_BYTES;
+        let chunk_end = sector_end.min(end);
+        if segment[start..chunk_end].iter().all(|&b| b == 0) {
+            return true;
+        }
+        start = chunk_end;
+    }
+    false
+}
+
 /// The state rebuilt while replaying records in order.
 #[derive(Default)]
 struct Replay {
@@ -133,14 +180,14 @@ struct Replay {
 }
 
 impl Replay {
-    /// Replays one segment; returns how many bytes of it are complete records. Only the last
-    /// segment may end in an incomplete record.
+    /// Replays one segment: how many bytes of it are whole records, and whether a torn write
+    /// follows them. Only the last segment may end in anything but its last record.
     fn segment(
         &mut self,
         path: &Path,
         bytes: &bytes::Bytes,
         is_last: bool,
-    ) -> Result<usize, WalError> {
+    ) -> Result<SegmentEnd, WalError> {
         let share = |slice: &[u8]| {
             if slice.is_empty() {
                 bytes::Bytes::new()
@@ -148,6 +195,7 @@ impl Replay {
                 bytes.slice_ref(slice)
             }
         };
+        let torn_at = |valid| Ok(SegmentEnd { valid, torn: true });
         let mut pos = 0;
         while pos < bytes.len() {
             let corrupt = |detail| WalError::Corrupt {
@@ -156,15 +204,23 @@ impl Replay {
                 detail,
             };
             let rest = &bytes[pos..];
-            let frame = match record::read_frame(rest).map_err(corrupt)? {
-                Framed::Frame(frame) => frame,
-                Framed::Incomplete if is_last => return Ok(pos),
-                Framed::Incomplete => {
+            if is_last && is_unwritten_header(rest) {
+                // The zero-filled rest of a prepared segment, or a write whose first sector
+                // never made it (then bytes other than zeros follow).
+                let torn = rest.iter().any(|&b| b != 0);
+                return Ok(SegmentEnd { valid: pos, torn });
+            }
+            let frame = match record::read_frame(rest) {
+                Ok(Framed::Frame(frame)) => frame,
+                Ok(Framed::Incomplete) if is_last => return torn_at(pos),
+                Ok(Framed::Incomplete) => {
                     return Err(corrupt(Corruption::Incomplete {
                         available: rest.len(),
                         needed: needed_len(rest),
                     }))
                 }
+                Err(_) if is_last && has_unwritten_sector(bytes, pos) => return torn_at(pos),
+                Err(detail) => return Err(corrupt(detail)),
             };
             let prev = match self.crc {
                 Some(crc) => crc,
@@ -172,6 +228,9 @@ impl Replay {
             };
             let computed = frame.computed_crc(prev);
             if computed != frame.stored_crc {
+                if is_last && has_unwritten_sector(bytes, pos) {
+                    return torn_at(pos);
+                }
                 return Err(corrupt(Corruption::CrcMismatch {
                     expected: computed,
                     found: frame.stored_crc,
@@ -194,7 +253,10 @@ impl Replay {
                 detail: Corruption::EmptySegment,
             });
         }
-        Ok(pos)
+        Ok(SegmentEnd {
+            valid: pos,
+            torn: false,
+        })
     }
 
     fn apply(&mut self, record: Record, prev_crc: u32) -> Result<(), Corruption> {

@@ -184,6 +184,16 @@ pub enum Framed<'a> {
     Incomplete,
 }
 
+/// The whole length (header and body) the frame at the front of `buf` declares, when its length
+/// is there and passes its check.
+pub fn claimed_frame_len(buf: &[u8]) -> Option<usize> {
+    let length = buf.first_chunk::<LENGTH_LEN>()?;
+    let len = u32::from_le_bytes([length[0], length[1], length[2], length[3]]);
+    let check = u32::from_le_bytes([length[4], length[5], length[6], length[7]]);
+    (check == length_check(len) && len != 0 && len <= MAX_RECORD_LEN)
+        .then_some(HEADER_LEN + len as usize)
+}
+
 /// Reads the frame at the front of `buf` (which must not be empty).
 pub fn read_frame(buf: &[u8]) -> Result<Framed<'_>, Corruption> {
     let Some(length) = buf.first_chunk::<LENGTH_LEN>() else {

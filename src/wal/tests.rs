@@ -434,6 +434,113 @@ fn sync_without_new_bytes_does_not_touch_the_disk() {
     assert_eq!(wal.disk().sync_count, before + 1);
 }
 
+// ---- prepared segments ----
+
+/// Prepares the next segment's file right away, if the WAL wants one.
+fn prepare_next(wal: &mut Wal<MemDisk>) {
+    if let Some((path, len)) = wal.segment_to_prepare() {
+        let ok = prepare::prepare_segment_file(wal.disk_mut(), &path, len).is_ok();
+        wal.segment_prepared(ok);
+    }
+}
+
+/// A WAL whose current segment is a prepared one (2,048 bytes), holding entries 1..=3, synced.
+fn wal_in_prepared_segment() -> (Wal<MemDisk>, PathBuf) {
+    let opts = WalOptions {
+        segment_size_bytes: 2048,
+    };
+    let mut wal = new_wal(opts);
+    prepare_next(&mut wal);
+    wal.append(&entries(1, 3, 1), None).unwrap();
+    wal.sync().unwrap();
+    let last = wal.segment_paths().pop().unwrap();
+    assert_eq!(wal.segment_paths().len(), 2, "the first segment gave way");
+    assert_eq!(wal.disk_mut().len(&last).unwrap(), 2048);
+    (wal, last)
+}
+
+fn reopen_prepared(disk: MemDisk) -> Result<(Wal<MemDisk>, Recovered), WalError> {
+    let opts = WalOptions {
+        segment_size_bytes: 2048,
+    };
+    Wal::open(disk, &dir(), opts)
+}
+
+#[test]
+fn a_prepared_segment_takes_over_and_its_zeros_are_not_a_torn_tail() {
+    let (wal, last) = wal_in_prepared_segment();
+    // The plain first segment ends at its records (entry 1's last byte is its context, 1); the
+    // prepared file was renamed into place.
+    let first = wal.disk().read(&wal.segment_paths()[0]).unwrap();
+    assert!(first.len() < 2048 && first.last() == Some(&1));
+    assert!(wal
+        .disk()
+        .read(&dir().join(prepare::PREPARED_NAME))
+        .is_err());
+    let (mut wal, rec) = reopen_prepared(wal.into_disk()).unwrap();
+    assert_eq!(rec.torn_tail, None);
+    assert_eq!(rec.entries, entries(1, 3, 1));
+    wal.append(&entries(4, 5, 1), None).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(wal.disk_mut().len(&last).unwrap(), 2048);
+    let (_, rec) = reopen_prepared(wal.into_disk()).unwrap();
+    assert_eq!(rec.entries, entries(1, 5, 1));
+}
+
+#[test]
+fn a_write_with_a_sector_missing_in_a_prepared_segment_is_a_torn_tail() {
+    let (mut wal, last) = wal_in_prepared_segment();
+    let end = wal.segment_bytes;
+    // A record spanning three sectors whose middle one never reached the disk.
+    wal.append(&[entry(4, 1, &[7; 1100])], None).unwrap();
+    let sector = end.div_ceil(512) * 512;
+    wal.disk_mut().write_at(&last, sector, &[0; 512]).unwrap();
+    let (mut wal, rec) = reopen_prepared(wal.into_disk()).unwrap();
+    let torn = rec.torn_tail.expect("a torn tail");
+    assert_eq!((torn.file, torn.offset), (last.clone(), end));
+    assert_eq!(rec.entries, entries(1, 3, 1));
+    wal.append(&entries(4, 4, 2), None).unwrap();
+    wal.sync().unwrap();
+    let (_, rec) = reopen_prepared(wal.into_disk()).unwrap();
+    assert_eq!(rec.torn_tail, None);
+    assert_eq!(rec.entries.last().map(|e| (e.index, e.term)), Some((4, 2)));
+}
+
+#[test]
+fn bytes_after_the_zeros_that_end_a_prepared_segment_are_a_torn_tail() {
+    let (mut wal, last) = wal_in_prepared_segment();
+    let end = wal.segment_bytes;
+    wal.disk_mut().write_at(&last, end + 600, b"junk").unwrap();
+    let (_, rec) = reopen_prepared(wal.into_disk()).unwrap();
+    let torn = rec.torn_tail.expect("a torn tail");
+    assert_eq!((torn.offset, torn.bytes_dropped), (end, 2048 - end));
+    assert_eq!(rec.entries, entries(1, 3, 1));
+}
+
+#[test]
+fn a_damaged_whole_record_in_a_prepared_segment_is_corruption_not_a_torn_tail() {
+    let (mut wal, last) = wal_in_prepared_segment();
+    let end = wal.segment_bytes as usize;
+    wal.append(&entries(4, 4, 1), None).unwrap();
+    wal.sync().unwrap();
+    let mut disk = wal.into_disk();
+    disk.corrupt_byte(&last, end + 20, 0xEE).unwrap();
+    match reopen_prepared(disk) {
+        Err(WalError::Corrupt { file, offset, .. }) => {
+            assert_eq!((file, offset), (last, end as u64));
+        }
+        Err(e) => panic!("expected corruption, got {e}"),
+        Ok((_, rec)) => panic!("opened with {} entries", rec.entries.len()),
+    }
+}
+
+#[test]
+fn a_frame_header_is_never_all_zeros() {
+    let mut bytes = Vec::new();
+    record::encode(&Record::Entry(Entry::default()), 0, &mut bytes).unwrap();
+    assert!(bytes[..record::HEADER_LEN].iter().any(|&b| b != 0));
+}
+
 // ---- properties ----
 
 /// Appends `sizes.len()` entries one by one, remembering where each entry's record ends as
@@ -538,13 +645,16 @@ proptest! {
 
     #[test]
     fn a_crash_tearing_unsynced_appends_keeps_the_synced_prefix(
-        batches in proptest::collection::vec((1usize..6, any::<bool>()), 1..20),
+        batches in proptest::collection::vec((1usize..6, any::<bool>(), any::<bool>()), 1..20),
         seed in any::<u64>(),
     ) {
-        let mut wal = new_wal(WalOptions { segment_size_bytes: 400 });
+        let mut wal = new_wal(WalOptions { segment_size_bytes: 1200 });
         let mut written = Vec::new();
         let mut synced = 0;
-        for (n, sync) in batches {
+        for (n, sync, prepare) in batches {
+            if prepare {
+                prepare_next(&mut wal);
+            }
             let from = written.len() as u64 + 1;
             let ents = entries(from, from + n as u64 - 1, 1);
             wal.append(&ents, Some(&hard_state(1, 1, from))).unwrap();

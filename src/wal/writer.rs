@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use raft::eraftpb::{Entry, HardState};
 
+use super::prepare::{self, NextSegment};
 use super::record::{self, Record};
 use super::segment::Segment;
 use super::{Metadata, Wal, WalError, WalOptions};
@@ -36,6 +37,8 @@ impl<D: Disk> Wal<D> {
             hard_state: HardState::default(),
             segments: vec![first],
             segment_bytes: 0,
+            next_segment: NextSegment::Wanted,
+            current_prepared: false,
             crc: 0,
             last_index: 0,
             unsynced: false,
@@ -124,6 +127,36 @@ impl<D: Disk> Wal<D> {
         Ok(Some(self.current().path.clone()))
     }
 
+    /// The file to prepare for the next segment and its length, when the writer wants one and
+    /// none is being prepared: the caller runs [`prepare::prepare_segment_file`] on it (off the
+    /// writer's path) and reports with [`segment_prepared`](Self::segment_prepared). Without it,
+    /// rotations create plain segments.
+    pub fn segment_to_prepare(&mut self) -> Option<(PathBuf, u64)> {
+        if self.failed || self.next_segment != NextSegment::Wanted {
+            return None;
+        }
+        self.next_segment = NextSegment::Preparing;
+        Some((
+            prepare::prepared_path(&self.dir),
+            self.opts.segment_size_bytes,
+        ))
+    }
+
+    /// Reports how preparing the file from [`segment_to_prepare`](Self::segment_to_prepare)
+    /// ended. After a failure no other is asked for until the next rotation.
+    pub fn segment_prepared(&mut self, ok: bool) {
+        assert_eq!(
+            self.next_segment,
+            NextSegment::Preparing,
+            "a prepared segment reported without being asked for"
+        );
+        self.next_segment = if ok {
+            NextSegment::Ready
+        } else {
+            NextSegment::Unavailable
+        };
+    }
+
     /// Removes the segments whose entries are all below `index`, oldest first, keeping the segment
     /// that contains `index` and every later one (and always the current segment).
     pub fn release_to(&mut self, index: u64) -> Result<(), WalError> {
@@ -177,13 +210,13 @@ impl<D: Disk> Wal<D> {
         Ok(())
     }
 
-    /// Appends the buffered records to the current segment.
+    /// Writes the buffered records after the last one in the current segment.
     pub(super) fn flush(&mut self) -> Result<(), WalError> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let path = self.current().path.clone();
-        self.disk.append(&path, &self.buf)?;
+        self.disk.write_at(&path, self.segment_bytes, &self.buf)?;
         self.segment_bytes += self.buf.len() as u64;
         self.unsynced = true;
         self.buf.clear();
@@ -209,19 +242,34 @@ impl<D: Disk> Wal<D> {
 
     fn rotate_if_full(&mut self) -> Result<(), WalError> {
         let size = self.segment_bytes + self.buf.len() as u64;
-        if size > self.opts.segment_size_bytes {
+        let prepared_waits = !self.current_prepared && self.next_segment == NextSegment::Ready;
+        if size > self.opts.segment_size_bytes || prepared_waits {
             self.rotate()?;
         }
         Ok(())
     }
 
-    /// Finishes the current segment durably and starts the next one, durably.
+    /// Finishes the current segment durably (cut to its records: only the last segment may have
+    /// zeros after them) and starts the next one, durably: the prepared file if it is ready, else
+    /// a new empty file.
     fn rotate(&mut self) -> Result<(), WalError> {
         self.flush()?;
         let old = self.current().clone();
+        if self.disk.len(&old.path)? > self.segment_bytes {
+            self.disk.truncate(&old.path, self.segment_bytes)?;
+        }
         self.disk.sync(&old.path)?;
         let next = Segment::new(&self.dir, old.seq + 1, self.last_index.saturating_add(1));
-        self.disk.create(&next.path)?;
+        self.current_prepared = self.next_segment == NextSegment::Ready;
+        if self.current_prepared {
+            self.disk
+                .rename(&prepare::prepared_path(&self.dir), &next.path)?;
+        } else {
+            self.disk.create(&next.path)?;
+        }
+        if self.next_segment != NextSegment::Preparing {
+            self.next_segment = NextSegment::Wanted;
+        }
         self.segments.push(next);
         self.segment_bytes = 0;
         self.write_header()?;

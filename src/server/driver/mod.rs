@@ -3,12 +3,13 @@
 //! Client requests arrive as `Command`s on a bounded queue (`handle`), each with a oneshot for its
 //! reply. Persists are written at once and made durable by group commit (`commit`): one fsync in
 //! flight at a time, off the driver's task, while the driver goes on taking inputs. Own snapshot
-//! files are written on the side (`own_snapshot`), watch responses go to bounded streams
+//! files are written on the side (`own_snapshot`), so is the WAL's next segment (`next_segment`), watch responses go to bounded streams
 //! (`streams`), and the member's attributes are published through raft (`publish`).
 //!
 //! The simulator runs this same driver, with a simulated `Environment` (clock, disk, fsync).
 
 mod commit;
+mod next_segment;
 mod own_snapshot;
 mod publish;
 mod streams;
@@ -24,6 +25,7 @@ use raft::eraftpb::{Message, MessageType, Snapshot};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::commit::{GroupCommit, Next};
+use self::next_segment::NextSegment;
 use self::own_snapshot::OwnSnapshots;
 use self::publish::Publish;
 use self::streams::{Delivery, Streams};
@@ -83,6 +85,7 @@ pub struct Driver {
     streams: Streams,
     commit: GroupCommit,
     sync: Option<Sync>,
+    next_segment: NextSegment,
     snapshots: OwnSnapshots,
     alarm: Alarm,
     /// Set by a command or task that failed in a way the member cannot go on from.
@@ -126,6 +129,7 @@ impl Driver {
             streams: Streams::default(),
             commit: GroupCommit::default(),
             sync: None,
+            next_segment: NextSegment::default(),
             snapshots: OwnSnapshots::default(),
             alarm: Alarm::default(),
             failure: None,
@@ -183,6 +187,9 @@ impl Driver {
                 biased;
                 _ = &mut shutdown => break Exit::Shutdown,
                 synced = wait_for_sync(&mut self.sync) => self.on_synced(synced),
+                prepared = self.next_segment.finished() => {
+                    self.next_segment.on_finished(prepared, &mut self.storage, &self.log);
+                }
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_commands(command),
                     None => break Exit::Shutdown,
@@ -245,6 +252,8 @@ impl Driver {
                 Next::Wait => {}
             }
             self.finish_own_snapshot().await?;
+            self.next_segment
+                .start_if_wanted(&mut self.storage, &*self.env);
             self.sync_members();
             self.maybe_publish();
             if !self.node.has_outputs() {
