@@ -1,7 +1,7 @@
 //! The store's history: compaction (dropping versions nobody can read any more), the event log
 //! that watches catch up from, and `hash_kv`, the checksum members compare to detect divergence.
 
-use super::{delete_event, in_range, put_event, KvError, KvStore, Version};
+use super::{delete_event, in_range, put_event, release_spare_versions, KvError, KvStore, Version};
 use crate::proto::mvccpb::Event;
 
 impl KvStore {
@@ -21,6 +21,7 @@ impl KvStore {
             for dropped in compact_versions(versions, revision) {
                 values.forget(dropped.main, dropped.sub);
             }
+            release_spare_versions(versions);
             !versions.is_empty()
         });
         self.compact_revision = revision;
@@ -59,7 +60,7 @@ impl KvStore {
             if !in_range(&k, key, range_end) {
                 continue;
             }
-            let Some(versions) = self.keys.get(&k) else {
+            let Some(versions) = self.keys.get(k.as_slice()) else {
                 continue;
             };
             if let Ok(i) = versions.binary_search_by(|v| (v.main, v.sub).cmp(&(main, sub))) {

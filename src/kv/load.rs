@@ -3,12 +3,10 @@
 //! file. Anything the file holds that a store could not have written is an error naming the file
 //! and the row, never a guess.
 
-use std::collections::BTreeMap;
-
 use super::history::compact_versions;
 use super::row::{decode_key_value, Row};
 use super::snapshot::{check_row, check_sequence};
-use super::{KvError, KvStore, Values, Version};
+use super::{KeyIndex, KvError, KvStore, Values, Version};
 use crate::engine::{Engine, EngineError, Revision};
 
 impl KvStore {
@@ -137,7 +135,7 @@ fn group_by_key(
     rows: Vec<(KeyPrefix, Vec<u8>, Version)>,
     compacted: i64,
     dropped: &mut Vec<(i64, i64)>,
-) -> Result<BTreeMap<Vec<u8>, Vec<Version>>, KvError> {
+) -> Result<KeyIndex, KvError> {
     let mut grouped: Vec<(Vec<u8>, Vec<Version>)> = Vec::new();
     for (_, key, version) in rows {
         match grouped.last_mut() {
@@ -155,7 +153,13 @@ fn group_by_key(
     }
     grouped.retain(|(_, versions)| !versions.is_empty());
     // Sorted and unique: the map is built without comparing keys again.
-    Ok(grouped.into_iter().collect())
+    Ok(grouped
+        .into_iter()
+        .map(|(key, mut versions)| {
+            versions.shrink_to_fit();
+            (key.into_boxed_slice(), versions)
+        })
+        .collect())
 }
 
 /// One stored revision as a snapshot would list it, borrowed from the engine's row.

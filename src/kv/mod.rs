@@ -167,6 +167,28 @@ fn delete_event(key: &[u8], main: i64, prev_kv: Option<KeyValue>) -> Event {
     }
 }
 
+/// Every key's versions, oldest first. Memory here grows with the number of keys, so it is kept
+/// tight: a key is a boxed slice (no capacity word), and a key's versions grow by half their
+/// number rather than doubling from four (`push_version_tightly`); compaction gives back what it
+/// frees.
+type KeyIndex = BTreeMap<Box<[u8]>, Vec<Version>>;
+
+/// Appends `version`, growing the vector by half its length when full (still amortized O(1)):
+/// most keys have one or two versions, and `Vec`'s own growth would give them room for four.
+fn push_version_tightly(versions: &mut Vec<Version>, version: Version) {
+    if versions.len() == versions.capacity() {
+        versions.reserve_exact((versions.len() / 2).max(1));
+    }
+    versions.push(version);
+}
+
+/// Gives back the room a vector of versions no longer needs, once it is mostly empty.
+fn release_spare_versions(versions: &mut Vec<Version>) {
+    if versions.capacity() > 2 * versions.len() {
+        versions.shrink_to_fit();
+    }
+}
+
 /// The MVCC store: every key's versions in (main, sub) order (etcd's `treeIndex`); the key-values
 /// themselves are in `values`.
 ///
@@ -177,7 +199,7 @@ fn delete_event(key: &[u8], main: i64, prev_kv: Option<KeyValue>) -> Event {
 /// key-value for exactly the versions the index holds.
 #[derive(Debug)]
 pub struct KvStore {
-    keys: BTreeMap<Vec<u8>, Vec<Version>>,
+    keys: KeyIndex,
     current_revision: i64,
     compact_revision: i64,
     live_keys: usize,
@@ -265,7 +287,7 @@ impl KvStore {
             .iter()
             .filter_map(|(key, versions)| {
                 let newest = versions.last().filter(|v| v.is_live() && v.lease != 0)?;
-                Some((key.clone(), newest.lease))
+                Some((key.to_vec(), newest.lease))
             })
             .collect()
     }
@@ -360,7 +382,7 @@ impl KvStore {
         &'a self,
         start: &'a [u8],
         end: &'a [u8],
-    ) -> btree_map::Range<'a, Vec<u8>, Vec<Version>> {
+    ) -> btree_map::Range<'a, Box<[u8]>, Vec<Version>> {
         self.keys.range::<[u8], _>(range_bounds(start, end))
     }
 
@@ -439,7 +461,7 @@ impl KvStore {
         let doomed: Vec<Vec<u8>> = self
             .key_range(&req.key, &req.range_end)
             .filter(|(_, versions)| versions.last().is_some_and(Version::is_live))
-            .map(|(key, _)| key.clone())
+            .map(|(key, _)| key.to_vec())
             .collect();
         let mut resp = DeleteRangeResponse {
             header: None,
@@ -482,9 +504,9 @@ impl KvStore {
         debug_assert_eq!((kv.mod_revision, kv.key.as_slice()), (version.main, key));
         self.values.record(version.sub, kv);
         match self.keys.get_mut(key) {
-            Some(versions) => versions.push(version),
+            Some(versions) => push_version_tightly(versions, version),
             None => {
-                self.keys.insert(key.to_vec(), vec![version]);
+                self.keys.insert(key.into(), vec![version]);
             }
         }
     }

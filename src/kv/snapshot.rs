@@ -19,7 +19,7 @@ impl KvStore {
         for (key, kept) in &self.keys {
             for v in kept {
                 versions.push(KeyVersion {
-                    key: key.clone(),
+                    key: key.to_vec(),
                     main: v.main,
                     sub: v.sub,
                     tombstone: v.tombstone,
@@ -63,7 +63,7 @@ impl KvStore {
                 self.values.record(version.sub, kv);
                 index.push(version);
             }
-            self.keys.insert(key, index);
+            self.keys.insert(key.into_boxed_slice(), index);
         }
         Ok(())
     }

@@ -1326,3 +1326,25 @@ fn a_load_rebuilds_the_index_of_keys_sharing_a_long_prefix() {
     assert_eq!(get(&loaded, &range_req("/", "0")).kvs, all.kvs);
     assert_eq!(loaded.events_since(1, b"/", b"0").unwrap(), history);
 }
+
+#[test]
+fn a_keys_versions_grow_by_half_and_compaction_gives_their_room_back() {
+    let mut store = KvStore::new();
+    let capacity = |store: &KvStore| store.keys[&b"k"[..]].capacity();
+    put(&mut store, "k", "1");
+    assert_eq!(capacity(&store), 1);
+    put(&mut store, "k", "2");
+    assert_eq!(
+        capacity(&store),
+        2,
+        "Vec's own growth would make room for four"
+    );
+    for value in 3..=5 {
+        put(&mut store, "k", &value.to_string());
+    }
+    assert_eq!(capacity(&store), 6);
+    let revision = store.current_revision();
+    store.compact(revision).unwrap();
+    assert_eq!(store.keys[&b"k"[..]].len(), 1);
+    assert_eq!(capacity(&store), 1);
+}
