@@ -29,6 +29,8 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use reader::{inspect, Inspection, SegmentReport};
+
 use prepare::NextSegment;
 use record::RecordKind;
 use segment::Segment;

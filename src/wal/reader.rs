@@ -7,7 +7,7 @@
 //! the write never reached the disk: etcd's torn-entry rule), or bytes other than zeros after the
 //! end; the file is cut there. Any other bad frame is corruption.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use raft::eraftpb::{Entry, HardState};
 
@@ -21,32 +21,15 @@ impl<D: Disk> Wal<D> {
     /// Opens the WAL in `dir`: returns everything it recorded, having repaired a torn tail of the
     /// last segment (reported in [`Recovered::torn_tail`]); later appends go after it.
     pub fn open(mut disk: D, dir: &Path, opts: WalOptions) -> Result<(Self, Recovered), WalError> {
-        let segments = list_segments(&disk, dir)?;
-        let mut replay = Replay::default();
-        let mut torn_tail = None;
-        let mut last_len = 0;
-        let mut last_file_len = 0;
-        for (i, seg) in segments.iter().enumerate() {
-            // Entries slice their data out of this buffer instead of copying it; the buffer lives
-            // as long as any of its entries (at most the WAL's size, which snapshots bound).
-            let bytes = bytes::Bytes::from(disk.read(&seg.path)?);
-            let is_last = i + 1 == segments.len();
-            let SegmentEnd { valid, torn } = replay.segment(&seg.path, &bytes, is_last)?;
-            if torn {
-                torn_tail = Some(TornTail {
-                    file: seg.path.clone(),
-                    offset: valid as u64,
-                    bytes_dropped: (bytes.len() - valid) as u64,
-                });
-            }
-            last_len = valid as u64;
-            last_file_len = bytes.len() as u64;
-        }
-        let Some(metadata) = replay.metadata else {
-            return Err(WalError::MissingMetadata {
-                dir: dir.to_path_buf(),
-            });
-        };
+        let ReadBack {
+            segments,
+            reports,
+            replay,
+            metadata,
+            torn_tail,
+        } = read_back(&disk, dir)?;
+        let last_len = reports.last().map_or(0, |r| r.record_bytes);
+        let last_file_len = reports.last().map_or(0, |r| r.file_bytes);
         if let Some(torn) = &torn_tail {
             disk.truncate(&torn.file, torn.offset)?;
         }
@@ -93,6 +76,104 @@ impl<D: Disk> Wal<D> {
     }
 }
 
+/// Reads the WAL in `dir` without changing it: what [`Wal::open`] would recover, and what each
+/// segment holds (for `stetutl wal verify` and `dump-logs`). The checks are open's own; a torn
+/// tail is reported, not repaired.
+pub fn inspect<D: Disk>(disk: &D, dir: &Path) -> Result<Inspection, WalError> {
+    let ReadBack {
+        reports,
+        replay,
+        metadata,
+        torn_tail,
+        ..
+    } = read_back(disk, dir)?;
+    Ok(Inspection {
+        segments: reports,
+        recovered: Recovered {
+            metadata,
+            hard_state: replay.hard_state,
+            entries: replay.entries,
+            snapshot_markers: replay.snapshot_markers,
+            torn_tail,
+        },
+    })
+}
+
+/// What [`inspect`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspection {
+    /// Every segment, oldest first.
+    pub segments: Vec<SegmentReport>,
+    /// What opening the WAL would recover (entries after raft's truncations and snapshots).
+    pub recovered: Recovered,
+}
+
+/// What one segment holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentReport {
+    pub path: PathBuf,
+    pub seq: u64,
+    /// The index its first new entry was expected at (from its name).
+    pub first_index: u64,
+    /// The file's length (a prepared segment's includes its zeros).
+    pub file_bytes: u64,
+    /// Bytes of whole records from the start.
+    pub record_bytes: u64,
+    pub records: u64,
+    pub entries: u64,
+}
+
+/// Everything read back from the segments, before any repair.
+struct ReadBack {
+    segments: Vec<Segment>,
+    reports: Vec<SegmentReport>,
+    replay: Replay,
+    metadata: Metadata,
+    torn_tail: Option<TornTail>,
+}
+
+fn read_back<D: Disk>(disk: &D, dir: &Path) -> Result<ReadBack, WalError> {
+    let segments = list_segments(disk, dir)?;
+    let mut replay = Replay::default();
+    let mut torn_tail = None;
+    let mut reports = Vec::with_capacity(segments.len());
+    for (i, seg) in segments.iter().enumerate() {
+        // Entries slice their data out of this buffer instead of copying it; the buffer lives
+        // as long as any of its entries (at most the WAL's size, which snapshots bound).
+        let bytes = bytes::Bytes::from(disk.read(&seg.path)?);
+        let is_last = i + 1 == segments.len();
+        let end = replay.segment(&seg.path, &bytes, is_last)?;
+        if end.torn {
+            torn_tail = Some(TornTail {
+                file: seg.path.clone(),
+                offset: end.valid as u64,
+                bytes_dropped: (bytes.len() - end.valid) as u64,
+            });
+        }
+        reports.push(SegmentReport {
+            path: seg.path.clone(),
+            seq: seg.seq,
+            first_index: seg.first_index,
+            file_bytes: bytes.len() as u64,
+            record_bytes: end.valid as u64,
+            records: end.records,
+            entries: end.entries,
+        });
+    }
+    let Some(metadata) = replay.metadata else {
+        return Err(WalError::MissingMetadata {
+            dir: dir.to_path_buf(),
+        });
+    };
+    Ok(ReadBack {
+        segments,
+        reports,
+        replay,
+        metadata,
+        torn_tail,
+    })
+}
+
 /// The segments in `dir`, by sequence number, checked to have no gap.
 fn list_segments<D: Disk>(disk: &D, dir: &Path) -> Result<Vec<Segment>, WalError> {
     let mut segments = Vec::new();
@@ -137,6 +218,9 @@ struct SegmentEnd {
     valid: usize,
     /// Whether a torn write follows them (to be cut off).
     torn: bool,
+    /// Whole records, and how many of them are entries.
+    records: u64,
+    entries: u64,
 }
 
 /// Whether the frame header at the front of `rest` is all zeros: never written (a valid header
@@ -195,7 +279,15 @@ impl Replay {
                 bytes.slice_ref(slice)
             }
         };
-        let torn_at = |valid| Ok(SegmentEnd { valid, torn: true });
+        let (mut records, mut entries) = (0, 0);
+        let end = |valid, torn, records, entries| {
+            Ok(SegmentEnd {
+                valid,
+                torn,
+                records,
+                entries,
+            })
+        };
         let mut pos = 0;
         while pos < bytes.len() {
             let corrupt = |detail| WalError::Corrupt {
@@ -208,18 +300,20 @@ impl Replay {
                 // The zero-filled rest of a prepared segment, or a write whose first sector
                 // never made it (then bytes other than zeros follow).
                 let torn = rest.iter().any(|&b| b != 0);
-                return Ok(SegmentEnd { valid: pos, torn });
+                return end(pos, torn, records, entries);
             }
             let frame = match record::read_frame(rest) {
                 Ok(Framed::Frame(frame)) => frame,
-                Ok(Framed::Incomplete) if is_last => return torn_at(pos),
+                Ok(Framed::Incomplete) if is_last => return end(pos, true, records, entries),
                 Ok(Framed::Incomplete) => {
                     return Err(corrupt(Corruption::Incomplete {
                         available: rest.len(),
                         needed: needed_len(rest),
                     }))
                 }
-                Err(_) if is_last && has_unwritten_sector(bytes, pos) => return torn_at(pos),
+                Err(_) if is_last && has_unwritten_sector(bytes, pos) => {
+                    return end(pos, true, records, entries)
+                }
                 Err(detail) => return Err(corrupt(detail)),
             };
             let prev = match self.crc {
@@ -229,7 +323,7 @@ impl Replay {
             let computed = frame.computed_crc(prev);
             if computed != frame.stored_crc {
                 if is_last && has_unwritten_sector(bytes, pos) {
-                    return torn_at(pos);
+                    return end(pos, true, records, entries);
                 }
                 return Err(corrupt(Corruption::CrcMismatch {
                     expected: computed,
@@ -242,6 +336,8 @@ impl Replay {
                     found: record.kind(),
                 }));
             }
+            records += 1;
+            entries += u64::from(matches!(record, Record::Entry(_)));
             self.apply(record, prev).map_err(corrupt)?;
             self.crc = Some(computed);
             pos += frame.total_len;
@@ -253,10 +349,7 @@ impl Replay {
                 detail: Corruption::EmptySegment,
             });
         }
-        Ok(SegmentEnd {
-            valid: pos,
-            torn: false,
-        })
+        end(pos, false, records, entries)
     }
 
     fn apply(&mut self, record: Record, prev_crc: u32) -> Result<(), Corruption> {

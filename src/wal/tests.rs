@@ -713,3 +713,51 @@ fn segment_files_are_named_by_sequence_and_first_index() {
     }
     assert!(Path::new(&dir()).join(&names[0]).starts_with(dir()));
 }
+
+#[test]
+fn inspect_reports_each_segment_and_a_torn_tail_without_repairing_it() {
+    let mut wal = wal_with_segments(12);
+    let paths = wal.segment_paths();
+    let last = paths.last().unwrap().clone();
+    let mut frame = Vec::new();
+    record::encode(&Record::Entry(entry(13, 1, b"torn")), 0, &mut frame).unwrap();
+    wal.disk_mut()
+        .append(&last, &frame[..frame.len() - 2])
+        .unwrap();
+    let disk = wal.into_disk();
+    let before = disk.read(&last).unwrap();
+    let inspection = inspect(&disk, &dir()).unwrap();
+    assert_eq!(
+        disk.read(&last).unwrap(),
+        before,
+        "inspect changed the file"
+    );
+    assert_eq!(inspection.segments.len(), paths.len());
+    let entries: u64 = inspection.segments.iter().map(|s| s.entries).sum();
+    assert_eq!(entries, 12);
+    for (report, path) in inspection.segments.iter().zip(&paths) {
+        assert_eq!(&report.path, path);
+        assert!(report.records > 0 && report.record_bytes <= report.file_bytes);
+    }
+    let torn = inspection.recovered.torn_tail.clone().expect("a torn tail");
+    assert_eq!(
+        (torn.file, torn.bytes_dropped),
+        (last, frame.len() as u64 - 2)
+    );
+    let (_, opened) = Wal::open(disk, &dir(), small()).unwrap();
+    assert_eq!(inspection.recovered, opened);
+}
+
+#[test]
+fn inspect_names_the_file_and_offset_of_a_damaged_record() {
+    let wal = wal_with_segments(12);
+    let first = wal.segment_paths()[0].clone();
+    let mut disk = wal.into_disk();
+    let offset = header_len() as usize + 30;
+    let byte = disk.read(&first).unwrap()[offset];
+    disk.corrupt_byte(&first, offset, byte ^ 0x10).unwrap();
+    match inspect(&disk, &dir()) {
+        Err(WalError::Corrupt { file, .. }) => assert_eq!(file, first),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
