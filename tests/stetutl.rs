@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use procs::*;
 
 /// Starts a one-member stet in `dir/data`, runs `etcdctl` commands against it, then kills it
-/// (kill -9, as a crash would).
-fn write_with_etcdctl(dir: &Path, commands: &[&[&str]]) {
+/// (kill -9, as a crash would); what each command printed.
+fn write_with_etcdctl(dir: &Path, commands: &[&[&str]]) -> Vec<String> {
     let etcdctl = etcdctl().expect("etcdctl is not installed: apt-get install -y etcd-client");
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
@@ -38,11 +38,13 @@ fn write_with_etcdctl(dir: &Path, commands: &[&[&str]]) {
         assert!(Instant::now() < deadline, "stet was not healthy in time");
         std::thread::sleep(Duration::from_millis(50));
     }
-    for args in commands {
-        etcdctl_run(&etcdctl, &url, args);
-    }
+    let printed = commands
+        .iter()
+        .map(|args| etcdctl_run(&etcdctl, &url, args))
+        .collect();
     child.kill().expect("kill stet");
     child.wait().expect("wait for stet");
+    printed
 }
 
 fn stetutl(args: &[&str]) -> Output {
@@ -169,5 +171,59 @@ fn wal_verify_reports_a_torn_tail_and_names_a_damaged_record() {
     assert!(
         error.contains(&first.display().to_string()) && error.contains("at offset 0"),
         "{error}"
+    );
+}
+
+#[test]
+fn snapshot_status_checks_a_backup_and_reports_the_clusters_hash_and_revision() {
+    let dir = TempDir::new("stetutl-snapshot");
+    let file = dir.0.join("backup.db");
+    let file_arg = file.to_str().expect("a UTF-8 path");
+    let printed = write_with_etcdctl(
+        &dir.0,
+        &[
+            &["put", "/a", "1"],
+            &["put", "/b", "2"],
+            &["put", "/a", "3"],
+            &["del", "/b"],
+            &["snapshot", "save", file_arg],
+            &["endpoint", "hashkv", "-w", "json"],
+        ],
+    );
+    let hashkv: serde_json::Value = serde_json::from_str(&printed[5]).expect("hashkv JSON");
+    let status = stetutl(&["snapshot", "status", file_arg, "-w", "json"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(
+        status["hash"], hashkv[0]["HashKV"]["hash"],
+        "{status} vs {hashkv}"
+    );
+    assert_eq!(
+        status["revision"],
+        hashkv[0]["HashKV"]["header"]["revision"]
+    );
+    assert_eq!(
+        status["totalKey"], 4,
+        "four revisions: three puts and a delete"
+    );
+    let size = std::fs::metadata(&file).expect("the backup").len();
+    assert_eq!(status["totalSize"], size);
+    let table = stetutl(&["snapshot", "status", file_arg, "-w", "table"]);
+    assert!(
+        text(&table.stdout).contains("| REVISION |"),
+        "{}",
+        text(&table.stdout)
+    );
+
+    // One flipped byte: the SHA-256 at the end no longer matches.
+    let mut bytes = std::fs::read(&file).expect("the backup");
+    bytes[40] ^= 1;
+    std::fs::write(&file, &bytes).expect("write the backup");
+    let damaged = stetutl(&["snapshot", "status", file_arg]);
+    assert_eq!(damaged.status.code(), Some(1));
+    assert!(
+        text(&damaged.stderr).contains(file_arg),
+        "{}",
+        text(&damaged.stderr)
     );
 }

@@ -4,9 +4,10 @@
 //! - `wal verify DATA_DIR`: reads every WAL segment with the checks a member runs at start and
 //!   reports segments, records, a torn tail, or the file and offset of a corruption.
 //! - `dump-logs DATA_DIR`: the WAL's metadata, hard state and snapshot, then one line per entry.
+//! - `snapshot status FILE`: checks a backup and prints its hash, revision, keys and size.
 //!
-//! Exit status: 0 when the WAL reads back (a torn tail included: the member cuts it off at its
-//! next start), 1 on corruption or an unreadable directory, 2 on wrong arguments.
+//! Exit status: 0 when what was read checks out (a WAL's torn tail included: the member cuts it
+//! off at its next start), 1 on corruption or an unreadable file, 2 on wrong arguments.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod describe;
 mod dump_logs;
+mod snapshot_status;
 mod wal_verify;
 
 #[derive(Debug, Parser)]
@@ -37,6 +39,17 @@ enum Command {
     },
     /// Prints the WAL's entries, one per line, with their decoded requests.
     DumpLogs(dump_logs::Args),
+    /// Works on backups (`etcdctl snapshot save` files).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Checks a backup and prints its hash, revision, total keys and size.
+    Status(snapshot_status::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +90,9 @@ fn main() -> ExitCode {
             command: WalCommand::Verify(args),
         } => wal_verify::run(&args),
         Command::DumpLogs(args) => dump_logs::run(&args),
+        Command::Snapshot {
+            command: SnapshotCommand::Status(args),
+        } => snapshot_status::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
