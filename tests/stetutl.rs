@@ -17,22 +17,24 @@ fn write_with_etcdctl(dir: &Path, commands: &[&[&str]]) -> Vec<String> {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let peer_url = format!("http://127.0.0.1:{}", free_port());
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_stet"))
-        .current_dir(dir)
-        .args(["--data-dir", "data", "--log-level", "warn"])
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("default={peer_url}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn stet");
+    let mut child = KilledOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_stet"))
+            .current_dir(dir)
+            .args(["--data-dir", "data", "--log-level", "warn"])
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn stet"),
+    );
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     while !matches!(http_get(port, "/health"), Ok((200, _))) {
         assert!(Instant::now() < deadline, "stet was not healthy in time");
@@ -42,8 +44,8 @@ fn write_with_etcdctl(dir: &Path, commands: &[&[&str]]) -> Vec<String> {
         .iter()
         .map(|args| etcdctl_run(&etcdctl, &url, args))
         .collect();
-    child.kill().expect("kill stet");
-    child.wait().expect("wait for stet");
+    child.0.kill().expect("kill stet");
+    child.0.wait().expect("wait for stet");
     printed
 }
 
@@ -226,4 +228,128 @@ fn snapshot_status_checks_a_backup_and_reports_the_clusters_hash_and_revision() 
         "{}",
         text(&damaged.stderr)
     );
+}
+
+#[test]
+fn a_restored_backup_starts_a_new_cluster_with_the_data_and_revision() {
+    let etcdctl = etcdctl().expect("etcdctl is not installed: apt-get install -y etcd-client");
+    let dir = TempDir::new("stetutl-restore");
+    let file = dir.0.join("backup.db");
+    let file_arg = file.to_str().expect("a UTF-8 path");
+    write_with_etcdctl(
+        &dir.0,
+        &[
+            &["put", "/a", "1"],
+            &["put", "/b", "2"],
+            &["put", "/a", "3"],
+            &["snapshot", "save", file_arg],
+        ],
+    );
+    let status = stetutl(&["snapshot", "status", file_arg, "-w", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+
+    let peer_url = format!("http://127.0.0.1:{}", free_port());
+    let cluster = format!("m1={peer_url}");
+    let restored = dir.0.join("restored");
+    let restored_arg = restored.to_str().expect("a UTF-8 path");
+    let restore_args = [
+        "snapshot",
+        "restore",
+        file_arg,
+        "--name",
+        "m1",
+        "--initial-cluster",
+        &cluster,
+        "--initial-advertise-peer-urls",
+        &peer_url,
+        "--data-dir",
+        restored_arg,
+    ];
+    let restore = stetutl(&restore_args);
+    assert!(restore.status.success(), "{}", text(&restore.stderr));
+    let again = stetutl(&restore_args);
+    assert!(
+        !again.status.success(),
+        "restored over an existing data dir"
+    );
+    assert!(
+        text(&again.stderr).contains("exists"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut member = KilledOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_stet"))
+            .args([
+                "--name",
+                "m1",
+                "--data-dir",
+                restored_arg,
+                "--log-level",
+                "warn",
+            ])
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &cluster])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn stet"),
+    );
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    while !matches!(http_get(port, "/health"), Ok((200, _))) {
+        assert!(
+            member.0.try_wait().expect("try_wait").is_none(),
+            "the restored member exited"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the restored member was not healthy in time"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let values = etcdctl_run(&etcdctl, &url, &["get", "--prefix", "/"]);
+    assert_eq!(values, "/a\n3\n/b\n2\n");
+    let revision = status["revision"].as_i64().expect("a revision");
+    let hashkv = etcdctl_run(
+        &etcdctl,
+        &url,
+        &[
+            "endpoint",
+            "hashkv",
+            "--rev",
+            &revision.to_string(),
+            "-w",
+            "json",
+        ],
+    );
+    let hashkv: serde_json::Value = serde_json::from_str(&hashkv).expect("hashkv JSON");
+    assert_eq!(hashkv[0]["HashKV"]["hash"], status["hash"], "{hashkv}");
+    let members = etcdctl_run(&etcdctl, &url, &["member", "list"]);
+    assert_eq!(members.lines().count(), 1, "{members}");
+    assert!(
+        members.contains("m1") && members.contains(&peer_url),
+        "{members}"
+    );
+    let put = etcdctl_run(&etcdctl, &url, &["put", "/c", "4", "-w", "json"]);
+    let put: serde_json::Value = serde_json::from_str(&put).expect("put JSON");
+    assert_eq!(put["header"]["revision"].as_i64(), Some(revision + 1));
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KilledOnDrop(Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -9,7 +9,9 @@
 
 mod stream;
 
-pub use stream::{parse, BackupWriter, StreamedBackup, MAGIC, MAX_RECORD_BYTES};
+pub use stream::{
+    parse, parse_skipping_hash, BackupWriter, StreamedBackup, MAGIC, MAX_RECORD_BYTES,
+};
 
 use raft::eraftpb::Snapshot;
 use sha2::{Digest, Sha256};
@@ -43,6 +45,14 @@ pub enum BackupError {
 /// Whether `bytes` start as a streamed backup (else they may be one of the first format).
 pub fn is_streamed(bytes: &[u8]) -> bool {
     bytes.starts_with(MAGIC)
+}
+
+/// The bytes before the padding's hash, once the length checks out (the hash is not compared).
+fn unchecked_content(bytes: &[u8]) -> Result<&[u8], BackupError> {
+    if bytes.len() < HASH_LEN + BLOCK || !(bytes.len() - HASH_LEN).is_multiple_of(BLOCK) {
+        return Err(BackupError::BadLength(bytes.len()));
+    }
+    Ok(&bytes[..bytes.len() - HASH_LEN])
 }
 
 /// The bytes before the padding's hash, once the length and the hash check out.

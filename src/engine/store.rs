@@ -115,6 +115,8 @@ enum Op {
 pub struct Batch {
     /// Everything the file held goes first (the state was replaced, e.g. by a snapshot).
     replace_all: bool,
+    /// The applied index may go back (see [`Engine::start_new_cluster`]).
+    rewinds: bool,
     ops: Vec<Op>,
     applied: Option<Applied>,
 }
@@ -382,7 +384,7 @@ impl Engine {
             // Only a batch that replaces the whole state may start over at a lower index (a new
             // member's state written over an engine file left from an earlier one).
             assert!(
-                applied.index >= self.applied.index || batch.replace_all,
+                applied.index >= self.applied.index || batch.replace_all || batch.rewinds,
                 "a batch must not go back before the applied index"
             );
         }
@@ -406,6 +408,20 @@ impl Engine {
         self.measure_size();
         self.close_retired();
         Ok(())
+    }
+
+    /// Makes the state the file holds the first state of a new cluster (a restored backup), durably:
+    /// no members, `cluster_id`, no raft configuration, and applied index 0, so that the new
+    /// cluster's first entries (its members) apply on top of it. Keys, revisions, leases and
+    /// alarms stay.
+    pub fn start_new_cluster(&mut self, cluster_id: u64) -> Result<(), EngineError> {
+        let mut batch = Batch::new();
+        batch.clear_members();
+        batch.set_cluster_id(cluster_id);
+        batch.set_conf_state(Vec::new());
+        batch.applied = Some(Applied::default());
+        batch.rewinds = true;
+        self.commit(batch, true)
     }
 
     /// Rewrites the file in place so that it holds no free pages and is as short as its data

@@ -60,6 +60,12 @@ pub enum StartError {
     Log(#[from] raft::StorageError),
     #[error("the hard state says entries up to {commit} are committed, but the WAL and snapshot hold entries only up to {last_index}: the data directory lost committed entries")]
     MissingCommitted { commit: u64, last_index: u64 },
+    #[error("the data directory holds a restored backup for cluster {cluster_id:x} at applied index {applied}, not a new state for cluster {expected:x}: restore the backup again with the --initial-cluster and --initial-cluster-token this member starts with")]
+    NotARestoredState {
+        applied: u64,
+        cluster_id: u64,
+        expected: u64,
+    },
     #[error("--initial-cluster does not include this member ({0})")]
     NotInInitialCluster(crate::types::MemberId),
     #[error("--force-new-cluster: member {0} is not in the membership its data dir holds (it was removed, or never joined)")]
@@ -77,6 +83,42 @@ impl Node {
         config: super::NodeConfig,
         initial_members: &[pb::Member],
         engine: Engine,
+        now: Instant,
+        logger: &slog::Logger,
+    ) -> Result<Node, StartError> {
+        let state =
+            StateMachine::with_engine(engine, config.cluster_id, config.min_lease_ttl_seconds())?;
+        Node::bootstrap_with(config, initial_members, state, now, logger)
+    }
+
+    /// Like [`bootstrap`](Self::bootstrap), on the state a restored backup left in `engine`
+    /// (`Engine::start_new_cluster`: applied index 0, no members, this cluster's ID): its keys,
+    /// revisions and leases are the new cluster's from the start, and the members' entries apply
+    /// on top of them.
+    pub fn bootstrap_restored(
+        config: super::NodeConfig,
+        initial_members: &[pb::Member],
+        engine: Engine,
+        now: Instant,
+        logger: &slog::Logger,
+    ) -> Result<Node, StartError> {
+        let (state, applied, _) = StateMachine::from_engine(engine, config.min_lease_ttl_seconds())
+            .map_err(|source| StartError::Engine { index: 0, source })?;
+        let found = state.members().cluster_id();
+        if applied.index != 0 || found != config.cluster_id || !state.members().list().is_empty() {
+            return Err(StartError::NotARestoredState {
+                applied: applied.index,
+                cluster_id: found.0,
+                expected: config.cluster_id.0,
+            });
+        }
+        Node::bootstrap_with(config, initial_members, state, now, logger)
+    }
+
+    fn bootstrap_with(
+        config: super::NodeConfig,
+        initial_members: &[pb::Member],
+        state: StateMachine,
         now: Instant,
         logger: &slog::Logger,
     ) -> Result<Node, StartError> {
@@ -103,8 +145,6 @@ impl Node {
         let mut store = LogStore::new(conf_state);
         store.append(&entries)?;
         store.set_hard_state(hard_state.clone());
-        let state =
-            StateMachine::with_engine(engine, config.cluster_id, config.min_lease_ttl_seconds())?;
         let mut node = Node::from_parts(config, store, state, 0, now, logger)?;
         node.outputs.push_back(Output::Persist(Persist {
             ready_number: 0,

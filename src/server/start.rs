@@ -13,7 +13,7 @@ use super::env::{BoxDisk, Environment, StartKind};
 use super::peer::conn::{dial, Identity};
 use super::run::ServerError;
 use crate::engine::Engine;
-use crate::node::{DurableState, Node, NodeConfig};
+use crate::node::{DurableState, Node, NodeConfig, StartError};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpeerpb as peerpb;
 use crate::storage::{MemberStorage, StorageError, StorageLayout};
@@ -334,13 +334,27 @@ fn bootstrap(
     let raft_log = log.new(slog::o!("from" => "raft"));
     let node_config = node_config(config, env.as_ref(), config.member_id, config.cluster_id);
     let members = &config.initial_members;
-    let node = Node::bootstrap(node_config, members, engine, env.now(), &raft_log)?;
+    let restored = holds_restored_state(&engine).map_err(StartError::from)?;
+    let node = if restored {
+        slog::info!(log, "starting the new cluster from a restored backup";
+            "revision" => engine.view().and_then(|v| v.current_revision()).unwrap_or(0));
+        Node::bootstrap_restored(node_config, members, engine, env.now(), &raft_log)?
+    } else {
+        Node::bootstrap(node_config, members, engine, env.now(), &raft_log)?
+    };
     slog::info!(log, "bootstrapped a new cluster in {}", config.data_dir.display(); "members" => config.initial_members.len());
     Ok(Started {
         node,
         storage,
         seed_members: Vec::new(),
     })
+}
+
+/// Whether `engine` holds a backup restored for a new cluster (`stetutl snapshot restore`, see
+/// `Engine::start_new_cluster`): a cluster ID but no applied entry. A new member's file has
+/// neither; a running member's has both.
+fn holds_restored_state(engine: &Engine) -> Result<bool, crate::engine::EngineError> {
+    Ok(engine.applied().index == 0 && engine.view()?.cluster_id()? != 0)
 }
 
 /// Asks the other members of `--initial-cluster` for the cluster's ID and membership, and finds

@@ -1,10 +1,12 @@
 //! `stetutl`: offline tools for a member's data directory, following etcd's `etcdutl` (3.5) and
-//! `etcd-dump-logs`. Nothing here talks to a running member or changes the files it reads.
+//! `etcd-dump-logs`. Nothing here talks to a running member or changes the files it reads
+//! (`snapshot restore` writes only a data directory it creates).
 //!
 //! - `wal verify DATA_DIR`: reads every WAL segment with the checks a member runs at start and
 //!   reports segments, records, a torn tail, or the file and offset of a corruption.
 //! - `dump-logs DATA_DIR`: the WAL's metadata, hard state and snapshot, then one line per entry.
 //! - `snapshot status FILE`: checks a backup and prints its hash, revision, keys and size.
+//! - `snapshot restore FILE`: a new member's data directory from a backup, for a new cluster.
 //!
 //! Exit status: 0 when what was read checks out (a WAL's torn tail included: the member cuts it
 //! off at its next start), 1 on corruption or an unreadable file, 2 on wrong arguments.
@@ -16,6 +18,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod describe;
 mod dump_logs;
+mod snapshot_restore;
 mod snapshot_status;
 mod wal_verify;
 
@@ -50,6 +53,8 @@ enum Command {
 enum SnapshotCommand {
     /// Checks a backup and prints its hash, revision, total keys and size.
     Status(snapshot_status::Args),
+    /// Creates a new member's data directory from a backup, for a new cluster.
+    Restore(snapshot_restore::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +98,9 @@ fn main() -> ExitCode {
         Command::Snapshot {
             command: SnapshotCommand::Status(args),
         } => snapshot_status::run(&args),
+        Command::Snapshot {
+            command: SnapshotCommand::Restore(args),
+        } => snapshot_restore::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,159 @@
+//! `stetutl snapshot restore FILE` (etcdutl's): a new data directory holding a backup's keys,
+//! revisions and leases as the first state of a new cluster. Run on each member of the new
+//! cluster with its own `--name` and the same `--initial-cluster` and `--initial-cluster-token`;
+//! each member then starts with those flags and `--initial-cluster-state new`, and the cluster's
+//! first entries (its members) apply on top of the restored state — the backup's membership and
+//! cluster ID are dropped, so a restored member can never rejoin the cluster it came from.
+//!
+//! Only the storage engine's file is written (`member/engine.redb`); the WAL is created when the
+//! member first starts. A restore that fails leaves no data directory behind.
+
+use std::path::{Path, PathBuf};
+
+use stet::backup;
+use stet::engine::Engine;
+use stet::member;
+use stet::server::fs_disk::FsDisk;
+use stet::storage::StorageLayout;
+use stet::types::MemberId;
+
+/// The engine's page cache while restoring.
+const CACHE_BYTES: usize = 8 << 20;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A file written by `etcdctl snapshot save` against stet.
+    file: PathBuf,
+    /// This member's name in --initial-cluster.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// The data directory to create (default: NAME.stet); it must not exist.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The WAL's directory, when the member will run with --wal-dir.
+    #[arg(long)]
+    wal_dir: Option<PathBuf>,
+    /// The new cluster's members, NAME=PEER_URL,...
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    initial_cluster: String,
+    /// The new cluster's token (part of every member's ID).
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// This member's peer URLs, as in --initial-cluster.
+    #[arg(long, default_value = "http://localhost:2380")]
+    initial_advertise_peer_urls: String,
+    /// Do not compare the backup's SHA-256 (its records and rows are still checked).
+    #[arg(long)]
+    skip_hash_check: bool,
+}
+
+/// The new cluster's identity, as the member will derive it from the same flags.
+struct Identity {
+    member_id: MemberId,
+    cluster_id: u64,
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let identity = identity(args)?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.stet", args.name)));
+    if data_dir.exists() {
+        return Err(format!(
+            "data dir {} exists: restore into a new directory",
+            data_dir.display()
+        ));
+    }
+    let revision = match restore(args, &data_dir, identity.cluster_id) {
+        Ok(revision) => revision,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&data_dir);
+            return Err(error);
+        }
+    };
+    println!(
+        "restored the backup at revision {revision} into {} as member {:x} of a new cluster {:x}; \
+         start it with --initial-cluster-state new and the same --name, --initial-cluster, \
+         --initial-cluster-token and --initial-advertise-peer-urls",
+        data_dir.display(),
+        identity.member_id.0,
+        identity.cluster_id
+    );
+    Ok(())
+}
+
+/// The member's and the cluster's IDs from the flags, checked as the member checks them.
+fn identity(args: &Args) -> Result<Identity, String> {
+    let cluster = member::parse_initial_cluster(&args.initial_cluster)
+        .map_err(|e| format!("--initial-cluster: {e}"))?;
+    let Some((_, own_urls)) = cluster.iter().find(|(name, _)| *name == args.name) else {
+        return Err(format!(
+            "--name {:?} is not in --initial-cluster {:?}",
+            args.name, args.initial_cluster
+        ));
+    };
+    let mut advertised: Vec<String> = args
+        .initial_advertise_peer_urls
+        .split(',')
+        .map(|url| url.trim().to_string())
+        .filter(|url| !url.is_empty())
+        .collect();
+    let mut own = own_urls.clone();
+    advertised.sort();
+    own.sort();
+    if own != advertised {
+        return Err(format!(
+            "--initial-cluster gives {} the peer URLs {}, but --initial-advertise-peer-urls is {}",
+            args.name,
+            own.join(","),
+            advertised.join(",")
+        ));
+    }
+    let token = &args.initial_cluster_token;
+    let ids: Vec<MemberId> = cluster
+        .iter()
+        .map(|(_, urls)| member::member_id(urls, token, None))
+        .collect();
+    Ok(Identity {
+        member_id: member::member_id(own_urls, token, None),
+        cluster_id: member::cluster_id(&ids).0,
+    })
+}
+
+/// Writes the engine file; the backup's revision.
+fn restore(args: &Args, data_dir: &Path, cluster_id: u64) -> Result<i64, String> {
+    let file = &args.file;
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if !backup::is_streamed(&bytes) {
+        return Err(format!(
+            "{}: not a backup written by stet (etcdctl snapshot save against stet)",
+            file.display()
+        ));
+    }
+    let parsed = if args.skip_hash_check {
+        backup::parse_skipping_hash(&bytes)
+    } else {
+        backup::parse(&bytes)
+    }
+    .map_err(|e| format!("{}: {e}", file.display()))?;
+    let layout = StorageLayout::new(data_dir, args.wal_dir.as_deref());
+    let member_dir = layout
+        .engine_file
+        .parent()
+        .ok_or("the engine file has no directory")?;
+    std::fs::create_dir_all(member_dir).map_err(|e| format!("{}: {e}", member_dir.display()))?;
+    let mut engine =
+        Engine::open(FsDisk::new, &layout.engine_file, CACHE_BYTES).map_err(|e| e.to_string())?;
+    parsed
+        .restore_into(&mut engine)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    engine
+        .start_new_cluster(cluster_id)
+        .map_err(|e| e.to_string())?;
+    let revision = engine
+        .view()
+        .and_then(|view| view.current_revision())
+        .map_err(|e| e.to_string())?;
+    Ok(i64::try_from(revision).unwrap_or(i64::MAX))
+}
