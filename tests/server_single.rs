@@ -367,6 +367,69 @@ fn data_survives_restart_and_another_identity_is_refused() {
     );
 }
 
+/// The recovery runbook: copy a surviving member's data directory and start the copy alone,
+/// under another name and peer URL, with `--force-new-cluster` (etcd ignores `--initial-cluster`
+/// once a data directory exists). Without data, the same flags are refused with the reason.
+#[test]
+fn a_copied_data_dir_recovers_under_another_name_with_force_new_cluster() {
+    let dir = TempDir::new("force-copy");
+    let member = Member::start(&dir.0, &[]);
+    runtime().block_on(async {
+        let mut c = connect(member.endpoint()).await;
+        for i in 0..10 {
+            c.put(&format!("k{i}"), &format!("v{i}"), 0).await;
+        }
+    });
+    assert!(member.terminate().success());
+
+    let copy = TempDir::new("force-copy-target");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(dir.0.join("data"))
+        .arg(copy.0.join("data"))
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let cluster = format!("survivor={peer}");
+    let flags = [
+        "--name",
+        "survivor",
+        "--initial-cluster",
+        &cluster,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--force-new-cluster",
+    ];
+    let member = Member::start(&copy.0, &flags);
+    runtime().block_on(async {
+        let mut c = connect(member.endpoint()).await;
+        assert_eq!(c.value("k7").await.as_deref(), Some(&b"v7"[..]));
+        let members = c
+            .cluster
+            .member_list(pb::MemberListRequest::default())
+            .await
+            .expect("member list")
+            .into_inner();
+        assert_eq!(members.members.len(), 1, "{members:?}");
+        c.put("after", "recovery", 0).await;
+    });
+    drop(member);
+
+    let empty = TempDir::new("force-nothing");
+    let output = run_to_end(stet_command(
+        &empty.0,
+        free_port(),
+        &["--name", "nobody", "--force-new-cluster"],
+    ));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("needs a data directory to restart from"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn etcdctl_works_against_stet() {
     // A missing tool fails the test: tests/run-all.sh installs it (Debian's etcd-client).

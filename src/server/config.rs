@@ -199,6 +199,10 @@ pub struct ServerConfig {
     pub advertise_client_urls: Vec<String>,
     /// Restart as the only member of a new cluster, keeping the data (disaster recovery).
     pub force_new_cluster: bool,
+    /// Why --name and --initial-cluster do not describe this member, accepted only with
+    /// --force-new-cluster (which restarts from the data directory): starting without data
+    /// fails with it.
+    pub initial_cluster_problem: Option<String>,
     pub peer_urls: Vec<String>,
     pub cluster_state: ClusterState,
     pub cluster_token: String,
@@ -361,6 +365,28 @@ fn parse_listen_url(flag: &'static str, url: &str) -> Result<ListenAddr, ConfigE
     })
 }
 
+/// Checks that `--initial-cluster` names this member `name` with exactly its advertised peer URLs.
+fn own_initial_urls(
+    cluster: &[(String, Vec<String>)],
+    name: &str,
+    peer_urls: &[String],
+) -> Result<(), ConfigError> {
+    let Some((_, own_urls)) = cluster.iter().find(|(n, _)| n == name) else {
+        return Err(ConfigError::NameNotInCluster(name.to_string()));
+    };
+    let (mut own_sorted, mut advertised_sorted) = (own_urls.clone(), peer_urls.to_vec());
+    own_sorted.sort();
+    advertised_sorted.sort();
+    if own_sorted != advertised_sorted {
+        return Err(ConfigError::PeerUrlMismatch {
+            name: name.to_string(),
+            cluster_urls: own_urls.join(","),
+            advertised: peer_urls.join(","),
+        });
+    }
+    Ok(())
+}
+
 impl Flags {
     fn check(self) -> Result<ServerConfig, ConfigError> {
         if self.heartbeat_interval == 0 {
@@ -378,19 +404,14 @@ impl Flags {
             .collect::<Result<Vec<_>, _>>()?;
         let peer_urls = split_urls(&self.initial_advertise_peer_urls);
         let cluster = parse_initial_cluster(&self.initial_cluster)?;
-        let Some((_, own_urls)) = cluster.iter().find(|(name, _)| *name == self.name) else {
-            return Err(ConfigError::NameNotInCluster(self.name));
+        // With --force-new-cluster the member restarts from its data directory, which names it
+        // (etcd ignores --initial-cluster once data exists): a data directory copied from another
+        // member starts under any name. Only a start without data still needs a valid pair.
+        let initial_cluster_problem = match own_initial_urls(&cluster, &self.name, &peer_urls) {
+            Ok(()) => None,
+            Err(problem) if self.force_new_cluster => Some(problem.to_string()),
+            Err(problem) => return Err(problem),
         };
-        let (mut own_sorted, mut advertised_sorted) = (own_urls.clone(), peer_urls.clone());
-        own_sorted.sort();
-        advertised_sorted.sort();
-        if own_sorted != advertised_sorted {
-            return Err(ConfigError::PeerUrlMismatch {
-                name: self.name,
-                cluster_urls: own_urls.join(","),
-                advertised: peer_urls.join(","),
-            });
-        }
         let listen_peer = split_urls(&self.listen_peer_urls)
             .iter()
             .map(|url| parse_listen_url("listen-peer-urls", url))
@@ -424,6 +445,7 @@ impl Flags {
             listen_peer,
             advertise_client_urls,
             force_new_cluster: self.force_new_cluster,
+            initial_cluster_problem,
             peer_urls,
             cluster_state: self.initial_cluster_state,
             cluster_token: token,
@@ -630,5 +652,18 @@ mod tests {
     fn name_must_be_in_initial_cluster() {
         let error = parse_with(&["--name", "other"], &[]).unwrap_err();
         assert!(matches!(error, ConfigError::NameNotInCluster(_)));
+    }
+
+    #[test]
+    fn force_new_cluster_defers_the_initial_cluster_check_to_a_start_without_data() {
+        let config = parse_with(&["--name", "other", "--force-new-cluster"], &[])
+            .unwrap()
+            .expect("a config");
+        let problem = config.initial_cluster_problem.expect("the problem is kept");
+        assert!(problem.contains("\"other\""), "{problem}");
+        let config = parse_with(&["--force-new-cluster"], &[])
+            .unwrap()
+            .expect("a config");
+        assert_eq!(config.initial_cluster_problem, None);
     }
 }

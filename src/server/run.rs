@@ -43,6 +43,8 @@ pub enum ServerError {
     Removed,
     #[error("fatal: {0}")]
     Fatal(String),
+    #[error("{0} (--force-new-cluster needs a data directory to restart from; without one, --name and --initial-cluster must describe this member)")]
+    NoDataToForce(String),
 }
 
 /// Resolves when the process gets SIGINT or SIGTERM.

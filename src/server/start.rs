@@ -84,6 +84,8 @@ pub async fn start_node(
         } else {
             restart(config, env, opened, engine, log)?
         }
+    } else if let Some(problem) = &config.initial_cluster_problem {
+        return Err(ServerError::NoDataToForce(problem.clone()));
     } else if config.cluster_state == ClusterState::Existing {
         (join(config, env, disk, layout, log).await?, StartKind::Join)
     } else {
@@ -152,11 +154,13 @@ fn open(
     log: &slog::Logger,
 ) -> Result<Opened, ServerError> {
     // A member bootstrapped with `new` must be the one the flags describe; one that joined
-    // took the ID the cluster gave it, which only its WAL knows.
-    let expected = (config.cluster_state == ClusterState::New).then_some(Metadata {
-        member_id: config.member_id.0,
-        cluster_id: config.cluster_id.0,
-    });
+    // took the ID the cluster gave it, which only its WAL knows. --force-new-cluster restarts
+    // whoever the data directory was made for (a copy of another member's, under any name).
+    let expected = (config.cluster_state == ClusterState::New && !config.force_new_cluster)
+        .then_some(Metadata {
+            member_id: config.member_id.0,
+            cluster_id: config.cluster_id.0,
+        });
     let reading = env.now();
     let (storage, durable, report) = MemberStorage::open(disk, layout, env.wal_options(), expected)
         .map_err(storage_error(config))?;
