@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
-                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files]"
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows]"
                         .to_string(),
                 )
             }
@@ -106,6 +106,7 @@ fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
         "skip-fsync" => SelfTest::Mistake(Mistake::SkipGroupCommitFsync),
         "drop-watch" => SelfTest::Mistake(Mistake::DropWatchResponseWhenFull),
         "keep-engine-files" => SelfTest::Mistake(Mistake::KeepReplacedEngineFiles),
+        "backup-drops-rows" => SelfTest::Mistake(Mistake::BackupDropsFirstRows),
         other => return Err(format!("unknown fault to plant: {other}")),
     })
 }

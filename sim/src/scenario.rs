@@ -421,6 +421,15 @@ async fn final_checks(
             detail: "no write committed within 30 s of healing every fault".to_string(),
         });
     }
+    let (w, m) = (world.clone(), world.live_members(members));
+    let backup = checker_node.spawn(async move { crate::backup::check(w, m).await });
+    if let Ok(Err(detail)) = backup.await {
+        return Err(Failure {
+            key: None,
+            property: "backup",
+            detail,
+        });
+    }
     removed_members_stopped(world).await?;
     engine_files_settled(world).await?;
     let history = lock(&world.history).clone();

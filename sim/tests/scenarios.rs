@@ -157,6 +157,16 @@ fn replaced_engine_files_left_open_are_caught_by_the_engine_files_oracle() {
 }
 
 #[test]
+fn a_backup_missing_rows_is_caught_by_the_backup_oracle() {
+    let fault = SelfTest::Mistake(Mistake::BackupDropsFirstRows);
+    let caught = caught_within("calm", fault, "backup", 3);
+    assert!(
+        caught.is_some(),
+        "backups leaving out rows of the state went unnoticed for 3 seeds"
+    );
+}
+
+#[test]
 fn ranges_answering_a_wrong_count_on_every_member_are_caught_by_the_revision_oracle() {
     let caught = caught_within("calm", SelfTest::MiscountRanges, "revisions", 3);
     assert!(

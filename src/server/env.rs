@@ -91,6 +91,8 @@ pub enum Mistake {
     DropWatchResponseWhenFull,
     /// Engine files replaced by a defragmentation are never closed nor removed.
     KeepReplacedEngineFiles,
+    /// A backup (`Maintenance.Snapshot`) leaves out the first rows of the state.
+    BackupDropsFirstRows,
 }
 
 /// The machine under the member runtime.

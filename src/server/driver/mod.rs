@@ -322,7 +322,13 @@ impl Driver {
                 self.failure = Some(Exit::Removed);
             }
             Command::Snapshot { reply } => {
-                let _ = reply.send(self.node.export_applied_state());
+                let mut export = self.node.export_applied_state();
+                if self.env.planted(Mistake::BackupDropsFirstRows) {
+                    if let Some((_, rows)) = &mut export {
+                        let _ = rows.next_chunk(1);
+                    }
+                }
+                let _ = reply.send(export);
             }
             Command::TransferLeader { target } => {
                 self.node
