@@ -330,6 +330,15 @@ fn health_version_and_metrics_over_plain_http() {
     assert_eq!(code, 200);
     assert!(body.contains("etcd_server_has_leader 1"), "{body}");
     assert!(body.contains("etcd_debugging_mvcc_keys_total 0"), "{body}");
+    // Paths nothing serves answer etcd 3.4's plain 404 (v2 keys are off, as in etcd by default).
+    for path in ["/v2/keys/some_key_not_exists", "/no/such/path"] {
+        let (code, body) = http_get(member.port, path).expect("GET an unknown path");
+        assert_eq!(
+            (code, body.as_str()),
+            (404, "404 page not found\n"),
+            "{path}"
+        );
+    }
 }
 
 #[test]

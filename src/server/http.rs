@@ -26,6 +26,25 @@ pub fn router(driver: DriverHandle) -> Router {
         .with_state(driver)
 }
 
+/// What answers a path no route serves: a gRPC request gets gRPC's `UNIMPLEMENTED`, as from any
+/// gRPC server; anything else etcd's plain `404 page not found` (etcd 3.4 serves no `/v2/keys`
+/// unless `--enable-v2`: operators' scripts read that 404, not an empty 200).
+pub async fn not_found(headers: axum::http::HeaderMap) -> axum::response::Response {
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented("").into_http();
+    }
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "404 page not found\n",
+    )
+        .into_response()
+}
+
 fn json(status: StatusCode, body: String) -> impl IntoResponse {
     (status, [(header::CONTENT_TYPE, "application/json")], body)
 }

@@ -93,7 +93,8 @@ impl ClientListeners {
             .prepare()
             .into_axum_router()
             .merge(http::router(driver.clone()))
-            .merge(v2_members::router(driver));
+            .merge(v2_members::router(driver))
+            .fallback(http::not_found);
         for listener in self.listeners {
             let local = listener.local_addr().ok();
             slog::info!(log, "serving client requests (gRPC and HTTP)"; "address" => ?local);
