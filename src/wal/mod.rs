@@ -171,10 +171,6 @@ pub struct Wal<D: Disk> {
     segment_bytes: u64,
     /// Whether the next segment's file is prepared (see `prepare`).
     next_segment: NextSegment,
-    /// Whether the current segment's file was prepared (zero-filled to the segment size). A plain
-    /// one (the first, or one cut by a torn-tail repair) is finished as soon as a prepared file is
-    /// ready, so the fsyncs after appends stop changing the file's size.
-    current_prepared: bool,
     /// The crc of the last record written (seed of the next one).
     crc: u32,
     /// Index of the last entry written (names the next segment).

@@ -29,7 +29,6 @@ impl<D: Disk> Wal<D> {
             torn_tail,
         } = read_back(&disk, dir)?;
         let last_len = reports.last().map_or(0, |r| r.record_bytes);
-        let last_file_len = reports.last().map_or(0, |r| r.file_bytes);
         if let Some(torn) = &torn_tail {
             disk.truncate(&torn.file, torn.offset)?;
         }
@@ -52,8 +51,6 @@ impl<D: Disk> Wal<D> {
             segments,
             segment_bytes: last_len,
             next_segment: NextSegment::Wanted,
-            // Zeros after the records: the file was prepared (a torn tail's repair cut them off).
-            current_prepared: torn_tail.is_none() && last_file_len > last_len,
             crc: replay.crc.unwrap_or(0),
             last_index,
             unsynced: false,

@@ -444,18 +444,28 @@ fn prepare_next(wal: &mut Wal<MemDisk>) {
     }
 }
 
-/// A WAL whose current segment is a prepared one (2,048 bytes), holding entries 1..=3, synced.
+/// A WAL whose current segment is a prepared one (2,048 bytes), holding entries 1..=3, synced:
+/// hard states fill the first segment past half (when the next may be prepared) and then past
+/// full (when the WAL rotates onto it).
 fn wal_in_prepared_segment() -> (Wal<MemDisk>, PathBuf) {
     let opts = WalOptions {
         segment_size_bytes: 2048,
     };
     let mut wal = new_wal(opts);
-    prepare_next(&mut wal);
+    let mut commit = 0;
+    while wal.segment_paths().len() < 2 {
+        commit += 1;
+        wal.append(&[], Some(&hard_state(1, 1, commit))).unwrap();
+        prepare_next(&mut wal);
+    }
     wal.append(&entries(1, 3, 1), None).unwrap();
     wal.sync().unwrap();
     let last = wal.segment_paths().pop().unwrap();
-    assert_eq!(wal.segment_paths().len(), 2, "the first segment gave way");
-    assert_eq!(wal.disk_mut().len(&last).unwrap(), 2048);
+    assert_eq!(
+        wal.disk_mut().len(&last).unwrap(),
+        2048,
+        "not the prepared file"
+    );
     (wal, last)
 }
 
@@ -469,10 +479,9 @@ fn reopen_prepared(disk: MemDisk) -> Result<(Wal<MemDisk>, Recovered), WalError>
 #[test]
 fn a_prepared_segment_takes_over_and_its_zeros_are_not_a_torn_tail() {
     let (wal, last) = wal_in_prepared_segment();
-    // The plain first segment ends at its records (entry 1's last byte is its context, 1); the
-    // prepared file was renamed into place.
-    let first = wal.disk().read(&wal.segment_paths()[0]).unwrap();
-    assert!(first.len() < 2048 && first.last() == Some(&1));
+    // The plain first segment ends at its records; the prepared file was renamed into place.
+    let first = &inspect(wal.disk(), &dir()).unwrap().segments[0];
+    assert_eq!(first.record_bytes, first.file_bytes);
     assert!(wal
         .disk()
         .read(&dir().join(prepare::PREPARED_NAME))

@@ -38,7 +38,6 @@ impl<D: Disk> Wal<D> {
             segments: vec![first],
             segment_bytes: 0,
             next_segment: NextSegment::Wanted,
-            current_prepared: false,
             crc: 0,
             last_index: 0,
             unsynced: false,
@@ -131,8 +130,12 @@ impl<D: Disk> Wal<D> {
     /// none is being prepared: the caller runs [`prepare::prepare_segment_file`] on it (off the
     /// writer's path) and reports with [`segment_prepared`](Self::segment_prepared). Without it,
     /// rotations create plain segments.
+    ///
+    /// Only once the current segment is half full: a member that writes little never fills 64 MiB
+    /// of zeros, and many members starting on one machine do not all write them at once.
     pub fn segment_to_prepare(&mut self) -> Option<(PathBuf, u64)> {
-        if self.failed || self.next_segment != NextSegment::Wanted {
+        let half_full = self.segment_bytes >= self.opts.segment_size_bytes / 2;
+        if self.failed || !half_full || self.next_segment != NextSegment::Wanted {
             return None;
         }
         self.next_segment = NextSegment::Preparing;
@@ -242,8 +245,7 @@ impl<D: Disk> Wal<D> {
 
     fn rotate_if_full(&mut self) -> Result<(), WalError> {
         let size = self.segment_bytes + self.buf.len() as u64;
-        let prepared_waits = !self.current_prepared && self.next_segment == NextSegment::Ready;
-        if size > self.opts.segment_size_bytes || prepared_waits {
+        if size > self.opts.segment_size_bytes {
             self.rotate()?;
         }
         Ok(())
@@ -260,8 +262,7 @@ impl<D: Disk> Wal<D> {
         }
         self.disk.sync(&old.path)?;
         let next = Segment::new(&self.dir, old.seq + 1, self.last_index.saturating_add(1));
-        self.current_prepared = self.next_segment == NextSegment::Ready;
-        if self.current_prepared {
+        if self.next_segment == NextSegment::Ready {
             self.disk
                 .rename(&prepare::prepared_path(&self.dir), &next.path)?;
         } else {
