@@ -14,32 +14,9 @@ use procs::*;
 /// (kill -9, as a crash would); what each command printed.
 fn write_with_etcdctl(dir: &Path, commands: &[&[&str]]) -> Vec<String> {
     let etcdctl = etcdctl().expect("etcdctl is not installed: apt-get install -y etcd-client");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
     let peer_url = format!("http://127.0.0.1:{}", free_port());
-    let mut child = KilledOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_stet"))
-            .current_dir(dir)
-            .args(["--data-dir", "data", "--log-level", "warn"])
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("default={peer_url}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn stet"),
-    );
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    while !matches!(http_get(port, "/health"), Ok((200, _))) {
-        assert!(Instant::now() < deadline, "stet was not healthy in time");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let cluster = format!("default={peer_url}");
+    let (mut child, url) = start_member(dir, "default", "data", &peer_url, &cluster);
     let printed = commands
         .iter()
         .map(|args| etcdctl_run(&etcdctl, &url, args))
@@ -278,44 +255,7 @@ fn a_restored_backup_starts_a_new_cluster_with_the_data_and_revision() {
         text(&again.stderr)
     );
 
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut member = KilledOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_stet"))
-            .args([
-                "--name",
-                "m1",
-                "--data-dir",
-                restored_arg,
-                "--log-level",
-                "warn",
-            ])
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &cluster])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn stet"),
-    );
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    while !matches!(http_get(port, "/health"), Ok((200, _))) {
-        assert!(
-            member.0.try_wait().expect("try_wait").is_none(),
-            "the restored member exited"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the restored member was not healthy in time"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_member, url) = start_member(&dir.0, "m1", restored_arg, &peer_url, &cluster);
     let values = etcdctl_run(&etcdctl, &url, &["get", "--prefix", "/"]);
     assert_eq!(values, "/a\n3\n/b\n2\n");
     let revision = status["revision"].as_i64().expect("a revision");
@@ -342,6 +282,56 @@ fn a_restored_backup_starts_a_new_cluster_with_the_data_and_revision() {
     let put = etcdctl_run(&etcdctl, &url, &["put", "/c", "4", "-w", "json"]);
     let put: serde_json::Value = serde_json::from_str(&put).expect("put JSON");
     assert_eq!(put["header"]["revision"].as_i64(), Some(revision + 1));
+}
+
+/// Starts a `stet` member in `dir` and waits until it is healthy; the member and its client URL.
+fn start_member(
+    dir: &Path,
+    name: &str,
+    data_dir: &str,
+    peer_url: &str,
+    cluster: &str,
+) -> (KilledOnDrop, String) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut member = KilledOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_stet"))
+            .current_dir(dir)
+            .args([
+                "--name",
+                name,
+                "--data-dir",
+                data_dir,
+                "--log-level",
+                "warn",
+            ])
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", peer_url])
+            .args(["--initial-advertise-peer-urls", peer_url])
+            .args(["--initial-cluster", cluster])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn stet"),
+    );
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    while !matches!(http_get(port, "/health"), Ok((200, _))) {
+        assert!(
+            member.0.try_wait().expect("try_wait").is_none(),
+            "stet {name} exited during startup"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "stet {name} was not healthy in time"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (member, url)
 }
 
 /// A child process killed when the test ends, however it ends.

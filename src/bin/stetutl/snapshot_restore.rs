@@ -124,13 +124,7 @@ fn identity(args: &Args) -> Result<Identity, String> {
 /// Writes the engine file; the backup's revision.
 fn restore(args: &Args, data_dir: &Path, cluster_id: u64) -> Result<i64, String> {
     let file = &args.file;
-    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    if !backup::is_streamed(&bytes) {
-        return Err(format!(
-            "{}: not a backup written by stet (etcdctl snapshot save against stet)",
-            file.display()
-        ));
-    }
+    let bytes = crate::snapshot_status::read_backup(file)?;
     let parsed = if args.skip_hash_check {
         backup::parse_skipping_hash(&bytes)
     } else {

@@ -67,13 +67,7 @@ pub fn run(args: &Args) -> Result<(), String> {
 
 /// Checks `file` and reads its status.
 pub fn status(file: &Path) -> Result<Status, String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    if !backup::is_streamed(&bytes) {
-        return Err(format!(
-            "{}: not a backup written by stet (etcdctl snapshot save against stet)",
-            file.display()
-        ));
-    }
+    let bytes = read_backup(file)?;
     let parsed = backup::parse(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let scratch = Scratch::new()?;
     let mut engine = Engine::open(FsDisk::new, &scratch.0.join("engine"), CACHE_BYTES)
@@ -94,6 +88,18 @@ pub fn status(file: &Path) -> Result<Status, String> {
         total_keys,
         total_size_bytes: bytes.len() as u64,
     })
+}
+
+/// The bytes of `file`, once they start as a backup stet writes.
+pub fn read_backup(file: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if !backup::is_streamed(&bytes) {
+        return Err(format!(
+            "{}: not a backup written by stet (etcdctl snapshot save against stet)",
+            file.display()
+        ));
+    }
+    Ok(bytes)
 }
 
 fn table(status: &Status) -> String {
