@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-20}"
-targets=(wal_record wal_open snap_file state_snapshot raft_entry_apply raft_message peer_frames engine_value engine_state snapshot_chunk backup)
+targets=(wal_record wal_open snap_file state_snapshot raft_entry_apply raft_message peer_frames engine_value engine_state snapshot_chunk backup etcd_snapshot)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz"

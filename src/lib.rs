@@ -12,6 +12,7 @@ pub mod engine;
 pub mod kv;
 pub mod lease;
 pub mod member;
+pub mod migrate;
 pub mod node;
 pub mod peer_wire;
 pub mod proto;

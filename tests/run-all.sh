@@ -30,6 +30,13 @@ if ! command -v etcdctl >/dev/null 2>&1; then
     fi
 fi
 
+# The real etcd 3.4 (Debian's etcd-server), whose backups tests/migrate_etcd.rs restores into stet.
+# .ci/run installs it (without letting the package start a service on 2379).
+if ! command -v etcd >/dev/null 2>&1; then
+    echo "error: etcd is missing (the migration test needs it): apt-get install etcd-server" >&2
+    exit 1
+fi
+
 echo "== cargo fmt --check (core, sim, fuzz)"
 cargo fmt --all -- --check
 cargo fmt --manifest-path sim/Cargo.toml --all -- --check

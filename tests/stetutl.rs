@@ -5,8 +5,7 @@
 mod procs;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use procs::*;
 
@@ -282,64 +281,4 @@ fn a_restored_backup_starts_a_new_cluster_with_the_data_and_revision() {
     let put = etcdctl_run(&etcdctl, &url, &["put", "/c", "4", "-w", "json"]);
     let put: serde_json::Value = serde_json::from_str(&put).expect("put JSON");
     assert_eq!(put["header"]["revision"].as_i64(), Some(revision + 1));
-}
-
-/// Starts a `stet` member in `dir` and waits until it is healthy; the member and its client URL.
-fn start_member(
-    dir: &Path,
-    name: &str,
-    data_dir: &str,
-    peer_url: &str,
-    cluster: &str,
-) -> (KilledOnDrop, String) {
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut member = KilledOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_stet"))
-            .current_dir(dir)
-            .args([
-                "--name",
-                name,
-                "--data-dir",
-                data_dir,
-                "--log-level",
-                "warn",
-            ])
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args(["--listen-peer-urls", peer_url])
-            .args(["--initial-advertise-peer-urls", peer_url])
-            .args(["--initial-cluster", cluster])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn stet"),
-    );
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    while !matches!(http_get(port, "/health"), Ok((200, _))) {
-        assert!(
-            member.0.try_wait().expect("try_wait").is_none(),
-            "stet {name} exited during startup"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "stet {name} was not healthy in time"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (member, url)
-}
-
-/// A child process killed when the test ends, however it ends.
-struct KilledOnDrop(Child);
-
-impl Drop for KilledOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -279,4 +279,100 @@ pub fn value_in_backup(bytes: &[u8], key: &[u8]) -> (u64, Option<Vec<u8>>) {
         .expect("range");
     let value = found.kvs.into_iter().next().map(|kv| kv.value);
     (backup.meta.index, value)
+}
+
+/// Starts a `stet` member in `dir` and waits until it is healthy; the member and its client URL.
+pub fn start_member(
+    dir: &Path,
+    name: &str,
+    data_dir: &str,
+    peer_url: &str,
+    cluster: &str,
+) -> (KilledOnDrop, String) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut member = KilledOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_stet"))
+            .current_dir(dir)
+            .args([
+                "--name",
+                name,
+                "--data-dir",
+                data_dir,
+                "--log-level",
+                "warn",
+            ])
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", peer_url])
+            .args(["--initial-advertise-peer-urls", peer_url])
+            .args(["--initial-cluster", cluster])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn stet"),
+    );
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    while !matches!(http_get(port, "/health"), Ok((200, _))) {
+        assert!(
+            member.0.try_wait().expect("try_wait").is_none(),
+            "stet {name} exited during startup"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "stet {name} was not healthy in time"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (member, url)
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct KilledOnDrop(pub Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a real etcd 3.4 (Debian's `etcd-server`; CI installs it) with its data in `dir/etcd`,
+/// waits until it is healthy; the process and its client URL.
+pub fn start_etcd(dir: &Path) -> (KilledOnDrop, String) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let peer_url = format!("http://127.0.0.1:{}", free_port());
+    let etcd = Command::new("etcd")
+        .current_dir(dir)
+        .args(["--name", "etcd", "--data-dir", "etcd"])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("etcd={peer_url}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd is not installed: apt-get install -y etcd-server");
+    let mut etcd = KilledOnDrop(etcd);
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    while !matches!(http_get(port, "/health"), Ok((200, _))) {
+        assert!(
+            etcd.0.try_wait().expect("try_wait").is_none(),
+            "etcd exited during startup"
+        );
+        assert!(Instant::now() < deadline, "etcd was not healthy in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (etcd, url)
 }

@@ -19,7 +19,7 @@ fn main() -> std::io::Result<()> {
     let root = std::env::args()
         .nth(1)
         .map_or_else(|| PathBuf::from("corpus"), PathBuf::from);
-    let targets: [(&str, Vec<Vec<u8>>); 11] = [
+    let targets: [(&str, Vec<Vec<u8>>); 12] = [
         ("wal_record", wal_record()),
         ("wal_open", wal_open()),
         ("snap_file", snap_file()),
@@ -31,6 +31,7 @@ fn main() -> std::io::Result<()> {
         ("engine_state", engine_state()),
         ("snapshot_chunk", snapshot_chunk()),
         ("backup", backup()),
+        ("etcd_snapshot", etcd_snapshot()),
     ];
     for (target, seeds) in targets {
         let dir = root.join(target);
@@ -302,4 +303,12 @@ fn engine_value() -> Vec<Vec<u8>> {
             seed
         })
         .collect()
+}
+
+/// etcd 3.4's backup from the tests' fixture, without its SHA-256 trailer (the target reads the
+/// bbolt file itself), whole and cut to its first pages.
+fn etcd_snapshot() -> Vec<Vec<u8>> {
+    let file = include_bytes!("../../../tests/fixtures/etcd-3.4-snapshot.db");
+    let database = &file[..file.len() - 32];
+    vec![database.to_vec(), database[..4 * 4096].to_vec()]
 }

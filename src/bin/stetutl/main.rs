@@ -7,6 +7,7 @@
 //! - `dump-logs DATA_DIR`: the WAL's metadata, hard state and snapshot, then one line per entry.
 //! - `snapshot status FILE`: checks a backup and prints its hash, revision, keys and size.
 //! - `snapshot restore FILE`: a new member's data directory from a backup, for a new cluster.
+//!   Both snapshot commands take stet's backups and etcd 3.x's (migration from etcd).
 //!
 //! Exit status: 0 when what was read checks out (a WAL's torn tail included: the member cuts it
 //! off at its next start), 1 on corruption or an unreadable file, 2 on wrong arguments.
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod backup_file;
 mod describe;
 mod dump_logs;
 mod snapshot_restore;

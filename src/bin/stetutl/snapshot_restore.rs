@@ -10,10 +10,12 @@
 
 use std::path::{Path, PathBuf};
 
-use stet::backup;
+use crate::backup_file::{self, Loaded, Origin};
+
 use stet::engine::Engine;
 use stet::member;
 use stet::server::fs_disk::FsDisk;
+use stet::state::StateMachine;
 use stet::storage::StorageLayout;
 use stet::types::MemberId;
 
@@ -22,7 +24,7 @@ const CACHE_BYTES: usize = 8 << 20;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A file written by `etcdctl snapshot save` against stet.
+    /// A file written by `etcdctl snapshot save` against stet or etcd 3.x.
     file: PathBuf,
     /// This member's name in --initial-cluster.
     #[arg(long, default_value = "default")]
@@ -65,17 +67,26 @@ pub fn run(args: &Args) -> Result<(), String> {
             data_dir.display()
         ));
     }
-    let revision = match restore(args, &data_dir, identity.cluster_id) {
-        Ok(revision) => revision,
+    let (revision, loaded) = match restore(args, &data_dir, identity.cluster_id) {
+        Ok(restored) => restored,
         Err(error) => {
             let _ = std::fs::remove_dir_all(&data_dir);
             return Err(error);
         }
     };
+    if loaded.origin == Origin::Etcd {
+        for note in &loaded.left_behind {
+            eprintln!("warning: the etcd backup also held {note}");
+        }
+    }
     println!(
-        "restored the backup at revision {revision} into {} as member {:x} of a new cluster {:x}; \
+        "restored the {} backup at revision {revision} into {} as member {:x} of a new cluster {:x}; \
          start it with --initial-cluster-state new and the same --name, --initial-cluster, \
          --initial-cluster-token and --initial-advertise-peer-urls",
+        match loaded.origin {
+            Origin::Stet => "stet",
+            Origin::Etcd => "etcd",
+        },
         data_dir.display(),
         identity.member_id.0,
         identity.cluster_id
@@ -121,16 +132,11 @@ fn identity(args: &Args) -> Result<Identity, String> {
     })
 }
 
-/// Writes the engine file; the backup's revision.
-fn restore(args: &Args, data_dir: &Path, cluster_id: u64) -> Result<i64, String> {
+/// Writes the engine file, then loads it as the member will at its first start; the backup's
+/// revision and what loading it found.
+fn restore(args: &Args, data_dir: &Path, cluster_id: u64) -> Result<(i64, Loaded), String> {
     let file = &args.file;
-    let bytes = crate::snapshot_status::read_backup(file)?;
-    let parsed = if args.skip_hash_check {
-        backup::parse_skipping_hash(&bytes)
-    } else {
-        backup::parse(&bytes)
-    }
-    .map_err(|e| format!("{}: {e}", file.display()))?;
+    let bytes = backup_file::read(file)?;
     let layout = StorageLayout::new(data_dir, args.wal_dir.as_deref());
     let member_dir = layout
         .engine_file
@@ -139,15 +145,12 @@ fn restore(args: &Args, data_dir: &Path, cluster_id: u64) -> Result<i64, String>
     std::fs::create_dir_all(member_dir).map_err(|e| format!("{}: {e}", member_dir.display()))?;
     let mut engine =
         Engine::open(FsDisk::new, &layout.engine_file, CACHE_BYTES).map_err(|e| e.to_string())?;
-    parsed
-        .restore_into(&mut engine)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let loaded = backup_file::load_into(file, &bytes, &mut engine, args.skip_hash_check)?;
     engine
         .start_new_cluster(cluster_id)
         .map_err(|e| e.to_string())?;
-    let revision = engine
-        .view()
-        .and_then(|view| view.current_revision())
-        .map_err(|e| e.to_string())?;
-    Ok(i64::try_from(revision).unwrap_or(i64::MAX))
+    // Any lease TTL passes here: the member applies its own minimum to new leases only.
+    let (state, _, _) = StateMachine::from_engine(engine, 1)
+        .map_err(|e| format!("{}: the restored state does not load: {e}", file.display()))?;
+    Ok((state.kv.current_revision(), loaded))
 }

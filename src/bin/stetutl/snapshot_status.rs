@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use stet::backup;
+use crate::backup_file;
+
 use stet::engine::Engine;
 use stet::kv::KvStore;
 use stet::server::fs_disk::FsDisk;
@@ -17,7 +18,7 @@ const CACHE_BYTES: usize = 8 << 20;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A file written by `etcdctl snapshot save` against stet.
+    /// A file written by `etcdctl snapshot save` against stet or etcd 3.x.
     file: PathBuf,
     /// Output format: simple, table or json.
     #[arg(short = 'w', long = "write-out", value_enum, default_value_t = Format::Simple)]
@@ -67,14 +68,11 @@ pub fn run(args: &Args) -> Result<(), String> {
 
 /// Checks `file` and reads its status.
 pub fn status(file: &Path) -> Result<Status, String> {
-    let bytes = read_backup(file)?;
-    let parsed = backup::parse(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let bytes = backup_file::read(file)?;
     let scratch = Scratch::new()?;
     let mut engine = Engine::open(FsDisk::new, &scratch.0.join("engine"), CACHE_BYTES)
         .map_err(|e| e.to_string())?;
-    parsed
-        .restore_into(&mut engine)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+    backup_file::load_into(file, &bytes, &mut engine, false)?;
     let total_keys = engine
         .view()
         .and_then(|view| view.revision_count())
@@ -88,18 +86,6 @@ pub fn status(file: &Path) -> Result<Status, String> {
         total_keys,
         total_size_bytes: bytes.len() as u64,
     })
-}
-
-/// The bytes of `file`, once they start as a backup stet writes.
-pub fn read_backup(file: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    if !backup::is_streamed(&bytes) {
-        return Err(format!(
-            "{}: not a backup written by stet (etcdctl snapshot save against stet)",
-            file.display()
-        ));
-    }
-    Ok(bytes)
 }
 
 fn table(status: &Status) -> String {
