@@ -330,15 +330,123 @@ fn health_version_and_metrics_over_plain_http() {
     assert_eq!(code, 200);
     assert!(body.contains("etcd_server_has_leader 1"), "{body}");
     assert!(body.contains("etcd_debugging_mvcc_keys_total 0"), "{body}");
-    // Paths nothing serves answer etcd 3.4's plain 404 (v2 keys are off, as in etcd by default).
-    for path in ["/v2/keys/some_key_not_exists", "/no/such/path"] {
-        let (code, body) = http_get(member.port, path).expect("GET an unknown path");
-        assert_eq!(
-            (code, body.as_str()),
-            (404, "404 page not found\n"),
-            "{path}"
-        );
-    }
+    // Paths nothing serves answer etcd 3.4's plain 404.
+    let (code, body) = http_get(member.port, "/no/such/path").expect("GET an unknown path");
+    assert_eq!((code, body.as_str()), (404, "404 page not found\n"));
+}
+
+/// The whole response to a plain HTTP/1.1 request with a form body: status line, headers, body.
+fn http_form(port: u16, method: &str, path: &str, form: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response.to_lowercase()
+}
+
+fn etcdctl_v2(endpoint: &str, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new("etcdctl");
+    command
+        .env("ETCDCTL_API", "2")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args);
+    run_to_end(command)
+}
+
+#[test]
+fn v2_keys_answer_as_etcd_v2_does() {
+    etcdctl().expect("etcdctl is not installed: apt-get install -y etcd-client");
+    let dir = TempDir::new("v2-keys");
+    let member = Member::start(&dir.0, &[]);
+    let port = member.port;
+    // A missing key: etcd v2's 404, with the member's revision in X-Etcd-Index.
+    let missing = http_form(port, "GET", "/v2/keys/some_key_not_exists", "");
+    assert!(missing.starts_with("http/1.1 404"), "{missing}");
+    assert!(missing.contains("x-etcd-index: 1\r\n"), "{missing}");
+    assert!(
+        missing.ends_with(
+            "{\"errorcode\":100,\"message\":\"key not found\",\"cause\":\"/some_key_not_exists\",\"index\":1}\n"
+        ),
+        "{missing}"
+    );
+    let created = http_form(port, "PUT", "/v2/keys/a", "value=1");
+    assert!(created.starts_with("http/1.1 201"), "{created}");
+    assert!(created.contains("x-etcd-index: 2\r\n"), "{created}");
+    assert!(created.contains("x-raft-term: "), "{created}");
+    assert!(
+        created.contains("{\"action\":\"set\",\"node\":{\"key\":\"/a\",\"value\":\"1\",\"modifiedindex\":2,\"createdindex\":2}}"),
+        "{created}"
+    );
+    let failed = http_form(port, "PUT", "/v2/keys/a?prevValue=9", "value=2");
+    assert!(failed.starts_with("http/1.1 412"), "{failed}");
+    assert!(failed.contains("\"cause\":\"[9 != 1]\""), "{failed}");
+
+    // etcdctl's v2 commands.
+    let endpoint = member.endpoint();
+    let text = |output: &std::process::Output| {
+        let mut all = String::from_utf8_lossy(&output.stdout).into_owned();
+        all.push_str(&String::from_utf8_lossy(&output.stderr));
+        all
+    };
+    let set = etcdctl_v2(&endpoint, &["set", "/k", "v"]);
+    assert!(set.status.success(), "{}", text(&set));
+    assert_eq!(text(&etcdctl_v2(&endpoint, &["get", "/k"])), "v\n");
+    let again = etcdctl_v2(&endpoint, &["mk", "/k", "w"]);
+    assert_eq!(again.status.code(), Some(4));
+    assert!(
+        text(&again).contains("105: Key already exists (/k)"),
+        "{}",
+        text(&again)
+    );
+    let ls = text(&etcdctl_v2(&endpoint, &["ls", "/"]));
+    assert_eq!(ls, "/a\n/k\n");
+    let rm = etcdctl_v2(&endpoint, &["rm", "/k"]);
+    assert_eq!(text(&rm), "PrevNode.Value: v\n");
+    let gone = etcdctl_v2(&endpoint, &["get", "/k"]);
+    assert_eq!(gone.status.code(), Some(4));
+    assert!(
+        text(&gone).contains("100: Key not found (/k)"),
+        "{}",
+        text(&gone)
+    );
+
+    // v2 and v3 see the same keys: a v3 write is a v2 key whose indexes are its revisions.
+    let revision = runtime().block_on(async {
+        let mut c = connect(member.endpoint()).await;
+        c.put("/v3/key", "from-v3", 0)
+            .await
+            .header
+            .expect("header")
+            .revision
+    });
+    let read = http_form(port, "GET", "/v2/keys/v3/key", "");
+    assert!(
+        read.contains(&format!("x-etcd-index: {revision}\r\n")),
+        "{read}"
+    );
+    assert!(
+        read.contains(&format!(
+            "\"value\":\"from-v3\",\"modifiedindex\":{revision}"
+        )),
+        "{read}"
+    );
+    drop(member);
+
+    // --enable-v2=false serves no v2 keys, as etcd 3.4 by default.
+    let dir = TempDir::new("v2-keys-off");
+    let member = Member::start(&dir.0, &["--enable-v2=false"]);
+    let (code, body) = http_get(member.port, "/v2/keys/a").expect("GET /v2/keys/a");
+    assert_eq!((code, body.as_str()), (404, "404 page not found\n"));
 }
 
 #[test]

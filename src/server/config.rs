@@ -120,6 +120,10 @@ pub struct Flags {
     /// after losing a majority). Grow the cluster back with `member add`.
     #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub force_new_cluster: bool,
+    /// Serve etcd v2's keys API (`/v2/keys`) over the v3 store (v2 and v3 clients see the same
+    /// keys). On by default, unlike etcd 3.4's separate v2 store: operators' checks read it.
+    #[arg(long, env = "ETCD_ENABLE_V2", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub enable_v2: bool,
     /// A YAML file with these settings (keys are the flag names, as in etcd's config file). When
     /// given, other flags and `ETCD_*` variables are ignored, as etcd does.
     #[arg(long, env = "ETCD_CONFIG_FILE")]
@@ -220,6 +224,8 @@ pub struct ServerConfig {
     pub quota_backend_bytes: Option<u64>,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
+    /// Serve `/v2/keys`.
+    pub enable_v2: bool,
     /// Keys of `--config-file` that stet does not know (logged as a warning at start).
     pub ignored_config_keys: Vec<String>,
 }
@@ -461,6 +467,7 @@ impl Flags {
             quota_backend_bytes: quota_bytes(self.quota_backend_bytes),
             log_level: self.log_level,
             log_format: self.log_format,
+            enable_v2: self.enable_v2,
             ignored_config_keys: Vec::new(),
         })
     }
@@ -617,7 +624,7 @@ mod tests {
              listen-client-urls: [http://10.0.0.1:2379, http://127.0.0.1:4001]\n\
              snapshot-count: 5000\n\
              force-new-cluster: false\n\
-             enable-v2: true\n\
+             enable-v2: false\n\
              logger: zap\n",
         )
         .unwrap();
@@ -630,7 +637,8 @@ mod tests {
         assert_eq!(config.snapshot_count, 5000);
         assert_eq!(config.listen_client.len(), 2);
         assert_eq!(config.listen_client[1].port, 4001);
-        assert_eq!(config.ignored_config_keys, vec!["enable-v2", "logger"]);
+        assert_eq!(config.ignored_config_keys, vec!["logger"]);
+        assert!(!config.enable_v2);
         std::fs::write(&path, "- not\n- a mapping\n").unwrap();
         let error = parse_with(&["--config-file", &path_arg], &[]).unwrap_err();
         assert!(error.to_string().contains("must be a mapping"), "{error}");

@@ -59,6 +59,13 @@ impl Services {
         }
     }
 
+    /// Where requests go (the local driver, or the leader for leader-only ones), for the HTTP
+    /// APIs that make v3 requests.
+    #[cfg(not(madsim))]
+    pub fn request_router(&self) -> Router {
+        self.router.clone()
+    }
+
     /// The gRPC routes of every service, ready to merge into the HTTP router.
     #[cfg(not(madsim))]
     pub fn routes(&self, max_request_bytes: usize) -> tonic::service::Routes {

@@ -82,19 +82,22 @@ impl ClientListeners {
         self,
         services: Services,
         driver: DriverHandle,
-        max_request_bytes: usize,
+        config: &ServerConfig,
         stopped: watch::Receiver<bool>,
         log: &slog::Logger,
     ) {
         use super::h2_authority::RewritingListener;
-        use super::{http, v2_members};
-        let app = services
-            .routes(max_request_bytes)
+        use super::{http, v2_keys, v2_members};
+        let mut app = services
+            .routes(config.max_request_bytes)
             .prepare()
             .into_axum_router()
             .merge(http::router(driver.clone()))
-            .merge(v2_members::router(driver))
-            .fallback(http::not_found);
+            .merge(v2_members::router(driver));
+        if config.enable_v2 {
+            app = app.merge(v2_keys::router(services.request_router()));
+        }
+        let app = app.fallback(http::not_found);
         for listener in self.listeners {
             let local = listener.local_addr().ok();
             slog::info!(log, "serving client requests (gRPC and HTTP)"; "address" => ?local);
@@ -120,7 +123,7 @@ impl ClientListeners {
         self,
         services: Services,
         _driver: DriverHandle,
-        _max_request_bytes: usize,
+        _config: &ServerConfig,
         stopped: watch::Receiver<bool>,
         log: &slog::Logger,
     ) {

@@ -44,6 +44,8 @@ mod start;
 #[cfg(feature = "server")]
 pub mod status;
 #[cfg(all(feature = "server", not(madsim)))]
+mod v2_keys;
+#[cfg(all(feature = "server", not(madsim)))]
 pub mod v2_members;
 
 #[cfg(all(feature = "server", not(madsim)))]

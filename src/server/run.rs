@@ -193,7 +193,7 @@ fn spawn_member(
     let driver_task = tokio::spawn(driver.run());
     let router = Router::new(handle.clone(), Forwarder::new(identity, addresses));
     let services = Services::new(router, limits);
-    clients.serve(services, handle, config.max_request_bytes, stopped, log);
+    clients.serve(services, handle, config, stopped, log);
     driver_task
 }
 
