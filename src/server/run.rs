@@ -39,7 +39,11 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("this member has been permanently removed from the cluster. Exiting.")]
+    #[error(
+        "this member has been permanently removed from the cluster. Exiting. (Its data \
+             directory can never rejoin: to bring this machine back, move the data directory \
+             aside, run `etcdctl member add` and start with the settings it prints.)"
+    )]
     Removed,
     #[error("fatal: {0}")]
     Fatal(String),

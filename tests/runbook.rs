@@ -1,0 +1,330 @@
+//! The operator's runbook as tests, on real `stet` processes driven by the real `etcdctl` 3.4:
+//! the recovery and migration runbook — one member holding the data, its data directory copied
+//! to a new machine and started alone with `--force-new-cluster` under a new name and peer URL,
+//! its peer URL fixed with `member update`, then two members added one at a time with the
+//! `ETCD_*` settings `member add` prints — ending in a healthy three-member cluster holding all
+//! the data.
+
+mod procs;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use procs::*;
+
+/// A stet process started by a test, killed when dropped.
+struct Running {
+    name: String,
+    client_url: String,
+    peer_url: String,
+    process: KilledOnDrop,
+    /// How it was started, to start it again.
+    flags: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+/// Ports for one member.
+fn urls() -> (String, String) {
+    (
+        format!("http://127.0.0.1:{}", free_port()),
+        format!("http://127.0.0.1:{}", free_port()),
+    )
+}
+
+/// The command that runs `stet` in `dir` with its listen/advertise URLs, the given flags and
+/// `ETCD_*` variables (and none from the test's environment), logging to `dir/<name>.log`.
+fn command(
+    dir: &Path,
+    name: &str,
+    (client_url, peer_url): (&str, &str),
+    flags: &[&str],
+    env: &[(String, String)],
+) -> Command {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .expect("log file");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stet"));
+    command
+        .current_dir(dir)
+        .args(["--listen-client-urls", client_url])
+        .args(["--advertise-client-urls", client_url])
+        .args(["--listen-peer-urls", peer_url])
+        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+        .args(flags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("ETCD_") {
+            command.env_remove(var);
+        }
+    }
+    command.envs(env.iter().map(|(k, v)| (k, v)));
+    command
+}
+
+/// Starts `stet` (see [`command`]) and waits until `/health` says it is healthy.
+fn start(
+    dir: &Path,
+    name: &str,
+    (client_url, peer_url): (String, String),
+    flags: &[&str],
+    env: &[(String, String)],
+) -> Running {
+    let mut process = command(dir, name, (&client_url, &peer_url), flags, env);
+    let mut process = KilledOnDrop(process.spawn().expect("spawn stet"));
+    let port: u16 = client_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    while !matches!(http_get(port, "/health"), Ok((200, body)) if body.contains("true")) {
+        if let Ok(Some(status)) = process.0.try_wait() {
+            let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            panic!("{name} exited: {status}\n{log}");
+        }
+        assert!(Instant::now() < deadline, "{name} was not healthy in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Running {
+        name: name.to_string(),
+        client_url,
+        peer_url,
+        process,
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+        env: env.to_vec(),
+    }
+}
+
+fn ctl(endpoints: &str, args: &[&str]) -> String {
+    etcdctl_run(Path::new("etcdctl"), endpoints, args)
+}
+
+/// The `KEY="value"` lines `etcdctl member add` prints.
+fn printed_settings(output: &str) -> Vec<(String, String)> {
+    output
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .filter(|(key, _)| key.starts_with("ETCD_"))
+        .map(|(key, value)| (key.to_string(), value.trim_matches('"').to_string()))
+        .collect()
+}
+
+/// Adds a member with `etcdctl member add` through `endpoints` and starts it with the settings
+/// it printed, in `dir/<name>.stet`.
+fn add_member(dir: &Path, endpoints: &str, name: &str) -> Running {
+    let (client_url, peer_url) = urls();
+    let added = ctl(
+        endpoints,
+        &["member", "add", name, &format!("--peer-urls={peer_url}")],
+    );
+    let settings = printed_settings(&added);
+    let names: Vec<&str> = settings.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ETCD_NAME",
+            "ETCD_INITIAL_CLUSTER",
+            "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+            "ETCD_INITIAL_CLUSTER_STATE"
+        ],
+        "{added}"
+    );
+    let data_dir = format!("{name}.stet");
+    start(
+        dir,
+        name,
+        (client_url, peer_url),
+        &["--data-dir", &data_dir],
+        &settings,
+    )
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy a file");
+        }
+    }
+}
+
+#[test]
+fn a_recovered_member_grows_back_into_a_healthy_three_member_cluster() {
+    etcdctl().expect("etcdctl is not installed: apt-get install -y etcd-client");
+    let dir = TempDir::new("runbook-grow");
+    let d = &dir.0;
+
+    // The member holding the data, on its old machine.
+    let (client_url, old_peer) = urls();
+    let old = start(
+        d,
+        "old",
+        (client_url, old_peer.clone()),
+        &[
+            "--name",
+            "old",
+            "--data-dir",
+            "old.stet",
+            "--initial-advertise-peer-urls",
+            &old_peer,
+            "--initial-cluster",
+            &format!("old={old_peer}"),
+        ],
+        &[],
+    );
+    for i in 0..30 {
+        ctl(
+            &old.client_url,
+            &["put", &format!("/data/{i:02}"), &format!("value-{i}")],
+        );
+    }
+    let before = ctl(
+        &old.client_url,
+        &["get", "/data/", "--prefix", "-w", "json"],
+    );
+    let before: serde_json::Value = serde_json::from_str(&before).expect("JSON");
+    let revision = before["header"]["revision"].as_i64().expect("revision");
+    drop(old); // SIGKILL: the machine is gone.
+
+    // Its data directory, copied to a new machine, started alone under a new name and URL.
+    copy_dir(&d.join("old.stet"), &d.join("n1.stet"));
+    let (client_url, peer_url) = urls();
+    let mut n1 = start(
+        d,
+        "n1",
+        (client_url, peer_url.clone()),
+        &[
+            "--name",
+            "n1",
+            "--data-dir",
+            "n1.stet",
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("n1={peer_url}"),
+            "--force-new-cluster",
+        ],
+        &[],
+    );
+    let members = ctl(&n1.client_url, &["member", "list", "-w", "json"]);
+    let members: serde_json::Value = serde_json::from_str(&members).expect("JSON");
+    let list = members["members"].as_array().expect("members");
+    assert_eq!(list.len(), 1, "{members}");
+    let id = format!("{:x}", list[0]["ID"].as_u64().expect("an ID"));
+    // The member update the runbook does: its stored peer URL is still the old machine's.
+    let updated = ctl(
+        &n1.client_url,
+        &[
+            "member",
+            "update",
+            &id,
+            &format!("--peer-urls={}", n1.peer_url),
+        ],
+    );
+    assert!(updated.contains("updated in cluster"), "{updated}");
+
+    // Two members added one at a time.
+    let mut n2 = add_member(d, &n1.client_url, "n2");
+    let mut n3 = add_member(d, &format!("{},{}", n1.client_url, n2.client_url), "n3");
+    let all = [&n1, &n2, &n3].map(|m| (m.name.clone(), m.client_url.clone(), m.peer_url.clone()));
+    let endpoints = all
+        .iter()
+        .map(|(_, client_url, _)| client_url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+
+    let health = ctl(&endpoints, &["endpoint", "health", "-w", "json"]);
+    assert_eq!(health.matches("\"health\":true").count(), 3, "{health}");
+    let members = ctl(&endpoints, &["member", "list", "-w", "json"]);
+    let members: serde_json::Value = serde_json::from_str(&members).expect("JSON");
+    let mut listed: Vec<(String, String)> = members["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_string(),
+                m["peerURLs"][0].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    listed.sort();
+    let expected: Vec<(String, String)> = all
+        .iter()
+        .map(|(name, _, peer_url)| (name.clone(), peer_url.clone()))
+        .collect();
+    assert_eq!(listed, expected);
+
+    // Every member holds all the data, at the revision it had, and takes new writes.
+    for (name, client_url, _) in &all {
+        let got = ctl(
+            client_url,
+            &[
+                "get",
+                "/data/",
+                "--prefix",
+                "--consistency=s",
+                "-w",
+                "json",
+                &format!("--rev={revision}"),
+            ],
+        );
+        let got: serde_json::Value = serde_json::from_str(&got).expect("JSON");
+        assert_eq!(got["kvs"], before["kvs"], "{name}");
+    }
+    ctl(&n3.client_url, &["put", "/after", "grown"]);
+    assert_eq!(
+        ctl(&n1.client_url, &["get", "/after", "--print-value-only"]),
+        "grown\n"
+    );
+    for member in [&mut n1, &mut n2] {
+        let exited = member.process.0.try_wait().expect("try_wait");
+        assert!(exited.is_none(), "{} exited: {exited:?}", member.name);
+    }
+
+    // A removed member exits; restarted on its old data, it refuses to start, saying why, and
+    // the cluster carries on.
+    let members = ctl(&n3.client_url, &["member", "list", "-w", "json"]);
+    let members: serde_json::Value = serde_json::from_str(&members).expect("JSON");
+    let n3_id = members["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["name"] == "n3")
+        .and_then(|m| m["ID"].as_u64())
+        .expect("n3's ID");
+    ctl(&n1.client_url, &["member", "remove", &format!("{n3_id:x}")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n3.process.0.try_wait().expect("try_wait").is_none() {
+        assert!(Instant::now() < deadline, "the removed member did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let flags: Vec<&str> = n3.flags.iter().map(String::as_str).collect();
+    let again = run_to_end(command(
+        d,
+        "n3",
+        (&n3.client_url, &n3.peer_url),
+        &flags,
+        &n3.env,
+    ));
+    assert!(!again.status.success());
+    let log = std::fs::read_to_string(d.join("n3.log")).expect("n3's log");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("permanently removed") && last.contains("etcdctl member add"),
+        "{last}"
+    );
+    let endpoints = format!("{},{}", n1.client_url, n2.client_url);
+    let health = ctl(&endpoints, &["endpoint", "health", "-w", "json"]);
+    assert_eq!(health.matches("\"health\":true").count(), 2, "{health}");
+    ctl(&n2.client_url, &["put", "/after-removal", "ok"]);
+}
