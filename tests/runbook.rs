@@ -317,8 +317,8 @@ fn a_recovered_member_grows_back_into_a_healthy_three_member_cluster() {
         &n3.env,
     ));
     assert!(!again.status.success());
-    let log = std::fs::read_to_string(d.join("n3.log")).expect("n3's log");
-    let last = log.lines().last().unwrap_or_default();
+    let said = String::from_utf8_lossy(&again.stderr);
+    let last = said.lines().last().unwrap_or_default();
     assert!(
         last.contains("permanently removed") && last.contains("etcdctl member add"),
         "{last}"
@@ -327,4 +327,121 @@ fn a_recovered_member_grows_back_into_a_healthy_three_member_cluster() {
     let health = ctl(&endpoints, &["endpoint", "health", "-w", "json"]);
     assert_eq!(health.matches("\"health\":true").count(), 2, "{health}");
     ctl(&n2.client_url, &["put", "/after-removal", "ok"]);
+}
+
+fn stetutl(dir: &Path, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stetutl"));
+    command.current_dir(dir).args(args);
+    run_to_end(command)
+}
+
+/// A one-member start on `data_dir` as `name`, listening on `ports`, with `extra` flags.
+fn single(name: &str, data_dir: &str, peer_url: &str) -> Vec<String> {
+    [
+        "--name",
+        name,
+        "--data-dir",
+        data_dir,
+        "--initial-advertise-peer-urls",
+        peer_url,
+        "--initial-cluster",
+        &format!("{name}={peer_url}"),
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+#[test]
+fn an_offline_backup_starts_only_as_a_new_cluster() {
+    etcdctl().expect("etcdctl is not installed: apt-get install -y etcd-client");
+    let dir = TempDir::new("runbook-backup");
+    let d = &dir.0;
+    let (client_url, peer_url) = urls();
+    let flags = single("a", "a.stet", &peer_url);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let a = start(d, "a", (client_url.clone(), peer_url.clone()), &flags, &[]);
+    for i in 0..10 {
+        ctl(&a.client_url, &["put", &format!("/k{i}"), &format!("v{i}")]);
+    }
+    let before = ctl(&a.client_url, &["get", "/k", "--prefix", "-w", "json"]);
+    let before: serde_json::Value = serde_json::from_str(&before).expect("JSON");
+
+    // A running member's directory is neither copied nor opened by a second member.
+    let refused = stetutl(
+        d,
+        &["backup", "--data-dir", "a.stet", "--backup-dir", "b.stet"],
+    );
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("in use by another process"), "{said}");
+    assert!(!d.join("b.stet").exists());
+    let (other_client, other_peer) = urls();
+    let second = run_to_end(command(
+        d,
+        "second",
+        (&other_client, &other_peer),
+        &flags,
+        &[],
+    ));
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("in use by another process"), "{said}");
+    drop(a);
+
+    let backup = stetutl(
+        d,
+        &["backup", "--data-dir", "a.stet", "--backup-dir", "b.stet"],
+    );
+    let printed = String::from_utf8_lossy(&backup.stdout);
+    assert!(
+        backup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    assert!(
+        printed.contains("start it with --force-new-cluster"),
+        "{printed}"
+    );
+
+    // Started as the member it was, the backup refuses, saying how to start it.
+    let (b_client, b_peer) = urls();
+    let as_before = single("a", "b.stet", &b_peer);
+    let as_before: Vec<&str> = as_before.iter().map(String::as_str).collect();
+    let plain = run_to_end(command(d, "b", (&b_client, &b_peer), &as_before, &[]));
+    assert!(!plain.status.success());
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        said.contains("stetutl backup") && said.contains("--force-new-cluster"),
+        "{said}"
+    );
+
+    // With --force-new-cluster it is a new one-member cluster holding the data; after that it
+    // restarts as usual.
+    let forced_flags = single("b", "b.stet", &b_peer);
+    let mut forced_flags: Vec<&str> = forced_flags.iter().map(String::as_str).collect();
+    forced_flags.push("--force-new-cluster");
+    let b = start(
+        d,
+        "b",
+        (b_client.clone(), b_peer.clone()),
+        &forced_flags,
+        &[],
+    );
+    let after = ctl(&b.client_url, &["get", "/k", "--prefix", "-w", "json"]);
+    let after: serde_json::Value = serde_json::from_str(&after).expect("JSON");
+    assert_eq!(after["kvs"], before["kvs"]);
+    ctl(&b.client_url, &["put", "/k-new", "x"]);
+    drop(b);
+    let b = start(
+        d,
+        "b",
+        (b_client, b_peer),
+        &forced_flags[..forced_flags.len() - 1],
+        &[],
+    );
+    assert_eq!(
+        ctl(&b.client_url, &["get", "/k-new", "--print-value-only"]),
+        "x\n"
+    );
+    assert!(!d.join("b.stet/member/stet-backup").exists());
 }

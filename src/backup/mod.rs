@@ -7,6 +7,7 @@
 //! while writes go on. The first format (written before the state moved to the engine, still
 //! read here) is a stet snapshot file (see `snap`) holding the whole state as one protobuf.
 
+pub mod offline;
 mod stream;
 
 pub use stream::{

@@ -15,10 +15,14 @@ pub mod fs_disk;
 pub mod blocking;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(all(feature = "server", not(madsim)))]
+pub mod dir_lock;
 #[cfg(feature = "server")]
 pub mod driver;
 #[cfg(feature = "server")]
 pub mod env;
+#[cfg(feature = "server")]
+mod forced_identity;
 #[cfg(feature = "server")]
 pub mod grpc;
 #[cfg(all(feature = "server", not(madsim)))]

@@ -47,6 +47,15 @@ pub enum ServerError {
     Removed,
     #[error("fatal: {0}")]
     Fatal(String),
+    #[error(
+        "data dir {dir} is {marker} (made by `stetutl backup`): it cannot rejoin that \
+             cluster. Start it with --force-new-cluster to make it a new one-member cluster \
+             holding its data"
+    )]
+    IsBackup { dir: String, marker: String },
+    #[cfg(not(madsim))]
+    #[error("{0}")]
+    Locked(#[from] super::dir_lock::LockError),
     #[error("{0} (--force-new-cluster needs a data directory to restart from; without one, --name and --initial-cluster must describe this member)")]
     NoDataToForce(String),
 }
@@ -85,6 +94,8 @@ pub async fn run(
     log: slog::Logger,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    // Held until the member exits: no second process may use the data directory meanwhile.
+    let _lock = super::dir_lock::DataDirLock::acquire(&config.data_dir)?;
     run_in(config, log, shutdown, super::env::OsEnvironment::new()).await
 }
 

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use super::config::{ClusterState, ServerConfig};
 use super::env::{BoxDisk, Environment, StartKind};
+use super::forced_identity;
 use super::peer::conn::{dial, Identity};
 use super::run::ServerError;
+use crate::backup::offline;
 use crate::engine::Engine;
 use crate::node::{DurableState, Node, NodeConfig, StartError};
 use crate::proto::etcdserverpb as pb;
@@ -70,10 +72,16 @@ pub async fn start_node(
     let (started, kind) = if MemberStorage::exists(&disk, &layout) {
         // The engine's file is opened (and checked whole) on another thread while this one reads
         // the WAL back: a restart takes the longer of the two, not their sum.
+        let marker = offline::read_marker(&disk, &layout).map_err(ServerError::Fatal)?;
         let opening = open_engine_in_background(config, env);
-        let opened = open(config, env, disk, layout, log)?;
+        let opened = open(config, env, disk, layout.clone(), log)?;
         let engine = opening.await?;
+        if let Some(marker) = marker {
+            settle_backup_marker(config, env, &layout, marker, &opened, log)?;
+        }
+        let found = opened.metadata;
         if opened.durable.is_empty() && !config.force_new_cluster {
+            check_identity(config, env, &layout, found, log)?;
             // The member crashed before its first write was synced: it never voted, acknowledged
             // or applied anything, so it starts as it did the first time, on the same WAL.
             slog::warn!(
@@ -82,6 +90,7 @@ pub async fn start_node(
             );
             fresh(config, env, opened.storage, opened.metadata, engine, log).await?
         } else {
+            check_identity(config, env, &layout, found, log)?;
             restart(config, env, opened, engine, log)?
         }
     } else if let Some(problem) = &config.initial_cluster_problem {
@@ -100,6 +109,68 @@ pub async fn start_node(
     };
     env.started(&started.node, kind);
     Ok(started)
+}
+
+/// A member bootstrapped with `new` must be the one the flags describe; one that joined took the
+/// ID the cluster gave it, which only its WAL knows. --force-new-cluster restarts whoever the data
+/// directory was made for (a copy of another member's, under any name) and records the flags'
+/// identity (`forced_identity`), which later restarts with the same flags are then accepted as.
+fn check_identity(
+    config: &ServerConfig,
+    env: &Arc<dyn Environment>,
+    layout: &StorageLayout,
+    found: Metadata,
+    log: &slog::Logger,
+) -> Result<(), ServerError> {
+    let flags = Metadata {
+        member_id: config.member_id.0,
+        cluster_id: config.cluster_id.0,
+    };
+    if found == flags || config.cluster_state != ClusterState::New || config.force_new_cluster {
+        return Ok(());
+    }
+    if forced_identity::read(&env.disk(), layout) == Some(flags) {
+        slog::info!(log, "restarting as the member this data directory was forced from";
+            "member_id" => %format!("{:x}", found.member_id),
+            "cluster_id" => %format!("{:x}", found.cluster_id));
+        return Ok(());
+    }
+    Err(storage_error(config)(StorageError::IdentityMismatch {
+        dir: layout.wal_dir.clone(),
+        expected: flags.member_id,
+        expected_cluster: flags.cluster_id,
+        found: found.member_id,
+        found_cluster: found.cluster_id,
+    }))
+}
+
+/// A data directory `stetutl backup` made starts only as a new cluster: with
+/// --force-new-cluster, or once such a start has committed past the backup's commit index (its
+/// forced entries are durable), when the marker is removed and the member restarts as usual.
+fn settle_backup_marker(
+    config: &ServerConfig,
+    env: &Arc<dyn Environment>,
+    layout: &StorageLayout,
+    marker: offline::Marker,
+    opened: &Opened,
+    log: &slog::Logger,
+) -> Result<(), ServerError> {
+    if config.force_new_cluster {
+        slog::warn!(log, "starting a backup as a new cluster"; "backup" => %marker);
+        return Ok(());
+    }
+    if opened.durable.hard_state.commit <= marker.commit_index {
+        return Err(ServerError::IsBackup {
+            dir: config.data_dir.display().to_string(),
+            marker: marker.to_string(),
+        });
+    }
+    let mut disk = env.disk();
+    offline::remove_marker(&mut disk, layout)
+        .map_err(|e| ServerError::Fatal(format!("cannot remove the backup marker: {e}")))?;
+    slog::info!(log, "this backup runs as a cluster of its own now: its marker is removed";
+        "backup" => %marker);
+    Ok(())
 }
 
 /// Opens (or creates) the storage engine's file, `member/engine.redb`. A restart reads the applied
@@ -153,16 +224,9 @@ fn open(
     layout: StorageLayout,
     log: &slog::Logger,
 ) -> Result<Opened, ServerError> {
-    // A member bootstrapped with `new` must be the one the flags describe; one that joined
-    // took the ID the cluster gave it, which only its WAL knows. --force-new-cluster restarts
-    // whoever the data directory was made for (a copy of another member's, under any name).
-    let expected = (config.cluster_state == ClusterState::New && !config.force_new_cluster)
-        .then_some(Metadata {
-            member_id: config.member_id.0,
-            cluster_id: config.cluster_id.0,
-        });
+    // Whose data this is gets checked once the engine is open too (`check_identity`).
     let reading = env.now();
-    let (storage, durable, report) = MemberStorage::open(disk, layout, env.wal_options(), expected)
+    let (storage, durable, report) = MemberStorage::open(disk, layout, env.wal_options(), None)
         .map_err(storage_error(config))?;
     slog::info!(log, "read the WAL and snapshots";
         "ms" => env.now().saturating_duration_since(reading).as_millis(),
@@ -206,6 +270,16 @@ fn restart(
     let raft_log = log.new(slog::o!("from" => "raft"));
     let (node, kind) = if config.force_new_cluster {
         let node = Node::restart_forced(node_config, durable, engine, env.now(), &raft_log)?;
+        let flags = Metadata {
+            member_id: config.member_id.0,
+            cluster_id: config.cluster_id.0,
+        };
+        if flags != metadata {
+            let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
+            forced_identity::write(&mut env.disk(), &layout, flags).map_err(|e| {
+                ServerError::Fatal(format!("cannot record the identity forced under: {e}"))
+            })?;
+        }
         slog::warn!(
             log,
             "--force-new-cluster: this member now forms a cluster alone, with all its data; \

@@ -5,6 +5,8 @@
 //! - `wal verify DATA_DIR`: reads every WAL segment with the checks a member runs at start and
 //!   reports segments, records, a torn tail, or the file and offset of a corruption.
 //! - `dump-logs DATA_DIR`: the WAL's metadata, hard state and snapshot, then one line per entry.
+//! - `backup --data-dir D --backup-dir B`: an offline copy of a stopped member's data
+//!   directory that starts only with `--force-new-cluster` (it cannot rejoin its cluster).
 //! - `snapshot status FILE`: checks a backup and prints its hash, revision, keys and size.
 //! - `snapshot restore FILE`: a new member's data directory from a backup, for a new cluster.
 //!   Both snapshot commands take stet's backups and etcd 3.x's (migration from etcd).
@@ -17,6 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod backup;
 mod backup_file;
 mod describe;
 mod dump_logs;
@@ -37,6 +40,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Copies a stopped member's data directory, to be started only with --force-new-cluster.
+    Backup(backup::Args),
     /// Checks a data directory's write-ahead log.
     Wal {
         #[command(subcommand)]
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
             command: WalCommand::Verify(args),
         } => wal_verify::run(&args),
         Command::DumpLogs(args) => dump_logs::run(&args),
+        Command::Backup(args) => backup::run(&args),
         Command::Snapshot {
             command: SnapshotCommand::Status(args),
         } => snapshot_status::run(&args),
