@@ -445,3 +445,155 @@ fn an_offline_backup_starts_only_as_a_new_cluster() {
     );
     assert!(!d.join("b.stet/member/stet-backup").exists());
 }
+
+/// Stops `member` as systemd's `restart` does (SIGTERM, bounded wait) or as a crash does
+/// (SIGKILL); whether it exited cleanly after SIGTERM.
+fn stop(member: &mut Running, crash: bool) -> bool {
+    if crash {
+        let _ = member.process.0.kill();
+        let _ = member.process.0.wait();
+        return true;
+    }
+    let pid = member.process.0.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM failed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = member.process.0.try_wait().expect("try_wait") {
+            return status.success();
+        }
+        assert!(Instant::now() < deadline, "stet did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_member_restarted_again_and_again_under_load_keeps_every_write() {
+    let dir = TempDir::new("runbook-restarts");
+    let d = &dir.0;
+    let urls: Vec<(String, String)> = (0..3).map(|_| urls()).collect();
+    let cluster = (0..3)
+        .map(|i| format!("m{i}={}", urls[i].1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let flags = |i: usize| -> Vec<String> {
+        [
+            "--name",
+            &format!("m{i}"),
+            "--data-dir",
+            &format!("m{i}.stet"),
+            "--initial-advertise-peer-urls",
+            &urls[i].1,
+            "--initial-cluster",
+            &cluster,
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    // Members start together (a new cluster needs a quorum before any is healthy).
+    let mut children: Vec<KilledOnDrop> = (0..3)
+        .map(|i| {
+            let f = flags(i);
+            let f: Vec<&str> = f.iter().map(String::as_str).collect();
+            let (client, peer) = (&urls[i].0, &urls[i].1);
+            KilledOnDrop(
+                command(d, &format!("m{i}"), (client, peer), &f, &[])
+                    .spawn()
+                    .expect("spawn"),
+            )
+        })
+        .collect();
+    let restarted_flags = flags(2);
+    let restarted_flags: Vec<&str> = restarted_flags.iter().map(String::as_str).collect();
+    let mut m2 = Running {
+        name: "m2".into(),
+        client_url: urls[2].0.clone(),
+        peer_url: urls[2].1.clone(),
+        process: children.pop().expect("m2"),
+        flags: Vec::new(),
+        env: Vec::new(),
+    };
+    let runtime = runtime();
+    let writer_endpoint = urls[0].0.clone();
+    let stop_writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = {
+        let stop_writing = stop_writing.clone();
+        runtime.spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut clients = connect_when_up(&writer_endpoint).await;
+            let mut i = 0u64;
+            while !stop_writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let request = stet::proto::etcdserverpb::PutRequest {
+                    key: format!("/load/{i:06}").into_bytes(),
+                    value: vec![b'x'; 100],
+                    ..Default::default()
+                };
+                let put = tokio::time::timeout(Duration::from_secs(5), clients.kv.put(request));
+                if let Ok(Ok(_)) = put.await {
+                    acknowledged.push(i);
+                }
+                i += 1;
+            }
+            acknowledged
+        })
+    };
+    for round in 0..6 {
+        std::thread::sleep(Duration::from_millis(300));
+        let clean = stop(&mut m2, round % 2 == 1);
+        assert!(clean, "m2 did not stop cleanly on SIGTERM in round {round}");
+        m2 = start(d, "m2", urls[2].clone(), &restarted_flags, &[]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop_writing.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = runtime.block_on(writing).expect("the writer");
+    assert!(
+        acknowledged.len() > 50,
+        "only {} writes",
+        acknowledged.len()
+    );
+    // Every acknowledged write is on every member, the restarted one included.
+    let endpoints: Vec<String> = urls.iter().map(|(client, _)| client.clone()).collect();
+    runtime.block_on(async {
+        let last = format!("/load/{:06}", acknowledged.last().expect("a write"));
+        for endpoint in &endpoints {
+            let mut clients = connect(endpoint.clone()).await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // Wait until this member has applied the last write, then read locally.
+            while clients.value(&last).await.is_none() {
+                assert!(Instant::now() < deadline, "{endpoint} did not catch up");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let request = stet::proto::etcdserverpb::RangeRequest {
+                key: b"/load/".to_vec(),
+                range_end: b"/load0".to_vec(),
+                serializable: true,
+                keys_only: true,
+                ..Default::default()
+            };
+            let all = clients.kv.range(request).await.expect("range").into_inner();
+            let held: std::collections::BTreeSet<Vec<u8>> =
+                all.kvs.into_iter().map(|kv| kv.key).collect();
+            for i in &acknowledged {
+                let key = format!("/load/{i:06}").into_bytes();
+                assert!(held.contains(&key), "{endpoint} lost /load/{i:06}");
+            }
+        }
+    });
+    drop(children);
+}
+
+/// Connects once the member answers (the cluster may still be electing its first leader).
+async fn connect_when_up(endpoint: &str) -> Clients {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Ok(channel) = tonic::transport::Channel::from_shared(endpoint.to_string())
+            .expect("endpoint")
+            .connect()
+            .await
+        {
+            return Clients::from_channel(channel);
+        }
+        assert!(Instant::now() < deadline, "{endpoint} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

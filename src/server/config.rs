@@ -486,6 +486,24 @@ fn quota_bytes(flag: i64) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// The example environment file of `deploy/` describes a valid member.
+    #[test]
+    fn the_deploy_example_environment_file_configures_a_member() {
+        let text = include_str!("../../deploy/stet.env");
+        let pairs: Vec<(&str, &str)> = text
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .filter_map(|line| line.split_once('='))
+            .collect();
+        assert!(pairs.len() >= 9, "{pairs:?}");
+        let config = parse_with(&[], &pairs).unwrap().unwrap();
+        assert_eq!(config.name, "m1");
+        assert_eq!(config.initial_members.len(), 3);
+        assert_eq!(config.cluster_state, ClusterState::New);
+        assert_eq!(config.listen_client.len(), 2);
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/stet/m1.stet"));
+    }
+
     fn parse_with(
         args: &[&str],
         env: &[(&str, &str)],
