@@ -1,5 +1,6 @@
 //! The `stet` binary: parses etcd's flags and `ETCD_*` variables, then runs one member until
-//! SIGINT/SIGTERM (exit 0), removal or a fatal error (exit 1). Bad flags exit 2.
+//! SIGINT/SIGTERM (exit 0), removal or a fatal error (exit 1). Bad flags exit 2. When it
+//! refuses to start, it prints the problems `stetutl doctor` would find, with their fixes.
 
 use std::process::ExitCode;
 
@@ -31,7 +32,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(stet::server::run(
-        config,
+        config.clone(),
         log,
         stet::server::shutdown_signal(),
     ));
@@ -40,8 +41,24 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            if error.is_refusal_to_start() {
+                explain(&config);
+            }
             eprintln!("stet: error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The problems `stetutl doctor` finds in the data directory and flags (without asking the
+/// other members), each with its fix, before the error itself.
+fn explain(config: &config::ServerConfig) {
+    use stet::server::doctor::{self, Finding, Severity};
+    let problems: Vec<Finding> = doctor::examine(config, true)
+        .into_iter()
+        .filter(|f| f.severity == Severity::Problem)
+        .collect();
+    if !problems.is_empty() {
+        eprint!("{}", doctor::render(&problems));
     }
 }

@@ -323,6 +323,28 @@ fn a_recovered_member_grows_back_into_a_healthy_three_member_cluster() {
         last.contains("permanently removed") && last.contains("etcdctl member add"),
         "{last}"
     );
+    // The doctor says the same of the removed member's data, and names the fix.
+    let (ok, said) = doctor(d, &flags, &n3.env);
+    assert!(!ok);
+    assert!(
+        said.contains("was removed") && said.contains("etcdctl member add"),
+        "{said}"
+    );
+    // A member started with a peer URL the cluster does not know gets the member update to run.
+    let mut moved_env = n2.env.clone();
+    let moved_url = format!("http://127.0.0.1:{}", free_port());
+    for (key, value) in &mut moved_env {
+        if key == "ETCD_INITIAL_ADVERTISE_PEER_URLS" || key == "ETCD_INITIAL_CLUSTER" {
+            *value = value.replace(&n2.peer_url, &moved_url);
+        }
+    }
+    let (ok, said) = doctor(
+        d,
+        &n2.flags.iter().map(String::as_str).collect::<Vec<_>>(),
+        &moved_env,
+    );
+    assert!(!ok);
+    assert!(said.contains(&format!("--peer-urls={moved_url}")), "{said}");
     let endpoints = format!("{},{}", n1.client_url, n2.client_url);
     let health = ctl(&endpoints, &["endpoint", "health", "-w", "json"]);
     assert_eq!(health.matches("\"health\":true").count(), 2, "{health}");
@@ -596,4 +618,110 @@ async fn connect_when_up(endpoint: &str) -> Clients {
         assert!(Instant::now() < deadline, "{endpoint} never answered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `stetutl doctor` with a member's flags: its exit success and what it printed.
+fn doctor(dir: &Path, flags: &[&str], env: &[(String, String)]) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stetutl"));
+    command.current_dir(dir).arg("doctor").args(flags);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("ETCD_") {
+            command.env_remove(var);
+        }
+    }
+    command.envs(env.iter().map(|(k, v)| (k, v)));
+    let output = run_to_end(command);
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+#[test]
+fn doctor_explains_each_broken_setup_and_passes_a_sound_one() {
+    etcdctl().expect("etcdctl is not installed: apt-get install -y etcd-client");
+    let dir = TempDir::new("runbook-doctor");
+    let d = &dir.0;
+    let (client_url, peer_url) = urls();
+    let own = single("a", "a.stet", &peer_url);
+    let mut own: Vec<&str> = own.iter().map(String::as_str).collect();
+    let listen = [
+        "--listen-client-urls",
+        &client_url,
+        "--advertise-client-urls",
+        &client_url,
+        "--listen-peer-urls",
+        &peer_url,
+    ];
+    own.extend(listen);
+    let a = start(
+        d,
+        "a",
+        (client_url.clone(), peer_url.clone()),
+        &own[..8],
+        &[],
+    );
+    ctl(&a.client_url, &["put", "/k", "v"]);
+    // The member stores what it applied within a tenth of a second (the doctor reads that).
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Sound, and asked while it runs: its live answer shows the same cluster and clock.
+    let (ok, said) = doctor(d, &own, &[]);
+    assert!(ok, "{said}");
+    assert!(said.contains("no problems found"), "{said}");
+    assert!(!said.contains("does not answer"), "{said}");
+
+    // A cluster grown to two whose new member never started: no quorum.
+    let spare = format!("http://127.0.0.1:{}", free_port());
+    ctl(
+        &a.client_url,
+        &["member", "add", "b", &format!("--peer-urls={spare}")],
+    );
+    drop(a);
+    let (ok, said) = doctor(d, &own, &[]);
+    assert!(!ok, "{said}");
+    assert!(said.contains("short of the quorum of 2"), "{said}");
+
+    // The same data started with another cluster's token: a data dir from another cluster, as
+    // `stet` itself explains when it refuses.
+    let mut other = own.clone();
+    other.extend(["--initial-cluster-token", "other-cluster"]);
+    let (ok, said) = doctor(d, &other, &[]);
+    assert!(!ok);
+    assert!(
+        said.contains("a data directory from another cluster"),
+        "{said}"
+    );
+    let mut other_start: Vec<&str> = own[..8].to_vec();
+    other_start.extend(["--initial-cluster-token", "other-cluster"]);
+    let refused = run_to_end(command(d, "a", (&client_url, &peer_url), &other_start, &[]));
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("PROBLEM: the data directory belongs to cluster") && said.contains("fix: "),
+        "{said}"
+    );
+    assert!(
+        said.lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("stet: error: "),
+        "{said}"
+    );
+
+    // A damaged WAL names the file and offset.
+    let wal = d.join("a.stet/member/wal");
+    let segment = std::fs::read_dir(&wal)
+        .expect("the WAL")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "wal"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    bytes[100] ^= 0xff;
+    std::fs::write(&segment, bytes).expect("write");
+    let (ok, said) = doctor(d, &own, &[]);
+    assert!(!ok);
+    assert!(
+        said.contains("is damaged") && said.contains("offset"),
+        "{said}"
+    );
 }

@@ -64,14 +64,40 @@ async fn health(State(driver): State<DriverHandle>) -> impl IntoResponse {
             Ok(Err(_)) | Err(_) => Some("RAFT QUORUM READ FAILED"),
         }
     };
-    match reason {
-        None => json(StatusCode::OK, r#"{"health":"true"}"#.to_string()),
-        Some(reason) => json(
+    let (status, body) = match reason {
+        None => (StatusCode::OK, r#"{"health":"true"}"#.to_string()),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(r#"{{"health":"false","reason":"{reason}"}}"#),
         ),
-    }
+    };
+    // Beside etcd's answer: the cluster this member is in, and its wall clock when it answered,
+    // for `stetutl doctor` (a data directory from another cluster, clock skew).
+    let now_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros());
+    let cluster_id = format!("{:x}", driver.status().cluster_id);
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (
+                header::HeaderName::from_static(CLUSTER_ID_HEADER),
+                cluster_id,
+            ),
+            (
+                header::HeaderName::from_static(CLOCK_HEADER),
+                now_micros.to_string(),
+            ),
+        ],
+        body,
+    )
 }
+
+/// The header `/health` names the member's cluster in (etcd's name for it on v2 answers).
+pub const CLUSTER_ID_HEADER: &str = "x-etcd-cluster-id";
+/// The header `/health` gives the member's wall clock in, in microseconds since the Unix epoch.
+pub const CLOCK_HEADER: &str = "x-stet-clock-micros";
 
 async fn version() -> impl IntoResponse {
     json(

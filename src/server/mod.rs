@@ -17,12 +17,14 @@ pub mod blocking;
 pub mod config;
 #[cfg(all(feature = "server", not(madsim)))]
 pub mod dir_lock;
+#[cfg(all(feature = "server", not(madsim)))]
+pub mod doctor;
 #[cfg(feature = "server")]
 pub mod driver;
 #[cfg(feature = "server")]
 pub mod env;
 #[cfg(feature = "server")]
-mod forced_identity;
+pub mod forced_identity;
 #[cfg(feature = "server")]
 pub mod grpc;
 #[cfg(all(feature = "server", not(madsim)))]

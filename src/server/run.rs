@@ -60,6 +60,22 @@ pub enum ServerError {
     NoDataToForce(String),
 }
 
+impl ServerError {
+    /// Whether the member refused to start over its data directory or settings (what
+    /// `stetutl doctor` explains), rather than failing while it ran.
+    pub fn is_refusal_to_start(&self) -> bool {
+        matches!(
+            self,
+            ServerError::Storage { .. }
+                | ServerError::Start(_)
+                | ServerError::Join(_)
+                | ServerError::Removed
+                | ServerError::IsBackup { .. }
+                | ServerError::NoDataToForce(_)
+        )
+    }
+}
+
 /// Resolves when the process gets SIGINT or SIGTERM.
 #[cfg(not(madsim))]
 pub async fn shutdown_signal() {

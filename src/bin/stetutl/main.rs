@@ -7,6 +7,8 @@
 //! - `dump-logs DATA_DIR`: the WAL's metadata, hard state and snapshot, then one line per entry.
 //! - `backup --data-dir D --backup-dir B`: an offline copy of a stopped member's data
 //!   directory that starts only with `--force-new-cluster` (it cannot rejoin its cluster).
+//! - `doctor [the member's flags]`: the FAQ's failures found in the data directory, the
+//!   settings and the live members, each with its fix; exit 1 when there is a problem.
 //! - `snapshot status FILE`: checks a backup and prints its hash, revision, keys and size.
 //! - `snapshot restore FILE`: a new member's data directory from a backup, for a new cluster.
 //!   Both snapshot commands take stet's backups and etcd 3.x's (migration from etcd).
@@ -22,6 +24,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod backup;
 mod backup_file;
 mod describe;
+mod doctor;
 mod dump_logs;
 mod snapshot_restore;
 mod snapshot_status;
@@ -40,6 +43,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Explains what would stop a member starting with the given flags, and the fix.
+    Doctor(doctor::Args),
     /// Copies a stopped member's data directory, to be started only with --force-new-cluster.
     Backup(backup::Args),
     /// Checks a data directory's write-ahead log.
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
         } => wal_verify::run(&args),
         Command::DumpLogs(args) => dump_logs::run(&args),
         Command::Backup(args) => backup::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
         Command::Snapshot {
             command: SnapshotCommand::Status(args),
         } => snapshot_status::run(&args),
