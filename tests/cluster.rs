@@ -543,3 +543,85 @@ fn a_leaders_state_installed_before_its_snapshot_reached_the_wal_restarts_from_t
     cluster.run_for(Duration::from_secs(1));
     assert_eq!(cluster.local_get(lagging, "k119"), Some(b"v119".to_vec()));
 }
+
+/// Adds a learner through `leader`; its ID.
+fn add_learner(cluster: &mut Cluster, leader: u64, peer: &str) -> u64 {
+    let added = cluster.call(
+        leader,
+        ClientRequest::MemberAdd(pb::MemberAddRequest {
+            peer_ur_ls: vec![peer.into()],
+            is_learner: true,
+        }),
+    );
+    let ClientResponse::MemberAdd(added) = assert_ok(added) else {
+        panic!("not a MemberAdd response")
+    };
+    added.member.expect("the added member").id
+}
+
+fn is_learner(cluster: &mut Cluster, id: u64) -> Option<bool> {
+    let leader = cluster.wait_for_leader();
+    let listed = cluster.call(
+        leader,
+        ClientRequest::MemberList(pb::MemberListRequest::default()),
+    );
+    let ClientResponse::MemberList(list) = assert_ok(listed) else {
+        panic!("not a MemberList response")
+    };
+    list.members
+        .iter()
+        .find(|m| m.id == id)
+        .map(|m| m.is_learner)
+}
+
+#[test]
+fn with_auto_promotion_the_leader_promotes_a_caught_up_learner_and_only_that() {
+    let mut cluster = Cluster::auto_promoting(3, 11);
+    let leader = cluster.wait_for_leader();
+    for i in 0..50 {
+        assert_ok(cluster.put(leader, &format!("k{i:02}"), "v"));
+    }
+    // Added but never started: it has matched nothing, so promoting it would only cost quorum.
+    let idle = add_learner(&mut cluster, leader, "http://10.0.0.5:2380");
+    cluster.run_for(Duration::from_secs(1));
+    assert_eq!(is_learner(&mut cluster, idle), Some(true));
+    let leader = cluster.wait_for_leader();
+    let removed = cluster.call(
+        leader,
+        ClientRequest::MemberRemove(pb::MemberRemoveRequest { id: idle }),
+    );
+    assert_ok(removed);
+    let leader = cluster.wait_for_leader();
+    let started = add_learner(&mut cluster, leader, "http://10.0.0.4:2380");
+    cluster.start_joining(started, 11);
+    assert!(cluster.run_until(Duration::from_secs(10), |c| c
+        .local_get(started, "k49")
+        .is_some()));
+    let mut promoted = false;
+    for _ in 0..50 {
+        cluster.run_for(Duration::from_millis(100));
+        if is_learner(&mut cluster, started) == Some(false) {
+            promoted = true;
+            break;
+        }
+    }
+    assert!(promoted, "the caught-up learner was not promoted");
+    // The promoted member votes: writes still commit with it counted.
+    let leader = cluster.wait_for_leader();
+    assert_ok(cluster.put(leader, "after", "promotion"));
+    cluster.assert_one_leader_per_term();
+}
+
+#[test]
+fn without_auto_promotion_a_caught_up_learner_stays_a_learner() {
+    let mut cluster = Cluster::new(3, 12);
+    let leader = cluster.wait_for_leader();
+    assert_ok(cluster.put(leader, "k", "v"));
+    let learner = add_learner(&mut cluster, leader, "http://10.0.0.4:2380");
+    cluster.start_joining(learner, 12);
+    assert!(cluster.run_until(Duration::from_secs(10), |c| c
+        .local_get(learner, "k")
+        .is_some()));
+    cluster.run_for(Duration::from_secs(2));
+    assert_eq!(is_learner(&mut cluster, learner), Some(true));
+}

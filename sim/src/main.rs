@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
-                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows]"
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion]"
                         .to_string(),
                 )
             }
@@ -107,6 +107,7 @@ fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
         "drop-watch" => SelfTest::Mistake(Mistake::DropWatchResponseWhenFull),
         "keep-engine-files" => SelfTest::Mistake(Mistake::KeepReplacedEngineFiles),
         "backup-drops-rows" => SelfTest::Mistake(Mistake::BackupDropsFirstRows),
+        "no-auto-promotion" => SelfTest::NoAutoPromotion,
         other => return Err(format!("unknown fault to plant: {other}")),
     })
 }

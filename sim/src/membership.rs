@@ -41,6 +41,44 @@ use crate::world::{lock, Host, Launch, World};
 
 /// The histories to check for linearizability: the whole history, or, after a force-new-cluster
 /// recovery, the part before the loss and the part after the recovery (see the module docs).
+/// With `--experimental-auto-promote-learners`, no running learner stays a learner for long
+/// once the faults are healed: within 10 s the leader has promoted every one (run on a node of
+/// its own, as the final checks are).
+pub async fn learners_promoted(world: Arc<World>) -> Result<(), String> {
+    let mut client = Client::connect(world.clone(), 902, net::client_ip(200))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut waiting = Vec::new();
+    for _ in 0..50 {
+        let live = world.live_members(&[]);
+        let target = world
+            .leader()
+            .filter(|l| live.contains(l))
+            .or(live.first().copied());
+        let request = ClientRequest::MemberList(pb::MemberListRequest::default());
+        if let Some(target) = target {
+            if let Some(Ok(ClientResponse::MemberList(list))) = client.call(target, request).await {
+                let status = lock(&world.status).clone();
+                waiting = list
+                    .members
+                    .iter()
+                    .filter(|m| m.is_learner)
+                    .filter(|m| status.get(&m.id).is_some_and(|s| s.running))
+                    .map(|m| format!("{:x}", m.id))
+                    .collect();
+                if waiting.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        madsim::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!(
+        "running learners not promoted within 10 s of healing: {}",
+        waiting.join(", ")
+    ))
+}
+
 pub fn histories_to_check(world: &World, history: &[Operation]) -> Vec<Vec<Operation>> {
     let Some(recovery) = lock(&world.recovery).clone() else {
         return vec![history.to_vec()];
@@ -462,6 +500,10 @@ impl Operator {
             // to it once the removal is applied.
             if madsim::rand::thread_rng().gen_bool(0.3) {
                 return self.remove_learner(id).await;
+            }
+            if lock(&self.world.settings).auto_promote_learners {
+                // The leader promotes it once it has caught up (the final checks see to it).
+                return;
             }
             return self.promote(id).await;
         }

@@ -34,6 +34,9 @@ pub struct Scenario {
     /// A space quota small enough for the run to reach (the compactor then defragments and
     /// disarms, as an operator would).
     pub quota_backend_bytes: Option<u64>,
+    /// Members run with `--experimental-auto-promote-learners`: the operator adds learners and
+    /// leaves their promotion to the leader, which the final checks hold it to.
+    pub auto_promote_learners: bool,
 }
 
 /// Clients beside the register workload: watchers, lease clients, a compactor, and clients that
@@ -66,6 +69,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         members: None,
         quota_backend_bytes: None,
+        auto_promote_learners: false,
     };
     vec![
         scenario("calm", vec![]),
@@ -122,6 +126,10 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         scenario("leader-removal", vec![RemoveLeader]),
         scenario("churn", vec![Churn, Crash, CrashAtPoint]),
+        Scenario {
+            auto_promote_learners: true,
+            ..scenario("auto-promote", vec![Churn, Crash, Partition])
+        },
         // Revisions are reused after the recovery, which the revision oracle does not model.
         Scenario {
             extras: Extras::default(),
@@ -214,6 +222,7 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
     let mut settings = Settings::new(seed);
     settings.self_test = options.self_test;
     settings.quota_backend_bytes = scenario.quota_backend_bytes;
+    settings.auto_promote_learners = scenario.auto_promote_learners;
     let world = Arc::new(World::new(
         settings,
         scenario.members.unwrap_or(options.members),
@@ -431,6 +440,18 @@ async fn final_checks(
         });
     }
     removed_members_stopped(world).await?;
+    if scenario.auto_promote_learners {
+        let w = world.clone();
+        let promoted =
+            checker_node.spawn(async move { crate::membership::learners_promoted(w).await });
+        if let Ok(Err(detail)) = promoted.await {
+            return Err(Failure {
+                key: None,
+                property: "auto-promotion",
+                detail,
+            });
+        }
+    }
     engine_files_settled(world).await?;
     let history = lock(&world.history).clone();
     for history in crate::membership::histories_to_check(world, &history) {

@@ -62,6 +62,8 @@ pub struct Settings {
     pub slow_fsync_rate: f64,
     /// `--quota-backend-bytes`, if the scenario sets one (small, so runs reach it).
     pub quota_backend_bytes: Option<u64>,
+    /// `--experimental-auto-promote-learners`: leaders promote caught-up learners.
+    pub auto_promote_learners: bool,
 }
 
 impl Settings {
@@ -84,6 +86,7 @@ impl Settings {
             slow_fsync_latency_us: (10_000, 200_000),
             slow_fsync_rate: 0.02,
             quota_backend_bytes: None,
+            auto_promote_learners: false,
         }
     }
 }
@@ -102,6 +105,8 @@ pub enum SelfTest {
     FastClock,
     /// A mistake planted in the runtime.
     Mistake(Mistake),
+    /// Leaders never promote learners, though the flag asks them to.
+    NoAutoPromotion,
 }
 
 /// What the world knows of a running member (for the nemesis and the final checks).
@@ -353,6 +358,9 @@ impl World {
         if force_new_cluster {
             args.push("--force-new-cluster".to_string());
         }
+        if settings.auto_promote_learners {
+            args.push("--experimental-auto-promote-learners".to_string());
+        }
         Ok(args)
     }
 
@@ -466,6 +474,9 @@ impl World {
             == Some(SelfTest::CorruptAppliedPuts)
             && self.initial.first().is_some_and(|m| m.id == config.id.0);
         config.self_test_miscount_ranges = settings.self_test == Some(SelfTest::MiscountRanges);
+        if settings.self_test == Some(SelfTest::NoAutoPromotion) {
+            config.auto_promote_learners = false;
+        }
         config.watch_progress_interval = settings.watch_progress_interval;
         config.watch_max_events_per_response = settings.watch_max_events_per_response;
     }

@@ -157,6 +157,20 @@ fn replaced_engine_files_left_open_are_caught_by_the_engine_files_oracle() {
 }
 
 #[test]
+fn leaders_that_never_promote_learners_are_caught_by_the_auto_promotion_oracle() {
+    let caught = caught_within(
+        "auto-promote",
+        SelfTest::NoAutoPromotion,
+        "auto-promotion",
+        10,
+    );
+    assert!(
+        caught.is_some(),
+        "learners never promoted despite --experimental-auto-promote-learners went unnoticed for 10 seeds"
+    );
+}
+
+#[test]
 fn a_backup_missing_rows_is_caught_by_the_backup_oracle() {
     let fault = SelfTest::Mistake(Mistake::BackupDropsFirstRows);
     let caught = caught_within("calm", fault, "backup", 3);

@@ -516,6 +516,16 @@ impl Node {
         if !member.is_learner {
             return self.reply(id, Err(member::MemberError::NotLearner.into()));
         }
+        if !self.learner_caught_up(member_id) {
+            return self.reply(id, Err(ClientError::LearnerNotReady));
+        }
+        let change = self.conf_change(id, ConfChangeType::AddNode, member, true);
+        self.propose_conf_change(id, change)
+    }
+
+    /// Whether a learner's log is close enough to the leader's to promote it (etcd's rule: it
+    /// has matched at least 90 % of the leader's log).
+    fn learner_caught_up(&self, member_id: u64) -> bool {
         let leader_match = self.raw.raft.raft_log.last_index();
         let learner_match = self
             .raw
@@ -523,11 +533,42 @@ impl Node {
             .prs()
             .get(member_id)
             .map_or(0, |progress| progress.matched);
-        if learner_match * 100 < leader_match * LEARNER_READY_PERCENT {
-            return self.reply(id, Err(ClientError::LearnerNotReady));
+        learner_match > 0 && learner_match * 100 >= leader_match * LEARNER_READY_PERCENT
+    }
+
+    /// The leader's side of `--experimental-auto-promote-learners`: proposes the promotion of
+    /// one caught-up learner that is in touch, unless a membership change is still pending (the
+    /// next tick tries again; a dropped proposal too). Nobody waits on it.
+    pub(super) fn promote_caught_up_learners(&mut self) {
+        assert_eq!(self.role, StateRole::Leader, "only the leader promotes");
+        if self.raw.raft.has_pending_conf() {
+            return;
         }
-        let change = self.conf_change(id, ConfChangeType::AddNode, member, true);
-        self.propose_conf_change(id, change)
+        let ready = self.state.members().learners().into_iter().find(|id| {
+            let active = self
+                .raw
+                .raft
+                .prs()
+                .get(id.0)
+                .is_some_and(|progress| progress.recent_active);
+            active && self.learner_caught_up(id.0)
+        });
+        let Some(learner) = ready else {
+            return;
+        };
+        let context = stetpb::ConfChangeContext {
+            id: 0,
+            origin: 0,
+            member: self.state.members().get(learner).cloned(),
+            promote: true,
+            incarnation: 0,
+        };
+        let mut change = ConfChange::default();
+        change.set_change_type(ConfChangeType::AddNode);
+        change.node_id = learner.0;
+        change.context = context.encode_to_vec().into();
+        // A dropped proposal is tried again at the next tick.
+        let _ = self.raw.propose_conf_change(Vec::new(), change);
     }
 
     fn member_update(&mut self, id: RequestId, update: pb::MemberUpdateRequest) {

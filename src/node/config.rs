@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub watch_progress_interval: Duration,
     /// Events per watch catch-up response (a revision's events are never split).
     pub watch_max_events_per_response: usize,
+    /// The leader promotes a learner to a voter once it has caught up (stet's
+    /// `--experimental-auto-promote-learners`; etcd leaves it to a person, etcd-io/etcd#15107).
+    pub auto_promote_learners: bool,
     /// FOR THE SIMULATOR'S SELF-TEST ONLY: answer linearizable reads from local state without
     /// ReadIndex, which is wrong (stale reads); the simulator must catch it.
     pub unsafe_local_linearizable_reads: bool,
@@ -82,6 +85,7 @@ impl NodeConfig {
             max_inflight_msgs: 256,
             watch_progress_interval: Duration::from_secs(600),
             watch_max_events_per_response: crate::watch::MAX_EVENTS_PER_RESPONSE,
+            auto_promote_learners: false,
             unsafe_local_linearizable_reads: false,
             self_test_corrupt_applied_puts: false,
             self_test_miscount_ranges: false,

@@ -572,6 +572,9 @@ impl Node {
         }
         if self.role == StateRole::Leader {
             self.revoke_expired_leases();
+            if self.config.auto_promote_learners {
+                self.promote_caught_up_learners();
+            }
         }
     }
 

@@ -120,6 +120,10 @@ pub struct Flags {
     /// after losing a majority). Grow the cluster back with `member add`.
     #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub force_new_cluster: bool,
+    /// The leader promotes a learner to a voting member once it has caught up (beyond etcd,
+    /// where a person runs `member promote`: etcd-io/etcd#15107).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_AUTO_PROMOTE_LEARNERS", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub experimental_auto_promote_learners: bool,
     /// Serve etcd v2's keys API (`/v2/keys`) over the v3 store (v2 and v3 clients see the same
     /// keys). On by default, unlike etcd 3.4's separate v2 store: operators' checks read it.
     #[arg(long, env = "ETCD_ENABLE_V2", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
@@ -226,6 +230,8 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Serve `/v2/keys`.
     pub enable_v2: bool,
+    /// The leader promotes caught-up learners.
+    pub auto_promote_learners: bool,
     /// Keys of `--config-file` that stet does not know (logged as a warning at start).
     pub ignored_config_keys: Vec<String>,
 }
@@ -468,6 +474,7 @@ impl Flags {
             log_level: self.log_level,
             log_format: self.log_format,
             enable_v2: self.enable_v2,
+            auto_promote_learners: self.experimental_auto_promote_learners,
             ignored_config_keys: Vec::new(),
         })
     }

@@ -54,6 +54,7 @@ fn node_config(
     node.max_request_bytes = config.max_request_bytes;
     node.max_txn_ops = config.max_txn_ops;
     node.quota_backend_bytes = config.quota_backend_bytes;
+    node.auto_promote_learners = config.auto_promote_learners;
     // A fresh seed per start, so a restarted member never repeats its previous life's lease IDs.
     node.seed = env.seed();
     env.adjust_node_config(&mut node);

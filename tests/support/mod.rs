@@ -178,6 +178,8 @@ pub struct Cluster {
     pub snapshot_count: u64,
     pub catch_up_entries: u64,
     cluster_id: ClusterId,
+    /// Whether leaders promote caught-up learners themselves.
+    auto_promote_learners: bool,
 }
 
 pub fn layout() -> StorageLayout {
@@ -196,7 +198,23 @@ impl Cluster {
         Self::with_snapshots(size, seed, 10_000, 1_000)
     }
 
+    /// A new cluster whose leaders promote caught-up learners themselves
+    /// (`NodeConfig::auto_promote_learners`).
+    pub fn auto_promoting(size: u64, seed: u64) -> Self {
+        Self::build(size, seed, 10_000, 1_000, true)
+    }
+
     pub fn with_snapshots(size: u64, seed: u64, snapshot_count: u64, catch_up: u64) -> Self {
+        Self::build(size, seed, snapshot_count, catch_up, false)
+    }
+
+    fn build(
+        size: u64,
+        seed: u64,
+        snapshot_count: u64,
+        catch_up: u64,
+        auto_promote_learners: bool,
+    ) -> Self {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let ids: Vec<u64> = (1..=size).collect();
         let cluster_id = ClusterId(0xc1);
@@ -239,6 +257,7 @@ impl Cluster {
             snapshot_count,
             catch_up_entries: catch_up,
             cluster_id,
+            auto_promote_learners,
         };
         for &id in &ids {
             let config = cluster.config_for(id, seed);
@@ -270,6 +289,7 @@ impl Cluster {
         config.catch_up_entries = self.catch_up_entries;
         config.request_timeout = Duration::from_secs(2);
         config.seed = seed.wrapping_mul(1_000_003).wrapping_add(id);
+        config.auto_promote_learners = self.auto_promote_learners;
         config
     }
 
