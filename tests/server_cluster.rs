@@ -786,6 +786,24 @@ fn operations_on_three_members() {
         .expect("defragment");
     });
 
+    // Members compare clocks with each peer (first about 5 s after start): on one machine the
+    // offsets are far below a second.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let offsets = loop {
+        let (_, metrics) = http_get(port, "/metrics").expect("metrics");
+        let offsets: Vec<f64> = metrics
+            .lines()
+            .filter(|l| l.starts_with("stet_network_peer_clock_offset_seconds{To="))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        if offsets.len() == 2 || Instant::now() > deadline {
+            break offsets;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(offsets.len(), 2, "{offsets:?}");
+    assert!(offsets.iter().all(|o| o.abs() < 1.0), "{offsets:?}");
+
     // /metrics reports fsync latency, proposals and per-method request counts.
     let (code, metrics) = http_get(port, "/metrics").expect("metrics");
     assert_eq!(code, 200);

@@ -64,9 +64,17 @@ impl SimEnvironment {
     }
 }
 
+/// The wall clock every simulated member's clock starts from: 2026-01-01T00:00:00Z.
+const WALL_CLOCK_ORIGIN_MICROS: u64 = 1_767_225_600_000_000;
+
 impl Environment for SimEnvironment {
     fn now(&self) -> Instant {
         self.world.local_now(self.member)
+    }
+
+    fn wall_clock_micros(&self) -> u64 {
+        // The member's own (skewed, drifting) clock, from a fixed calendar origin.
+        WALL_CLOCK_ORIGIN_MICROS + self.now().as_micros()
     }
 
     fn sleep_until(&self, at: Instant) -> BoxFuture<()> {

@@ -103,6 +103,10 @@ pub trait Environment: Send + Sync + 'static {
     /// Resolves once the member's clock reads `at` or later.
     fn sleep_until(&self, at: Instant) -> BoxFuture<()>;
 
+    /// The member's wall clock, in microseconds since the Unix epoch (what members compare to
+    /// find clock skew; nothing orders by it).
+    fn wall_clock_micros(&self) -> u64;
+
     /// A new handle on the member's disk. Handles see each other's writes.
     fn disk(&self) -> BoxDisk;
 
@@ -193,6 +197,14 @@ mod os {
         fn now(&self) -> Instant {
             let micros = self.origin.elapsed().as_micros();
             Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+        }
+
+        fn wall_clock_micros(&self) -> u64 {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| {
+                    u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+                })
         }
 
         fn sleep_until(&self, at: Instant) -> BoxFuture<()> {

@@ -96,6 +96,8 @@ pub struct Metrics {
     pub proposals_failed: AtomicU64,
     pub proposals_pending: AtomicU64,
     methods: Mutex<Vec<Arc<MethodStats>>>,
+    /// Each peer's clock minus this member's at the last comparison, in microseconds.
+    clock_offsets: Mutex<std::collections::BTreeMap<u64, i64>>,
 }
 
 impl Default for Metrics {
@@ -107,11 +109,41 @@ impl Default for Metrics {
             proposals_failed: AtomicU64::new(0),
             proposals_pending: AtomicU64::new(0),
             methods: Mutex::new(Vec::new()),
+            clock_offsets: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 }
 
 impl Metrics {
+    /// Records a peer's clock offset; the previous one, if any.
+    pub fn record_clock_offset(&self, peer: u64, offset_micros: i64) -> Option<i64> {
+        self.clock_offsets
+            .lock()
+            .ok()
+            .and_then(|mut offsets| offsets.insert(peer, offset_micros))
+    }
+
+    fn render_clock_offsets(&self, out: &mut String) {
+        header(
+            out,
+            "stet_network_peer_clock_offset_seconds",
+            "The peer's wall clock minus this member's at the last comparison.",
+            "gauge",
+        );
+        let offsets = self
+            .clock_offsets
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default();
+        for (peer, micros) in offsets {
+            let seconds = micros as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "stet_network_peer_clock_offset_seconds{{To=\"{peer:x}\"}} {seconds}"
+            );
+        }
+    }
+
     /// Records one handled gRPC call.
     pub fn record_call(
         &self,
@@ -183,6 +215,7 @@ impl Metrics {
         );
         self.backend_commit
             .render(&mut out, "etcd_disk_backend_commit_duration_seconds", "");
+        self.render_clock_offsets(&mut out);
         let methods: Vec<Arc<MethodStats>> =
             self.methods.lock().map(|m| m.clone()).unwrap_or_default();
         header(

@@ -198,14 +198,22 @@ fn spawn_member(
         node,
         storage,
         stopped.clone(),
-        metrics,
+        metrics.clone(),
         log.clone(),
     );
     driver.attach_transport(Transport::new(
         identity,
         handle.clone(),
         addresses.clone(),
-        env,
+        env.clone(),
+        log.clone(),
+    ));
+    tokio::spawn(peer::clock::watch_clocks(
+        env.clone(),
+        identity,
+        addresses.clone(),
+        metrics,
+        stopped.clone(),
         log.clone(),
     ));
     driver.seed_members(seed_members);
@@ -218,6 +226,7 @@ fn spawn_member(
             listener,
             handle.clone(),
             addresses.clone(),
+            env.clone(),
             stopped.clone(),
         ));
     }

@@ -16,6 +16,7 @@ use crate::node::{ClientRequest, StateChunk};
 use crate::peer_wire::{self, FrameKind, RaftReassembler};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpeerpb as peerpb;
+use crate::server::env::Environment;
 use crate::server::handle::DriverHandle;
 use crate::types::MemberId;
 
@@ -29,6 +30,7 @@ pub async fn serve(
     listener: TcpListener,
     driver: DriverHandle,
     addresses: AddressBook,
+    env: Arc<dyn Environment>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -42,8 +44,10 @@ pub async fn serve(
                 let driver = driver.clone();
                 let addresses = addresses.clone();
                 let log = log.clone();
+                let env = env.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = serve_connection(stream, driver, addresses, &log).await {
+                    let served = serve_connection(stream, driver, addresses, env.as_ref(), &log);
+                    if let Err(error) = served.await {
                         match error {
                             PeerError::Closed => {}
                             error => {
@@ -65,6 +69,7 @@ async fn serve_connection(
     stream: TcpStream,
     driver: DriverHandle,
     addresses: AddressBook,
+    env: &dyn Environment,
     log: &slog::Logger,
 ) -> Result<(), PeerError> {
     let mut stream = FramedStream::new(stream);
@@ -96,6 +101,7 @@ async fn serve_connection(
         refused: refused.clone(),
         members,
         removed,
+        clock_micros: env.wall_clock_micros(),
     };
     let mut bytes = Vec::new();
     peer_wire::encode_message(FrameKind::Welcome, &welcome, &mut bytes);

@@ -6,6 +6,7 @@
 //! followers (`forward`).
 
 pub mod accept;
+pub mod clock;
 pub mod conn;
 pub mod forward;
 
@@ -61,6 +62,22 @@ impl AddressBook {
             .ok()
             .and_then(|book| book.urls.get(&id).cloned())
             .unwrap_or_default()
+    }
+
+    /// Every member's ID and peer URLs.
+    pub fn members(&self) -> Vec<(u64, Vec<String>)> {
+        let mut members: Vec<(u64, Vec<String>)> = self
+            .0
+            .read()
+            .map(|book| {
+                book.urls
+                    .iter()
+                    .map(|(id, urls)| (*id, urls.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        members.sort();
+        members
     }
 
     /// Whether member `id` was removed from the cluster for good.
