@@ -215,12 +215,20 @@ fn a_recovered_member_grows_back_into_a_healthy_three_member_cluster() {
         ],
         &[],
     );
-    let members = ctl(&n1.client_url, &["member", "list", "-w", "json"]);
-    let members: serde_json::Value = serde_json::from_str(&members).expect("JSON");
-    let list = members["members"].as_array().expect("members");
-    assert_eq!(list.len(), 1, "{members}");
-    let id = format!("{:x}", list[0]["ID"].as_u64().expect("an ID"));
-    // The member update the runbook does: its stored peer URL is still the old machine's.
+    // The forced member publishes its peer URL from its flags (etcd keeps the old one until a
+    // `member update`); the runbook's `member update` is then a no-op that still works.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let members = ctl(&n1.client_url, &["member", "list", "-w", "json"]);
+        let members: serde_json::Value = serde_json::from_str(&members).expect("JSON");
+        let list = members["members"].as_array().expect("members").clone();
+        assert_eq!(list.len(), 1, "{members}");
+        if list[0]["peerURLs"][0] == n1.peer_url.as_str() {
+            break format!("{:x}", list[0]["ID"].as_u64().expect("an ID"));
+        }
+        assert!(Instant::now() < deadline, "the peer URL stayed {members}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let updated = ctl(
         &n1.client_url,
         &[

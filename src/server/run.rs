@@ -218,6 +218,9 @@ fn spawn_member(
     ));
     driver.seed_members(seed_members);
     driver.publish_attributes(config.name.clone(), config.advertise_client_urls.clone());
+    if config.force_new_cluster {
+        driver.publish_peer_urls(config.peer_urls.clone());
+    }
     for listener in peer_listeners {
         let local = listener.local_addr().ok();
         slog::info!(log, "serving peers"; "address" => ?local);

@@ -165,6 +165,12 @@ impl Driver {
         self.publish = Some(Publish::new(name, client_urls));
     }
 
+    /// Also publishes `peer_urls` (a `--force-new-cluster` start takes its peer URLs from its
+    /// flags, as on a new machine).
+    pub fn publish_peer_urls(&mut self, peer_urls: Vec<String>) {
+        self.publish = self.publish.take().map(|p| p.with_peer_urls(peer_urls));
+    }
+
     fn now(&self) -> Instant {
         self.env.now()
     }
