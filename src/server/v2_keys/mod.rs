@@ -264,7 +264,7 @@ async fn put(
         success: vec![pb::RequestOp {
             request: Some(request_op::Request::RequestPut(put)),
         }],
-        failure: vec![read_op(&key)],
+        failure: vec![ops::read_op(&key)],
     };
     let done = txn_or_failure(requests, &key, &conditions, txn).await;
     let done = match done {
@@ -301,15 +301,6 @@ async fn grant(requests: &Router, ttl_seconds: i64) -> Result<(i64, i64), V2Erro
     }
 }
 
-fn read_op(key: &str) -> pb::RequestOp {
-    pb::RequestOp {
-        request: Some(request_op::Request::RequestRange(pb::RangeRequest {
-            key: key.as_bytes().to_vec(),
-            ..Default::default()
-        })),
-    }
-}
-
 /// Runs a txn whose failure branch reads the key; a failed compare becomes etcd v2's error.
 async fn txn_or_failure(
     requests: &Router,
@@ -341,78 +332,14 @@ async fn delete(
     recursive: bool,
     conditions: Conditions,
 ) -> Result<Action, V2Error> {
-    let delete_key = pb::RequestOp {
-        request: Some(request_op::Request::RequestDeleteRange(
-            pb::DeleteRangeRequest {
-                key: key.clone().into_bytes(),
-                prev_kv: true,
-                ..Default::default()
-            },
-        )),
-    };
-    let (start, end) = ops::children_range(&key);
-    let mut success = vec![delete_key];
-    if recursive && conditions.is_empty() {
-        success.push(pb::RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(
-                pb::DeleteRangeRequest {
-                    key: start.clone(),
-                    range_end: end.clone(),
-                    ..Default::default()
-                },
-            )),
-        });
-    }
-    let txn = pb::TxnRequest {
-        compare: ops::compares(&key, &conditions),
-        success,
-        failure: vec![read_op(&key)],
-    };
+    let txn = ops::delete_txn(&key, recursive, &conditions);
     let done = txn_or_failure(requests, &key, &conditions, txn).await?;
     let index = revision(done.header.as_ref());
-    let deleted: Vec<&pb::DeleteRangeResponse> = done
-        .responses
-        .iter()
-        .filter_map(|r| match &r.response {
-            Some(response_op::Response::ResponseDeleteRange(deleted)) => Some(deleted),
-            _ => None,
-        })
-        .collect();
-    let action = if conditions.is_empty() {
-        "delete"
-    } else {
-        "compareAndDelete"
-    };
-    if let Some(prev) = deleted.first().and_then(|d| d.prev_kvs.first()) {
-        return Ok(Action {
-            action,
-            node: ops::deleted_node(prev, index),
-            prev_node: Some(ops::file_node(prev)),
-            created: false,
-            index,
-        });
-    }
-    if deleted.get(1).is_some_and(|d| d.deleted > 0) {
-        let node = Node {
-            key: Some(key.clone()),
-            dir: true,
-            modified_index: Some(index),
-            ..Node::default()
-        };
-        let prev_node = Node {
-            key: Some(key),
-            dir: true,
-            ..Node::default()
-        };
-        return Ok(Action {
-            action,
-            node,
-            prev_node: Some(prev_node),
-            created: false,
-            index,
-        });
+    if let Some(action) = ops::delete_action(&key, &conditions, &done, index) {
+        return Ok(action);
     }
     // Nothing was deleted: a directory needs `recursive`, else the key does not exist.
+    let (start, end) = ops::children_range(&key);
     let request = pb::RangeRequest {
         key: start,
         range_end: end,

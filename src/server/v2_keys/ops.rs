@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use super::form::Params;
 use super::reply::{Action, Node, V2Error};
-use crate::proto::etcdserverpb::{self as pb, compare};
+use crate::proto::etcdserverpb::{self as pb, compare, request_op, response_op};
 use crate::proto::mvccpb::KeyValue;
 
 /// The most keys a directory listing reads; a larger directory is refused, not cut short.
@@ -336,4 +336,87 @@ pub fn put_action(
         created: prev.is_none(),
         index: revision,
     }
+}
+
+/// A txn op reading `key` (a conditional write's failure branch: what the key holds now).
+pub fn read_op(key: &str) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(request_op::Request::RequestRange(pb::RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn delete_op(key: Vec<u8>, range_end: Vec<u8>, prev_kv: bool) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            pb::DeleteRangeRequest {
+                key,
+                range_end,
+                prev_kv,
+            },
+        )),
+    }
+}
+
+/// The txn of a DELETE: the key (with its previous version), and with `recursive` (and no
+/// conditions) every key under it; under the conditions' compares.
+pub fn delete_txn(key: &str, recursive: bool, conditions: &Conditions) -> pb::TxnRequest {
+    let mut success = vec![delete_op(key.as_bytes().to_vec(), Vec::new(), true)];
+    if recursive && conditions.is_empty() {
+        let (start, end) = children_range(key);
+        success.push(delete_op(start, end, false));
+    }
+    pb::TxnRequest {
+        compare: compares(key, conditions),
+        success,
+        failure: vec![read_op(key)],
+    }
+}
+
+/// The answer of a DELETE whose txn `done` succeeded at `index`, if it deleted anything: the
+/// key's previous version, or (recursive) the directory.
+pub fn delete_action(
+    key: &str,
+    conditions: &Conditions,
+    done: &pb::TxnResponse,
+    index: i64,
+) -> Option<Action> {
+    let deleted: Vec<&pb::DeleteRangeResponse> = done
+        .responses
+        .iter()
+        .filter_map(|r| match &r.response {
+            Some(response_op::Response::ResponseDeleteRange(deleted)) => Some(deleted),
+            _ => None,
+        })
+        .collect();
+    let action = if conditions.is_empty() {
+        "delete"
+    } else {
+        "compareAndDelete"
+    };
+    let answer = |node: Node, prev_node: Node| Action {
+        action,
+        node,
+        prev_node: Some(prev_node),
+        created: false,
+        index,
+    };
+    if let Some(prev) = deleted.first().and_then(|d| d.prev_kvs.first()) {
+        return Some(answer(deleted_node(prev, index), file_node(prev)));
+    }
+    if deleted.get(1).is_none_or(|d| d.deleted <= 0) {
+        return None;
+    }
+    let dir = Node {
+        key: Some(key.to_string()),
+        dir: true,
+        ..Node::default()
+    };
+    let node = Node {
+        modified_index: Some(index),
+        ..dir.clone()
+    };
+    Some(answer(node, dir))
 }

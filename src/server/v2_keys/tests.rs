@@ -237,3 +237,61 @@ fn directories_list_their_direct_children() {
         (b"/dir/".to_vec(), b"/dir0".to_vec())
     );
 }
+
+#[test]
+fn deletes_become_one_txn_and_answer_with_the_previous_version_or_the_directory() {
+    use crate::proto::etcdserverpb::{self as pb, response_op};
+    let plain = ops::delete_txn("/d", true, &Conditions::default());
+    assert_eq!(plain.success.len(), 2, "the key and everything under it");
+    assert!(plain.compare.is_empty());
+    let swap = Conditions {
+        prev_value: Some("x".into()),
+        ..Conditions::default()
+    };
+    let conditional = ops::delete_txn("/d", true, &swap);
+    assert_eq!(
+        conditional.success.len(),
+        1,
+        "a conditional delete is of the key only"
+    );
+    assert_eq!(conditional.compare.len(), 1);
+
+    let deleted = |prev: Vec<KeyValue>, below: i64| pb::TxnResponse {
+        succeeded: true,
+        responses: vec![
+            pb::ResponseOp {
+                response: Some(response_op::Response::ResponseDeleteRange(
+                    pb::DeleteRangeResponse {
+                        deleted: prev.len() as i64,
+                        prev_kvs: prev,
+                        ..Default::default()
+                    },
+                )),
+            },
+            pb::ResponseOp {
+                response: Some(response_op::Response::ResponseDeleteRange(
+                    pb::DeleteRangeResponse {
+                        deleted: below,
+                        ..Default::default()
+                    },
+                )),
+            },
+        ],
+        ..Default::default()
+    };
+    let key = ops::delete_action("/d", &swap, &deleted(vec![kv("/d", "x", 2, 3)], 0), 9)
+        .expect("the key was deleted");
+    assert_eq!(
+        key.body(),
+        "{\"action\":\"compareAndDelete\",\"node\":{\"key\":\"/d\",\"modifiedIndex\":9,\"createdIndex\":2},\
+         \"prevNode\":{\"key\":\"/d\",\"value\":\"x\",\"modifiedIndex\":3,\"createdIndex\":2}}\n"
+    );
+    let dir = ops::delete_action("/d", &Conditions::default(), &deleted(Vec::new(), 4), 9)
+        .expect("the directory was deleted");
+    assert_eq!(
+        dir.body(),
+        "{\"action\":\"delete\",\"node\":{\"key\":\"/d\",\"dir\":true,\"modifiedIndex\":9},\
+         \"prevNode\":{\"key\":\"/d\",\"dir\":true}}\n"
+    );
+    assert!(ops::delete_action("/d", &Conditions::default(), &deleted(Vec::new(), 0), 9).is_none());
+}
