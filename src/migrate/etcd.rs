@@ -292,7 +292,7 @@ fn left_behind(bolt: &Bolt<'_>) -> Result<Vec<String>, MigrateError> {
     let roles = count(bolt.bucket(b"authRoles")?)?;
     if users + roles > 0 {
         notes.push(format!(
-            "{users} users and {roles} roles (stet does not carry etcd's auth over; add them again)"
+            "{users} users and {roles} roles: stet does not carry etcd's auth over; add them again"
         ));
     }
     let mut auth_enabled = false;
@@ -303,11 +303,11 @@ fn left_behind(bolt: &Bolt<'_>) -> Result<Vec<String>, MigrateError> {
         })?;
     }
     if auth_enabled {
-        notes.push("authentication was enabled (the restored cluster starts without it)".into());
+        notes.push("authentication enabled: the restored cluster starts without it".into());
     }
     let alarms = count(bolt.bucket(b"alarm")?)?;
     if alarms > 0 {
-        notes.push(format!("{alarms} raised alarms (cleared by the restore)"));
+        notes.push(format!("{alarms} raised alarms: cleared by the restore"));
     }
     Ok(notes)
 }

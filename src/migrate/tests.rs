@@ -80,6 +80,21 @@ fn an_etcd_backup_carries_over_keys_history_compaction_and_leases() {
 }
 
 #[test]
+fn etcds_users_roles_and_auth_are_named_as_left_behind() {
+    const AUTH: &[u8] = include_bytes!("../../tests/fixtures/etcd-3.4-auth-snapshot.db");
+    let mut engine = Engine::in_memory(1 << 20).unwrap();
+    let imported = import(database(AUTH, false).unwrap(), &mut engine, |_| {}).unwrap();
+    assert_eq!(
+        imported.left_behind,
+        [
+            "1 users and 1 roles: stet does not carry etcd's auth over; add them again",
+            "authentication enabled: the restored cluster starts without it"
+        ]
+    );
+    assert_eq!(imported.revisions, 1);
+}
+
+#[test]
 fn the_trailer_is_checked_as_etcd_checks_it() {
     assert!(database(FIXTURE, false).is_ok());
     let mut damaged = FIXTURE.to_vec();

@@ -76,7 +76,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     };
     if loaded.origin == Origin::Etcd {
         for note in &loaded.left_behind {
-            eprintln!("warning: the etcd backup also held {note}");
+            eprintln!("warning: not carried over from the etcd backup: {note}");
         }
     }
     println!(
