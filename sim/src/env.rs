@@ -64,6 +64,9 @@ impl SimEnvironment {
     }
 }
 
+/// What a clock comparison may be off by beyond half its round trip.
+const CLOCK_SLACK_MICROS: i64 = 1_000;
+
 /// The wall clock every simulated member's clock starts from: 2026-01-01T00:00:00Z.
 const WALL_CLOCK_ORIGIN_MICROS: u64 = 1_767_225_600_000_000;
 
@@ -152,6 +155,28 @@ impl Environment for SimEnvironment {
             self.member
         ));
         Some(fault)
+    }
+
+    fn clock_comparison_started(&self, peer: u64) {
+        let truth = self.world.true_clock_offset(self.member, peer);
+        lock(&self.world.clock_comparisons).insert((self.member, peer), truth);
+    }
+
+    fn clock_offset_measured(&self, peer: u64, offset_micros: i64, round_trip_micros: u64) {
+        let after = self.world.true_clock_offset(self.member, peer);
+        let before = lock(&self.world.clock_comparisons)
+            .remove(&(self.member, peer))
+            .unwrap_or(after);
+        // The estimate is off by at most half the round trip (plus rounding); a clock that
+        // jumped meanwhile moves the truth between its values before and after.
+        let slack = i64::try_from(round_trip_micros / 2).unwrap_or(i64::MAX) + CLOCK_SLACK_MICROS;
+        let (low, high) = (before.min(after) - slack, before.max(after) + slack);
+        if !(low..=high).contains(&offset_micros) {
+            lock(&self.world.clock_violations).push(format!(
+                "member {:x} measured {peer:x}'s clock {offset_micros} µs ahead, truly {before}..{after} µs (round trip {round_trip_micros} µs)",
+                self.member
+            ));
+        }
     }
 
     fn planted(&self, mistake: Mistake) -> bool {

@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
-                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion]"
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion|misread-peer-clock]"
                         .to_string(),
                 )
             }
@@ -108,6 +108,7 @@ fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
         "keep-engine-files" => SelfTest::Mistake(Mistake::KeepReplacedEngineFiles),
         "backup-drops-rows" => SelfTest::Mistake(Mistake::BackupDropsFirstRows),
         "no-auto-promotion" => SelfTest::NoAutoPromotion,
+        "misread-peer-clock" => SelfTest::Mistake(Mistake::MisreadPeerClock),
         other => return Err(format!("unknown fault to plant: {other}")),
     })
 }

@@ -439,6 +439,13 @@ async fn final_checks(
             detail,
         });
     }
+    if let Some(violation) = lock(&world.clock_violations).first().cloned() {
+        return Err(Failure {
+            key: None,
+            property: "clock comparison",
+            detail: violation,
+        });
+    }
     removed_members_stopped(world).await?;
     if scenario.auto_promote_learners {
         let w = world.clone();

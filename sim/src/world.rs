@@ -210,6 +210,10 @@ pub struct World {
     /// A self-test's distortion of one member's clock that its clock model does not show:
     /// (member, extra drift in ppm).
     pub clock_distortion: Mutex<Option<(u64, i64)>>,
+    /// Each (member, peer) clock comparison under way: the true offset when it started.
+    pub clock_comparisons: Mutex<BTreeMap<(u64, u64), i64>>,
+    /// Clock comparisons whose result is off the true offset by more than they could be.
+    pub clock_violations: Mutex<Vec<String>>,
     /// What each member last counted on being durable (the per-member durability oracle).
     pub durable: Mutex<BTreeMap<u64, stet::node::DurableMarks>>,
     /// The first thing the per-member durability oracle found lost.
@@ -259,6 +263,8 @@ impl World {
             gone: Mutex::new(BTreeSet::new()),
             removed: Mutex::new(BTreeSet::new()),
             force_new_cluster: Mutex::new(None),
+            clock_comparisons: Mutex::new(BTreeMap::new()),
+            clock_violations: Mutex::new(Vec::new()),
             recovery: Mutex::new(None),
             starts: Mutex::new(BTreeMap::new()),
             kv_events: Mutex::new(KvEvents::default()),
@@ -378,6 +384,14 @@ impl World {
             Some(clock) => clock.local(elapsed),
             None => ClockModel::exact().local(elapsed),
         }
+    }
+
+    /// Member `peer`'s clock minus member `member`'s right now, in microseconds (what a clock
+    /// comparison between them should find).
+    pub fn true_clock_offset(&self, member: u64, peer: u64) -> i64 {
+        let (ours, theirs) = (self.local_now(member), self.local_now(peer));
+        i64::try_from(theirs.as_micros()).unwrap_or(i64::MAX)
+            - i64::try_from(ours.as_micros()).unwrap_or(i64::MAX)
     }
 
     /// Every member's clock model as the oracles know it (without a self-test's distortion).

@@ -171,6 +171,16 @@ fn leaders_that_never_promote_learners_are_caught_by_the_auto_promotion_oracle()
 }
 
 #[test]
+fn a_clock_comparison_with_the_wrong_sign_is_caught_by_the_clock_oracle() {
+    let fault = SelfTest::Mistake(Mistake::MisreadPeerClock);
+    let caught = caught_within("clock", fault, "clock comparison", 5);
+    assert!(
+        caught.is_some(),
+        "clock offsets measured with the wrong sign went unnoticed for 5 seeds"
+    );
+}
+
+#[test]
 fn a_backup_missing_rows_is_caught_by_the_backup_oracle() {
     let fault = SelfTest::Mistake(Mistake::BackupDropsFirstRows);
     let caught = caught_within("calm", fault, "backup", 3);

@@ -93,6 +93,8 @@ pub enum Mistake {
     KeepReplacedEngineFiles,
     /// A backup (`Maintenance.Snapshot`) leaves out the first rows of the state.
     BackupDropsFirstRows,
+    /// The clock comparison with a peer takes the offset with the wrong sign.
+    MisreadPeerClock,
 }
 
 /// The machine under the member runtime.
@@ -146,6 +148,13 @@ pub trait Environment: Send + Sync + 'static {
 
     /// The node was just started.
     fn started(&self, _node: &Node, _kind: StartKind) {}
+
+    /// A clock comparison with `peer` is about to start (for the simulator's oracle).
+    fn clock_comparison_started(&self, _peer: u64) {}
+
+    /// A clock comparison found `peer`'s clock `offset_micros` ahead of this member's, over a
+    /// round trip of `round_trip_micros` (the estimate's error is at most half of it).
+    fn clock_offset_measured(&self, _peer: u64, _offset_micros: i64, _round_trip_micros: u64) {}
 
     /// The driver just told the node that writes are durable (`Input::Persisted`).
     fn persisted(&self, _node: &Node) {}

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::conn::{dial, Identity};
 use super::AddressBook;
 use crate::proto::stetpeerpb as peerpb;
-use crate::server::env::Environment;
+use crate::server::env::{Environment, Mistake};
 use crate::server::metrics::Metrics;
 
 /// How often the clocks are compared.
@@ -75,9 +75,15 @@ pub async fn watch_clocks(
             if peer == identity.member_id {
                 continue;
             }
-            let Some(offset) = measure(env.as_ref(), identity, peer, &urls).await else {
+            env.clock_comparison_started(peer);
+            let Some((mut offset, round_trip)) = measure(env.as_ref(), identity, peer, &urls).await
+            else {
                 continue;
             };
+            if env.planted(Mistake::MisreadPeerClock) {
+                offset = -offset;
+            }
+            env.clock_offset_measured(peer, offset, round_trip);
             let previous = metrics.record_clock_offset(peer, offset);
             let (me, them) = (format!("{:x}", identity.member_id), format!("{peer:x}"));
             let seconds = offset as f64 / 1e6;
@@ -92,19 +98,20 @@ pub async fn watch_clocks(
     }
 }
 
-/// One comparison with `peer`: its clock minus ours, if it answered with a clock.
+/// One comparison with `peer`: its clock minus ours and the round trip it took, if it answered
+/// with a clock.
 async fn measure(
     env: &dyn Environment,
     identity: Identity,
     peer: u64,
     urls: &[String],
-) -> Option<i64> {
+) -> Option<(i64, u64)> {
     for url in urls {
         let sent = env.wall_clock_micros();
         if let Ok((_, welcome)) = dial(url, identity, peerpb::Purpose::Probe, peer).await {
             let received = env.wall_clock_micros();
-            return (welcome.clock_micros > 0)
-                .then(|| offset_micros(sent, received, welcome.clock_micros));
+            let offset = offset_micros(sent, received, welcome.clock_micros);
+            return (welcome.clock_micros > 0).then_some((offset, received.saturating_sub(sent)));
         }
     }
     None
