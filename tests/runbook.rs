@@ -684,6 +684,25 @@ fn doctor_explains_each_broken_setup_and_passes_a_sound_one() {
         &a.client_url,
         &["member", "add", "b", &format!("--peer-urls={spare}")],
     );
+    // As etcd's: with the new member never started, the cluster has no quorum and says so.
+    let port: u16 = a
+        .client_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = http_get(port, "/health").expect("GET /health");
+        if code == 503 && body.contains("\"health\":\"false\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still healthy without a quorum: {code} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(a);
     let (ok, said) = doctor(d, &own, &[]);
     assert!(!ok, "{said}");
