@@ -432,6 +432,21 @@ fn an_offline_backup_starts_only_as_a_new_cluster() {
         printed.contains("start it with --force-new-cluster"),
         "{printed}"
     );
+    let json = stetutl(
+        d,
+        &[
+            "backup",
+            "-w",
+            "json",
+            "--data-dir",
+            "a.stet",
+            "--backup-dir",
+            "c.stet",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert!(json["files"].as_u64().unwrap_or(0) >= 2, "{json}");
+    assert!(json["commit_index"].as_u64().unwrap_or(0) > 10, "{json}");
 
     // Started as the member it was, the backup refuses, saying how to start it.
     let (b_client, b_peer) = urls();

@@ -13,6 +13,8 @@ use stet::server::dir_lock::DataDirLock;
 use stet::server::fs_disk::FsDisk;
 use stet::storage::StorageLayout;
 
+use crate::Output;
+
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -30,6 +32,9 @@ pub struct Args {
     /// Where the backup's WAL goes, to start it with --wal-dir.
     #[arg(long)]
     backup_wal_dir: Option<PathBuf>,
+    /// Output: a line for a person, or JSON.
+    #[arg(short = 'w', long = "write-out", value_enum, default_value_t = Output::Simple)]
+    write_out: Output,
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
@@ -44,16 +49,30 @@ pub fn run(args: &Args) -> Result<(), String> {
         }
     })
     .map_err(|e| e.to_string())?;
-    println!(
-        "backed up member {:x} of cluster {:x} (commit index {}): {} files, {} bytes into {}; \
-         start it with --force-new-cluster (it cannot rejoin cluster {:x})",
-        copied.marker.member_id,
-        copied.marker.cluster_id,
-        copied.marker.commit_index,
-        copied.files,
-        copied.bytes,
-        args.backup_dir.display(),
-        copied.marker.cluster_id
-    );
+    let marker = copied.marker;
+    match args.write_out {
+        Output::Simple => println!(
+            "backed up member {:x} of cluster {:x} (commit index {}): {} files, {} bytes into {}; \
+             start it with --force-new-cluster (it cannot rejoin cluster {:x})",
+            marker.member_id,
+            marker.cluster_id,
+            marker.commit_index,
+            copied.files,
+            copied.bytes,
+            args.backup_dir.display(),
+            marker.cluster_id
+        ),
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "member_id": format!("{:x}", marker.member_id),
+                "cluster_id": format!("{:x}", marker.cluster_id),
+                "commit_index": marker.commit_index,
+                "files": copied.files,
+                "bytes": copied.bytes,
+                "backup_dir": args.backup_dir.display().to_string(),
+            })
+        ),
+    }
     Ok(())
 }

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::backup_file::{self, Loaded, Origin};
+use crate::Output;
 
 use stet::engine::Engine;
 use stet::member;
@@ -47,6 +48,9 @@ pub struct Args {
     /// Do not compare the backup's SHA-256 (its records and rows are still checked).
     #[arg(long)]
     skip_hash_check: bool,
+    /// Output: a line for a person, or JSON.
+    #[arg(short = 'w', long = "write-out", value_enum, default_value_t = Output::Simple)]
+    write_out: Output,
 }
 
 /// The new cluster's identity, as the member will derive it from the same flags.
@@ -79,18 +83,31 @@ pub fn run(args: &Args) -> Result<(), String> {
             eprintln!("warning: not carried over from the etcd backup: {note}");
         }
     }
-    println!(
-        "restored the {} backup at revision {revision} into {} as member {:x} of a new cluster {:x}; \
-         start it with --initial-cluster-state new and the same --name, --initial-cluster, \
-         --initial-cluster-token and --initial-advertise-peer-urls",
-        match loaded.origin {
-            Origin::Stet => "stet",
-            Origin::Etcd => "etcd",
-        },
-        data_dir.display(),
-        identity.member_id.0,
-        identity.cluster_id
-    );
+    let origin = match loaded.origin {
+        Origin::Stet => "stet",
+        Origin::Etcd => "etcd",
+    };
+    match args.write_out {
+        Output::Simple => println!(
+            "restored the {origin} backup at revision {revision} into {} as member {:x} of a new \
+             cluster {:x}; start it with --initial-cluster-state new and the same --name, \
+             --initial-cluster, --initial-cluster-token and --initial-advertise-peer-urls",
+            data_dir.display(),
+            identity.member_id.0,
+            identity.cluster_id
+        ),
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "origin": origin,
+                "revision": revision,
+                "data_dir": data_dir.display().to_string(),
+                "member_id": format!("{:x}", identity.member_id.0),
+                "cluster_id": format!("{:x}", identity.cluster_id),
+                "left_behind": loaded.left_behind,
+            })
+        ),
+    }
     Ok(())
 }
 
