@@ -50,11 +50,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The problems `stetutl doctor` finds in the data directory and flags (without asking the
-/// other members), each with its fix, before the error itself.
+/// The problems `stetutl doctor` finds in the WAL, the small files and the flags (without
+/// copying the data directory or asking the other members), each with its fix, before the
+/// error itself.
 fn explain(config: &config::ServerConfig) {
     use stet::server::doctor::{self, Finding, Severity};
-    let problems: Vec<Finding> = doctor::examine(config, true)
+    let problems: Vec<Finding> = doctor::examine(config, doctor::Depth::Quick)
         .into_iter()
         .filter(|f| f.severity == Severity::Problem)
         .collect();

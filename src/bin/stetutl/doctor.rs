@@ -33,7 +33,11 @@ pub fn run(args: &Args) -> Result<(), String> {
         ))
         }
     };
-    let findings = doctor::examine(&config, args.offline);
+    let depth = match args.offline {
+        true => doctor::Depth::Offline,
+        false => doctor::Depth::Full,
+    };
+    let findings = doctor::examine(&config, depth);
     let problems = findings
         .iter()
         .filter(|f| f.severity == Severity::Problem)

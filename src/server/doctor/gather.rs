@@ -23,8 +23,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The scratch engine's page cache.
 const CACHE_BYTES: usize = 8 << 20;
 
-/// What the data directory `layout` describes holds; `None` when it holds no WAL.
-pub fn data(layout: &StorageLayout) -> Option<Data> {
+/// What the data directory `layout` describes holds; `None` when it holds no WAL. The
+/// membership is loaded (from a scratch copy of the data directory) only if `with_membership`.
+pub fn data(layout: &StorageLayout, with_membership: bool) -> Option<Data> {
     let disk = FsDisk::new();
     if !Wal::exists(&disk, &layout.wal_dir) {
         return None;
@@ -49,6 +50,7 @@ pub fn data(layout: &StorageLayout) -> Option<Data> {
         marker: offline::read_marker(&disk, layout).ok().flatten(),
         forced_identity: forced_identity::read(&disk, layout),
         membership: match &wal {
+            Ok(_) if !with_membership => Ok((Vec::new(), Vec::new())),
             Ok((metadata, _)) => membership(layout, *metadata),
             Err(why) => Err(why.clone()),
         },

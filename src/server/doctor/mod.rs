@@ -13,9 +13,21 @@ use super::config::{ClusterState, ServerConfig};
 use crate::storage::StorageLayout;
 use crate::wal::Metadata;
 
-/// Every diagnosis for a member starting with `config`; the live members it knows are asked
-/// unless `offline`.
-pub fn examine(config: &ServerConfig, offline: bool) -> Vec<Finding> {
+/// How far the doctor looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Everything: the membership a restart would load (from a scratch copy of the data
+    /// directory, as large as it is) and the live members it names.
+    Full,
+    /// The same without asking the live members.
+    Offline,
+    /// Only what reading the WAL and the small files tells (what `stet` runs when it refuses to
+    /// start: no copy of a large data directory, no waiting on peers).
+    Quick,
+}
+
+/// Every diagnosis for a member starting with `config`, looking as far as `depth`.
+pub fn examine(config: &ServerConfig, depth: Depth) -> Vec<Finding> {
     let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
     let flags = checks::Flags {
         name: config.name.clone(),
@@ -28,9 +40,9 @@ pub fn examine(config: &ServerConfig, offline: bool) -> Vec<Finding> {
         force_new_cluster: config.force_new_cluster,
         advertise_peer_urls: config.peer_urls.clone(),
     };
-    let data = gather::data(&layout);
+    let data = gather::data(&layout, depth != Depth::Quick);
     let mut urls: Vec<String> = Vec::new();
-    if !offline {
+    if depth == Depth::Full {
         if let Some(Ok((members, _))) = data.as_ref().map(|d| &d.membership) {
             for member in members {
                 urls.extend(member.client_urls.iter().cloned());
