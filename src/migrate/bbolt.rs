@@ -228,6 +228,14 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(word)
 }
 
+/// Element `i` of a branch or leaf page: where it starts in the page, and its bytes.
+fn element(page: &[u8], i: usize) -> Result<(usize, &[u8]), String> {
+    let at = PAGE_HEADER_BYTES + i * ELEMENT_BYTES;
+    page.get(at..at + ELEMENT_BYTES)
+        .map(|element| (at, element))
+        .ok_or_else(|| format!("element {i} past the page's end"))
+}
+
 /// One element of a leaf page.
 struct LeafElement<'a> {
     is_bucket: bool,
@@ -322,10 +330,7 @@ impl<'a> Walk<'a> {
         }
         let count = usize::from(u16::from_le_bytes([page[10], page[11]]));
         for i in 0..count {
-            let at = PAGE_HEADER_BYTES + i * ELEMENT_BYTES;
-            let element = page
-                .get(at..at + ELEMENT_BYTES)
-                .ok_or_else(|| damaged(format!("element {i} past the page's end")))?;
+            let (_, element) = element(page, i).map_err(damaged)?;
             let child = u64_at(element, 8);
             if !self.page(child, depth + 1, each)? {
                 return Ok(false);
@@ -351,10 +356,7 @@ impl<'a> Walk<'a> {
         }
         let count = usize::from(u16::from_le_bytes([header[10], header[11]]));
         for i in 0..count {
-            let at = PAGE_HEADER_BYTES + i * ELEMENT_BYTES;
-            let element = page
-                .get(at..at + ELEMENT_BYTES)
-                .ok_or_else(|| damaged(format!("element {i} past the page's end")))?;
+            let (at, element) = element(page, i).map_err(damaged)?;
             let key_at = usize::try_from(u32_at(element, 4))
                 .ok()
                 .and_then(|pos| at.checked_add(pos));

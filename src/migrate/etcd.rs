@@ -104,6 +104,8 @@ pub fn import(
     let mut batch = Batch::new();
     batch.replace_all();
     let mut newest = 0;
+    // The batch's size, kept here: `Batch::bytes` walks every op, once per row would be quadratic.
+    let mut batch_bytes = 0;
     let mut failure = None;
     key.for_each(|row_key, value| {
         let row = match revision_row(row_key, value) {
@@ -114,9 +116,11 @@ pub fn import(
             }
         };
         newest = newest.max(row.0.main);
+        batch_bytes += row.1.key_value.len();
         batch.put_revision(row.0, row.1);
         imported.revisions += 1;
-        if batch.bytes() >= BATCH_BYTES {
+        if batch_bytes >= BATCH_BYTES {
+            batch_bytes = 0;
             let full = std::mem::take(&mut batch);
             if let Err(error) = engine.commit(full, false) {
                 failure = Some(error.into());

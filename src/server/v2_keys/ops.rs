@@ -281,14 +281,15 @@ pub fn dir_node(key: &str, kvs: &[&KeyValue], recursive: bool) -> Node {
         .into_iter()
         .map(|(name, child)| match child.file {
             Some(kv) => file_node(kv),
-            None => {
-                let path = format!("{prefix}{name}");
-                let mut node = dir_node(&path, &child.below, recursive);
-                if !recursive {
-                    node.nodes = None;
-                }
-                node
-            }
+            None if recursive => dir_node(&format!("{prefix}{name}"), &child.below, true),
+            // A child directory shown without its contents: no need to build them.
+            None => Node {
+                key: Some(format!("{prefix}{name}")),
+                dir: true,
+                modified_index: child.below.iter().map(|kv| kv.mod_revision).max(),
+                created_index: child.below.iter().map(|kv| kv.create_revision).min(),
+                ..Node::default()
+            },
         })
         .collect();
     let root = key == "/";
