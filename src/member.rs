@@ -74,6 +74,26 @@ pub fn cluster_id(member_ids: &[MemberId]) -> ClusterId {
     ClusterId(first_8_bytes(&hasher.digest().bytes()))
 }
 
+/// The ID of the cluster a `--force-new-cluster` start makes of `member` alone, after the
+/// `previous` cluster's log up to `commit`: SHA-1 over all three, so each forced start (a later
+/// one commits more) makes a cluster no member of an earlier one takes for its own. Never
+/// `previous`, never 0 (an unknown cluster on the peer handshake).
+pub fn forced_cluster_id(previous: ClusterId, member: MemberId, commit: u64) -> ClusterId {
+    let mut salt = 0u64;
+    loop {
+        let mut hasher = sha1_smol::Sha1::new();
+        hasher.update(b"stet --force-new-cluster");
+        for part in [previous.0, member.0, commit, salt] {
+            hasher.update(&part.to_be_bytes());
+        }
+        let id = first_8_bytes(&hasher.digest().bytes());
+        if id != previous.0 && id != 0 {
+            return ClusterId(id);
+        }
+        salt += 1;
+    }
+}
+
 fn first_8_bytes(digest: &[u8; 20]) -> u64 {
     let mut head = [0u8; 8];
     head.copy_from_slice(&digest[..8]);
@@ -398,6 +418,18 @@ mod tests {
         assert_ne!(member_id(&a, "t", None), member_id(&a, "t", Some(1)));
         assert_ne!(member_id(&a, "t", Some(1)), member_id(&a, "t", Some(2)));
         assert_eq!(member_id(&a, "t", Some(7)), member_id(&b, "t", Some(7)));
+    }
+
+    #[test]
+    fn a_forced_cluster_is_new_and_each_forced_start_makes_another() {
+        let (old, me) = (ClusterId(0xcdf818194e3a8c32), MemberId(0x8e9e05c52164694d));
+        let first = forced_cluster_id(old, me, 100);
+        assert_ne!(first, old);
+        assert_ne!(first.0, 0);
+        assert_eq!(first, forced_cluster_id(old, me, 100), "deterministic");
+        assert_ne!(first, forced_cluster_id(old, me, 101));
+        assert_ne!(first, forced_cluster_id(old, MemberId(7), 100));
+        assert_ne!(forced_cluster_id(first, me, 100), first);
     }
 
     #[test]

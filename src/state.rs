@@ -107,6 +107,17 @@ impl StateMachine {
         self.members_changed = true;
     }
 
+    /// Makes `cluster_id` the cluster this state belongs to, if it is not already (the member's
+    /// WAL names its cluster; a `--force-new-cluster` start changes it). Whether it changed.
+    pub fn adopt_cluster_id(&mut self, cluster_id: ClusterId) -> bool {
+        if self.members.cluster_id() == cluster_id {
+            return false;
+        }
+        self.members.set_cluster_id(cluster_id);
+        self.members_changed = true;
+        true
+    }
+
     /// Applies one client write or internal command from a committed entry.
     pub fn apply(&mut self, request: Request, now: Instant, is_leader: bool) -> Applied {
         let refused = if self.alarms.corrupt() {

@@ -239,6 +239,19 @@ impl<D: Disk> MemberStorage<D> {
         Ok(())
     }
 
+    /// Makes `cluster_id` this member's cluster from here on (a `--force-new-cluster` start),
+    /// durably: restarts and later segments read it from the WAL.
+    pub fn change_cluster_id(&mut self, cluster_id: u64) -> Result<(), StorageError> {
+        self.wal.change_cluster_id(cluster_id)?;
+        self.wal.sync()?;
+        Ok(())
+    }
+
+    /// The member and cluster this storage belongs to now.
+    pub fn metadata(&self) -> crate::wal::Metadata {
+        self.wal.metadata()
+    }
+
     /// Makes everything written so far durable.
     pub fn sync(&mut self) -> Result<(), StorageError> {
         Ok(self.wal.sync()?)

@@ -193,6 +193,7 @@ fn a_recovered_member_grows_back_into_a_healthy_three_member_cluster() {
     );
     let before: serde_json::Value = serde_json::from_str(&before).expect("JSON");
     let revision = before["header"]["revision"].as_i64().expect("revision");
+    let old_cluster = before["header"]["cluster_id"].as_u64().expect("cluster_id");
     drop(old); // SIGKILL: the machine is gone.
 
     // Its data directory, copied to a new machine, started alone under a new name and URL.
@@ -266,6 +267,19 @@ fn a_recovered_member_grows_back_into_a_healthy_three_member_cluster() {
         })
         .collect();
     listed.sort();
+    // A new cluster, which every member belongs to.
+    let new_cluster = members["header"]["cluster_id"]
+        .as_u64()
+        .expect("cluster_id");
+    assert_ne!(new_cluster, old_cluster);
+    let status = ctl(&endpoints, &["endpoint", "status", "-w", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("JSON");
+    for member in status.as_array().expect("one status per endpoint") {
+        assert_eq!(
+            member["Status"]["header"]["cluster_id"], new_cluster,
+            "{member}"
+        );
+    }
     let expected: Vec<(String, String)> = all
         .iter()
         .map(|(name, _, peer_url)| (name.clone(), peer_url.clone()))

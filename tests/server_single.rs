@@ -491,11 +491,16 @@ fn data_survives_restart_and_another_identity_is_refused() {
 fn a_copied_data_dir_recovers_under_another_name_with_force_new_cluster() {
     let dir = TempDir::new("force-copy");
     let member = Member::start(&dir.0, &[]);
-    runtime().block_on(async {
+    let old_cluster = runtime().block_on(async {
         let mut c = connect(member.endpoint()).await;
         for i in 0..10 {
             c.put(&format!("k{i}"), &format!("v{i}"), 0).await;
         }
+        member_list(&mut c)
+            .await
+            .header
+            .expect("a header")
+            .cluster_id
     });
     assert!(member.terminate().success());
 
@@ -519,17 +524,28 @@ fn a_copied_data_dir_recovers_under_another_name_with_force_new_cluster() {
         "--force-new-cluster",
     ];
     let member = Member::start(&copy.0, &flags);
-    runtime().block_on(async {
+    let new_cluster = runtime().block_on(async {
         let mut c = connect(member.endpoint()).await;
         assert_eq!(c.value("k7").await.as_deref(), Some(&b"v7"[..]));
-        let members = c
-            .cluster
-            .member_list(pb::MemberListRequest::default())
-            .await
-            .expect("member list")
-            .into_inner();
+        let members = member_list(&mut c).await;
         assert_eq!(members.members.len(), 1, "{members:?}");
         c.put("after", "recovery", 0).await;
+        members.header.expect("a header").cluster_id
+    });
+    // A new cluster: no member of the old one takes it for its own.
+    assert_ne!(new_cluster, old_cluster);
+    assert!(member.terminate().success());
+
+    // Restarted with the same flags but without --force-new-cluster, it is the same member of
+    // the same new cluster, with everything.
+    let member = Member::start(&copy.0, &flags[..flags.len() - 1]);
+    runtime().block_on(async {
+        let mut c = connect(member.endpoint()).await;
+        assert_eq!(c.value("after").await.as_deref(), Some(&b"recovery"[..]));
+        assert_eq!(c.value("k3").await.as_deref(), Some(&b"v3"[..]));
+        let members = member_list(&mut c).await;
+        assert_eq!(members.members.len(), 1, "{members:?}");
+        assert_eq!(members.header.expect("a header").cluster_id, new_cluster);
     });
     drop(member);
 
@@ -545,6 +561,14 @@ fn a_copied_data_dir_recovers_under_another_name_with_force_new_cluster() {
         stderr.contains("needs a data directory to restart from"),
         "{stderr}"
     );
+}
+
+async fn member_list(c: &mut Clients) -> pb::MemberListResponse {
+    c.cluster
+        .member_list(pb::MemberListRequest::default())
+        .await
+        .expect("member list")
+        .into_inner()
 }
 
 #[test]

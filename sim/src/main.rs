@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
-                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion|misread-peer-clock]"
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity]"
                         .to_string(),
                 )
             }
@@ -109,6 +109,8 @@ fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
         "backup-drops-rows" => SelfTest::Mistake(Mistake::BackupDropsFirstRows),
         "no-auto-promotion" => SelfTest::NoAutoPromotion,
         "misread-peer-clock" => SelfTest::Mistake(Mistake::MisreadPeerClock),
+        "forced-keeps-cluster" => SelfTest::Mistake(Mistake::ForcedStartKeepsClusterId),
+        "ignore-forced-identity" => SelfTest::Mistake(Mistake::IgnoreForcedIdentity),
         other => return Err(format!("unknown fault to plant: {other}")),
     })
 }

@@ -1,7 +1,8 @@
 //! Membership faults, done the way an operator would: remove the leader through a conf change,
 //! churn (add a learner, promote it, remove a voter, re-add it from an empty data dir under a new
-//! ID), and lose a majority for good, then recover one survivor with `--force-new-cluster` and grow
-//! the cluster back with member adds. Also the checks that change with force-new-cluster.
+//! ID), and lose a majority for good, then recover one survivor with `--force-new-cluster` under a
+//! new name (the runbook's flags), grow the cluster back with member adds and restart the survivor
+//! without the flag. Also the checks that change with force-new-cluster.
 //!
 //! # The durability model of force-new-cluster
 //! Losing a majority for good loses every write that reached only the lost members, and
@@ -560,6 +561,13 @@ impl Operator {
         ));
         self.kill(survivor);
         madsim::time::sleep(Duration::from_millis(500)).await;
+        // As the runbook does it: under a new name, `--initial-cluster` naming only itself.
+        if let Some(host) = self.world.host_of(survivor) {
+            if let Some(entry) = lock(&self.world.hosts).get_mut(&host) {
+                entry.name = format!("r{host}");
+                entry.launch = Launch::Alone;
+            }
+        }
         *lock(&self.world.force_new_cluster) = Some(survivor);
         if let Some(node) = self.world.node_of(survivor) {
             Handle::current().restart(node);
@@ -574,6 +582,16 @@ impl Operator {
             let host = self.fresh_host();
             self.add(host, false).await;
             madsim::time::sleep(Duration::from_secs(1)).await;
+        }
+        // Later restarts keep the same flags, without `--force-new-cluster`: the member must
+        // know itself by the identity it was forced under, in the new cluster.
+        self.world.trace(format!(
+            "operator: restart {survivor:x} without --force-new-cluster"
+        ));
+        self.kill(survivor);
+        madsim::time::sleep(Duration::from_millis(500)).await;
+        if let Some(node) = self.world.node_of(survivor) {
+            Handle::current().restart(node);
         }
     }
 }

@@ -54,6 +54,7 @@ impl Reporter {
             "member {id:x} started ({kind:?}, applied index {})",
             node.applied_index()
         ));
+        self.check_cluster(node, kind);
         match kind {
             StartKind::ForceNewCluster => self.forced_restart(node),
             StartKind::Restart => self.check_durable(node),
@@ -194,6 +195,42 @@ impl Reporter {
         };
         if let Err(violation) = check_restart(self.member, &before, after) {
             lock(&self.world.durability_violation).get_or_insert(violation);
+        }
+    }
+
+    /// Every start is in the current cluster, except a `--force-new-cluster` start, which makes
+    /// a new one (no member of the old cluster may take it for its own); the applied state
+    /// belongs to the member's cluster.
+    fn check_cluster(&self, node: &Node, kind: StartKind) {
+        let id = self.member;
+        let started_in = node.config().cluster_id;
+        let mut current = lock(&self.world.current_cluster);
+        let violation = if kind == StartKind::ForceNewCluster {
+            let previous = std::mem::replace(&mut *current, started_in);
+            (started_in == previous).then(|| {
+                format!("member {id:x} forced a new cluster but kept cluster {previous:?}")
+            })
+        } else {
+            (started_in != *current).then(|| {
+                format!(
+                    "member {id:x} started ({kind:?}) in cluster {started_in:?}, not in the \
+                     current cluster {:?}",
+                    *current
+                )
+            })
+        };
+        let state_cluster = node.state().members().cluster_id();
+        let violation = violation.or_else(|| {
+            (state_cluster != started_in).then(|| {
+                format!(
+                    "member {id:x} started in cluster {started_in:?} with the state of cluster \
+                     {state_cluster:?}"
+                )
+            })
+        });
+        if let Some(violation) = violation {
+            self.world.trace(format!("identity violation: {violation}"));
+            lock(&self.world.identity_violations).push(violation);
         }
     }
 

@@ -439,6 +439,13 @@ async fn final_checks(
             detail,
         });
     }
+    if let Some(violation) = lock(&world.identity_violations).first().cloned() {
+        return Err(Failure {
+            key: None,
+            property: "cluster identity",
+            detail: violation,
+        });
+    }
     if let Some(violation) = lock(&world.clock_violations).first().cloned() {
         return Err(Failure {
             key: None,

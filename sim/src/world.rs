@@ -145,6 +145,9 @@ pub enum Launch {
     /// A member added at runtime joining the cluster (`--initial-cluster-state existing`) with
     /// this `--initial-cluster`.
     Join { initial_cluster: String },
+    /// The survivor of a lost majority, restarted under a new name as the recovery runbook does:
+    /// `--initial-cluster` names only itself (ignored: its data directory exists).
+    Alone,
 }
 
 /// Where every member keeps its data, on its own simulated disk.
@@ -166,6 +169,12 @@ pub struct Host {
 pub struct World {
     pub settings: Mutex<Settings>,
     pub cluster_id: ClusterId,
+    /// The cluster every member must start in: the initial one, until a `--force-new-cluster`
+    /// start makes a new one.
+    pub current_cluster: Mutex<ClusterId>,
+    /// Members that started in another cluster than the current one, or forced starts that
+    /// kept the old cluster.
+    pub identity_violations: Mutex<Vec<String>>,
     /// The initial members, with their IDs as the server derives them.
     pub initial: Vec<pb::Member>,
     /// `--initial-cluster` of the initial members.
@@ -249,6 +258,8 @@ impl World {
         let mut world = World {
             settings: Mutex::new(settings),
             cluster_id: ClusterId(0),
+            current_cluster: Mutex::new(ClusterId(0)),
+            identity_violations: Mutex::new(Vec::new()),
             initial: Vec::new(),
             initial_cluster,
             hosts: Mutex::new(hosts),
@@ -286,6 +297,7 @@ impl World {
             .server_config(1, false)
             .expect("the simulator's flags for the first member parse");
         world.cluster_id = first.cluster_id;
+        *world.current_cluster.get_mut().expect("not shared yet") = first.cluster_id;
         world.initial = first.initial_members.clone();
         {
             let hosts = world.hosts.get_mut().expect("not shared yet");
@@ -331,6 +343,7 @@ impl World {
         let (initial_cluster, state) = match launch {
             Launch::Initial => (self.initial_cluster.clone(), "new"),
             Launch::Join { initial_cluster } => (initial_cluster, "existing"),
+            Launch::Alone => (format!("{name}={peer}"), "new"),
         };
         let mut args = vec![
             "stet".to_string(),

@@ -181,6 +181,26 @@ fn a_clock_comparison_with_the_wrong_sign_is_caught_by_the_clock_oracle() {
 }
 
 #[test]
+fn a_forced_start_keeping_the_old_cluster_is_caught_by_the_identity_oracle() {
+    let fault = SelfTest::Mistake(Mistake::ForcedStartKeepsClusterId);
+    let caught = caught_within("force-new-cluster", fault, "cluster identity", 3);
+    assert!(
+        caught.is_some(),
+        "--force-new-cluster keeping the old cluster ID went unnoticed for 3 seeds"
+    );
+}
+
+#[test]
+fn a_restart_ignoring_the_forced_identity_is_caught_by_the_availability_oracle() {
+    let fault = SelfTest::Mistake(Mistake::IgnoreForcedIdentity);
+    let caught = caught_within("force-new-cluster", fault, "availability", 3);
+    assert!(
+        caught.is_some(),
+        "a forced member refused its own restart, unnoticed for 3 seeds"
+    );
+}
+
+#[test]
 fn a_backup_missing_rows_is_caught_by_the_backup_oracle() {
     let fault = SelfTest::Mistake(Mistake::BackupDropsFirstRows);
     let caught = caught_within("calm", fault, "backup", 3);

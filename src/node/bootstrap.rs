@@ -301,7 +301,16 @@ impl Loaded {
         logger: &slog::Logger,
     ) -> Result<Node, StartError> {
         let hard_state = self.store.hard_state().clone();
-        let mut node = Node::from_parts(config, self.store, self.state, self.applied, now, logger)?;
+        let mut state = self.state;
+        let stored_cluster = state.members().cluster_id();
+        if state.adopt_cluster_id(config.cluster_id) {
+            // The WAL names the member's cluster; the engine catches up at its next commit (a
+            // `--force-new-cluster` start that stopped before it).
+            slog::info!(logger, "the applied state takes the WAL's cluster ID";
+                "stored" => %format!("{:x}", stored_cluster.0),
+                "cluster_id" => %format!("{:x}", config.cluster_id.0));
+        }
+        let mut node = Node::from_parts(config, self.store, state, self.applied, now, logger)?;
         node.snapshot_index = self.snapshot_index.max(self.applied);
         if let Some(snapshot) = self.engine_snapshot {
             node.outputs.push_back(Output::Persist(Persist {

@@ -523,6 +523,19 @@ impl Node {
         self.outputs.pop_front()
     }
 
+    /// The writes a restart queued ahead of everything else (ready number 0, never reported
+    /// back), for a caller that makes them durable itself before the driver runs: a forced start
+    /// writes them, then its new cluster ID.
+    pub fn take_start_persists(&mut self) -> Vec<Persist> {
+        let mut taken = Vec::new();
+        while matches!(self.outputs.front(), Some(Output::Persist(p)) if p.ready_number == 0) {
+            if let Some(Output::Persist(persist)) = self.outputs.pop_front() {
+                taken.push(persist);
+            }
+        }
+        taken
+    }
+
     /// When the node next needs `handle(now, Input::Tick)` even if nothing else happens; `None`
     /// once it has stopped (removed from the cluster, or failed).
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -761,6 +774,8 @@ impl Node {
         };
         match installed {
             Ok(()) => {
+                // The leader's state, in this member's cluster (which its WAL names).
+                self.state.adopt_cluster_id(self.config.cluster_id);
                 let index = snapshot.get_metadata().index;
                 self.applied_index = index;
                 self.snapshot_index = index;

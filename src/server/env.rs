@@ -95,6 +95,10 @@ pub enum Mistake {
     BackupDropsFirstRows,
     /// The clock comparison with a peer takes the offset with the wrong sign.
     MisreadPeerClock,
+    /// `--force-new-cluster` keeps the old cluster ID.
+    ForcedStartKeepsClusterId,
+    /// A restart ignores the identity recorded by a forced start (`forced_identity`).
+    IgnoreForcedIdentity,
 }
 
 /// The machine under the member runtime.

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{ClusterState, ServerConfig};
-use super::env::{BoxDisk, Environment, StartKind};
+use super::env::{BoxDisk, Environment, Mistake, StartKind};
 use super::forced_identity;
 use super::peer::conn::{dial, Identity};
 use super::run::ServerError;
 use crate::backup::offline;
 use crate::engine::Engine;
+use crate::member;
 use crate::node::{DurableState, Node, NodeConfig, StartError};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpeerpb as peerpb;
@@ -130,7 +131,8 @@ fn check_identity(
     if found == flags || config.cluster_state != ClusterState::New || config.force_new_cluster {
         return Ok(());
     }
-    if forced_identity::read(&env.disk(), layout) == Some(flags) {
+    let forced = forced_identity::read(&env.disk(), layout);
+    if forced == Some(flags) && !env.planted(Mistake::IgnoreForcedIdentity) {
         slog::info!(log, "restarting as the member this data directory was forced from";
             "member_id" => %format!("{:x}", found.member_id),
             "cluster_id" => %format!("{:x}", found.cluster_id));
@@ -258,36 +260,37 @@ fn restart(
     log: &slog::Logger,
 ) -> Result<(Started, StartKind), ServerError> {
     let Opened {
-        storage,
+        mut storage,
         durable,
         metadata,
     } = opened;
-    let node_config = node_config(
-        config,
-        env.as_ref(),
-        MemberId(metadata.member_id),
-        ClusterId(metadata.cluster_id),
-    );
+    let member_id = MemberId(metadata.member_id);
     let raft_log = log.new(slog::o!("from" => "raft"));
     let (node, kind) = if config.force_new_cluster {
-        let node = Node::restart_forced(node_config, durable, engine, env.now(), &raft_log)?;
-        let flags = Metadata {
-            member_id: config.member_id.0,
-            cluster_id: config.cluster_id.0,
+        let previous = ClusterId(metadata.cluster_id);
+        let cluster_id = if env.planted(Mistake::ForcedStartKeepsClusterId) {
+            previous
+        } else {
+            member::forced_cluster_id(previous, member_id, durable.hard_state.commit)
         };
-        if flags != metadata {
-            let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
-            forced_identity::write(&mut env.disk(), &layout, flags).map_err(|e| {
-                ServerError::Fatal(format!("cannot record the identity forced under: {e}"))
-            })?;
-        }
+        let node_config = node_config(config, env.as_ref(), member_id, cluster_id);
+        let mut node = Node::restart_forced(node_config, durable, engine, env.now(), &raft_log)?;
+        persist_forced_start(config, env, &mut storage, &mut node)?;
         slog::warn!(
             log,
-            "--force-new-cluster: this member now forms a cluster alone, with all its data; \
-             add members back with `member add`"
+            "--force-new-cluster: this member now forms a new cluster alone, with all its data; \
+             add members back with `member add`";
+            "previous_cluster_id" => %format!("{:x}", previous.0),
+            "cluster_id" => %format!("{:x}", cluster_id.0)
         );
         (node, StartKind::ForceNewCluster)
     } else {
+        let node_config = node_config(
+            config,
+            env.as_ref(),
+            member_id,
+            ClusterId(metadata.cluster_id),
+        );
         let engine_applied = engine.applied().index;
         let loading = env.now();
         let node = Node::restart(node_config, durable, engine, env.now(), &raft_log)?;
@@ -304,6 +307,38 @@ fn restart(
         seed_members: Vec::new(),
     };
     Ok((started, kind))
+}
+
+/// Makes a forced start durable before the member runs, in an order a crash at any point leaves
+/// startable: the removal of every other member (a crash after it leaves this member alone in the
+/// old cluster), then the new cluster ID, then the identity of the flags it was forced under
+/// (`forced_identity`, which no longer matches the WAL's: a crash before it makes a plain restart
+/// refuse, and forcing again works).
+fn persist_forced_start(
+    config: &ServerConfig,
+    env: &Arc<dyn Environment>,
+    storage: &mut MemberStorage<BoxDisk>,
+    node: &mut Node,
+) -> Result<(), ServerError> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        ServerError::Fatal(format!("--force-new-cluster: cannot write {what}: {e}"))
+    };
+    for persist in node.take_start_persists() {
+        storage
+            .persist(&persist)
+            .map_err(|e| failed("the removal of the other members", &e))?;
+    }
+    let cluster_id = node.config().cluster_id;
+    storage
+        .change_cluster_id(cluster_id.0)
+        .map_err(|e| failed("the new cluster ID", &e))?;
+    let flags = Metadata {
+        member_id: config.member_id.0,
+        cluster_id: config.cluster_id.0,
+    };
+    let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
+    forced_identity::write(&mut env.disk(), &layout, flags)
+        .map_err(|e| failed("the identity forced under", &e))
 }
 
 /// Hands the memory freed after a restart's load back to the system: glibc keeps freed heap

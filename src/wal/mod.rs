@@ -35,7 +35,9 @@ use prepare::NextSegment;
 use record::RecordKind;
 use segment::Segment;
 
-/// Who wrote this WAL: stored in every segment and checked to agree on open.
+/// Who wrote this WAL: stored in every segment's header and checked to agree with the metadata in
+/// force on open. A metadata record after a segment's header changes the cluster ID in force (a
+/// `--force-new-cluster` start, [`Wal::change_cluster_id`]); the member ID never changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Metadata {
     pub member_id: u64,
@@ -70,6 +72,7 @@ impl Default for WalOptions {
 /// What [`Wal::open`] read back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recovered {
+    /// The metadata in force at the end of the log.
     pub metadata: Metadata,
     /// The last hard state recorded (default if none).
     pub hard_state: HardState,
@@ -191,7 +194,7 @@ impl<D: Disk> Wal<D> {
             .unwrap_or(false)
     }
 
-    /// The metadata this WAL was created with.
+    /// The metadata in force: what new segments' headers carry.
     pub fn metadata(&self) -> Metadata {
         self.metadata
     }

@@ -333,9 +333,11 @@ impl Replay {
                     found: record.kind(),
                 }));
             }
+            // A segment's header is its crc link, metadata and hard state.
+            let in_header = records < 3;
             records += 1;
             entries += u64::from(matches!(record, Record::Entry(_)));
-            self.apply(record, prev).map_err(corrupt)?;
+            self.apply(record, prev, in_header).map_err(corrupt)?;
             self.crc = Some(computed);
             pos += frame.total_len;
         }
@@ -349,7 +351,7 @@ impl Replay {
         end(pos, false, records, entries)
     }
 
-    fn apply(&mut self, record: Record, prev_crc: u32) -> Result<(), Corruption> {
+    fn apply(&mut self, record: Record, prev_crc: u32, in_header: bool) -> Result<(), Corruption> {
         match record {
             Record::Crc(found) if found != prev_crc => {
                 return Err(Corruption::ChainBreak {
@@ -358,12 +360,7 @@ impl Replay {
                 })
             }
             Record::Crc(_) => {}
-            Record::Metadata(found) => match self.metadata {
-                Some(expected) if expected != found => {
-                    return Err(Corruption::MetadataMismatch { expected, found })
-                }
-                _ => self.metadata = Some(found),
-            },
+            Record::Metadata(found) => self.apply_metadata(found, in_header)?,
             Record::Entry(entry) => {
                 self.apply_entry(entry)?;
                 self.after_marker = None;
@@ -380,6 +377,24 @@ impl Replay {
             }
         }
         Ok(())
+    }
+
+    /// A segment header's metadata must be the one in force (a segment of another WAL breaks the
+    /// crc chain too; this names the cause); a metadata record after the header changes the
+    /// cluster ID in force, never the member ID.
+    fn apply_metadata(&mut self, found: Metadata, in_header: bool) -> Result<(), Corruption> {
+        match self.metadata {
+            Some(expected) if in_header && expected != found => {
+                Err(Corruption::MetadataMismatch { expected, found })
+            }
+            Some(expected) if expected.member_id != found.member_id => {
+                Err(Corruption::MetadataMismatch { expected, found })
+            }
+            _ => {
+                self.metadata = Some(found);
+                Ok(())
+            }
+        }
     }
 
     /// Adds an entry with raft's rules: rewriting an index drops it and everything after it.

@@ -344,6 +344,56 @@ fn metadata_that_disagrees_between_records_is_an_error() {
 }
 
 #[test]
+fn a_changed_cluster_id_holds_after_reopen_and_in_later_segments() {
+    let mut wal = wal_with_segments(10);
+    wal.change_cluster_id(0x42).unwrap();
+    let changed = Metadata {
+        cluster_id: 0x42,
+        ..META
+    };
+    assert_eq!(wal.metadata(), changed);
+    for i in 11..=40 {
+        wal.append(&entries(i, i, 1), Some(&hard_state(1, 1, i)))
+            .unwrap();
+    }
+    wal.sync().unwrap();
+    let (mut wal, rec) = reopen(wal);
+    assert_eq!(rec.metadata, changed);
+    assert_eq!(rec.entries, entries(1, 40, 1));
+    // Once the segments from before the change are released, the headers alone carry it.
+    let before = wal.segment_paths().len();
+    wal.release_to(35).unwrap();
+    assert!(wal.segment_paths().len() < before);
+    let (wal, rec) = reopen(wal);
+    assert_eq!(rec.metadata, changed);
+    assert_eq!(wal.metadata(), changed);
+}
+
+#[test]
+fn a_segment_header_from_before_a_change_is_an_error() {
+    let mut wal = wal_with_segments(2);
+    wal.change_cluster_id(0x42).unwrap();
+    // A writer that ignored the change: the next segment's header names the old cluster.
+    wal.metadata = META;
+    for i in 3..=30 {
+        wal.append(&entries(i, i, 1), None).unwrap();
+    }
+    wal.sync().unwrap();
+    assert!(wal.segment_paths().len() > 1);
+    let err = open_err(wal.into_disk());
+    assert!(
+        matches!(
+            &err,
+            WalError::Corrupt {
+                detail: Corruption::MetadataMismatch { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_wal_without_metadata_is_an_error() {
     let mut disk = MemDisk::new();
     disk.create_dir_all(&dir()).unwrap();

@@ -79,6 +79,22 @@ impl<D: Disk> Wal<D> {
         })
     }
 
+    /// Changes the cluster ID in force (a `--force-new-cluster` start makes a new cluster): a
+    /// metadata record after the entries so far, and the header of every later segment (not
+    /// durable until [`Wal::sync`]).
+    pub fn change_cluster_id(&mut self, cluster_id: u64) -> Result<(), WalError> {
+        self.guard(|wal| {
+            let metadata = Metadata {
+                member_id: wal.metadata.member_id,
+                cluster_id,
+            };
+            wal.push(&Record::Metadata(metadata))?;
+            wal.metadata = metadata;
+            wal.rotate_if_full()?;
+            wal.flush()
+        })
+    }
+
     /// Records that a snapshot at `(index, term)` was saved (not durable until [`Wal::sync`]).
     pub fn save_snapshot_marker(&mut self, index: u64, term: u64) -> Result<(), WalError> {
         self.guard(|wal| {
