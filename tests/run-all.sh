@@ -30,6 +30,15 @@ if ! command -v etcdctl >/dev/null 2>&1; then
     fi
 fi
 
+# faketime (Debian's) runs a member with its wall clock skewed (tests/runbook.rs, clock skew).
+if ! command -v faketime >/dev/null 2>&1; then
+    echo "== installing faketime for the clock-skew test"
+    if ! (apt-get update -qq && apt-get install -y -qq faketime >/dev/null); then
+        echo "error: faketime is missing and could not be installed: apt-get install faketime" >&2
+        exit 1
+    fi
+fi
+
 # The real etcd 3.4 (Debian's etcd-server), whose backups tests/migrate_etcd.rs restores into stet.
 # The package would start an etcd on port 2379 unless policy-rc.d forbids it: forbid it for the
 # install when the machine does not already.

@@ -37,6 +37,18 @@ fn urls() -> (String, String) {
 fn command(
     dir: &Path,
     name: &str,
+    urls: (&str, &str),
+    flags: &[&str],
+    env: &[(String, String)],
+) -> Command {
+    command_via(&[], dir, name, urls, flags, env)
+}
+
+/// [`command`] run through `wrapper` (a program and its arguments, e.g. `faketime`).
+fn command_via(
+    wrapper: &[&str],
+    dir: &Path,
+    name: &str,
     (client_url, peer_url): (&str, &str),
     flags: &[&str],
     env: &[(String, String)],
@@ -46,7 +58,15 @@ fn command(
         .append(true)
         .open(dir.join(format!("{name}.log")))
         .expect("log file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stet"));
+    let stet = env!("CARGO_BIN_EXE_stet");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(stet);
+            command
+        }
+        None => Command::new(stet),
+    };
     command
         .current_dir(dir)
         .args(["--listen-client-urls", client_url])
@@ -70,11 +90,24 @@ fn command(
 fn start(
     dir: &Path,
     name: &str,
+    urls: (String, String),
+    flags: &[&str],
+    env: &[(String, String)],
+) -> Running {
+    start_via(&[], dir, name, urls, flags, env)
+}
+
+/// [`start`] through `wrapper` (see [`command_via`]).
+fn start_via(
+    wrapper: &[&str],
+    dir: &Path,
+    name: &str,
     (client_url, peer_url): (String, String),
     flags: &[&str],
     env: &[(String, String)],
 ) -> Running {
-    let mut process = command(dir, name, (&client_url, &peer_url), flags, env);
+    let urls = (client_url.as_str(), peer_url.as_str());
+    let mut process = command_via(wrapper, dir, name, urls, flags, env);
     let mut process = KilledOnDrop(process.spawn().expect("spawn stet"));
     let port: u16 = client_url
         .rsplit(':')
@@ -780,4 +813,100 @@ fn doctor_explains_each_broken_setup_and_passes_a_sound_one() {
         said.contains("is damaged") && said.contains("offset"),
         "{said}"
     );
+}
+
+/// Clock skew between real members: one runs with its wall clock 5 s ahead (`faketime`, its
+/// monotonic clock untouched). The other measures it on the peer handshake's schedule, warns
+/// naming both members, exports it in `/metrics`, and the doctor reports it.
+#[test]
+fn clock_skew_between_members_is_warned_exported_and_diagnosed() {
+    etcdctl().expect("etcdctl is not installed: apt-get install -y etcd-client");
+    assert!(
+        Command::new("faketime")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "faketime is not installed: apt-get install -y faketime"
+    );
+    let dir = TempDir::new("runbook-clock-skew");
+    let d = &dir.0;
+    let (client_url, peer_url) = urls();
+    let own = single("a", "a.stet", &peer_url);
+    let own: Vec<&str> = own.iter().map(String::as_str).collect();
+    let a = start(d, "a", (client_url.clone(), peer_url.clone()), &own, &[]);
+
+    let (b_client, b_peer) = urls();
+    let added = ctl(
+        &a.client_url,
+        &["member", "add", "b", &format!("--peer-urls={b_peer}")],
+    );
+    let settings = printed_settings(&added);
+    let skewed = [
+        "env",
+        "FAKETIME_DONT_FAKE_MONOTONIC=1",
+        "faketime",
+        "-f",
+        "+5s",
+    ];
+    let b = start_via(
+        &skewed,
+        d,
+        "b",
+        (b_client, b_peer),
+        &["--data-dir", "b.stet"],
+        &settings,
+    );
+    let members = ctl(&a.client_url, &["member", "list", "-w", "json"]);
+    let members: serde_json::Value = serde_json::from_str(&members).expect("JSON");
+    let b_id = members["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["name"] == "b")
+        .and_then(|m| m["ID"].as_u64())
+        .expect("b's ID");
+
+    // `a` compares clocks with `b` within seconds of meeting it.
+    let port: u16 = client_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let series = format!("stet_network_peer_clock_offset_seconds{{To=\"{b_id:x}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let offset_seconds = loop {
+        let (_, metrics) = http_get(port, "/metrics").expect("GET /metrics");
+        let measured = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .and_then(|value| value.trim().parse::<f64>().ok());
+        if let Some(offset) = measured {
+            break offset;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no clock offset for b:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        (4.0..6.0).contains(&offset_seconds),
+        "b's clock measured {offset_seconds} s ahead, set 5 s ahead"
+    );
+    let log = std::fs::read_to_string(d.join("a.log")).expect("a's log");
+    let warning = log
+        .lines()
+        .find(|line| line.contains("clock skew between members over 1 s"))
+        .unwrap_or_else(|| panic!("no warning in a's log:\n{log}"));
+    assert!(warning.contains(&format!("{b_id:x}")), "{warning}");
+
+    // The doctor, run with a's flags on this machine, finds b's clock off.
+    let (ok, said) = doctor(d, &own, &[]);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("s off this machine's") && said.contains("synchronize the machines' clocks"),
+        "{said}"
+    );
+    drop(b);
+    drop(a);
 }
