@@ -37,6 +37,10 @@ pub enum FrameKind {
     State = 7,
     /// A part of a `stetpeerpb::StateChunk`; more follow.
     StatePart = 8,
+    /// `stetpeerpb::HashKvAsk`.
+    HashKvAsk = 9,
+    /// `stetpeerpb::HashKvReply`.
+    HashKvReply = 10,
 }
 
 impl FrameKind {
@@ -50,6 +54,8 @@ impl FrameKind {
             6 => FrameKind::ForwardReply,
             7 => FrameKind::State,
             8 => FrameKind::StatePart,
+            9 => FrameKind::HashKvAsk,
+            10 => FrameKind::HashKvReply,
             _ => return None,
         })
     }

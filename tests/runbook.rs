@@ -150,6 +150,11 @@ fn printed_settings(output: &str) -> Vec<(String, String)> {
 /// Adds a member with `etcdctl member add` through `endpoints` and starts it with the settings
 /// it printed, in `dir/<name>.stet`.
 fn add_member(dir: &Path, endpoints: &str, name: &str) -> Running {
+    add_member_with(dir, endpoints, name, &[])
+}
+
+/// [`add_member`], the new member started with `flags` as well.
+fn add_member_with(dir: &Path, endpoints: &str, name: &str, flags: &[&str]) -> Running {
     let (client_url, peer_url) = urls();
     let added = ctl(
         endpoints,
@@ -168,13 +173,9 @@ fn add_member(dir: &Path, endpoints: &str, name: &str) -> Running {
         "{added}"
     );
     let data_dir = format!("{name}.stet");
-    start(
-        dir,
-        name,
-        (client_url, peer_url),
-        &["--data-dir", &data_dir],
-        &settings,
-    )
+    let mut all = vec!["--data-dir", &data_dir];
+    all.extend_from_slice(flags);
+    start(dir, name, (client_url, peer_url), &all, &settings)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -909,4 +910,151 @@ fn clock_skew_between_members_is_warned_exported_and_diagnosed() {
     );
     drop(b);
     drop(a);
+}
+
+/// Rewrites the value of the key-value stored at revision `main` in the engine file of a stopped
+/// member: data that rotted on its disk, or a bug that applied it otherwise, with every
+/// checksum in order.
+fn rot_revision(data_dir: &Path, main: u64) {
+    use prost::Message as _;
+    use stet::engine::{Batch, Engine, Revision, Stored};
+    let path = data_dir.join("member").join(stet::engine::ENGINE_FILE);
+    let mut engine = Engine::open(stet::server::fs_disk::FsDisk::new, &path, 1 << 20)
+        .expect("open the stopped member's engine");
+    let revision = Revision { main, sub: 0 };
+    let stored = engine
+        .view()
+        .expect("a view")
+        .revision(revision)
+        .expect("read")
+        .expect("the revision is stored");
+    let mut key_value =
+        stet::proto::mvccpb::KeyValue::decode(stored.key_value.as_slice()).expect("a KeyValue");
+    key_value.value = b"rotten".to_vec();
+    let mut batch = Batch::new();
+    let key_value = key_value.encode_to_vec();
+    batch.put_revision(
+        revision,
+        Stored {
+            tombstone: false,
+            key_value,
+        },
+    );
+    engine.commit(batch, true).expect("commit");
+}
+
+/// Waits at most `within` for `process` to exit; its status.
+fn exited_within(process: &mut KilledOnDrop, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = process.0.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "still running after {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A member whose applied data differs from the others' (one value rewritten in its engine file
+/// while it was stopped): started with `--experimental-initial-corrupt-check` it compares its
+/// history's hash with its peers' and exits naming the inconsistency; started without it, it
+/// serves, and the leader's periodic check (`--experimental-corrupt-check-time`) raises the
+/// CORRUPT alarm naming it, after which the cluster refuses writes and reports unhealthy.
+#[test]
+fn a_member_whose_data_rotted_is_refused_at_start_and_alarmed_while_running() {
+    etcdctl().expect("etcdctl is not installed: apt-get install -y etcd-client");
+    let dir = TempDir::new("runbook-corruption");
+    let d = &dir.0;
+    let check = "--experimental-corrupt-check-time=1s";
+    let (client_url, peer_url) = urls();
+    let mut own = single("a", "a.stet", &peer_url);
+    own.push(check.to_string());
+    let own: Vec<&str> = own.iter().map(String::as_str).collect();
+    let a = start(d, "a", (client_url, peer_url), &own, &[]);
+    let b = add_member_with(d, &a.client_url, "b", &[check]);
+    let mut c = add_member_with(d, &a.client_url, "c", &[check]);
+    for i in 0..20 {
+        assert_eq!(
+            ctl(&a.client_url, &["put", &format!("k{i}"), "sound"]),
+            "OK\n"
+        );
+    }
+    let got = ctl(&a.client_url, &["get", "k7", "-w", "json"]);
+    let got: serde_json::Value = serde_json::from_str(&got).expect("JSON");
+    let rotten = got["kvs"][0]["mod_revision"]
+        .as_u64()
+        .expect("k7's revision");
+    // c applied every put before it stops.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ctl(
+        &c.client_url,
+        &["get", "k19", "--consistency=s", "--print-value-only"],
+    ) != "sound\n"
+    {
+        assert!(Instant::now() < deadline, "c never applied the puts");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let members = ctl(&a.client_url, &["member", "list", "-w", "json"]);
+    let members: serde_json::Value = serde_json::from_str(&members).expect("JSON");
+    let c_id = members["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["name"] == "c")
+        .and_then(|m| m["ID"].as_u64())
+        .expect("c's ID");
+    assert!(stop(&mut c, false), "c stopped cleanly");
+    rot_revision(&d.join("c.stet"), rotten);
+
+    let urls = (c.client_url.as_str(), c.peer_url.as_str());
+    let mut flags: Vec<&str> = c.flags.iter().map(String::as_str).collect();
+    flags.push("--experimental-initial-corrupt-check");
+    let mut checked = KilledOnDrop(
+        command(d, "c", urls, &flags, &c.env)
+            .spawn()
+            .expect("spawn"),
+    );
+    let status = exited_within(&mut checked, Duration::from_secs(60));
+    let log = std::fs::read_to_string(d.join("c.log")).expect("c's log");
+    assert!(!status.success(), "c started on rotten data:\n{log}");
+    assert!(log.contains("found data inconsistency with peers"), "{log}");
+    assert_eq!(
+        ctl(&a.client_url, &["alarm", "list"]),
+        "",
+        "refusing to start raises no alarm"
+    );
+
+    let flags: Vec<&str> = c.flags.iter().map(String::as_str).collect();
+    let _c = KilledOnDrop(
+        command(d, "c", urls, &flags, &c.env)
+            .spawn()
+            .expect("spawn"),
+    );
+    let alarm = format!("memberID:{c_id} alarm:CORRUPT \n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ctl(&a.client_url, &["alarm", "list"]) != alarm {
+        assert!(Instant::now() < deadline, "no CORRUPT alarm naming c");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = run_to_end_etcdctl(Path::new("etcdctl"), &b.client_url, &["put", "k", "v"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("etcdserver: corrupt cluster"),
+        "{said}"
+    );
+    let port: u16 = a
+        .client_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let (code, body) = http_get(port, "/health").expect("GET /health");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("ALARM CORRUPT"), "{body}");
+    let a_log = std::fs::read_to_string(d.join("a.log")).unwrap_or_default()
+        + &std::fs::read_to_string(d.join("b.log")).unwrap_or_default();
+    assert!(
+        a_log.contains("found data inconsistency"),
+        "the leader logs it"
+    );
 }

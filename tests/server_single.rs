@@ -74,7 +74,8 @@ impl Member {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!("stet exited during startup: {status}");
             }
-            if let Ok((200, _)) = http_get(self.port, "/health") {
+            // Up and serving, even with an alarm raised (which makes plain `/health` false).
+            if let Ok((200, _)) = http_get(self.port, "/health?exclude=NOSPACE") {
                 return;
             }
             assert!(Instant::now() < deadline, "stet was not healthy in time");
@@ -678,6 +679,19 @@ fn past_the_quota_etcdctl_sees_nospace_until_compact_defrag_and_disarm() {
     );
     let grant = run_to_end_etcdctl(&etcdctl, &endpoint, &["lease", "grant", "10"]);
     assert!(!grant.status.success(), "a lease grant is refused");
+    // As etcd 3.4: a raised alarm makes the member unhealthy, unless the probe excludes it.
+    let (code, body) = http_get(member.port, "/health").expect("GET /health");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains(r#""health":"false","reason":"ALARM NOSPACE""#),
+        "{body}"
+    );
+    let (code, body) = http_get(member.port, "/health?exclude=NOSPACE").expect("GET /health");
+    assert_eq!(
+        (code, body.contains(r#""health":"true""#)),
+        (200, true),
+        "{body}"
+    );
     assert_eq!(etcdctl_run(&etcdctl, &endpoint, &["del", "absent"]), "0\n");
 
     drop(member); // kill -9
@@ -721,6 +735,14 @@ fn past_the_quota_etcdctl_sees_nospace_until_compact_defrag_and_disarm() {
     );
     assert_eq!(etcdctl_run(&etcdctl, &endpoint, &["alarm", "list"]), "");
     assert_eq!(etcdctl_run(&etcdctl, &endpoint, &["put", "k", "v"]), "OK\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http_get(member.port, "/health").expect("GET /health").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "still unhealthy after the disarm"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A number field of `etcdctl endpoint status -w json`.

@@ -55,6 +55,12 @@ fuzz_target!(|data: &[u8]| {
                         FrameKind::ForwardReply => {
                             let _ = peerpb::ForwardReply::decode(frame.payload.as_slice());
                         }
+                        FrameKind::HashKvAsk => {
+                            let _ = peerpb::HashKvAsk::decode(frame.payload.as_slice());
+                        }
+                        FrameKind::HashKvReply => {
+                            let _ = peerpb::HashKvReply::decode(frame.payload.as_slice());
+                        }
                     }
                 }
                 Ok(None) => break,

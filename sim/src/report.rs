@@ -83,6 +83,7 @@ impl Reporter {
         self.last_reported = Some(seen);
         self.report_applied(node);
         self.report_revisions(node);
+        self.note_corrupt_alarm(node);
         let (applied, revision, term, is_leader) = seen;
         let mut status = lock(&self.world.status);
         let entry = status.entry(self.member).or_default();
@@ -93,6 +94,26 @@ impl Reporter {
         entry.revision = revision;
         drop(status);
         self.passed_crash_point(node)
+    }
+
+    /// Records the members CORRUPT alarms name (the corruption check's verdicts).
+    fn note_corrupt_alarm(&self, node: &Node) {
+        let alarms = node.state().alarms();
+        if !alarms.corrupt() {
+            return;
+        }
+        let mut seen = lock(&self.world.corrupt_alarms);
+        for alarm in alarms.list(pb::AlarmType::Corrupt) {
+            seen.entry(alarm.member_id).or_insert_with(|| {
+                let at = self.world.elapsed();
+                let first = format!(
+                    "member {:x} applied a CORRUPT alarm naming {:x} at {at:?}",
+                    self.member, alarm.member_id
+                );
+                self.world.trace(first.clone());
+                first
+            });
+        }
     }
 
     /// Entries applied since the last report, for the observer.

@@ -400,6 +400,7 @@ async fn final_checks(
     let checks = checker_node.spawn(async move { liveness_and_final_reads(w, m).await });
     let live = checks.await.unwrap_or(false);
 
+    corruption_checked(world)?;
     if let Some(violation) = lock(&world.durability_violation).clone() {
         return Err(Failure {
             key: None,
@@ -472,6 +473,34 @@ async fn final_checks(
         check_history(&history)?;
     }
     check_watches_and_leases(world)
+}
+
+/// The corruption check raises the CORRUPT alarm for the member that diverged (the first initial
+/// one, whose applied puts the self-test corrupts), and never when none did.
+fn corruption_checked(world: &World) -> Result<(), Failure> {
+    let diverged = lock(&world.settings)
+        .self_test
+        .is_some_and(|t| t.diverges())
+        .then(|| world.initial.first().map(|m| m.id))
+        .flatten();
+    let alarms = lock(&world.corrupt_alarms).clone();
+    let detail = match diverged {
+        Some(culprit) if !alarms.contains_key(&culprit) => format!(
+            "member {culprit:x} applied other values than the others and the corruption check \
+             never raised the CORRUPT alarm for it (alarms: {:?})",
+            alarms.values().collect::<Vec<_>>()
+        ),
+        None if !alarms.is_empty() => format!(
+            "{}, though no member diverged",
+            alarms.values().next().map_or("", String::as_str)
+        ),
+        _ => return Ok(()),
+    };
+    Err(Failure {
+        key: None,
+        property: "corruption check",
+        detail,
+    })
 }
 
 /// Every member the operator removed stops by itself, once it can hear of its removal (the

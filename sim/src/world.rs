@@ -109,6 +109,17 @@ pub enum SelfTest {
     NoAutoPromotion,
 }
 
+impl SelfTest {
+    /// Whether one member's applied state diverges from the others' (the corruption check's
+    /// self-test needs one to overlook).
+    pub fn diverges(self) -> bool {
+        matches!(
+            self,
+            SelfTest::CorruptAppliedPuts | SelfTest::Mistake(Mistake::IgnoreDivergentPeers)
+        )
+    }
+}
+
 /// What the world knows of a running member (for the nemesis and the final checks).
 #[derive(Debug, Clone, Default)]
 pub struct MemberStatus {
@@ -175,6 +186,9 @@ pub struct World {
     /// Members that started in another cluster than the current one, or forced starts that
     /// kept the old cluster.
     pub identity_violations: Mutex<Vec<String>>,
+    /// Members named by CORRUPT alarms any member applied (the corruption check's verdicts), each
+    /// with where it was first seen.
+    pub corrupt_alarms: Mutex<BTreeMap<u64, String>>,
     /// The initial members, with their IDs as the server derives them.
     pub initial: Vec<pb::Member>,
     /// `--initial-cluster` of the initial members.
@@ -234,6 +248,9 @@ pub struct World {
     time: madsim::time::TimeHandle,
 }
 
+/// How often simulated leaders run the corruption check.
+pub const CORRUPT_CHECK_TIME: &str = "2s";
+
 /// The cluster token every simulated cluster uses.
 pub const CLUSTER_TOKEN: &str = "sim";
 
@@ -260,6 +277,7 @@ impl World {
             cluster_id: ClusterId(0),
             current_cluster: Mutex::new(ClusterId(0)),
             identity_violations: Mutex::new(Vec::new()),
+            corrupt_alarms: Mutex::new(BTreeMap::new()),
             initial: Vec::new(),
             initial_cluster,
             hosts: Mutex::new(hosts),
@@ -380,6 +398,10 @@ impl World {
         if settings.auto_promote_learners {
             args.push("--experimental-auto-promote-learners".to_string());
         }
+        args.push(format!(
+            "--experimental-corrupt-check-time={CORRUPT_CHECK_TIME}"
+        ));
+        args.push("--experimental-initial-corrupt-check".to_string());
         Ok(args)
     }
 
@@ -497,8 +519,7 @@ impl World {
         config.request_timeout = settings.request_timeout;
         config.unsafe_local_linearizable_reads = settings.self_test == Some(SelfTest::LocalReads);
         // One member only, so that it disagrees with the others.
-        config.self_test_corrupt_applied_puts = settings.self_test
-            == Some(SelfTest::CorruptAppliedPuts)
+        config.self_test_corrupt_applied_puts = settings.self_test.is_some_and(|t| t.diverges())
             && self.initial.first().is_some_and(|m| m.id == config.id.0);
         config.self_test_miscount_ranges = settings.self_test == Some(SelfTest::MiscountRanges);
         if settings.self_test == Some(SelfTest::NoAutoPromotion) {

@@ -124,6 +124,14 @@ pub struct Flags {
     /// where a person runs `member promote`: etcd-io/etcd#15107).
     #[arg(long, env = "ETCD_EXPERIMENTAL_AUTO_PROMOTE_LEARNERS", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub experimental_auto_promote_learners: bool,
+    /// How often the leader compares its key-value history's hash with every member's (a
+    /// divergent member raises the CORRUPT alarm); 0 turns the check off. A Go duration: 5m, 1h.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s", value_parser = super::go_duration::parse)]
+    pub experimental_corrupt_check_time: Duration,
+    /// Before serving, compare this member's key-value history's hash with every reachable
+    /// member's, and refuse to start if one differs.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub experimental_initial_corrupt_check: bool,
     /// Serve etcd v2's keys API (`/v2/keys`) over the v3 store (v2 and v3 clients see the same
     /// keys). On by default, unlike etcd 3.4's separate v2 store: operators' checks read it.
     #[arg(long, env = "ETCD_ENABLE_V2", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
@@ -232,6 +240,10 @@ pub struct ServerConfig {
     pub enable_v2: bool,
     /// The leader promotes caught-up learners.
     pub auto_promote_learners: bool,
+    /// How often the leader runs the corruption check; `None` when off.
+    pub corrupt_check_interval: Option<Duration>,
+    /// Run the corruption check once at start, before serving.
+    pub initial_corrupt_check: bool,
     /// Keys of `--config-file` that stet does not know (logged as a warning at start).
     pub ignored_config_keys: Vec<String>,
 }
@@ -475,6 +487,9 @@ impl Flags {
             log_format: self.log_format,
             enable_v2: self.enable_v2,
             auto_promote_learners: self.experimental_auto_promote_learners,
+            corrupt_check_interval: Some(self.experimental_corrupt_check_time)
+                .filter(|interval| !interval.is_zero()),
+            initial_corrupt_check: self.experimental_initial_corrupt_check,
             ignored_config_keys: Vec::new(),
         })
     }
@@ -541,6 +556,28 @@ mod tests {
             Some(4096)
         );
         assert!(parse_with(&["--quota-backend-bytes=lots"], &[]).is_err());
+    }
+
+    #[test]
+    fn the_corruption_check_interval_is_a_go_duration_and_off_by_default() {
+        let interval = |args: &[&str], env: &[(&str, &str)]| {
+            parse_with(args, env).map(|c| c.unwrap().corrupt_check_interval)
+        };
+        assert_eq!(interval(&[], &[]).unwrap(), None);
+        assert_eq!(
+            interval(&["--experimental-corrupt-check-time=5m"], &[]).unwrap(),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            interval(&[], &[("ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", "1h30m")]).unwrap(),
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(
+            interval(&["--experimental-corrupt-check-time", "0s"], &[]).unwrap(),
+            None
+        );
+        let error = interval(&["--experimental-corrupt-check-time=5"], &[]).unwrap_err();
+        assert!(error.to_string().contains("examples: 30s"), "{error}");
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub enum Mistake {
     ForcedStartKeepsClusterId,
     /// A restart ignores the identity recorded by a forced start (`forced_identity`).
     IgnoreForcedIdentity,
+    /// The corruption check finds no peer divergent, whatever the hashes say.
+    IgnoreDivergentPeers,
 }
 
 /// The machine under the member runtime.

@@ -160,4 +160,14 @@ impl DriverHandle {
     pub fn status(&self) -> MemberStatus {
         self.status.borrow().clone()
     }
+
+    /// Waits until this member has applied `revision`, at most `within`; whether it has.
+    pub async fn applied_revision(&self, revision: i64, within: std::time::Duration) -> bool {
+        let mut status = self.status.clone();
+        let reached = async move {
+            let reached = status.wait_for(|status| status.revision >= revision).await;
+            reached.is_ok()
+        };
+        tokio::time::timeout(within, reached).await.unwrap_or(false)
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -49,10 +49,32 @@ fn json(status: StatusCode, body: String) -> impl IntoResponse {
     (status, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
-/// Healthy when the member knows a leader and a linearizable read goes through raft in time.
-async fn health(State(driver): State<DriverHandle>) -> impl IntoResponse {
-    let reason = if driver.status().leader.is_none() {
-        Some("RAFT NO LEADER")
+/// The alarm `/health` reports unhealthy for: the first raised one not named by an `exclude`
+/// query parameter (etcd's `/health?exclude=NOSPACE`), as `ALARM <TYPE>`.
+fn alarm_reason(alarms: &[String], query: Option<&str>) -> Option<String> {
+    let excluded: Vec<&str> = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("exclude="))
+        .collect();
+    alarms
+        .iter()
+        .filter_map(|alarm| alarm.split("alarm:").nth(1).map(str::trim))
+        .find(|kind| !excluded.contains(kind))
+        .map(|kind| format!("ALARM {kind}"))
+}
+
+/// Healthy when no alarm is raised (but those the query excludes), the member knows a leader,
+/// and a linearizable read goes through raft in time — etcd's checks, in its order.
+async fn health(
+    State(driver): State<DriverHandle>,
+    RawQuery(query): RawQuery,
+) -> impl IntoResponse {
+    let status = driver.status();
+    let reason = if let Some(alarm) = alarm_reason(&status.alarms, query.as_deref()) {
+        Some(alarm)
+    } else if status.leader.is_none() {
+        Some("RAFT NO LEADER".to_string())
     } else {
         let read = ClientRequest::Range(pb::RangeRequest {
             key: b"health".to_vec(),
@@ -61,7 +83,7 @@ async fn health(State(driver): State<DriverHandle>) -> impl IntoResponse {
         });
         match tokio::time::timeout(HEALTH_READ_TIMEOUT, driver.call_local(read)).await {
             Ok(Ok(_)) => None,
-            Ok(Err(_)) | Err(_) => Some("RAFT QUORUM READ FAILED"),
+            Ok(Err(_)) | Err(_) => Some("RAFT QUORUM READ FAILED".to_string()),
         }
     };
     let (status, body) = match reason {
@@ -116,4 +138,34 @@ async fn metrics(State(driver): State<DriverHandle>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         body,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alarm_reason;
+
+    #[test]
+    fn a_raised_alarm_is_unhealthy_unless_excluded() {
+        let alarms = vec![
+            "memberID:7 alarm:NOSPACE ".to_string(),
+            "memberID:9 alarm:CORRUPT ".to_string(),
+        ];
+        assert_eq!(alarm_reason(&[], None), None);
+        assert_eq!(
+            alarm_reason(&alarms, None).as_deref(),
+            Some("ALARM NOSPACE")
+        );
+        assert_eq!(
+            alarm_reason(&alarms, Some("exclude=NOSPACE")).as_deref(),
+            Some("ALARM CORRUPT")
+        );
+        assert_eq!(
+            alarm_reason(&alarms, Some("exclude=NOSPACE&exclude=CORRUPT")),
+            None
+        );
+        assert_eq!(
+            alarm_reason(&alarms[..1], Some("serializable=true&exclude=NOSPACE")),
+            None
+        );
+    }
 }

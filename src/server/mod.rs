@@ -26,6 +26,8 @@ pub mod env;
 #[cfg(feature = "server")]
 pub mod forced_identity;
 #[cfg(feature = "server")]
+pub mod go_duration;
+#[cfg(feature = "server")]
 pub mod grpc;
 #[cfg(all(feature = "server", not(madsim)))]
 pub mod h2_authority;

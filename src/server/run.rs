@@ -137,19 +137,26 @@ pub async fn run_in(
     }
     let started = start_node(&config, &env, &log).await?;
     let (stop, stopped) = watch::channel(false);
+    let (inconsistent_tx, inconsistent) = tokio::sync::oneshot::channel();
     let driver_task = spawn_member(
         &config,
         started,
         env,
         peer_listeners,
         clients,
-        stopped,
+        (stopped, inconsistent_tx),
         &log,
     );
     tokio::pin!(driver_task);
+    tokio::pin!(inconsistent);
     let exit = tokio::select! {
         biased;
         exit = &mut driver_task => exit,
+        Ok(why) = &mut inconsistent => {
+            let _ = stop.send(true);
+            let _ = driver_task.await;
+            return Err(ServerError::Fatal(why));
+        }
         _ = shutdown => {
             slog::info!(log, "received a shutdown signal; stopping");
             let _ = stop.send(true);
@@ -171,14 +178,15 @@ pub async fn run_in(
 }
 
 /// Wires a started node into a running member: the driver, the peer transport and listeners,
-/// forwarding, and the client services. Returns the driver's task.
+/// forwarding, and the client services — these only once the initial corruption check passed,
+/// if asked for (else why it failed goes to `inconsistent`). Returns the driver's task.
 fn spawn_member(
     config: &ServerConfig,
     started: Started,
     env: Arc<dyn Environment>,
     peer_listeners: Vec<tokio::net::TcpListener>,
     clients: ClientListeners,
-    stopped: watch::Receiver<bool>,
+    (stopped, inconsistent): (watch::Receiver<bool>, tokio::sync::oneshot::Sender<String>),
     log: &slog::Logger,
 ) -> tokio::task::JoinHandle<Exit> {
     let Started {
@@ -216,6 +224,16 @@ fn spawn_member(
         stopped.clone(),
         log.clone(),
     ));
+    if let Some(interval) = config.corrupt_check_interval {
+        tokio::spawn(peer::corrupt::check_periodically(
+            env.clone(),
+            identity,
+            handle.clone(),
+            interval,
+            stopped.clone(),
+            log.clone(),
+        ));
+    }
     driver.seed_members(seed_members);
     driver.publish_attributes(config.name.clone(), config.advertise_client_urls.clone());
     if config.force_new_cluster {
@@ -236,7 +254,20 @@ fn spawn_member(
     let driver_task = tokio::spawn(driver.run());
     let router = Router::new(handle.clone(), Forwarder::new(identity, addresses));
     let services = Services::new(router, limits);
-    clients.serve(services, handle, config, stopped, log);
+    if !config.initial_corrupt_check {
+        clients.serve(services, handle, config, stopped, log);
+        return driver_task;
+    }
+    let (config, log) = (config.clone(), log.clone());
+    tokio::spawn(async move {
+        let checked = peer::corrupt::initial_check(env.as_ref(), identity, &handle, &log).await;
+        match checked {
+            Ok(()) => clients.serve(services, handle, &config, stopped, &log),
+            Err(why) => {
+                let _ = inconsistent.send(why);
+            }
+        }
+    });
     driver_task
 }
 

@@ -226,9 +226,12 @@ fn is_unwritten_header(rest: &[u8]) -> bool {
     rest.iter().take(record::HEADER_LEN).all(|&b| b == 0)
 }
 
-/// Whether the frame at `pos` of `segment` has a part that is all zeros within one 512-byte
-/// sector of the file: a sector of its write that never reached the disk. Its extent is what its
-/// length says when the length passes its check, else its header.
+/// Whether the frame at `pos` of `segment` lies partly in a 512-byte sector of the file that
+/// never reached the disk: one that is all zeros from where the frame enters it to the sector's
+/// end. (Sectors are written whole: bytes of a later record in the same sector mean the frame's
+/// part of it was written too, so zeros there are data, and a bad crc there is corruption, not a
+/// torn write.) Its extent is what its length says when the length passes its check, else its
+/// header.
 fn has_unwritten_sector(segment: &[u8], pos: usize) -> bool {
     let rest = &segment[pos..];
     let extent = record::claimed_frame_len(rest)
@@ -238,11 +241,13 @@ fn has_unwritten_sector(segment: &[u8], pos: usize) -> bool {
     let end = pos + extent;
     while start < end {
         let sector_end = ((start / SECTOR_BYTES) + 1) * SECTOR_BYTES;
-        let chunk_end = sector_end.min(end);
-        if segment[start..chunk_end].iter().all(|&b| b == 0) {
+        if segment[start..sector_end.min(segment.len())]
+            .iter()
+            .all(|&b| b == 0)
+        {
             return true;
         }
-        start = chunk_end;
+        start = sector_end.min(end);
     }
     false
 }

@@ -593,6 +593,44 @@ fn a_damaged_whole_record_in_a_prepared_segment_is_corruption_not_a_torn_tail() 
     }
 }
 
+/// Regression (sim seed 32 of `disk`): a record whose part in its last sector happens to be
+/// zeros, followed by another record in the same sector, with a bit flipped inside it, was taken
+/// for a torn write and cut off with everything after it, though it had been synced. The sector
+/// holds the next record's bytes, so it was written: the bad crc is corruption.
+#[test]
+fn a_damaged_record_ending_in_zeros_before_another_record_is_corruption() {
+    let (mut wal, last) = wal_in_prepared_segment();
+    let end = wal.segment_bytes as usize;
+    // Data ending in zeros, sized so that the record ends 8 bytes into a sector.
+    let zero_ended = |data: &[u8]| Entry {
+        context: Vec::new().into(),
+        ..entry(4, 1, data)
+    };
+    let frame_len = |data_len: usize| {
+        let mut bytes = Vec::new();
+        let record = Record::Entry(zero_ended(&vec![7; data_len]));
+        record::encode(&record, 0, &mut bytes).unwrap();
+        bytes.len()
+    };
+    let data_len = (64..1024)
+        .find(|&n| (end + frame_len(n)) % 512 == 8)
+        .expect("a data length");
+    let mut data = vec![7; data_len - 32];
+    data.extend([0; 32]);
+    wal.append(&[zero_ended(&data)], None).unwrap();
+    wal.append(&entries(5, 5, 1), None).unwrap();
+    wal.sync().unwrap();
+    let mut disk = wal.into_disk();
+    disk.corrupt_byte(&last, end + 40, 0xEE).unwrap();
+    match reopen_prepared(disk) {
+        Err(WalError::Corrupt { file, offset, .. }) => {
+            assert_eq!((file, offset), (last, end as u64));
+        }
+        Err(e) => panic!("expected corruption, got {e}"),
+        Ok((_, rec)) => panic!("opened with {} entries", rec.entries.len()),
+    }
+}
+
 #[test]
 fn a_frame_header_is_never_all_zeros() {
     let mut bytes = Vec::new();

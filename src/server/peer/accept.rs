@@ -112,8 +112,44 @@ async fn serve_connection(
     match purpose {
         peerpb::Purpose::Raft => receive_raft(stream, hello.from, driver, addresses, log).await,
         peerpb::Purpose::Forward => serve_forwarded(stream, driver).await,
+        peerpb::Purpose::HashKv => serve_hash_kv(stream, driver).await,
         peerpb::Purpose::Members | peerpb::Purpose::Probe | peerpb::Purpose::Unspecified => Ok(()),
     }
+}
+
+/// How long a member asked for its hash at a revision waits to apply that revision.
+const HASH_KV_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Answers one corruption-check question: this member's hash of its history up to a revision.
+async fn serve_hash_kv(mut stream: FramedStream, driver: DriverHandle) -> Result<(), PeerError> {
+    let frame = stream.read_frame_within(HANDSHAKE_TIMEOUT).await?;
+    let ask: peerpb::HashKvAsk = peer_wire::decode_message(&frame, FrameKind::HashKvAsk)?;
+    // The asking leader applied the revision first; give this member a moment to apply it too
+    // rather than answer "future revision" to every check under load.
+    driver
+        .applied_revision(ask.revision, HASH_KV_CATCH_UP)
+        .await;
+    let request = ClientRequest::HashKv(pb::HashKvRequest {
+        revision: ask.revision,
+    });
+    let reply = match driver.call_local(request).await {
+        Ok(crate::node::ClientResponse::HashKv(hash)) => peerpb::HashKvReply {
+            hash: hash.hash,
+            compact_revision: hash.compact_revision,
+            error: String::new(),
+        },
+        Ok(_) => peerpb::HashKvReply {
+            error: "an answer other than a hash".to_string(),
+            ..Default::default()
+        },
+        Err(error) => peerpb::HashKvReply {
+            error: error.to_string(),
+            ..Default::default()
+        },
+    };
+    let mut bytes = Vec::new();
+    peer_wire::encode_message(FrameKind::HashKvReply, &reply, &mut bytes);
+    stream.write_all(&bytes).await
 }
 
 /// Why a `Hello` is refused, or empty if it is welcome. Logs a cluster mismatch, as etcd does.

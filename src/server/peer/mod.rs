@@ -8,6 +8,7 @@
 pub mod accept;
 pub mod clock;
 pub mod conn;
+pub mod corrupt;
 pub mod forward;
 
 use std::collections::HashMap;
