@@ -10,8 +10,9 @@ fn main() -> ExitCode {
     let config = match config::from_process() {
         Ok(Some(config)) => config,
         Ok(None) => {
-            println!("stet Version: {}", env!("CARGO_PKG_VERSION"));
-            println!("API version: 3.4");
+            use stet::server::version::{ETCD_API_VERSION, STET_VERSION};
+            println!("stet Version: {STET_VERSION}");
+            println!("etcd API Version: {ETCD_API_VERSION}");
             return ExitCode::SUCCESS;
         }
         Err(ConfigError::Usage(error)) => error.exit(),

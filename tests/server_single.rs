@@ -135,6 +135,80 @@ fn put_op(key: &str, value: &str) -> pb::RequestOp {
     }
 }
 
+/// What etcd 3.5 added to the v3 API, answered as etcd 3.5 answers it: the server version
+/// (3.5.13, which kube-apiserver gates RequestWatchProgress on), `MemberList.linearizable`,
+/// `Downgrade` (refused with etcd's errors: stet has no earlier storage format) and `AuthStatus`.
+#[test]
+fn the_api_etcd_3_5_added_answers_as_etcd_does() {
+    let dir = TempDir::new("api-3-5");
+    let member = Member::start(&dir.0, &[]);
+    runtime().block_on(async {
+        let channel = tonic::transport::Channel::from_shared(member.endpoint())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut c = Clients::from_channel(channel.clone());
+        let status = bounded("status", c.maintenance.status(pb::StatusRequest {}))
+            .await
+            .expect("status")
+            .into_inner();
+        assert_eq!(status.version, "3.5.13");
+
+        let list = pb::MemberListRequest { linearizable: true };
+        let members = bounded("member list", c.cluster.member_list(list))
+            .await
+            .expect("a linearizable member list")
+            .into_inner();
+        assert_eq!(members.members.len(), 1);
+        assert_eq!(members.members[0].id, 0x8e9e05c52164694d);
+        assert!(members.header.is_some());
+
+        use pb::downgrade_request::DowngradeAction;
+        for (action, version, code, message) in [
+            (
+                DowngradeAction::Validate,
+                "3.4.0",
+                tonic::Code::InvalidArgument,
+                "etcdserver: invalid downgrade target version",
+            ),
+            (
+                DowngradeAction::Enable,
+                "3.4",
+                tonic::Code::InvalidArgument,
+                "etcdserver: wrong downgrade target version format",
+            ),
+            (
+                DowngradeAction::Cancel,
+                "",
+                tonic::Code::FailedPrecondition,
+                "etcdserver: no inflight downgrade job",
+            ),
+        ] {
+            let request = pb::DowngradeRequest {
+                action: action as i32,
+                version: version.to_string(),
+            };
+            let refused = bounded("downgrade", c.maintenance.downgrade(request))
+                .await
+                .expect_err("no downgrade");
+            assert_eq!((refused.code(), refused.message()), (code, message));
+        }
+
+        let mut auth = pb::auth_client::AuthClient::new(channel);
+        let auth_status = bounded("auth status", auth.auth_status(pb::AuthStatusRequest {}))
+            .await
+            .expect("auth status")
+            .into_inner();
+        assert!(!auth_status.enabled);
+        assert_eq!(auth_status.auth_revision, 1);
+        assert_eq!(
+            auth_status.header.expect("header").member_id,
+            0x8e9e05c52164694d
+        );
+    });
+}
+
 #[test]
 fn grpc_clients_can_use_every_service() {
     let dir = TempDir::new("client");
@@ -326,7 +400,11 @@ fn health_version_and_metrics_over_plain_http() {
     assert_eq!((code, body.as_str()), (200, r#"{"health":"true"}"#));
     let (code, body) = http_get(member.port, "/version").expect("GET /version");
     assert_eq!(code, 200);
-    assert_eq!(body, r#"{"etcdserver":"3.4.0-stet","etcdcluster":"3.4.0"}"#);
+    let version = format!(
+        r#"{{"etcdserver":"3.5.13","etcdcluster":"3.5.0","stet":"{}"}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(body, version);
     let (code, body) = http_get(member.port, "/metrics").expect("GET /metrics");
     assert_eq!(code, 200);
     assert!(body.contains("etcd_server_has_leader 1"), "{body}");
@@ -611,7 +689,7 @@ fn etcdctl_works_against_stet() {
     for endpoint in [&endpoint, &bare] {
         let status = etcdctl_run(&etcdctl, endpoint, &["endpoint", "status"]);
         assert!(
-            status.starts_with(&format!("{endpoint}, 8e9e05c52164694d, 3.4.0")),
+            status.starts_with(&format!("{endpoint}, 8e9e05c52164694d, 3.5.13")),
             "{status}"
         );
         assert!(

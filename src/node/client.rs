@@ -64,13 +64,10 @@ impl Node {
             ClientRequest::MemberAdd(add) => self.member_add(id, add),
             ClientRequest::MemberRemove(remove) => self.member_remove(id, remove.id),
             ClientRequest::MemberUpdate(update) => self.member_update(id, update),
-            ClientRequest::MemberList(_) => {
-                let response = pb::MemberListResponse {
-                    members: self.state.members().list(),
-                    ..Default::default()
-                };
-                self.reply(id, Ok(ClientResponse::MemberList(response)))
+            ClientRequest::MemberList(list) if list.linearizable => {
+                self.linearizable(id, ReadRequest::MemberList)
             }
+            ClientRequest::MemberList(_) => self.member_list(id),
             ClientRequest::MemberPromote(promote) => self.member_promote(id, promote.id),
             ClientRequest::MemberPublish { name, client_urls } => {
                 let attrs = stetpb::MemberAttributes {
@@ -386,9 +383,19 @@ impl Node {
                     }
                     ReadRequest::KeepAlive(lease) => self.keep_alive(id, lease),
                     ReadRequest::TimeToLive(request) => self.time_to_live(id, &request),
+                    ReadRequest::MemberList => self.member_list(id),
                 }
             }
         }
+    }
+
+    /// Answers `MemberList` from the applied membership.
+    fn member_list(&mut self, id: RequestId) {
+        let response = pb::MemberListResponse {
+            members: self.state.members().list(),
+            ..Default::default()
+        };
+        self.reply(id, Ok(ClientResponse::MemberList(response)))
     }
 
     fn not_leader(&self) -> ClientError {

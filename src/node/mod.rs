@@ -164,6 +164,8 @@ enum ReadRequest {
     Range(pb::RangeRequest),
     KeepAlive(i64),
     TimeToLive(pb::LeaseTimeToLiveRequest),
+    /// `MemberList` with etcd 3.5's `linearizable`: no older membership than any committed.
+    MemberList,
 }
 
 /// A proposal, kept while no leader is known.

@@ -1089,3 +1089,40 @@ fn a_defragmentation_waits_for_a_state_being_received() {
     let got = solo.call(4, get("k"));
     assert!(matches!(got, Ok(ClientResponse::Range(range)) if range.kvs.len() == 1));
 }
+
+/// etcd 3.5's linearizable member list waits for a read index like a linearizable range: on a
+/// member without a leader it is not answered from possibly stale membership, and times out;
+/// the plain one answers at once.
+#[test]
+fn a_linearizable_member_list_waits_for_raft_and_a_plain_one_does_not() {
+    let config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let now = Instant::from_micros(0);
+    let mut node =
+        Node::bootstrap(config, &[member(1), member(2)], engine(), now, &logger()).unwrap();
+    let list = |linearizable| ClientRequest::MemberList(pb::MemberListRequest { linearizable });
+    node.handle(
+        now,
+        Input::Client {
+            id: 1,
+            request: list(true),
+        },
+    );
+    node.handle(
+        now,
+        Input::Client {
+            id: 2,
+            request: list(false),
+        },
+    );
+    let replies = |node: &mut Node| -> Vec<(u64, bool)> {
+        std::iter::from_fn(|| node.poll_output())
+            .filter_map(|o| match o {
+                Output::Reply { id, result } => Some((id, result.is_ok())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(replies(&mut node), vec![(2, true)]);
+    node.handle(now + Duration::from_secs(6), Input::Tick);
+    assert_eq!(replies(&mut node), vec![(1, false)]);
+}

@@ -18,11 +18,8 @@ use crate::lease::LeaseError;
 use crate::node::{ClientError, ClientRequest, ClientResponse};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::{
-    cluster_server, kv_server, lease_server, maintenance_server, watch_server,
+    auth_server, cluster_server, kv_server, lease_server, maintenance_server, watch_server,
 };
-
-/// The cluster protocol version `Status` reports (etcd's "version" field).
-pub const CLUSTER_VERSION: &str = "3.4.0";
 
 /// Bytes per `SnapshotResponse` message.
 const SNAPSHOT_CHUNK: usize = 64 * 1024;
@@ -79,6 +76,7 @@ impl Services {
         .add_service(lease_server::LeaseServer::new(self.clone()))
         .add_service(cluster_server::ClusterServer::new(self.clone()))
         .add_service(maintenance_server::MaintenanceServer::new(self.clone()))
+        .add_service(auth_server::AuthServer::new(self.clone()))
     }
 
     /// Serves every service on `address` with madsim's simulated gRPC transport until `stopped`.
@@ -94,6 +92,7 @@ impl Services {
             .add_service(lease_server::LeaseServer::new(self.clone()))
             .add_service(cluster_server::ClusterServer::new(self.clone()))
             .add_service(maintenance_server::MaintenanceServer::new(self.clone()))
+            .add_service(auth_server::AuthServer::new(self.clone()))
             .serve_with_shutdown(address, stopped)
             .await
     }
@@ -341,7 +340,7 @@ impl maintenance_server::Maintenance for Services {
         }
         Ok(Response::new(pb::StatusResponse {
             header: Some(header(&status)),
-            version: CLUSTER_VERSION.to_string(),
+            version: super::version::ETCD_API_VERSION.to_string(),
             db_size: status.db_size as i64,
             leader: status.leader.unwrap_or(0),
             raft_index: status.commit_index,
@@ -471,6 +470,36 @@ impl maintenance_server::Maintenance for Services {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// etcd 3.5's cluster downgrade, refused: stet has no earlier storage format.
+    async fn downgrade(
+        &self,
+        request: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        let request = request.into_inner();
+        let action = pb::downgrade_request::DowngradeAction::try_from(request.action).ok();
+        Err(super::version::downgrade_refusal(action, &request.version))
+    }
+}
+
+#[tonic::async_trait]
+impl auth_server::Auth for Services {
+    /// Authentication is not implemented yet, so it is never enabled; the auth store's revision
+    /// is the one etcd gives a store that never changed.
+    async fn auth_status(
+        &self,
+        _request: Request<pb::AuthStatusRequest>,
+    ) -> Result<Response<pb::AuthStatusResponse>, Status> {
+        let status = self.driver.status();
+        if status.stopped {
+            return Err(to_status(&ClientError::Stopped));
+        }
+        Ok(Response::new(pb::AuthStatusResponse {
+            header: Some(header(&status)),
+            enabled: false,
+            auth_revision: 1,
+        }))
     }
 }
 

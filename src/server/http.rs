@@ -13,8 +13,6 @@ use super::handle::DriverHandle;
 use crate::node::ClientRequest;
 use crate::proto::etcdserverpb as pb;
 
-/// The server version `/version` reports: etcd's API level, marked as stet.
-pub const SERVER_VERSION: &str = "3.4.0-stet";
 /// How long `/health` waits for a linearizable read through raft.
 const HEALTH_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -121,12 +119,14 @@ pub const CLUSTER_ID_HEADER: &str = "x-etcd-cluster-id";
 /// The header `/health` gives the member's wall clock in, in microseconds since the Unix epoch.
 pub const CLOCK_HEADER: &str = "x-stet-clock-micros";
 
+/// etcd's `/version` (the etcd release whose API stet implements, the cluster version), with
+/// stet's own version beside them.
 async fn version() -> impl IntoResponse {
+    use super::version::{CLUSTER_VERSION, ETCD_API_VERSION, STET_VERSION};
     json(
         StatusCode::OK,
         format!(
-            r#"{{"etcdserver":"{SERVER_VERSION}","etcdcluster":"{}"}}"#,
-            super::grpc::CLUSTER_VERSION
+            r#"{{"etcdserver":"{ETCD_API_VERSION}","etcdcluster":"{CLUSTER_VERSION}","stet":"{STET_VERSION}"}}"#
         ),
     )
 }

@@ -55,6 +55,8 @@ pub mod status;
 mod v2_keys;
 #[cfg(all(feature = "server", not(madsim)))]
 pub mod v2_members;
+#[cfg(feature = "server")]
+pub mod version;
 
 #[cfg(all(feature = "server", not(madsim)))]
 pub use run::{run, shutdown_signal};

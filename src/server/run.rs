@@ -123,7 +123,7 @@ pub async fn run_in(
     shutdown: impl Future<Output = ()>,
     env: Arc<dyn Environment>,
 ) -> Result<(), ServerError> {
-    slog::info!(log, "starting stet {}", env!("CARGO_PKG_VERSION"); "name" => %config.name, "member_id" => %format!("{:x}", config.member_id.0), "cluster_id" => %format!("{:x}", config.cluster_id.0));
+    slog::info!(log, "starting stet {}", super::version::STET_VERSION; "etcd_api_version" => super::version::ETCD_API_VERSION, "name" => %config.name, "member_id" => %format!("{:x}", config.member_id.0), "cluster_id" => %format!("{:x}", config.cluster_id.0));
     if !config.ignored_config_keys.is_empty() {
         slog::warn!(log, "--config-file: ignoring settings stet does not support";
             "keys" => config.ignored_config_keys.join(","));
