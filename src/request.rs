@@ -56,6 +56,18 @@ pub enum ClientRequest {
     WatchClose {
         stream: StreamId,
     },
+    /// Event and progress responses the stream's channel had no room for, in order: its
+    /// watchers fall back to history (from the runtime's delivery, never from a client).
+    WatchUndelivered {
+        stream: StreamId,
+        responses: Vec<pb::WatchResponse>,
+    },
+    /// The stream has room for `budget` responses: send a lagging stream's next events from
+    /// history (from the runtime's delivery).
+    WatchCatchUp {
+        stream: StreamId,
+        budget: usize,
+    },
 }
 
 impl ClientRequest {

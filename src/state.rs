@@ -515,8 +515,10 @@ impl crate::watch::EventSource for KvStore {
         start_revision: i64,
         key: &[u8],
         range_end: &[u8],
+        limit: usize,
     ) -> Result<Vec<Event>, i64> {
-        KvStore::events_since(self, start_revision, key, range_end).map_err(|error| match error {
+        let events = KvStore::events_since_limited(self, start_revision, key, range_end, limit);
+        events.map_err(|error| match error {
             KvError::Compacted { compact_revision } => compact_revision,
             _ => KvStore::compact_revision(self),
         })
@@ -626,14 +628,21 @@ mod tests {
         let mut after = sm();
         apply(&mut after, put("b", 0));
         apply(&mut after, put("c", 0));
-        let responses = hub.resync(&after.kv);
+        hub.resync(&after.kv);
+        assert_eq!(hub.lagging_streams(), vec![1]);
+        let responses = hub.catch_up(1, 16, &after.kv);
         let keys: Vec<_> = responses
             .iter()
-            .flat_map(|(_, r)| r.events.iter())
+            .flat_map(|r| r.events.iter())
             .map(|e| e.kv.clone().unwrap_or_default().key)
             .collect();
         assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
-        assert!(hub.resync(&after.kv).is_empty(), "nothing is sent twice");
+        assert!(hub.lagging_streams().is_empty());
+        hub.resync(&after.kv);
+        assert!(
+            hub.catch_up(1, 16, &after.kv).is_empty(),
+            "nothing is sent twice"
+        );
     }
 
     /// Commits `sm` to its engine at a made-up applied entry and loads a new state from it.

@@ -26,13 +26,15 @@ pub trait EventSource {
     /// Revisions below this are compacted away.
     fn compact_revision(&self) -> i64;
     /// Every event in the range with revision `>= start_revision`, oldest first, each with
-    /// `prev_kv` when a previous version existed; `Err(compact_revision)` if `start_revision` is
-    /// compacted.
+    /// `prev_kv` when a previous version existed, stopping at the first revision that starts once
+    /// `limit` events were found (whole revisions only: fewer than `limit` events means complete);
+    /// `Err(compact_revision)` if `start_revision` is compacted.
     fn events_since(
         &self,
         start_revision: i64,
         key: &[u8],
         range_end: &[u8],
+        limit: usize,
     ) -> Result<Vec<Event>, i64>;
 }
 
@@ -114,6 +116,42 @@ impl Watcher {
     }
 }
 
+impl Watcher {
+    /// Takes `events` read from history from `next_revision` on (with the read's `limit`) as
+    /// sent: the responses carrying what this watcher wants, and whether it reached `current`.
+    /// A read that hit its limit ends at its last event's revision, which it holds whole.
+    fn advance(
+        &mut self,
+        watch_id: i64,
+        events: Vec<Event>,
+        current: i64,
+        limit: usize,
+    ) -> (Vec<WatchResponse>, bool) {
+        debug_assert!(
+            events
+                .windows(2)
+                .all(|w| event_revision(&w[0], 0) <= event_revision(&w[1], 0)),
+            "event source returned history out of order"
+        );
+        let complete = events.len() < limit;
+        let through = if complete {
+            current
+        } else {
+            events
+                .last()
+                .map_or(current, |ev| event_revision(ev, current))
+        };
+        let mut selected = self.select(&events, current);
+        selected.retain(|ev| event_revision(ev, current) <= through);
+        self.next_revision = through + 1;
+        if !selected.is_empty() {
+            self.sent_since_progress = true;
+        }
+        let responses = batch_events(watch_id, selected, current, limit);
+        (responses, through >= current)
+    }
+}
+
 fn in_range(key: &[u8], range_end: &[u8], candidate: &[u8]) -> bool {
     match range_end {
         [] => candidate == key,
@@ -132,6 +170,13 @@ struct Stream {
     /// Where the search for the next automatic watch ID starts (etcd never reuses them early).
     next_auto_id: i64,
     watchers: BTreeMap<i64, Watcher>,
+    /// Behind (etcd's "unsynced"): the client did not read fast enough, or a watcher started
+    /// far back. New events are not sent; [`WatchHub::catch_up`] reads them from history, a
+    /// bounded batch at a time, until every watcher reaches the current revision.
+    lagging: bool,
+    /// A progress request came while lagging: answered once caught up, so that its revision
+    /// never runs ahead of the events sent (etcd-io/etcd#15220).
+    progress_pending: bool,
 }
 
 impl Stream {
@@ -272,34 +317,20 @@ impl WatchHub {
             return vec![created];
         }
         let compact = source.compact_revision();
+        let limit = self.max_events_per_response;
         let history = if start < compact {
             Err(compact)
         } else {
-            source.events_since(start, &req.key, &req.range_end)
+            source.events_since(start, &req.key, &req.range_end, limit)
         };
         match history {
             Err(compact) => vec![created, compacted(id, compact, current)],
             Ok(events) => {
                 let mut watcher = Watcher::from_request(req, start);
-                let mut events = watcher.select(&events, current);
-                events.retain(|ev| event_revision(ev, current) <= current);
-                debug_assert!(
-                    events
-                        .windows(2)
-                        .all(|w| event_revision(&w[0], 0) <= event_revision(&w[1], 0)),
-                    "event source returned history out of order"
-                );
-                watcher.next_revision = current + 1;
-                watcher.sent_since_progress = !events.is_empty();
+                let (out, caught_up) = watcher.advance(id, events, current, limit);
+                entry.lagging |= !caught_up;
                 entry.watchers.insert(id, watcher);
-                let mut out = vec![created];
-                out.extend(batch_events(
-                    id,
-                    events,
-                    current,
-                    self.max_events_per_response,
-                ));
-                out
+                std::iter::once(created).chain(out).collect()
             }
         }
     }
@@ -331,6 +362,9 @@ impl WatchHub {
         self.revision = self.revision.max(revision);
         let mut out = Vec::new();
         for (&stream_id, stream) in &mut self.streams {
+            if stream.lagging {
+                continue;
+            }
             for (&watch_id, watcher) in &mut stream.watchers {
                 if revision < watcher.next_revision {
                     continue;
@@ -353,44 +387,101 @@ impl WatchHub {
         out
     }
 
-    /// Brings every watcher up to the source's current revision from its history, after the state
-    /// jumped ahead without per-write notifications (a snapshot from the leader was installed).
-    /// A watcher whose next revision was compacted away is canceled with the compact revision.
-    pub fn resync(&mut self, source: &impl EventSource) -> Vec<(StreamId, WatchResponse)> {
+    /// After the state jumped ahead without per-write notifications (a snapshot from the leader
+    /// was installed): every stream with a watcher behind the source's current revision catches
+    /// up from history through [`catch_up`](Self::catch_up).
+    pub fn resync(&mut self, source: &impl EventSource) {
         let current = source.current_revision();
         self.revision = self.revision.max(current);
-        let mut out = Vec::new();
-        for (&stream_id, stream) in &mut self.streams {
-            let mut canceled = Vec::new();
-            for (&watch_id, watcher) in &mut stream.watchers {
-                if watcher.next_revision > current {
-                    continue;
-                }
-                let history = if watcher.next_revision < source.compact_revision() {
-                    Err(source.compact_revision())
-                } else {
-                    source.events_since(watcher.next_revision, &watcher.key, &watcher.range_end)
-                };
-                match history {
-                    Err(compact) => {
-                        out.push((stream_id, compacted(watch_id, compact, current)));
-                        canceled.push(watch_id);
-                    }
-                    Ok(events) => {
-                        let selected = watcher.select(&events, current);
-                        watcher.next_revision = current + 1;
-                        if !selected.is_empty() {
-                            watcher.sent_since_progress = true;
-                        }
-                        let max = self.max_events_per_response;
-                        for response in batch_events(watch_id, selected, current, max) {
-                            out.push((stream_id, response));
-                        }
-                    }
-                }
+        for stream in self.streams.values_mut() {
+            stream.lagging |= stream.watchers.values().any(|w| w.next_revision <= current);
+        }
+    }
+
+    /// Responses the client stream did not take (its channel was full), in the order they were
+    /// produced: each watcher goes back to the first revision it was not sent, the stream lags
+    /// until it caught up from history, and an unanswered progress request is answered then.
+    /// Only event and progress responses come back here; `created` and `canceled` ones are
+    /// kept by the runtime and delivered before the catch-up.
+    pub fn undelivered(&mut self, stream_id: StreamId, responses: &[WatchResponse]) {
+        let Some(stream) = self.streams.get_mut(&stream_id) else {
+            return;
+        };
+        for response in responses {
+            assert!(
+                !response.created && !response.canceled,
+                "created and canceled responses are never given back"
+            );
+            if response.watch_id == INVALID_WATCH_ID {
+                stream.progress_pending = true;
+                continue;
             }
-            for watch_id in canceled {
-                stream.watchers.remove(&watch_id);
+            let first = response.events.first().and_then(|ev| ev.kv.as_ref());
+            let (Some(watcher), Some(kv)) = (stream.watchers.get_mut(&response.watch_id), first)
+            else {
+                // A periodic progress notification, or a watcher canceled since: nothing to redo.
+                continue;
+            };
+            watcher.next_revision = watcher.next_revision.min(kv.mod_revision);
+        }
+        stream.lagging = true;
+    }
+
+    /// The streams whose watchers are behind, waiting for [`catch_up`](Self::catch_up).
+    pub fn lagging_streams(&self) -> Vec<StreamId> {
+        let lagging = self.streams.iter().filter(|(_, s)| s.lagging);
+        lagging.map(|(&id, _)| id).collect()
+    }
+
+    /// Sends a lagging stream at most `budget` responses' worth of events from history, oldest
+    /// first per watcher. A watcher whose next revision was compacted away is canceled with the
+    /// compact revision (as etcd does). Once every watcher reached the current revision the
+    /// stream follows new writes again, and a pending progress request is answered.
+    pub fn catch_up(
+        &mut self,
+        stream_id: StreamId,
+        budget: usize,
+        source: &impl EventSource,
+    ) -> Vec<WatchResponse> {
+        let current = source.current_revision();
+        self.revision = self.revision.max(current);
+        let max = self.max_events_per_response;
+        let Some(stream) = self.streams.get_mut(&stream_id) else {
+            return Vec::new();
+        };
+        if !stream.lagging {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut canceled = Vec::new();
+        for (&watch_id, watcher) in &mut stream.watchers {
+            if out.len() >= budget {
+                break;
+            }
+            if watcher.next_revision > current {
+                continue;
+            }
+            let history = if watcher.next_revision < source.compact_revision() {
+                Err(source.compact_revision())
+            } else {
+                let (key, end) = (&watcher.key, &watcher.range_end);
+                source.events_since(watcher.next_revision, key, end, max)
+            };
+            match history {
+                Err(compact) => {
+                    out.push(compacted(watch_id, compact, current));
+                    canceled.push(watch_id);
+                }
+                Ok(events) => out.extend(watcher.advance(watch_id, events, current, max).0),
+            }
+        }
+        for watch_id in canceled {
+            stream.watchers.remove(&watch_id);
+        }
+        if stream.watchers.values().all(|w| w.next_revision > current) {
+            stream.lagging = false;
+            if std::mem::take(&mut stream.progress_pending) {
+                out.push(response(INVALID_WATCH_ID, current));
             }
         }
         out
@@ -398,8 +489,14 @@ impl WatchHub {
 
     /// Answers a `WatchProgressRequest` as etcd 3.4 does: one response under watch ID -1, with no
     /// events, whose header carries `revision`.
-    pub fn progress(&mut self, _stream: StreamId, revision: i64) -> Vec<WatchResponse> {
+    /// A lagging stream gets its answer once caught up, so the revision it reports never runs
+    /// ahead of the events sent on the stream.
+    pub fn progress(&mut self, stream: StreamId, revision: i64) -> Vec<WatchResponse> {
         self.revision = self.revision.max(revision);
+        if let Some(stream) = self.streams.get_mut(&stream).filter(|s| s.lagging) {
+            stream.progress_pending = true;
+            return Vec::new();
+        }
         vec![response(INVALID_WATCH_ID, revision)]
     }
 
@@ -410,6 +507,9 @@ impl WatchHub {
         self.revision = self.revision.max(revision);
         let mut out = Vec::new();
         for (&stream_id, stream) in &mut self.streams {
+            if stream.lagging {
+                continue;
+            }
             for (&watch_id, watcher) in &mut stream.watchers {
                 if !watcher.progress_notify {
                     continue;

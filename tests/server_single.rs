@@ -209,6 +209,96 @@ fn the_api_etcd_3_5_added_answers_as_etcd_does() {
     });
 }
 
+/// A watch whose client stops reading while thousands of writes go on — far more responses than
+/// the member buffers per stream — is not closed: once the client reads again, every event
+/// arrives once, in revision order, and a progress request made meanwhile is answered after
+/// them with the revision of the last one (etcd's slow "victim" watchers, etcd-io/etcd#15220).
+#[test]
+fn a_watch_that_stops_reading_gets_every_event_once_it_reads_again() {
+    const PUTS: usize = 3000;
+    const WRITERS: usize = 16;
+    let dir = TempDir::new("slow-watch");
+    let member = Member::start(&dir.0, &[]);
+    runtime().block_on(async {
+        let mut c = connect(member.endpoint()).await;
+        let (watch_requests, requests) = mpsc::channel(4);
+        let mut watch = bounded("watch", c.watch.watch(ReceiverStream::new(requests)))
+            .await
+            .expect("watch")
+            .into_inner();
+        let create = pb::WatchCreateRequest {
+            key: b"s/".to_vec(),
+            range_end: b"s0".to_vec(),
+            ..Default::default()
+        };
+        let request = pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+        };
+        watch_requests.send(request).await.expect("send create");
+        let created = bounded("created", watch.message()).await.expect("message");
+        assert!(created.expect("created").created);
+
+        // Writers on their own connections, while nobody reads the watch.
+        let value = "v".repeat(1024);
+        let mut tasks = Vec::new();
+        for writer in 0..WRITERS {
+            let endpoint = member.endpoint();
+            let value = value.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut w = connect(endpoint).await;
+                for i in (writer..PUTS).step_by(WRITERS) {
+                    w.put(&format!("s/{i:05}"), &value, 0).await;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("writer");
+        }
+        let last = c
+            .get("s/", b"s0")
+            .await
+            .expect("get")
+            .header
+            .expect("header")
+            .revision;
+        let progress = pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::ProgressRequest(
+                pb::WatchProgressRequest {},
+            )),
+        };
+        watch_requests.send(progress).await.expect("send progress");
+
+        let mut revisions = Vec::new();
+        let answered = loop {
+            let response = bounded("watch response", watch.message())
+                .await
+                .unwrap_or_else(|status| panic!("the watch ended: {status:?}"))
+                .expect("the watch stays open");
+            assert!(!response.canceled, "{response:?}");
+            if response.events.is_empty() {
+                break response;
+            }
+            revisions.extend(
+                response
+                    .events
+                    .iter()
+                    .map(|e| e.kv.as_ref().expect("kv").mod_revision),
+            );
+        };
+        assert_eq!(revisions.len(), PUTS, "every event, once");
+        assert!(
+            revisions.windows(2).all(|w| w[0] < w[1]),
+            "in revision order"
+        );
+        assert_eq!(revisions.last().copied(), Some(last));
+        let header = answered.header.expect("header");
+        assert_eq!(
+            header.revision, last,
+            "progress answered after the events it covers"
+        );
+    });
+}
+
 #[test]
 fn grpc_clients_can_use_every_service() {
     let dir = TempDir::new("client");

@@ -103,7 +103,7 @@ impl std::fmt::Debug for RetiredFile {
 
 /// A file a defragmentation replaced, open until no view reads it.
 pub(super) struct Retired {
-    db: redb::Database,
+    db: super::file::Db,
     readers: Arc<()>,
     file: Arc<dyn EngineFile>,
     disk: super::store::DiskMaker,

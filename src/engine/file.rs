@@ -42,8 +42,53 @@ pub enum EngineError {
 
 /// An open database and the engine's handle on its file.
 pub(super) struct Opened {
-    pub db: redb::Database,
+    pub db: Db,
     pub file: Arc<dyn EngineFile>,
+}
+
+/// A redb database whose closing never lets a panic out. Closing commits (it reads and writes
+/// pages), and redb can panic on a damaged page (a length read from a flipped bit) instead of
+/// returning an error; a panic while a member's tasks are being dropped would abort the whole
+/// process. The damage is reported by the next open, whose integrity check reads every page.
+pub struct Db(Option<redb::Database>);
+
+impl Db {
+    pub fn new(db: redb::Database) -> Self {
+        Db(Some(db))
+    }
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db")
+    }
+}
+
+impl std::ops::Deref for Db {
+    type Target = redb::Database;
+
+    fn deref(&self) -> &redb::Database {
+        self.0
+            .as_ref()
+            .expect("a database stays open until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Db {
+    fn deref_mut(&mut self) -> &mut redb::Database {
+        self.0
+            .as_mut()
+            .expect("a database stays open until dropped")
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            // The panic hook has printed what redb found; the file is left for the next open.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+        }
+    }
 }
 
 /// Opens the engine file at `path`, creating it (durably, with its directory entry) if it does
@@ -53,7 +98,7 @@ pub fn open<D: Disk + Send + 'static>(
     disk: &dyn Fn() -> D,
     path: &Path,
     cache_bytes: usize,
-) -> Result<redb::Database, EngineError> {
+) -> Result<Db, EngineError> {
     Ok(open_measured(disk, path, cache_bytes, &FileBytes::default())?.db)
 }
 
@@ -105,7 +150,10 @@ fn open_existing<D: Disk + Send + 'static>(
             path: path.to_path_buf(),
             source,
         })?;
-    Ok(Opened { db, file })
+    Ok(Opened {
+        db: Db::new(db),
+        file,
+    })
 }
 
 /// Initializes an empty database beside `path` and renames it into place, durably.

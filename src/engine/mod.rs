@@ -16,7 +16,7 @@ mod transfer;
 
 pub use backend::DiskBackend;
 pub use defrag::{copy_path, DefragError, DefragStep, RetiredFile, MAX_QUEUED_BYTES};
-pub use file::{open, EngineError, ENGINE_FILE};
+pub use file::{open, Db, EngineError, ENGINE_FILE};
 pub use store::{Applied, Batch, Engine, Revision, Stored, View};
 pub use transfer::Export;
 

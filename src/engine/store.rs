@@ -232,7 +232,7 @@ pub(super) struct Files {
 
 /// The applied state's file.
 pub struct Engine {
-    pub(super) db: redb::Database,
+    pub(super) db: super::file::Db,
     path: PathBuf,
     applied: Applied,
     pub(super) file_bytes: FileBytes,
@@ -311,7 +311,7 @@ impl Engine {
                 source,
             })?;
         Ok(Engine {
-            db,
+            db: super::file::Db::new(db),
             path,
             applied: Applied::default(),
             file_bytes,

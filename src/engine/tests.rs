@@ -277,9 +277,10 @@ fn flip_one_bit(seed: u64, plain_open: bool, outcomes: &mut FlipOutcomes) {
     disk.lock().corrupt_byte(&path, offset, flipped).unwrap();
     let read_back = catch_unwind(AssertUnwindSafe(|| {
         let db = if plain_open {
-            redb::Database::builder()
+            let db = redb::Database::builder()
                 .create_with_backend(DiskBackend::new(disk.clone(), &path))
-                .map_err(|e| format!("{}: {e}", path.display()))?
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            crate::engine::file::Db::new(db)
         } else {
             open(&|| disk.clone(), &path, CACHE_BYTES).map_err(|e| e.to_string())?
         };

@@ -39,16 +39,40 @@ impl KvStore {
         key: &[u8],
         range_end: &[u8],
     ) -> Result<Vec<Event>, KvError> {
+        self.events_since_limited(start_revision, key, range_end, usize::MAX)
+    }
+
+    /// [`events_since`](Self::events_since), stopping at the first revision that starts once
+    /// `limit` events were found: whole revisions only, so fewer than `limit` events means the
+    /// history up to the current revision is complete.
+    pub fn events_since_limited(
+        &self,
+        start_revision: i64,
+        key: &[u8],
+        range_end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Event>, KvError> {
         if start_revision < self.compact_revision {
             return Err(KvError::Compacted {
                 compact_revision: self.compact_revision,
             });
         }
+        // Whether the event at `main` starts a revision past the limit.
+        let full = |events: &[Event], main: i64| {
+            events.len() >= limit
+                && events
+                    .last()
+                    .and_then(|e| e.kv.as_ref())
+                    .is_some_and(|kv| kv.mod_revision != main)
+        };
         if range_end.is_empty() {
             let versions = self.keys.get(key).map(Vec::as_slice).unwrap_or_default();
             let first = versions.partition_point(|v| v.main < start_revision);
-            let mut events = Vec::with_capacity(versions.len() - first);
+            let mut events = Vec::with_capacity((versions.len() - first).min(limit));
             for i in first..versions.len() {
+                if full(&events, versions[i].main) {
+                    break;
+                }
                 events.extend(self.event_at(key, versions, i)?);
             }
             return Ok(events);
@@ -63,6 +87,9 @@ impl KvStore {
             let Some(versions) = self.keys.get(k.as_slice()) else {
                 continue;
             };
+            if full(&events, main) {
+                break;
+            }
             if let Ok(i) = versions.binary_search_by(|v| (v.main, v.sub).cmp(&(main, sub))) {
                 events.extend(self.event_at(&k, versions, i)?);
             }

@@ -1002,6 +1002,44 @@ fn events_since_lists_matching_events_in_revision_order() {
         .is_empty());
 }
 
+/// A limited read of history stops only between revisions: a transaction's events come whole,
+/// on one key and across keys, and fewer events than the limit means the history is complete.
+#[test]
+fn a_limited_history_read_holds_whole_revisions() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1"); // 2
+    let both = txn(vec![], vec![op_put("a", "2"), op_put("b", "2")], vec![]);
+    run_txn(&mut store, &both); // 3
+    put(&mut store, "a", "3"); // 4
+    let revisions = |events: Vec<Event>| -> Vec<i64> {
+        events
+            .iter()
+            .filter_map(|e| e.kv.as_ref())
+            .map(|kv| kv.mod_revision)
+            .collect()
+    };
+    let across = |limit| {
+        store
+            .events_since_limited(2, b"a", b"\0", limit)
+            .unwrap_or_default()
+    };
+    assert_eq!(revisions(across(1)), vec![2]);
+    assert_eq!(
+        revisions(across(2)),
+        vec![2, 3, 3],
+        "revision 3 is not split"
+    );
+    assert_eq!(revisions(across(4)), vec![2, 3, 3, 4]);
+    assert_eq!(revisions(across(5)), vec![2, 3, 3, 4]);
+    let one_key = |limit| {
+        store
+            .events_since_limited(2, b"a", b"", limit)
+            .unwrap_or_default()
+    };
+    assert_eq!(revisions(one_key(2)), vec![2, 3]);
+    assert_eq!(revisions(one_key(9)), vec![2, 3, 4]);
+}
+
 #[test]
 fn hash_changes_with_writes_and_survives_compaction_of_unseen_history() {
     let mut store = KvStore::new();

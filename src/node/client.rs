@@ -119,6 +119,16 @@ impl Node {
                 self.watches.close_stream(stream);
                 self.reply(id, Ok(ClientResponse::Accepted))
             }
+            ClientRequest::WatchUndelivered { stream, responses } => {
+                self.watches.undelivered(stream, &responses);
+                self.reply(id, Ok(ClientResponse::Accepted))
+            }
+            ClientRequest::WatchCatchUp { stream, budget } => {
+                for response in self.watches.catch_up(stream, budget, &self.state.kv) {
+                    self.emit_watch(stream, response);
+                }
+                self.reply(id, Ok(ClientResponse::Accepted))
+            }
         }
     }
 

@@ -715,10 +715,14 @@ impl Node {
     /// After the state jumped to a snapshot from the leader: watchers catch up from its history,
     /// and a member the snapshot says was removed stops.
     fn after_leader_snapshot(&mut self) {
-        for (stream, response) in self.watches.resync(&self.state.kv) {
-            self.emit_watch(stream, response);
-        }
+        self.watches.resync(&self.state.kv);
         self.stop_if_removed();
+    }
+
+    /// Watch streams behind the current revision, waiting for the runtime to ask for their
+    /// catch-up (`ClientRequest::WatchCatchUp`) when they have room.
+    pub fn lagging_watch_streams(&self) -> Vec<StreamId> {
+        self.watches.lagging_streams()
     }
 
     /// Emits `Removed` (once) if the replicated membership says this member was removed.

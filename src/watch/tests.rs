@@ -71,11 +71,18 @@ impl EventSource for FakeStore {
     fn compact_revision(&self) -> i64 {
         self.compact
     }
-    fn events_since(&self, start: i64, key: &[u8], range_end: &[u8]) -> Result<Vec<Event>, i64> {
+    fn events_since(
+        &self,
+        start: i64,
+        key: &[u8],
+        range_end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Event>, i64> {
         if start < self.compact {
             return Err(self.compact);
         }
-        Ok(self
+        let mut out: Vec<Event> = Vec::new();
+        let matching = self
             .history
             .iter()
             .filter(|ev| event_revision(ev, 0) >= start)
@@ -83,9 +90,17 @@ impl EventSource for FakeStore {
                 ev.kv
                     .as_ref()
                     .is_some_and(|kv| in_range(key, range_end, &kv.key))
-            })
-            .cloned()
-            .collect())
+            });
+        for ev in matching {
+            let new_revision = out
+                .last()
+                .is_some_and(|last| event_revision(last, 0) != event_revision(ev, 0));
+            if out.len() >= limit && new_revision {
+                break;
+            }
+            out.push(ev.clone());
+        }
+        Ok(out)
     }
 }
 
@@ -331,13 +346,91 @@ fn large_catch_up_is_split_between_revisions_only() {
         store.write(&ops[..MAX_EVENTS_PER_RESPONSE / 2]);
     }
     let mut hub = WatchHub::new();
+    // The create sends one response's worth of history; the stream then lags and catches up.
     let r = hub.create(1, &watch(b"k", b"\0", 1), &store);
-    let batches: Vec<Vec<i64>> = r[1..].iter().map(revisions).collect();
-    assert_eq!(batches.len(), 3);
+    assert_eq!(hub.lagging_streams(), vec![1]);
+    let mut batches: Vec<Vec<i64>> = r[1..].iter().map(revisions).collect();
+    assert_eq!(batches.len(), 1);
     assert!(batches[0].iter().all(|&rev| rev == 1));
     assert_eq!(batches[0].len(), MAX_EVENTS_PER_RESPONSE + 5);
-    let total: usize = batches.iter().map(Vec::len).sum();
-    assert_eq!(total, store.history.len());
+    while !hub.lagging_streams().is_empty() {
+        let more = hub.catch_up(1, 1, &store);
+        assert!(
+            !more.is_empty(),
+            "a lagging stream's catch-up makes progress"
+        );
+        batches.extend(more.iter().map(revisions));
+    }
+    assert_eq!(batches.len(), 3);
+    let all: Vec<i64> = batches.concat();
+    assert!(all.windows(2).all(|w| w[0] <= w[1]), "in revision order");
+    for pair in batches.windows(2) {
+        assert!(
+            pair[0].last() < pair[1].first(),
+            "split between revisions only"
+        );
+    }
+    assert_eq!(all.len(), store.history.len());
+}
+
+/// A stream whose client did not take some responses: its watchers go back to the first
+/// revision not sent, new writes wait, a progress request waits, and the catch-up from history
+/// sends exactly the missed events, then the progress answer, then new writes flow again.
+#[test]
+fn undelivered_responses_are_sent_again_from_history_then_progress() {
+    let mut store = FakeStore::default();
+    let mut hub = WatchHub::new();
+    hub.create(1, &watch(b"a", b"", 0), &store);
+    hub.create(2, &watch(b"a", b"", 0), &store);
+    let first = store.write(&[(b"a", Some(b"1"))]);
+    let sent = hub.notify(&first, 1);
+    assert_eq!(sent.len(), 2);
+    let second = store.write(&[(b"a", Some(b"2"))]);
+    let lost: Vec<WatchResponse> = hub
+        .notify(&second, 2)
+        .into_iter()
+        .filter(|(stream, _)| *stream == 1)
+        .map(|(_, r)| r)
+        .collect();
+    hub.undelivered(1, &lost);
+    assert_eq!(hub.lagging_streams(), vec![1]);
+    let third = store.write(&[(b"a", Some(b"3"))]);
+    let after: Vec<StreamId> = hub.notify(&third, 3).iter().map(|(s, _)| *s).collect();
+    assert_eq!(after, vec![2], "the lagging stream is sent nothing new");
+    assert!(
+        hub.progress(1, 3).is_empty(),
+        "progress waits for the catch-up"
+    );
+    assert!(hub.periodic_progress(3).iter().all(|(s, _)| *s != 1));
+    let caught_up = hub.catch_up(1, 8, &store);
+    let events: Vec<i64> = caught_up.iter().flat_map(revisions).collect();
+    assert_eq!(events, vec![2, 3], "exactly the missed events, once");
+    let progress = caught_up.last().expect("the progress answer");
+    assert_eq!(progress.watch_id, INVALID_WATCH_ID);
+    assert_eq!(header_revision(progress), 3);
+    assert!(hub.lagging_streams().is_empty());
+    let fourth = store.write(&[(b"a", Some(b"4"))]);
+    assert_eq!(hub.notify(&fourth, 4).len(), 2, "both streams follow again");
+}
+
+/// A lagging watcher whose next revision was compacted meanwhile is canceled with the compact
+/// revision, as etcd cancels a slow watcher that fell behind a compaction.
+#[test]
+fn a_lagging_watcher_behind_a_compaction_is_canceled() {
+    let mut store = FakeStore::default();
+    let mut hub = WatchHub::new();
+    hub.create(1, &watch(b"a", b"", 0), &store);
+    let first = store.write(&[(b"a", Some(b"1"))]);
+    let lost: Vec<WatchResponse> = hub.notify(&first, 1).into_iter().map(|(_, r)| r).collect();
+    hub.undelivered(1, &lost);
+    store.write(&[(b"a", Some(b"2"))]);
+    store.compact = 2;
+    let out = hub.catch_up(1, 8, &store);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].canceled);
+    assert_eq!(out[0].compact_revision, 2);
+    assert!(hub.watch_ids(1).is_empty());
+    assert!(hub.lagging_streams().is_empty());
 }
 
 /// One step of the random interleaving.

@@ -83,6 +83,8 @@ pub struct Driver {
     next_request: RequestId,
     waiting: BTreeMap<RequestId, Waiter>,
     streams: Streams,
+    /// Responses full streams did not take this turn, for the node (see `Streams::deliver`).
+    undelivered: BTreeMap<StreamId, Vec<pb::WatchResponse>>,
     commit: GroupCommit,
     sync: Option<Sync>,
     next_segment: NextSegment,
@@ -127,6 +129,7 @@ impl Driver {
             next_request: 1,
             waiting: BTreeMap::new(),
             streams: Streams::default(),
+            undelivered: BTreeMap::new(),
             commit: GroupCommit::default(),
             sync: None,
             next_segment: NextSegment::default(),
@@ -258,6 +261,7 @@ impl Driver {
                 Next::Wait => {}
             }
             self.finish_own_snapshot().await?;
+            self.keep_watch_streams_moving();
             self.next_segment
                 .start_if_wanted(&mut self.storage, &*self.env);
             self.sync_members();
@@ -528,11 +532,43 @@ impl Driver {
 
     fn deliver_watch(&mut self, stream: StreamId, response: pb::WatchResponse) {
         let drop_when_full = self.env.planted(Mistake::DropWatchResponseWhenFull);
-        let delivery = self
+        match self
             .streams
-            .deliver(stream, response, drop_when_full, &self.log);
-        if delivery == Delivery::Closed {
-            self.close_watches(stream);
+            .deliver(stream, response, drop_when_full, &self.log)
+        {
+            Delivery::Queued => {}
+            Delivery::Undelivered(response) => {
+                self.undelivered.entry(stream).or_default().push(response);
+            }
+            Delivery::Closed => self.close_watches(stream),
+        }
+    }
+
+    /// Gives the node back the responses full streams did not take (their watchers fall back
+    /// to history), and asks it to catch up the lagging streams that have room again.
+    fn keep_watch_streams_moving(&mut self) {
+        let now = self.now();
+        for (stream, responses) in std::mem::take(&mut self.undelivered) {
+            let id = self.next_request_id();
+            let request = ClientRequest::WatchUndelivered { stream, responses };
+            self.node.handle(now, Input::Client { id, request });
+        }
+        let mut ready: Vec<(StreamId, usize)> = Vec::new();
+        if self.streams.any_blocked() {
+            ready = self.streams.resume();
+        }
+        for stream in self.node.lagging_watch_streams() {
+            if !ready.iter().any(|(s, _)| *s == stream) {
+                ready.push((stream, self.streams.room(stream)));
+            }
+        }
+        for (stream, budget) in ready {
+            if budget == 0 {
+                continue;
+            }
+            let id = self.next_request_id();
+            let request = ClientRequest::WatchCatchUp { stream, budget };
+            self.node.handle(now, Input::Client { id, request });
         }
     }
 
