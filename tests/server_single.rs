@@ -5,6 +5,7 @@
 
 mod procs;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -296,6 +297,111 @@ fn a_watch_that_stops_reading_gets_every_event_once_it_reads_again() {
             header.revision, last,
             "progress answered after the events it covers"
         );
+    });
+}
+
+/// etcd's `fragment`: a watcher that asked for it gets a response larger than
+/// `--max-request-bytes` in parts, all but the last marked `fragment`, which join back into the
+/// events in order; a watcher that did not gets the same events whole.
+#[test]
+fn a_fragment_watcher_gets_large_responses_in_parts() {
+    let dir = TempDir::new("fragment");
+    let member = Member::start(&dir.0, &["--max-request-bytes=4096"]);
+    runtime().block_on(async {
+        let mut c = connect(member.endpoint()).await;
+        let value = "v".repeat(300);
+        for i in 0..30 {
+            c.put(&format!("f/{i:02}"), &value, 0).await;
+        }
+        let (watch_requests, requests) = mpsc::channel(4);
+        let mut watch = bounded("watch", c.watch.watch(ReceiverStream::new(requests)))
+            .await
+            .expect("watch")
+            .into_inner();
+        for (watch_id, fragment) in [(1, true), (2, false)] {
+            let create = pb::WatchCreateRequest {
+                key: b"f/".to_vec(),
+                range_end: b"f0".to_vec(),
+                start_revision: 1,
+                watch_id,
+                fragment,
+                ..Default::default()
+            };
+            let request = pb::WatchRequest {
+                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+            };
+            watch_requests.send(request).await.expect("send create");
+        }
+        let mut parts: BTreeMap<i64, Vec<pb::WatchResponse>> = BTreeMap::new();
+        while parts.values().map(Vec::len).sum::<usize>() == 0
+            || parts.get(&2).is_none_or(Vec::is_empty)
+            || parts
+                .get(&1)
+                .and_then(|p| p.last())
+                .is_none_or(|last| last.fragment)
+        {
+            let response = bounded("watch response", watch.message())
+                .await
+                .expect("message")
+                .expect("response");
+            if !response.created {
+                parts.entry(response.watch_id).or_default().push(response);
+            }
+        }
+        let fragmented = &parts[&1];
+        assert!(fragmented.len() > 1, "{} parts", fragmented.len());
+        let flags: Vec<bool> = fragmented.iter().map(|r| r.fragment).collect();
+        assert!(flags[..flags.len() - 1].iter().all(|f| *f), "{flags:?}");
+        let keys = |responses: &[pb::WatchResponse]| -> Vec<Vec<u8>> {
+            let events = responses.iter().flat_map(|r| r.events.iter());
+            events
+                .map(|e| e.kv.as_ref().expect("kv").key.clone())
+                .collect()
+        };
+        let expected: Vec<Vec<u8>> = (0..30).map(|i| format!("f/{i:02}").into_bytes()).collect();
+        assert_eq!(keys(fragmented), expected);
+        assert_eq!(parts[&2].len(), 1, "whole without fragment");
+        assert!(!parts[&2][0].fragment);
+        assert_eq!(keys(&parts[&2]), expected);
+    });
+}
+
+/// `--experimental-watch-progress-notify-interval` sets how often a quiet `progress_notify`
+/// watcher is told the current revision (etcd's default, 10 minutes, is too long for a test).
+#[test]
+fn progress_notifications_come_at_the_configured_interval() {
+    let dir = TempDir::new("progress-interval");
+    let flag = "--experimental-watch-progress-notify-interval=300ms";
+    let member = Member::start(&dir.0, &[flag]);
+    runtime().block_on(async {
+        let mut c = connect(member.endpoint()).await;
+        let put = c.put("p", "1", 0).await;
+        let revision = put.header.expect("header").revision;
+        let (watch_requests, requests) = mpsc::channel(4);
+        let mut watch = bounded("watch", c.watch.watch(ReceiverStream::new(requests)))
+            .await
+            .expect("watch")
+            .into_inner();
+        let create = pb::WatchCreateRequest {
+            key: b"quiet".to_vec(),
+            progress_notify: true,
+            ..Default::default()
+        };
+        let request = pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+        };
+        watch_requests.send(request).await.expect("send create");
+        let created = bounded("created", watch.message()).await.expect("message");
+        let watch_id = created.expect("created").watch_id;
+        for _ in 0..2 {
+            let progress = bounded("progress notification", watch.message())
+                .await
+                .expect("message")
+                .expect("response");
+            assert_eq!(progress.watch_id, watch_id);
+            assert!(progress.events.is_empty() && !progress.canceled);
+            assert_eq!(progress.header.expect("header").revision, revision);
+        }
     });
 }
 

@@ -134,6 +134,7 @@ impl Environment for SimEnvironment {
         Limits {
             watch_stream_buffer: settings.watch_stream_buffer,
             peer_message_part_bytes: settings.peer_message_part_bytes,
+            ..Limits::default()
         }
     }
 

@@ -128,6 +128,11 @@ pub struct Flags {
     /// divergent member raises the CORRUPT alarm); 0 turns the check off. A Go duration: 5m, 1h.
     #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s", value_parser = super::go_duration::parse)]
     pub experimental_corrupt_check_time: Duration,
+    /// How often watchers created with `progress_notify` that saw no events are told the
+    /// current revision. A Go duration; 0 means the default (10m), and under 100ms is raised
+    /// to 100ms, as etcd does.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = super::go_duration::parse)]
+    pub experimental_watch_progress_notify_interval: Duration,
     /// Before serving, compare this member's key-value history's hash with every reachable
     /// member's, and refuse to start if one differs.
     #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
@@ -244,6 +249,8 @@ pub struct ServerConfig {
     pub corrupt_check_interval: Option<Duration>,
     /// Run the corruption check once at start, before serving.
     pub initial_corrupt_check: bool,
+    /// How often quiet `progress_notify` watchers are told the current revision.
+    pub watch_progress_notify_interval: Duration,
     /// Keys of `--config-file` that stet does not know (logged as a warning at start).
     pub ignored_config_keys: Vec<String>,
 }
@@ -490,8 +497,23 @@ impl Flags {
             corrupt_check_interval: Some(self.experimental_corrupt_check_time)
                 .filter(|interval| !interval.is_zero()),
             initial_corrupt_check: self.experimental_initial_corrupt_check,
+            watch_progress_notify_interval: watch_progress_interval(
+                self.experimental_watch_progress_notify_interval,
+            ),
             ignored_config_keys: Vec::new(),
         })
+    }
+}
+
+/// etcd's reading of `--experimental-watch-progress-notify-interval`: 0 is the default, 10
+/// minutes; anything under 100 ms is raised to 100 ms.
+fn watch_progress_interval(flag: Duration) -> Duration {
+    const DEFAULT: Duration = Duration::from_secs(600);
+    const MIN: Duration = Duration::from_millis(100);
+    if flag.is_zero() {
+        DEFAULT
+    } else {
+        flag.max(MIN)
     }
 }
 
@@ -556,6 +578,23 @@ mod tests {
             Some(4096)
         );
         assert!(parse_with(&["--quota-backend-bytes=lots"], &[]).is_err());
+    }
+
+    #[test]
+    fn the_watch_progress_interval_reads_as_etcds() {
+        let interval = |args: &[&str], env: &[(&str, &str)]| {
+            parse_with(args, env)
+                .unwrap()
+                .unwrap()
+                .watch_progress_notify_interval
+        };
+        assert_eq!(interval(&[], &[]), Duration::from_secs(600));
+        let flag = "--experimental-watch-progress-notify-interval";
+        assert_eq!(interval(&[flag, "2s"], &[]), Duration::from_secs(2));
+        assert_eq!(interval(&[flag, "0s"], &[]), Duration::from_secs(600));
+        assert_eq!(interval(&[flag, "1ms"], &[]), Duration::from_millis(100));
+        let env = [("ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", "1m30s")];
+        assert_eq!(interval(&[], &env), Duration::from_secs(90));
     }
 
     #[test]

@@ -56,9 +56,12 @@ pub enum Checkpoint {
 /// runs reach what happens at the bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Watch responses buffered per stream; a stream that falls this far behind is ended with
-    /// an error (its client resumes from the last revision it saw).
+    /// Watch responses buffered per stream; a stream that falls this far behind catches up
+    /// from history once its client reads again (see `driver/streams.rs`).
     pub watch_stream_buffer: usize,
+    /// `--max-request-bytes`: the size past which a watcher created with `fragment` gets its
+    /// responses in parts.
+    pub max_request_bytes: usize,
     /// Raft messages larger than this travel to a peer in parts (snapshots).
     pub peer_message_part_bytes: usize,
 }
@@ -67,6 +70,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             watch_stream_buffer: 1024,
+            max_request_bytes: 1_572_864,
             peer_message_part_bytes: crate::peer_wire::MAX_FRAME_PAYLOAD,
         }
     }

@@ -14,6 +14,7 @@ use super::env::Limits;
 use super::handle::DriverHandle;
 use super::route::Router;
 use super::status::{to_status, MemberStatus};
+use super::watch_fragment::{FragmentWatchers, FragmentingStream};
 use crate::lease::LeaseError;
 use crate::node::{ClientError, ClientRequest, ClientResponse};
 use crate::proto::etcdserverpb as pb;
@@ -179,6 +180,8 @@ impl watch_server::Watch for Services {
             .await
             .map_err(|e| to_status(&e))?;
         let driver = self.driver.clone();
+        let fragmenting = Arc::new(std::sync::Mutex::new(FragmentWatchers::default()));
+        let creates = fragmenting.clone();
         tokio::spawn(async move {
             loop {
                 let message = tokio::select! {
@@ -189,6 +192,10 @@ impl watch_server::Watch for Services {
                 let Ok(Some(message)) = message else { break };
                 let request = match message.request_union {
                     Some(pb::watch_request::RequestUnion::CreateRequest(request)) => {
+                        creates
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .creating(request.fragment);
                         ClientRequest::WatchCreate { stream, request }
                     }
                     Some(pb::watch_request::RequestUnion::CancelRequest(cancel)) => {
@@ -212,7 +219,12 @@ impl watch_server::Watch for Services {
                 .call_local(ClientRequest::WatchClose { stream })
                 .await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let responses = FragmentingStream::new(
+            ReceiverStream::new(receiver),
+            fragmenting,
+            self.limits.max_request_bytes,
+        );
+        Ok(Response::new(Box::pin(responses)))
     }
 }
 

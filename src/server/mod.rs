@@ -57,6 +57,8 @@ mod v2_keys;
 pub mod v2_members;
 #[cfg(feature = "server")]
 pub mod version;
+#[cfg(feature = "server")]
+pub mod watch_fragment;
 
 #[cfg(all(feature = "server", not(madsim)))]
 pub use run::{run, shutdown_signal};

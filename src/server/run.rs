@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::config::ServerConfig;
 use super::driver::{Driver, Exit};
-use super::env::Environment;
+use super::env::{Environment, Limits};
 use super::grpc::Services;
 use super::listen::{self, ClientListeners};
 use super::metrics::Metrics;
@@ -253,6 +253,10 @@ fn spawn_member(
     }
     let driver_task = tokio::spawn(driver.run());
     let router = Router::new(handle.clone(), Forwarder::new(identity, addresses));
+    let limits = Limits {
+        max_request_bytes: config.max_request_bytes,
+        ..limits
+    };
     let services = Services::new(router, limits);
     if !config.initial_corrupt_check {
         clients.serve(services, handle, config, stopped, log);

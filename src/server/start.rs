@@ -56,6 +56,7 @@ fn node_config(
     node.max_txn_ops = config.max_txn_ops;
     node.quota_backend_bytes = config.quota_backend_bytes;
     node.auto_promote_learners = config.auto_promote_learners;
+    node.watch_progress_interval = config.watch_progress_notify_interval;
     // A fresh seed per start, so a restarted member never repeats its previous life's lease IDs.
     node.seed = env.seed();
     env.adjust_node_config(&mut node);
