@@ -912,6 +912,7 @@ fn without_a_quorum_requests_fail_with_an_error_instead_of_hanging() {
         .await
         .expect("a linearizable read without a quorum must end, not hang");
         assert!(read.is_err(), "{read:?}");
+        every_kind_of_request_ends_without_a_quorum(&c).await;
     });
     // /health says why it is unhealthy.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -928,4 +929,120 @@ fn without_a_quorum_requests_fail_with_an_error_instead_of_hanging() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Every kind of request a member without a quorum can get ends — with an answer or an error —
+/// well before a client's deadline: none waits for a leader that does not come.
+async fn every_kind_of_request_ends_without_a_quorum(c: &Clients) {
+    use pb::alarm_request::AlarmAction;
+    let mut requests = tokio::task::JoinSet::new();
+    macro_rules! ask {
+        ($name:literal, $client:ident, $method:ident, $request:expr) => {{
+            let mut client = c.$client.clone();
+            let request = $request;
+            requests.spawn(async move {
+                let answer = tokio::time::timeout(Duration::from_secs(30), client.$method(request));
+                ($name, answer.await.map(|result| result.map(|_| ())))
+            });
+        }};
+    }
+    let compare = pb::Compare {
+        key: b"k".to_vec(),
+        target: pb::compare::CompareTarget::Version as i32,
+        ..Default::default()
+    };
+    let txn = pb::TxnRequest {
+        compare: vec![compare],
+        ..Default::default()
+    };
+    let delete = pb::DeleteRangeRequest {
+        key: b"k".to_vec(),
+        ..Default::default()
+    };
+    ask!("txn", kv, txn, txn);
+    ask!("delete", kv, delete_range, delete);
+    ask!(
+        "compact",
+        kv,
+        compact,
+        pb::CompactionRequest {
+            revision: 1,
+            physical: false
+        }
+    );
+    ask!(
+        "lease grant",
+        lease,
+        lease_grant,
+        pb::LeaseGrantRequest { ttl: 10, id: 0 }
+    );
+    ask!(
+        "lease revoke",
+        lease,
+        lease_revoke,
+        pb::LeaseRevokeRequest { id: 7 }
+    );
+    let ttl = pb::LeaseTimeToLiveRequest { id: 7, keys: false };
+    ask!("lease time to live", lease, lease_time_to_live, ttl);
+    ask!(
+        "lease leases",
+        lease,
+        lease_leases,
+        pb::LeaseLeasesRequest {}
+    );
+    let add = pb::MemberAddRequest {
+        peer_ur_ls: vec!["http://127.0.0.1:1".to_string()],
+        is_learner: false,
+    };
+    ask!("member add", cluster, member_add, add);
+    ask!(
+        "member remove",
+        cluster,
+        member_remove,
+        pb::MemberRemoveRequest { id: 1 }
+    );
+    ask!(
+        "member promote",
+        cluster,
+        member_promote,
+        pb::MemberPromoteRequest { id: 1 }
+    );
+    let list = pb::MemberListRequest { linearizable: true };
+    ask!("member list (linearizable)", cluster, member_list, list);
+    let alarm = pb::AlarmRequest {
+        action: AlarmAction::Activate as i32,
+        member_id: 1,
+        alarm: pb::AlarmType::Nospace as i32,
+    };
+    ask!("alarm activate", maintenance, alarm, alarm);
+    ask!("status", maintenance, status, pb::StatusRequest {});
+    ask!(
+        "hash kv",
+        maintenance,
+        hash_kv,
+        pb::HashKvRequest { revision: 0 }
+    );
+    ask!("hash", maintenance, hash, pb::HashRequest {});
+    ask!(
+        "defragment",
+        maintenance,
+        defragment,
+        pb::DefragmentRequest {}
+    );
+    ask!(
+        "move leader",
+        maintenance,
+        move_leader,
+        pb::MoveLeaderRequest { target_id: 1 }
+    );
+    let mut ended = Vec::new();
+    while let Some(joined) = requests.join_next().await {
+        let (name, answer) = joined.expect("request task");
+        assert!(
+            answer.is_ok(),
+            "{name} still waits after 30 s without a quorum"
+        );
+        ended.push(name);
+    }
+    assert_eq!(ended.len(), 17);
 }
