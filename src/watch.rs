@@ -54,6 +54,15 @@ pub const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the W
 /// Cancel reason for a create whose range holds no key, `key >= range_end` (etcd's text).
 pub const EMPTY_WATCHER_RANGE: &str = "mvcc: watcher range is empty";
 
+/// Watchers one client stream may hold open: each costs memory for as long as it lives, and a
+/// client that needs more opens more streams. (etcd sets no limit; its own benchmarks aim at
+/// about a hundred per stream.)
+pub const MAX_WATCHERS_PER_STREAM: usize = 10_000;
+
+/// Cancel reason for a create past [`MAX_WATCHERS_PER_STREAM`].
+pub const TOO_MANY_WATCHERS: &str =
+    "stet: too many watchers on one watch stream (at most 10000); open another stream";
+
 /// One open watcher.
 #[derive(Debug, Clone)]
 struct Watcher {
@@ -177,6 +186,9 @@ struct Stream {
     /// A progress request came while lagging: answered once caught up, so that its revision
     /// never runs ahead of the events sent (etcd-io/etcd#15220).
     progress_pending: bool,
+    /// The catch-up goes on from the watcher after this one, so that none starves while others
+    /// keep getting events (etcd-io/etcd#17529).
+    catch_up_after: i64,
 }
 
 impl Stream {
@@ -297,6 +309,9 @@ impl WatchHub {
             return vec![refused(EMPTY_WATCHER_RANGE, current)];
         }
         let entry = self.streams.entry(stream).or_default();
+        if entry.watchers.len() >= MAX_WATCHERS_PER_STREAM {
+            return vec![refused(TOO_MANY_WATCHERS, current)];
+        }
         let id = if req.watch_id == 0 {
             entry.next_free_id()
         } else if entry.watchers.contains_key(&req.watch_id) {
@@ -454,13 +469,19 @@ impl WatchHub {
         }
         let mut out = Vec::new();
         let mut canceled = Vec::new();
-        for (&watch_id, watcher) in &mut stream.watchers {
+        let after = stream.catch_up_after;
+        let (later, earlier): (Vec<_>, Vec<_>) = stream
+            .watchers
+            .iter_mut()
+            .partition(|(&watch_id, _)| watch_id > after);
+        for (&watch_id, watcher) in later.into_iter().chain(earlier) {
             if out.len() >= budget {
                 break;
             }
             if watcher.next_revision > current {
                 continue;
             }
+            stream.catch_up_after = watch_id;
             let history = if watcher.next_revision < source.compact_revision() {
                 Err(source.compact_revision())
             } else {

@@ -653,3 +653,40 @@ proptest! {
         run(ops)?;
     }
 }
+
+/// A lagging stream's catch-up takes its watchers in turn: with room for one response at a
+/// time, the second watcher is served before the first is served again (etcd-io/etcd#17529).
+#[test]
+fn catch_up_serves_a_streams_watchers_in_turn() {
+    let mut store = FakeStore::default();
+    let mut hub = WatchHub::with_max_events(1);
+    hub.create(1, &watch(b"a", b"", 0), &store);
+    hub.create(1, &watch(b"b", b"", 0), &store);
+    let mut lost = Vec::new();
+    for _ in 0..3 {
+        let events = store.write(&[(b"a", Some(b"1")), (b"b", Some(b"1"))]);
+        let revision = store.current;
+        lost.extend(hub.notify(&events, revision).into_iter().map(|(_, r)| r));
+    }
+    hub.undelivered(1, &lost);
+    let served: Vec<i64> = (0..4)
+        .map(|_| hub.catch_up(1, 1, &store))
+        .map(|out| out.first().map_or(-1, |r| r.watch_id))
+        .collect();
+    assert_eq!(served, vec![1, 0, 1, 0]);
+}
+
+/// A stream holds at most `MAX_WATCHERS_PER_STREAM` watchers; one more is refused with a reason.
+#[test]
+fn a_stream_refuses_watchers_past_its_limit() {
+    let store = FakeStore::default();
+    let mut hub = WatchHub::new();
+    for _ in 0..MAX_WATCHERS_PER_STREAM {
+        let created = hub.create(1, &watch(b"a", b"", 0), &store);
+        assert!(!created[0].canceled);
+    }
+    let refused = hub.create(1, &watch(b"a", b"", 0), &store);
+    assert!(refused[0].created && refused[0].canceled);
+    assert_eq!(refused[0].cancel_reason, TOO_MANY_WATCHERS);
+    assert!(!hub.create(2, &watch(b"a", b"", 0), &store)[0].canceled, "per stream");
+}
