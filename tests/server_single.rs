@@ -405,6 +405,81 @@ fn progress_notifications_come_at_the_configured_interval() {
     });
 }
 
+/// One client connection may hold many more streams than hyper's default of 200 — etcd sets no
+/// limit, and kube-apiserver multiplexes all its watches over few connections — while
+/// `--max-concurrent-streams` still bounds them when given.
+#[test]
+fn one_connection_holds_hundreds_of_watch_streams() {
+    const STREAMS: usize = 300;
+    let dir = TempDir::new("streams");
+    let member = Member::start(&dir.0, &[]);
+    runtime().block_on(async {
+        let channel = tonic::transport::Channel::from_shared(member.endpoint())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut open = Vec::new();
+        for i in 0..STREAMS {
+            let mut watch = pb::watch_client::WatchClient::new(channel.clone());
+            let (requests, receiver) = mpsc::channel(1);
+            let mut responses = bounded(
+                "open a watch stream",
+                watch.watch(ReceiverStream::new(receiver)),
+            )
+            .await
+            .unwrap_or_else(|status| panic!("stream {i}: {status:?}"))
+            .into_inner();
+            let create = pb::WatchCreateRequest {
+                key: format!("w{i}").into_bytes(),
+                ..Default::default()
+            };
+            let request = pb::WatchRequest {
+                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+            };
+            requests.send(request).await.expect("send create");
+            let created = bounded("created", responses.message())
+                .await
+                .expect("message")
+                .expect("response");
+            assert!(created.created, "stream {i}");
+            open.push((requests, responses));
+        }
+        assert_eq!(open.len(), STREAMS);
+    });
+    drop(member);
+
+    // With a limit, the stream past it waits for a free one.
+    let dir = TempDir::new("streams-limited");
+    let member = Member::start(&dir.0, &["--max-concurrent-streams=4"]);
+    runtime().block_on(async {
+        let channel = tonic::transport::Channel::from_shared(member.endpoint())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut open = Vec::new();
+        for _ in 0..4 {
+            let mut watch = pb::watch_client::WatchClient::new(channel.clone());
+            let (requests, receiver) = mpsc::channel::<pb::WatchRequest>(1);
+            let stream = bounded("open", watch.watch(ReceiverStream::new(receiver)))
+                .await
+                .expect("a stream within the limit");
+            open.push((requests, stream));
+        }
+        let mut kv = pb::kv_client::KvClient::new(channel);
+        let range = pb::RangeRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        };
+        let waited = tokio::time::timeout(Duration::from_secs(2), kv.range(range)).await;
+        assert!(
+            waited.is_err(),
+            "a fifth stream on the connection went through"
+        );
+    });
+}
+
 #[test]
 fn grpc_clients_can_use_every_service() {
     let dir = TempDir::new("client");

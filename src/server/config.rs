@@ -101,6 +101,10 @@ pub struct Flags {
     /// Most operations in one branch of a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Most concurrent HTTP/2 streams (gRPC calls, watch and keep-alive streams) one client
+    /// connection may have open; etcd's default sets no limit.
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    pub max_concurrent_streams: u32,
     /// Size of the storage engine file past which writes are refused with a NOSPACE alarm, in
     /// bytes: 0 is the default (2 GiB), a negative value turns the quota off.
     #[arg(
@@ -237,6 +241,8 @@ pub struct ServerConfig {
     pub election_timeout: Duration,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
     /// The space quota; `None` when turned off.
     pub quota_backend_bytes: Option<u64>,
     pub log_level: LogLevel,
@@ -489,6 +495,7 @@ impl Flags {
             election_timeout: Duration::from_millis(self.election_timeout),
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
+            max_concurrent_streams: self.max_concurrent_streams,
             quota_backend_bytes: quota_bytes(self.quota_backend_bytes),
             log_level: self.log_level,
             log_format: self.log_format,
@@ -633,6 +640,7 @@ mod tests {
         assert_eq!(config.election_timeout, Duration::from_millis(1000));
         assert_eq!(config.quota_backend_bytes, Some(2 << 30));
         assert_eq!(config.max_txn_ops, 128);
+        assert_eq!(config.max_concurrent_streams, u32::MAX);
         assert_eq!(config.max_request_bytes, 1_572_864);
     }
 

@@ -101,19 +101,16 @@ impl ClientListeners {
         for listener in self.listeners {
             let local = listener.local_addr().ok();
             slog::info!(log, "serving client requests (gRPC and HTTP)"; "address" => ?local);
-            let app = app.clone();
-            let log = log.clone();
-            let mut stopped = stopped.clone();
-            tokio::spawn(async move {
-                // etcdctl's per-endpoint commands send a URL as `:authority`, which hyper refuses.
-                let listener = RewritingListener::new(listener, log.clone());
-                let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                    let _ = stopped.changed().await;
-                });
-                if let Err(error) = serve.await {
-                    slog::error!(log, "client listener failed"; "error" => %error);
-                }
-            });
+            // etcdctl's per-endpoint commands send a URL as `:authority`, which hyper refuses.
+            let listener = RewritingListener::new(listener, log.clone());
+            let streams = config.max_concurrent_streams;
+            tokio::spawn(serve_connections(
+                listener,
+                app.clone(),
+                streams,
+                stopped.clone(),
+                log.clone(),
+            ));
         }
     }
 
@@ -141,4 +138,43 @@ impl ClientListeners {
             });
         }
     }
+}
+
+/// Accepts client connections until `stopped` changes and serves each (HTTP/1.1 or HTTP/2, at
+/// most `max_streams` concurrent streams per connection), then lets the open ones finish.
+#[cfg(not(madsim))]
+async fn serve_connections(
+    mut listener: super::h2_authority::RewritingListener,
+    app: axum::Router,
+    max_streams: u32,
+    mut stopped: watch::Receiver<bool>,
+    log: slog::Logger,
+) {
+    use axum::serve::Listener as _;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http2().max_concurrent_streams(max_streams);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.changed() => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        let log = log.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                slog::debug!(log, "client connection ended"; "peer" => %peer, "error" => %error);
+            }
+        });
+    }
+    graceful.shutdown().await;
 }

@@ -688,5 +688,8 @@ fn a_stream_refuses_watchers_past_its_limit() {
     let refused = hub.create(1, &watch(b"a", b"", 0), &store);
     assert!(refused[0].created && refused[0].canceled);
     assert_eq!(refused[0].cancel_reason, TOO_MANY_WATCHERS);
-    assert!(!hub.create(2, &watch(b"a", b"", 0), &store)[0].canceled, "per stream");
+    assert!(
+        !hub.create(2, &watch(b"a", b"", 0), &store)[0].canceled,
+        "per stream"
+    );
 }
