@@ -161,6 +161,17 @@ impl DriverHandle {
         self.status.borrow().clone()
     }
 
+    /// Waits until this member knows a leader (itself or another), at most `within`; whether
+    /// it does.
+    pub async fn leader_known_within(&self, within: std::time::Duration) -> bool {
+        let mut status = self.status.clone();
+        let known = async move {
+            let known = status.wait_for(|status| status.leader.is_some()).await;
+            known.is_ok()
+        };
+        tokio::time::timeout(within, known).await.unwrap_or(false)
+    }
+
     /// Waits until this member has applied `revision`, at most `within`; whether it has.
     pub async fn applied_revision(&self, revision: i64, within: std::time::Duration) -> bool {
         let mut status = self.status.clone();

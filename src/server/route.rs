@@ -25,9 +25,24 @@ impl Router {
     }
 
     /// Sends a request and waits for its answer. A leader-only request the local node refuses
-    /// because another member leads is forwarded to that member; without a known leader the
-    /// answer is etcd's "no leader".
+    /// because another member leads is forwarded to that member. Without a known leader (an
+    /// election under way) it waits for one, at most `ELECTION_WAIT`, then goes to it; if none
+    /// comes the answer is etcd's "no leader".
     pub async fn call(&self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
+        if !request.leader_only() {
+            return self.call_once(request).await;
+        }
+        match self.call_once(request.clone()).await {
+            Err(ClientError::NoLeader) if self.driver.leader_known_within(ELECTION_WAIT).await => {
+                self.call_once(request).await
+            }
+            result => result,
+        }
+    }
+
+    /// One attempt: the local node, or the leader it names. `NoLeader` when no other member is
+    /// known to lead.
+    async fn call_once(&self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
         let forwardable = request.leader_only().then(|| request.clone());
         match self.driver.call_local(request).await {
             Err(ClientError::NotLeader {
@@ -41,3 +56,7 @@ impl Router {
         }
     }
 }
+
+/// How long a leader-only request waits for an election to end before "no leader": etcd's
+/// requests wait for a leader up to their timeout likewise.
+const ELECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
