@@ -480,6 +480,92 @@ fn one_connection_holds_hundreds_of_watch_streams() {
     });
 }
 
+/// etcd 3.7's `KV.RangeStream` on a real member: 3,000 keys arrive in several chunks at one
+/// revision (writes made meanwhile do not show), and the chunks merged are the unary `Range`'s
+/// answer — also with a limit and count only; a sorted request is `Unimplemented`.
+#[test]
+fn a_streamed_range_merges_into_the_unary_answer() {
+    use prost::Message as _;
+    const KEYS: usize = 3000;
+    let dir = TempDir::new("range-stream");
+    let member = Member::start(&dir.0, &["--max-request-bytes=65536"]);
+    runtime().block_on(async {
+        let mut c = connect(member.endpoint()).await;
+        let value = "v".repeat(200);
+        let txns = (0..KEYS).step_by(100).map(|first| pb::TxnRequest {
+            success: (first..first + 100)
+                .map(|i| put_op(&format!("r/{i:05}"), &value))
+                .collect(),
+            ..Default::default()
+        });
+        for txn in txns {
+            bounded("txn", c.kv.txn(txn)).await.expect("txn");
+        }
+        let prefix = |limit, count_only| pb::RangeRequest {
+            key: b"r/".to_vec(),
+            range_end: b"r0".to_vec(),
+            limit,
+            count_only,
+            ..Default::default()
+        };
+        for (round, request) in [prefix(0, false), prefix(1000, false), prefix(0, true)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut chunks = bounded("range stream", c.kv.range_stream(request.clone()))
+                .await
+                .expect("range stream")
+                .into_inner();
+            let first = bounded("first chunk", chunks.message())
+                .await
+                .expect("chunk");
+            // A write after the stream started is not in it: the revision is pinned.
+            let changed = format!("changed in round {round}");
+            c.put("r/00000", &changed, 0).await;
+            let mut merged = pb::RangeResponse::default();
+            let mut count = 0;
+            let mut next = first;
+            while let Some(chunk) = next {
+                let part = chunk.range_response.expect("range response");
+                merged
+                    .merge(part.encode_to_vec().as_slice())
+                    .expect("merge");
+                count += 1;
+                next = bounded("chunk", chunks.message()).await.expect("chunk");
+            }
+            let unary = pb::RangeRequest {
+                revision: merged.header.as_ref().expect("header").revision,
+                ..request.clone()
+            };
+            let mut expected = bounded("range", c.kv.range(unary))
+                .await
+                .expect("range")
+                .into_inner();
+            // Headers differ in raft term only if an election happened; not on one member.
+            expected.header = merged.header;
+            assert_eq!(
+                merged, expected,
+                "limit {} count_only {}",
+                request.limit, request.count_only
+            );
+            if !request.count_only {
+                assert!(count > 1, "{count} chunk(s)");
+                assert_ne!(
+                    merged.kvs[0].value,
+                    changed.as_bytes(),
+                    "pinned before the write"
+                );
+            }
+        }
+        let mut sorted = prefix(0, false);
+        sorted.sort_order = pb::range_request::SortOrder::Descend as i32;
+        let refused = bounded("sorted", c.kv.range_stream(sorted))
+            .await
+            .expect_err("sorted");
+        assert_eq!(refused.code(), tonic::Code::Unimplemented);
+    });
+}
+
 #[test]
 fn grpc_clients_can_use_every_service() {
     let dir = TempDir::new("client");

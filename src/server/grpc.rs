@@ -27,6 +27,9 @@ const SNAPSHOT_CHUNK: usize = 64 * 1024;
 /// How long MoveLeader waits for the target to lead.
 const MOVE_LEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Chunks of a `RangeStream` buffered before its reads wait for the client.
+const RANGE_STREAM_CHUNKS: usize = 2;
+
 /// Keep-alive responses buffered per stream before the stream waits for the client to read.
 const KEEP_ALIVE_BUFFER: usize = 16;
 
@@ -129,6 +132,44 @@ impl kv_server::Kv for Services {
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
         unary!(self, request, Range, "KV")
+    }
+
+    type RangeStreamStream = ResponseStream<pb::RangeStreamResponse>;
+
+    /// etcd 3.7's streamed range (see `range_stream`): chunks go through a small channel, so
+    /// the reading waits for the client and memory holds a few chunks at most.
+    async fn range_stream(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<Self::RangeStreamStream>, Status> {
+        let request = request.into_inner();
+        super::range_stream::check(&request)?;
+        let (sender, receiver) = mpsc::channel(RANGE_STREAM_CHUNKS);
+        let router = self.router.clone();
+        let target_bytes = (self.limits.max_request_bytes / 2).max(1);
+        tokio::spawn(async move {
+            let chunks = sender.clone();
+            let range = |request: pb::RangeRequest| {
+                let router = router.clone();
+                async move {
+                    match router.call(ClientRequest::Range(request)).await {
+                        Ok(ClientResponse::Range(response)) => Ok(response),
+                        Ok(other) => Err(unexpected(&other)),
+                        Err(error) => Err(to_status(&error)),
+                    }
+                }
+            };
+            let send = |chunk: pb::RangeStreamResponse| {
+                let chunks = chunks.clone();
+                async move { chunks.send(Ok(chunk)).await.is_ok() }
+            };
+            if let Err(status) =
+                super::range_stream::stream(request, target_bytes, range, send).await
+            {
+                let _ = sender.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn put(

@@ -44,6 +44,8 @@ pub mod metrics;
 #[cfg(feature = "server")]
 pub mod peer;
 #[cfg(feature = "server")]
+pub mod range_stream;
+#[cfg(feature = "server")]
 pub mod route;
 #[cfg(feature = "server")]
 mod run;

@@ -1,0 +1,282 @@
+//! etcd 3.7's `KV.RangeStream`: a range answered in chunks, so listing 100,000 keys never holds
+//! the whole answer in memory (kube-apiserver 1.37 fills its watch cache this way). The first
+//! chunk is read as the request asks (linearizable unless `serializable`) and pins the revision;
+//! the next chunks are read at that revision from the key after the last one sent. Chunks grow
+//! or shrink towards a byte target derived from `--max-request-bytes`. Intermediate chunks carry
+//! only key-values; the last carries the header, the count and `more`, so that merging every
+//! chunk gives the unary answer. Sorted requests are refused with `Unimplemented`, as etcd
+//! does; requests filtering on revisions are answered in one chunk.
+
+use std::future::Future;
+
+use prost::Message as _;
+use tonic::Status;
+
+use crate::proto::etcdserverpb as pb;
+use pb::range_request::{SortOrder, SortTarget};
+
+/// Keys in the first chunk; later chunks adapt to the byte target.
+pub const FIRST_CHUNK_KEYS: i64 = 128;
+
+/// Whether `request` can be streamed: refused with etcd's `Unimplemented` when sorted other
+/// than by key, ascending (the order chunks come in).
+pub fn check(request: &pb::RangeRequest) -> Result<(), Status> {
+    let order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
+    let target = SortTarget::try_from(request.sort_target).unwrap_or(SortTarget::Key);
+    let natural =
+        order == SortOrder::None || (order == SortOrder::Ascend && target == SortTarget::Key);
+    if natural {
+        Ok(())
+    } else {
+        Err(Status::unimplemented(
+            "etcdserver: RangeStream does not support a sort order; use Range",
+        ))
+    }
+}
+
+/// The key right after `key` in byte order.
+fn next_key(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
+}
+
+/// The next chunk's key count: doubled while chunks come in under half the byte target,
+/// halved when one went over it.
+fn next_chunk_keys(keys: i64, chunk_bytes: usize, target_bytes: usize) -> i64 {
+    if chunk_bytes > target_bytes {
+        (keys / 2).max(1)
+    } else if chunk_bytes * 2 < target_bytes {
+        keys.saturating_mul(2).min(1 << 20)
+    } else {
+        keys
+    }
+}
+
+/// Streams `request` through `range` (one unary range read) into `send` (false once the client
+/// is gone). Errors of a read end the stream with that error.
+pub async fn stream<R, RF, S, SF>(
+    request: pb::RangeRequest,
+    target_bytes: usize,
+    mut range: R,
+    mut send: S,
+) -> Result<(), Status>
+where
+    R: FnMut(pb::RangeRequest) -> RF,
+    RF: Future<Output = Result<pb::RangeResponse, Status>>,
+    S: FnMut(pb::RangeStreamResponse) -> SF,
+    SF: Future<Output = bool>,
+{
+    let filtered = request.min_mod_revision != 0
+        || request.max_mod_revision != 0
+        || request.min_create_revision != 0
+        || request.max_create_revision != 0;
+    if request.count_only || filtered {
+        let whole = range(request).await?;
+        send(wrap(whole)).await;
+        return Ok(());
+    }
+    let wanted = request.limit;
+    let mut chunk_keys = FIRST_CHUNK_KEYS;
+    let mut next = pb::RangeRequest {
+        limit: chunk_keys,
+        ..request.clone()
+    };
+    let first = range(next.clone()).await?;
+    let (header, count) = (first.header, first.count);
+    next.revision = header.as_ref().map_or(0, |h| h.revision);
+    next.serializable = true;
+    let mut sent: i64 = 0;
+    let mut chunk = first;
+    loop {
+        let mut kvs = std::mem::take(&mut chunk.kvs);
+        if wanted > 0 {
+            kvs.truncate((wanted - sent).max(0) as usize);
+        }
+        sent += kvs.len() as i64;
+        let last_key = kvs.last().map(|kv| kv.key.clone());
+        let done = !chunk.more || (wanted > 0 && sent >= wanted) || last_key.is_none();
+        if done {
+            let last = pb::RangeResponse {
+                header,
+                kvs,
+                more: wanted > 0 && count > wanted,
+                count,
+            };
+            send(wrap(last)).await;
+            return Ok(());
+        }
+        let bytes: usize = kvs.iter().map(|kv| kv.encoded_len()).sum();
+        let partial = pb::RangeResponse {
+            kvs,
+            ..Default::default()
+        };
+        if !send(wrap(partial)).await {
+            return Ok(());
+        }
+        chunk_keys = next_chunk_keys(chunk_keys, bytes, target_bytes);
+        next.key = next_key(&last_key.unwrap_or_default());
+        next.limit = if wanted > 0 {
+            chunk_keys.min(wanted - sent)
+        } else {
+            chunk_keys
+        };
+        chunk = range(next.clone()).await?;
+    }
+}
+
+fn wrap(range_response: pb::RangeResponse) -> pb::RangeStreamResponse {
+    pb::RangeStreamResponse {
+        range_response: Some(range_response),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::mvccpb::KeyValue;
+    use std::sync::{Arc, Mutex};
+
+    /// A store of `n` keys `k00000..` answering ranges as the KV store does (count = every key in
+    /// range, `more` when the limit cut it).
+    fn store(n: usize) -> Vec<KeyValue> {
+        (0..n)
+            .map(|i| KeyValue {
+                key: format!("k{i:05}").into_bytes(),
+                value: vec![b'v'; 100],
+                mod_revision: 7,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn answer(kvs: &[KeyValue], request: &pb::RangeRequest) -> pb::RangeResponse {
+        let in_range: Vec<&KeyValue> = kvs
+            .iter()
+            .filter(|kv| {
+                kv.key >= request.key
+                    && (request.range_end.is_empty() || kv.key < request.range_end)
+            })
+            .collect();
+        let limit = if request.limit > 0 {
+            request.limit as usize
+        } else {
+            usize::MAX
+        };
+        pb::RangeResponse {
+            header: Some(pb::ResponseHeader {
+                revision: 7,
+                ..Default::default()
+            }),
+            kvs: in_range
+                .iter()
+                .take(limit)
+                .map(|kv| (*kv).clone())
+                .collect(),
+            more: in_range.len() > limit,
+            count: in_range.len() as i64,
+        }
+    }
+
+    /// Streams `request` over `kvs`; the chunks, and every range request made.
+    fn run(
+        kvs: Vec<KeyValue>,
+        request: pb::RangeRequest,
+    ) -> (Vec<pb::RangeResponse>, Vec<pb::RangeRequest>) {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let chunks = Arc::new(Mutex::new(Vec::new()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let (asked2, chunks2) = (asked.clone(), chunks.clone());
+        runtime
+            .block_on(stream(
+                request,
+                4096,
+                move |r: pb::RangeRequest| {
+                    asked2.lock().expect("lock").push(r.clone());
+                    let answer = answer(&kvs, &r);
+                    async move { Ok(answer) }
+                },
+                move |c: pb::RangeStreamResponse| {
+                    chunks2
+                        .lock()
+                        .expect("lock")
+                        .push(c.range_response.expect("response"));
+                    async { true }
+                },
+            ))
+            .expect("stream");
+        let chunks = chunks.lock().expect("lock").clone();
+        let asked = asked.lock().expect("lock").clone();
+        (chunks, asked)
+    }
+
+    fn merged(chunks: &[pb::RangeResponse]) -> pb::RangeResponse {
+        let mut all = pb::RangeResponse::default();
+        for chunk in chunks {
+            all.merge(chunk.encode_to_vec().as_slice()).expect("merge");
+        }
+        all
+    }
+
+    fn range(key: &str, end: &str, limit: i64) -> pb::RangeRequest {
+        pb::RangeRequest {
+            key: key.into(),
+            range_end: end.into(),
+            limit,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_merged_chunks_are_the_unary_answer() {
+        let kvs = store(2000);
+        for request in [
+            range("k", "l", 0),
+            range("k", "l", 500),
+            range("k00100", "k00200", 0),
+            range("x", "y", 0),
+        ] {
+            let (chunks, asked) = run(kvs.clone(), request.clone());
+            assert_eq!(merged(&chunks), answer(&kvs, &request), "{request:?}");
+            assert!(chunks[..chunks.len() - 1]
+                .iter()
+                .all(|c| c.header.is_none() && c.count == 0));
+            assert!(
+                asked[1..].iter().all(|r| r.revision == 7 && r.serializable),
+                "pinned"
+            );
+        }
+        let (chunks, _) = run(kvs, range("k", "l", 0));
+        assert!(chunks.len() > 5, "{} chunks", chunks.len());
+        // The first chunk has a fixed key count; the next ones shrink towards the target.
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.encoded_len()).collect();
+        assert!(
+            sizes[4..].iter().all(|&size| size < 2 * 4096 + 200),
+            "chunks near the target: {sizes:?}"
+        );
+    }
+
+    #[test]
+    fn a_sort_order_is_refused_and_key_ascending_is_not() {
+        let mut sorted = range("a", "b", 0);
+        sorted.sort_order = SortOrder::Descend as i32;
+        assert_eq!(
+            check(&sorted).map_err(|s| s.code()),
+            Err(tonic::Code::Unimplemented)
+        );
+        sorted.sort_order = SortOrder::Ascend as i32;
+        assert!(check(&sorted).is_ok());
+        sorted.sort_target = SortTarget::Mod as i32;
+        assert!(check(&sorted).is_err());
+    }
+
+    #[test]
+    fn chunks_grow_towards_the_target_and_shrink_past_it() {
+        assert_eq!(next_chunk_keys(100, 10, 1000), 200);
+        assert_eq!(next_chunk_keys(100, 600, 1000), 100);
+        assert_eq!(next_chunk_keys(100, 2000, 1000), 50);
+        assert_eq!(next_chunk_keys(1, 2000, 1000), 1);
+    }
+}
