@@ -40,6 +40,9 @@ pub enum Fault {
     /// a snapshot file or a storage engine commit — then kill it; it restarts from what reached
     /// the disk.
     PowerCut,
+    /// Fill a member's disk for a while: changes needing space fail with ENOSPC. The member
+    /// stops with the error when it needs space; once space is freed it is started again.
+    DiskFull,
     /// Stop a member's process for a while (its clock keeps running).
     Pause,
     /// Move a member's clock forward.
@@ -145,6 +148,7 @@ impl Nemesis {
             Fault::PeerFaults => self.peer_faults(hold).await,
             Fault::Crash | Fault::DiskCorruption => self.crash(fault, &ids, hold).await,
             Fault::PowerCut => self.power_cut(&ids, hold).await,
+            Fault::DiskFull => self.disk_full(&ids, hold).await,
             Fault::CrashAtPoint => self.crash_at_point(hold).await,
             Fault::Pause => self.pause(&ids, hold).await,
             Fault::ClockJump => self.jump_clock(&ids),
@@ -288,6 +292,35 @@ impl Nemesis {
             "nemesis: crash member {victim:x} without power ({crash:?})"
         ));
         self.crash_and_restart(victim, crash, hold).await;
+    }
+
+    /// Fills a member's disk (the leader half the time) for `hold`, then frees it; a member that
+    /// stopped on the full disk meanwhile is started again, as its supervisor would.
+    async fn disk_full(&self, ids: &[u64], hold: Duration) {
+        let victim = self.victim(ids);
+        let Some(breaker) = lock(&self.world.power).get(&victim).cloned() else {
+            return;
+        };
+        self.world
+            .trace(format!("nemesis: the disk of member {victim:x} is full"));
+        breaker.fill();
+        madsim::time::sleep(hold).await;
+        breaker.free();
+        let stopped = lock(&self.world.refused).remove(&victim);
+        match stopped {
+            Some(reason) => {
+                self.world.trace(format!(
+                    "nemesis: space freed; start member {victim:x} again (it stopped: {reason})"
+                ));
+                // The process exited: what it left running (its listeners) goes with it.
+                Handle::current().kill(self.node(victim));
+                madsim::time::sleep(Duration::from_millis(100)).await;
+                Handle::current().restart(self.node(victim));
+            }
+            None => self
+                .world
+                .trace(format!("nemesis: space freed on member {victim:x}")),
+        }
     }
 
     /// Arms a crash point and crashes whichever member reaches it within `hold`.

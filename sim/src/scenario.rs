@@ -77,6 +77,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario("lossy", vec![Lossy]),
         scenario("transport", vec![PeerFaults, Crash, IsolateLeader]),
         scenario("crash", vec![Crash, CrashAtPoint, PowerCut]),
+        scenario("disk-full", vec![DiskFull, Crash]),
         scenario("pause", vec![Pause]),
         Scenario {
             skewed_clocks: true,

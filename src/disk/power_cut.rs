@@ -4,6 +4,7 @@
 //! operation with no await in it, such as a storage engine's commit between its writes and fsyncs.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Disk, DiskError};
@@ -18,9 +19,9 @@ enum Budget {
     Cut,
 }
 
-/// A switch shared by every handle of one [`PowerCut`] disk.
+/// A switch shared by every handle of one [`PowerCut`] disk; it can also make the disk full.
 #[derive(Debug, Clone)]
-pub struct Breaker(Arc<Mutex<Budget>>);
+pub struct Breaker(Arc<Mutex<Budget>>, Arc<AtomicBool>);
 
 impl Default for Breaker {
     fn default() -> Self {
@@ -31,7 +32,25 @@ impl Default for Breaker {
 impl Breaker {
     /// A breaker with the power on.
     pub fn new() -> Self {
-        Breaker(Arc::new(Mutex::new(Budget::Unlimited)))
+        Breaker(
+            Arc::new(Mutex::new(Budget::Unlimited)),
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    /// Fills the disk: from now on every change that needs space (an append, a write or a
+    /// length past a file's end) fails with "no space left on device"; the rest goes on.
+    pub fn fill(&self) {
+        self.1.store(true, Ordering::SeqCst);
+    }
+
+    /// Frees space again.
+    pub fn free(&self) {
+        self.1.store(false, Ordering::SeqCst);
+    }
+
+    fn is_full(&self) -> bool {
+        self.1.load(Ordering::SeqCst)
     }
 
     /// Cuts the power now.
@@ -81,7 +100,8 @@ impl Breaker {
     }
 }
 
-/// A [`Disk`] that fails every change once its [`Breaker`] has cut the power. Reads go on.
+/// A [`Disk`] that fails every change once its [`Breaker`] has cut the power, and every change
+/// needing space while the breaker says the disk is full. Reads go on.
 #[derive(Debug, Clone)]
 pub struct PowerCut<D> {
     disk: D,
@@ -114,6 +134,27 @@ impl<D: Disk> PowerCut<D> {
         }
         op(&mut self.disk)
     }
+
+    /// A change that takes `needed` more bytes of `path` (fails with ENOSPC on a full disk).
+    fn grow<T>(
+        &mut self,
+        path: &Path,
+        needed: bool,
+        op: impl FnOnce(&mut D) -> Result<T, DiskError>,
+    ) -> Result<T, DiskError> {
+        if needed && self.breaker.is_full() {
+            return Err(DiskError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::from_raw_os_error(28),
+            });
+        }
+        self.change(path, op)
+    }
+
+    /// Whether a file written up to `end` grows.
+    fn grows(&mut self, path: &Path, end: u64) -> bool {
+        self.disk.len(path).map_or(true, |len| end > len)
+    }
 }
 
 impl<D: Disk> Disk for PowerCut<D> {
@@ -124,7 +165,7 @@ impl<D: Disk> Disk for PowerCut<D> {
         self.change(path, |d| d.create(path))
     }
     fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
-        self.change(path, |d| d.append(path, data))
+        self.grow(path, !data.is_empty(), |d| d.append(path, data))
     }
     fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
         self.change(path, |d| d.sync(path))
@@ -157,10 +198,12 @@ impl<D: Disk> Disk for PowerCut<D> {
         self.disk.read_at(path, offset, out)
     }
     fn write_at(&mut self, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError> {
-        self.change(path, |d| d.write_at(path, offset, data))
+        let needed = self.grows(path, offset.saturating_add(data.len() as u64));
+        self.grow(path, needed, |d| d.write_at(path, offset, data))
     }
     fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
-        self.change(path, |d| d.set_len(path, len))
+        let needed = self.grows(path, len);
+        self.grow(path, needed, |d| d.set_len(path, len))
     }
 }
 
@@ -168,6 +211,31 @@ impl<D: Disk> Disk for PowerCut<D> {
 mod tests {
     use super::*;
     use crate::disk::SharedDisk;
+
+    #[test]
+    fn a_full_disk_refuses_growth_only_until_space_is_freed() {
+        let shared = SharedDisk::new();
+        let (mut disk, breaker) = PowerCut::new(shared.clone());
+        let path = Path::new("/d/f");
+        disk.create_dir_all(Path::new("/d")).unwrap();
+        disk.create(path).unwrap();
+        disk.append(path, b"abcd").unwrap();
+        breaker.fill();
+        let full = disk.append(path, b"e").unwrap_err();
+        assert!(
+            full.to_string().contains("No space left on device"),
+            "{full}"
+        );
+        assert!(disk.write_at(path, 3, b"xy").is_err(), "past the end");
+        assert!(disk.set_len(path, 10).is_err());
+        disk.write_at(path, 0, b"AB").unwrap();
+        disk.sync(path).unwrap();
+        disk.truncate(path, 3).unwrap();
+        assert_eq!(disk.read(path).unwrap(), b"ABc");
+        breaker.free();
+        disk.append(path, b"d").unwrap();
+        assert_eq!(disk.read(path).unwrap(), b"ABcd");
+    }
 
     #[test]
     fn changes_past_the_budget_fail_and_leave_the_disk_as_it_was() {
