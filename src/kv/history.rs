@@ -78,19 +78,30 @@ impl KvStore {
             return Ok(events);
         }
         // Across keys: the revisions since the start, from the engine and the versions not
-        // committed yet (etcd reads its `key` bucket from the start revision likewise).
-        let mut events = Vec::new();
-        for ((main, sub), k) in self.values.keys_since(start_revision)? {
-            if !in_range(&k, key, range_end) {
-                continue;
-            }
-            let Some(versions) = self.keys.get(k.as_slice()) else {
-                continue;
-            };
-            if full(&events, main) {
-                break;
-            }
-            if let Ok(i) = versions.binary_search_by(|v| (v.main, v.sub).cmp(&(main, sub))) {
+        // committed yet (etcd reads its `key` bucket from the start revision likewise), read
+        // only as far as the limit needs; the values are read once the versions are picked.
+        let mut picked: Vec<(i64, Vec<u8>, usize)> = Vec::new();
+        self.values
+            .keys_since_each(start_revision, |(main, sub), k| {
+                if !in_range(k, key, range_end) {
+                    return true;
+                }
+                let Some(versions) = self.keys.get(k) else {
+                    return true;
+                };
+                let Ok(i) = versions.binary_search_by(|v| (v.main, v.sub).cmp(&(main, sub))) else {
+                    return true;
+                };
+                let new_revision = picked.last().is_some_and(|(last, _, _)| *last != main);
+                if picked.len() >= limit && new_revision {
+                    return false;
+                }
+                picked.push((main, k.to_vec(), i));
+                true
+            })?;
+        let mut events = Vec::with_capacity(picked.len());
+        for (_, k, i) in picked {
+            if let Some(versions) = self.keys.get(k.as_slice()) {
                 events.extend(self.event_at(&k, versions, i)?);
             }
         }

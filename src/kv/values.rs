@@ -30,9 +30,6 @@ pub(crate) const COMPACTION_DELETES_PER_COMMIT: usize = 10_000;
 #[cfg(madsim)]
 pub(crate) const COMPACTION_DELETES_PER_COMMIT: usize = 16;
 
-/// A version's revision (main, sub) and its key.
-pub(crate) type KeyAt = ((i64, i64), Vec<u8>);
-
 /// The key-values of every retained version: committed ones in the engine, newer ones pending.
 pub(crate) struct Values {
     engine: Engine,
@@ -162,10 +159,24 @@ impl Values {
         }
     }
 
-    /// The key of every version from revision `main` on, in (main, sub) order: committed ones
-    /// from the engine, then those written since (always newer).
-    pub(crate) fn keys_since(&self, main: i64) -> Result<Vec<KeyAt>, KvError> {
-        let mut rows = Vec::new();
+    /// The key of every version from revision `main` on, handed to `each` in (main, sub) order —
+    /// committed ones from the engine, then those written since (always newer) — until it
+    /// returns false: a bounded read of history stops reading there.
+    pub(crate) fn keys_since_each(
+        &self,
+        main: i64,
+        mut each: impl FnMut((i64, i64), &[u8]) -> bool,
+    ) -> Result<(), KvError> {
+        let mut last = None;
+        let mut each = |revision: (i64, i64), key: &[u8]| {
+            assert!(
+                last.is_none_or(|last| last < revision),
+                "versions written since the last commit are newer than the committed ones"
+            );
+            last = Some(revision);
+            each(revision, key)
+        };
+        let mut going = true;
         // After a replacement every retained version is pending; the view is the old state.
         if !self.replace_all {
             let from = Revision {
@@ -179,8 +190,8 @@ impl Values {
                     // Only the key is needed: decoded in place, the value is not copied.
                     match decode_key_value(bytes) {
                         Ok(kv) if kv.mod_revision == revision_i64.0 => {
-                            rows.push((revision_i64, kv.key.to_vec()));
-                            true
+                            going = each(revision_i64, kv.key);
+                            going
                         }
                         _ => {
                             damaged = Some(revision);
@@ -198,13 +209,14 @@ impl Values {
                 )));
             }
         }
-        let pending = self.pending.range((main, i64::MIN)..);
-        rows.extend(pending.map(|(&revision, kv)| (revision, kv.key.clone())));
-        debug_assert!(
-            rows.windows(2).all(|pair| pair[0].0 < pair[1].0),
-            "versions written since the last commit are newer than the committed ones"
-        );
-        Ok(rows)
+        if going {
+            for (&revision, kv) in self.pending.range((main, i64::MIN)..) {
+                if !each(revision, &kv.key) {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Moves what changed since the last commit into `batch`, with the store's revisions.

@@ -176,5 +176,8 @@ async fn serve_connections(
             }
         });
     }
+    // The port is released at once; open connections (watch streams may never end) finish on
+    // their own.
+    drop(listener);
     graceful.shutdown().await;
 }

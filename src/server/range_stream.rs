@@ -23,8 +23,8 @@ pub const FIRST_CHUNK_KEYS: i64 = 128;
 pub fn check(request: &pb::RangeRequest) -> Result<(), Status> {
     let order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
     let target = SortTarget::try_from(request.sort_target).unwrap_or(SortTarget::Key);
-    let natural =
-        order == SortOrder::None || (order == SortOrder::Ascend && target == SortTarget::Key);
+    // NONE with another target sorts by that target, as etcd does: only key order streams.
+    let natural = target == SortTarget::Key && matches!(order, SortOrder::None | SortOrder::Ascend);
     if natural {
         Ok(())
     } else {
@@ -84,7 +84,13 @@ where
     };
     let first = range(next.clone()).await?;
     let (header, count) = (first.header, first.count);
-    next.revision = header.as_ref().map_or(0, |h| h.revision);
+    // The revision asked for, or the one the first read saw (a header names the store's current
+    // revision, not the one a read was made at).
+    next.revision = if request.revision > 0 {
+        request.revision
+    } else {
+        header.as_ref().map_or(0, |h| h.revision)
+    };
     next.serializable = true;
     let mut sent: i64 = 0;
     let mut chunk = first;
@@ -259,6 +265,18 @@ mod tests {
     }
 
     #[test]
+    fn a_range_at_a_revision_reads_every_chunk_there() {
+        let mut at_five = range("k", "l", 0);
+        at_five.revision = 5;
+        let (chunks, asked) = run(store(1000), at_five);
+        assert!(chunks.len() > 1);
+        assert!(
+            asked.iter().all(|r| r.revision == 5),
+            "every chunk at revision 5"
+        );
+    }
+
+    #[test]
     fn a_sort_order_is_refused_and_key_ascending_is_not() {
         let mut sorted = range("a", "b", 0);
         sorted.sort_order = SortOrder::Descend as i32;
@@ -270,6 +288,11 @@ mod tests {
         assert!(check(&sorted).is_ok());
         sorted.sort_target = SortTarget::Mod as i32;
         assert!(check(&sorted).is_err());
+        sorted.sort_order = SortOrder::None as i32;
+        assert!(
+            check(&sorted).is_err(),
+            "NONE with another target sorts by it"
+        );
     }
 
     #[test]

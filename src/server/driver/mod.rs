@@ -45,6 +45,10 @@ use crate::watch::StreamId;
 /// Commands taken in one turn of the loop before the outputs they caused are carried out.
 const COMMANDS_PER_TURN: usize = 256;
 
+/// Watch responses a lagging stream is caught up by per turn of the driver (each holds up to
+/// `watch::MAX_EVENTS_PER_RESPONSE` events, read from history on the driver's task).
+const CATCH_UP_RESPONSES_PER_TURN: usize = 16;
+
 /// Why the driver stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -238,6 +242,7 @@ impl Driver {
     /// One turn: carry out every output, move group commit along until it has to wait, keep the
     /// transport and the published attributes in step, then publish the status.
     async fn turn(&mut self) -> Result<(), Exit> {
+        self.catch_up_lagging_streams();
         loop {
             self.carry_out_outputs().await?;
             if let Some(exit) = self.failure.take() {
@@ -261,7 +266,7 @@ impl Driver {
                 Next::Wait => {}
             }
             self.finish_own_snapshot().await?;
-            self.keep_watch_streams_moving();
+            self.hand_back_undelivered();
             self.next_segment
                 .start_if_wanted(&mut self.storage, &*self.env);
             self.sync_members();
@@ -544,15 +549,21 @@ impl Driver {
         }
     }
 
-    /// Gives the node back the responses full streams did not take (their watchers fall back
-    /// to history), and asks it to catch up the lagging streams that have room again.
-    fn keep_watch_streams_moving(&mut self) {
+    /// Gives the node back the responses full streams did not take this turn: their watchers
+    /// fall back to history.
+    fn hand_back_undelivered(&mut self) {
         let now = self.now();
         for (stream, responses) in std::mem::take(&mut self.undelivered) {
             let id = self.next_request_id();
             let request = ClientRequest::WatchUndelivered { stream, responses };
             self.node.handle(now, Input::Client { id, request });
         }
+    }
+
+    /// Once per turn: asks the node to catch up the lagging streams that have room, at most
+    /// `CATCH_UP_RESPONSES_PER_TURN` responses each, so that a long catch-up is spread over
+    /// turns and never holds the driver from ticks, peers and clients.
+    fn catch_up_lagging_streams(&mut self) {
         let mut ready: Vec<(StreamId, usize)> = Vec::new();
         if self.streams.any_blocked() {
             ready = self.streams.resume();
@@ -562,7 +573,9 @@ impl Driver {
                 ready.push((stream, self.streams.room(stream)));
             }
         }
-        for (stream, budget) in ready {
+        let now = self.now();
+        for (stream, room) in ready {
+            let budget = room.min(CATCH_UP_RESPONSES_PER_TURN);
             if budget == 0 {
                 continue;
             }
