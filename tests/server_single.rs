@@ -126,6 +126,29 @@ fn compare_value(key: &str, value: &str) -> pb::Compare {
     }
 }
 
+/// A watch stream on `c`'s connection: the sender of its requests and its responses.
+async fn open_watch_stream(
+    c: &mut Clients,
+) -> (
+    mpsc::Sender<pb::WatchRequest>,
+    tonic::Streaming<pb::WatchResponse>,
+) {
+    let (requests, receiver) = mpsc::channel(4);
+    let responses = bounded("watch", c.watch.watch(ReceiverStream::new(receiver)))
+        .await
+        .expect("watch")
+        .into_inner();
+    (requests, responses)
+}
+
+/// Sends a create request on a watch stream.
+async fn send_create(requests: &mpsc::Sender<pb::WatchRequest>, create: pb::WatchCreateRequest) {
+    let request = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+    };
+    requests.send(request).await.expect("send create");
+}
+
 fn put_op(key: &str, value: &str) -> pb::RequestOp {
     pb::RequestOp {
         request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
@@ -222,20 +245,13 @@ fn a_watch_that_stops_reading_gets_every_event_once_it_reads_again() {
     let member = Member::start(&dir.0, &[]);
     runtime().block_on(async {
         let mut c = connect(member.endpoint()).await;
-        let (watch_requests, requests) = mpsc::channel(4);
-        let mut watch = bounded("watch", c.watch.watch(ReceiverStream::new(requests)))
-            .await
-            .expect("watch")
-            .into_inner();
+        let (watch_requests, mut watch) = open_watch_stream(&mut c).await;
         let create = pb::WatchCreateRequest {
             key: b"s/".to_vec(),
             range_end: b"s0".to_vec(),
             ..Default::default()
         };
-        let request = pb::WatchRequest {
-            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
-        };
-        watch_requests.send(request).await.expect("send create");
+        send_create(&watch_requests, create).await;
         let created = bounded("created", watch.message()).await.expect("message");
         assert!(created.expect("created").created);
 
@@ -313,11 +329,7 @@ fn a_fragment_watcher_gets_large_responses_in_parts() {
         for i in 0..30 {
             c.put(&format!("f/{i:02}"), &value, 0).await;
         }
-        let (watch_requests, requests) = mpsc::channel(4);
-        let mut watch = bounded("watch", c.watch.watch(ReceiverStream::new(requests)))
-            .await
-            .expect("watch")
-            .into_inner();
+        let (watch_requests, mut watch) = open_watch_stream(&mut c).await;
         for (watch_id, fragment) in [(1, true), (2, false)] {
             let create = pb::WatchCreateRequest {
                 key: b"f/".to_vec(),
@@ -327,10 +339,7 @@ fn a_fragment_watcher_gets_large_responses_in_parts() {
                 fragment,
                 ..Default::default()
             };
-            let request = pb::WatchRequest {
-                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
-            };
-            watch_requests.send(request).await.expect("send create");
+            send_create(&watch_requests, create).await;
         }
         let mut parts: BTreeMap<i64, Vec<pb::WatchResponse>> = BTreeMap::new();
         while parts.values().map(Vec::len).sum::<usize>() == 0
@@ -377,20 +386,13 @@ fn progress_notifications_come_at_the_configured_interval() {
         let mut c = connect(member.endpoint()).await;
         let put = c.put("p", "1", 0).await;
         let revision = put.header.expect("header").revision;
-        let (watch_requests, requests) = mpsc::channel(4);
-        let mut watch = bounded("watch", c.watch.watch(ReceiverStream::new(requests)))
-            .await
-            .expect("watch")
-            .into_inner();
+        let (watch_requests, mut watch) = open_watch_stream(&mut c).await;
         let create = pb::WatchCreateRequest {
             key: b"quiet".to_vec(),
             progress_notify: true,
             ..Default::default()
         };
-        let request = pb::WatchRequest {
-            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
-        };
-        watch_requests.send(request).await.expect("send create");
+        send_create(&watch_requests, create).await;
         let created = bounded("created", watch.message()).await.expect("message");
         let watch_id = created.expect("created").watch_id;
         for _ in 0..2 {
@@ -606,19 +608,12 @@ fn grpc_clients_can_use_every_service() {
         assert_eq!(c.value("t").await.as_deref(), Some(&b"z"[..]));
 
         // Watch: a put after the watch is created arrives as an event.
-        let (watch_requests, requests) = mpsc::channel(4);
-        let mut watch = bounded("watch", c.watch.watch(ReceiverStream::new(requests)))
-            .await
-            .expect("watch")
-            .into_inner();
+        let (watch_requests, mut watch) = open_watch_stream(&mut c).await;
         let create = pb::WatchCreateRequest {
             key: b"w".to_vec(),
             ..Default::default()
         };
-        let request = pb::WatchRequest {
-            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
-        };
-        watch_requests.send(request).await.expect("send create");
+        send_create(&watch_requests, create).await;
         let created = bounded("watch created", watch.message())
             .await
             .expect("watch message")
