@@ -137,6 +137,19 @@ fn ctl(endpoints: &str, args: &[&str]) -> String {
     etcdctl_run(Path::new("etcdctl"), endpoints, args)
 }
 
+/// The ID of member `name`, as `etcdctl member list -w json` at `endpoints` gives it.
+fn member_id(endpoints: &str, name: &str) -> u64 {
+    let members = ctl(endpoints, &["member", "list", "-w", "json"]);
+    let members: serde_json::Value = serde_json::from_str(&members).expect("JSON");
+    members["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["name"] == name)
+        .and_then(|m| m["ID"].as_u64())
+        .unwrap_or_else(|| panic!("{name}'s ID in {members}"))
+}
+
 /// The `KEY="value"` lines `etcdctl member add` prints.
 fn printed_settings(output: &str) -> Vec<(String, String)> {
     output
@@ -349,15 +362,7 @@ fn a_recovered_member_grows_back_into_a_healthy_three_member_cluster() {
 
     // A removed member exits; restarted on its old data, it refuses to start, saying why, and
     // the cluster carries on.
-    let members = ctl(&n3.client_url, &["member", "list", "-w", "json"]);
-    let members: serde_json::Value = serde_json::from_str(&members).expect("JSON");
-    let n3_id = members["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .find(|m| m["name"] == "n3")
-        .and_then(|m| m["ID"].as_u64())
-        .expect("n3's ID");
+    let n3_id = member_id(&n3.client_url, "n3");
     ctl(&n1.client_url, &["member", "remove", &format!("{n3_id:x}")]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while n3.process.0.try_wait().expect("try_wait").is_none() {
@@ -857,15 +862,7 @@ fn clock_skew_between_members_is_warned_exported_and_diagnosed() {
         &["--data-dir", "b.stet"],
         &settings,
     );
-    let members = ctl(&a.client_url, &["member", "list", "-w", "json"]);
-    let members: serde_json::Value = serde_json::from_str(&members).expect("JSON");
-    let b_id = members["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .find(|m| m["name"] == "b")
-        .and_then(|m| m["ID"].as_u64())
-        .expect("b's ID");
+    let b_id = member_id(&a.client_url, "b");
 
     // `a` compares clocks with `b` within seconds of meeting it.
     let port: u16 = client_url
@@ -994,15 +991,7 @@ fn a_member_whose_data_rotted_is_refused_at_start_and_alarmed_while_running() {
         assert!(Instant::now() < deadline, "c never applied the puts");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let members = ctl(&a.client_url, &["member", "list", "-w", "json"]);
-    let members: serde_json::Value = serde_json::from_str(&members).expect("JSON");
-    let c_id = members["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .find(|m| m["name"] == "c")
-        .and_then(|m| m["ID"].as_u64())
-        .expect("c's ID");
+    let c_id = member_id(&a.client_url, "c");
     assert!(stop(&mut c, false), "c stopped cleanly");
     rot_revision(&d.join("c.stet"), rotten);
 

@@ -126,6 +126,15 @@ fn compare_value(key: &str, value: &str) -> pb::Compare {
     }
 }
 
+/// One connection to `member`, for clients that share it.
+async fn channel_to(member: &Member) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(member.endpoint())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
 /// A watch stream on `c`'s connection: the sender of its requests and its responses.
 async fn open_watch_stream(
     c: &mut Clients,
@@ -167,11 +176,7 @@ fn the_api_etcd_3_5_added_answers_as_etcd_does() {
     let dir = TempDir::new("api-3-5");
     let member = Member::start(&dir.0, &[]);
     runtime().block_on(async {
-        let channel = tonic::transport::Channel::from_shared(member.endpoint())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = channel_to(&member).await;
         let mut c = Clients::from_channel(channel.clone());
         let status = bounded("status", c.maintenance.status(pb::StatusRequest {}))
             .await
@@ -416,11 +421,7 @@ fn one_connection_holds_hundreds_of_watch_streams() {
     let dir = TempDir::new("streams");
     let member = Member::start(&dir.0, &[]);
     runtime().block_on(async {
-        let channel = tonic::transport::Channel::from_shared(member.endpoint())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = channel_to(&member).await;
         let mut open = Vec::new();
         for i in 0..STREAMS {
             let mut watch = pb::watch_client::WatchClient::new(channel.clone());
@@ -455,11 +456,7 @@ fn one_connection_holds_hundreds_of_watch_streams() {
     let dir = TempDir::new("streams-limited");
     let member = Member::start(&dir.0, &["--max-concurrent-streams=4"]);
     runtime().block_on(async {
-        let channel = tonic::transport::Channel::from_shared(member.endpoint())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = channel_to(&member).await;
         let mut open = Vec::new();
         for _ in 0..4 {
             let mut watch = pb::watch_client::WatchClient::new(channel.clone());

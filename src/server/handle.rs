@@ -164,21 +164,24 @@ impl DriverHandle {
     /// Waits until this member knows a leader (itself or another), at most `within`; whether
     /// it does.
     pub async fn leader_known_within(&self, within: std::time::Duration) -> bool {
-        let mut status = self.status.clone();
-        let known = async move {
-            let known = status.wait_for(|status| status.leader.is_some()).await;
-            known.is_ok()
-        };
-        tokio::time::timeout(within, known).await.unwrap_or(false)
+        self.status_within(within, |status| status.leader.is_some())
+            .await
     }
 
     /// Waits until this member has applied `revision`, at most `within`; whether it has.
     pub async fn applied_revision(&self, revision: i64, within: std::time::Duration) -> bool {
+        self.status_within(within, |status| status.revision >= revision)
+            .await
+    }
+
+    /// Waits until the published status satisfies `holds`, at most `within`; whether it does.
+    async fn status_within(
+        &self,
+        within: std::time::Duration,
+        holds: impl FnMut(&MemberStatus) -> bool,
+    ) -> bool {
         let mut status = self.status.clone();
-        let reached = async move {
-            let reached = status.wait_for(|status| status.revision >= revision).await;
-            reached.is_ok()
-        };
+        let reached = async move { status.wait_for(holds).await.is_ok() };
         tokio::time::timeout(within, reached).await.unwrap_or(false)
     }
 }

@@ -110,11 +110,11 @@ pub async fn check_once(
         &comparison.answers,
         comparison.members,
     );
+    let hashes: Vec<String> = std::iter::once((identity.member_id, comparison.own))
+        .chain(comparison.answers.iter().copied())
+        .map(|(member, hash)| format!("{member:x}={}", hash.hash))
+        .collect();
     for &culprit in &culprits {
-        let hashes: Vec<String> = std::iter::once((identity.member_id, comparison.own))
-            .chain(comparison.answers.iter().copied())
-            .map(|(member, hash)| format!("{member:x}={}", hash.hash))
-            .collect();
         slog::error!(log, "found data inconsistency: raising the CORRUPT alarm";
             "revision" => comparison.revision, "culprit" => %format!("{culprit:x}"),
             "hashes" => hashes.join(","), "compact_revision" => comparison.own.compact_revision);
