@@ -71,26 +71,6 @@ pub enum ClientRequest {
 }
 
 impl ClientRequest {
-    /// Whether the request goes through raft as a proposal (a write, a lease grant or revoke, a
-    /// membership change): counted as a proposal, answered only once applied.
-    pub fn is_proposal(&self) -> bool {
-        matches!(
-            self,
-            ClientRequest::Put(_)
-                | ClientRequest::DeleteRange(_)
-                | ClientRequest::Txn(_)
-                | ClientRequest::Compact(_)
-                | ClientRequest::LeaseGrant(_)
-                | ClientRequest::LeaseRevoke(_)
-                | ClientRequest::MemberAdd(_)
-                | ClientRequest::MemberRemove(_)
-                | ClientRequest::MemberUpdate(_)
-                | ClientRequest::MemberPromote(_)
-                | ClientRequest::MemberPublish { .. }
-                | ClientRequest::Alarm(_)
-        )
-    }
-
     /// Whether only the leader can answer the request (it reads the leader's lease clock or
     /// progress). A follower answers `NotLeader`, and the runtime forwards it to the leader.
     pub fn leader_only(&self) -> bool {

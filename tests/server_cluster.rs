@@ -813,8 +813,10 @@ fn operations_on_three_members() {
         .and_then(|v| v.parse().ok())
         .expect("fsync count");
     assert!(fsyncs > 0, "{metrics}");
+    // The refused membership changes above were applied and answered with an error: as in
+    // etcd, only proposals that time out or are dropped count as failed.
     assert!(
-        metrics.contains("etcd_server_proposals_failed_total 2"),
+        metrics.contains("etcd_server_proposals_failed_total 0"),
         "{metrics}"
     );
     assert!(

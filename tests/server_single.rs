@@ -758,9 +758,77 @@ fn health_version_and_metrics_over_plain_http() {
     assert_eq!(code, 200);
     assert!(body.contains("etcd_server_has_leader 1"), "{body}");
     assert!(body.contains("etcd_debugging_mvcc_keys_total 0"), "{body}");
+    grpc_calls_are_counted_as_go_grpc_prometheus_counts_them(&member);
     // Paths nothing serves answer etcd 3.4's plain 404.
     let (code, body) = http_get(member.port, "/no/such/path").expect("GET an unknown path");
     assert_eq!((code, body.as_str()), (404, "404 page not found\n"));
+}
+
+/// One accepted put, one refused (empty key) and one watch stream opened and closed: each is
+/// counted under its method, gRPC type and status code, with its messages and bytes.
+fn grpc_calls_are_counted_as_go_grpc_prometheus_counts_them(member: &Member) {
+    runtime().block_on(async {
+        let mut c = connect(member.endpoint()).await;
+        c.put("counted", "v", 0).await;
+        let empty = pb::PutRequest::default();
+        let refused = bounded("put an empty key", c.kv.put(empty)).await;
+        assert_eq!(
+            refused.expect_err("empty key").code(),
+            tonic::Code::InvalidArgument
+        );
+        let (requests, mut responses) = open_watch_stream(&mut c).await;
+        let create = pb::WatchCreateRequest {
+            key: b"counted".to_vec(),
+            ..Default::default()
+        };
+        send_create(&requests, create).await;
+        let created = bounded("created", responses.message()).await;
+        assert!(created.expect("created").expect("a response").created);
+        drop(requests);
+        drop(responses);
+    });
+    let put = r#"grpc_type="unary",grpc_service="etcdserverpb.KV",grpc_method="Put""#;
+    let watch = r#"grpc_type="bidi_stream",grpc_service="etcdserverpb.Watch",grpc_method="Watch""#;
+    let wanted = [
+        format!("grpc_server_started_total{{{put}}} 2"),
+        format!(r#"grpc_server_handled_total{{{put},grpc_code="OK"}} 1"#),
+        format!(r#"grpc_server_handled_total{{{put},grpc_code="InvalidArgument"}} 1"#),
+        format!("grpc_server_handling_seconds_count{{{put}}} 2"),
+        format!("grpc_server_msg_received_total{{{put}}} 2"),
+        format!("grpc_server_msg_sent_total{{{put}}} 1"),
+        format!("grpc_server_started_total{{{watch}}} 1"),
+        format!("grpc_server_msg_received_total{{{watch}}} 1"),
+        format!("grpc_server_msg_sent_total{{{watch}}} 1"),
+    ];
+    // The watch stream's end reaches the server a moment after the client dropped it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = http_get(member.port, "/metrics").expect("GET /metrics");
+        let ended = body.lines().any(|l| {
+            l.starts_with(&format!("grpc_server_handled_total{{{watch},grpc_code="))
+                && l.ends_with(" 1")
+        });
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|w| !body.lines().any(|l| l == w.as_str()))
+            .collect();
+        if missing.is_empty() && ended {
+            let sent = body
+                .lines()
+                .find_map(|l| l.strip_prefix("etcd_network_client_grpc_sent_bytes_total "));
+            assert!(
+                sent.and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|n| n > 0),
+                "{body}"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing {missing:?} (watch ended: {ended}) in\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The whole response to a plain HTTP/1.1 request with a form body: status line, headers, body.

@@ -139,6 +139,9 @@ impl Node {
             return false;
         }
         let deadline = self.now + self.config.request_timeout;
+        if matches!(kind, PendingKind::Write { .. }) {
+            self.pending_writes += 1;
+        }
         self.pending.insert(id, Pending { deadline, kind });
         self.deadlines.insert((deadline, id));
         true
@@ -147,6 +150,10 @@ impl Node {
     fn finish(&mut self, id: RequestId) -> Option<Pending> {
         let pending = self.pending.remove(&id)?;
         self.deadlines.remove(&(pending.deadline, id));
+        if matches!(pending.kind, PendingKind::Write { .. }) {
+            assert!(self.pending_writes > 0, "a pending write was counted");
+            self.pending_writes -= 1;
+        }
         if matches!(pending.kind, PendingKind::Read { .. }) {
             self.read_attempts.retain(|_, reads| {
                 reads.retain(|read| *read != id);
@@ -170,7 +177,13 @@ impl Node {
             if deadline > self.now {
                 break;
             }
-            self.finish(id);
+            if let Some(Pending {
+                kind: PendingKind::Write { .. },
+                ..
+            }) = self.finish(id)
+            {
+                self.proposals_failed += 1;
+            }
             self.reply(id, Err(ClientError::Timeout));
         }
     }

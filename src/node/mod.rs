@@ -190,6 +190,10 @@ pub struct Node {
     /// Requests waiting for raft, by request id; `deadlines` orders them for expiry.
     pending: BTreeMap<RequestId, Pending>,
     deadlines: BTreeSet<(Instant, RequestId)>,
+    /// How many of `pending` are writes (proposals).
+    pending_writes: usize,
+    /// Writes that reached their deadline unapplied (etcd's failed proposals), since start.
+    proposals_failed: u64,
     /// Persist outputs not yet acknowledged, with the messages that must wait for them.
     unpersisted: VecDeque<Unpersisted>,
     /// The newest hard state reported durable (`Input::Persisted`).
@@ -294,6 +298,8 @@ impl Node {
             next_progress_at,
             election_timeout_ticks: election_ticks,
             pending: BTreeMap::new(),
+            pending_writes: 0,
+            proposals_failed: 0,
             deadlines: BTreeSet::new(),
             unpersisted: VecDeque::new(),
             durable_hard_state: HardState::default(),
@@ -388,6 +394,16 @@ impl Node {
     /// Requests still waiting for an answer.
     pub fn pending_requests(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Writes waiting to be applied (etcd's pending proposals).
+    pub fn pending_proposals(&self) -> usize {
+        self.pending_writes
+    }
+
+    /// Writes that failed by reaching their deadline unapplied, since this node started.
+    pub fn proposals_failed(&self) -> u64 {
+        self.proposals_failed
     }
 
     /// Feeds one input to the node at time `now`.

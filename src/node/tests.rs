@@ -332,6 +332,55 @@ fn requests_beyond_the_pending_bound_are_refused() {
     assert_eq!(timed_out, 2);
 }
 
+#[test]
+fn writes_without_a_leader_are_pending_then_failed_proposals() {
+    let config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let now = Instant::from_micros(0);
+    let mut node =
+        Node::bootstrap(config, &[member(1), member(2)], engine(), now, &logger()).unwrap();
+    let put = |key: &[u8]| {
+        ClientRequest::Put(pb::PutRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        })
+    };
+    node.handle(
+        now,
+        Input::Client {
+            id: 1,
+            request: put(b"a"),
+        },
+    );
+    node.handle(
+        now,
+        Input::Client {
+            id: 2,
+            request: put(b"b"),
+        },
+    );
+    let read = ClientRequest::Range(pb::RangeRequest {
+        key: b"a".to_vec(),
+        ..Default::default()
+    });
+    node.handle(
+        now,
+        Input::Client {
+            id: 3,
+            request: read,
+        },
+    );
+    assert_eq!(node.pending_requests(), 3);
+    assert_eq!(node.pending_proposals(), 2, "reads are not proposals");
+    assert_eq!(node.proposals_failed(), 0);
+    node.handle(now + Duration::from_secs(6), Input::Tick);
+    assert_eq!(node.pending_proposals(), 0);
+    assert_eq!(
+        node.proposals_failed(),
+        2,
+        "the timed-out read is not a failed proposal"
+    );
+}
+
 fn run_solo_script(seed: u64) -> Vec<String> {
     let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
     config.seed = seed;

@@ -104,9 +104,8 @@ impl Services {
 
 /// Sends a unary request and unwraps the expected response variant.
 macro_rules! unary {
-    ($self:ident, $request:ident, $variant:ident, $service:literal) => {{
-        let started = std::time::Instant::now();
-        let result = match $self
+    ($self:ident, $request:ident, $variant:ident) => {{
+        match $self
             .router
             .call(ClientRequest::$variant($request.into_inner()))
             .await
@@ -114,14 +113,7 @@ macro_rules! unary {
             Ok(ClientResponse::$variant(response)) => Ok(Response::new(response)),
             Ok(other) => Err(unexpected(&other)),
             Err(error) => Err(to_status(&error)),
-        };
-        $self.driver.metrics().record_call(
-            $service,
-            stringify!($variant),
-            result.is_ok(),
-            started.elapsed(),
-        );
-        result
+        }
     }};
 }
 
@@ -131,7 +123,7 @@ impl kv_server::Kv for Services {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        unary!(self, request, Range, "KV")
+        unary!(self, request, Range)
     }
 
     type RangeStreamStream = ResponseStream<pb::RangeStreamResponse>;
@@ -176,28 +168,28 @@ impl kv_server::Kv for Services {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        unary!(self, request, Put, "KV")
+        unary!(self, request, Put)
     }
 
     async fn delete_range(
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        unary!(self, request, DeleteRange, "KV")
+        unary!(self, request, DeleteRange)
     }
 
     async fn txn(
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        unary!(self, request, Txn, "KV")
+        unary!(self, request, Txn)
     }
 
     async fn compact(
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        unary!(self, request, Compact, "KV")
+        unary!(self, request, Compact)
     }
 }
 
@@ -275,14 +267,14 @@ impl lease_server::Lease for Services {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        unary!(self, request, LeaseGrant, "Lease")
+        unary!(self, request, LeaseGrant)
     }
 
     async fn lease_revoke(
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        unary!(self, request, LeaseRevoke, "Lease")
+        unary!(self, request, LeaseRevoke)
     }
 
     type LeaseKeepAliveStream = ResponseStream<pb::LeaseKeepAliveResponse>;
@@ -324,14 +316,14 @@ impl lease_server::Lease for Services {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        unary!(self, request, LeaseTimeToLive, "Lease")
+        unary!(self, request, LeaseTimeToLive)
     }
 
     async fn lease_leases(
         &self,
         request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        unary!(self, request, LeaseLeases, "Lease")
+        unary!(self, request, LeaseLeases)
     }
 }
 
@@ -341,35 +333,35 @@ impl cluster_server::Cluster for Services {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        unary!(self, request, MemberAdd, "Cluster")
+        unary!(self, request, MemberAdd)
     }
 
     async fn member_remove(
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        unary!(self, request, MemberRemove, "Cluster")
+        unary!(self, request, MemberRemove)
     }
 
     async fn member_update(
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        unary!(self, request, MemberUpdate, "Cluster")
+        unary!(self, request, MemberUpdate)
     }
 
     async fn member_list(
         &self,
         request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        unary!(self, request, MemberList, "Cluster")
+        unary!(self, request, MemberList)
     }
 
     async fn member_promote(
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        unary!(self, request, MemberPromote, "Cluster")
+        unary!(self, request, MemberPromote)
     }
 }
 
@@ -380,7 +372,7 @@ impl maintenance_server::Maintenance for Services {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        unary!(self, request, Alarm, "Maintenance")
+        unary!(self, request, Alarm)
     }
 
     async fn status(
@@ -400,7 +392,7 @@ impl maintenance_server::Maintenance for Services {
             raft_term: status.term,
             raft_applied_index: status.applied_index,
             errors: status.errors(),
-            db_size_in_use: status.db_size as i64,
+            db_size_in_use: status.db_size_in_use as i64,
             is_learner: status.is_learner,
         }))
     }
@@ -409,7 +401,7 @@ impl maintenance_server::Maintenance for Services {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        unary!(self, request, HashKv, "Maintenance")
+        unary!(self, request, HashKv)
     }
 
     /// Rewrites this member's storage engine file compactly (etcd's defrag: not replicated,
@@ -418,7 +410,7 @@ impl maintenance_server::Maintenance for Services {
         &self,
         request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        unary!(self, request, Defragment, "Maintenance")
+        unary!(self, request, Defragment)
     }
 
     /// A CRC-32 of the member's whole applied state as the engine holds it (every row of every

@@ -152,7 +152,7 @@ impl DriverHandle {
     }
 
     /// The counters and histograms `/metrics` reports.
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 

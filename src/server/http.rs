@@ -135,7 +135,7 @@ async fn metrics(State(driver): State<DriverHandle>) -> impl IntoResponse {
     let body = driver.metrics().render(&driver.status());
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)],
         body,
     )
 }

@@ -92,6 +92,10 @@ impl ClientListeners {
             .routes(config.max_request_bytes)
             .prepare()
             .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(
+                driver.metrics().clone(),
+                super::grpc_metrics::count_calls,
+            ))
             .merge(http::router(driver.clone()))
             .merge(v2_members::router(driver));
         if config.enable_v2 {

@@ -1,300 +1,515 @@
-//! The member's Prometheus metrics: counters and latency histograms the driver and the gRPC
-//! services record into (lock-free atomics), rendered with the driver's status as text for
-//! `/metrics` under etcd's metric names where etcd has one.
+//! The member's Prometheus metrics, under etcd's names and labels so that etcd's dashboards and
+//! alert rules read stet unchanged (`deploy/monitoring/`). Recorded through the official Rust
+//! client, `prometheus-client`, and encoded in Prometheus' text format 0.0.4 as etcd serves it.
+//!
+//! Three sources: histograms and counters the runtime records as things happen (WAL fsyncs,
+//! applies, gRPC calls — see `grpc_metrics` — and peer traffic), the driver's last published
+//! [`MemberStatus`] read at scrape time, and the process itself (`process_metrics`).
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::process_metrics::ProcessCollector;
 use super::status::MemberStatus;
 
-/// A latency histogram with fixed upper bounds (seconds), Prometheus-style cumulative on output.
+/// The `Content-Type` of the `/metrics` page (Prometheus' text format, as etcd answers).
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Peer series are labelled by the peer's member ID in hex, as etcd labels them (`To`, `From`).
+type PeerLabels = [(&'static str, String); 1];
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// One gRPC method as go-grpc-prometheus labels it (etcd's gRPC metrics).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcCall {
+    pub grpc_type: &'static str,
+    pub grpc_service: &'static str,
+    pub grpc_method: &'static str,
+}
+
+/// A finished call: its method and gRPC status code name (`OK`, `Unavailable`, ...).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcOutcome {
+    grpc_type: &'static str,
+    grpc_service: &'static str,
+    grpc_method: &'static str,
+    grpc_code: &'static str,
+}
+
+/// gRPC call counters and latency, per method.
 #[derive(Debug)]
-pub struct Histogram {
-    bounds: Vec<f64>,
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    count: AtomicU64,
+struct GrpcMetrics {
+    started: Family<GrpcCall, Counter>,
+    handled: Family<GrpcOutcome, Counter>,
+    handling: HistogramFamily<GrpcCall>,
+    received_messages: Family<GrpcCall, Counter>,
+    sent_messages: Family<GrpcCall, Counter>,
+    received_bytes: Counter,
+    sent_bytes: Counter,
 }
 
-impl Histogram {
-    /// Buckets `start`, `start * factor`, ... (`n` of them), plus +Inf.
-    pub fn exponential(start: f64, factor: f64, n: usize) -> Self {
-        let bounds: Vec<f64> = (0..n).map(|i| start * factor.powi(i as i32)).collect();
-        let counts = (0..=n).map(|_| AtomicU64::new(0)).collect();
-        Histogram {
-            bounds,
-            counts,
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let bucket = self
-            .bounds
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(self.bounds.len());
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Appends the histogram's series; `labels` is empty or `key="value",...` without braces.
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (i, bound) in self.bounds.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        cumulative += self.counts[self.bounds.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
-        );
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let braces = |s: &str| {
-            if s.is_empty() {
-                String::new()
-            } else {
-                format!("{{{s}}}")
-            }
-        };
-        let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
-        let _ = writeln!(
-            out,
-            "{name}_count{} {}",
-            braces(labels),
-            self.count.load(Ordering::Relaxed)
-        );
-    }
-}
-
-/// Calls and latency of one gRPC method.
+/// Raft traffic with each peer.
 #[derive(Debug)]
-struct MethodStats {
-    service: &'static str,
-    method: &'static str,
-    ok: AtomicU64,
-    failed: AtomicU64,
-    latency: Histogram,
+struct PeerMetrics {
+    round_trip: HistogramFamily<PeerLabels>,
+    sent_bytes: Family<PeerLabels, Counter>,
+    received_bytes: Family<PeerLabels, Counter>,
+    sent_failures: Family<PeerLabels, Counter>,
+    clock_offset: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    /// Each peer's last clock offset in microseconds (for [`Metrics::record_clock_offset`]).
+    clock_offsets_micros: Mutex<BTreeMap<u64, i64>>,
 }
 
-/// Everything `/metrics` reports beyond the driver's status.
+/// Everything `/metrics` reports.
 #[derive(Debug)]
 pub struct Metrics {
-    pub wal_fsync: Histogram,
-    pub backend_commit: Histogram,
-    pub proposals_failed: AtomicU64,
-    pub proposals_pending: AtomicU64,
-    methods: Mutex<Vec<Arc<MethodStats>>>,
-    /// Each peer's clock minus this member's at the last comparison, in microseconds.
-    clock_offsets: Mutex<std::collections::BTreeMap<u64, i64>>,
+    registry: Registry,
+    wal_fsync: Histogram,
+    backend_commit: Histogram,
+    snapshot_save: Histogram,
+    grpc: GrpcMetrics,
+    peers: PeerMetrics,
+    status: Arc<StatusCollector>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            // etcd's buckets: 1 ms .. ~8 s for fsync, 1 ms .. ~8 s for backend commits.
-            wal_fsync: Histogram::exponential(0.001, 2.0, 14),
-            backend_commit: Histogram::exponential(0.001, 2.0, 14),
-            proposals_failed: AtomicU64::new(0),
-            proposals_pending: AtomicU64::new(0),
-            methods: Mutex::new(Vec::new()),
-            clock_offsets: Mutex::new(std::collections::BTreeMap::new()),
-        }
-    }
+fn duration_buckets() -> Histogram {
+    // etcd's buckets for disk latencies: 1 ms .. ~8 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
+fn request_buckets() -> Histogram {
+    // go-grpc-prometheus' and etcd's peer round trip buckets start at 100 µs.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+fn peer(id: u64, direction: &'static str) -> PeerLabels {
+    [(direction, format!("{id:x}"))]
 }
 
 impl Metrics {
-    /// Records a peer's clock offset; the previous one, if any.
-    pub fn record_clock_offset(&self, peer: u64, offset_micros: i64) -> Option<i64> {
-        self.clock_offsets
-            .lock()
-            .ok()
-            .and_then(|mut offsets| offsets.insert(peer, offset_micros))
-    }
-
-    fn render_clock_offsets(&self, out: &mut String) {
-        header(
-            out,
-            "stet_network_peer_clock_offset_seconds",
-            "The peer's wall clock minus this member's at the last comparison.",
-            "gauge",
-        );
-        let offsets = self
-            .clock_offsets
-            .lock()
-            .map(|o| o.clone())
-            .unwrap_or_default();
-        for (peer, micros) in offsets {
-            let seconds = micros as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "stet_network_peer_clock_offset_seconds{{To=\"{peer:x}\"}} {seconds}"
-            );
-        }
-    }
-
-    /// Records one handled gRPC call.
-    pub fn record_call(
-        &self,
-        service: &'static str,
-        method: &'static str,
-        ok: bool,
-        elapsed: Duration,
-    ) {
-        let stats = {
-            let Ok(mut methods) = self.methods.lock() else {
-                return;
-            };
-            match methods
-                .iter()
-                .find(|m| m.service == service && m.method == method)
-            {
-                Some(stats) => stats.clone(),
-                None => {
-                    let stats = Arc::new(MethodStats {
-                        service,
-                        method,
-                        ok: AtomicU64::new(0),
-                        failed: AtomicU64::new(0),
-                        latency: Histogram::exponential(0.0001, 2.0, 16),
-                    });
-                    methods.push(stats.clone());
-                    stats
-                }
-            }
-        };
-        let counter = if ok { &stats.ok } else { &stats.failed };
-        counter.fetch_add(1, Ordering::Relaxed);
-        stats.latency.observe(elapsed);
-    }
-
-    /// The whole `/metrics` page.
-    pub fn render(&self, status: &MemberStatus) -> String {
-        let mut out = String::new();
-        let gauges: [(&str, &str, &str, String); 11] = [
-            ("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", "gauge", u8::from(status.leader.is_some()).to_string()),
-            ("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", "gauge", u8::from(status.is_leader).to_string()),
-            ("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", "counter", status.leader_changes.to_string()),
-            ("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", "gauge", status.commit_index.to_string()),
-            ("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", "gauge", status.applied_index.to_string()),
-            ("etcd_server_proposals_pending", "The current number of pending proposals to commit.", "gauge", self.proposals_pending.load(Ordering::Relaxed).to_string()),
-            ("etcd_server_proposals_failed_total", "The total number of failed proposals seen.", "counter", self.proposals_failed.load(Ordering::Relaxed).to_string()),
-            ("etcd_debugging_mvcc_keys_total", "Total number of keys.", "gauge", status.key_count.to_string()),
-            ("etcd_debugging_mvcc_current_revision", "The current revision of store.", "gauge", status.revision.to_string()),
-            ("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database in bytes (stet: the newest snapshot file plus the WAL written since).", "gauge", status.db_size.to_string()),
-            ("stet_raft_term", "The raft term this member is in.", "gauge", status.term.to_string()),
-        ];
-        for (name, help, kind, value) in gauges {
-            header(&mut out, name, help, kind);
-            let _ = writeln!(out, "{name} {value}");
-        }
-        header(
-            &mut out,
+    /// The metrics of a member whose space quota is `quota_backend_bytes` (0: none).
+    pub fn new(quota_backend_bytes: u64) -> Self {
+        let mut registry = Registry::default();
+        let wal_fsync = duration_buckets();
+        let backend_commit = duration_buckets();
+        let snapshot_save = duration_buckets();
+        registry.register(
             "etcd_disk_wal_fsync_duration_seconds",
-            "The latency distributions of fsync called by WAL.",
-            "histogram",
+            "The latency distributions of fsync called by WAL",
+            wal_fsync.clone(),
         );
-        self.wal_fsync
-            .render(&mut out, "etcd_disk_wal_fsync_duration_seconds", "");
-        header(
-            &mut out,
+        registry.register(
             "etcd_disk_backend_commit_duration_seconds",
-            "The latency distributions of commit called by backend (stet: applying committed entries to the store).",
-            "histogram",
+            "The latency distributions of commit called by backend (stet: applying persisted entries to the storage engine)",
+            backend_commit.clone(),
         );
-        self.backend_commit
-            .render(&mut out, "etcd_disk_backend_commit_duration_seconds", "");
-        self.render_clock_offsets(&mut out);
-        let methods: Vec<Arc<MethodStats>> =
-            self.methods.lock().map(|m| m.clone()).unwrap_or_default();
-        header(
-            &mut out,
-            "grpc_server_handled_total",
-            "Total number of RPCs completed on the server, regardless of success or failure.",
-            "counter",
+        registry.register(
+            "etcd_debugging_snap_save_total_duration_seconds",
+            "The total latency distributions of save called by snapshot",
+            snapshot_save.clone(),
         );
-        for m in &methods {
-            for (code, counter) in [("OK", &m.ok), ("Error", &m.failed)] {
-                let _ = writeln!(
-                    out,
-                    "grpc_server_handled_total{{grpc_method=\"{}\",grpc_service=\"etcdserverpb.{}\",grpc_code=\"{code}\"}} {}",
-                    m.method,
-                    m.service,
-                    counter.load(Ordering::Relaxed)
-                );
-            }
+        let grpc = GrpcMetrics::register(&mut registry);
+        let peers = PeerMetrics::register(&mut registry);
+        let status = Arc::new(StatusCollector {
+            latest: Mutex::new(MemberStatus::default()),
+            quota_backend_bytes,
+        });
+        registry.register_collector(Box::new(status.clone()));
+        registry.register_collector(Box::new(ProcessCollector));
+        Metrics {
+            registry,
+            wal_fsync,
+            backend_commit,
+            snapshot_save,
+            grpc,
+            peers,
+            status,
         }
-        header(
-            &mut out,
-            "grpc_server_handling_seconds",
-            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
-            "histogram",
-        );
-        for m in &methods {
-            let labels = format!(
-                "grpc_method=\"{}\",grpc_service=\"etcdserverpb.{}\"",
-                m.method, m.service
-            );
-            m.latency
-                .render(&mut out, "grpc_server_handling_seconds", &labels);
+    }
+
+    pub fn observe_wal_fsync(&self, elapsed: Duration) {
+        self.wal_fsync.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_backend_commit(&self, elapsed: Duration) {
+        self.backend_commit.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_snapshot_save(&self, elapsed: Duration) {
+        self.snapshot_save.observe(elapsed.as_secs_f64());
+    }
+
+    /// A gRPC call began.
+    pub fn grpc_started(&self, call: &GrpcCall) {
+        self.grpc.started.get_or_create(call).inc();
+    }
+
+    /// A gRPC call ended with the status code named `code`, `elapsed` after it began.
+    pub fn grpc_handled(&self, call: &GrpcCall, code: &'static str, elapsed: Duration) {
+        let outcome = GrpcOutcome {
+            grpc_type: call.grpc_type,
+            grpc_service: call.grpc_service,
+            grpc_method: call.grpc_method,
+            grpc_code: code,
+        };
+        self.grpc.handled.get_or_create(&outcome).inc();
+        let seconds = elapsed.as_secs_f64();
+        self.grpc.handling.get_or_create(call).observe(seconds);
+    }
+
+    /// `messages` whole request messages of `bytes` bytes in all came in on a call.
+    pub fn grpc_received(&self, call: &GrpcCall, messages: u64, bytes: u64) {
+        if messages > 0 {
+            self.grpc
+                .received_messages
+                .get_or_create(call)
+                .inc_by(messages);
         }
-        out
+        self.grpc.received_bytes.inc_by(bytes);
+    }
+
+    /// `messages` whole response messages of `bytes` bytes in all went out on a call.
+    pub fn grpc_sent(&self, call: &GrpcCall, messages: u64, bytes: u64) {
+        if messages > 0 {
+            self.grpc.sent_messages.get_or_create(call).inc_by(messages);
+        }
+        self.grpc.sent_bytes.inc_by(bytes);
+    }
+
+    /// Raft traffic written to peer `to`.
+    pub fn peer_sent(&self, to: u64, bytes: usize) {
+        let counter = self.peers.sent_bytes.get_or_create(&peer(to, "To"));
+        counter.inc_by(bytes as u64);
+    }
+
+    /// Raft traffic read from peer `from`.
+    pub fn peer_received(&self, from: u64, bytes: usize) {
+        let counter = self.peers.received_bytes.get_or_create(&peer(from, "From"));
+        counter.inc_by(bytes as u64);
+    }
+
+    /// A message or batch for peer `to` could not be sent.
+    pub fn peer_send_failed(&self, to: u64) {
+        self.peers
+            .sent_failures
+            .get_or_create(&peer(to, "To"))
+            .inc();
+    }
+
+    /// A round trip to peer `to` (a probe connection's handshake).
+    pub fn observe_peer_round_trip(&self, to: u64, round_trip: Duration) {
+        let histogram = self.peers.round_trip.get_or_create(&peer(to, "To"));
+        histogram.observe(round_trip.as_secs_f64());
+    }
+
+    /// Records a peer's clock offset; the previous one, if any.
+    pub fn record_clock_offset(&self, to: u64, offset_micros: i64) -> Option<i64> {
+        let seconds = offset_micros as f64 / 1e6;
+        self.peers
+            .clock_offset
+            .get_or_create(&peer(to, "To"))
+            .set(seconds);
+        let mut offsets = self
+            .peers
+            .clock_offsets_micros
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        offsets.insert(to, offset_micros)
+    }
+
+    /// The whole `/metrics` page, with `status` as the member's state.
+    pub fn render(&self, status: &MemberStatus) -> String {
+        // One scrape at a time sees its own status (concurrent scrapes are rare and harmless).
+        *self.status.lock() = status.clone();
+        let mut page = String::new();
+        if let Err(error) =
+            prometheus_client::encoding::prometheus_text::encode(&mut page, &self.registry)
+        {
+            page.push_str(&format!("# stet: encoding the metrics failed: {error}\n"));
+        }
+        page
     }
 }
 
-/// A metric's `# HELP` and `# TYPE` lines.
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+impl GrpcMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let grpc = GrpcMetrics {
+            started: Family::default(),
+            handled: Family::default(),
+            handling: Family::new_with_constructor(request_buckets),
+            received_messages: Family::default(),
+            sent_messages: Family::default(),
+            received_bytes: Counter::default(),
+            sent_bytes: Counter::default(),
+        };
+        registry.register(
+            "grpc_server_started",
+            "Total number of RPCs started on the server",
+            grpc.started.clone(),
+        );
+        registry.register(
+            "grpc_server_handled",
+            "Total number of RPCs completed on the server, regardless of success or failure",
+            grpc.handled.clone(),
+        );
+        registry.register(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server",
+            grpc.handling.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_received",
+            "Total number of RPC stream messages received on the server",
+            grpc.received_messages.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_sent",
+            "Total number of gRPC stream messages sent by the server",
+            grpc.sent_messages.clone(),
+        );
+        registry.register(
+            "etcd_network_client_grpc_received_bytes",
+            "The total number of bytes received from grpc clients",
+            grpc.received_bytes.clone(),
+        );
+        registry.register(
+            "etcd_network_client_grpc_sent_bytes",
+            "The total number of bytes sent to grpc clients",
+            grpc.sent_bytes.clone(),
+        );
+        grpc
+    }
+}
+
+impl PeerMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let peers = PeerMetrics {
+            round_trip: Family::new_with_constructor(request_buckets),
+            sent_bytes: Family::default(),
+            received_bytes: Family::default(),
+            sent_failures: Family::default(),
+            clock_offset: Family::default(),
+            clock_offsets_micros: Mutex::new(BTreeMap::new()),
+        };
+        registry.register(
+            "etcd_network_peer_round_trip_time_seconds",
+            "Round-Trip-Time histogram between peers (stet: a probe connection's handshake)",
+            peers.round_trip.clone(),
+        );
+        registry.register(
+            "etcd_network_peer_sent_bytes",
+            "The total number of bytes sent to peers",
+            peers.sent_bytes.clone(),
+        );
+        registry.register(
+            "etcd_network_peer_received_bytes",
+            "The total number of bytes received from peers",
+            peers.received_bytes.clone(),
+        );
+        registry.register(
+            "etcd_network_peer_sent_failures",
+            "The total number of send failures from peers",
+            peers.sent_failures.clone(),
+        );
+        registry.register(
+            "stet_network_peer_clock_offset_seconds",
+            "The peer's wall clock minus this member's at the last comparison",
+            peers.clock_offset.clone(),
+        );
+        peers
+    }
+}
+
+/// The driver's last published status, encoded at scrape time.
+#[derive(Debug)]
+struct StatusCollector {
+    latest: Mutex<MemberStatus>,
+    quota_backend_bytes: u64,
+}
+
+impl StatusCollector {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemberStatus> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Encodes one unlabelled gauge.
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// Encodes one unlabelled counter (`name` without its `_total`, which the encoder appends).
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// Encodes a gauge of 1 whose one label carries the information (etcd's `etcd_server_id`, ...).
+fn info(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: (&'static str, String),
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(1i64);
+    let mut descriptor = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    let labels = [label];
+    metric.encode(descriptor.encode_family(&labels)?)
+}
+
+/// `3.5` of `3.5.0`: etcd labels its cluster version so.
+fn major_minor(version: &str) -> String {
+    version.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
+}
+
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Collector for StatusCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.lock().clone();
+        let e = &mut encoder;
+        gauge(
+            e,
+            "etcd_server_has_leader",
+            "Whether or not a leader exists. 1 is existence, 0 is not",
+            i64::from(s.leader.is_some()),
+        )?;
+        gauge(
+            e,
+            "etcd_server_is_leader",
+            "Whether or not this member is a leader. 1 if is, 0 otherwise",
+            i64::from(s.is_leader),
+        )?;
+        gauge(
+            e,
+            "etcd_server_is_learner",
+            "Whether or not this member is a learner. 1 if is, 0 otherwise",
+            i64::from(s.is_learner),
+        )?;
+        counter(
+            e,
+            "etcd_server_leader_changes_seen",
+            "The number of leader changes seen",
+            s.leader_changes,
+        )?;
+        gauge(
+            e,
+            "etcd_server_proposals_committed_total",
+            "The total number of consensus proposals committed",
+            as_i64(s.commit_index),
+        )?;
+        gauge(
+            e,
+            "etcd_server_proposals_applied_total",
+            "The total number of consensus proposals applied",
+            as_i64(s.applied_index),
+        )?;
+        gauge(
+            e,
+            "etcd_server_proposals_pending",
+            "The current number of pending proposals to commit",
+            as_i64(s.proposals_pending),
+        )?;
+        counter(
+            e,
+            "etcd_server_proposals_failed",
+            "The total number of failed proposals seen",
+            s.proposals_failed,
+        )?;
+        gauge(
+            e,
+            "etcd_server_quota_backend_bytes",
+            "Current backend storage quota size in bytes",
+            as_i64(self.quota_backend_bytes),
+        )?;
+        gauge(
+            e,
+            "etcd_mvcc_db_total_size_in_bytes",
+            "Total size of the underlying database physically allocated in bytes",
+            as_i64(s.db_size),
+        )?;
+        gauge(
+            e,
+            "etcd_debugging_mvcc_db_total_size_in_bytes",
+            "Total size of the underlying database physically allocated in bytes (etcd 3.4's name)",
+            as_i64(s.db_size),
+        )?;
+        gauge(
+            e,
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "Total size of the underlying database logically in use in bytes",
+            as_i64(s.db_size_in_use),
+        )?;
+        gauge(
+            e,
+            "etcd_debugging_mvcc_keys_total",
+            "Total number of keys",
+            as_i64(s.key_count as u64),
+        )?;
+        gauge(
+            e,
+            "etcd_debugging_mvcc_current_revision",
+            "The current revision of store",
+            s.revision,
+        )?;
+        gauge(
+            e,
+            "stet_raft_term",
+            "The raft term this member is in",
+            as_i64(s.term),
+        )?;
+        info(
+            e,
+            "etcd_server_id",
+            "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID",
+            ("server_id", format!("{:x}", s.member_id)),
+        )?;
+        info(
+            e,
+            "etcd_server_version",
+            "Which version is running. 1 for 'server_version' label with current version",
+            (
+                "server_version",
+                super::version::ETCD_API_VERSION.to_string(),
+            ),
+        )?;
+        info(
+            e,
+            "etcd_cluster_version",
+            "Which version is running. 1 for 'cluster_version' label with current cluster version",
+            (
+                "cluster_version",
+                major_minor(super::version::CLUSTER_VERSION),
+            ),
+        )?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histograms_are_cumulative_with_sum_and_count() {
-        let h = Histogram::exponential(0.001, 2.0, 3);
-        h.observe(Duration::from_micros(500));
-        h.observe(Duration::from_micros(1500));
-        h.observe(Duration::from_secs(1));
-        let mut out = String::new();
-        h.render(&mut out, "x", "");
-        assert!(out.contains("x_bucket{le=\"0.001\"} 1\n"), "{out}");
-        assert!(out.contains("x_bucket{le=\"0.002\"} 2\n"), "{out}");
-        assert!(out.contains("x_bucket{le=\"0.004\"} 2\n"), "{out}");
-        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
-        assert!(out.contains("x_count 3\n"), "{out}");
-        assert!(out.contains("x_sum 1.002\n"), "{out}");
-    }
-
-    #[test]
-    fn calls_are_counted_by_method_and_outcome() {
-        let metrics = Metrics::default();
-        metrics.record_call("KV", "Put", true, Duration::from_millis(1));
-        metrics.record_call("KV", "Put", false, Duration::from_millis(1));
-        metrics.record_call("KV", "Range", true, Duration::from_millis(1));
-        let page = metrics.render(&MemberStatus::default());
-        assert!(page.contains(
-            "grpc_server_handled_total{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_code=\"OK\"} 1"
-        ), "{page}");
-        assert!(page.contains(
-            "grpc_server_handled_total{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_code=\"Error\"} 1"
-        ), "{page}");
-        assert!(page.contains(
-            "grpc_server_handling_seconds_count{grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\"} 1"
-        ), "{page}");
-        assert!(page.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 0"));
-    }
-}
+mod tests;

@@ -30,6 +30,8 @@ pub mod go_duration;
 #[cfg(feature = "server")]
 pub mod grpc;
 #[cfg(all(feature = "server", not(madsim)))]
+mod grpc_metrics;
+#[cfg(all(feature = "server", not(madsim)))]
 pub mod h2_authority;
 #[cfg(feature = "server")]
 pub mod handle;
@@ -43,6 +45,8 @@ pub mod log;
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod peer;
+#[cfg(feature = "server")]
+pub mod process_metrics;
 #[cfg(feature = "server")]
 pub mod range_stream;
 #[cfg(feature = "server")]

@@ -199,7 +199,7 @@ fn spawn_member(
         member_id: node.config().id.0,
     };
     let addresses = peer::AddressBook::default();
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(node.config().quota_backend_bytes.unwrap_or(0)));
     let limits = env.limits();
     let (mut driver, handle) = Driver::new(
         env.clone(),

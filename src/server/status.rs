@@ -24,6 +24,12 @@ pub struct MemberStatus {
     pub leader_changes: u64,
     /// The storage engine file's length (etcd's `Backend().Size()`).
     pub db_size: u64,
+    /// The part of the engine file holding live data (etcd's `Backend().SizeInUse()`).
+    pub db_size_in_use: u64,
+    /// Writes proposed and not yet applied or failed.
+    pub proposals_pending: u64,
+    /// Writes that failed for want of a leader or time (etcd's failed proposals).
+    pub proposals_failed: u64,
     /// The raised alarms as `Status.errors` lists them.
     pub alarms: Vec<String>,
     pub stopped: bool,

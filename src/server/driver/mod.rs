@@ -18,7 +18,6 @@ pub use streams::TOO_SLOW;
 
 use std::collections::BTreeMap;
 use std::future::pending;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use raft::eraftpb::{Message, MessageType, Snapshot};
@@ -63,7 +62,6 @@ pub enum Exit {
 /// A caller waiting for the answer to its request.
 struct Waiter {
     reply: oneshot::Sender<Result<ClientResponse, ClientError>>,
-    proposal: bool,
 }
 
 /// The fsync group commit has in flight.
@@ -87,8 +85,6 @@ pub struct Driver {
     next_request: RequestId,
     waiting: BTreeMap<RequestId, Waiter>,
     streams: Streams,
-    /// Responses full streams did not take this turn, for the node (see `Streams::deliver`).
-    undelivered: BTreeMap<StreamId, Vec<pb::WatchResponse>>,
     commit: GroupCommit,
     sync: Option<Sync>,
     next_segment: NextSegment,
@@ -133,7 +129,6 @@ impl Driver {
             next_request: 1,
             waiting: BTreeMap::new(),
             streams: Streams::default(),
-            undelivered: BTreeMap::new(),
             commit: GroupCommit::default(),
             sync: None,
             next_segment: NextSegment::default(),
@@ -254,7 +249,7 @@ impl Driver {
                     let started = std::time::Instant::now();
                     // Durable entries are committed and applied inside this call.
                     self.node.handle(now, Input::Persisted { ready_number });
-                    self.metrics.backend_commit.observe(started.elapsed());
+                    self.metrics.observe_backend_commit(started.elapsed());
                     self.warn_if_slow("persisted", started.elapsed());
                     self.env.persisted(&self.node);
                     continue;
@@ -301,8 +296,7 @@ impl Driver {
                     self.streams.close(*stream);
                 }
                 let id = self.next_request_id();
-                let proposal = request.is_proposal();
-                self.waiting.insert(id, Waiter { reply, proposal });
+                self.waiting.insert(id, Waiter { reply });
                 self.node.handle(now, Input::Client { id, request });
             }
             Command::OpenWatchStream { stream, sender } => self.streams.open(stream, sender),
@@ -379,8 +373,13 @@ impl Driver {
                 }
                 Output::SaveSnapshot(snapshot) => {
                     let dir = self.storage.snap_dir().to_path_buf();
-                    self.snapshots
-                        .save(snapshot, &self.env, dir, &self.own_commands);
+                    self.snapshots.save(
+                        snapshot,
+                        &self.env,
+                        dir,
+                        &self.own_commands,
+                        &self.metrics,
+                    );
                 }
                 Output::Send(message) => self.send(message).await,
                 Output::SendState { message, state } => match &mut self.transport {
@@ -468,11 +467,6 @@ impl Driver {
             }
         }
         if let Some(waiter) = self.waiting.remove(&id) {
-            if waiter.proposal && result.is_err() {
-                self.metrics
-                    .proposals_failed
-                    .fetch_add(1, Ordering::Relaxed);
-            }
             let _ = waiter.reply.send(result);
         }
     }
@@ -505,7 +499,7 @@ impl Driver {
             self.failure = Some(Exit::Fatal(format!("fsync failed: {error}")));
             return;
         }
-        self.metrics.wal_fsync.observe(started.elapsed());
+        self.metrics.observe_wal_fsync(started.elapsed());
         self.commit.synced();
     }
 
@@ -530,7 +524,7 @@ impl Driver {
         if let Some(next) = self.snapshots.take_waiting() {
             let dir = self.storage.snap_dir().to_path_buf();
             self.snapshots
-                .save(next, &self.env, dir, &self.own_commands);
+                .save(next, &self.env, dir, &self.own_commands, &self.metrics);
         }
         Ok(())
     }
@@ -542,9 +536,6 @@ impl Driver {
             .deliver(stream, response, drop_when_full, &self.log)
         {
             Delivery::Queued => {}
-            Delivery::Undelivered(response) => {
-                self.undelivered.entry(stream).or_default().push(response);
-            }
             Delivery::Closed => self.close_watches(stream),
         }
     }
@@ -553,7 +544,7 @@ impl Driver {
     /// fall back to history.
     fn hand_back_undelivered(&mut self) {
         let now = self.now();
-        for (stream, responses) in std::mem::take(&mut self.undelivered) {
+        for (stream, responses) in self.streams.take_undelivered() {
             let id = self.next_request_id();
             let request = ClientRequest::WatchUndelivered { stream, responses };
             self.node.handle(now, Input::Client { id, request });
@@ -642,6 +633,7 @@ impl Driver {
     fn publish_status(&self, stopped: bool) {
         let node = &self.node;
         let config = node.config();
+        let db_size = node.state().kv.engine().size_bytes();
         let status = MemberStatus {
             member_id: config.id.0,
             cluster_id: config.cluster_id.0,
@@ -658,13 +650,14 @@ impl Driver {
                 .get(config.id)
                 .is_some_and(|m| m.is_learner),
             leader_changes: self.leader_changes,
-            db_size: node.state().kv.engine().size_bytes(),
+            db_size,
+            // The engine's pages in use are not counted cheaply (issue 9): the file's size.
+            db_size_in_use: db_size,
+            proposals_pending: node.pending_proposals() as u64,
+            proposals_failed: node.proposals_failed(),
             alarms: node.state().alarms().describe(),
             stopped,
         };
-        self.metrics
-            .proposals_pending
-            .store(node.pending_requests() as u64, Ordering::Relaxed);
         log_alarm_changes(&self.log, &self.status.borrow().alarms, &status.alarms);
         self.status.send_if_modified(|current| {
             if *current == status {

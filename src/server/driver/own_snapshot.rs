@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::server::blocking;
 use crate::server::env::Environment;
 use crate::server::handle::Command;
+use crate::server::metrics::Metrics;
 use crate::snap;
 
 /// Own snapshots on their way to disk.
@@ -36,15 +37,20 @@ impl OwnSnapshots {
         env: &Arc<dyn Environment>,
         dir: PathBuf,
         done: &mpsc::Sender<Command>,
+        metrics: &Arc<Metrics>,
     ) {
         if !self.may_start() {
             self.waiting = Some(snapshot);
             return;
         }
         self.writing = true;
-        let (env, done) = (env.clone(), done.clone());
+        let (env, done, metrics) = (env.clone(), done.clone(), metrics.clone());
         tokio::spawn(async move {
-            let written = write_file(env, dir, snapshot).await;
+            let started = env.now();
+            let written = write_file(env.clone(), dir, snapshot).await;
+            if written.is_ok() {
+                metrics.observe_snapshot_save(env.now().saturating_duration_since(started));
+            }
             let _ = done.send(Command::SnapshotFileWritten(written)).await;
         });
     }

@@ -197,6 +197,8 @@ async fn receive_raft(
     let mut states = RaftReassembler::for_state_chunks(MAX_STATE_CHUNK_BYTES);
     loop {
         let frame = reader.read_frame().await?;
+        let frame_bytes = peer_wire::HEADER_LEN + frame.payload.len();
+        driver.metrics().peer_received(from, frame_bytes);
         if matches!(frame.kind, FrameKind::State | FrameKind::StatePart) {
             let Some(bytes) = states.accept(frame)? else {
                 continue;

@@ -85,6 +85,7 @@ pub async fn watch_clocks(
             }
             env.clock_offset_measured(peer, offset, round_trip);
             let previous = metrics.record_clock_offset(peer, offset);
+            metrics.observe_peer_round_trip(peer, Duration::from_micros(round_trip));
             let (me, them) = (format!("{:x}", identity.member_id), format!("{peer:x}"));
             let seconds = offset as f64 / 1e6;
             match change(previous, offset) {

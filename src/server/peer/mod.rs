@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use self::conn::{dial, Identity, PeerError};
 use super::env::{BoxFuture, Environment, WriteFault};
 use super::handle::DriverHandle;
+use super::metrics::Metrics;
 use crate::engine::Export;
 use crate::peer_wire;
 use crate::proto::etcdserverpb as pb;
@@ -216,6 +217,7 @@ impl Transport {
             None => false,
         };
         if !sent {
+            self.driver.metrics().peer_send_failed(to);
             self.driver.report_unreachable(to, is_snapshot);
         }
     }
@@ -405,7 +407,7 @@ impl PeerWriter {
         stream: &mut conn::FramedStream,
         bytes: &[u8],
     ) -> Result<(), PeerError> {
-        write_with_faults(&*self.env, self.to, stream, bytes).await
+        write_with_faults(&*self.env, self.driver.metrics(), self.to, stream, bytes).await
     }
 
     /// Dials each of the peer's URLs in turn.
@@ -430,8 +432,24 @@ impl PeerWriter {
     }
 }
 
-/// Writes `bytes` to peer `to`, suffering whatever fault the environment says this write meets.
+/// Writes `bytes` to peer `to`, suffering whatever fault the environment says this write meets;
+/// counts the bytes sent or the failure.
 async fn write_with_faults(
+    env: &dyn Environment,
+    metrics: &Metrics,
+    to: u64,
+    stream: &mut conn::FramedStream,
+    bytes: &[u8],
+) -> Result<(), PeerError> {
+    let written = write_with_faults_uncounted(env, to, stream, bytes).await;
+    match &written {
+        Ok(()) => metrics.peer_sent(to, bytes.len()),
+        Err(_) => metrics.peer_send_failed(to),
+    }
+    written
+}
+
+async fn write_with_faults_uncounted(
     env: &dyn Environment,
     to: u64,
     stream: &mut conn::FramedStream,
@@ -505,14 +523,28 @@ impl StateSender {
             bytes.clear();
             let encoded = prost::Message::encode_to_vec(&chunk);
             peer_wire::encode_state_chunk_in_parts(&encoded, self.part_bytes, &mut bytes);
-            write_with_faults(&*self.env, self.to, &mut stream, &bytes).await?;
+            write_with_faults(
+                &*self.env,
+                self.driver.metrics(),
+                self.to,
+                &mut stream,
+                &bytes,
+            )
+            .await?;
             seq += 1;
         }
         bytes.clear();
         let encoded = protobuf::Message::write_to_bytes(&message)
             .map_err(|error| PeerError::Io(std::io::Error::other(error.to_string())))?;
         peer_wire::encode_raft_message_in_parts(&encoded, self.part_bytes, &mut bytes);
-        write_with_faults(&*self.env, self.to, &mut stream, &bytes).await?;
+        write_with_faults(
+            &*self.env,
+            self.driver.metrics(),
+            self.to,
+            &mut stream,
+            &bytes,
+        )
+        .await?;
         Ok(seq)
     }
 
