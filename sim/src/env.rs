@@ -185,7 +185,23 @@ impl Environment for SimEnvironment {
     }
 
     fn started(&self, node: &Node, kind: StartKind) {
+        lock(&self.world.status)
+            .entry(self.member)
+            .or_default()
+            .waiting_for_space = false;
         lock(&self.reporter).started(node, kind);
+    }
+
+    fn waiting_for_space(&self, reason: &str) {
+        self.world.trace(format!(
+            "member {:x} stopped on a full disk and waits for space: {reason}",
+            self.member
+        ));
+        let mut status = lock(&self.world.status);
+        let entry = status.entry(self.member).or_default();
+        entry.running = false;
+        entry.is_leader = false;
+        entry.waiting_for_space = true;
     }
 
     fn persisted(&self, node: &Node) {

@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
-                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers]"
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk]"
                         .to_string(),
                 )
             }
@@ -112,6 +112,7 @@ fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
         "forced-keeps-cluster" => SelfTest::Mistake(Mistake::ForcedStartKeepsClusterId),
         "ignore-forced-identity" => SelfTest::Mistake(Mistake::IgnoreForcedIdentity),
         "ignore-divergent-peers" => SelfTest::Mistake(Mistake::IgnoreDivergentPeers),
+        "stay-down-after-full-disk" => SelfTest::Mistake(Mistake::StayDownAfterFullDisk),
         other => return Err(format!("unknown fault to plant: {other}")),
     })
 }

@@ -294,8 +294,10 @@ impl Nemesis {
         self.crash_and_restart(victim, crash, hold).await;
     }
 
-    /// Fills a member's disk (the leader half the time) for `hold`, then frees it; a member that
-    /// stopped on the full disk meanwhile is started again, as its supervisor would.
+    /// Fills a member's disk (the leader half the time) for `hold`, then frees it. A member that
+    /// stopped on the full disk waits for space in-process: it must serve again within two of
+    /// its probes of the disk, or availability fails. One that exited instead (a full disk
+    /// while starting) is started again, as its supervisor would.
     async fn disk_full(&self, ids: &[u64], hold: Duration) {
         let victim = self.victim(ids);
         let Some(breaker) = lock(&self.world.power).get(&victim).cloned() else {
@@ -317,9 +319,32 @@ impl Nemesis {
                 madsim::time::sleep(Duration::from_millis(100)).await;
                 Handle::current().restart(self.node(victim));
             }
-            None => self
-                .world
-                .trace(format!("nemesis: space freed on member {victim:x}")),
+            None => {
+                self.world
+                    .trace(format!("nemesis: space freed on member {victim:x}"));
+                self.expect_back_after_space(victim).await;
+            }
+        }
+    }
+
+    /// A member waiting for space starts again on its own once the space is back.
+    async fn expect_back_after_space(&self, victim: u64) {
+        let waiting = |world: &World| {
+            lock(&world.status)
+                .get(&victim)
+                .is_some_and(|s| s.waiting_for_space)
+        };
+        let limit = stet::server::disk_space::PROBE_INTERVAL * 2 + Duration::from_secs(5);
+        let deadline = self.world.elapsed() + limit;
+        while waiting(&self.world) && self.world.elapsed() < deadline {
+            madsim::time::sleep(Duration::from_millis(200)).await;
+        }
+        if waiting(&self.world) {
+            let reason = format!(
+                "stopped on a full disk and not started again within {limit:?} of space freed"
+            );
+            self.world.trace(format!("member {victim:x} {reason}"));
+            lock(&self.world.refused).insert(victim, reason);
         }
     }
 

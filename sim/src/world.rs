@@ -124,6 +124,8 @@ impl SelfTest {
 #[derive(Debug, Clone, Default)]
 pub struct MemberStatus {
     pub running: bool,
+    /// Stopped on a full disk, waiting in-process for space to start again.
+    pub waiting_for_space: bool,
     pub is_leader: bool,
     pub term: u64,
     pub applied_index: u64,

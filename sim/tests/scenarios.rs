@@ -227,6 +227,16 @@ fn a_restart_ignoring_the_forced_identity_is_caught_by_the_availability_oracle()
 }
 
 #[test]
+fn a_member_that_stays_down_after_a_full_disk_is_caught_by_the_availability_oracle() {
+    let fault = SelfTest::Mistake(Mistake::StayDownAfterFullDisk);
+    let caught = caught_within("disk-full", fault, "availability", 5);
+    assert!(
+        caught.is_some(),
+        "a member never starting again after its disk had space went unnoticed for 5 seeds"
+    );
+}
+
+#[test]
 fn a_backup_missing_rows_is_caught_by_the_backup_oracle() {
     let fault = SelfTest::Mistake(Mistake::BackupDropsFirstRows);
     let caught = caught_within("calm", fault, "backup", 3);

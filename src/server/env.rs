@@ -105,6 +105,8 @@ pub enum Mistake {
     IgnoreForcedIdentity,
     /// The corruption check finds no peer divergent, whatever the hashes say.
     IgnoreDivergentPeers,
+    /// A member stopped by a full disk never starts again, even once there is space.
+    StayDownAfterFullDisk,
 }
 
 /// The machine under the member runtime.
@@ -158,6 +160,9 @@ pub trait Environment: Send + Sync + 'static {
 
     /// The node was just started.
     fn started(&self, _node: &Node, _kind: StartKind) {}
+
+    /// The member stopped on a full disk and waits for space to start again.
+    fn waiting_for_space(&self, _reason: &str) {}
 
     /// A clock comparison with `peer` is about to start (for the simulator's oracle).
     fn clock_comparison_started(&self, _peer: u64) {}

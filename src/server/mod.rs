@@ -17,6 +17,8 @@ pub mod blocking;
 pub mod config;
 #[cfg(all(feature = "server", not(madsim)))]
 pub mod dir_lock;
+#[cfg(feature = "server")]
+pub mod disk_space;
 #[cfg(all(feature = "server", not(madsim)))]
 pub mod doctor;
 #[cfg(feature = "server")]

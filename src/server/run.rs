@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::config::ServerConfig;
+use super::disk_space;
 use super::driver::{Driver, Exit};
 use super::env::{Environment, Limits};
 use super::grpc::Services;
@@ -116,36 +117,80 @@ pub async fn run(
 }
 
 /// Runs one member on the machine `env` until `shutdown` resolves (clean exit), or it is removed
-/// or fails.
+/// or fails. A member stopped by a full disk starts again once there is space
+/// (`disk_space`), without exiting.
 pub async fn run_in(
     config: ServerConfig,
     log: slog::Logger,
     shutdown: impl Future<Output = ()>,
     env: Arc<dyn Environment>,
 ) -> Result<(), ServerError> {
+    log_start(&config, &log);
+    tokio::pin!(shutdown);
+    loop {
+        match run_member(&config, &log, shutdown.as_mut(), env.clone()).await {
+            Err(ServerError::Fatal(reason)) if disk_space::is_out_of_space(&reason) => {
+                slog::error!(log, "the data directory's disk is full: the member stopped serving \
+                    and starts again once there is space (free space, or stop it)";
+                    "reason" => %reason, "data_dir" => %config.data_dir.display());
+                env.waiting_for_space(&reason);
+                if env.planted(super::env::Mistake::StayDownAfterFullDisk) {
+                    shutdown.as_mut().await;
+                    return Ok(());
+                }
+                let waited = disk_space::wait_for_space(
+                    env.as_ref(),
+                    &config.data_dir,
+                    shutdown.as_mut(),
+                    &log,
+                )
+                .await;
+                if !waited {
+                    slog::info!(
+                        log,
+                        "received a shutdown signal while waiting for space; stopped"
+                    );
+                    return Ok(());
+                }
+            }
+            result => return result,
+        }
+    }
+}
+
+fn log_start(config: &ServerConfig, log: &slog::Logger) {
     slog::info!(log, "starting stet {}", super::version::STET_VERSION; "etcd_api_version" => super::version::ETCD_API_VERSION, "name" => %config.name, "member_id" => %format!("{:x}", config.member_id.0), "cluster_id" => %format!("{:x}", config.cluster_id.0));
     if !config.ignored_config_keys.is_empty() {
         slog::warn!(log, "--config-file: ignoring settings stet does not support";
             "keys" => config.ignored_config_keys.join(","));
     }
-    log_quota(&log, config.quota_backend_bytes);
+    log_quota(log, config.quota_backend_bytes);
+}
+
+/// Runs the member once, until `shutdown` resolves, it is removed or it fails.
+async fn run_member(
+    config: &ServerConfig,
+    log: &slog::Logger,
+    shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    env: Arc<dyn Environment>,
+) -> Result<(), ServerError> {
     // Listen first, so a taken port fails before a new data directory is created.
-    let clients = ClientListeners::bind(&config).await?;
+    let clients = ClientListeners::bind(config).await?;
     let mut peer_listeners = Vec::new();
     for addr in &config.listen_peer {
         peer_listeners.extend(listen::bind(addr).await?);
     }
-    let started = start_node(&config, &env, &log).await?;
+    let started = start_node(config, &env, log).await?;
     let (stop, stopped) = watch::channel(false);
     let (inconsistent_tx, inconsistent) = tokio::sync::oneshot::channel();
     let driver_task = spawn_member(
-        &config,
+        config,
         started,
         env,
         peer_listeners,
         clients,
         (stopped, inconsistent_tx),
-        &log,
+        log,
     );
     tokio::pin!(driver_task);
     tokio::pin!(inconsistent);

@@ -24,7 +24,9 @@ use crate::types::MemberId;
 /// holds whole rows, so one value as large as a request may allow goes past it.
 const MAX_STATE_CHUNK_BYTES: usize = 64 << 20;
 
-/// Accepts peer connections on `listener` until `stopped` changes.
+/// Accepts peer connections on `listener` until `stopped` changes; then every connection it
+/// accepted is closed too (a member that stops, to start again in the same process after a
+/// full disk, leaves nothing holding its port or talking for it).
 pub async fn serve(
     log: slog::Logger,
     listener: TcpListener,
@@ -45,9 +47,15 @@ pub async fn serve(
                 let addresses = addresses.clone();
                 let log = log.clone();
                 let env = env.clone();
+                let mut stopped = stopped.clone();
                 tokio::spawn(async move {
                     let served = serve_connection(stream, driver, addresses, env.as_ref(), &log);
-                    if let Err(error) = served.await {
+                    let served = tokio::select! {
+                        biased;
+                        _ = stopped.changed() => return,
+                        served = served => served,
+                    };
+                    if let Err(error) = served {
                         match error {
                             PeerError::Closed => {}
                             error => {
