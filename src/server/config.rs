@@ -145,6 +145,8 @@ pub struct Flags {
     /// keys). On by default, unlike etcd 3.4's separate v2 store: operators' checks read it.
     #[arg(long, env = "ETCD_ENABLE_V2", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     pub enable_v2: bool,
+    #[command(flatten)]
+    pub tls: super::tls::flags::TlsFlags,
     /// A YAML file with these settings (keys are the flag names, as in etcd's config file). When
     /// given, other flags and `ETCD_*` variables are ignored, as etcd does.
     #[arg(long, env = "ETCD_CONFIG_FILE")]
@@ -197,6 +199,8 @@ pub enum ConfigError {
     },
     #[error("cannot read --config-file {path}: {why}")]
     ConfigFile { path: String, why: String },
+    #[error("{0}")]
+    Tls(String),
     #[error("invalid URL {url:?} in --{flag}: {why}")]
     Url {
         flag: &'static str,
@@ -211,6 +215,8 @@ pub struct ListenAddr {
     pub url: String,
     pub host: String,
     pub port: u16,
+    /// An `https://` URL: served with TLS.
+    pub tls: bool,
 }
 
 /// Everything the server needs, checked.
@@ -259,6 +265,8 @@ pub struct ServerConfig {
     pub watch_progress_notify_interval: Duration,
     /// Keys of `--config-file` that stet does not know (logged as a warning at start).
     pub ignored_config_keys: Vec<String>,
+    /// TLS on the https client URLs (`None` when every client URL is http).
+    pub client_tls: Option<super::tls::TransportSecurity>,
 }
 
 /// Parses the command line and `ETCD_*` variables from `env` (a getter, so tests need not touch the
@@ -333,31 +341,63 @@ fn config_file_args(text: &str) -> Result<(Vec<OsString>, Vec<String>), String> 
         let Some(key) = key.as_str() else {
             return Err(format!("setting names must be strings, not {key:?}"));
         };
+        if let ("client-transport-security", Yaml::Hash(block)) = (key, value) {
+            security_block_args(key, block, &mut args, &mut ignored)?;
+            continue;
+        }
         if !known.iter().any(|k| k == key) {
             ignored.push(key.to_string());
             continue;
         }
-        let value = match value {
-            Yaml::String(s) => s.clone(),
-            Yaml::Integer(i) => i.to_string(),
-            Yaml::Real(r) => r.clone(),
-            Yaml::Boolean(b) => b.to_string(),
-            Yaml::Null => continue,
-            Yaml::Array(items) => {
-                let mut parts = Vec::new();
-                for item in items {
-                    match item {
-                        Yaml::String(s) => parts.push(s.clone()),
-                        other => return Err(format!("{key}: unexpected list item {other:?}")),
-                    }
-                }
-                parts.join(",")
-            }
-            other => return Err(format!("{key}: unexpected value {other:?}")),
-        };
-        args.push(OsString::from(format!("--{key}={value}")));
+        if let Some(value) = yaml_setting(key, value)? {
+            args.push(OsString::from(format!("--{key}={value}")));
+        }
     }
     Ok((args, ignored))
+}
+
+/// etcd's `client-transport-security` block: its keys are the TLS flags' names.
+fn security_block_args(
+    block_name: &str,
+    block: &yaml_rust2::yaml::Hash,
+    args: &mut Vec<OsString>,
+    ignored: &mut Vec<String>,
+) -> Result<(), String> {
+    use super::tls::flags::CLIENT_SECURITY_KEYS;
+    for (key, value) in block {
+        let key = key.as_str().unwrap_or_default();
+        let Some((_, flag)) = CLIENT_SECURITY_KEYS.iter().find(|(k, _)| *k == key) else {
+            ignored.push(format!("{block_name}.{key}"));
+            continue;
+        };
+        if let Some(value) = yaml_setting(key, value)? {
+            args.push(OsString::from(format!("--{flag}={value}")));
+        }
+    }
+    Ok(())
+}
+
+/// A setting's value as its flag takes it (lists comma-separated); `None` for an empty one.
+fn yaml_setting(key: &str, value: &yaml_rust2::Yaml) -> Result<Option<String>, String> {
+    use yaml_rust2::Yaml;
+    Ok(Some(match value {
+        Yaml::String(s) => s.clone(),
+        Yaml::Integer(i) => i.to_string(),
+        Yaml::Real(r) => r.clone(),
+        Yaml::Boolean(b) => b.to_string(),
+        Yaml::Null => return Ok(None),
+        Yaml::Array(items) => {
+            let mut parts = Vec::new();
+            for item in items {
+                match item {
+                    Yaml::String(s) => parts.push(s.clone()),
+                    other => return Err(format!("{key}: unexpected list item {other:?}")),
+                }
+            }
+            parts.join(",")
+        }
+        other => return Err(format!("{key}: unexpected value {other:?}")),
+    }))
 }
 
 /// Parses the process's own command line and environment.
@@ -381,11 +421,12 @@ fn parse_listen_url(flag: &'static str, url: &str) -> Result<ListenAddr, ConfigE
         why,
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
-    match scheme {
-        "http" => {}
-        "https" => return Err(bad("TLS is not supported yet")),
-        _ => return Err(bad("the scheme must be http")),
-    }
+    let tls = match scheme {
+        "http" => false,
+        "https" if flag == "listen-client-urls" => true,
+        "https" => return Err(bad("TLS between peers is not supported yet")),
+        _ => return Err(bad("the scheme must be http or https")),
+    };
     let rest = rest.trim_end_matches('/');
     if rest.contains('/') {
         return Err(bad("must not contain a path"));
@@ -399,6 +440,7 @@ fn parse_listen_url(flag: &'static str, url: &str) -> Result<ListenAddr, ConfigE
         url: url.to_string(),
         host: host.to_string(),
         port,
+        tls,
     })
 }
 
@@ -474,6 +516,15 @@ impl Flags {
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| PathBuf::from(format!("{}.stet", self.name)));
+        let https_hosts: Vec<String> = listen_client
+            .iter()
+            .filter(|addr| addr.tls)
+            .map(|addr| addr.host.clone())
+            .collect();
+        let client_tls = self
+            .tls
+            .client_security(&https_hosts, &data_dir)
+            .map_err(ConfigError::Tls)?;
         Ok(ServerConfig {
             name: self.name,
             data_dir,
@@ -508,6 +559,7 @@ impl Flags {
                 self.experimental_watch_progress_notify_interval,
             ),
             ignored_config_keys: Vec::new(),
+            client_tls,
         })
     }
 }
@@ -717,6 +769,71 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(error, ConfigError::ElectionTimeout { .. }));
+    }
+
+    #[test]
+    fn client_tls_comes_from_flags_variables_or_the_config_files_block() {
+        use crate::server::tls::CertSource;
+        let https = ["--listen-client-urls", "https://127.0.0.1:2379"];
+        let error = parse_with(&https, &[]).unwrap_err().to_string();
+        assert!(error.contains("--cert-file, --key-file"), "{error}");
+        let files = CertSource::Files {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+        };
+        let flags = [
+            &https[..],
+            &[
+                "--cert-file",
+                "c.pem",
+                "--key-file",
+                "k.pem",
+                "--client-cert-auth",
+                "--trusted-ca-file",
+                "ca.pem",
+            ],
+        ]
+        .concat();
+        let config = parse_with(&flags, &[]).unwrap().unwrap();
+        let tls = config.client_tls.expect("client TLS");
+        assert_eq!(tls.cert, files);
+        assert!(tls.client_cert_auth);
+        assert!(config.listen_client[0].tls);
+        let vars = [("ETCD_CERT_FILE", "c.pem"), ("ETCD_KEY_FILE", "k.pem")];
+        let config = parse_with(&https, &vars).unwrap().unwrap();
+        assert_eq!(config.client_tls.expect("client TLS").cert, files);
+        let plain = parse_with(&["--cert-file", "c.pem", "--key-file", "k.pem"], &[])
+            .unwrap()
+            .unwrap();
+        assert!(
+            plain.client_tls.is_none(),
+            "http client URLs ignore the certificate"
+        );
+
+        let dir = std::env::temp_dir().join(format!("stet-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stet.yml");
+        std::fs::write(
+            &path,
+            "listen-client-urls: https://127.0.0.1:2379\n\
+             client-transport-security:\n  cert-file: c.pem\n  key-file: k.pem\n  \
+             client-cert-auth: true\n  trusted-ca-file: ca.pem\n  crl-file: x\n",
+        )
+        .unwrap();
+        let path_arg = path.display().to_string();
+        let config = parse_with(&["--config-file", &path_arg], &[])
+            .unwrap()
+            .unwrap();
+        let tls = config.client_tls.expect("client TLS from the block");
+        assert_eq!(tls.cert, files);
+        assert_eq!(tls.trusted_ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(
+            config.ignored_config_keys,
+            vec!["client-transport-security.crl-file"]
+        );
+        let error = parse_with(&["--listen-peer-urls", "https://127.0.0.1:2380"], &[]).unwrap_err();
+        assert!(error.to_string().contains("not supported yet"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -13,14 +13,12 @@
 //! and header padding.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use loona_hpack::decoder::DecoderError;
 use loona_hpack::Decoder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -703,40 +701,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for RewritingStream<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// A client port's listener for `axum::serve`: accepts as axum's own `TcpListener` does (retrying
-/// after errors) and wraps every connection in a `RewritingStream`.
-pub struct RewritingListener {
-    inner: TcpListener,
-    log: slog::Logger,
-}
-
-impl RewritingListener {
-    pub fn new(inner: TcpListener, log: slog::Logger) -> RewritingListener {
-        RewritingListener { inner, log }
-    }
-}
-
-impl axum::serve::Listener for RewritingListener {
-    type Io = RewritingStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, peer) = axum::serve::Listener::accept(&mut self.inner).await;
-        let log = self.log.new(slog::o!("client" => peer.to_string()));
-        // Without TCP_NODELAY a response written in more than one segment waits for the client's
-        // delayed ACK (40 ms on Linux): every read of a 256-byte value took 44 ms. etcd's Go
-        // server sets it on every connection.
-        if let Err(error) = stream.set_nodelay(true) {
-            slog::warn!(log, "cannot set TCP_NODELAY on a client connection"; "error" => %error);
-        }
-        (RewritingStream::new(stream, log), peer)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
     }
 }
 

@@ -59,6 +59,8 @@ mod run;
 mod start;
 #[cfg(feature = "server")]
 pub mod status;
+#[cfg(feature = "server")]
+pub mod tls;
 #[cfg(all(feature = "server", not(madsim)))]
 mod v2_keys;
 #[cfg(all(feature = "server", not(madsim)))]

@@ -57,6 +57,8 @@ pub enum ServerError {
     #[cfg(not(madsim))]
     #[error("{0}")]
     Locked(#[from] super::dir_lock::LockError),
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
     #[error("{0} (--force-new-cluster needs a data directory to restart from; without one, --name and --initial-cluster must describe this member)")]
     NoDataToForce(String),
 }
@@ -73,6 +75,7 @@ impl ServerError {
                 | ServerError::Removed
                 | ServerError::IsBackup { .. }
                 | ServerError::NoDataToForce(_)
+                | ServerError::Tls(_)
         )
     }
 }
@@ -175,7 +178,7 @@ async fn run_member(
     env: Arc<dyn Environment>,
 ) -> Result<(), ServerError> {
     // Listen first, so a taken port fails before a new data directory is created.
-    let clients = ClientListeners::bind(config).await?;
+    let clients = ClientListeners::bind(config, log).await?;
     let mut peer_listeners = Vec::new();
     for addr in &config.listen_peer {
         peer_listeners.extend(listen::bind(addr).await?);
