@@ -369,3 +369,199 @@ fn a_bad_certificate_file_is_refused_at_start_naming_the_flag() {
         "{stderr}"
     );
 }
+
+/// A member of the peer-TLS cluster: its process, client port and log file.
+struct TlsMember {
+    process: KilledOnDrop,
+    client_port: u16,
+    log: PathBuf,
+}
+
+/// Starts member `name` with https peer URLs and the given peer certificate, CA and state.
+fn start_peer_tls_member(
+    dir: &Path,
+    name: &str,
+    peer_url: &str,
+    cluster: &str,
+    state: &str,
+    (cert, key, ca): (&Path, &Path, &Path),
+) -> TlsMember {
+    let client_port = free_port();
+    let client = format!("http://127.0.0.1:{client_port}");
+    let log = dir.join(format!("{name}.log"));
+    let log_file = std::fs::File::create(&log).expect("log file");
+    let process = KilledOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_stet"))
+            .args(["--name", name])
+            .arg("--data-dir")
+            .arg(dir.join(name))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+            ])
+            .args([
+                "--initial-cluster",
+                cluster,
+                "--initial-cluster-state",
+                state,
+            ])
+            .args([
+                "--peer-cert-file",
+                path_str(cert),
+                "--peer-key-file",
+                path_str(key),
+            ])
+            .args([
+                "--peer-trusted-ca-file",
+                path_str(ca),
+                "--peer-client-cert-auth",
+            ])
+            .args(["--peer-cert-allowed-cn", "stet-peer"])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn stet"),
+    );
+    TlsMember {
+        process,
+        client_port,
+        log,
+    }
+}
+
+fn log_has(member: &TlsMember, what: &str) -> bool {
+    std::fs::read_to_string(&member.log).is_ok_and(|text| text.contains(what))
+}
+
+#[test]
+fn members_talk_over_tls_and_refuse_a_peer_the_ca_did_not_sign_or_name() {
+    let dir = TempDir::new("peer-tls");
+    let ca = Ca::new("stet peer CA");
+    let ca_file = write(&dir.0, "ca.pem", &ca.pem);
+    let names = ["m0", "m1", "m2"];
+    let peer_urls: Vec<String> = names
+        .iter()
+        .map(|_| format!("https://127.0.0.1:{}", free_port()))
+        .collect();
+    let cluster: Vec<String> = names
+        .iter()
+        .zip(&peer_urls)
+        .map(|(name, url)| format!("{name}={url}"))
+        .collect();
+    let cluster = cluster.join(",");
+    let mut members: Vec<TlsMember> = Vec::new();
+    for (name, url) in names.iter().zip(&peer_urls) {
+        let (cert, key) = ca.sign("stet-peer", &["127.0.0.1"]);
+        let cert = write(&dir.0, &format!("{name}.pem"), &cert);
+        let key = write(&dir.0, &format!("{name}-key.pem"), &key);
+        let files = (cert.as_path(), key.as_path(), ca_file.as_path());
+        members.push(start_peer_tls_member(
+            &dir.0, name, url, &cluster, "new", files,
+        ));
+    }
+    for member in &mut members {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while !matches!(http_get(member.client_port, "/health"), Ok((200, _))) {
+            assert!(
+                member.process.0.try_wait().expect("try_wait").is_none(),
+                "a member exited"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the TLS cluster never became healthy"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let runtime = runtime();
+    let endpoint = |m: &TlsMember| format!("http://127.0.0.1:{}", m.client_port);
+    runtime.block_on(async {
+        let mut first = connect(endpoint(&members[0])).await;
+        first.put("over-tls", "replicated", 0).await;
+        let mut last = connect(endpoint(&members[2])).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while last.value("over-tls").await.as_deref() != Some(b"replicated".as_slice()) {
+            assert!(
+                Instant::now() < deadline,
+                "the write never reached the third member"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+
+    // Two would-be members, added by an operator, whose certificates fail: one from another
+    // CA, one from the right CA under another name. Neither gets in.
+    let rogue_ca = Ca::new("rogue CA");
+    let intruders = [
+        (
+            "x1",
+            rogue_ca.sign("stet-peer", &["127.0.0.1"]),
+            "TLS handshake failed",
+        ),
+        ("x2", ca.sign("intruder", &["127.0.0.1"]), "not the allowed"),
+    ];
+    for (name, (cert, key), refusal) in intruders {
+        let url = format!("https://127.0.0.1:{}", free_port());
+        runtime.block_on(async {
+            let mut c = connect(endpoint(&members[0])).await;
+            let add = stet::proto::etcdserverpb::MemberAddRequest {
+                peer_ur_ls: vec![url.clone()],
+                is_learner: true,
+            };
+            bounded("member add", c.cluster.member_add(add))
+                .await
+                .expect("member add");
+        });
+        let cert = write(&dir.0, &format!("{name}.pem"), &cert);
+        let key = write(&dir.0, &format!("{name}-key.pem"), &key);
+        let joined = format!("{cluster},{name}={url}");
+        let files = (cert.as_path(), key.as_path(), ca_file.as_path());
+        let mut intruder = start_peer_tls_member(&dir.0, name, &url, &joined, "existing", files);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !members.iter().any(|m| log_has(m, refusal)) {
+            assert!(
+                Instant::now() < deadline,
+                "no member refused {name} with {refusal:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            !matches!(http_get(intruder.client_port, "/health"), Ok((200, _))),
+            "{name} must not serve as a member"
+        );
+        let listed = runtime.block_on(async {
+            let mut c = connect(endpoint(&members[0])).await;
+            let request = stet::proto::etcdserverpb::MemberListRequest::default();
+            bounded("member list", c.cluster.member_list(request))
+                .await
+                .expect("list")
+                .into_inner()
+        });
+        let added = listed
+            .members
+            .iter()
+            .find(|m| m.peer_ur_ls.contains(&url))
+            .expect("the added member is listed");
+        assert!(
+            added.name.is_empty(),
+            "{name} never started as a member: {added:?}"
+        );
+        let _ = intruder.process.0.kill();
+        runtime.block_on(async {
+            let mut c = connect(endpoint(&members[0])).await;
+            let remove = stet::proto::etcdserverpb::MemberRemoveRequest { id: added.id };
+            bounded("member remove", c.cluster.member_remove(remove))
+                .await
+                .expect("remove");
+        });
+    }
+}

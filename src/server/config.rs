@@ -267,6 +267,8 @@ pub struct ServerConfig {
     pub ignored_config_keys: Vec<String>,
     /// TLS on the https client URLs (`None` when every client URL is http).
     pub client_tls: Option<super::tls::TransportSecurity>,
+    /// TLS between members (`None` without https peer URLs or a peer certificate).
+    pub peer_tls: Option<super::tls::PeerSecurity>,
 }
 
 /// Parses the command line and `ETCD_*` variables from `env` (a getter, so tests need not touch the
@@ -341,7 +343,9 @@ fn config_file_args(text: &str) -> Result<(Vec<OsString>, Vec<String>), String> 
         let Some(key) = key.as_str() else {
             return Err(format!("setting names must be strings, not {key:?}"));
         };
-        if let ("client-transport-security", Yaml::Hash(block)) = (key, value) {
+        if let ("client-transport-security" | "peer-transport-security", Yaml::Hash(block)) =
+            (key, value)
+        {
             security_block_args(key, block, &mut args, &mut ignored)?;
             continue;
         }
@@ -356,17 +360,23 @@ fn config_file_args(text: &str) -> Result<(Vec<OsString>, Vec<String>), String> 
     Ok((args, ignored))
 }
 
-/// etcd's `client-transport-security` block: its keys are the TLS flags' names.
+/// etcd's `client-transport-security` and `peer-transport-security` blocks: their keys name the
+/// client's and the peer's TLS flags.
 fn security_block_args(
     block_name: &str,
     block: &yaml_rust2::yaml::Hash,
     args: &mut Vec<OsString>,
     ignored: &mut Vec<String>,
 ) -> Result<(), String> {
-    use super::tls::flags::CLIENT_SECURITY_KEYS;
+    use super::tls::flags::{CLIENT_SECURITY_KEYS, PEER_SECURITY_KEYS};
+    let keys: &[(&str, &str)] = if block_name == "peer-transport-security" {
+        &PEER_SECURITY_KEYS
+    } else {
+        &CLIENT_SECURITY_KEYS
+    };
     for (key, value) in block {
         let key = key.as_str().unwrap_or_default();
-        let Some((_, flag)) = CLIENT_SECURITY_KEYS.iter().find(|(k, _)| *k == key) else {
+        let Some((_, flag)) = keys.iter().find(|(k, _)| *k == key) else {
             ignored.push(format!("{block_name}.{key}"));
             continue;
         };
@@ -423,8 +433,7 @@ fn parse_listen_url(flag: &'static str, url: &str) -> Result<ListenAddr, ConfigE
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
     let tls = match scheme {
         "http" => false,
-        "https" if flag == "listen-client-urls" => true,
-        "https" => return Err(bad("TLS between peers is not supported yet")),
+        "https" => true,
         _ => return Err(bad("the scheme must be http or https")),
     };
     let rest = rest.trim_end_matches('/');
@@ -525,6 +534,13 @@ impl Flags {
             .tls
             .client_security(&https_hosts, &data_dir)
             .map_err(ConfigError::Tls)?;
+        let https_peer = listen_peer.iter().any(|addr| addr.tls)
+            || peer_urls.iter().any(|url| url.starts_with("https://"));
+        let peer_hosts: Vec<String> = listen_peer.iter().map(|addr| addr.host.clone()).collect();
+        let peer_tls = self
+            .tls
+            .peer_security(https_peer, &peer_hosts, &data_dir)
+            .map_err(ConfigError::Tls)?;
         Ok(ServerConfig {
             name: self.name,
             data_dir,
@@ -560,6 +576,7 @@ impl Flags {
             ),
             ignored_config_keys: Vec::new(),
             client_tls,
+            peer_tls,
         })
     }
 }
@@ -831,8 +848,33 @@ mod tests {
             config.ignored_config_keys,
             vec!["client-transport-security.crl-file"]
         );
-        let error = parse_with(&["--listen-peer-urls", "https://127.0.0.1:2380"], &[]).unwrap_err();
-        assert!(error.to_string().contains("not supported yet"), "{error}");
+        let peer = ["--listen-peer-urls", "https://127.0.0.1:2380"];
+        let error = parse_with(&peer, &[]).unwrap_err().to_string();
+        assert!(
+            error.contains("--peer-cert-file, --peer-key-file"),
+            "{error}"
+        );
+        std::fs::write(
+            &path,
+            "listen-peer-urls: https://127.0.0.1:2380\n\
+             peer-transport-security:\n  cert-file: p.pem\n  key-file: pk.pem\n  \
+             trusted-ca-file: pca.pem\n  client-cert-auth: true\n  allowed-cn: etcd-peer\n",
+        )
+        .unwrap();
+        let config = parse_with(&["--config-file", &path_arg], &[])
+            .unwrap()
+            .unwrap();
+        let peer_tls = config.peer_tls.expect("peer TLS from the block");
+        assert_eq!(
+            peer_tls.transport.cert,
+            CertSource::Files {
+                cert: "p.pem".into(),
+                key: "pk.pem".into()
+            }
+        );
+        assert!(peer_tls.transport.client_cert_auth);
+        assert_eq!(peer_tls.allowed_cn.as_deref(), Some("etcd-peer"));
+        assert!(config.client_tls.is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

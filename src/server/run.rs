@@ -18,6 +18,7 @@ use super::metrics::Metrics;
 use super::peer::{self, conn::Identity, forward::Forwarder, Transport};
 use super::route::Router;
 use super::start::{start_node, Started};
+use super::tls::peer::PeerTls;
 use crate::node::StartError;
 use crate::storage::StorageError;
 
@@ -179,18 +180,15 @@ async fn run_member(
 ) -> Result<(), ServerError> {
     // Listen first, so a taken port fails before a new data directory is created.
     let clients = ClientListeners::bind(config, log).await?;
-    let mut peer_listeners = Vec::new();
-    for addr in &config.listen_peer {
-        peer_listeners.extend(listen::bind(addr).await?);
-    }
-    let started = start_node(config, &env, log).await?;
+    let peers = PeerListeners::bind(config, log).await?;
+    let started = start_node(config, &env, peers.tls.clone(), log).await?;
     let (stop, stopped) = watch::channel(false);
     let (inconsistent_tx, inconsistent) = tokio::sync::oneshot::channel();
     let driver_task = spawn_member(
         config,
         started,
         env,
-        peer_listeners,
+        peers,
         clients,
         (stopped, inconsistent_tx),
         log,
@@ -225,6 +223,29 @@ async fn run_member(
     }
 }
 
+/// The peer ports, with the peer TLS that https ones serve and every dial to an https peer uses.
+struct PeerListeners {
+    listeners: Vec<(tokio::net::TcpListener, bool)>,
+    tls: Option<Arc<PeerTls>>,
+}
+
+impl PeerListeners {
+    /// Binds every `--listen-peer-urls` address (a bad peer certificate fails here too).
+    async fn bind(config: &ServerConfig, log: &slog::Logger) -> Result<Self, ServerError> {
+        let tls = match &config.peer_tls {
+            Some(security) => Some(Arc::new(PeerTls::new(security, log)?)),
+            None => None,
+        };
+        let mut listeners = Vec::new();
+        for addr in &config.listen_peer {
+            for listener in listen::bind(addr).await? {
+                listeners.push((listener, addr.tls));
+            }
+        }
+        Ok(PeerListeners { listeners, tls })
+    }
+}
+
 /// Wires a started node into a running member: the driver, the peer transport and listeners,
 /// forwarding, and the client services — these only once the initial corruption check passed,
 /// if asked for (else why it failed goes to `inconsistent`). Returns the driver's task.
@@ -232,7 +253,7 @@ fn spawn_member(
     config: &ServerConfig,
     started: Started,
     env: Arc<dyn Environment>,
-    peer_listeners: Vec<tokio::net::TcpListener>,
+    peers: PeerListeners,
     clients: ClientListeners,
     (stopped, inconsistent): (watch::Receiver<bool>, tokio::sync::oneshot::Sender<String>),
     log: &slog::Logger,
@@ -245,6 +266,7 @@ fn spawn_member(
     let identity = Identity {
         cluster_id: node.config().cluster_id.0,
         member_id: node.config().id.0,
+        tls: peers.tls.clone(),
     };
     let addresses = peer::AddressBook::default();
     let metrics = Arc::new(Metrics::new(node.config().quota_backend_bytes.unwrap_or(0)));
@@ -258,7 +280,7 @@ fn spawn_member(
         log.clone(),
     );
     driver.attach_transport(Transport::new(
-        identity,
+        identity.clone(),
         handle.clone(),
         addresses.clone(),
         env.clone(),
@@ -266,7 +288,7 @@ fn spawn_member(
     ));
     tokio::spawn(peer::clock::watch_clocks(
         env.clone(),
-        identity,
+        identity.clone(),
         addresses.clone(),
         metrics,
         stopped.clone(),
@@ -275,7 +297,7 @@ fn spawn_member(
     if let Some(interval) = config.corrupt_check_interval {
         tokio::spawn(peer::corrupt::check_periodically(
             env.clone(),
-            identity,
+            identity.clone(),
             handle.clone(),
             interval,
             stopped.clone(),
@@ -287,12 +309,13 @@ fn spawn_member(
     if config.force_new_cluster {
         driver.publish_peer_urls(config.peer_urls.clone());
     }
-    for listener in peer_listeners {
+    for (listener, https) in peers.listeners {
         let local = listener.local_addr().ok();
-        slog::info!(log, "serving peers"; "address" => ?local);
+        slog::info!(log, "serving peers"; "address" => ?local, "tls" => https);
+        let tls = if https { peers.tls.clone() } else { None };
         tokio::spawn(peer::accept::serve(
             log.clone(),
-            listener,
+            (listener, tls),
             handle.clone(),
             addresses.clone(),
             env.clone(),
@@ -300,7 +323,7 @@ fn spawn_member(
         ));
     }
     let driver_task = tokio::spawn(driver.run());
-    let router = Router::new(handle.clone(), Forwarder::new(identity, addresses));
+    let router = Router::new(handle.clone(), Forwarder::new(identity.clone(), addresses));
     let limits = Limits {
         max_request_bytes: config.max_request_bytes,
         ..limits
@@ -312,7 +335,7 @@ fn spawn_member(
     }
     let (config, log) = (config.clone(), log.clone());
     tokio::spawn(async move {
-        let checked = peer::corrupt::initial_check(env.as_ref(), identity, &handle, &log).await;
+        let checked = peer::corrupt::initial_check(env.as_ref(), &identity, &handle, &log).await;
         match checked {
             Ok(()) => clients.serve(services, handle, &config, stopped, &log),
             Err(why) => {

@@ -13,6 +13,7 @@ use super::env::{BoxDisk, Environment, Mistake, StartKind};
 use super::forced_identity;
 use super::peer::conn::{dial, Identity};
 use super::run::ServerError;
+use super::tls::peer::PeerTls;
 use crate::backup::offline;
 use crate::engine::Engine;
 use crate::member;
@@ -68,6 +69,7 @@ fn node_config(
 pub async fn start_node(
     config: &ServerConfig,
     env: &Arc<dyn Environment>,
+    peer_tls: Option<Arc<PeerTls>>,
     log: &slog::Logger,
 ) -> Result<Started, ServerError> {
     let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
@@ -91,7 +93,8 @@ pub async fn start_node(
                 log,
                 "the data directory holds nothing durable yet; starting afresh"
             );
-            fresh(config, env, opened.storage, opened.metadata, engine, log).await?
+            let (storage, metadata) = (opened.storage, opened.metadata);
+            fresh(config, env, storage, metadata, engine, peer_tls, log).await?
         } else {
             check_identity(config, env, &layout, found, log)?;
             restart(config, env, opened, engine, log)?
@@ -99,7 +102,8 @@ pub async fn start_node(
     } else if let Some(problem) = &config.initial_cluster_problem {
         return Err(ServerError::NoDataToForce(problem.clone()));
     } else if config.cluster_state == ClusterState::Existing {
-        (join(config, env, disk, layout, log).await?, StartKind::Join)
+        let joined = join(config, env, disk, layout, peer_tls, log).await?;
+        (joined, StartKind::Join)
     } else {
         let metadata = Metadata {
             member_id: config.member_id.0,
@@ -362,6 +366,7 @@ async fn fresh(
     storage: MemberStorage<BoxDisk>,
     metadata: Metadata,
     engine: Engine,
+    peer_tls: Option<Arc<PeerTls>>,
     log: &slog::Logger,
 ) -> Result<(Started, StartKind), ServerError> {
     if config.cluster_state == ClusterState::New {
@@ -370,7 +375,7 @@ async fn fresh(
             StartKind::Bootstrap,
         ));
     }
-    let (cluster_id, member_id, members) = discover_identity(config).await?;
+    let (cluster_id, member_id, members) = discover_identity(config, peer_tls).await?;
     if (member_id.0, cluster_id.0) != (metadata.member_id, metadata.cluster_id) {
         return Err(ServerError::Join(format!(
             "the data directory was made for member {:x} of cluster {:x}, but the cluster now \
@@ -396,9 +401,10 @@ async fn join(
     env: &Arc<dyn Environment>,
     disk: BoxDisk,
     layout: StorageLayout,
+    peer_tls: Option<Arc<PeerTls>>,
     log: &slog::Logger,
 ) -> Result<Started, ServerError> {
-    let (cluster_id, member_id, members) = discover_identity(config).await?;
+    let (cluster_id, member_id, members) = discover_identity(config, peer_tls).await?;
     let metadata = Metadata {
         member_id: member_id.0,
         cluster_id: cluster_id.0,
@@ -476,6 +482,7 @@ fn holds_restored_state(engine: &Engine) -> Result<bool, crate::engine::EngineEr
 /// this member in it by its peer URLs (`member add` gave it its ID), as etcd does.
 async fn discover_identity(
     config: &ServerConfig,
+    peer_tls: Option<Arc<PeerTls>>,
 ) -> Result<(ClusterId, MemberId, Vec<pb::Member>), ServerError> {
     let others: Vec<String> = config
         .initial_members
@@ -492,7 +499,7 @@ async fn discover_identity(
     let mut last_error = None;
     loop {
         for url in &others {
-            match ask_membership(url).await {
+            match ask_membership(url, &peer_tls).await {
                 // A member that has not applied this member's addition yet does not know it;
                 // another one (or the same one a little later) will.
                 Ok(welcome) => match identity_in(config, welcome) {
@@ -514,12 +521,16 @@ async fn discover_identity(
     }
 }
 
-async fn ask_membership(url: &str) -> Result<peerpb::Welcome, super::peer::conn::PeerError> {
+async fn ask_membership(
+    url: &str,
+    tls: &Option<Arc<PeerTls>>,
+) -> Result<peerpb::Welcome, super::peer::conn::PeerError> {
     let unknown = Identity {
         cluster_id: 0,
         member_id: 0,
+        tls: tls.clone(),
     };
-    let (_, welcome) = dial(url, unknown, peerpb::Purpose::Members, 0).await?;
+    let (_, welcome) = dial(url, &unknown, peerpb::Purpose::Members, 0).await?;
     Ok(welcome)
 }
 

@@ -10,7 +10,7 @@ use raft::eraftpb::Message;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::conn::{spawn_frame_writer, FramedStream, PeerError, HANDSHAKE_TIMEOUT};
+use super::conn::{spawn_frame_writer, FramedStream, PeerError, PeerStream, HANDSHAKE_TIMEOUT};
 use super::{forward, AddressBook};
 use crate::node::{ClientRequest, StateChunk};
 use crate::peer_wire::{self, FrameKind, RaftReassembler};
@@ -18,6 +18,7 @@ use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpeerpb as peerpb;
 use crate::server::env::Environment;
 use crate::server::handle::DriverHandle;
+use crate::server::tls::peer::PeerTls;
 use crate::types::MemberId;
 
 /// The largest state chunk accepted: the sender cuts chunks of `STATE_CHUNK_BYTES`, and a chunk
@@ -29,7 +30,7 @@ const MAX_STATE_CHUNK_BYTES: usize = 64 << 20;
 /// full disk, leaves nothing holding its port or talking for it).
 pub async fn serve(
     log: slog::Logger,
-    listener: TcpListener,
+    (listener, tls): (TcpListener, Option<Arc<PeerTls>>),
     driver: DriverHandle,
     addresses: AddressBook,
     env: Arc<dyn Environment>,
@@ -48,7 +49,11 @@ pub async fn serve(
                 let log = log.clone();
                 let env = env.clone();
                 let mut stopped = stopped.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
+                    let Some(stream) = secure(stream, tls.as_deref(), &log).await else {
+                        return;
+                    };
                     let served = serve_connection(stream, driver, addresses, env.as_ref(), &log);
                     let served = tokio::select! {
                         biased;
@@ -73,8 +78,39 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(
+/// The connection as a peer stream: TLS first on an https port, where a member whose
+/// certificate the peer CA did not sign (or not with the allowed name) is turned away before it
+/// can say anything.
+async fn secure(
     stream: TcpStream,
+    tls: Option<&PeerTls>,
+    log: &slog::Logger,
+) -> Option<PeerStream> {
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Some(Box::new(stream));
+    };
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;
+    let stream = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            slog::warn!(log, "refused a peer connection: TLS handshake failed"; "error" => %error);
+            return None;
+        }
+        Err(_) => {
+            slog::warn!(log, "refused a peer connection: no TLS handshake in time");
+            return None;
+        }
+    };
+    if let Err(why) = tls.admit(stream.get_ref().1.peer_certificates()) {
+        slog::warn!(log, "refused a peer connection"; "reason" => %why);
+        return None;
+    }
+    Some(Box::new(stream))
+}
+
+async fn serve_connection(
+    stream: PeerStream,
     driver: DriverHandle,
     addresses: AddressBook,
     env: &dyn Environment,

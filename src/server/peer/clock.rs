@@ -76,7 +76,8 @@ pub async fn watch_clocks(
                 continue;
             }
             env.clock_comparison_started(peer);
-            let Some((mut offset, round_trip)) = measure(env.as_ref(), identity, peer, &urls).await
+            let Some((mut offset, round_trip)) =
+                measure(env.as_ref(), &identity, peer, &urls).await
             else {
                 continue;
             };
@@ -103,7 +104,7 @@ pub async fn watch_clocks(
 /// with a clock.
 async fn measure(
     env: &dyn Environment,
-    identity: Identity,
+    identity: &Identity,
     peer: u64,
     urls: &[String],
 ) -> Option<(i64, u64)> {

@@ -1,6 +1,8 @@
-//! One peer connection's plumbing: dialing a peer URL and the handshake (preface, `Hello`,
-//! `Welcome`), and reading and writing frames on a TCP stream with time limits.
+//! One peer connection's plumbing: dialing a peer URL (TLS first for an `https://` one) and the
+//! handshake (preface, `Hello`, `Welcome`), and reading and writing frames on the stream with
+//! time limits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -14,18 +16,30 @@ use crate::proto::stetpeerpb as peerpb;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Who this member is, as it introduces itself to peers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who this member is, as it introduces itself to peers, and its TLS for `https://` peers.
+#[derive(Debug, Clone)]
 pub struct Identity {
     pub cluster_id: u64,
     pub member_id: u64,
+    pub tls: Option<Arc<crate::server::tls::peer::PeerTls>>,
 }
+
+/// A peer connection's byte stream: TCP, or TLS over TCP.
+pub trait PeerIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> PeerIo for T {}
+
+pub type PeerStream = Box<dyn PeerIo>;
 
 /// Why talking to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    #[error("bad peer URL {0:?}: must have the form http://host:port")]
+    #[error("bad peer URL {0:?}: must have the form http://host:port or https://host:port")]
     BadUrl(String),
+    #[error("peer URL {0} is https but this member has no peer TLS settings (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file)")]
+    NoTls(String),
+    #[error("TLS with the peer failed: {0}")]
+    Tls(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("timed out")]
@@ -42,17 +56,35 @@ pub enum PeerError {
     Removed,
 }
 
-/// `host:port` of an `http://host:port` peer URL.
-pub fn url_address(url: &str) -> Result<String, PeerError> {
+/// A peer URL taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddress {
+    /// `host:port`, to connect to.
+    pub address: String,
+    /// The host alone (without IPv6 brackets), the name a TLS certificate must carry.
+    pub host: String,
+    pub tls: bool,
+}
+
+/// The address of an `http://host:port` or `https://host:port` peer URL.
+pub fn url_address(url: &str) -> Result<PeerAddress, PeerError> {
     let bad = || PeerError::BadUrl(url.to_string());
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(bad)?
-        .trim_end_matches('/');
+    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err(bad()),
+    };
+    let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
         return Err(bad());
     }
-    Ok(rest.to_string())
+    let (host, _) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(PeerAddress {
+        address: rest.to_string(),
+        host: host.to_string(),
+        tls,
+    })
 }
 
 /// How much one read from a peer connection takes at most. Small enough that a connection that
@@ -60,16 +92,15 @@ pub fn url_address(url: &str) -> Result<String, PeerError> {
 /// several reads.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 
-/// A TCP stream carrying frames.
+/// A peer stream carrying frames.
 pub struct FramedStream {
-    stream: TcpStream,
+    stream: PeerStream,
     decoder: FrameDecoder,
     read_buffer: Vec<u8>,
 }
 
 impl FramedStream {
-    pub fn new(stream: TcpStream) -> Self {
-        let _ = stream.set_nodelay(true);
+    pub fn new(stream: PeerStream) -> Self {
         FramedStream {
             stream,
             decoder: FrameDecoder::new(),
@@ -119,7 +150,7 @@ impl FramedStream {
 }
 
 /// The write half of a split `FramedStream`.
-pub type FrameWriteHalf = WriteHalf<TcpStream>;
+pub type FrameWriteHalf = WriteHalf<PeerStream>;
 
 /// Writes `bytes` and flushes them onto the connection.
 async fn write_all<W: tokio::io::AsyncWrite + Unpin>(
@@ -133,7 +164,7 @@ async fn write_all<W: tokio::io::AsyncWrite + Unpin>(
 
 /// The read half of a split `FramedStream`.
 pub struct FramedReader {
-    read: ReadHalf<TcpStream>,
+    read: ReadHalf<PeerStream>,
     decoder: FrameDecoder,
     read_buffer: Vec<u8>,
 }
@@ -190,14 +221,29 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
 /// cluster is refused here (and the peer refuses us).
 pub async fn dial(
     url: &str,
-    identity: Identity,
+    identity: &Identity,
     purpose: peerpb::Purpose,
     to: u64,
 ) -> Result<(FramedStream, peerpb::Welcome), PeerError> {
     let address = url_address(url)?;
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address))
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address.address))
         .await
         .map_err(|_| PeerError::Timeout)??;
+    let _ = tcp.set_nodelay(true);
+    let stream: PeerStream = if address.tls {
+        let tls = identity
+            .tls
+            .as_ref()
+            .ok_or_else(|| PeerError::NoTls(url.to_string()))?;
+        let name = crate::server::tls::peer::server_name(&address.host).map_err(PeerError::Tls)?;
+        let connecting = tls.connector.connect(name, tcp);
+        let connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+            .await
+            .map_err(|_| PeerError::Timeout)?;
+        Box::new(connected.map_err(|e| PeerError::Tls(e.to_string()))?)
+    } else {
+        Box::new(tcp)
+    };
     let mut stream = FramedStream::new(stream);
     let hello = peerpb::Hello {
         version: peer_wire::VERSION,
@@ -232,15 +278,21 @@ mod tests {
 
     #[test]
     fn peer_urls_give_host_and_port() {
+        let plain = url_address("http://127.0.0.1:2380").unwrap();
         assert_eq!(
-            url_address("http://127.0.0.1:2380").unwrap(),
-            "127.0.0.1:2380"
+            (plain.address.as_str(), plain.host.as_str(), plain.tls),
+            ("127.0.0.1:2380", "127.0.0.1", false)
         );
         assert_eq!(
-            url_address("http://localhost:2380/").unwrap(),
+            url_address("http://localhost:2380/").unwrap().address,
             "localhost:2380"
         );
-        assert!(url_address("https://x:1").is_err());
+        let secure = url_address("https://[::1]:2380").unwrap();
+        assert_eq!(
+            (secure.address.as_str(), secure.host.as_str(), secure.tls),
+            ("[::1]:2380", "::1", true)
+        );
+        assert!(url_address("ftp://x:1").is_err());
         assert!(url_address("http://x").is_err());
         assert!(url_address("http://x:1/path").is_err());
     }

@@ -88,7 +88,7 @@ pub async fn check_periodically(
             () = env.sleep_until(at) => {}
         }
         if driver.status().is_leader {
-            check_once(env.as_ref(), identity, &driver, &log).await;
+            check_once(env.as_ref(), &identity, &driver, &log).await;
         }
     }
 }
@@ -97,7 +97,7 @@ pub async fn check_periodically(
 /// member `culprits` names. Returns those members.
 pub async fn check_once(
     env: &dyn Environment,
-    identity: Identity,
+    identity: &Identity,
     driver: &DriverHandle,
     log: &slog::Logger,
 ) -> Vec<u64> {
@@ -136,7 +136,7 @@ pub async fn check_once(
 /// cannot answer are skipped (a new cluster's peers may not be up yet).
 pub async fn initial_check(
     env: &dyn Environment,
-    identity: Identity,
+    identity: &Identity,
     driver: &DriverHandle,
     log: &slog::Logger,
 ) -> Result<(), String> {
@@ -191,7 +191,7 @@ struct Comparison {
 /// `ANSWER_TIMEOUT`; `None` if this member has no hash of its own to compare.
 async fn compare(
     env: &dyn Environment,
-    identity: Identity,
+    identity: &Identity,
     driver: &DriverHandle,
 ) -> Option<Comparison> {
     let revision = driver.status().revision;
@@ -209,8 +209,9 @@ async fn compare(
         .filter(|member| member.id != identity.member_id)
         .map(|member| {
             let (peer, urls) = (member.id, member.peer_ur_ls);
+            let identity = identity.clone();
             let task =
-                tokio::spawn(async move { peer_hash(identity, peer, &urls, revision).await });
+                tokio::spawn(async move { peer_hash(&identity, peer, &urls, revision).await });
             (peer, task)
         })
         .collect();
@@ -249,7 +250,7 @@ async fn local_hash(driver: &DriverHandle, revision: i64) -> Option<HistoryHash>
 
 /// `peer`'s hash up to `revision`, if it answers with one.
 async fn peer_hash(
-    identity: Identity,
+    identity: &Identity,
     peer: u64,
     urls: &[String],
     revision: i64,

@@ -166,7 +166,7 @@ impl Forwarder {
     /// Dials one of the leader's peer URLs for forwarding.
     async fn dial_leader(&self, leader: u64) -> Result<super::conn::FramedStream, ClientError> {
         for url in &self.addresses.urls(leader) {
-            let dialed = dial(url, self.identity, peerpb::Purpose::Forward, leader).await;
+            let dialed = dial(url, &self.identity, peerpb::Purpose::Forward, leader).await;
             if let Ok((stream, _)) = dialed {
                 return Ok(stream);
             }

@@ -131,7 +131,7 @@ impl Transport {
 
     /// Learns a new cluster ID (a joining member learns it before it starts; kept for clarity).
     pub fn identity(&self) -> Identity {
-        self.identity
+        self.identity.clone()
     }
 
     /// Brings the links in line with the membership: new members get a writer task, changed peer
@@ -172,7 +172,7 @@ impl Transport {
         let (queue, queue_rx) = mpsc::channel(PEER_QUEUE);
         let writer = PeerWriter {
             log: self.log.new(slog::o!("peer" => format!("{:x}", member.id))),
-            identity: self.identity,
+            identity: self.identity.clone(),
             to: member.id,
             urls: urls_rx,
             queue: queue_rx,
@@ -197,7 +197,7 @@ impl Transport {
         };
         let sender = StateSender {
             log: self.log.new(slog::o!("peer" => format!("{to:x}"))),
-            identity: self.identity,
+            identity: self.identity.clone(),
             to,
             urls: link.urls.borrow().clone(),
             driver: self.driver.clone(),
@@ -330,7 +330,7 @@ impl PeerWriter {
     async fn probe(&mut self) -> bool {
         let urls = self.urls.borrow().clone();
         for url in &urls {
-            match dial(url, self.identity, peerpb::Purpose::Probe, self.to).await {
+            match dial(url, &self.identity, peerpb::Purpose::Probe, self.to).await {
                 Err(PeerError::Removed) => {
                     slog::warn!(
                         self.log,
@@ -415,7 +415,7 @@ impl PeerWriter {
         let urls = self.urls.borrow_and_update().clone();
         let mut last = PeerError::BadUrl(String::new());
         for url in &urls {
-            match dial(url, self.identity, peerpb::Purpose::Raft, self.to).await {
+            match dial(url, &self.identity, peerpb::Purpose::Raft, self.to).await {
                 Ok((stream, _)) => return Ok(stream),
                 Err(error @ (PeerError::ClusterMismatch { .. } | PeerError::Removed)) => {
                     return Err(error)
@@ -551,7 +551,7 @@ impl StateSender {
     async fn connect(&self) -> Result<conn::FramedStream, PeerError> {
         let mut last = PeerError::BadUrl(String::new());
         for url in &self.urls {
-            match dial(url, self.identity, peerpb::Purpose::Raft, self.to).await {
+            match dial(url, &self.identity, peerpb::Purpose::Raft, self.to).await {
                 Ok((stream, _)) => return Ok(stream),
                 Err(error) => last = error,
             }

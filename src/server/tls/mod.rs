@@ -9,11 +9,12 @@
 
 pub mod auto;
 pub mod flags;
+pub mod peer;
 pub mod reload;
 pub mod server;
 pub mod settings;
 
-pub use settings::{CertSource, TlsPolicy, TransportSecurity};
+pub use settings::{CertSource, PeerSecurity, TlsPolicy, TransportSecurity};
 
 /// Why TLS could not be set up; each names the flag to fix.
 #[derive(Debug, thiserror::Error)]

@@ -44,6 +44,19 @@ pub struct TransportSecurity {
     pub policy: TlsPolicy,
 }
 
+/// TLS between members: the same certificate serves the peer port and introduces this member
+/// when it dials (etcd's peer TLS), verified against the peer CA both ways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSecurity {
+    /// `--peer-cert-file`/`--peer-key-file` or `--peer-auto-tls`, `--peer-trusted-ca-file`,
+    /// `--peer-client-cert-auth`, and the shared version and suite policy.
+    pub transport: TransportSecurity,
+    /// A dialing peer's certificate must have this common name (`--peer-cert-allowed-cn`).
+    pub allowed_cn: Option<String>,
+    /// A dialing peer's certificate must name this host (`--peer-cert-allowed-hostname`).
+    pub allowed_hostname: Option<String>,
+}
+
 /// A TLS version by etcd's name.
 fn version(flag: &'static str, name: &str) -> Result<Option<u8>, TlsError> {
     match name {
