@@ -523,29 +523,20 @@ impl StateSender {
             bytes.clear();
             let encoded = prost::Message::encode_to_vec(&chunk);
             peer_wire::encode_state_chunk_in_parts(&encoded, self.part_bytes, &mut bytes);
-            write_with_faults(
-                &*self.env,
-                self.driver.metrics(),
-                self.to,
-                &mut stream,
-                &bytes,
-            )
-            .await?;
+            self.write(&mut stream, &bytes).await?;
             seq += 1;
         }
         bytes.clear();
         let encoded = protobuf::Message::write_to_bytes(&message)
             .map_err(|error| PeerError::Io(std::io::Error::other(error.to_string())))?;
         peer_wire::encode_raft_message_in_parts(&encoded, self.part_bytes, &mut bytes);
-        write_with_faults(
-            &*self.env,
-            self.driver.metrics(),
-            self.to,
-            &mut stream,
-            &bytes,
-        )
-        .await?;
+        self.write(&mut stream, &bytes).await?;
         Ok(seq)
+    }
+
+    /// Writes encoded frames to the peer, suffering the environment's faults, counted.
+    async fn write(&self, stream: &mut conn::FramedStream, bytes: &[u8]) -> Result<(), PeerError> {
+        write_with_faults(&*self.env, self.driver.metrics(), self.to, stream, bytes).await
     }
 
     async fn connect(&self) -> Result<conn::FramedStream, PeerError> {

@@ -16,7 +16,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::reload::ReloadingCert;
-use super::{auto, server, CertSource, PeerSecurity, TlsError};
+use super::{server, CertSource, PeerSecurity, TlsError};
 
 /// The peer side's TLS, shared by the peer listener and every dial.
 #[derive(Clone)]
@@ -42,14 +42,7 @@ impl PeerTls {
         let acceptor = server::acceptor(transport, log)?;
         let provider = Arc::new(transport.policy.provider()?);
         let versions = transport.policy.versions()?;
-        let (cert, key) = match &transport.cert {
-            CertSource::Files { cert, key } => (cert.clone(), key.clone()),
-            CertSource::Auto {
-                dir,
-                hosts,
-                validity_years,
-            } => auto::ensure(dir, hosts, *validity_years)?,
-        };
+        let (cert, key) = transport.cert.files()?;
         let own = Arc::new(ReloadingCert::new(cert, key, provider.clone(), log)?);
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&versions)

@@ -12,7 +12,7 @@ use rustls_pki_types::CertificateDer;
 use tokio_rustls::TlsAcceptor;
 
 use super::reload::ReloadingCert;
-use super::{auto, CertSource, TlsError, TransportSecurity};
+use super::{TlsError, TransportSecurity};
 
 /// The certificates of a CA file.
 pub fn load_roots(flag: &'static str, path: &Path) -> Result<RootCertStore, TlsError> {
@@ -41,14 +41,7 @@ pub fn load_roots(flag: &'static str, path: &Path) -> Result<RootCertStore, TlsE
 pub fn acceptor(security: &TransportSecurity, log: &slog::Logger) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(security.policy.provider()?);
     let versions = security.policy.versions()?;
-    let (cert, key) = match &security.cert {
-        CertSource::Files { cert, key } => (cert.clone(), key.clone()),
-        CertSource::Auto {
-            dir,
-            hosts,
-            validity_years,
-        } => auto::ensure(dir, hosts, *validity_years)?,
-    };
+    let (cert, key) = security.cert.files()?;
     let resolver = ReloadingCert::new(cert, key, provider.clone(), log)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)

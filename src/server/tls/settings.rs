@@ -20,6 +20,21 @@ pub enum CertSource {
     },
 }
 
+impl CertSource {
+    /// The certificate and key files: the given ones, or the self-signed pair (made now if
+    /// missing).
+    pub fn files(&self) -> Result<(PathBuf, PathBuf), TlsError> {
+        match self {
+            CertSource::Files { cert, key } => Ok((cert.clone(), key.clone())),
+            CertSource::Auto {
+                dir,
+                hosts,
+                validity_years,
+            } => super::auto::ensure(dir, hosts, *validity_years),
+        }
+    }
+}
+
 /// Versions and cipher suites, as `--tls-min-version`, `--tls-max-version` and
 /// `--cipher-suites` name them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
