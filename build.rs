@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo::rustc-check-cfg=cfg(madsim)");
     let files = [
         "proto/kv.proto",
+        "proto/auth.proto",
         "proto/rpc.proto",
         "proto/stet.proto",
         "proto/peer.proto",

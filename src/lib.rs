@@ -6,6 +6,7 @@
 //! outputs. See `ARCHITECTURE.md` for the map.
 
 pub mod alarm;
+pub mod auth;
 pub mod backup;
 pub mod disk;
 pub mod engine;

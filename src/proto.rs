@@ -1,7 +1,7 @@
-//! Generated protobuf types: etcd's v3 wire messages (`mvccpb`, `etcdserverpb`) and stet's own
-//! durable messages (`stetpb`). Decoding untrusted bytes with `prost::Message::decode` returns an
-//! error and never panics. Built with `--cfg madsim`, the gRPC services and clients are madsim's
-//! simulated ones (see `build.rs`); the messages are the same.
+//! Generated protobuf types: etcd's v3 wire messages (`mvccpb`, `authpb`, `etcdserverpb`) and
+//! stet's own durable messages (`stetpb`). Decoding untrusted bytes with `prost::Message::decode`
+//! returns an error and never panics. Built with `--cfg madsim`, the gRPC services and clients are
+//! madsim's simulated ones (see `build.rs`); the messages are the same.
 
 #![allow(clippy::all, missing_docs)]
 
@@ -11,6 +11,14 @@ pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
     #[cfg(madsim)]
     include!(concat!(env!("OUT_DIR"), "/sim/mvccpb.rs"));
+}
+
+/// etcd's users, roles and key permissions.
+pub mod authpb {
+    #[cfg(not(madsim))]
+    include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+    #[cfg(madsim)]
+    include!(concat!(env!("OUT_DIR"), "/sim/authpb.rs"));
 }
 
 /// etcd's v3 API request and response messages.

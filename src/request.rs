@@ -156,15 +156,19 @@ pub enum ClientError {
 /// The subset of gRPC status codes etcd uses for its errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrpcCode {
+    /// etcd's answer to an error it has no gRPC error for (a no-password user's login).
+    Unknown = 2,
     InvalidArgument = 3,
     DeadlineExceeded = 4,
     NotFound = 5,
     AlreadyExists = 6,
+    PermissionDenied = 7,
     ResourceExhausted = 8,
     FailedPrecondition = 9,
     OutOfRange = 11,
     Unavailable = 14,
     DataLoss = 15,
+    Unauthenticated = 16,
 }
 
 impl GrpcCode {
@@ -172,15 +176,18 @@ impl GrpcCode {
     pub fn from_u32(code: u32) -> Option<GrpcCode> {
         use GrpcCode::*;
         [
+            Unknown,
             InvalidArgument,
             DeadlineExceeded,
             NotFound,
             AlreadyExists,
+            PermissionDenied,
             ResourceExhausted,
             FailedPrecondition,
             OutOfRange,
             Unavailable,
             DataLoss,
+            Unauthenticated,
         ]
         .into_iter()
         .find(|c| *c as u32 == code)

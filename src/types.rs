@@ -1,5 +1,5 @@
-//! Identifier newtypes that must never be mixed up: members, clusters, revisions, raft terms and
-//! log indexes.
+//! Identifier newtypes that must never be mixed up: members, clusters, revisions, auth revisions,
+//! raft terms and log indexes.
 
 use std::fmt;
 
@@ -14,6 +14,11 @@ pub struct ClusterId(pub u64);
 /// An MVCC store revision (etcd's main revision).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Revision(pub i64);
+
+/// The auth store's revision: counts its changes (users, roles, permissions, disabling), apart
+/// from the MVCC store's revision. Tokens carry the one they were issued at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct AuthRevision(pub u64);
 
 /// A raft term.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -43,7 +48,7 @@ macro_rules! decimal_display {
         }
     )*};
 }
-decimal_display!(Revision, Term, LogIndex);
+decimal_display!(Revision, AuthRevision, Term, LogIndex);
 
 #[cfg(test)]
 mod tests {

@@ -546,6 +546,124 @@ impl auth_server::Auth for Services {
             auth_revision: 1,
         }))
     }
+
+    async fn auth_enable(
+        &self,
+        _request: Request<pb::AuthEnableRequest>,
+    ) -> Result<Response<pb::AuthEnableResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn auth_disable(
+        &self,
+        _request: Request<pb::AuthDisableRequest>,
+    ) -> Result<Response<pb::AuthDisableResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn authenticate(
+        &self,
+        _request: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn user_add(
+        &self,
+        _request: Request<pb::AuthUserAddRequest>,
+    ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn user_get(
+        &self,
+        _request: Request<pb::AuthUserGetRequest>,
+    ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn user_list(
+        &self,
+        _request: Request<pb::AuthUserListRequest>,
+    ) -> Result<Response<pb::AuthUserListResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn user_delete(
+        &self,
+        _request: Request<pb::AuthUserDeleteRequest>,
+    ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn user_change_password(
+        &self,
+        _request: Request<pb::AuthUserChangePasswordRequest>,
+    ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn user_grant_role(
+        &self,
+        _request: Request<pb::AuthUserGrantRoleRequest>,
+    ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn user_revoke_role(
+        &self,
+        _request: Request<pb::AuthUserRevokeRoleRequest>,
+    ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn role_add(
+        &self,
+        _request: Request<pb::AuthRoleAddRequest>,
+    ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn role_get(
+        &self,
+        _request: Request<pb::AuthRoleGetRequest>,
+    ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn role_list(
+        &self,
+        _request: Request<pb::AuthRoleListRequest>,
+    ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn role_delete(
+        &self,
+        _request: Request<pb::AuthRoleDeleteRequest>,
+    ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn role_grant_permission(
+        &self,
+        _request: Request<pb::AuthRoleGrantPermissionRequest>,
+    ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+
+    async fn role_revoke_permission(
+        &self,
+        _request: Request<pb::AuthRoleRevokePermissionRequest>,
+    ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
+        Err(auth_unimplemented())
+    }
+}
+
+/// What the Auth service's methods other than AuthStatus answer until authentication is wired in
+/// (the auth store itself is `crate::auth`).
+fn auth_unimplemented() -> Status {
+    Status::unimplemented("stet: authentication is not implemented yet")
 }
 
 /// Sends a backup: `first`, then the export's rows chunk by chunk (each read where blocking is
