@@ -71,6 +71,21 @@ impl Client {
         wait::timeout(CLIENT_TIMEOUT, Box::pin(rpc::call(channel, request))).await
     }
 
+    /// Streams a range from `member` through `KV.RangeStream` (`rpc::range_stream`); `None` if
+    /// the stream did not end in time.
+    pub async fn range_stream(
+        &mut self,
+        member: u64,
+        request: pb::RangeRequest,
+    ) -> Option<Result<Vec<pb::RangeStreamResponse>, (ClientError, usize)>> {
+        let channel = self.channel(member)?;
+        wait::timeout(
+            CLIENT_TIMEOUT,
+            Box::pin(rpc::range_stream(channel, request)),
+        )
+        .await
+    }
+
     /// Performs one operation against `member` and records it in the world's history.
     pub async fn perform(&mut self, member: u64, op: Op) -> Outcome {
         let invoke_us = self.world.elapsed().as_micros() as u64;

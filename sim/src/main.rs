@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
-                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk]"
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion|drop-stream-chunk|unjoined-fragments|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk]"
                         .to_string(),
                 )
             }
@@ -108,6 +108,8 @@ fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
         "keep-engine-files" => SelfTest::Mistake(Mistake::KeepReplacedEngineFiles),
         "backup-drops-rows" => SelfTest::Mistake(Mistake::BackupDropsFirstRows),
         "no-auto-promotion" => SelfTest::NoAutoPromotion,
+        "drop-stream-chunk" => SelfTest::DropStreamedChunk,
+        "unjoined-fragments" => SelfTest::UnjoinedFragments,
         "misread-peer-clock" => SelfTest::Mistake(Mistake::MisreadPeerClock),
         "forced-keeps-cluster" => SelfTest::Mistake(Mistake::ForcedStartKeepsClusterId),
         "ignore-forced-identity" => SelfTest::Mistake(Mistake::IgnoreForcedIdentity),

@@ -158,6 +158,9 @@ pub enum SegmentEnd {
     Broken,
     /// The client moved on (failover on purpose, or the watch's time was up).
     Moved,
+    /// The stream broke etcd's fragment protocol (a fragment to a watcher that did not ask for
+    /// fragments, or something else between the fragments of one response): a violation.
+    Malformed(String),
 }
 
 /// One watch on one member's stream.
@@ -168,6 +171,11 @@ pub struct Segment {
     pub requested_start: i64,
     /// Header revision of the `created` response.
     pub created_revision: Option<i64>,
+    /// Whether the create asked for fragments.
+    pub fragment: bool,
+    /// Whole responses in `items`, joined from fragments: how many, and from how many fragments.
+    pub joined: usize,
+    pub fragments: usize,
     pub items: Vec<Item>,
     pub end: SegmentEnd,
 }
@@ -301,6 +309,8 @@ pub type Revocations = BTreeMap<i64, u64>;
 #[derive(Debug, Clone, PartialEq)]
 pub enum RichRequest {
     Range(RangeRequest),
+    /// The same range through etcd 3.7's `KV.RangeStream`, answered in chunks.
+    RangeStream(RangeRequest),
     Put(PutRequest),
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
@@ -310,6 +320,13 @@ pub enum RichRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RichResponse {
     Range(pb::RangeResponse),
+    /// Every chunk of a stream that ended cleanly, merged as protobuf merges messages (`kvs`
+    /// appended, the other fields from the last chunk that set them): what the unary range
+    /// would have answered. A stream that broke is an error, never a partial answer.
+    RangeStream {
+        merged: pb::RangeResponse,
+        chunks: usize,
+    },
     Put(pb::PutResponse),
     DeleteRange(pb::DeleteRangeResponse),
     Txn(pb::TxnResponse),

@@ -2,9 +2,11 @@
 //! agreed events of every revision (`watcher::KvEvents`, which the watch oracle also uses) replay
 //! into a model of the key space (values, create and mod revisions, versions, leases); each
 //! acknowledged request is then checked against the model at the revision its response names:
-//! ranges (with limits, counts, keys only, at past revisions), puts, range deletes, and txns with
-//! compares on every target and nested txns — a txn that wrote must have written exactly what the
-//! model says it should at its revision, one that did not must have read the model's state. Across
+//! ranges (with limits, counts, keys only, at past revisions; unary, or streamed through
+//! `KV.RangeStream` with the chunks merged, which must be exactly the unary answer), puts, range
+//! deletes, and txns with compares on every target and nested txns — a txn that wrote must have
+//! written exactly what the model says it should at its revision, one that did not must have read
+//! the model's state. Every answer carries a header naming its revision. Across
 //! requests, real time must agree with revisions (a request that started after another finished
 //! never sees an older revision, and a write after it gets a newer one), and no read returns a
 //! value whose write started after the read finished.
@@ -32,6 +34,9 @@ pub struct RevisionStats {
     pub unknown: usize,
     pub writes: usize,
     pub txns: usize,
+    /// Ranges answered through `KV.RangeStream`, and those of them that came in several chunks.
+    pub streams: usize,
+    pub multi_chunk_streams: usize,
 }
 
 /// One key in the model.
@@ -363,15 +368,19 @@ fn without_headers_txn(mut response: pb::TxnResponse) -> pb::TxnResponse {
     response
 }
 
-/// The revision a response's header names.
-fn header_revision(response: &RichResponse) -> i64 {
-    let header = match response {
-        RichResponse::Range(r) => r.header.as_ref(),
+/// The header of a response.
+fn header(response: &RichResponse) -> Option<&pb::ResponseHeader> {
+    match response {
+        RichResponse::Range(r) | RichResponse::RangeStream { merged: r, .. } => r.header.as_ref(),
         RichResponse::Put(r) => r.header.as_ref(),
         RichResponse::DeleteRange(r) => r.header.as_ref(),
         RichResponse::Txn(r) => r.header.as_ref(),
-    };
-    header.map_or(0, |h| h.revision)
+    }
+}
+
+/// The revision a response's header names.
+fn header_revision(response: &RichResponse) -> i64 {
+    header(response).map_or(0, |h| h.revision)
 }
 
 /// How one acknowledged request relates to the revisions, for the real-time check.
@@ -403,6 +412,10 @@ pub fn check(events: &KvEvents, history: &[RichOp]) -> Result<RevisionStats, Str
                 stats.checked += 1;
                 stats.writes += usize::from(place.wrote);
                 stats.txns += usize::from(matches!(op.request, RichRequest::Txn(_)));
+                if let RichResponse::RangeStream { chunks, .. } = response {
+                    stats.streams += 1;
+                    stats.multi_chunk_streams += usize::from(*chunks > 1);
+                }
                 if !is_serializable(&op.request) {
                     placed.push(place);
                 }
@@ -422,15 +435,15 @@ pub fn check(events: &KvEvents, history: &[RichOp]) -> Result<RevisionStats, Str
 }
 
 fn is_serializable(request: &RichRequest) -> bool {
-    matches!(request, RichRequest::Range(r) if r.serializable)
+    matches!(request, RichRequest::Range(r) | RichRequest::RangeStream(r) if r.serializable)
 }
 
 /// The lowest revision whose state checking this request needs.
 fn base_revision(op: &RichOp, response: &RichResponse) -> i64 {
     let revision = header_revision(response);
     match &op.request {
-        RichRequest::Range(r) if r.revision > 0 => r.revision,
-        RichRequest::Range(_) => revision,
+        RichRequest::Range(r) | RichRequest::RangeStream(r) if r.revision > 0 => r.revision,
+        RichRequest::Range(_) | RichRequest::RangeStream(_) => revision,
         _ => revision - 1,
     }
     .max(1)
@@ -443,6 +456,11 @@ fn check_one(
     op: &RichOp,
     response: &RichResponse,
 ) -> Result<Option<Placed>, String> {
+    // etcd puts a header on every answer (a stream, on its last chunk): without one, the
+    // revision it was read or written at is unknown, and so is whether it was right.
+    if header(response).is_none() {
+        return Err("the answer carries no header".to_string());
+    }
     let revision = header_revision(response);
     let place = |wrote| Placed {
         invoke_us: op.invoke_us,
@@ -451,7 +469,13 @@ fn check_one(
         wrote,
     };
     match (&op.request, response) {
-        (RichRequest::Range(request), RichResponse::Range(got)) => {
+        (RichRequest::RangeStream(request), RichResponse::RangeStream { .. })
+            if !streams_in_key_order(request) =>
+        {
+            Err("RangeStream answered a sorted range, which it refuses (Unimplemented)".into())
+        }
+        (RichRequest::Range(request), RichResponse::Range(got))
+        | (RichRequest::RangeStream(request), RichResponse::RangeStream { merged: got, .. }) => {
             let at = if request.revision > 0 {
                 request.revision
             } else {
@@ -504,6 +528,15 @@ fn check_one(
         }
         _ => Err("an answer of the wrong kind".to_string()),
     }
+}
+
+/// Whether `KV.RangeStream` serves `request`: its chunks come in key order, so it refuses any
+/// other sort (a sort order of NONE with another target sorts by that target).
+fn streams_in_key_order(request: &RangeRequest) -> bool {
+    use pb::range_request::{SortOrder, SortTarget};
+    request.sort_target == SortTarget::Key as i32
+        && (request.sort_order == SortOrder::None as i32
+            || request.sort_order == SortOrder::Ascend as i32)
 }
 
 fn delete_as_txn(delete: &DeleteRangeRequest) -> TxnRequest {
@@ -673,7 +706,9 @@ fn read_values(response: &RichResponse) -> Vec<&[u8]> {
     }
     let mut out = Vec::new();
     match response {
-        RichResponse::Range(r) => out.extend(r.kvs.iter().map(|kv| kv.value.as_slice())),
+        RichResponse::Range(r) | RichResponse::RangeStream { merged: r, .. } => {
+            out.extend(r.kvs.iter().map(|kv| kv.value.as_slice()))
+        }
         RichResponse::Txn(t) => in_txn(t, &mut out),
         _ => {}
     }

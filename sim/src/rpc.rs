@@ -2,6 +2,8 @@
 //! through the generated tonic client of its service, and the answer (or the gRPC status) comes
 //! back as a `ClientResponse` (or a `ClientError` read off etcd's message), so the clients and
 //! checkers keep speaking the core's types while every byte passes through the real services.
+//! `range_stream` is the one server-streaming call made for its own sake: `KV.RangeStream`'s
+//! chunks, as they came.
 
 use futures::stream;
 use tonic::transport::Channel;
@@ -12,7 +14,7 @@ use stet::node::request::GrpcCode;
 use stet::node::{ClientError, ClientRequest, ClientResponse};
 use stet::proto::etcdserverpb::{
     cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
-    maintenance_client::MaintenanceClient,
+    maintenance_client::MaintenanceClient, RangeRequest, RangeStreamResponse,
 };
 
 /// Sends a unary request (a lease keep-alive as a stream of one) and waits for the answer.
@@ -84,6 +86,28 @@ async fn keep_alive(
             "the keep-alive stream ended without an answer",
         ))),
         Err(status) => Err(error_of(&status)),
+    }
+}
+
+/// `KV.RangeStream`: every chunk, once the stream ended cleanly (its trailers said OK). A stream
+/// refused, or failed after some chunks (an error status, a lost connection), is that error and
+/// how many chunks had come: the chunks are dropped, never taken for the whole answer.
+pub async fn range_stream(
+    channel: Channel,
+    request: RangeRequest,
+) -> Result<Vec<RangeStreamResponse>, (ClientError, usize)> {
+    let mut responses = KvClient::new(channel)
+        .range_stream(request)
+        .await
+        .map_err(|status| (error_of(&status), 0))?
+        .into_inner();
+    let mut chunks = Vec::new();
+    loop {
+        match responses.message().await {
+            Ok(Some(chunk)) => chunks.push(chunk),
+            Ok(None) => return Ok(chunks),
+            Err(status) => return Err((error_of(&status), chunks.len())),
+        }
     }
 }
 

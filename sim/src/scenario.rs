@@ -34,6 +34,9 @@ pub struct Scenario {
     /// A space quota small enough for the run to reach (the compactor then defragments and
     /// disarms, as an operator would).
     pub quota_backend_bytes: Option<u64>,
+    /// A `--max-request-bytes` small enough that watch responses outgrow it (and requests with
+    /// large values come near it).
+    pub max_request_bytes: Option<usize>,
     /// Members run with `--experimental-auto-promote-learners`: the operator adds learners and
     /// leaves their promotion to the leader, which the final checks hold it to.
     pub auto_promote_learners: bool,
@@ -69,6 +72,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         members: None,
         quota_backend_bytes: None,
+        max_request_bytes: None,
         auto_promote_learners: false,
     };
     vec![
@@ -97,6 +101,9 @@ pub fn scenarios() -> Vec<Scenario> {
             // Small enough that runs fill it: writes then fail with NOSPACE until the compactor
             // has compacted, defragmented and disarmed.
             quota_backend_bytes: Some(512 << 10),
+            // Small enough that a response with two large values, or a revision deleting a wide
+            // span, goes to watchers that asked for fragments in several parts.
+            max_request_bytes: Some(1024),
             ..scenario(
                 "watch",
                 vec![Partition, IsolateLeader, Crash, CrashAtPoint, Pause],
@@ -223,6 +230,7 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
     let mut settings = Settings::new(seed);
     settings.self_test = options.self_test;
     settings.quota_backend_bytes = scenario.quota_backend_bytes;
+    settings.max_request_bytes = scenario.max_request_bytes;
     settings.auto_promote_learners = scenario.auto_promote_learners;
     let world = Arc::new(World::new(
         settings,

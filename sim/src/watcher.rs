@@ -1,9 +1,12 @@
 //! Watches under faults: clients that watch keys from past, current and future revisions, ask for
 //! progress, fail over to another member when theirs stalls or the stream breaks, and resume from
-//! the revision after the last one they saw; a compacting client; and the watch oracle, which
-//! checks every watcher's log against the events members applied (`KvEvents`, recorded by
-//! `report`): ordered, no gaps, no duplicates, never back in time, the same events as the
-//! store, compaction cancels only for compacted starts, and progress never ahead of delivery.
+//! the revision after the last one they saw; some ask for fragments, and join a response sent in
+//! fragments back into one before taking it, as etcd's client does; a compacting client; and the
+//! watch oracle, which checks every watcher's log against the events members applied
+//! (`KvEvents`, recorded by `report`): ordered, no gaps, no duplicates, never back in time, the
+//! same events as the store (a revision's events in one response, however it was fragmented),
+//! compaction cancels only for compacted starts, progress never ahead of delivery, and fragments
+//! only where asked for and never interleaved with other responses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use rand::Rng;
 use crate::client::{Client, CLIENT_TIMEOUT, KEYS};
 use crate::records::{list_events, EventRecord, Item, KvEvents, Segment, SegmentEnd, WatchLog};
 use crate::wait;
-use crate::world::{lock, World};
+use crate::world::{lock, SelfTest, World};
 use stet::node::{ClientRequest, ClientResponse};
 use stet::proto::etcdserverpb as pb;
 use stet::proto::etcdserverpb::watch_client::WatchClient;
@@ -37,14 +40,15 @@ pub async fn watch_workload(world: Arc<World>, id: u64, members: Vec<u64>, until
     }
 }
 
-/// A random range: one key, the register keys, or every key.
+/// A random range: one key, the register keys, the rich workload's keys, or every key.
 fn random_range(rng: &mut impl Rng) -> (Vec<u8>, Vec<u8>) {
-    match rng.gen_range(0..3) {
+    match rng.gen_range(0..4) {
         0 => (
             format!("k{}", rng.gen_range(0..KEYS)).into_bytes(),
             Vec::new(),
         ),
         1 => (b"k".to_vec(), b"l".to_vec()),
+        2 => (b"r/".to_vec(), b"r0".to_vec()),
         _ => (vec![0], vec![0]),
     }
 }
@@ -87,12 +91,16 @@ async fn one_watch(
     while world.elapsed() < ends_at {
         *streams += 1;
         let stream = (client.id << 32) | *streams;
-        let progress_notify = madsim::rand::thread_rng().gen_bool(0.5);
+        let (progress_notify, fragment) = {
+            let mut rng = madsim::rand::thread_rng();
+            (rng.gen_bool(0.5), rng.gen_bool(0.5))
+        };
         let request = pb::WatchCreateRequest {
             key: key.clone(),
             range_end: range_end.clone(),
             start_revision: next_start,
             progress_notify,
+            fragment,
             ..Default::default()
         };
         let mut segment = Segment {
@@ -100,6 +108,9 @@ async fn one_watch(
             stream,
             requested_start: next_start,
             created_revision: None,
+            fragment,
+            joined: 0,
+            fragments: 0,
             items: Vec::new(),
             end: SegmentEnd::Unreachable,
         };
@@ -152,7 +163,9 @@ async fn open_stream(
 /// Receives the segment's responses in stream order until it ends, asking for progress now and
 /// then, and moving on when the member stalls, the stream breaks or it is time to fail over. Some
 /// segments read slowly, so the member's buffer for the stream fills and it must end the stream
-/// (the client resumes from the last revision it saw) rather than drop a response.
+/// (the client resumes from the last revision it saw) rather than drop a response. Fragments are
+/// joined (`Fragments`); those of a response left unfinished are dropped, as etcd's client drops
+/// them, and the watch resumes from the last whole response.
 async fn receive(mut open: OpenStream, world: &World, segment: &mut Segment, ends_at: Duration) {
     let (stay, mut progress_at, slow) = {
         let mut rng = madsim::rand::thread_rng();
@@ -165,6 +178,11 @@ async fn receive(mut open: OpenStream, world: &World, segment: &mut Segment, end
     progress_at += started;
     let mut learned_at = started;
     let mut best = 0;
+    let mut fragments = Fragments {
+        asked: segment.fragment,
+        ..Fragments::default()
+    };
+    let unjoined = lock(&world.settings).self_test == Some(SelfTest::UnjoinedFragments);
     segment.end = SegmentEnd::Moved;
     loop {
         let now = world.elapsed();
@@ -194,6 +212,40 @@ async fn receive(mut open: OpenStream, world: &World, segment: &mut Segment, end
                 return;
             }
         };
+        let joined = if unjoined {
+            Ok(Some((response, 1)))
+        } else {
+            fragments.join(response)
+        };
+        let response = match joined {
+            Ok(Some((whole, 1))) => whole,
+            Ok(Some((whole, parts))) => {
+                segment.joined += 1;
+                segment.fragments += parts;
+                world.trace(format!(
+                    "watcher on stream {:x} joined {} events of revisions {}..={} from {parts} \
+                     fragments",
+                    segment.stream,
+                    whole.events.len(),
+                    whole
+                        .events
+                        .first()
+                        .and_then(|e| e.kv.as_ref())
+                        .map_or(0, |kv| kv.mod_revision),
+                    whole
+                        .events
+                        .last()
+                        .and_then(|e| e.kv.as_ref())
+                        .map_or(0, |kv| kv.mod_revision),
+                ));
+                whole
+            }
+            Ok(None) => continue,
+            Err(violation) => {
+                segment.end = SegmentEnd::Malformed(violation);
+                return;
+            }
+        };
         let (learned, ended) = segment.take(response, &mut best);
         if learned {
             learned_at = world.elapsed();
@@ -205,6 +257,72 @@ async fn receive(mut open: OpenStream, world: &World, segment: &mut Segment, end
             madsim::time::sleep(Duration::from_millis(pause_ms)).await;
         }
     }
+}
+
+/// Joins the fragments of a response, as etcd's client does: the events of consecutive responses
+/// marked `fragment`, and of the unmarked one that ends them, are one response's.
+#[derive(Debug, Default)]
+struct Fragments {
+    /// Whether the watcher asked for fragments (a member sends them to no other).
+    asked: bool,
+    /// The response being joined, and how many fragments it came in so far.
+    pending: Option<(pb::WatchResponse, usize)>,
+}
+
+impl Fragments {
+    /// Takes the stream's next response: a whole one (and the fragments it came in), `None` while
+    /// the fragments of one are coming, or what broke the protocol.
+    fn join(
+        &mut self,
+        response: pb::WatchResponse,
+    ) -> Result<Option<(pb::WatchResponse, usize)>, String> {
+        let part_of_one = !response.created && !response.canceled && !response.events.is_empty();
+        let Some((mut joined, parts)) = self.pending.take() else {
+            if !response.fragment {
+                return Ok(Some((response, 1)));
+            }
+            if !self.asked {
+                return Err(format!(
+                    "a fragment came to a watcher that did not ask for fragments: {}",
+                    describe_response(&response)
+                ));
+            }
+            if !part_of_one {
+                return Err(format!(
+                    "a response marked fragment carries no events: {}",
+                    describe_response(&response)
+                ));
+            }
+            self.pending = Some((response, 1));
+            return Ok(None);
+        };
+        if !part_of_one || response.watch_id != joined.watch_id {
+            return Err(format!(
+                "after {parts} fragments of a response, another response came before its end: {}",
+                describe_response(&response)
+            ));
+        }
+        joined.events.extend(response.events);
+        if response.fragment {
+            self.pending = Some((joined, parts + 1));
+            return Ok(None);
+        }
+        joined.fragment = false;
+        Ok(Some((joined, parts + 1)))
+    }
+}
+
+/// A watch response in a few words, for a violation's message.
+fn describe_response(response: &pb::WatchResponse) -> String {
+    format!(
+        "watch {} at revision {}: created {}, canceled {}, fragment {}, {} events",
+        response.watch_id,
+        response.header.as_ref().map_or(0, |h| h.revision),
+        response.created,
+        response.canceled,
+        response.fragment,
+        response.events.len()
+    )
 }
 
 /// A client that now and then compacts the store to some revisions behind the newest and, as an
@@ -311,6 +429,10 @@ pub struct WatchStats {
     pub compaction_cancels: usize,
     /// Revisions a watcher was served that no member reported (not checkable).
     pub unknown_revisions: usize,
+    /// Responses that came in fragments (and were joined before being checked), and how many
+    /// fragments they came in.
+    pub fragmented: usize,
+    pub fragments: usize,
 }
 
 fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
@@ -363,6 +485,14 @@ fn check_log(
     let mut next = 0;
     for (n, segment) in log.segments.iter().enumerate() {
         stats.segments += 1;
+        stats.fragmented += segment.joined;
+        stats.fragments += segment.fragments;
+        if let SegmentEnd::Malformed(violation) = &segment.end {
+            return Err(format!(
+                "segment {n} (member {:x}): {violation}",
+                segment.member
+            ));
+        }
         let Some(start) = segment.effective_start() else {
             continue;
         };
@@ -595,6 +725,9 @@ mod tests {
             stream: 1,
             requested_start: start,
             created_revision: Some(5),
+            fragment: false,
+            joined: 0,
+            fragments: 0,
             items,
             end: SegmentEnd::Moved,
         }
@@ -661,6 +794,70 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("the store applied"), "{err}");
+    }
+
+    fn events_response(watch_id: i64, revisions: &[i64], fragment: bool) -> pb::WatchResponse {
+        use stet::proto::mvccpb::{Event, KeyValue};
+        pb::WatchResponse {
+            watch_id,
+            fragment,
+            events: revisions
+                .iter()
+                .map(|&r| Event {
+                    kv: Some(KeyValue {
+                        key: b"k1".to_vec(),
+                        mod_revision: r,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fragments_are_joined_into_the_response_they_were_cut_from() {
+        let mut fragments = Fragments {
+            asked: true,
+            ..Fragments::default()
+        };
+        let whole = events_response(3, &[7], false);
+        assert_eq!(fragments.join(whole.clone()), Ok(Some((whole, 1))));
+        assert_eq!(fragments.join(events_response(3, &[8, 8], true)), Ok(None));
+        assert_eq!(fragments.join(events_response(3, &[8], true)), Ok(None));
+        let joined = fragments.join(events_response(3, &[8, 9], false));
+        assert_eq!(
+            joined,
+            Ok(Some((events_response(3, &[8, 8, 8, 8, 9], false), 3)))
+        );
+        assert_eq!(fragments.pending, None);
+    }
+
+    #[test]
+    fn fragments_out_of_protocol_are_violations() {
+        let mut unasked = Fragments::default();
+        let err = unasked.join(events_response(3, &[8], true)).unwrap_err();
+        assert!(err.contains("did not ask"), "{err}");
+        let mut asked = Fragments {
+            asked: true,
+            ..Fragments::default()
+        };
+        assert_eq!(asked.join(events_response(3, &[8], true)), Ok(None));
+        let progress = pb::WatchResponse {
+            watch_id: -1,
+            ..Default::default()
+        };
+        let err = asked.join(progress).unwrap_err();
+        assert!(err.contains("before its end"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_segment_fails_the_watch() {
+        let mut broken = segment(2, vec![Item::Events(vec![put(2, "k1", "v2")])]);
+        broken.end = SegmentEnd::Malformed("a fragment came to a watcher".to_string());
+        let err = check_watches(&store(), &[log(vec![broken])], &[], &BTreeMap::new()).unwrap_err();
+        assert!(err.contains("a fragment came"), "{err}");
     }
 
     #[test]

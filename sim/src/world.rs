@@ -62,6 +62,10 @@ pub struct Settings {
     pub slow_fsync_rate: f64,
     /// `--quota-backend-bytes`, if the scenario sets one (small, so runs reach it).
     pub quota_backend_bytes: Option<u64>,
+    /// `--max-request-bytes`, if the scenario sets one (small, so watch responses are larger
+    /// and watchers that ask for it get them in fragments); rich clients then write some values
+    /// large next to it.
+    pub max_request_bytes: Option<usize>,
     /// `--experimental-auto-promote-learners`: leaders promote caught-up learners.
     pub auto_promote_learners: bool,
 }
@@ -86,6 +90,7 @@ impl Settings {
             slow_fsync_latency_us: (10_000, 200_000),
             slow_fsync_rate: 0.02,
             quota_backend_bytes: None,
+            max_request_bytes: None,
             auto_promote_learners: false,
         }
     }
@@ -107,6 +112,12 @@ pub enum SelfTest {
     Mistake(Mistake),
     /// Leaders never promote learners, though the flag asks them to.
     NoAutoPromotion,
+    /// The rich client's merge of a streamed range leaves out the first of several chunks (a
+    /// wrong answer where every member is right: only the revision oracle's model can tell).
+    DropStreamedChunk,
+    /// Watchers take each fragment of a response for a whole response (a revision's events then
+    /// come in parts, which the watch oracle must catch).
+    UnjoinedFragments,
 }
 
 impl SelfTest {
@@ -394,6 +405,9 @@ impl World {
                 settings.catch_up_entries
             ),
         ];
+        if let Some(bytes) = settings.max_request_bytes {
+            args.push(format!("--max-request-bytes={bytes}"));
+        }
         if force_new_cluster {
             args.push("--force-new-cluster".to_string());
         }

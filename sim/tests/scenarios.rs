@@ -2,7 +2,9 @@
 //! same run, and each oracle catches a fault planted on purpose (`SelfTest`): stale local reads
 //! (linearizability), a diverging replica (raft safety), a group commit that skips its fsync
 //! (durability), watch responses dropped from full streams (watch), ranges miscounted on every
-//! member (revisions), and leases expiring early on a clock faster than its model (lease).
+//! member (revisions), a streamed range merged without one of its chunks (revisions), fragments
+//! of watch responses taken for whole responses (watch), and leases expiring early on a clock
+//! faster than its model (lease).
 //!
 //! `STET_SIM_SEEDS` sets how many seeds each scenario runs (default: 5,000 seeds in all).
 
@@ -252,6 +254,25 @@ fn ranges_answering_a_wrong_count_on_every_member_are_caught_by_the_revision_ora
     assert!(
         caught.is_some(),
         "ranges with wrong counts went unnoticed for 3 seeds"
+    );
+}
+
+#[test]
+fn a_streamed_range_merged_without_a_chunk_is_caught_by_the_revision_oracle() {
+    let caught = caught_within("calm", SelfTest::DropStreamedChunk, "revisions", 5);
+    assert!(
+        caught.is_some(),
+        "RangeStream answers missing their first chunk went unnoticed for 5 seeds"
+    );
+}
+
+/// Also proves the `watch` scenario fragments responses, a revision's events among them.
+#[test]
+fn watch_fragments_taken_for_whole_responses_are_caught_by_the_watch_oracle() {
+    let caught = caught_within("watch", SelfTest::UnjoinedFragments, "watch", 10);
+    assert!(
+        caught.is_some(),
+        "watchers taking each fragment for a whole response went unnoticed for 10 seeds"
     );
 }
 

@@ -255,3 +255,74 @@ fn a_value_read_before_its_write_was_invoked_is_caught() {
     let err = check(&store(), &future).unwrap_err();
     assert!(err.contains("before its write was invoked"), "{err}");
 }
+
+/// `range_all`'s request and answer as a `KV.RangeStream` whose chunks merged into that answer.
+fn streamed(mut op: RichOp, chunks: usize) -> RichOp {
+    let RichRequest::Range(request) = op.request else {
+        panic!("a range")
+    };
+    op.request = RichRequest::RangeStream(request);
+    if let Some(Ok(RichResponse::Range(merged))) = op.outcome {
+        op.outcome = Some(Ok(RichResponse::RangeStream { merged, chunks }));
+    }
+    op
+}
+
+#[test]
+fn a_streamed_range_is_checked_as_the_unary_one() {
+    let mut with_stream = history();
+    with_stream.push(streamed(
+        range_all(
+            0,
+            4,
+            vec![kv("r/a", "3", 2, 4, 2), kv("r/b", "2", 3, 3, 1)],
+            2,
+            600,
+        ),
+        2,
+    ));
+    let stats = check(&store(), &with_stream).unwrap();
+    assert_eq!(
+        (stats.checked, stats.streams, stats.multi_chunk_streams),
+        (6, 1, 1)
+    );
+
+    // A chunk left out: r/a missing from the merged answer.
+    let mut wrong = history();
+    wrong.push(streamed(
+        range_all(0, 4, vec![kv("r/b", "2", 3, 3, 1)], 2, 600),
+        1,
+    ));
+    let err = check(&store(), &wrong).unwrap_err();
+    assert!(err.contains("the model answers"), "{err}");
+}
+
+#[test]
+fn a_stream_without_its_last_chunk_or_answering_a_sort_is_caught() {
+    let mut headless = history();
+    let mut stream = streamed(range_all(0, 4, vec![kv("r/a", "3", 2, 4, 2)], 0, 600), 1);
+    if let Some(Ok(RichResponse::RangeStream { merged, .. })) = &mut stream.outcome {
+        merged.header = None;
+    }
+    headless.push(stream);
+    let err = check(&store(), &headless).unwrap_err();
+    assert!(err.contains("no header"), "{err}");
+
+    let mut sorted = history();
+    let mut stream = streamed(
+        range_all(
+            0,
+            4,
+            vec![kv("r/a", "3", 2, 4, 2), kv("r/b", "2", 3, 3, 1)],
+            2,
+            600,
+        ),
+        1,
+    );
+    if let RichRequest::RangeStream(request) = &mut stream.request {
+        request.sort_order = pb::range_request::SortOrder::Descend as i32;
+    }
+    sorted.push(stream);
+    let err = check(&store(), &sorted).unwrap_err();
+    assert!(err.contains("refuses"), "{err}");
+}
