@@ -73,19 +73,15 @@ fn civil_date_today() -> (i32, u8, u8) {
     civil_date(i64::try_from(seconds / 86_400).unwrap_or(0))
 }
 
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's algorithm).
+/// The date `days` after 1970-01-01 in rcgen's types.
 fn civil_date(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u8;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (i32::try_from(year).unwrap_or(1970), month, day)
+    let (year, month, day) = crate::time::civil_from_days(days);
+    let narrow = |n: u32| u8::try_from(n).unwrap_or(1);
+    (
+        i32::try_from(year).unwrap_or(1970),
+        narrow(month),
+        narrow(day),
+    )
 }
 
 #[cfg(test)]
