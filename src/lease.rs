@@ -124,6 +124,14 @@ impl Lessor {
         Ok(lease.keys.into_iter().collect())
     }
 
+    /// The keys attached to lease `id`, sorted; none for a lease that does not exist.
+    pub fn keys(&self, id: i64) -> Vec<Vec<u8>> {
+        self.leases
+            .get(&id)
+            .map(|lease| lease.keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether lease `id` exists (it may have expired and be waiting for its revoke).
     pub fn exists(&self, id: i64) -> bool {
         self.leases.contains_key(&id)

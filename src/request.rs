@@ -1,6 +1,7 @@
 //! What clients ask a node and what it answers: requests, responses and errors with etcd's
 //! messages. The adapter maps `ClientError::grpc_code` onto gRPC status codes.
 
+use crate::auth::{AuthError, AuthResponse};
 use crate::kv::KvError;
 use crate::lease::LeaseError;
 use crate::member::MemberError;
@@ -34,6 +35,9 @@ pub enum ClientRequest {
     Alarm(pb::AlarmRequest),
     /// Rewrite this member's storage engine file compactly (not replicated: each member's own).
     Defragment(pb::DefragmentRequest),
+    /// One of the auth store's requests (`auth::is_auth_request`), through raft as in etcd;
+    /// passwords already hashed, a login's password already checked.
+    Auth(crate::proto::stetpb::internal_request::Request),
     /// This member's own name and client URLs, replicated into the membership once it runs (etcd
     /// publishes its attributes the same way).
     MemberPublish {
@@ -105,6 +109,7 @@ pub enum ClientResponse {
     HashKv(pb::HashKvResponse),
     Alarm(pb::AlarmResponse),
     Defragment(pb::DefragmentResponse),
+    Auth(AuthResponse),
     /// Done, with nothing to say: watch control requests (their answers arrive as
     /// `Output::Watch`) and internal commands such as member attribute updates.
     Accepted,
@@ -119,6 +124,8 @@ pub enum ClientError {
     Lease(#[from] LeaseError),
     #[error(transparent)]
     Member(#[from] MemberError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("etcdserver: no leader")]
     NoLeader,
     /// Only the leader can answer this (lease keep-alive, time-to-live, promote); the driver
@@ -172,6 +179,25 @@ pub enum GrpcCode {
 }
 
 impl GrpcCode {
+    /// The code's name as gRPC's Go library spells it in `rpc error: code = … desc = …`.
+    pub fn name(self) -> &'static str {
+        use GrpcCode::*;
+        match self {
+            Unknown => "Unknown",
+            InvalidArgument => "InvalidArgument",
+            DeadlineExceeded => "DeadlineExceeded",
+            NotFound => "NotFound",
+            AlreadyExists => "AlreadyExists",
+            PermissionDenied => "PermissionDenied",
+            ResourceExhausted => "ResourceExhausted",
+            FailedPrecondition => "FailedPrecondition",
+            OutOfRange => "OutOfRange",
+            Unavailable => "Unavailable",
+            DataLoss => "DataLoss",
+            Unauthenticated => "Unauthenticated",
+        }
+    }
+
     /// The code with this number, if etcd uses it.
     pub fn from_u32(code: u32) -> Option<GrpcCode> {
         use GrpcCode::*;
@@ -212,6 +238,7 @@ impl ClientError {
             ) => FailedPrecondition,
             ClientError::Member(MemberError::Corrupt(_)) => DataLoss,
             ClientError::Member(_) => FailedPrecondition,
+            ClientError::Auth(error) => error.grpc_code(),
             ClientError::NoLeader
             | ClientError::NotLeader { .. }
             | ClientError::Timeout
@@ -251,6 +278,7 @@ impl ClientResponse {
             ClientResponse::HashKv(r) => &mut r.header,
             ClientResponse::Alarm(r) => &mut r.header,
             ClientResponse::Defragment(r) => &mut r.header,
+            ClientResponse::Auth(r) => r.header_mut()?,
             ClientResponse::Accepted => return None,
         };
         Some(header.get_or_insert_with(Default::default))

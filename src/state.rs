@@ -1,5 +1,6 @@
 //! `StateMachine`: the replicated state every member derives from the committed raft log — the MVCC
-//! key-value store, the leases attached to its keys, the cluster membership and its alarms. Applying the same
+//! key-value store, the leases attached to its keys, the cluster membership, its alarms and the
+//! auth store, which checks every entry's requester before it applies (etcd's auth applier). Applying the same
 //! entries in the same order gives the same state on every member; only lease expiry timing (leader
 //! only) depends on the `now` passed in.
 
@@ -8,6 +9,7 @@ use prost::Message as _;
 use std::collections::BTreeSet;
 
 use crate::alarm::{Alarms, CorruptAlarms};
+use crate::auth::{is_auth_request, AuthError, AuthInfo, AuthStore, CorruptAuthState, TokenChange};
 use crate::engine::{Applied as AppliedIndex, Batch, Engine, EngineError};
 use crate::kv::{KvError, KvStore};
 use crate::lease::Lessor;
@@ -26,6 +28,8 @@ pub struct Applied {
     pub reply: Option<Result<ClientResponse, ClientError>>,
     /// The key-value events the entry produced, in revision order.
     pub events: Vec<Event>,
+    /// What every member does with its login tokens after this entry.
+    pub tokens: Option<TokenChange>,
 }
 
 /// An error restoring state from a snapshot.
@@ -43,6 +47,8 @@ pub enum RestoreError {
     Member(#[from] crate::member::MemberError),
     #[error("snapshot holds corrupt alarms: {0}")]
     Alarms(#[from] CorruptAlarms),
+    #[error("snapshot holds a corrupt auth store: {0}")]
+    Auth(#[from] CorruptAuthState),
 }
 
 /// KV store, leases and membership at one applied raft index.
@@ -52,6 +58,7 @@ pub struct StateMachine {
     pub lessor: Lessor,
     members: Membership,
     alarms: Alarms,
+    auth: AuthStore,
     min_lease_ttl_seconds: i64,
     /// Leases granted or revoked since the last commit to the engine.
     changed_leases: BTreeSet<i64>,
@@ -59,6 +66,8 @@ pub struct StateMachine {
     members_changed: bool,
     /// Whether the alarms changed since the last commit to the engine.
     alarms_changed: bool,
+    /// Whether the auth store changed since the last commit to the engine.
+    auth_changed: bool,
 }
 
 impl StateMachine {
@@ -84,10 +93,12 @@ impl StateMachine {
             lessor: Lessor::new(min_lease_ttl_seconds),
             members: Membership::new(cluster_id),
             alarms: Alarms::default(),
+            auth: AuthStore::new(),
             min_lease_ttl_seconds,
             changed_leases: BTreeSet::new(),
             members_changed: true,
             alarms_changed: true,
+            auth_changed: true,
         }
     }
 
@@ -99,6 +110,11 @@ impl StateMachine {
     /// The raised alarms.
     pub fn alarms(&self) -> &Alarms {
         &self.alarms
+    }
+
+    /// The auth store.
+    pub fn auth(&self) -> &AuthStore {
+        &self.auth
     }
 
     /// Replaces the membership (a conf change was applied to a copy of it).
@@ -118,15 +134,48 @@ impl StateMachine {
         true
     }
 
-    /// Applies one client write or internal command from a committed entry.
-    pub fn apply(&mut self, request: Request, now: Instant, is_leader: bool) -> Applied {
+    /// Applies one client request from a committed entry, made by `requester` (the user and
+    /// auth revision its proposer's runtime resolved), whose permission it checks first.
+    pub fn apply(
+        &mut self,
+        request: Request,
+        requester: Option<&AuthInfo>,
+        now: Instant,
+        is_leader: bool,
+    ) -> Applied {
+        self.apply_as(request, Some(requester), now, is_leader)
+    }
+
+    /// Applies a member's own command from a committed entry (an expired lease's revoke, a
+    /// raised alarm): no client made it, so no permission is checked.
+    pub fn apply_internal(&mut self, request: Request, now: Instant, is_leader: bool) -> Applied {
+        self.apply_as(request, None, now, is_leader)
+    }
+
+    /// `requester` is `None` for a member's own command.
+    fn apply_as(
+        &mut self,
+        request: Request,
+        requester: Option<Option<&AuthInfo>>,
+        now: Instant,
+        is_leader: bool,
+    ) -> Applied {
         let refused = if self.alarms.corrupt() {
             refused_while_corrupt(&request)
         } else if self.alarms.no_space() {
             refused_without_space(&request)
         } else {
-            None
+            requester
+                .and_then(|requester| self.check_permission(&request, requester).err())
+                .map(ClientError::Auth)
         };
+        if refused.is_none() {
+            let before = (self.auth.is_enabled(), self.auth.revision());
+            if let Some(applied) = self.auth.apply(&request, requester.flatten()) {
+                self.auth_changed |= before != (self.auth.is_enabled(), self.auth.revision());
+                return auth_applied(applied);
+            }
+        }
         let result = match (refused, request) {
             (Some(error), _) => Err(error),
             (None, request) => self.apply_allowed(request, now, is_leader),
@@ -135,11 +184,37 @@ impl StateMachine {
             Ok((response, events)) => Applied {
                 reply: Some(Ok(response)),
                 events,
+                tokens: None,
             },
             Err(error) => Applied {
                 reply: Some(Err(error)),
                 events: Vec::new(),
+                tokens: None,
             },
+        }
+    }
+
+    /// etcd's auth applier's checks of key-value and lease requests (auth requests check their
+    /// caller themselves). Internal commands (member attributes, lease renewals, alarms) and
+    /// compaction and lease grants pass, as in etcd.
+    fn check_permission(
+        &self,
+        request: &Request,
+        requester: Option<&AuthInfo>,
+    ) -> Result<(), AuthError> {
+        if !self.auth.is_enabled() {
+            return Ok(());
+        }
+        let lease_keys = |id: i64| self.lessor.keys(id);
+        match request {
+            Request::Put(put) => self.auth.check_put(requester, put, &lease_keys(put.lease)),
+            Request::DeleteRange(delete) => self.auth.check_delete(requester, delete),
+            Request::Txn(txn) => self.auth.check_txn(requester, txn, &lease_keys),
+            Request::Range(range) => self.auth.check_range_request(requester, range),
+            Request::LeaseRevoke(revoke) => self
+                .auth
+                .check_lease_keys(requester, &lease_keys(revoke.id)),
+            _ => Ok(()),
         }
     }
 
@@ -189,6 +264,14 @@ impl StateMachine {
                 self.alarms_changed |= !response.alarms.is_empty()
                     && alarm.action != pb::alarm_request::AlarmAction::Get as i32;
                 Ok((ClientResponse::Alarm(response), Vec::new()))
+            }
+            request => {
+                // Auth requests are the store's (`apply_as` gave them to it).
+                assert!(
+                    is_auth_request(&request),
+                    "every other request is applied above"
+                );
+                Err(ClientError::Auth(AuthError::InvalidAuthMgmt))
             }
         }
     }
@@ -301,6 +384,7 @@ impl StateMachine {
             kv: Some(self.kv.to_snapshot()?),
             leases: self.lessor.to_snapshot(),
             alarms: self.alarms.list(pb::AlarmType::None),
+            auth: Some(self.auth.to_proto()),
             ..Default::default()
         };
         self.members.write_to_snapshot(&mut snapshot);
@@ -324,6 +408,13 @@ impl StateMachine {
         let lessor = Lessor::restore(&snapshot.leases, self.min_lease_ttl_seconds)?;
         let members = Membership::restore(&snapshot)?;
         let alarms = Alarms::from_list(&snapshot.alarms)?;
+        // A snapshot from before auth existed holds none: a new store.
+        let auth = snapshot
+            .auth
+            .as_ref()
+            .map(AuthStore::from_proto)
+            .transpose()?;
+        let auth = auth.unwrap_or_default();
         self.kv.restore(&snapshot.kv.unwrap_or_default())?;
         self.changed_leases = lessor.leases().into_iter().collect();
         self.lessor = lessor;
@@ -331,6 +422,8 @@ impl StateMachine {
         self.members_changed = true;
         self.alarms = alarms;
         self.alarms_changed = true;
+        self.auth = auth;
+        self.auth_changed = true;
         Ok(())
     }
 
@@ -371,6 +464,9 @@ impl StateMachine {
                 alarms: self.alarms.list(pb::AlarmType::None),
             };
             batch.set_alarms(list.encode_to_vec());
+        }
+        if std::mem::take(&mut self.auth_changed) {
+            batch.set_auth(self.auth.to_proto().encode_to_vec());
         }
         if let Some((applied, conf_state)) = applied {
             batch.set_applied(applied);
@@ -414,6 +510,10 @@ impl StateMachine {
         if let Some(bytes) = view.alarms()? {
             snapshot.alarms = stetpb::AlarmList::decode(bytes.as_slice())?.alarms;
         }
+        let auth = match view.auth()? {
+            Some(bytes) => AuthStore::from_proto(&stetpb::AuthState::decode(bytes.as_slice())?)?,
+            None => AuthStore::new(),
+        };
         drop(view);
         let members = Membership::restore(&snapshot)?;
         let alarms = Alarms::from_list(&snapshot.alarms)?;
@@ -434,10 +534,12 @@ impl StateMachine {
             lessor,
             members,
             alarms,
+            auth,
             min_lease_ttl_seconds,
             changed_leases: BTreeSet::new(),
             members_changed: false,
             alarms_changed: false,
+            auth_changed: false,
         };
         Ok((state, applied, conf_state))
     }
@@ -459,6 +561,22 @@ impl StateMachine {
     /// The minimum lease TTL this state machine grants.
     pub fn min_lease_ttl_seconds(&self) -> i64 {
         self.min_lease_ttl_seconds
+    }
+}
+
+/// The outcome of an auth request the store applied.
+fn auth_applied(applied: crate::auth::AuthApplied) -> Applied {
+    match applied {
+        Ok((response, tokens)) => Applied {
+            reply: Some(Ok(ClientResponse::Auth(response))),
+            events: Vec::new(),
+            tokens,
+        },
+        Err(error) => Applied {
+            reply: Some(Err(ClientError::Auth(error))),
+            events: Vec::new(),
+            tokens: None,
+        },
     }
 }
 
@@ -543,7 +661,7 @@ mod tests {
     }
 
     fn apply(sm: &mut StateMachine, request: Request) -> Applied {
-        sm.apply(request, Instant::from_micros(0), true)
+        sm.apply(request, None, Instant::from_micros(0), true)
     }
 
     fn put(key: &str, lease: i64) -> Request {
@@ -807,6 +925,177 @@ mod tests {
         assert!(restored.alarms().no_space());
     }
 
+    /// Applies auth requests as root would before enabling: root (root role), alice with role
+    /// `a` (readwrite on prefix "a"), then enables authentication.
+    fn with_auth(sm: &mut StateMachine) {
+        let add = |name: &str| {
+            Request::AuthUserAdd(pb::AuthUserAddRequest {
+                name: name.into(),
+                hashed_password: "$2a$04$hash".into(),
+                ..Default::default()
+            })
+        };
+        let grant = |user: &str, role: &str| {
+            Request::AuthUserGrantRole(pb::AuthUserGrantRoleRequest {
+                user: user.into(),
+                role: role.into(),
+            })
+        };
+        let permission = Request::AuthRoleGrantPermission(pb::AuthRoleGrantPermissionRequest {
+            name: "a".into(),
+            perm: Some(crate::proto::authpb::Permission {
+                perm_type: crate::proto::authpb::permission::Type::Readwrite as i32,
+                key: b"a".to_vec(),
+                range_end: b"b".to_vec(),
+            }),
+        });
+        let role = Request::AuthRoleAdd(pb::AuthRoleAddRequest { name: "a".into() });
+        for request in [
+            add("root"),
+            grant("root", "root"),
+            add("alice"),
+            role,
+            permission,
+            grant("alice", "a"),
+            Request::AuthEnable(Default::default()),
+        ] {
+            let applied = apply(sm, request);
+            assert!(matches!(applied.reply, Some(Ok(_))), "{:?}", applied.reply);
+        }
+    }
+
+    fn alice(sm: &StateMachine) -> AuthInfo {
+        AuthInfo {
+            user: "alice".into(),
+            revision: sm.auth().revision(),
+        }
+    }
+
+    fn apply_as(sm: &mut StateMachine, request: Request, who: Option<&AuthInfo>) -> Applied {
+        sm.apply(request, who, Instant::from_micros(0), true)
+    }
+
+    #[test]
+    fn with_auth_enabled_each_write_needs_its_permission_at_apply() {
+        let mut sm = sm();
+        with_auth(&mut sm);
+        let alice = alice(&sm);
+        assert!(refused(&apply_as(&mut sm, put("a1", 0), Some(&alice))).is_none());
+        assert_eq!(
+            refused(&apply_as(&mut sm, put("b1", 0), Some(&alice))),
+            Some(ClientError::Auth(AuthError::PermissionDenied))
+        );
+        assert_eq!(
+            refused(&apply_as(&mut sm, put("a2", 0), None)),
+            Some(ClientError::Auth(AuthError::UserEmpty))
+        );
+        let outside = txn(pb::request_op::Request::RequestPut(pb::PutRequest {
+            key: b"b2".to_vec(),
+            ..Default::default()
+        }));
+        assert_eq!(
+            refused(&apply_as(&mut sm, outside, Some(&alice))),
+            Some(ClientError::Auth(AuthError::PermissionDenied)),
+            "a branch that does not run is checked too"
+        );
+        assert_eq!(
+            sm.kv.current_revision(),
+            2,
+            "only the permitted put applied"
+        );
+    }
+
+    #[test]
+    fn a_token_older_than_an_auth_change_is_refused() {
+        let mut sm = sm();
+        with_auth(&mut sm);
+        let before = alice(&sm);
+        let role = Request::AuthRoleAdd(pb::AuthRoleAddRequest { name: "b".into() });
+        let root = AuthInfo {
+            user: "root".into(),
+            revision: sm.auth().revision(),
+        };
+        assert!(refused(&apply_as(&mut sm, role, Some(&root))).is_none());
+        assert_eq!(
+            refused(&apply_as(&mut sm, put("a1", 0), Some(&before))),
+            Some(ClientError::Auth(AuthError::AuthOldRevision))
+        );
+        let role = Request::AuthRoleAdd(pb::AuthRoleAddRequest { name: "c".into() });
+        let now = alice(&sm);
+        assert_eq!(
+            refused(&apply_as(&mut sm, role, Some(&now))),
+            Some(ClientError::Auth(AuthError::PermissionDenied)),
+            "only root administers"
+        );
+    }
+
+    #[test]
+    fn an_expired_lease_is_revoked_whoever_may_write_its_keys() {
+        let mut sm = sm();
+        let grant = Request::LeaseGrant(pb::LeaseGrantRequest { ttl: 10, id: 5 });
+        apply(&mut sm, grant);
+        apply(&mut sm, put("z", 5));
+        with_auth(&mut sm);
+        let revoke = || Request::LeaseRevoke(pb::LeaseRevokeRequest { id: 5 });
+        let alice = alice(&sm);
+        assert_eq!(
+            refused(&apply_as(&mut sm, revoke(), Some(&alice))),
+            Some(ClientError::Auth(AuthError::PermissionDenied))
+        );
+        let internal = sm.apply_internal(revoke(), Instant::from_micros(0), true);
+        assert!(refused(&internal).is_none());
+        assert_eq!(internal.events.len(), 1, "its key was deleted");
+    }
+
+    #[test]
+    fn logins_and_ended_sessions_reach_every_member_as_token_changes() {
+        let mut sm = sm();
+        with_auth(&mut sm);
+        let login = |checked_revision| {
+            Request::Authenticate(stetpb::Authenticate {
+                name: "alice".into(),
+                simple_token: "abc.1".into(),
+                checked_revision,
+            })
+        };
+        let now = sm.auth().revision().0;
+        let applied = apply(&mut sm, login(now));
+        assert!(
+            matches!(applied.tokens, Some(TokenChange::Issued { ref token, .. }) if token == "abc.1")
+        );
+        let stale = apply(&mut sm, login(now - 1));
+        assert_eq!(
+            refused(&stale),
+            Some(ClientError::Auth(AuthError::AuthOldRevision))
+        );
+        assert_eq!(stale.tokens, None);
+        let root = AuthInfo {
+            user: "root".into(),
+            revision: sm.auth().revision(),
+        };
+        let delete = Request::AuthUserDelete(pb::AuthUserDeleteRequest {
+            name: "alice".into(),
+        });
+        let deleted = apply_as(&mut sm, delete, Some(&root));
+        assert_eq!(
+            deleted.tokens,
+            Some(TokenChange::ForgetUser("alice".into()))
+        );
+    }
+
+    #[test]
+    fn the_auth_store_survives_a_restart_and_a_snapshot() {
+        let mut sm = sm();
+        with_auth(&mut sm);
+        let auth = sm.auth().clone();
+        let bytes = sm.to_snapshot_bytes().unwrap();
+        let loaded = reload(&mut sm);
+        assert_eq!(loaded.auth(), &auth);
+        let restored = StateMachine::from_snapshot_bytes(&bytes, 2).unwrap();
+        assert_eq!(restored.auth(), &auth);
+        assert!(restored.auth().is_enabled());
+    }
+
     proptest! {
         #[test]
         fn arbitrary_snapshot_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -818,7 +1107,7 @@ mod tests {
             let mut sm = sm();
             if let Ok(request) = stetpb::InternalRequest::decode(&bytes[..]) {
                 if let Some(body) = request.request {
-                    let _ = sm.apply(body, Instant::from_micros(0), true);
+                    let _ = sm.apply(body, None, Instant::from_micros(0), true);
                 }
             }
         }

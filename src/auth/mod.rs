@@ -7,9 +7,11 @@
 //! before proposing, as etcd 3.5 does, and verifies against [`AuthStore::password_hash`] outside
 //! the node), never issues or parses tokens, and does no IO.
 //!
-//! Code map: this file owns [`AuthStore`] and its read-only queries; `change.rs` applies the
+//! Code map: this file owns [`AuthStore`] and its read-only queries; `apply.rs` applies the
+//! auth requests raft carries (caller's check, then the store); `change.rs` applies the
 //! requests that change it, with etcd's rules and revision bumps; `check.rs` answers permission,
-//! admin and password checks; `ranges.rs` merges key intervals for permission checks;
+//! admin and password checks; `kv_checks.rs` says which keys a key-value, lease or watch request
+//! needs; `ranges.rs` merges key intervals for permission checks;
 //! `snapshot.rs` converts to and from [`AuthState`](crate::proto::stetpb::AuthState); `error.rs`
 //! holds [`AuthError`] with etcd's messages and gRPC codes.
 
@@ -19,16 +21,20 @@ use crate::proto::authpb;
 use crate::proto::etcdserverpb as pb;
 use crate::types::AuthRevision;
 
+mod apply;
 mod change;
 mod check;
 mod error;
+mod kv_checks;
 mod ranges;
 mod snapshot;
 
 #[cfg(test)]
 mod tests;
 
+pub use apply::{is_auth_request, AuthApplied, AuthResponse, TokenChange};
 pub use error::{AuthError, CorruptAuthState};
+pub use kv_checks::watch_refused;
 use ranges::{Interval, KeySet};
 
 /// The user that must exist, with the root role, before authentication can be enabled.

@@ -195,7 +195,7 @@ mod tests {
         let mut sm = StateMachine::with_engine(engine, ClusterId(5), 2).unwrap();
         let now = Instant::from_micros(0);
         let grant = Request::LeaseGrant(pb::LeaseGrantRequest { ttl: 60, id: 9 });
-        sm.apply(grant, now, true);
+        sm.apply_internal(grant, now, true);
         for i in 0..200 {
             let put = pb::PutRequest {
                 key: format!("key-{}", i % 50).into_bytes(),
@@ -203,14 +203,31 @@ mod tests {
                 lease: if i % 7 == 0 { 9 } else { 0 },
                 ..Default::default()
             };
-            sm.apply(Request::Put(put), now, true);
+            sm.apply_internal(Request::Put(put), now, true);
         }
         let alarm = pb::AlarmRequest {
             action: pb::alarm_request::AlarmAction::Activate as i32,
             member_id: 3,
             alarm: pb::AlarmType::Nospace as i32,
         };
-        sm.apply(Request::Alarm(alarm), now, true);
+        sm.apply_internal(Request::Alarm(alarm), now, true);
+        let add = pb::AuthUserAddRequest {
+            name: "root".into(),
+            hashed_password: "$2a$04$hash".into(),
+            ..Default::default()
+        };
+        let grant = pb::AuthUserGrantRoleRequest {
+            user: "root".into(),
+            role: "root".into(),
+        };
+        for request in [
+            Request::AuthUserAdd(add),
+            Request::AuthUserGrantRole(grant),
+            Request::AuthEnable(Default::default()),
+        ] {
+            let applied = sm.apply(request, None, now, true);
+            assert!(matches!(applied.reply, Some(Ok(_))), "{:?}", applied.reply);
+        }
         let applied = Applied { index: 40, term: 3 };
         sm.commit(Some((applied, vec![8, 1])), true).unwrap();
         sm
@@ -254,6 +271,12 @@ mod tests {
             assert_eq!(back.kv.hash_kv(0).unwrap(), sm.kv.hash_kv(0).unwrap());
             assert_eq!(back.lessor.to_snapshot(), sm.lessor.to_snapshot());
             assert_eq!(back.alarms(), sm.alarms());
+            assert_eq!(
+                back.auth(),
+                sm.auth(),
+                "users, roles and the enabled flag came back"
+            );
+            assert!(back.auth().is_enabled());
             assert_eq!(back.members().cluster_id(), ClusterId(5));
         }
     }
@@ -273,6 +296,7 @@ mod tests {
         assert_eq!(back.kv.hash_kv(0).unwrap(), sm.kv.hash_kv(0).unwrap());
         assert_eq!(back.kv.current_revision(), sm.kv.current_revision());
         assert_eq!(back.lessor.to_snapshot(), sm.lessor.to_snapshot());
+        assert_eq!(back.auth(), sm.auth(), "a restored cluster keeps its users");
         // A damaged hash: refused, unless the hash is skipped (the records still check out).
         let mut damaged = bytes.clone();
         let last = damaged.len() - 1;

@@ -23,6 +23,8 @@ pub enum Tag {
     ConfState = 6,
     /// The cluster's raised alarms: an encoded `stetpb::AlarmList`.
     Alarms = 7,
+    /// The auth store: an encoded `stetpb::AuthState`.
+    Auth = 8,
 }
 
 impl Tag {
@@ -36,6 +38,7 @@ impl Tag {
             5 => Tag::Number,
             6 => Tag::ConfState,
             7 => Tag::Alarms,
+            8 => Tag::Auth,
             _ => return None,
         })
     }

@@ -40,8 +40,10 @@ pub(super) const CLUSTER_ID: &str = "cluster_id";
 pub(super) const CONF_STATE: &str = "conf_state";
 /// The raised alarms (etcd keeps them in its `alarm` bucket).
 pub(super) const ALARMS: &str = "alarms";
+/// The auth store (etcd keeps it in its `auth`, `authUsers` and `authRoles` buckets).
+pub(super) const AUTH: &str = "auth";
 /// Every name the meta table may hold.
-pub(super) const META_NAMES: [&str; 7] = [
+pub(super) const META_NAMES: [&str; 8] = [
     APPLIED_INDEX,
     APPLIED_TERM,
     COMPACT_REVISION,
@@ -49,6 +51,7 @@ pub(super) const META_NAMES: [&str; 7] = [
     CLUSTER_ID,
     CONF_STATE,
     ALARMS,
+    AUTH,
 ];
 
 /// The most passes of redb's compaction one defragmentation makes (each moves what it can; a
@@ -106,6 +109,7 @@ enum Op {
     ClusterId(u64),
     ConfState(Vec<u8>),
     Alarms(Vec<u8>),
+    Auth(Vec<u8>),
     CompactRevision(u64),
     CurrentRevision(u64),
 }
@@ -142,7 +146,8 @@ impl Batch {
             Op::PutLease(_, bytes)
             | Op::PutMember(_, bytes)
             | Op::ConfState(bytes)
-            | Op::Alarms(bytes) => bytes.len(),
+            | Op::Alarms(bytes)
+            | Op::Auth(bytes) => bytes.len(),
             _ => 0,
         };
         let op_bytes = std::mem::size_of::<Op>();
@@ -198,6 +203,11 @@ impl Batch {
     /// Replaces the raised alarms (an encoded `stetpb::AlarmList`).
     pub fn set_alarms(&mut self, alarms: Vec<u8>) {
         self.ops.push(Op::Alarms(alarms));
+    }
+
+    /// Replaces the auth store (an encoded `stetpb::AuthState`).
+    pub fn set_auth(&mut self, auth: Vec<u8>) {
+        self.ops.push(Op::Auth(auth));
     }
 
     pub fn set_compact_revision(&mut self, revision: u64) {
@@ -519,6 +529,10 @@ fn write_ops(write: &redb::WriteTransaction, batch: &Batch) -> Result<(), redb::
                 seal(ALARMS.as_bytes(), Tag::Alarms, bytes, &mut value);
                 meta.insert(ALARMS, value.as_slice())?;
             }
+            Op::Auth(bytes) => {
+                seal(AUTH.as_bytes(), Tag::Auth, bytes, &mut value);
+                meta.insert(AUTH, value.as_slice())?;
+            }
             Op::CompactRevision(revision) => {
                 seal_number(COMPACT_REVISION, *revision, &mut value);
                 meta.insert(COMPACT_REVISION, value.as_slice())?;
@@ -636,6 +650,11 @@ impl View {
     /// The raised alarms (an encoded `stetpb::AlarmList`), if ever written.
     pub fn alarms(&self) -> Result<Option<Vec<u8>>, EngineError> {
         self.meta_bytes(ALARMS, Tag::Alarms)
+    }
+
+    /// The auth store (an encoded `stetpb::AuthState`), if ever written.
+    pub fn auth(&self) -> Result<Option<Vec<u8>>, EngineError> {
+        self.meta_bytes(AUTH, Tag::Auth)
     }
 
     /// The payload of a meta row holding bytes of one kind, if written.

@@ -51,7 +51,7 @@ impl Table {
             Table::Lease => &[Tag::Lease],
             Table::Members => &[Tag::Member],
             Table::Removed => &[Tag::Removed],
-            Table::Meta => &[Tag::Number, Tag::ConfState, Tag::Alarms],
+            Table::Meta => &[Tag::Number, Tag::ConfState, Tag::Alarms, Tag::Auth],
         }
     }
 }

@@ -8,10 +8,11 @@ use raft::StateRole;
 
 use super::request::{ClientError, ClientResponse};
 use super::{Node, Output};
+use crate::auth::AuthInfo;
 use crate::member::{MemberError, Membership};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpb;
-use crate::types::MemberId;
+use crate::types::{AuthRevision, MemberId};
 
 impl Node {
     /// Applies committed entries in order. Entries at or below the applied index are skipped (they
@@ -63,9 +64,22 @@ impl Node {
         }
         let is_leader = self.role == StateRole::Leader;
         let revision_before = self.state.kv.current_revision();
-        let applied = self.state.apply(body, self.now, is_leader);
+        let requester = request.requester.map(|requester| AuthInfo {
+            user: requester.user,
+            revision: AuthRevision(requester.auth_revision),
+        });
+        // Only members propose without an origin: an expired lease's revoke, an alarm.
+        let applied = if request.origin == 0 {
+            self.state.apply_internal(body, self.now, is_leader)
+        } else {
+            self.state
+                .apply(body, requester.as_ref(), self.now, is_leader)
+        };
         if self.stopped_on_storage_failure() {
             return;
+        }
+        if let Some(change) = applied.tokens {
+            self.outputs.push_back(Output::Tokens(change));
         }
         if !applied.events.is_empty() {
             let revision = self.state.kv.current_revision();
@@ -150,6 +164,7 @@ impl Node {
                 id: 0,
                 origin: 0,
                 incarnation: 0,
+                requester: None,
                 request: Some(stetpb::internal_request::Request::LeaseRevoke(
                     pb::LeaseRevokeRequest { id },
                 )),

@@ -8,6 +8,7 @@ use rand::Rng;
 
 use super::request::{ClientError, ClientRequest, ClientResponse, RequestId};
 use super::{Node, Pending, PendingKind, Proposal, ReadRequest};
+use crate::auth::{is_auth_request, watch_refused, AuthError, AuthInfo};
 use crate::member;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpb::{self, internal_request::Request};
@@ -17,7 +18,12 @@ use crate::types::MemberId;
 const LEARNER_READY_PERCENT: u64 = 90;
 
 impl Node {
-    pub(super) fn on_client_request(&mut self, id: RequestId, request: ClientRequest) {
+    pub(super) fn on_client_request(
+        &mut self,
+        id: RequestId,
+        request: ClientRequest,
+        caller: Option<AuthInfo>,
+    ) {
         if self.pending.contains_key(&id) {
             return self.reply(id, Err(ClientError::TooManyRequests));
         }
@@ -27,20 +33,35 @@ impl Node {
         if let Err(error) = self.check_quota(&request) {
             return self.reply(id, Err(error));
         }
+        if needs_admin(&request) {
+            if let Err(error) = self.state.auth().check_admin(caller.as_ref()) {
+                return self.reply(id, Err(error.into()));
+            }
+        }
         match request {
-            ClientRequest::Range(range) => self.read(id, range),
+            ClientRequest::Range(range) => self.read(id, range, caller),
             // Linearizable like reads: a revoke committed before them must be seen.
-            ClientRequest::Put(put) => self.propose(id, Request::Put(put)),
-            ClientRequest::DeleteRange(delete) => self.propose(id, Request::DeleteRange(delete)),
-            ClientRequest::Txn(txn) => self.propose(id, Request::Txn(txn)),
-            ClientRequest::Compact(compact) => self.propose(id, Request::Compaction(compact)),
+            ClientRequest::Put(put) => self.propose(id, Request::Put(put), caller),
+            ClientRequest::DeleteRange(delete) => {
+                self.propose(id, Request::DeleteRange(delete), caller)
+            }
+            ClientRequest::Txn(txn) => self.propose(id, Request::Txn(txn), caller),
+            ClientRequest::Compact(compact) => {
+                self.propose(id, Request::Compaction(compact), caller)
+            }
             ClientRequest::LeaseGrant(mut grant) => {
                 if grant.id == 0 {
                     grant.id = self.new_lease_id();
                 }
-                self.propose(id, Request::LeaseGrant(grant))
+                self.propose(id, Request::LeaseGrant(grant), caller)
             }
-            ClientRequest::LeaseRevoke(revoke) => self.propose(id, Request::LeaseRevoke(revoke)),
+            ClientRequest::LeaseRevoke(revoke) => {
+                self.propose(id, Request::LeaseRevoke(revoke), caller)
+            }
+            ClientRequest::Auth(request) if is_auth_request(&request) => {
+                self.propose(id, request, caller)
+            }
+            ClientRequest::Auth(_) => self.reply(id, Err(AuthError::InvalidAuthMgmt.into())),
             ClientRequest::LeaseKeepAlive(keep) => {
                 self.linearizable(id, ReadRequest::KeepAlive(keep.id))
             }
@@ -76,9 +97,9 @@ impl Node {
                     client_urls,
                     ..Default::default()
                 };
-                self.propose(id, Request::MemberAttributes(attrs))
+                self.propose(id, Request::MemberAttributes(attrs), None)
             }
-            ClientRequest::Alarm(alarm) => self.propose(id, Request::Alarm(alarm)),
+            ClientRequest::Alarm(alarm) => self.propose(id, Request::Alarm(alarm), caller),
             ClientRequest::Defragment(_) => self.on_defragment(id),
             ClientRequest::HashKv(hash) => {
                 let result = self
@@ -96,6 +117,11 @@ impl Node {
                 self.reply(id, result)
             }
             ClientRequest::WatchCreate { stream, request } => {
+                if let Err(error) = self.state.auth().check_watch(caller.as_ref(), &request) {
+                    let revision = self.state.kv.current_revision();
+                    self.emit_watch(stream, watch_refused(error, revision));
+                    return self.reply(id, Ok(ClientResponse::Accepted));
+                }
                 let responses = self.watches.create(stream, &request, &self.state.kv);
                 for response in responses {
                     self.emit_watch(stream, response);
@@ -188,7 +214,7 @@ impl Node {
         }
     }
 
-    fn propose(&mut self, id: RequestId, request: Request) {
+    fn propose(&mut self, id: RequestId, request: Request, caller: Option<AuthInfo>) {
         if let Request::Txn(txn) = &request {
             if txn.success.len().max(txn.failure.len()) > self.config.max_txn_ops {
                 return self.reply(id, Err(ClientError::TooManyTxnOps));
@@ -199,6 +225,10 @@ impl Node {
             origin: self.config.id.0,
             request: Some(request),
             incarnation: self.incarnation,
+            requester: caller.map(|caller| stetpb::Requester {
+                user: caller.user,
+                auth_revision: caller.revision.0,
+            }),
         };
         let data = entry.encode_to_vec();
         if data.len() > self.config.max_request_bytes {
@@ -249,16 +279,21 @@ impl Node {
         }
     }
 
-    fn read(&mut self, id: RequestId, range: pb::RangeRequest) {
+    fn read(&mut self, id: RequestId, range: pb::RangeRequest, caller: Option<AuthInfo>) {
         if range.serializable || self.config.unsafe_local_linearizable_reads {
-            let result = self.range(&range);
+            let result = self.range(&range, caller.as_ref());
             return self.reply(id, result);
         }
-        self.linearizable(id, ReadRequest::Range(range));
+        self.linearizable(id, ReadRequest::Range(range, caller));
     }
 
-    /// Answers a range from the applied state.
-    fn range(&self, range: &pb::RangeRequest) -> Result<ClientResponse, ClientError> {
+    /// Answers a range from the applied state, if `caller` may read it there.
+    fn range(
+        &self,
+        range: &pb::RangeRequest,
+        caller: Option<&AuthInfo>,
+    ) -> Result<ClientResponse, ClientError> {
+        self.state.auth().check_range_request(caller, range)?;
         let mut response = self.state.kv.range(range)?;
         if self.config.self_test_miscount_ranges {
             response.count += 1;
@@ -400,8 +435,8 @@ impl Node {
             }) = self.finish(id)
             {
                 match request {
-                    ReadRequest::Range(range) => {
-                        let result = self.range(&range);
+                    ReadRequest::Range(range, caller) => {
+                        let result = self.range(&range, caller.as_ref());
                         self.reply(id, result);
                     }
                     ReadRequest::KeepAlive(lease) => self.keep_alive(id, lease),
@@ -611,6 +646,20 @@ impl Node {
             update_peer_urls: true,
             ..Default::default()
         };
-        self.propose(id, Request::MemberAttributes(attrs))
+        self.propose(id, Request::MemberAttributes(attrs), None)
     }
+}
+
+/// Whether only an administrator may make `request` while authentication is enabled (etcd checks
+/// membership changes and the maintenance requests that read or rewrite the whole database).
+fn needs_admin(request: &ClientRequest) -> bool {
+    matches!(
+        request,
+        ClientRequest::MemberAdd(_)
+            | ClientRequest::MemberRemove(_)
+            | ClientRequest::MemberUpdate(_)
+            | ClientRequest::MemberPromote(_)
+            | ClientRequest::HashKv(_)
+            | ClientRequest::Defragment(_)
+    )
 }

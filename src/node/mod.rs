@@ -27,6 +27,7 @@ use raft::{RawNode, StateRole};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::auth::{AuthInfo, TokenChange};
 pub use crate::engine::Engine;
 use crate::proto::etcdserverpb as pb;
 use crate::raftlog::LogStore;
@@ -48,10 +49,12 @@ pub enum Input {
     Tick,
     /// A raft message from a peer.
     Peer(Message),
-    /// A request from a client of this member.
+    /// A request from a client of this member, made by `caller` (the user and auth revision
+    /// the runtime resolved from its token or client certificate; `None` without credentials).
     Client {
         id: RequestId,
         request: ClientRequest,
+        caller: Option<AuthInfo>,
     },
     /// Everything in `Output::Persist` up to and including this ready number is durable.
     Persisted { ready_number: u64 },
@@ -63,6 +66,17 @@ pub enum Input {
     TransferLeader(MemberId),
     /// Rows of the state a leader sends ahead of its `MsgSnapshot`.
     StateChunk(StateChunk),
+}
+
+impl Input {
+    /// A request without credentials (the runtime's own, and tests').
+    pub fn client(id: RequestId, request: ClientRequest) -> Input {
+        Input::Client {
+            id,
+            request,
+            caller: None,
+        }
+    }
 }
 
 /// Outputs that may wait to be polled. Each input produces a bounded number (raft's messages and
@@ -135,6 +149,8 @@ pub enum Output {
     /// An engine file a defragmentation replaced, no longer read: close it where blocking is
     /// allowed (that frees its blocks).
     CloseFile(crate::engine::RetiredFile),
+    /// An applied entry issued or ended login tokens: every member keeps its own table.
+    Tokens(TokenChange),
 }
 
 /// A client request waiting for raft.
@@ -161,7 +177,8 @@ enum PendingKind {
 /// the leader answers, which must see every revoke committed before them.
 #[derive(Debug, Clone)]
 enum ReadRequest {
-    Range(pb::RangeRequest),
+    /// A range, checked against the auth store for its caller when it is served.
+    Range(pb::RangeRequest, Option<AuthInfo>),
     KeepAlive(i64),
     TimeToLive(pb::LeaseTimeToLiveRequest),
     /// `MemberList` with etcd 3.5's `linearizable`: no older membership than any committed.
@@ -425,7 +442,11 @@ impl Node {
         match input {
             Input::Tick => {}
             Input::Peer(message) => self.on_peer_message(message),
-            Input::Client { id, request } => self.on_client_request(id, request),
+            Input::Client {
+                id,
+                request,
+                caller,
+            } => self.on_client_request(id, request, caller),
             Input::Persisted { ready_number } => self.on_persisted(ready_number),
             Input::Unreachable(peer) => self.raw.report_unreachable(peer.0),
             Input::SnapshotReport { to, ok } => {

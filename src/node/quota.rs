@@ -104,6 +104,7 @@ impl Node {
             id: 0,
             origin: 0,
             incarnation: 0,
+            requester: None,
             request: Some(Request::Alarm(pb::AlarmRequest {
                 action: pb::alarm_request::AlarmAction::Activate as i32,
                 member_id: self.config.id.0,

@@ -103,7 +103,7 @@ impl Solo {
                 }
                 Output::Fatal { reason } => panic!("{reason}"),
                 Output::CloseFile(file) => file.close(),
-                Output::LeaderChanged { .. } | Output::Removed => {}
+                Output::LeaderChanged { .. } | Output::Removed | Output::Tokens(_) => {}
             }
         }
     }
@@ -139,7 +139,7 @@ impl Solo {
         request: ClientRequest,
     ) -> Result<ClientResponse, ClientError> {
         let now = self.now;
-        self.node.handle(now, Input::Client { id, request });
+        self.node.handle(now, Input::client(id, request));
         self.drain();
         self.advance(Duration::from_millis(10));
         self.replies.remove(&id).expect("answered")
@@ -307,7 +307,7 @@ fn requests_beyond_the_pending_bound_are_refused() {
             key: b"k".to_vec(),
             ..Default::default()
         });
-        node.handle(now, Input::Client { id, request: range });
+        node.handle(now, Input::client(id, range));
     }
     let refused: Vec<_> = std::iter::from_fn(|| node.poll_output())
         .filter_map(|o| match o {
@@ -344,31 +344,13 @@ fn writes_without_a_leader_are_pending_then_failed_proposals() {
             ..Default::default()
         })
     };
-    node.handle(
-        now,
-        Input::Client {
-            id: 1,
-            request: put(b"a"),
-        },
-    );
-    node.handle(
-        now,
-        Input::Client {
-            id: 2,
-            request: put(b"b"),
-        },
-    );
+    node.handle(now, Input::client(1, put(b"a")));
+    node.handle(now, Input::client(2, put(b"b")));
     let read = ClientRequest::Range(pb::RangeRequest {
         key: b"a".to_vec(),
         ..Default::default()
     });
-    node.handle(
-        now,
-        Input::Client {
-            id: 3,
-            request: read,
-        },
-    );
+    node.handle(now, Input::client(3, read));
     assert_eq!(node.pending_requests(), 3);
     assert_eq!(node.pending_proposals(), 2, "reads are not proposals");
     assert_eq!(node.proposals_failed(), 0);
@@ -448,13 +430,8 @@ fn watchers_that_asked_for_progress_get_it_periodically() {
 fn a_write_sent_before_the_first_election_is_answered_once_a_leader_exists() {
     let mut solo = Solo::bootstrapped(NodeConfig::new(MemberId(1), ClusterId(9)));
     let now = solo.now;
-    solo.node.handle(
-        now,
-        Input::Client {
-            id: 1,
-            request: put("early", "bird"),
-        },
-    );
+    solo.node
+        .handle(now, Input::client(1, put("early", "bird")));
     solo.drain();
     solo.advance(Duration::from_secs(3));
     assert!(
@@ -850,13 +827,7 @@ fn a_restarted_only_voter_leads_at_once_and_serves_its_first_read_without_waitin
         ..Default::default()
     });
     let now = solo.now;
-    solo.node.handle(
-        now,
-        Input::Client {
-            id: 2,
-            request: range,
-        },
-    );
+    solo.node.handle(now, Input::client(2, range));
     solo.drain();
     let Some(Ok(ClientResponse::Range(r))) = solo.replies.remove(&2) else {
         panic!("the read was not answered at once")
@@ -1012,13 +983,7 @@ fn defragmenting_online_answers_puts_meanwhile_and_keeps_them() {
     let full_bytes = solo.node.state().kv.engine().file_bytes();
     let now = solo.now;
     let defragment = ClientRequest::Defragment(Default::default());
-    solo.node.handle(
-        now,
-        Input::Client {
-            id: 2000,
-            request: defragment,
-        },
-    );
+    solo.node.handle(now, Input::client(2000, defragment));
     solo.drain();
     assert!(
         !solo.replies.contains_key(&2000),
@@ -1031,7 +996,7 @@ fn defragmenting_online_answers_puts_meanwhile_and_keeps_them() {
         let id = 3000 + during;
         let now = solo.now;
         let request = put(&format!("during{during}"), "x");
-        solo.node.handle(now, Input::Client { id, request });
+        solo.node.handle(now, Input::client(id, request));
         solo.drain();
         // Every turn of the driver (here each put's persisted report) moves the copy on a step.
         assert!(solo.replies.remove(&id).unwrap().is_ok());
@@ -1149,20 +1114,8 @@ fn a_linearizable_member_list_waits_for_raft_and_a_plain_one_does_not() {
     let mut node =
         Node::bootstrap(config, &[member(1), member(2)], engine(), now, &logger()).unwrap();
     let list = |linearizable| ClientRequest::MemberList(pb::MemberListRequest { linearizable });
-    node.handle(
-        now,
-        Input::Client {
-            id: 1,
-            request: list(true),
-        },
-    );
-    node.handle(
-        now,
-        Input::Client {
-            id: 2,
-            request: list(false),
-        },
-    );
+    node.handle(now, Input::client(1, list(true)));
+    node.handle(now, Input::client(2, list(false)));
     let replies = |node: &mut Node| -> Vec<(u64, bool)> {
         std::iter::from_fn(|| node.poll_output())
             .filter_map(|o| match o {

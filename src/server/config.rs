@@ -147,6 +147,17 @@ pub struct Flags {
     pub enable_v2: bool,
     #[command(flatten)]
     pub tls: super::tls::flags::TlsFlags,
+    /// How login tokens are made: `simple` (random, kept by every member for --auth-token-ttl
+    /// after their last use) or `jwt,pub-key=<path>,priv-key=<path>,sign-method=<RS256|ES256|HS256|...>[,ttl=<duration>]`
+    /// (signed; any member checks them).
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+    /// Seconds a simple token lives after its last use.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+    /// bcrypt's cost for password hashes (4 to 31).
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = super::auth::settings::DEFAULT_BCRYPT_COST)]
+    pub bcrypt_cost: u32,
     /// A YAML file with these settings (keys are the flag names, as in etcd's config file). When
     /// given, other flags and `ETCD_*` variables are ignored, as etcd does.
     #[arg(long, env = "ETCD_CONFIG_FILE")]
@@ -201,6 +212,8 @@ pub enum ConfigError {
     ConfigFile { path: String, why: String },
     #[error("{0}")]
     Tls(String),
+    #[error("{0}")]
+    Auth(String),
     #[error("invalid URL {url:?} in --{flag}: {why}")]
     Url {
         flag: &'static str,
@@ -269,6 +282,8 @@ pub struct ServerConfig {
     pub client_tls: Option<super::tls::TransportSecurity>,
     /// TLS between members (`None` without https peer URLs or a peer certificate).
     pub peer_tls: Option<super::tls::PeerSecurity>,
+    /// Login tokens and password hashing.
+    pub auth: super::auth::AuthSettings,
 }
 
 /// Parses the command line and `ETCD_*` variables from `env` (a getter, so tests need not touch the
@@ -541,6 +556,9 @@ impl Flags {
             .tls
             .peer_security(https_peer, &peer_hosts, &data_dir)
             .map_err(ConfigError::Tls)?;
+        let auth =
+            super::auth::settings::parse(&self.auth_token, self.auth_token_ttl, self.bcrypt_cost)
+                .map_err(ConfigError::Auth)?;
         Ok(ServerConfig {
             name: self.name,
             data_dir,
@@ -577,6 +595,7 @@ impl Flags {
             ignored_config_keys: Vec::new(),
             client_tls,
             peer_tls,
+            auth,
         })
     }
 }

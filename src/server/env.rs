@@ -134,6 +134,14 @@ pub trait Environment: Send + Sync + 'static {
     /// A seed for this start of the member (every start needs its own: `NodeConfig::seed`).
     fn seed(&self) -> u64;
 
+    /// 32 bytes to seed the random source of login tokens and password salts. Production draws
+    /// them from the OS (`OsEnvironment` overrides this); the default stretches `seed`, which
+    /// is what the simulator wants (deterministic) and never what a real member may use.
+    fn secret_seed(&self) -> [u8; 32] {
+        use rand::{Rng, SeedableRng};
+        rand_chacha::ChaCha20Rng::seed_from_u64(self.seed()).gen()
+    }
+
     /// WAL settings.
     fn wal_options(&self) -> WalOptions {
         WalOptions::default()
@@ -279,6 +287,11 @@ mod os {
         }
 
         fn seed(&self) -> u64 {
+            rand::random()
+        }
+
+        fn secret_seed(&self) -> [u8; 32] {
+            // thread_rng: ChaCha seeded from the OS, reseeded as it goes.
             rand::random()
         }
     }

@@ -10,11 +10,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::{AuthGate, ClientCertUser, TOKEN_METADATA_KEYS};
 use super::env::Limits;
 use super::handle::DriverHandle;
 use super::route::Router;
 use super::status::{to_status, MemberStatus};
 use super::watch_fragment::{FragmentWatchers, FragmentingStream};
+use crate::auth::{watch_refused, AuthError, AuthInfo};
 use crate::lease::LeaseError;
 use crate::node::{ClientError, ClientRequest, ClientResponse};
 use crate::proto::etcdserverpb as pb;
@@ -47,17 +49,61 @@ pub struct Services {
     router: Router,
     driver: DriverHandle,
     limits: Limits,
+    gate: Arc<AuthGate>,
     next_stream: Arc<AtomicU64>,
 }
 
 impl Services {
-    pub fn new(router: Router, limits: Limits) -> Self {
+    pub fn new(router: Router, limits: Limits, gate: Arc<AuthGate>) -> Self {
         Services {
             driver: router.driver().clone(),
             router,
             limits,
+            gate,
             next_stream: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    /// The router to the driver (and the leader).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The local driver.
+    pub fn driver(&self) -> &DriverHandle {
+        &self.driver
+    }
+
+    /// The runtime's auth: tokens, the published store, password hashing.
+    pub fn gate(&self) -> &Arc<AuthGate> {
+        &self.gate
+    }
+
+    /// Who `request` comes from: its token (metadata `token`, or the gateway's `authorization`),
+    /// else a verified client certificate's common name; etcd's "invalid auth token" for a token
+    /// no member issued, or one that expired.
+    pub fn caller<T>(&self, request: &Request<T>) -> Result<Option<AuthInfo>, Status> {
+        self.resolve_caller(request)
+            .map_err(|error| to_status(&ClientError::Auth(error)))
+    }
+
+    fn resolve_caller<T>(&self, request: &Request<T>) -> Result<Option<AuthInfo>, AuthError> {
+        let token = TOKEN_METADATA_KEYS
+            .iter()
+            .find_map(|key| request.metadata().get(*key))
+            .map(|value| value.to_str().map_err(|_| AuthError::InvalidAuthToken))
+            .transpose()?;
+        let cert_user = request.extensions().get::<ClientCertUser>();
+        self.gate.caller(token, cert_user)
+    }
+
+    /// An administrator's request's check, for those served here without the node.
+    fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let caller = self.caller(request)?;
+        self.gate
+            .store()
+            .check_admin(caller.as_ref())
+            .map_err(|error| to_status(&ClientError::Auth(error)))
     }
 
     /// Where requests go (the local driver, or the leader for leader-only ones), for the HTTP
@@ -105,9 +151,10 @@ impl Services {
 /// Sends a unary request and unwraps the expected response variant.
 macro_rules! unary {
     ($self:ident, $request:ident, $variant:ident) => {{
+        let caller = $self.caller(&$request)?;
         match $self
             .router
-            .call(ClientRequest::$variant($request.into_inner()))
+            .call(ClientRequest::$variant($request.into_inner()), caller)
             .await
         {
             Ok(ClientResponse::$variant(response)) => Ok(Response::new(response)),
@@ -134,6 +181,7 @@ impl kv_server::Kv for Services {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<Self::RangeStreamStream>, Status> {
+        let caller = self.caller(&request)?;
         let request = request.into_inner();
         super::range_stream::check(&request)?;
         let (sender, receiver) = mpsc::channel(RANGE_STREAM_CHUNKS);
@@ -142,9 +190,9 @@ impl kv_server::Kv for Services {
         tokio::spawn(async move {
             let chunks = sender.clone();
             let range = |request: pb::RangeRequest| {
-                let router = router.clone();
+                let (router, caller) = (router.clone(), caller.clone());
                 async move {
-                    match router.call(ClientRequest::Range(request)).await {
+                    match router.call(ClientRequest::Range(request), caller).await {
                         Ok(ClientResponse::Range(response)) => Ok(response),
                         Ok(other) => Err(unexpected(&other)),
                         Err(error) => Err(to_status(&error)),
@@ -205,6 +253,8 @@ impl watch_server::Watch for Services {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // etcd reads the stream's credentials once, when it opens.
+        let caller = self.resolve_caller(&request);
         let mut inbound = request.into_inner();
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::channel(self.limits.watch_stream_buffer.max(1));
@@ -229,6 +279,13 @@ impl watch_server::Watch for Services {
                             .lock()
                             .unwrap_or_else(|poisoned| poisoned.into_inner())
                             .creating(request.fragment);
+                        if let Err(error) = &caller {
+                            let status = driver.status();
+                            let mut refused = watch_refused(*error, status.revision);
+                            refused.header = Some(status.header());
+                            let _ = sender.send(Ok(refused)).await;
+                            continue;
+                        }
                         ClientRequest::WatchCreate { stream, request }
                     }
                     Some(pb::watch_request::RequestUnion::CancelRequest(cancel)) => {
@@ -242,14 +299,15 @@ impl watch_server::Watch for Services {
                     }
                     None => continue,
                 };
-                if let Err(error) = driver.call_local(request).await {
+                let caller = caller.clone().unwrap_or_default();
+                if let Err(error) = driver.call_local(request, caller).await {
                     let _ = sender.send(Err(to_status(&error))).await;
                     break;
                 }
             }
             drop(sender);
             let _ = driver
-                .call_local(ClientRequest::WatchClose { stream })
+                .call_local(ClientRequest::WatchClose { stream }, None)
                 .await;
         });
         let responses = FragmentingStream::new(
@@ -285,13 +343,15 @@ impl lease_server::Lease for Services {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let caller = self.caller(&request)?;
         let mut inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(KEEP_ALIVE_BUFFER);
         let router = self.router.clone();
         tokio::spawn(async move {
             while let Ok(Some(request)) = inbound.message().await {
                 let id = request.id;
-                let answer = match router.call(ClientRequest::LeaseKeepAlive(request)).await {
+                let keep_alive = ClientRequest::LeaseKeepAlive(request);
+                let answer = match router.call(keep_alive, caller.clone()).await {
                     Ok(ClientResponse::LeaseKeepAlive(response)) => Ok(response),
                     Ok(other) => Err(unexpected(&other)),
                     Err(ClientError::Lease(LeaseError::NotFound)) => {
@@ -418,8 +478,9 @@ impl maintenance_server::Maintenance for Services {
     /// same applied index agree. Read off a view of the engine while writes go on.
     async fn hash(
         &self,
-        _request: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.check_admin(&request)?;
         let (_, mut export) = self
             .driver
             .snapshot()
@@ -451,8 +512,9 @@ impl maintenance_server::Maintenance for Services {
     /// trailer). No step holds the whole state in memory.
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.check_admin(&request)?;
         let (meta, export) = self
             .driver
             .snapshot()
@@ -477,11 +539,8 @@ impl maintenance_server::Maintenance for Services {
         if !status.is_leader {
             return Err(Status::failed_precondition("etcdserver: not leader"));
         }
-        let members = match self
-            .driver
-            .call_local(ClientRequest::MemberList(pb::MemberListRequest::default()))
-            .await
-        {
+        let list = ClientRequest::MemberList(pb::MemberListRequest::default());
+        let members = match self.driver.call_local(list, None).await {
             Ok(ClientResponse::MemberList(list)) => list.members,
             Ok(other) => return Err(unexpected(&other)),
             Err(error) => return Err(to_status(&error)),
@@ -526,144 +585,6 @@ impl maintenance_server::Maintenance for Services {
         let action = pb::downgrade_request::DowngradeAction::try_from(request.action).ok();
         Err(super::version::downgrade_refusal(action, &request.version))
     }
-}
-
-#[tonic::async_trait]
-impl auth_server::Auth for Services {
-    /// Authentication is not implemented yet, so it is never enabled; the auth store's revision
-    /// is the one etcd gives a store that never changed.
-    async fn auth_status(
-        &self,
-        _request: Request<pb::AuthStatusRequest>,
-    ) -> Result<Response<pb::AuthStatusResponse>, Status> {
-        let status = self.driver.status();
-        if status.stopped {
-            return Err(to_status(&ClientError::Stopped));
-        }
-        Ok(Response::new(pb::AuthStatusResponse {
-            header: Some(header(&status)),
-            enabled: false,
-            auth_revision: 1,
-        }))
-    }
-
-    async fn auth_enable(
-        &self,
-        _request: Request<pb::AuthEnableRequest>,
-    ) -> Result<Response<pb::AuthEnableResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn auth_disable(
-        &self,
-        _request: Request<pb::AuthDisableRequest>,
-    ) -> Result<Response<pb::AuthDisableResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn authenticate(
-        &self,
-        _request: Request<pb::AuthenticateRequest>,
-    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn user_add(
-        &self,
-        _request: Request<pb::AuthUserAddRequest>,
-    ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn user_get(
-        &self,
-        _request: Request<pb::AuthUserGetRequest>,
-    ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn user_list(
-        &self,
-        _request: Request<pb::AuthUserListRequest>,
-    ) -> Result<Response<pb::AuthUserListResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn user_delete(
-        &self,
-        _request: Request<pb::AuthUserDeleteRequest>,
-    ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn user_change_password(
-        &self,
-        _request: Request<pb::AuthUserChangePasswordRequest>,
-    ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn user_grant_role(
-        &self,
-        _request: Request<pb::AuthUserGrantRoleRequest>,
-    ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn user_revoke_role(
-        &self,
-        _request: Request<pb::AuthUserRevokeRoleRequest>,
-    ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn role_add(
-        &self,
-        _request: Request<pb::AuthRoleAddRequest>,
-    ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn role_get(
-        &self,
-        _request: Request<pb::AuthRoleGetRequest>,
-    ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn role_list(
-        &self,
-        _request: Request<pb::AuthRoleListRequest>,
-    ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn role_delete(
-        &self,
-        _request: Request<pb::AuthRoleDeleteRequest>,
-    ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn role_grant_permission(
-        &self,
-        _request: Request<pb::AuthRoleGrantPermissionRequest>,
-    ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-
-    async fn role_revoke_permission(
-        &self,
-        _request: Request<pb::AuthRoleRevokePermissionRequest>,
-    ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
-        Err(auth_unimplemented())
-    }
-}
-
-/// What the Auth service's methods other than AuthStatus answer until authentication is wired in
-/// (the auth store itself is `crate::auth`).
-fn auth_unimplemented() -> Status {
-    Status::unimplemented("stet: authentication is not implemented yet")
 }
 
 /// Sends a backup: `first`, then the export's rows chunk by chunk (each read where blocking is

@@ -10,6 +10,7 @@ use tonic::Status;
 
 use super::metrics::Metrics;
 use super::status::MemberStatus;
+use crate::auth::AuthInfo;
 use crate::node::{ClientError, ClientRequest, ClientResponse};
 use crate::proto::etcdserverpb as pb;
 use crate::watch::StreamId;
@@ -27,6 +28,8 @@ pub type AppliedExport = (raft::eraftpb::SnapshotMetadata, crate::engine::Export
 pub enum Command {
     Request {
         request: ClientRequest,
+        /// Who asked (resolved from the client's token or certificate).
+        caller: Option<AuthInfo>,
         reply: oneshot::Sender<Result<ClientResponse, ClientError>>,
     },
     /// A new watch stream: responses for `stream` go to `sender`.
@@ -78,10 +81,18 @@ impl DriverHandle {
 
     /// Sends a request to this member's own node and waits for its answer; `Stopped` if the
     /// driver is gone.
-    pub async fn call_local(&self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
+    pub async fn call_local(
+        &self,
+        request: ClientRequest,
+        caller: Option<AuthInfo>,
+    ) -> Result<ClientResponse, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Request { request, reply })
+            .send(Command::Request {
+                request,
+                caller,
+                reply,
+            })
             .await
             .map_err(|_| ClientError::Stopped)?;
         answer.await.unwrap_or(Err(ClientError::Stopped))
@@ -90,7 +101,11 @@ impl DriverHandle {
     /// Sends a request without waiting for the answer (closing a watch stream).
     pub fn send_detached(&self, request: ClientRequest) {
         let (reply, _answer) = oneshot::channel();
-        let _ = self.commands.try_send(Command::Request { request, reply });
+        let _ = self.commands.try_send(Command::Request {
+            request,
+            caller: None,
+            reply,
+        });
     }
 
     /// Registers a watch stream's response channel.

@@ -10,7 +10,8 @@ use axum::routing::get;
 use axum::Router;
 
 use super::handle::DriverHandle;
-use crate::node::ClientRequest;
+use crate::auth::AuthError;
+use crate::node::{ClientError, ClientRequest};
 use crate::proto::etcdserverpb as pb;
 
 /// How long `/health` waits for a linearizable read through raft.
@@ -79,8 +80,11 @@ async fn health(
             limit: 1,
             ..Default::default()
         });
-        match tokio::time::timeout(HEALTH_READ_TIMEOUT, driver.call_local(read)).await {
+        match tokio::time::timeout(HEALTH_READ_TIMEOUT, driver.call_local(read, None)).await {
             Ok(Ok(_)) => None,
+            // With authentication enabled the anonymous read is refused, but only after raft
+            // served it (etcd counts these as healthy too).
+            Ok(Err(ClientError::Auth(AuthError::UserEmpty | AuthError::PermissionDenied))) => None,
             Ok(Err(_)) | Err(_) => Some("RAFT QUORUM READ FAILED".to_string()),
         }
     };

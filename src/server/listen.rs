@@ -221,6 +221,18 @@ async fn serve_connections(
     graceful.shutdown().await;
 }
 
+/// The common name of the certificate the client presented, if any: rustls asks for one only
+/// when `--trusted-ca-file` is set, and the handshake succeeded only if it verified.
+#[cfg(not(madsim))]
+fn client_cert_user(
+    stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+) -> Option<super::auth::ClientCertUser> {
+    let cert = stream.get_ref().1.peer_certificates()?.first()?;
+    let names = super::tls::peer::certificate_names(cert).ok()?;
+    let name = names.common_names.into_iter().next()?;
+    Some(super::auth::ClientCertUser(name))
+}
+
 /// What serving one client connection needs.
 #[cfg(not(madsim))]
 struct ClientConnection {
@@ -232,10 +244,20 @@ struct ClientConnection {
 
 #[cfg(not(madsim))]
 impl ClientConnection {
-    /// Completes the TLS handshake (within `TLS_HANDSHAKE_TIMEOUT`), then serves.
-    async fn serve_tls(self, acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream) {
+    /// Completes the TLS handshake (within `TLS_HANDSHAKE_TIMEOUT`), then serves. A verified
+    /// client certificate's common name goes with each request (the user, with auth enabled).
+    async fn serve_tls(
+        mut self,
+        acceptor: tokio_rustls::TlsAcceptor,
+        stream: tokio::net::TcpStream,
+    ) {
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => self.serve(stream).await,
+            Ok(Ok(stream)) => {
+                if let Some(user) = client_cert_user(&stream) {
+                    self.app = self.app.layer(axum::Extension(user));
+                }
+                self.serve(stream).await
+            }
             Ok(Err(error)) => {
                 slog::info!(self.log, "a client's TLS handshake failed"; "error" => %error)
             }

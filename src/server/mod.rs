@@ -12,6 +12,8 @@
 pub mod fs_disk;
 
 #[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
 pub mod blocking;
 #[cfg(feature = "server")]
 pub mod config;
@@ -31,6 +33,8 @@ pub mod forced_identity;
 pub mod go_duration;
 #[cfg(feature = "server")]
 pub mod grpc;
+#[cfg(feature = "server")]
+mod grpc_auth;
 #[cfg(all(feature = "server", not(madsim)))]
 mod grpc_metrics;
 #[cfg(all(feature = "server", not(madsim)))]

@@ -4,6 +4,7 @@
 
 use super::handle::DriverHandle;
 use super::peer::forward::Forwarder;
+use crate::auth::AuthInfo;
 use crate::node::{ClientError, ClientRequest, ClientResponse};
 use crate::types::MemberId;
 
@@ -28,13 +29,17 @@ impl Router {
     /// because another member leads is forwarded to that member. Without a known leader (an
     /// election under way) it waits for one, at most `ELECTION_WAIT`, then goes to it; if none
     /// comes the answer is etcd's "no leader".
-    pub async fn call(&self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
+    pub async fn call(
+        &self,
+        request: ClientRequest,
+        caller: Option<AuthInfo>,
+    ) -> Result<ClientResponse, ClientError> {
         if !request.leader_only() {
-            return self.call_once(request).await;
+            return self.call_once(request, caller).await;
         }
-        match self.call_once(request.clone()).await {
+        match self.call_once(request.clone(), caller.clone()).await {
             Err(ClientError::NoLeader) if self.driver.leader_known_within(ELECTION_WAIT).await => {
-                self.call_once(request).await
+                self.call_once(request, caller).await
             }
             result => result,
         }
@@ -42,13 +47,17 @@ impl Router {
 
     /// One attempt: the local node, or the leader it names. `NoLeader` when no other member is
     /// known to lead.
-    async fn call_once(&self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
+    async fn call_once(
+        &self,
+        request: ClientRequest,
+        caller: Option<AuthInfo>,
+    ) -> Result<ClientResponse, ClientError> {
         let forwardable = request.leader_only().then(|| request.clone());
-        match self.driver.call_local(request).await {
+        match self.driver.call_local(request, caller.clone()).await {
             Err(ClientError::NotLeader {
                 leader: Some(MemberId(leader)),
             }) if leader != self.driver.status().member_id => match forwardable {
-                Some(request) => self.forwarder.forward(leader, request).await,
+                Some(request) => self.forwarder.forward(leader, request, caller).await,
                 None => Err(ClientError::NoLeader),
             },
             Err(ClientError::NotLeader { .. }) => Err(ClientError::NoLeader),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::auth::AuthGate;
 use super::config::ServerConfig;
 use super::disk_space;
 use super::driver::{Driver, Exit};
@@ -271,12 +272,13 @@ fn spawn_member(
     let addresses = peer::AddressBook::default();
     let metrics = Arc::new(Metrics::new(node.config().quota_backend_bytes.unwrap_or(0)));
     let limits = env.limits();
+    let gate = AuthGate::new(config.auth.clone(), env.secret_seed());
     let (mut driver, handle) = Driver::new(
         env.clone(),
         node,
         storage,
         stopped.clone(),
-        metrics.clone(),
+        (metrics.clone(), gate.clone()),
         log.clone(),
     );
     driver.attach_transport(Transport::new(
@@ -328,7 +330,7 @@ fn spawn_member(
         max_request_bytes: config.max_request_bytes,
         ..limits
     };
-    let services = Services::new(router, limits);
+    let services = Services::new(router, limits, gate);
     if !config.initial_corrupt_check {
         clients.serve(services, handle, config, stopped, log);
         return driver_task;

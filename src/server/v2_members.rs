@@ -105,7 +105,10 @@ fn error_response(error: &ClientError, id: Option<u64>) -> V2Error {
 
 async fn members(driver: &DriverHandle) -> Result<Vec<pb::Member>, V2Error> {
     match driver
-        .call_local(ClientRequest::MemberList(pb::MemberListRequest::default()))
+        .call_local(
+            ClientRequest::MemberList(pb::MemberListRequest::default()),
+            None,
+        )
         .await
     {
         Ok(ClientResponse::MemberList(list)) => Ok(list.members),
@@ -185,7 +188,7 @@ async fn add(State(driver): State<DriverHandle>, headers: HeaderMap, body: Bytes
         peer_ur_ls: urls,
         is_learner: false,
     });
-    match driver.call_local(request).await {
+    match driver.call_local(request, None).await {
         Ok(ClientResponse::MemberAdd(added)) => match added.member {
             Some(member) => json(
                 StatusCode::CREATED,
@@ -221,7 +224,7 @@ async fn update(
         id,
         peer_ur_ls: urls,
     });
-    match driver.call_local(request).await {
+    match driver.call_local(request, None).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => error_response(&error, Some(id)).into_response(),
     }
@@ -233,7 +236,10 @@ async fn remove(State(driver): State<DriverHandle>, Path(id): Path<String>) -> R
         Err(error) => return error.into_response(),
     };
     match driver
-        .call_local(ClientRequest::MemberRemove(pb::MemberRemoveRequest { id }))
+        .call_local(
+            ClientRequest::MemberRemove(pb::MemberRemoveRequest { id }),
+            None,
+        )
         .await
     {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),

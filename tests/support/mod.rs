@@ -672,6 +672,8 @@ impl Cluster {
                 }
                 Output::Fatal { reason } => panic!("member {id} failed: {reason}"),
                 Output::CloseFile(file) => file.close(),
+                // Tokens are the runtime's; the harness drives bare nodes.
+                Output::Tokens(_) => {}
             }
         }
     }
@@ -685,7 +687,7 @@ impl Cluster {
             text.truncate(300);
             eprintln!("{text}");
         }
-        self.input(to, Input::Client { id, request });
+        self.input(to, Input::client(id, request));
         id
     }
 
@@ -974,5 +976,6 @@ fn describe(output: &Output) -> String {
         Output::Removed => "removed".to_string(),
         Output::Fatal { reason } => format!("fatal {reason}"),
         Output::CloseFile(file) => format!("close {file:?}"),
+        Output::Tokens(change) => format!("tokens {change:?}"),
     }
 }

@@ -128,6 +128,67 @@ fn describe_normal(data: &[u8]) -> Described {
         ),
         Request::Alarm(a) => normal("IRRAlarm", describe_alarm(&a)),
         Request::MemberAttributes(m) => normal("IRRMemberAttributes", describe_attributes(&m)),
+        auth => {
+            let (entry_type, text) = describe_auth(auth);
+            normal(entry_type, text)
+        }
+    }
+}
+
+/// An auth request as etcd-dump-logs names it; never a password or its hash.
+fn describe_auth(request: Request) -> (&'static str, String) {
+    let permission = |p: Option<&stet::proto::authpb::Permission>| {
+        p.map_or(String::new(), |p| {
+            format!(
+                " type={} key=\"{}\" range_end=\"{}\"",
+                p.perm_type,
+                quoted(&p.key),
+                quoted(&p.range_end)
+            )
+        })
+    };
+    match request {
+        Request::AuthEnable(_) => ("IRRAuthEnable", "auth_enable".into()),
+        Request::AuthDisable(_) => ("IRRAuthDisable", "auth_disable".into()),
+        Request::Authenticate(a) => ("IRRAuthenticate", format!("authenticate name={}", a.name)),
+        Request::AuthUserAdd(r) => ("IRRAuthUserAdd", format!("user_add name={}", r.name)),
+        Request::AuthUserDelete(r) => ("IRRAuthUserDelete", format!("user_delete name={}", r.name)),
+        Request::AuthUserGet(r) => ("IRRAuthUserGet", format!("user_get name={}", r.name)),
+        Request::AuthUserChangePassword(r) => (
+            "IRRAuthUserChangePassword",
+            format!("user_change_password name={}", r.name),
+        ),
+        Request::AuthUserGrantRole(r) => (
+            "IRRAuthUserGrantRole",
+            format!("user_grant_role user={} role={}", r.user, r.role),
+        ),
+        Request::AuthUserRevokeRole(r) => (
+            "IRRAuthUserRevokeRole",
+            format!("user_revoke_role name={} role={}", r.name, r.role),
+        ),
+        Request::AuthUserList(_) => ("IRRAuthUserList", "user_list".into()),
+        Request::AuthRoleList(_) => ("IRRAuthRoleList", "role_list".into()),
+        Request::AuthRoleAdd(r) => ("IRRAuthRoleAdd", format!("role_add name={}", r.name)),
+        Request::AuthRoleDelete(r) => ("IRRAuthRoleDelete", format!("role_delete role={}", r.role)),
+        Request::AuthRoleGet(r) => ("IRRAuthRoleGet", format!("role_get role={}", r.role)),
+        Request::AuthRoleGrantPermission(r) => (
+            "IRRAuthRoleGrantPermission",
+            format!(
+                "role_grant_permission name={}{}",
+                r.name,
+                permission(r.perm.as_ref())
+            ),
+        ),
+        Request::AuthRoleRevokePermission(r) => (
+            "IRRAuthRoleRevokePermission",
+            format!(
+                "role_revoke_permission role={} key=\"{}\" range_end=\"{}\"",
+                r.role,
+                quoted(&r.key),
+                quoted(&r.range_end)
+            ),
+        ),
+        other => ("Normal", format!("{other:?}")),
     }
 }
 

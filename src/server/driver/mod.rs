@@ -28,6 +28,7 @@ use self::next_segment::NextSegment;
 use self::own_snapshot::OwnSnapshots;
 use self::publish::Publish;
 use self::streams::{Delivery, Streams};
+use super::auth::AuthGate;
 use super::env::{BoxDisk, BoxFuture, Checkpoint, Environment, Mistake};
 use super::handle::{Command, DriverHandle, COMMAND_QUEUE};
 use super::metrics::Metrics;
@@ -82,6 +83,8 @@ pub struct Driver {
     shutdown: watch::Receiver<bool>,
     status: watch::Sender<MemberStatus>,
     metrics: Arc<Metrics>,
+    /// Where applied auth changes go: the published store and the token table.
+    auth: Arc<AuthGate>,
     next_request: RequestId,
     waiting: BTreeMap<RequestId, Waiter>,
     streams: Streams,
@@ -111,7 +114,7 @@ impl Driver {
         node: Node,
         storage: MemberStorage<BoxDisk>,
         shutdown: watch::Receiver<bool>,
-        metrics: Arc<Metrics>,
+        (metrics, auth): (Arc<Metrics>, Arc<AuthGate>),
         log: slog::Logger,
     ) -> (Driver, DriverHandle) {
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
@@ -126,6 +129,7 @@ impl Driver {
             shutdown,
             status,
             metrics: metrics.clone(),
+            auth,
             next_request: 1,
             waiting: BTreeMap::new(),
             streams: Streams::default(),
@@ -291,13 +295,22 @@ impl Driver {
     fn on_command(&mut self, command: Command) {
         let now = self.now();
         match command {
-            Command::Request { request, reply } => {
+            Command::Request {
+                request,
+                caller,
+                reply,
+            } => {
                 if let ClientRequest::WatchClose { stream } = &request {
                     self.streams.close(*stream);
                 }
                 let id = self.next_request_id();
                 self.waiting.insert(id, Waiter { reply });
-                self.node.handle(now, Input::Client { id, request });
+                let input = Input::Client {
+                    id,
+                    request,
+                    caller,
+                };
+                self.node.handle(now, input);
             }
             Command::OpenWatchStream { stream, sender } => self.streams.open(stream, sender),
             Command::Peer(message) => self.node.handle(now, Input::Peer(message)),
@@ -410,6 +423,7 @@ impl Driver {
                 Output::CloseFile(file) if self.env.planted(Mistake::KeepReplacedEngineFiles) => {
                     std::mem::forget(file);
                 }
+                Output::Tokens(change) => self.auth.on_tokens(change),
                 Output::CloseFile(file) => {
                     let log = self.log.clone();
                     tokio::spawn(async move {
@@ -547,7 +561,7 @@ impl Driver {
         for (stream, responses) in self.streams.take_undelivered() {
             let id = self.next_request_id();
             let request = ClientRequest::WatchUndelivered { stream, responses };
-            self.node.handle(now, Input::Client { id, request });
+            self.node.handle(now, Input::client(id, request));
         }
     }
 
@@ -572,7 +586,7 @@ impl Driver {
             }
             let id = self.next_request_id();
             let request = ClientRequest::WatchCatchUp { stream, budget };
-            self.node.handle(now, Input::Client { id, request });
+            self.node.handle(now, Input::client(id, request));
         }
     }
 
@@ -581,7 +595,7 @@ impl Driver {
         let id = self.next_request_id();
         let now = self.now();
         let request = ClientRequest::WatchClose { stream };
-        self.node.handle(now, Input::Client { id, request });
+        self.node.handle(now, Input::client(id, request));
     }
 
     /// Gives the transport the current membership when it may have changed.
@@ -626,7 +640,7 @@ impl Driver {
         let now = self.env.now();
         if let Some(request) = publish.request(&self.node, now, id) {
             self.next_request += 1;
-            self.node.handle(now, Input::Client { id, request });
+            self.node.handle(now, Input::client(id, request));
         }
     }
 
@@ -659,6 +673,7 @@ impl Driver {
             stopped,
         };
         log_alarm_changes(&self.log, &self.status.borrow().alarms, &status.alarms);
+        self.auth.publish(node.state().auth());
         self.status.send_if_modified(|current| {
             if *current == status {
                 false

@@ -130,7 +130,10 @@ async fn serve_connection(
     let purpose = peerpb::Purpose::try_from(hello.purpose).unwrap_or_default();
     let members = if refused.is_empty() && purpose == peerpb::Purpose::Members {
         match driver
-            .call_local(ClientRequest::MemberList(pb::MemberListRequest::default()))
+            .call_local(
+                ClientRequest::MemberList(pb::MemberListRequest::default()),
+                None,
+            )
             .await
         {
             Ok(crate::node::ClientResponse::MemberList(list)) => list.members,
@@ -176,7 +179,7 @@ async fn serve_hash_kv(mut stream: FramedStream, driver: DriverHandle) -> Result
     let request = ClientRequest::HashKv(pb::HashKvRequest {
         revision: ask.revision,
     });
-    let reply = match driver.call_local(request).await {
+    let reply = match driver.call_local(request, None).await {
         Ok(crate::node::ClientResponse::HashKv(hash)) => peerpb::HashKvReply {
             hash: hash.hash,
             compact_revision: hash.compact_revision,

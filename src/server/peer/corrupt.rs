@@ -123,7 +123,7 @@ pub async fn check_once(
             member_id: culprit,
             alarm: pb::AlarmType::Corrupt as i32,
         };
-        if let Err(error) = driver.call_local(ClientRequest::Alarm(alarm)).await {
+        if let Err(error) = driver.call_local(ClientRequest::Alarm(alarm), None).await {
             slog::warn!(log, "raising the CORRUPT alarm failed; the next check tries again";
                 "culprit" => %format!("{culprit:x}"), "error" => %error);
         }
@@ -197,7 +197,10 @@ async fn compare(
     let revision = driver.status().revision;
     let own = local_hash(driver, revision).await?;
     let members = match driver
-        .call_local(ClientRequest::MemberList(pb::MemberListRequest::default()))
+        .call_local(
+            ClientRequest::MemberList(pb::MemberListRequest::default()),
+            None,
+        )
         .await
     {
         Ok(ClientResponse::MemberList(list)) => list.members,
@@ -239,7 +242,7 @@ async fn compare(
 /// This member's hash up to `revision`, if it has one.
 async fn local_hash(driver: &DriverHandle, revision: i64) -> Option<HistoryHash> {
     let request = ClientRequest::HashKv(pb::HashKvRequest { revision });
-    match driver.call_local(request).await {
+    match driver.call_local(request, None).await {
         Ok(ClientResponse::HashKv(hash)) => Some(HistoryHash {
             hash: hash.hash,
             compact_revision: hash.compact_revision,

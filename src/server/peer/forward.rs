@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::conn::{dial, spawn_frame_writer, Identity};
 use super::AddressBook;
+use crate::auth::AuthInfo;
 use crate::lease::LeaseError;
 use crate::node::request::GrpcCode;
 use crate::node::{ClientError, ClientRequest, ClientResponse};
@@ -82,6 +83,7 @@ impl Forwarder {
         &self,
         leader: u64,
         request: ClientRequest,
+        caller: Option<AuthInfo>,
     ) -> Result<ClientResponse, ClientError> {
         assert!(
             request.leader_only(),
@@ -96,6 +98,10 @@ impl Forwarder {
         let message = peerpb::ForwardRequest {
             id,
             request: Some(request),
+            requester: caller.map(|caller| crate::proto::stetpb::Requester {
+                user: caller.user,
+                auth_revision: caller.revision.0,
+            }),
         };
         if sender.send(message).await.is_err() {
             return Err(ClientError::NoLeader);
@@ -263,7 +269,11 @@ pub async fn serve(driver: &DriverHandle, request: peerpb::ForwardRequest) -> pe
             )
         }
     };
-    let reply = match driver.call_local(client_request).await {
+    let caller = request.requester.map(|requester| AuthInfo {
+        user: requester.user,
+        revision: crate::types::AuthRevision(requester.auth_revision),
+    });
+    let reply = match driver.call_local(client_request, caller).await {
         Ok(ClientResponse::LeaseKeepAlive(r)) => R::LeaseKeepAlive(r),
         Ok(ClientResponse::LeaseTimeToLive(r)) => R::LeaseTimeToLive(r),
         Ok(ClientResponse::LeaseLeases(r)) => R::LeaseLeases(r),

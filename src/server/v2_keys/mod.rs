@@ -124,7 +124,7 @@ async fn execute(requests: &Router, op: Op) -> Result<Action, V2Error> {
 
 /// Sends one v3 request; a failure is etcd v2's internal error at this member's revision.
 async fn call(requests: &Router, request: ClientRequest) -> Result<ClientResponse, V2Error> {
-    requests.call(request).await.map_err(|error| {
+    requests.call(request, None).await.map_err(|error| {
         let revision = requests.driver().status().revision;
         let cause = match error {
             ClientError::NoLeader => "etcdserver: no leader".to_string(),
@@ -225,7 +225,7 @@ async fn add_ttl(requests: &Router, lease: i64, node: &mut Node) {
         id: lease,
         keys: false,
     });
-    if let Ok(ClientResponse::LeaseTimeToLive(ttl)) = requests.call(request).await {
+    if let Ok(ClientResponse::LeaseTimeToLive(ttl)) = requests.call(request, None).await {
         if ttl.ttl > 0 {
             set_ttl(node, ttl.ttl);
         }
@@ -272,7 +272,9 @@ async fn put(
         Err(error) => {
             if lease != 0 {
                 let revoke = pb::LeaseRevokeRequest { id: lease };
-                let _ = requests.call(ClientRequest::LeaseRevoke(revoke)).await;
+                let _ = requests
+                    .call(ClientRequest::LeaseRevoke(revoke), None)
+                    .await;
             }
             return Err(error);
         }
