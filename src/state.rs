@@ -143,20 +143,32 @@ impl StateMachine {
         now: Instant,
         is_leader: bool,
     ) -> Applied {
-        self.apply_as(request, Some(requester), now, is_leader)
+        self.apply_as(request, requester, true, now, is_leader)
     }
 
     /// Applies a member's own command from a committed entry (an expired lease's revoke, a
     /// raised alarm): no client made it, so no permission is checked.
     pub fn apply_internal(&mut self, request: Request, now: Instant, is_leader: bool) -> Applied {
-        self.apply_as(request, None, now, is_leader)
+        self.apply_as(request, None, false, now, is_leader)
     }
 
-    /// `requester` is `None` for a member's own command.
+    /// FOR THE SIMULATOR'S SELF-TEST ONLY (`NodeConfig::self_test_ignore_permissions`): applies a
+    /// client request without checking its key-value permissions, which is wrong.
+    pub fn apply_ignoring_permissions(
+        &mut self,
+        request: Request,
+        requester: Option<&AuthInfo>,
+        now: Instant,
+        is_leader: bool,
+    ) -> Applied {
+        self.apply_as(request, requester, false, now, is_leader)
+    }
+
     fn apply_as(
         &mut self,
         request: Request,
-        requester: Option<Option<&AuthInfo>>,
+        requester: Option<&AuthInfo>,
+        check_permissions: bool,
         now: Instant,
         is_leader: bool,
     ) -> Applied {
@@ -165,13 +177,14 @@ impl StateMachine {
         } else if self.alarms.no_space() {
             refused_without_space(&request)
         } else {
-            requester
-                .and_then(|requester| self.check_permission(&request, requester).err())
+            check_permissions
+                .then(|| self.check_permission(&request, requester).err())
+                .flatten()
                 .map(ClientError::Auth)
         };
         if refused.is_none() {
             let before = (self.auth.is_enabled(), self.auth.revision());
-            if let Some(applied) = self.auth.apply(&request, requester.flatten()) {
+            if let Some(applied) = self.auth.apply(&request, requester) {
                 self.auth_changed |= before != (self.auth.is_enabled(), self.auth.revision());
                 return auth_applied(applied);
             }

@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         prev_kv: true,
         ..Default::default()
     });
-    let _ = state.apply(put, Instant::from_micros(1_000_000), true);
+    let _ = state.apply_internal(put, Instant::from_micros(1_000_000), true);
     if state.kv.storage_failure().is_none() {
         state.commit(None, false).expect("a loaded state commits");
         let _ = state.kv.range(&all);

@@ -5,8 +5,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
+use stet::auth::AuthInfo;
 use stet::proto::stetpb::InternalRequest;
 use stet::time::Instant;
+use stet::types::AuthRevision;
 use stet_fuzz::{assert_snapshot_round_trips, populated_state, split_prefixed};
 
 fuzz_target!(|data: &[u8]| {
@@ -23,7 +25,16 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let revision_before = state.kv.current_revision();
-        let applied = state.apply(body, now, is_leader);
+        let requester = request.requester.map(|requester| AuthInfo {
+            user: requester.user,
+            revision: AuthRevision(requester.auth_revision),
+        });
+        // As a node applies them: a member's own commands (origin 0) are not checked.
+        let applied = if request.origin == 0 {
+            state.apply_internal(body, now, is_leader)
+        } else {
+            state.apply(body, requester.as_ref(), now, is_leader)
+        };
         assert!(applied.reply.is_some(), "every request gets an answer");
         let revision = state.kv.current_revision();
         assert!(revision >= revision_before, "the revision went backwards");

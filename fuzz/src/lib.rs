@@ -91,7 +91,7 @@ pub fn populated_state() -> StateMachine {
         put(b"c", b"3", 0),
     ];
     for request in requests {
-        let applied = state.apply(request, now, true);
+        let applied = state.apply(request, None, now, true);
         assert!(
             matches!(applied.reply, Some(Ok(_))),
             "setup request failed: {:?}",
@@ -233,6 +233,10 @@ pub fn internal_request(id: u64, request: Request) -> Vec<u8> {
         origin: 1,
         incarnation: 0,
         request: Some(request),
+        requester: Some(stetpb::Requester {
+            user: "root".to_string(),
+            auth_revision: 1,
+        }),
     }
     .encode_to_vec()
 }
@@ -289,6 +293,29 @@ pub fn sample_requests() -> Vec<Request> {
             ..Default::default()
         }),
         Request::LeaseRenew(stetpb::LeaseRenew { ids: vec![7] }),
+        Request::AuthUserAdd(pb::AuthUserAddRequest {
+            name: "root".to_string(),
+            hashed_password: "$2a$04$hash".to_string(),
+            ..Default::default()
+        }),
+        Request::AuthUserGrantRole(pb::AuthUserGrantRoleRequest {
+            user: "root".to_string(),
+            role: "root".to_string(),
+        }),
+        Request::AuthRoleGrantPermission(pb::AuthRoleGrantPermissionRequest {
+            name: "r".to_string(),
+            perm: Some(stet::proto::authpb::Permission {
+                perm_type: 2,
+                key: b"a".to_vec(),
+                range_end: b"b".to_vec(),
+            }),
+        }),
+        Request::AuthEnable(pb::AuthEnableRequest {}),
+        Request::Authenticate(stetpb::Authenticate {
+            name: "root".to_string(),
+            simple_token: "abcdefghijklmnop.1".to_string(),
+            checked_revision: 3,
+        }),
     ]
 }
 
@@ -349,6 +376,7 @@ impl NodeHarness {
                 | Output::Reply { .. }
                 | Output::Watch { .. }
                 | Output::LeaderChanged { .. }
+                | Output::Tokens(_)
                 | Output::Removed => {}
             }
         }
@@ -425,9 +453,10 @@ pub fn engine() -> stet::engine::Engine {
 
 /// Rows of an engine file, as the `engine_state` target reads them from fuzz input: each row is a
 /// kind byte, two 8-byte little-endian numbers, a length byte and that many payload bytes.
-/// Kinds (mod 8): revision put (main, sub, `KeyValue` bytes), revision tombstone, lease (id,
-/// record), member (id, record), removed member (id), current revision, compact revision, and
-/// the applied index and term with raft's `ConfState` bytes.
+/// Kinds (mod 10): revision put (main, sub, `KeyValue` bytes), revision tombstone, lease (id,
+/// record), member (id, record), removed member (id), current revision, compact revision, the
+/// applied index and term with raft's `ConfState` bytes, the alarms (`AlarmList` bytes) and the
+/// auth store (`AuthState` bytes).
 pub fn engine_from_rows(mut data: &[u8]) -> stet::engine::Engine {
     use stet::engine::{Applied, Batch, Revision, Stored};
     let mut batch = Batch::new();
@@ -442,11 +471,11 @@ pub fn engine_from_rows(mut data: &[u8]) -> stet::engine::Engine {
         let (payload, rest) = rest.split_at(len);
         data = rest;
         let revision = Revision { main: a, sub: b };
-        match kind % 8 {
+        match kind % 10 {
             0 | 1 => batch.put_revision(
                 revision,
                 Stored {
-                    tombstone: kind % 8 == 1,
+                    tombstone: kind % 10 == 1,
                     key_value: payload.to_vec(),
                 },
             ),
@@ -455,6 +484,8 @@ pub fn engine_from_rows(mut data: &[u8]) -> stet::engine::Engine {
             4 => batch.remove_member(a),
             5 => batch.set_current_revision(a),
             6 => batch.set_compact_revision(a),
+            8 => batch.set_alarms(payload.to_vec()),
+            9 => batch.set_auth(payload.to_vec()),
             // A batch ends at one applied entry: the last one named wins.
             _ => applied = Some((Applied { index: a, term: b }, payload.to_vec())),
         }
@@ -519,6 +550,12 @@ pub fn rows_of(engine: &stet::engine::Engine) -> Vec<u8> {
         0,
         &[],
     );
+    if let Some(alarms) = view.alarms().expect("alarms") {
+        row(&mut out, 8, 0, 0, &alarms);
+    }
+    if let Some(auth) = view.auth().expect("auth") {
+        row(&mut out, 9, 0, 0, &auth);
+    }
     let applied = view.applied().expect("applied");
     let conf_state = view.conf_state().expect("conf state").unwrap_or_default();
     row(&mut out, 7, applied.index, applied.term, &conf_state);

@@ -23,6 +23,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod auth;
 pub mod backup;
 pub mod checker;
 pub mod client;

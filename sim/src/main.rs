@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
-                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion|drop-stream-chunk|unjoined-fragments|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk]"
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion|drop-stream-chunk|unjoined-fragments|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk|ignore-permissions]"
                         .to_string(),
                 )
             }
@@ -110,6 +110,7 @@ fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
         "no-auto-promotion" => SelfTest::NoAutoPromotion,
         "drop-stream-chunk" => SelfTest::DropStreamedChunk,
         "unjoined-fragments" => SelfTest::UnjoinedFragments,
+        "ignore-permissions" => SelfTest::IgnorePermissions,
         "misread-peer-clock" => SelfTest::Mistake(Mistake::MisreadPeerClock),
         "forced-keeps-cluster" => SelfTest::Mistake(Mistake::ForcedStartKeepsClusterId),
         "ignore-forced-identity" => SelfTest::Mistake(Mistake::IgnoreForcedIdentity),

@@ -50,6 +50,8 @@ pub struct Extras {
     pub lease_clients: u64,
     pub compactor: bool,
     pub rich_clients: u64,
+    /// An administrator changing auth and users working under it (`crate::auth`).
+    pub auth: bool,
 }
 
 /// Client numbers (and IPs 10.0.1.n) of the extra clients.
@@ -57,6 +59,9 @@ const FIRST_WATCHER: u64 = 50;
 const FIRST_LEASE_CLIENT: u64 = 70;
 const COMPACTOR: u64 = 90;
 const FIRST_RICH_CLIENT: u64 = 100;
+/// The auth administrator's client number (the checker's disabling at the end uses it too); its
+/// users follow it.
+pub const AUTH_ADMIN: u64 = 120;
 
 /// Every scenario, in the order the runner reports them.
 pub fn scenarios() -> Vec<Scenario> {
@@ -97,6 +102,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 lease_clients: 2,
                 compactor: true,
                 rich_clients: 1,
+                auth: false,
             },
             // Small enough that runs fill it: writes then fail with NOSPACE until the compactor
             // has compacted, defragmented and disarmed.
@@ -116,6 +122,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 lease_clients: 1,
                 compactor: true,
                 rich_clients: 1,
+                auth: false,
             },
             ..scenario(
                 "mixed",
@@ -138,6 +145,19 @@ pub fn scenarios() -> Vec<Scenario> {
             auto_promote_learners: true,
             ..scenario("auto-promote", vec![Churn, Crash, Partition])
         },
+        // Auth enabled, disabled and permissions changed under load while members crash
+        // (etcd-io/etcd#14571). Only the auth clients and the register clients run: the other
+        // extras send requests without credentials.
+        Scenario {
+            extras: Extras {
+                auth: true,
+                ..Extras::default()
+            },
+            ..scenario(
+                "auth",
+                vec![Crash, CrashAtPoint, PowerCut, Partition, IsolateLeader],
+            )
+        },
         // Revisions are reused after the recovery, which the revision oracle does not model.
         Scenario {
             extras: Extras::default(),
@@ -152,6 +172,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 lease_clients: 1,
                 compactor: true,
                 rich_clients: 1,
+                auth: false,
             },
             ..scenario(
                 "single",
@@ -352,6 +373,10 @@ fn spawn_extras(
         clients.push((COMPACTOR, "compactor"));
     }
     clients.extend((0..extras.rich_clients).map(|n| (FIRST_RICH_CLIENT + n, "rich-client")));
+    if extras.auth {
+        clients.push((AUTH_ADMIN, "auth-admin"));
+        clients.extend((1..=crate::auth::USERS).map(|user| (AUTH_ADMIN + user, "auth-user")));
+    }
     let mut handles = Vec::new();
     for (n, kind) in clients {
         let node = handle
@@ -364,6 +389,8 @@ fn spawn_extras(
             "watcher" => node.spawn(watcher::watch_workload(w, n, m, until)),
             "lease-client" => node.spawn(leases::lease_workload(w, n, m, until)),
             "rich-client" => node.spawn(crate::rich::rich_workload(w, n, m, until)),
+            "auth-admin" => node.spawn(crate::auth::admin_workload(w, n, m, until)),
+            "auth-user" => node.spawn(crate::auth::user_workload(w, n, n - AUTH_ADMIN, m, until)),
             _ => node.spawn(watcher::compaction_workload(w, n, m, until)),
         };
         handles.push(handle);
@@ -405,6 +432,17 @@ async fn final_checks(
         .name("checker")
         .ip(crate::net::client_ip(200))
         .build();
+    if scenario.extras.auth {
+        let (w, m) = (world.clone(), members.to_vec());
+        let settled = checker_node.spawn(async move { crate::auth::settle(w, m).await });
+        if let Ok(Err(detail)) = settled.await {
+            return Err(Failure {
+                key: None,
+                property: "auth convergence",
+                detail,
+            });
+        }
+    }
     let (w, m) = (world.clone(), world.live_members(members));
     let checks = checker_node.spawn(async move { liveness_and_final_reads(w, m).await });
     let live = checks.await.unwrap_or(false);
@@ -481,6 +519,11 @@ async fn final_checks(
     for history in crate::membership::histories_to_check(world, &history) {
         check_history(&history)?;
     }
+    crate::auth::check(world).map_err(|detail| Failure {
+        key: None,
+        property: "permissions",
+        detail,
+    })?;
     check_watches_and_leases(world)
 }
 

@@ -118,6 +118,8 @@ pub enum SelfTest {
     /// Watchers take each fragment of a response for a whole response (a revision's events then
     /// come in parts, which the watch oracle must catch).
     UnjoinedFragments,
+    /// Members apply every request without checking its user's permissions.
+    IgnorePermissions,
 }
 
 impl SelfTest {
@@ -241,6 +243,9 @@ pub struct World {
     pub lease_history: Mutex<Vec<LeaseOp>>,
     /// What rich clients (every request shape) did and saw.
     pub rich_history: Mutex<Vec<RichOp>>,
+    /// The auth administrator's changes, and the auth users' requests (`crate::auth`).
+    pub auth_changes: Mutex<Vec<crate::auth::oracle::Change>>,
+    pub auth_ops: Mutex<Vec<crate::auth::oracle::UserOp>>,
     /// When a member first applied the revoke of each lease (global µs).
     pub lease_revocations: Mutex<Revocations>,
     /// A self-test's distortion of one member's clock that its clock model does not show:
@@ -315,6 +320,8 @@ impl World {
             compactions: Mutex::new(Vec::new()),
             lease_history: Mutex::new(Vec::new()),
             rich_history: Mutex::new(Vec::new()),
+            auth_changes: Mutex::new(Vec::new()),
+            auth_ops: Mutex::new(Vec::new()),
             lease_revocations: Mutex::new(BTreeMap::new()),
             clock_distortion: Mutex::new(None),
             durable: Mutex::new(BTreeMap::new()),
@@ -404,6 +411,11 @@ impl World {
                 "--experimental-snapshot-catchup-entries={}",
                 settings.catch_up_entries
             ),
+            // bcrypt's least cost: hashing is what it is for the auth scenario's logins, and a
+            // simulated member runs it in place.
+            "--bcrypt-cost=4".to_string(),
+            // Short enough that tokens expire within runs (their users log in again).
+            "--auth-token-ttl=3".to_string(),
         ];
         if let Some(bytes) = settings.max_request_bytes {
             args.push(format!("--max-request-bytes={bytes}"));
@@ -538,6 +550,8 @@ impl World {
         config.self_test_corrupt_applied_puts = settings.self_test.is_some_and(|t| t.diverges())
             && self.initial.first().is_some_and(|m| m.id == config.id.0);
         config.self_test_miscount_ranges = settings.self_test == Some(SelfTest::MiscountRanges);
+        config.self_test_ignore_permissions =
+            settings.self_test == Some(SelfTest::IgnorePermissions);
         if settings.self_test == Some(SelfTest::NoAutoPromotion) {
             config.auto_promote_learners = false;
         }

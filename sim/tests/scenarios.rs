@@ -276,6 +276,17 @@ fn watch_fragments_taken_for_whole_responses_are_caught_by_the_watch_oracle() {
     );
 }
 
+/// Also proves the `auth` scenario enables authentication and makes users write where they may
+/// not.
+#[test]
+fn members_ignoring_permissions_are_caught_by_the_permission_oracle() {
+    let caught = caught_within("auth", SelfTest::IgnorePermissions, "permissions", 10);
+    assert!(
+        caught.is_some(),
+        "writes applied without their user's permission went unnoticed for 10 seeds"
+    );
+}
+
 #[test]
 fn leases_expiring_early_are_caught_by_the_lease_oracle() {
     let caught = caught_within("watch", SelfTest::FastClock, "lease", 10);

@@ -18,8 +18,11 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::bbolt::{Bolt, BoltError, Bucket};
+use crate::auth::AuthStore;
 use crate::engine::{Batch, Engine, EngineError, Revision, Stored};
+use crate::proto::authpb;
 use crate::proto::mvccpb::KeyValue;
+use crate::proto::stetpb::AuthState;
 use crate::proto::stetpb::LeaseRecord;
 
 /// The length of etcd's SHA-256 trailer.
@@ -59,6 +62,8 @@ pub struct Imported {
     pub leases: u64,
     /// What the backup held that stet does not carry over, in words.
     pub left_behind: Vec<String>,
+    /// What it held beside keys and leases that was carried over (users and roles), in words.
+    pub carried: Vec<String>,
 }
 
 /// Whether `bytes` look like a bbolt file (with or without etcd's trailer): its first meta page's
@@ -134,12 +139,22 @@ pub fn import(
         return Err(failure);
     }
     imported.leases = leases(&bolt, &mut batch)?;
+    let (auth, auth_note) = auth_state(&bolt)?;
+    let auth_carried = auth.is_some();
+    if let Some(auth) = auth {
+        batch.set_auth(auth.encode_to_vec());
+    }
     imported.current_revision = newest.max(compact_revision);
     batch.set_compact_revision(compact_revision);
     batch.set_current_revision(imported.current_revision);
     engine.commit(batch, true)?;
     progress(imported.revisions);
     imported.left_behind = left_behind(&bolt)?;
+    match auth_note {
+        Some(note) if auth_carried => imported.carried.push(note),
+        Some(note) => imported.left_behind.insert(0, note),
+        None => {}
+    }
     Ok(imported)
 }
 
@@ -279,6 +294,78 @@ fn lease_row(row_key: &[u8], value: &[u8]) -> Result<LeaseRecord, String> {
     })
 }
 
+/// etcd's auth store (the `auth`, `authUsers` and `authRoles` buckets: `authEnabled` one byte,
+/// `authRevision` a big-endian u64, users and roles as `authpb` messages, the users' bcrypt
+/// hashes as etcd made them), if it holds users or roles, with a sentence on what was carried
+/// over; a store stet's rules refuse (e.g. a permission on no key, which etcd 3.4 stored) is left
+/// behind with the reason.
+fn auth_state(bolt: &Bolt<'_>) -> Result<(Option<AuthState>, Option<String>), MigrateError> {
+    let mut state = AuthState::default();
+    let mut failure = None;
+    if let Some(bucket) = bolt.bucket(b"authUsers")? {
+        bucket.for_each(|name, value| match authpb::User::decode(value) {
+            Ok(user) => {
+                state.users.push(user);
+                true
+            }
+            Err(error) => {
+                failure = Some(bad_row(name, format!("the user does not decode: {error}")));
+                false
+            }
+        })?;
+    }
+    if let Some(bucket) = bolt.bucket(b"authRoles")? {
+        bucket.for_each(|name, value| match authpb::Role::decode(value) {
+            Ok(role) => {
+                state.roles.push(role);
+                true
+            }
+            Err(error) => {
+                failure = Some(bad_row(name, format!("the role does not decode: {error}")));
+                false
+            }
+        })?;
+    }
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    if state.users.is_empty() && state.roles.is_empty() {
+        return Ok((None, None));
+    }
+    if let Some(bucket) = bolt.bucket(b"auth")? {
+        bucket.for_each(|name, value| {
+            match name {
+                b"authEnabled" => state.enabled = value == [1],
+                b"authRevision" => {
+                    if let Ok(bytes) = <[u8; 8]>::try_from(value) {
+                        state.revision = u64::from_be_bytes(bytes);
+                    }
+                }
+                _ => {}
+            }
+            true
+        })?;
+    }
+    state.revision = state.revision.max(1);
+    let (users, roles) = (state.users.len(), state.roles.len());
+    Ok(match AuthStore::from_proto(&state) {
+        Ok(_) => {
+            let enabled = if state.enabled {
+                ", authentication enabled"
+            } else {
+                ""
+            };
+            let note = format!("{users} users and {roles} roles with their permissions{enabled}");
+            (Some(state), Some(note))
+        }
+        Err(why) => {
+            let note =
+                format!("{users} users and {roles} roles left behind ({why}): add them again");
+            (None, Some(note))
+        }
+    })
+}
+
 /// The parts of etcd's state a restore does not carry over that this backup holds, in words.
 fn left_behind(bolt: &Bolt<'_>) -> Result<Vec<String>, MigrateError> {
     let mut notes = Vec::new();
@@ -292,23 +379,6 @@ fn left_behind(bolt: &Bolt<'_>) -> Result<Vec<String>, MigrateError> {
         }
         Ok(rows)
     };
-    let users = count(bolt.bucket(b"authUsers")?)?;
-    let roles = count(bolt.bucket(b"authRoles")?)?;
-    if users + roles > 0 {
-        notes.push(format!(
-            "{users} users and {roles} roles: stet does not carry etcd's auth over; add them again"
-        ));
-    }
-    let mut auth_enabled = false;
-    if let Some(auth) = bolt.bucket(b"auth")? {
-        auth.for_each(|name, value| {
-            auth_enabled |= name == b"authEnabled" && value == [1];
-            true
-        })?;
-    }
-    if auth_enabled {
-        notes.push("authentication enabled: the restored cluster starts without it".into());
-    }
     let alarms = count(bolt.bucket(b"alarm")?)?;
     if alarms > 0 {
         notes.push(format!("{alarms} raised alarms: cleared by the restore"));

@@ -62,6 +62,7 @@ fn an_etcd_backup_carries_over_keys_history_compaction_and_leases() {
             revisions: 306,
             leases: 1,
             left_behind: Vec::new(),
+            carried: Vec::new(),
         }
     );
     assert_eq!(state.kv.current_revision(), 13);
@@ -80,18 +81,29 @@ fn an_etcd_backup_carries_over_keys_history_compaction_and_leases() {
 }
 
 #[test]
-fn etcds_users_roles_and_auth_are_named_as_left_behind() {
+#[cfg(feature = "server")]
+fn etcds_users_roles_and_auth_come_over_with_their_bcrypt_hashes() {
     const AUTH: &[u8] = include_bytes!("../../tests/fixtures/etcd-3.4-auth-snapshot.db");
     let mut engine = Engine::in_memory(1 << 20).unwrap();
     let imported = import(database(AUTH, false).unwrap(), &mut engine, |_| {}).unwrap();
+    assert_eq!(imported.left_behind, Vec::<String>::new());
     assert_eq!(
-        imported.left_behind,
-        [
-            "1 users and 1 roles: stet does not carry etcd's auth over; add them again",
-            "authentication enabled: the restored cluster starts without it"
-        ]
+        imported.carried,
+        ["1 users and 1 roles with their permissions, authentication enabled"]
     );
     assert_eq!(imported.revisions, 1);
+    engine.start_new_cluster(7).unwrap();
+    let (state, _, _) = StateMachine::from_engine(engine, 1).unwrap();
+    let auth = state.auth();
+    assert!(auth.is_enabled());
+    assert!(auth.is_admin("root"));
+    let roles = auth.role_list(&Default::default()).roles;
+    assert_eq!(roles, ["r"]);
+    // etcd's hash, made by Go's bcrypt for "pw" (tests/fixtures/make-etcd-snapshot.sh).
+    let (hash, _) = auth.password_hash("root").unwrap();
+    assert!(hash.starts_with("$2a$"), "{hash}");
+    assert!(bcrypt::verify("pw", hash).unwrap());
+    assert!(!bcrypt::verify("wrong", hash).unwrap());
 }
 
 #[test]

@@ -69,11 +69,14 @@ impl Node {
             revision: AuthRevision(requester.auth_revision),
         });
         // Only members propose without an origin: an expired lease's revoke, an alarm.
+        let (now, requester) = (self.now, requester.as_ref());
         let applied = if request.origin == 0 {
-            self.state.apply_internal(body, self.now, is_leader)
-        } else {
+            self.state.apply_internal(body, now, is_leader)
+        } else if self.config.self_test_ignore_permissions {
             self.state
-                .apply(body, requester.as_ref(), self.now, is_leader)
+                .apply_ignoring_permissions(body, requester, now, is_leader)
+        } else {
+            self.state.apply(body, requester, now, is_leader)
         };
         if self.stopped_on_storage_failure() {
             return;

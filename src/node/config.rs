@@ -46,6 +46,9 @@ pub struct NodeConfig {
     /// FOR THE SIMULATOR'S SELF-TEST ONLY: answer every range with a count one too high (on every
     /// member alike, so only a model of the store can tell).
     pub self_test_miscount_ranges: bool,
+    /// FOR THE SIMULATOR'S SELF-TEST ONLY: apply every client request without checking its
+    /// user's permissions; the simulator's permission oracle must catch it.
+    pub self_test_ignore_permissions: bool,
     /// Largest encoded client request accepted for proposal (etcd's `--max-request-bytes`).
     pub max_request_bytes: usize,
     /// Most operations in one txn branch (etcd's `--max-txn-ops`).
@@ -89,6 +92,7 @@ impl NodeConfig {
             unsafe_local_linearizable_reads: false,
             self_test_corrupt_applied_puts: false,
             self_test_miscount_ranges: false,
+            self_test_ignore_permissions: false,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
             quota_backend_bytes: Some(DEFAULT_QUOTA_BACKEND_BYTES),

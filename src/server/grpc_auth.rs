@@ -137,6 +137,8 @@ impl auth_server::Auth for Services {
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        // A token sent along must still be valid, as etcd checks it on every request.
+        self.caller(&request)?;
         let request = request.into_inner();
         let token = self.login(request.name, request.password).await?;
         Ok(Response::new(pb::AuthenticateResponse {

@@ -26,6 +26,8 @@ pub struct Loaded {
     pub origin: Origin,
     /// What the backup held that was not carried over, in words (etcd backups only).
     pub left_behind: Vec<String>,
+    /// What it held beside keys and leases that was carried over (etcd's users and roles).
+    pub carried: Vec<String>,
 }
 
 /// The bytes of `file`.
@@ -51,6 +53,7 @@ pub fn load_into(
         return Ok(Loaded {
             origin: Origin::Stet,
             left_behind: Vec::new(),
+            carried: Vec::new(),
         });
     }
     if migrate::looks_like_etcd_backup(bytes) {
@@ -66,6 +69,7 @@ pub fn load_into(
         return Ok(Loaded {
             origin: Origin::Etcd,
             left_behind: imported.left_behind,
+            carried: imported.carried,
         });
     }
     Err(format!(

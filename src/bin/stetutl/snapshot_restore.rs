@@ -79,6 +79,9 @@ pub fn run(args: &Args) -> Result<(), String> {
         }
     };
     if loaded.origin == Origin::Etcd {
+        for note in &loaded.carried {
+            eprintln!("carried over from the etcd backup: {note}");
+        }
         for note in &loaded.left_behind {
             eprintln!("warning: not carried over from the etcd backup: {note}");
         }
@@ -105,6 +108,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                 "member_id": format!("{:x}", identity.member_id.0),
                 "cluster_id": format!("{:x}", identity.cluster_id),
                 "left_behind": loaded.left_behind,
+                "carried": loaded.carried,
             })
         ),
     }
