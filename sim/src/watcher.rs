@@ -1,7 +1,9 @@
 //! Watches under faults: clients that watch keys from past, current and future revisions, ask for
 //! progress, fail over to another member when theirs stalls or the stream breaks, and resume from
 //! the revision after the last one they saw; some ask for fragments, and join a response sent in
-//! fragments back into one before taking it, as etcd's client does; a compacting client; and the
+//! fragments back into one before taking it, as etcd's client does; some choose their watch's ID,
+//! stop reading a while, then cancel it and create it again under the same ID on the same stream
+//! (a new logical watch, which must never get its predecessor's events); a compacting client; and the
 //! watch oracle, which checks every watcher's log against the events members applied
 //! (`KvEvents`, recorded by `report`): ordered, no gaps, no duplicates, never back in time, the
 //! same events as the store (a revision's events in one response, however it was fragmented),
@@ -22,6 +24,10 @@ use crate::world::{lock, SelfTest, World};
 use stet::node::{ClientRequest, ClientResponse};
 use stet::proto::etcdserverpb as pb;
 use stet::proto::etcdserverpb::watch_client::WatchClient;
+
+/// The ID watchers choose for a watch they cancel and create again on the same stream (etcd
+/// lets clients choose; a re-created watch must never get its predecessor's events).
+const RECREATED_WATCH_ID: i64 = 7;
 
 /// A watcher that learns no new revision for this long moves to another member.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -91,9 +97,10 @@ async fn one_watch(
     while world.elapsed() < ends_at {
         *streams += 1;
         let stream = (client.id << 32) | *streams;
-        let (progress_notify, fragment) = {
+        let (progress_notify, fragment, recreates) = {
             let mut rng = madsim::rand::thread_rng();
-            (rng.gen_bool(0.5), rng.gen_bool(0.5))
+            let fragment = rng.gen_bool(0.5);
+            (rng.gen_bool(0.5), fragment, !fragment && rng.gen_bool(0.4))
         };
         let request = pb::WatchCreateRequest {
             key: key.clone(),
@@ -101,6 +108,8 @@ async fn one_watch(
             start_revision: next_start,
             progress_notify,
             fragment,
+            // A client-chosen ID for the watches that will be canceled and created again.
+            watch_id: if recreates { RECREATED_WATCH_ID } else { 0 },
             ..Default::default()
         };
         let mut segment = Segment {
@@ -114,8 +123,40 @@ async fn one_watch(
             items: Vec::new(),
             end: SegmentEnd::Unreachable,
         };
-        if let Some(opened) = open_stream(client, member, request).await {
-            receive(opened, world, &mut segment, ends_at).await;
+        if let Some(mut opened) = open_stream(client, member, request.clone()).await {
+            let mut create = request.clone();
+            loop {
+                let recreated = receive(opened, world, &mut segment, ends_at, &create).await;
+                let Some((open, start)) = recreated else {
+                    break;
+                };
+                world.trace(format!(
+                    "watcher {}/{watch} created watch {RECREATED_WATCH_ID} again on stream                      {stream:x} from {start}",
+                    client.id
+                ));
+                // The same range on the same stream under the same ID, from the revision after
+                // the last one seen when the create was sent: a new logical watch (events the
+                // old one received meanwhile may come again in it).
+                create.start_revision = start;
+                let next = Segment {
+                    requested_start: start,
+                    created_revision: None,
+                    items: Vec::new(),
+                    end: SegmentEnd::Moved,
+                    ..segment.clone()
+                };
+                next_start = start;
+                let mut finished = WatchLog {
+                    segments: Vec::new(),
+                    ..log.clone()
+                };
+                std::mem::swap(&mut finished, &mut log);
+                finished
+                    .segments
+                    .push(std::mem::replace(&mut segment, next));
+                lock(&world.watch_logs).push(finished);
+                opened = open;
+            }
         }
         next_start = segment.resume_from(next_start);
         if segment.end == SegmentEnd::Unreachable {
@@ -165,14 +206,27 @@ async fn open_stream(
 /// segments read slowly, so the member's buffer for the stream fills and it must end the stream
 /// (the client resumes from the last revision it saw) rather than drop a response. Fragments are
 /// joined (`Fragments`); those of a response left unfinished are dropped, as etcd's client drops
-/// them, and the watch resumes from the last whole response.
-async fn receive(mut open: OpenStream, world: &World, segment: &mut Segment, ends_at: Duration) {
-    let (stay, mut progress_at, slow) = {
+/// them, and the watch resumes from the last whole response. A watch created under
+/// `RECREATED_WATCH_ID` may be canceled and created again under the same ID after the client
+/// stopped reading a while (its member's buffer for the stream full): then the stream and the
+/// revision the new watch starts from are returned once the old one's cancel came.
+async fn receive(
+    mut open: OpenStream,
+    world: &World,
+    segment: &mut Segment,
+    ends_at: Duration,
+    create: &pb::WatchCreateRequest,
+) -> Option<(OpenStream, i64)> {
+    let (stay, mut progress_at, slow, mut recreate_at) = {
         let mut rng = madsim::rand::thread_rng();
         let stay = Duration::from_millis(rng.gen_range(1_000..6_000));
         let slow = rng.gen_bool(0.3).then(|| rng.gen_range(20..300));
-        (stay, Duration::from_millis(rng.gen_range(200..1_500)), slow)
+        let recreate_at = (create.watch_id == RECREATED_WATCH_ID)
+            .then(|| world.elapsed() + Duration::from_millis(rng.gen_range(300..2_000)));
+        let progress_at = Duration::from_millis(rng.gen_range(200..1_500));
+        (stay, progress_at, slow, recreate_at)
     };
+    let mut recreating = None;
     let started = world.elapsed();
     let leave_at = (started + stay).min(ends_at);
     progress_at += started;
@@ -187,11 +241,15 @@ async fn receive(mut open: OpenStream, world: &World, segment: &mut Segment, end
     loop {
         let now = world.elapsed();
         if now >= leave_at {
-            return;
+            return None;
         }
         if now.saturating_sub(learned_at) > STALL_TIMEOUT {
             segment.end = SegmentEnd::Stalled;
-            return;
+            return None;
+        }
+        if recreate_at.is_some_and(|at| now >= at) && segment.created_revision.is_some() {
+            recreate_at = None;
+            recreating = Some(recreate(&mut open, segment, create).await);
         }
         if now >= progress_at {
             let progress = pb::WatchRequest {
@@ -209,7 +267,7 @@ async fn receive(mut open: OpenStream, world: &World, segment: &mut Segment, end
             Some(Ok(Some(response))) => response,
             Some(Ok(None)) | Some(Err(_)) => {
                 segment.end = SegmentEnd::Broken;
-                return;
+                return None;
             }
         };
         let joined = if unjoined {
@@ -243,7 +301,7 @@ async fn receive(mut open: OpenStream, world: &World, segment: &mut Segment, end
             Ok(None) => continue,
             Err(violation) => {
                 segment.end = SegmentEnd::Malformed(violation);
-                return;
+                return None;
             }
         };
         let (learned, ended) = segment.take(response, &mut best);
@@ -251,12 +309,46 @@ async fn receive(mut open: OpenStream, world: &World, segment: &mut Segment, end
             learned_at = world.elapsed();
         }
         if ended {
-            return;
+            return match (recreating, &segment.end) {
+                (Some(start), SegmentEnd::Canceled) => Some((open, start)),
+                _ => None,
+            };
         }
         if let Some(pause_ms) = slow {
             madsim::time::sleep(Duration::from_millis(pause_ms)).await;
         }
     }
+}
+
+/// Stops reading for a while (the member's buffer for the stream fills, if events come), then
+/// cancels the watch and creates it again under the same ID from the revision after the last
+/// one seen. Returns that revision.
+async fn recreate(
+    open: &mut OpenStream,
+    segment: &Segment,
+    create: &pb::WatchCreateRequest,
+) -> i64 {
+    let pause = madsim::rand::thread_rng().gen_range(300..1_500);
+    madsim::time::sleep(Duration::from_millis(pause)).await;
+    let start = segment.resume_from(create.start_revision);
+    let cancel = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CancelRequest(
+            pb::WatchCancelRequest {
+                watch_id: RECREATED_WATCH_ID,
+            },
+        )),
+    };
+    let again = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                start_revision: start,
+                ..create.clone()
+            },
+        )),
+    };
+    let _ = open.requests.try_send(cancel);
+    let _ = open.requests.try_send(again);
+    start
 }
 
 /// Joins the fragments of a response, as etcd's client does: the events of consecutive responses

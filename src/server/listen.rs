@@ -58,6 +58,11 @@ impl ClientListeners {
             Some(security) => Some(super::tls::server::acceptor(security, log)?),
             None => None,
         };
+        // etcd takes a certificate's common name as the user only with --client-cert-auth.
+        let cert_users = config
+            .client_tls
+            .as_ref()
+            .is_some_and(|security| security.client_cert_auth);
         let mut listeners = Vec::new();
         for addr in &config.listen_client {
             let tls = if addr.tls { acceptor.clone() } else { None };
@@ -65,6 +70,7 @@ impl ClientListeners {
                 listeners.push(ClientListener {
                     tcp,
                     tls: tls.clone(),
+                    cert_users,
                 });
             }
         }
@@ -158,6 +164,8 @@ impl ClientListeners {
 struct ClientListener {
     tcp: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// A verified client certificate's common name is the request's user.
+    cert_users: bool,
 }
 
 /// How long a client has to finish its TLS handshake.
@@ -182,7 +190,11 @@ async fn serve_connections(
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http2().max_concurrent_streams(max_streams);
     let graceful = GracefulShutdown::new();
-    let ClientListener { tcp, tls } = listener;
+    let ClientListener {
+        tcp,
+        tls,
+        cert_users,
+    } = listener;
     loop {
         let accepted = tokio::select! {
             accepted = tcp.accept() => accepted,
@@ -208,6 +220,7 @@ async fn serve_connections(
             builder: builder.clone(),
             app: app.clone(),
             watcher: graceful.watcher(),
+            cert_users,
             log,
         };
         match tls.clone() {
@@ -222,7 +235,8 @@ async fn serve_connections(
 }
 
 /// The common name of the certificate the client presented, if any: rustls asks for one only
-/// when `--trusted-ca-file` is set, and the handshake succeeded only if it verified.
+/// when `--trusted-ca-file` is set, and the handshake succeeded only if it verified (the caller
+/// takes it as the user only with `--client-cert-auth`, as etcd does).
 #[cfg(not(madsim))]
 fn client_cert_user(
     stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
@@ -239,6 +253,7 @@ struct ClientConnection {
     builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     app: axum::Router,
     watcher: hyper_util::server::graceful::Watcher,
+    cert_users: bool,
     log: slog::Logger,
 }
 
@@ -253,7 +268,7 @@ impl ClientConnection {
     ) {
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => {
-                if let Some(user) = client_cert_user(&stream) {
+                if let Some(user) = client_cert_user(&stream).filter(|_| self.cert_users) {
                     self.app = self.app.layer(axum::Extension(user));
                 }
                 self.serve(stream).await

@@ -176,6 +176,10 @@ fn peer_frames() -> Vec<Vec<u8>> {
         request: Some(peerpb::forward_request::Request::LeaseKeepAlive(
             pb::LeaseKeepAliveRequest { id: 42 },
         )),
+        requester: Some(stet::proto::stetpb::Requester {
+            user: "alice".to_string(),
+            auth_revision: 3,
+        }),
     };
     peer_wire::encode_message(FrameKind::ForwardRequest, &request, &mut forwarded);
     let reply = peerpb::ForwardReply {
