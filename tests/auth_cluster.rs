@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use procs::certs::{path_str, write, Ca, CertFiles};
 use procs::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 /// The administrator etcd requires before `auth enable`.
 const ROOT: (&str, &str) = ("root", "root-secret");
@@ -41,62 +41,6 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 fn etcdctl_path() -> PathBuf {
     etcdctl().expect("etcdctl is not installed: apt-get install -y etcd-client")
-}
-
-/// A CA that signs the members' and clients' certificates.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().expect("key");
-        let cert = params.self_signed(&key).expect("self-signed CA");
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate named `common_name` for `hosts` (none for a client): (cert PEM, key PEM).
-    fn sign(&self, common_name: &str, hosts: &[&str]) -> (String, String) {
-        let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
-        let mut params = CertificateParams::new(hosts).expect("params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("signed");
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// Signs a certificate and writes it and its key as `dir/<file>.pem` and `dir/<file>-key.pem`.
-    fn sign_to(&self, dir: &Path, file: &str, common_name: &str, hosts: &[&str]) -> CertFiles {
-        let (cert, key) = self.sign(common_name, hosts);
-        CertFiles {
-            cert: write(dir, &format!("{file}.pem"), &cert),
-            key: write(dir, &format!("{file}-key.pem"), &key),
-        }
-    }
-}
-
-struct CertFiles {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write a PEM file");
-    path
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("a UTF-8 path")
 }
 
 /// etcdctl against one endpoint with fixed global flags (TLS files, `--user`).
