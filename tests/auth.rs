@@ -655,6 +655,13 @@ fn auth_survives_a_crash_and_restart() {
         after.auth_revision, before.auth_revision,
         "the auth revision moved"
     );
+    let (status, metrics) = http_get(member.port, "/metrics").expect("/metrics");
+    assert_eq!(status, 200);
+    let series = format!("etcd_debugging_auth_revision {}", after.auth_revision);
+    assert!(
+        metrics.lines().any(|line| line == series),
+        "/metrics lacks {series:?}"
+    );
 
     ctl.denied(NOBODY, &["get", "a1"], USER_EMPTY);
     assert_eq!(ctl.ok(U, &["get", "a1", "--print-value-only"]), "kept\n");

@@ -443,6 +443,12 @@ impl Collector for StatusCollector {
         )?;
         gauge(
             e,
+            "etcd_debugging_auth_revision",
+            "The current revision of auth store",
+            as_i64(s.auth_revision),
+        )?;
+        gauge(
+            e,
             "etcd_server_quota_backend_bytes",
             "Current backend storage quota size in bytes",
             as_i64(self.quota_backend_bytes),

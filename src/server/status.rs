@@ -32,6 +32,8 @@ pub struct MemberStatus {
     pub proposals_failed: u64,
     /// The raised alarms as `Status.errors` lists them.
     pub alarms: Vec<String>,
+    /// The auth store's revision (etcd's `etcd_debugging_auth_revision`).
+    pub auth_revision: u64,
     pub stopped: bool,
 }
 

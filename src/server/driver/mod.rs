@@ -670,6 +670,7 @@ impl Driver {
             proposals_pending: node.pending_proposals() as u64,
             proposals_failed: node.proposals_failed(),
             alarms: node.state().alarms().describe(),
+            auth_revision: node.state().auth().revision().0,
             stopped,
         };
         log_alarm_changes(&self.log, &self.status.borrow().alarms, &status.alarms);

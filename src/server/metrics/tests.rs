@@ -14,6 +14,7 @@ fn status() -> MemberStatus {
         proposals_failed: 1,
         revision: 7,
         key_count: 5,
+        auth_revision: 9,
         ..MemberStatus::default()
     }
 }
@@ -46,6 +47,7 @@ fn the_status_is_exported_under_etcds_names() {
         ("etcd_mvcc_db_total_size_in_use_in_bytes", "4096"),
         ("etcd_debugging_mvcc_keys_total", "5"),
         ("etcd_debugging_mvcc_current_revision", "7"),
+        ("etcd_debugging_auth_revision", "9"),
         ("etcd_server_id{server_id=\"abc\"}", "1"),
         ("etcd_server_version{server_version=\"3.5.13\"}", "1"),
         ("etcd_cluster_version{cluster_version=\"3.5\"}", "1"),
