@@ -20,7 +20,6 @@ use sha2::{Digest, Sha256};
 use super::bbolt::{Bolt, BoltError, Bucket};
 use crate::auth::AuthStore;
 use crate::engine::{Batch, Engine, EngineError, Revision, Stored};
-use crate::proto::authpb;
 use crate::proto::mvccpb::KeyValue;
 use crate::proto::stetpb::AuthState;
 use crate::proto::stetpb::LeaseRecord;
@@ -300,35 +299,11 @@ fn lease_row(row_key: &[u8], value: &[u8]) -> Result<LeaseRecord, String> {
 /// over; a store stet's rules refuse (e.g. a permission on no key, which etcd 3.4 stored) is left
 /// behind with the reason.
 fn auth_state(bolt: &Bolt<'_>) -> Result<(Option<AuthState>, Option<String>), MigrateError> {
-    let mut state = AuthState::default();
-    let mut failure = None;
-    if let Some(bucket) = bolt.bucket(b"authUsers")? {
-        bucket.for_each(|name, value| match authpb::User::decode(value) {
-            Ok(user) => {
-                state.users.push(user);
-                true
-            }
-            Err(error) => {
-                failure = Some(bad_row(name, format!("the user does not decode: {error}")));
-                false
-            }
-        })?;
-    }
-    if let Some(bucket) = bolt.bucket(b"authRoles")? {
-        bucket.for_each(|name, value| match authpb::Role::decode(value) {
-            Ok(role) => {
-                state.roles.push(role);
-                true
-            }
-            Err(error) => {
-                failure = Some(bad_row(name, format!("the role does not decode: {error}")));
-                false
-            }
-        })?;
-    }
-    if let Some(failure) = failure {
-        return Err(failure);
-    }
+    let mut state = AuthState {
+        users: decode_rows(bolt, b"authUsers", "user")?,
+        roles: decode_rows(bolt, b"authRoles", "role")?,
+        ..AuthState::default()
+    };
     if state.users.is_empty() && state.roles.is_empty() {
         return Ok((None, None));
     }
@@ -364,6 +339,30 @@ fn auth_state(bolt: &Bolt<'_>) -> Result<(Option<AuthState>, Option<String>), Mi
             (None, Some(note))
         }
     })
+}
+
+/// Every row of the bucket `name` (none if it does not exist) decoded as `M`; a row that does not
+/// decode is an error naming it (`what` it should hold).
+fn decode_rows<M: Message + Default>(
+    bolt: &Bolt<'_>,
+    name: &[u8],
+    what: &str,
+) -> Result<Vec<M>, MigrateError> {
+    let mut rows = Vec::new();
+    let mut failure = None;
+    if let Some(bucket) = bolt.bucket(name)? {
+        bucket.for_each(|key, value| match M::decode(value) {
+            Ok(row) => {
+                rows.push(row);
+                true
+            }
+            Err(error) => {
+                failure = Some(bad_row(key, format!("the {what} does not decode: {error}")));
+                false
+            }
+        })?;
+    }
+    failure.map_or(Ok(rows), Err)
 }
 
 /// The parts of etcd's state a restore does not carry over that this backup holds, in words.
