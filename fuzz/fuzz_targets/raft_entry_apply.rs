@@ -8,7 +8,6 @@ use prost::Message as _;
 use stet::auth::AuthInfo;
 use stet::proto::stetpb::InternalRequest;
 use stet::time::Instant;
-use stet::types::AuthRevision;
 use stet_fuzz::{assert_snapshot_round_trips, populated_state, split_prefixed};
 
 fuzz_target!(|data: &[u8]| {
@@ -25,10 +24,7 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let revision_before = state.kv.current_revision();
-        let requester = request.requester.map(|requester| AuthInfo {
-            user: requester.user,
-            revision: AuthRevision(requester.auth_revision),
-        });
+        let requester = request.requester.map(AuthInfo::from);
         // As a node applies them: a member's own commands (origin 0) are not checked.
         let applied = if request.origin == 0 {
             state.apply_internal(body, now, is_leader)

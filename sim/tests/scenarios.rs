@@ -287,6 +287,17 @@ fn members_ignoring_permissions_are_caught_by_the_permission_oracle() {
     );
 }
 
+/// The runtime's side: a token must name the user who logged in with it.
+#[test]
+fn tokens_naming_the_wrong_user_are_caught_by_the_permission_oracle() {
+    let mistake = SelfTest::Mistake(Mistake::TokensNameLastLogin);
+    let caught = caught_within("auth", mistake, "permissions", 10);
+    assert!(
+        caught.is_some(),
+        "tokens naming the member's last login went unnoticed for 10 seeds"
+    );
+}
+
 #[test]
 fn leases_expiring_early_are_caught_by_the_lease_oracle() {
     let caught = caught_within("watch", SelfTest::FastClock, "lease", 10);

@@ -58,6 +58,24 @@ pub struct AuthInfo {
     pub revision: AuthRevision,
 }
 
+impl From<AuthInfo> for crate::proto::stetpb::Requester {
+    fn from(auth: AuthInfo) -> Self {
+        crate::proto::stetpb::Requester {
+            user: auth.user,
+            auth_revision: auth.revision.0,
+        }
+    }
+}
+
+impl From<crate::proto::stetpb::Requester> for AuthInfo {
+    fn from(requester: crate::proto::stetpb::Requester) -> Self {
+        AuthInfo {
+            user: requester.user,
+            revision: AuthRevision(requester.auth_revision),
+        }
+    }
+}
+
 /// etcd's auth store. See the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthStore {

@@ -12,7 +12,7 @@ use crate::auth::AuthInfo;
 use crate::member::{MemberError, Membership};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpb;
-use crate::types::{AuthRevision, MemberId};
+use crate::types::MemberId;
 
 impl Node {
     /// Applies committed entries in order. Entries at or below the applied index are skipped (they
@@ -64,10 +64,7 @@ impl Node {
         }
         let is_leader = self.role == StateRole::Leader;
         let revision_before = self.state.kv.current_revision();
-        let requester = request.requester.map(|requester| AuthInfo {
-            user: requester.user,
-            revision: AuthRevision(requester.auth_revision),
-        });
+        let requester = request.requester.map(AuthInfo::from);
         // Only members propose without an origin: an expired lease's revoke, an alarm.
         let (now, requester) = (self.now, requester.as_ref());
         let applied = if request.origin == 0 {

@@ -225,10 +225,7 @@ impl Node {
             origin: self.config.id.0,
             request: Some(request),
             incarnation: self.incarnation,
-            requester: caller.map(|caller| stetpb::Requester {
-                user: caller.user,
-                auth_revision: caller.revision.0,
-            }),
+            requester: caller.map(stetpb::Requester::from),
         };
         let data = entry.encode_to_vec();
         if data.len() > self.config.max_request_bytes {

@@ -107,6 +107,8 @@ pub enum Mistake {
     IgnoreDivergentPeers,
     /// A member stopped by a full disk never starts again, even once there is space.
     StayDownAfterFullDisk,
+    /// Every simple token names the user who logged in last on the member (`server::auth`).
+    TokensNameLastLogin,
 }
 
 /// The machine under the member runtime.

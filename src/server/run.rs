@@ -272,7 +272,8 @@ fn spawn_member(
     let addresses = peer::AddressBook::default();
     let metrics = Arc::new(Metrics::new(node.config().quota_backend_bytes.unwrap_or(0)));
     let limits = env.limits();
-    let gate = AuthGate::new(config.auth.clone(), env.secret_seed());
+    let plant = env.planted(super::env::Mistake::TokensNameLastLogin);
+    let gate = AuthGate::new(config.auth.clone(), env.secret_seed(), plant);
     let (mut driver, handle) = Driver::new(
         env.clone(),
         node,

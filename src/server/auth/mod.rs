@@ -43,10 +43,18 @@ pub struct AuthGate {
     random: Mutex<ChaCha20Rng>,
     /// Makes every simple token this member issues distinct (etcd appends the entry's index).
     next_token: AtomicU64,
+    /// FOR THE SIMULATOR'S SELF-TEST ONLY (`Mistake::TokensNameLastLogin`): every simple token
+    /// names the user who logged in last on this member.
+    last_login: Option<Mutex<String>>,
 }
 
 impl AuthGate {
-    pub fn new(settings: AuthSettings, secret_seed: [u8; 32]) -> Arc<AuthGate> {
+    /// `plant_last_login`: the simulator's self-test mistake (see `last_login`); false otherwise.
+    pub fn new(
+        settings: AuthSettings,
+        secret_seed: [u8; 32],
+        plant_last_login: bool,
+    ) -> Arc<AuthGate> {
         let ttl = match &settings.tokens {
             TokenSettings::Simple { ttl } => *ttl,
             TokenSettings::Jwt(_) => std::time::Duration::from_secs(300),
@@ -57,6 +65,7 @@ impl AuthGate {
             simple: Mutex::new(SimpleTokens::new(ttl)),
             random: Mutex::new(ChaCha20Rng::from_seed(secret_seed)),
             next_token: AtomicU64::new(1),
+            last_login: plant_last_login.then(|| Mutex::new(String::new())),
         })
     }
 
@@ -71,11 +80,18 @@ impl AuthGate {
     /// Takes `store` as the latest applied one, if it differs in revision or enabled flag (the
     /// only changes that leave both alone are none: every change moves the revision).
     pub fn publish(&self, store: &AuthStore) {
+        // Called every driver turn: the write lock only when something changed.
+        let changed = |current: &AuthStore| {
+            current.revision() != store.revision() || current.is_enabled() != store.is_enabled()
+        };
+        if !changed(&self.store()) {
+            return;
+        }
         let mut current = self
             .store
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if current.revision() != store.revision() || current.is_enabled() != store.is_enabled() {
+        if changed(&current) {
             *current = Arc::new(store.clone());
         }
     }
@@ -85,6 +101,9 @@ impl AuthGate {
         let mut simple = self.simple_tokens();
         match change {
             TokenChange::Issued { token, auth } => {
+                if let Some(last) = &self.last_login {
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) = auth.user.clone();
+                }
                 simple.issue(token, auth.user, tokio::time::Instant::now())
             }
             TokenChange::ForgetUser(user) => simple.forget_user(&user),
@@ -101,29 +120,33 @@ impl AuthGate {
         token: Option<&str>,
         cert_user: Option<&ClientCertUser>,
     ) -> Result<Option<AuthInfo>, AuthError> {
-        let store = self.store();
         if let Some(token) = token {
             return match &self.settings.tokens {
                 TokenSettings::Jwt(keys) => keys.check(token).map(Some),
                 TokenSettings::Simple { .. } => {
                     let now = tokio::time::Instant::now();
-                    let user = self.simple_tokens().resolve(token, now);
+                    let mut user = self.simple_tokens().resolve(token, now);
+                    if let (Some(last), Some(user)) = (&self.last_login, user.as_mut()) {
+                        user.clone_from(&last.lock().unwrap_or_else(|p| p.into_inner()));
+                    }
                     user.map(|user| {
                         Some(AuthInfo {
                             user,
-                            revision: store.revision(),
+                            revision: self.store().revision(),
                         })
                     })
                 }
             }
             .ok_or(AuthError::InvalidAuthToken);
         }
-        Ok(cert_user
-            .filter(|_| store.is_enabled())
-            .map(|cert| AuthInfo {
-                user: cert.0.clone(),
-                revision: store.revision(),
-            }))
+        let Some(cert) = cert_user else {
+            return Ok(None);
+        };
+        let store = self.store();
+        Ok(store.is_enabled().then(|| AuthInfo {
+            user: cert.0.clone(),
+            revision: store.revision(),
+        }))
     }
 
     /// AuthStatus's answer (without its header).

@@ -4,7 +4,7 @@ use super::*;
 use crate::types::AuthRevision;
 
 fn gate() -> Arc<AuthGate> {
-    AuthGate::new(AuthSettings::default(), [3; 32])
+    AuthGate::new(AuthSettings::default(), [3; 32], false)
 }
 
 /// A store with root (root role) and alice, authentication enabled.

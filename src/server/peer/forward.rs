@@ -98,10 +98,7 @@ impl Forwarder {
         let message = peerpb::ForwardRequest {
             id,
             request: Some(request),
-            requester: caller.map(|caller| crate::proto::stetpb::Requester {
-                user: caller.user,
-                auth_revision: caller.revision.0,
-            }),
+            requester: caller.map(crate::proto::stetpb::Requester::from),
         };
         if sender.send(message).await.is_err() {
             return Err(ClientError::NoLeader);
@@ -269,10 +266,7 @@ pub async fn serve(driver: &DriverHandle, request: peerpb::ForwardRequest) -> pe
             )
         }
     };
-    let caller = request.requester.map(|requester| AuthInfo {
-        user: requester.user,
-        revision: crate::types::AuthRevision(requester.auth_revision),
-    });
+    let caller = request.requester.map(AuthInfo::from);
     let reply = match driver.call_local(client_request, caller).await {
         Ok(ClientResponse::LeaseKeepAlive(r)) => R::LeaseKeepAlive(r),
         Ok(ClientResponse::LeaseTimeToLive(r)) => R::LeaseTimeToLive(r),
