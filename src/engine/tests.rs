@@ -540,3 +540,60 @@ fn a_crash_at_any_change_of_a_defragmentation_keeps_the_state() {
         "{finished} of 120 runs finished"
     );
 }
+
+/// The bytes in use count the pages the tables hold, not the free pages a deletion left: they
+/// fall when revisions are deleted while the file stays as long, and a defragmentation brings the
+/// file down to about them.
+#[test]
+fn the_bytes_in_use_count_the_tables_pages_not_the_free_ones() {
+    let disk = SharedDisk::new();
+    let path = member_dir(&disk).join(ENGINE_FILE);
+    let mut engine = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap();
+    assert!(engine.view().unwrap().bytes_in_use().unwrap() < 64 * 1024);
+    for main in 1..=300u64 {
+        let mut batch = Batch::new();
+        let stored = Stored {
+            tombstone: false,
+            key_value: vec![main as u8; 2048],
+        };
+        batch.put_revision(revision(main), stored);
+        engine.commit(batch, main % 50 == 0).unwrap();
+    }
+    let full = engine.view().unwrap().bytes_in_use().unwrap();
+    assert!(
+        full >= 300 * 2048,
+        "{full} bytes in use hold less than the data"
+    );
+    assert!(
+        full <= engine.size_bytes(),
+        "{full} > {}",
+        engine.size_bytes()
+    );
+
+    let mut batch = Batch::new();
+    for main in 1..=290u64 {
+        batch.delete_revision(revision(main));
+    }
+    engine.commit(batch, true).unwrap();
+    let kept = engine.view().unwrap().bytes_in_use().unwrap();
+    assert!(
+        kept >= 10 * 2048,
+        "{kept} bytes in use hold less than the data"
+    );
+    assert!(
+        kept * 10 < full,
+        "{full} bytes in use before deleting, {kept} after"
+    );
+    assert!(
+        kept * 10 < engine.size_bytes(),
+        "the free pages are not in use"
+    );
+
+    engine.defragment().unwrap();
+    assert_eq!(engine.view().unwrap().bytes_in_use().unwrap(), kept);
+    let size = engine.size_bytes();
+    assert!(
+        kept <= size && size < kept * 4 + 256 * 1024,
+        "{kept} bytes in use, {size} in all"
+    );
+}

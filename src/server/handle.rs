@@ -55,6 +55,11 @@ pub enum Command {
     TransferLeader { target: u64 },
     /// A snapshot file written off the driver's task is durable (or failed).
     SnapshotFileWritten(Result<raft::eraftpb::Snapshot, String>),
+    /// A measurement of the engine's bytes in use finished after `took`.
+    InUseMeasured {
+        measured: Result<u64, String>,
+        took: std::time::Duration,
+    },
 }
 
 /// A cheap handle for sending the driver requests.

@@ -3,12 +3,14 @@
 //! Client requests arrive as `Command`s on a bounded queue (`handle`), each with a oneshot for its
 //! reply. Persists are written at once and made durable by group commit (`commit`): one fsync in
 //! flight at a time, off the driver's task, while the driver goes on taking inputs. Own snapshot
-//! files are written on the side (`own_snapshot`), so is the WAL's next segment (`next_segment`), watch responses go to bounded streams
+//! files are written on the side (`own_snapshot`), so is the WAL's next segment (`next_segment`), and
+//! the engine's bytes in use are measured there (`in_use`); watch responses go to bounded streams
 //! (`streams`), and the member's attributes are published through raft (`publish`).
 //!
 //! The simulator runs this same driver, with a simulated `Environment` (clock, disk, fsync).
 
 mod commit;
+mod in_use;
 mod next_segment;
 mod own_snapshot;
 mod publish;
@@ -24,6 +26,7 @@ use raft::eraftpb::{Message, MessageType, Snapshot};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::commit::{GroupCommit, Next};
+use self::in_use::InUse;
 use self::next_segment::NextSegment;
 use self::own_snapshot::OwnSnapshots;
 use self::publish::Publish;
@@ -92,6 +95,8 @@ pub struct Driver {
     sync: Option<Sync>,
     next_segment: NextSegment,
     snapshots: OwnSnapshots,
+    /// The engine's bytes in use, measured on the side.
+    in_use: InUse,
     alarm: Alarm,
     /// Set by a command or task that failed in a way the member cannot go on from.
     failure: Option<Exit>,
@@ -137,6 +142,7 @@ impl Driver {
             sync: None,
             next_segment: NextSegment::default(),
             snapshots: OwnSnapshots::default(),
+            in_use: InUse::default(),
             alarm: Alarm::default(),
             failure: None,
             leader_changes: 0,
@@ -274,6 +280,10 @@ impl Driver {
                 break;
             }
         }
+        let engine = self.node.state().kv.engine();
+        let now = self.now();
+        self.in_use
+            .maybe_start(engine, now, &self.own_commands, &self.log);
         self.publish_status(false);
         if let Some(pause) = self.env.after_turn(&self.node) {
             pause.await;
@@ -360,6 +370,9 @@ impl Driver {
             Command::SnapshotFileWritten(Err(reason)) => {
                 self.snapshots.file_failed();
                 self.failure = Some(Exit::Fatal(format!("saving a snapshot failed: {reason}")));
+            }
+            Command::InUseMeasured { measured, took } => {
+                self.in_use.finished((measured, took), now, &self.log);
             }
         }
     }
@@ -665,8 +678,7 @@ impl Driver {
                 .is_some_and(|m| m.is_learner),
             leader_changes: self.leader_changes,
             db_size,
-            // The engine's pages in use are not counted cheaply (issue 9): the file's size.
-            db_size_in_use: db_size,
+            db_size_in_use: self.in_use.bytes(db_size),
             proposals_pending: node.pending_proposals() as u64,
             proposals_failed: node.proposals_failed(),
             alarms: node.state().alarms().describe(),
