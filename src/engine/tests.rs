@@ -418,19 +418,7 @@ pub(super) fn fragmented_engine<D: Disk + Clone + Send + Sync + 'static>(
     path: &Path,
 ) -> Engine {
     let mut engine = Engine::open(crate::disk::handles(disk), path, CACHE_BYTES).unwrap();
-    for main in 1..=300u64 {
-        let mut batch = Batch::new();
-        let stored = Stored {
-            tombstone: false,
-            key_value: vec![main as u8; 2048],
-        };
-        batch.put_revision(revision(main), stored);
-        batch.set_applied(Applied {
-            index: main,
-            term: 1,
-        });
-        engine.commit(batch, main % 50 == 0).unwrap();
-    }
+    commit_revisions(&mut engine, 300, 2048);
     let mut batch = Batch::new();
     for main in 1..=290u64 {
         batch.delete_revision(revision(main));
@@ -441,6 +429,24 @@ pub(super) fn fragmented_engine<D: Disk + Clone + Send + Sync + 'static>(
     });
     engine.commit(batch, true).unwrap();
     engine
+}
+
+/// Commits revisions 1 to `count` of `value_bytes` each, one per commit (applied index = the
+/// revision), every 50th durably.
+fn commit_revisions(engine: &mut Engine, count: u64, value_bytes: usize) {
+    for main in 1..=count {
+        let mut batch = Batch::new();
+        let stored = Stored {
+            tombstone: false,
+            key_value: vec![main as u8; value_bytes],
+        };
+        batch.put_revision(revision(main), stored);
+        batch.set_applied(Applied {
+            index: main,
+            term: 1,
+        });
+        engine.commit(batch, main % 50 == 0).unwrap();
+    }
 }
 
 /// redb doubles its file as it grows: the part not written yet takes no space, and the size the
@@ -550,15 +556,7 @@ fn the_bytes_in_use_count_the_tables_pages_not_the_free_ones() {
     let path = member_dir(&disk).join(ENGINE_FILE);
     let mut engine = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap();
     assert!(engine.view().unwrap().bytes_in_use().unwrap() < 64 * 1024);
-    for main in 1..=300u64 {
-        let mut batch = Batch::new();
-        let stored = Stored {
-            tombstone: false,
-            key_value: vec![main as u8; 2048],
-        };
-        batch.put_revision(revision(main), stored);
-        engine.commit(batch, main % 50 == 0).unwrap();
-    }
+    commit_revisions(&mut engine, 300, 2048);
     let full = engine.view().unwrap().bytes_in_use().unwrap();
     assert!(
         full >= 300 * 2048,
