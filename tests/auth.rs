@@ -15,8 +15,8 @@
 mod procs;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use procs::*;
 use stet::proto::authpb;
@@ -80,50 +80,24 @@ impl Member {
     }
 
     fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        while !matches!(http_get(self.port, "/health"), Ok((200, body)) if body.contains("true")) {
-            if let Some(status) = self.process.0.try_wait().expect("try_wait") {
-                let log = std::fs::read_to_string(self.dir.join("stet.log")).unwrap_or_default();
-                panic!("stet exited during startup: {status}\n{log}");
-            }
-            assert!(Instant::now() < deadline, "stet was not healthy in time");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = self.dir.join("stet.log");
+        wait_healthy(&mut self.process.0, self.port, "/health", Some(&log));
     }
 }
 
 /// The command that runs member `m` of a one-member cluster in `dir/data` with `flags`,
-/// logging to `dir/stet.log`, with no `ETCD_*` variable from the test's environment.
+/// logging to `dir/stet.log`.
 fn command(dir: &Path, port: u16, peer_port: u16, flags: &[String]) -> Command {
     let url = format!("http://127.0.0.1:{port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("stet.log"))
-        .expect("log file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stet"));
+    let mut command = member_command();
     command
         .current_dir(dir)
         .args(["--name", "m", "--data-dir", "data", "--log-level", "warn"])
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(url_flags(&url, &peer_url))
         .args(["--initial-cluster", &format!("m={peer_url}")])
         .args(flags)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (var, _) in std::env::vars_os() {
-        if var.to_string_lossy().starts_with("ETCD_") {
-            command.env_remove(var);
-        }
-    }
+        .stderr(append_log(&dir.join("stet.log")));
     command
 }
 

@@ -194,34 +194,19 @@ impl Cluster {
         let initial_cluster = self.initial_cluster();
         let data_dir = self.data_dir(i);
         let member = &self.members[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&member.log)
-            .expect("open log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stet"));
+        let mut command = member_command();
         command
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--listen-client-urls", &member.client_url])
-            .args(["--advertise-client-urls", &member.client_url])
-            .args(["--listen-peer-urls", &member.peer_url])
-            .args(["--initial-advertise-peer-urls", &member.peer_url])
+            .args(url_flags(&member.client_url, &member.peer_url))
             .args(["--initial-cluster", &initial_cluster])
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", &self.token])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(&self.flags)
             .args(&member.flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCD_") {
-                command.env_remove(name);
-            }
-        }
+            .stderr(append_log(&member.log));
         self.members[i].process = Some(KilledOnDrop(command.spawn().expect("spawn stet")));
     }
 

@@ -22,13 +22,16 @@ mod checker;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use checker::{Op, Operation, Outcome};
-use procs::{free_port, http_get, runtime, Clients, KilledOnDrop, TempDir, STARTUP_TIMEOUT};
+use procs::{
+    append_log, free_port, http_get, member_command, runtime, url_flags, Clients, KilledOnDrop,
+    TempDir, STARTUP_TIMEOUT,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use stet::proto::etcdserverpb as pb;
@@ -133,39 +136,21 @@ impl Cluster {
     fn command(&self, i: usize) -> Command {
         let m = &self.members[i];
         let data_dir = self.dir.0.join(&m.name).display().to_string();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stet"));
+        let mut command = member_command();
         command
             .args(["--name", &m.name, "--data-dir", &data_dir])
-            .args(["--listen-client-urls", &m.endpoint()])
-            .args(["--advertise-client-urls", &m.endpoint()])
-            .args(["--listen-peer-urls", &m.peer_url()])
-            .args(["--initial-advertise-peer-urls", &m.peer_url()])
+            .args(url_flags(&m.endpoint(), &m.peer_url()))
             .args(["--initial-cluster", &self.initial_cluster()])
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", &self.token])
-            .args(TIMING)
-            .stdin(Stdio::null());
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCD_") {
-                command.env_remove(name);
-            }
-        }
+            .args(TIMING);
         command
     }
 
     /// Starts member `i`, appending its log to `m<i>.log`.
     fn launch(&mut self, i: usize) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.members[i].log)
-            .expect("open member log");
-        let child = self
-            .command(i)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn stet");
+        let log = append_log(&self.members[i].log);
+        let child = self.command(i).stderr(log).spawn().expect("spawn stet");
         self.members[i].child = Some(KilledOnDrop(child));
     }
 

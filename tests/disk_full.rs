@@ -10,7 +10,7 @@ mod procs;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use procs::*;
@@ -105,23 +105,11 @@ fn a_member_on_a_full_disk_stops_loses_nothing_and_serves_again_once_there_is_sp
     let log = dir.0.join("member.log");
     let log_file = File::create(&log).expect("create the log");
     let mut member = KilledOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_stet"))
+        member_command()
             .arg("--data-dir")
             .arg(fs.join("data"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-            ])
+            .args(url_flags(&url, &peer_url))
             .args(["--initial-cluster", &format!("default={peer_url}")])
-            .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log"))
             .stderr(log_file)
             .spawn()

@@ -11,7 +11,7 @@ mod procs;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,24 +60,15 @@ impl Member {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let peer_url = format!("http://127.0.0.1:{}", free_port());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stet"));
-        command
+        let child = member_command()
             .current_dir(dir)
             .args(["--data-dir", "data", "--log-level", "warn"])
             .args(["--listen-peer-urls", &peer_url])
             .args(["--listen-client-urls", &url])
             .args(["--advertise-client-urls", &url])
             .arg("--experimental-watch-progress-notify-interval=300ms")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        // Settings from the test's own environment would conflict with the flags.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCD_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command.spawn().expect("spawn stet");
+            .spawn()
+            .expect("spawn stet");
         let mut member = Member { child, port };
         member.wait_healthy();
         member
@@ -90,17 +81,7 @@ impl Member {
 
     /// Waits (bounded) until `/health` answers 200, failing if the process exits first.
     fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("stet exited during startup: {status}");
-            }
-            if let Ok((200, _)) = http_get(self.port, "/health") {
-                return;
-            }
-            assert!(Instant::now() < deadline, "stet was not healthy in time");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_healthy(&mut self.child, self.port, "/health", None);
     }
 }
 

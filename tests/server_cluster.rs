@@ -105,42 +105,28 @@ impl Cluster {
 
     fn command(&self, i: usize, state: &str, extra: &[&str]) -> Command {
         let m = &self.members[i];
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stet"));
+        let mut command = member_command();
         command
             .args(["--name", &m.name])
             .args([
                 "--data-dir",
                 &self.dir.0.join(&m.name).display().to_string(),
             ])
-            .args(["--listen-client-urls", &m.endpoint()])
-            .args(["--advertise-client-urls", &m.endpoint()])
-            .args(["--listen-peer-urls", &m.peer_url()])
-            .args(["--initial-advertise-peer-urls", &m.peer_url()])
+            .args(url_flags(&m.endpoint(), &m.peer_url()))
             .args(["--initial-cluster", &self.initial_cluster()])
             .args(["--initial-cluster-state", state])
             .args(["--initial-cluster-token", &self.token])
             .args(TIMING)
             .args(&self.extra)
-            .args(extra)
-            .stdin(Stdio::null());
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCD_") {
-                command.env_remove(name);
-            }
-        }
+            .args(extra);
         command
     }
 
     /// Starts member `i`, appending its log to `m<i>.log`.
     fn launch(&mut self, i: usize, state: &str, extra: &[&str]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.members[i].log)
-            .expect("open log");
+        let log = append_log(&self.members[i].log);
         let child = self
             .command(i, state, extra)
-            .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn stet");
@@ -149,31 +135,9 @@ impl Cluster {
 
     /// Waits until member `i` answers `/health` with `true` (it has a leader).
     fn wait_healthy(&mut self, i: usize) {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            let member = &mut self.members[i];
-            if let Some(child) = member.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "{} exited during startup: {status}\n{}",
-                        member.name,
-                        member.log_text()
-                    );
-                }
-            }
-            if let Ok((200, body)) = http_get(member.client_port, "/health") {
-                if body.contains("\"true\"") {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} was not healthy in time\n{}",
-                member.name,
-                member.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let member = &mut self.members[i];
+        let child = member.child.as_mut().expect("a running member");
+        wait_healthy(child, member.client_port, "/health", Some(&member.log));
     }
 
     fn endpoints(&self) -> Vec<String> {

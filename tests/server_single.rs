@@ -28,7 +28,7 @@ fn stet_command(dir: &Path, port: u16, extra: &[&str]) -> Command {
     // A free port for the peer listener, so tests can run side by side; the advertised peer URL
     // stays etcd's default, which keeps the default member and cluster IDs.
     let peer_url = format!("http://127.0.0.1:{}", free_port());
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stet"));
+    let mut command = member_command();
     command
         .current_dir(dir)
         .args(["--data-dir", "data", "--listen-peer-urls", &peer_url])
@@ -38,13 +38,7 @@ fn stet_command(dir: &Path, port: u16, extra: &[&str]) -> Command {
             command.args([flag, &url]);
         }
     }
-    command.args(extra).stdin(Stdio::null());
-    // Settings from the test's own environment would conflict with the flags.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("ETCD_") {
-            command.env_remove(name);
-        }
-    }
+    command.args(extra);
     command
 }
 
@@ -70,18 +64,8 @@ impl Member {
     }
 
     fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("stet exited during startup: {status}");
-            }
-            // Up and serving, even with an alarm raised (which makes plain `/health` false).
-            if let Ok((200, _)) = http_get(self.port, "/health?exclude=NOSPACE") {
-                return;
-            }
-            assert!(Instant::now() < deadline, "stet was not healthy in time");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Up and serving, even with an alarm raised (which makes plain `/health` false).
+        wait_healthy(&mut self.child, self.port, "/health?exclude=NOSPACE", None);
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.

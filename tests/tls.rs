@@ -102,26 +102,13 @@ fn start(dir: &Path, port: u16, tls_args: &[&str]) -> KilledOnDrop {
     let url = format!("https://127.0.0.1:{port}");
     let peer = format!("http://127.0.0.1:{}", free_port());
     KilledOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_stet"))
+        member_command()
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
+            .args(url_flags(&url, &peer))
             .args(["--initial-cluster", &format!("default={peer}")])
             .args(["--log-level", "warn"])
             .args(tls_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn stet"),

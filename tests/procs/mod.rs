@@ -5,6 +5,11 @@
 #![allow(dead_code)]
 
 pub mod certs;
+mod member;
+
+// Each test binary uses some of them.
+#[allow(unused_imports)]
+pub use member::{append_log, member_command, url_flags, wait_healthy};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -294,42 +299,16 @@ pub fn start_member(
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut member = KilledOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_stet"))
+        member_command()
             .current_dir(dir)
-            .args([
-                "--name",
-                name,
-                "--data-dir",
-                data_dir,
-                "--log-level",
-                "warn",
-            ])
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args(["--listen-peer-urls", peer_url])
-            .args(["--initial-advertise-peer-urls", peer_url])
+            .args(["--name", name, "--data-dir", data_dir])
+            .args(["--log-level", "warn"])
+            .args(url_flags(&url, peer_url))
             .args(["--initial-cluster", cluster])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .spawn()
             .expect("spawn stet"),
     );
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    while !matches!(http_get(port, "/health"), Ok((200, _))) {
-        assert!(
-            member.0.try_wait().expect("try_wait").is_none(),
-            "stet {name} exited during startup"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "stet {name} was not healthy in time"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_healthy(&mut member.0, port, "/health", None);
     (member, url)
 }
 
