@@ -31,6 +31,7 @@ pub mod clock;
 pub mod disk;
 pub mod durability;
 pub mod env;
+pub mod in_use;
 pub mod leases;
 pub mod member;
 pub mod membership;

@@ -487,6 +487,15 @@ async fn final_checks(
             detail,
         });
     }
+    let (w, m) = (world.clone(), world.live_members(members));
+    let in_use = checker_node.spawn(async move { crate::in_use::check(w, m).await });
+    if let Ok(Err(detail)) = in_use.await {
+        return Err(Failure {
+            key: None,
+            property: "bytes in use",
+            detail,
+        });
+    }
     if let Some(violation) = lock(&world.identity_violations).first().cloned() {
         return Err(Failure {
             key: None,

@@ -158,6 +158,17 @@ fn replaced_engine_files_left_open_are_caught_by_the_engine_files_oracle() {
     );
 }
 
+/// `Status.db_size_in_use` must be measured, not the file's size.
+#[test]
+fn members_that_never_measure_their_bytes_in_use_are_caught() {
+    let fault = SelfTest::Mistake(Mistake::InUseNeverMeasured);
+    let caught = caught_within("calm", fault, "bytes in use", 3);
+    assert!(
+        caught.is_some(),
+        "members reporting their engine file's size as in use went unnoticed for 3 seeds"
+    );
+}
+
 #[test]
 fn leaders_that_never_promote_learners_are_caught_by_the_auto_promotion_oracle() {
     let caught = caught_within(

@@ -109,6 +109,8 @@ pub enum Mistake {
     StayDownAfterFullDisk,
     /// Every simple token names the user who logged in last on the member (`server::auth`).
     TokensNameLastLogin,
+    /// The engine's bytes in use are never measured: `db_size_in_use` stays the file's size.
+    InUseNeverMeasured,
 }
 
 /// The machine under the member runtime.

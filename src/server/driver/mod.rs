@@ -280,10 +280,12 @@ impl Driver {
                 break;
             }
         }
-        let engine = self.node.state().kv.engine();
-        let now = self.now();
-        self.in_use
-            .maybe_start(engine, now, &self.own_commands, &self.log);
+        if !self.env.planted(Mistake::InUseNeverMeasured) {
+            let engine = self.node.state().kv.engine();
+            let now = self.now();
+            self.in_use
+                .maybe_start(engine, now, &self.own_commands, &self.log);
+        }
         self.publish_status(false);
         if let Some(pause) = self.env.after_turn(&self.node) {
             pause.await;
