@@ -434,14 +434,8 @@ async fn final_checks(
         .build();
     if scenario.extras.auth {
         let (w, m) = (world.clone(), members.to_vec());
-        let settled = checker_node.spawn(async move { crate::auth::settle(w, m).await });
-        if let Ok(Err(detail)) = settled.await {
-            return Err(Failure {
-                key: None,
-                property: "auth convergence",
-                detail,
-            });
-        }
+        let settled = crate::auth::settle(w, m);
+        on_checker(&checker_node, "auth convergence", settled).await?;
     }
     let (w, m) = (world.clone(), world.live_members(members));
     let checks = checker_node.spawn(async move { liveness_and_final_reads(w, m).await });
@@ -479,23 +473,9 @@ async fn final_checks(
         });
     }
     let (w, m) = (world.clone(), world.live_members(members));
-    let backup = checker_node.spawn(async move { crate::backup::check(w, m).await });
-    if let Ok(Err(detail)) = backup.await {
-        return Err(Failure {
-            key: None,
-            property: "backup",
-            detail,
-        });
-    }
+    on_checker(&checker_node, "backup", crate::backup::check(w, m)).await?;
     let (w, m) = (world.clone(), world.live_members(members));
-    let in_use = checker_node.spawn(async move { crate::in_use::check(w, m).await });
-    if let Ok(Err(detail)) = in_use.await {
-        return Err(Failure {
-            key: None,
-            property: "bytes in use",
-            detail,
-        });
-    }
+    on_checker(&checker_node, "bytes in use", crate::in_use::check(w, m)).await?;
     if let Some(violation) = lock(&world.identity_violations).first().cloned() {
         return Err(Failure {
             key: None,
@@ -512,16 +492,8 @@ async fn final_checks(
     }
     removed_members_stopped(world).await?;
     if scenario.auto_promote_learners {
-        let w = world.clone();
-        let promoted =
-            checker_node.spawn(async move { crate::membership::learners_promoted(w).await });
-        if let Ok(Err(detail)) = promoted.await {
-            return Err(Failure {
-                key: None,
-                property: "auto-promotion",
-                detail,
-            });
-        }
+        let promoted = crate::membership::learners_promoted(world.clone());
+        on_checker(&checker_node, "auto-promotion", promoted).await?;
     }
     engine_files_settled(world).await?;
     let history = lock(&world.history).clone();
@@ -534,6 +506,26 @@ async fn final_checks(
         detail,
     })?;
     check_watches_and_leases(world)
+}
+
+/// Runs `check` on the checker's node; what it returns as `Err` fails the run as a violation of
+/// `property` (a check that could not run at all, say the node went away, fails nothing).
+async fn on_checker<F>(
+    node: &madsim::runtime::NodeHandle,
+    property: &'static str,
+    check: F,
+) -> Result<(), Failure>
+where
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    match node.spawn(check).await {
+        Ok(Err(detail)) => Err(Failure {
+            key: None,
+            property,
+            detail,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The corruption check raises the CORRUPT alarm for the member that diverged (the first initial
