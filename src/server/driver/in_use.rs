@@ -1,10 +1,11 @@
 //! The engine's bytes in use (`Status.db_size_in_use`, etcd's
 //! `etcd_mvcc_db_total_size_in_use_in_bytes`), measured on the side. Counting them reads every
 //! page of the engine's tables — as costly as reading the whole state — so it runs where blocking
-//! is allowed, on a view taken at a commit, one measurement at a time, only after the file changed,
-//! at most once per [`MIN_INTERVAL`], and then not again before the thread has been idle
-//! [`IDLE_FACTOR`] times as long as the last one took: a few percent of one core for even the
-//! largest file. The figure lags the file by that much; it never exceeds the file's size.
+//! is allowed, on a view taken at a commit, one measurement at a time, only after the file
+//! changed (a commit, or a defragmentation's new file), at most once per [`MIN_INTERVAL`], and
+//! then not again before the thread has been idle [`IDLE_FACTOR`] times as long as the last one
+//! took: a few percent of one core for even the largest file. The figure lags the file by that
+//! much; it never exceeds the file's size.
 
 use std::time::Duration;
 
@@ -31,8 +32,9 @@ pub struct InUse {
     bytes: Option<u64>,
     /// A measurement is under way.
     measuring: bool,
-    /// The applied index of the state last measured (or being measured).
-    measured_index: Option<u64>,
+    /// The applied index and file size of the state last measured (or being measured): a
+    /// commit or a defragmentation's new file calls for a new measurement.
+    measured: Option<(u64, u64)>,
     /// No measurement starts before this.
     not_before: Option<Instant>,
 }
@@ -47,9 +49,9 @@ impl InUse {
         done: &mpsc::Sender<Command>,
         log: &slog::Logger,
     ) {
-        let index = engine.applied().index;
+        let state = (engine.applied().index, engine.size_bytes());
         let due = self.not_before.is_none_or(|not_before| now >= not_before);
-        if self.measuring || !due || self.measured_index == Some(index) {
+        if self.measuring || !due || self.measured == Some(state) {
             return;
         }
         let view = match engine.view() {
@@ -57,7 +59,7 @@ impl InUse {
             Err(error) => return self.failed(now, &error.to_string(), log),
         };
         self.measuring = true;
-        self.measured_index = Some(index);
+        self.measured = Some(state);
         let done = done.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
