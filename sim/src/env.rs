@@ -28,7 +28,14 @@ use crate::world::{lock, CrashPoint, SelfTest, World};
 pub struct SimEnvironment {
     world: Arc<World>,
     member: u64,
-    seed: u64,
+    /// The first start's seed, until that start takes it. A member stopped by a full disk starts
+    /// again in the same process, on this environment: that start draws a seed of its own (the
+    /// same seed again gave it its previous life's incarnation and request IDs, and an entry it
+    /// proposed before stopping, applied after the restart, answered a new request with the
+    /// same ID: disk-full seed 59).
+    first_seed: Mutex<Option<u64>>,
+    /// What login tokens and password salts are drawn from, for the whole process.
+    secret: u64,
     reporter: Mutex<Reporter>,
     /// This process's power: cut when it is killed.
     power: Breaker,
@@ -42,7 +49,8 @@ impl SimEnvironment {
             reporter: Mutex::new(Reporter::new(world.clone(), member)),
             world,
             member,
-            seed,
+            first_seed: Mutex::new(Some(seed)),
+            secret: seed,
         })
     }
 
@@ -118,7 +126,14 @@ impl Environment for SimEnvironment {
     }
 
     fn seed(&self) -> u64 {
-        self.seed
+        lock(&self.first_seed)
+            .take()
+            .unwrap_or_else(|| self.world.next_seed(self.member))
+    }
+
+    fn secret_seed(&self) -> [u8; 32] {
+        use rand::{Rng, SeedableRng};
+        rand_chacha::ChaCha20Rng::seed_from_u64(self.secret).gen()
     }
 
     fn wal_options(&self) -> WalOptions {

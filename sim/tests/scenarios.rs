@@ -407,6 +407,10 @@ fn seeds_that_found_bugs_pass() {
         // proposal waited in a partitioned member's peer queue until the network healed): the
         // check at the end must disable again, not take the first disable for the last word.
         ("auth", 268),
+        // A member stopped by a full disk restarted in the same process with its first life's
+        // seed (so incarnation and request IDs): an entry of its first life, applied after the
+        // restart, answered a new put with the same ID and a stale revision.
+        ("disk-full", 59),
     ] {
         let scenario = scenario::scenario(name).expect("scenario");
         let report = scenario::run(seed, &scenario, &short());
