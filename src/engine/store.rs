@@ -688,11 +688,16 @@ impl View {
     /// member measures it on the side, now and then, never on the driver's task. The file's
     /// header and redb's own small trees are not counted.
     pub fn bytes_in_use(&self) -> Result<u64, EngineError> {
-        Ok(tree_bytes(&self.keys).map_err(|e| self.error(e))?
-            + tree_bytes(&self.table(LEASE)?).map_err(|e| self.error(e))?
-            + tree_bytes(&self.table(MEMBERS)?).map_err(|e| self.error(e))?
-            + tree_bytes(&self.table(MEMBERS_REMOVED)?).map_err(|e| self.error(e))?
-            + tree_bytes(&self.table(META)?).map_err(|e| self.error(e))?)
+        let tables = [
+            tree_bytes(&self.keys),
+            tree_bytes(&self.table(LEASE)?),
+            tree_bytes(&self.table(MEMBERS)?),
+            tree_bytes(&self.table(MEMBERS_REMOVED)?),
+            tree_bytes(&self.table(META)?),
+        ];
+        tables
+            .into_iter()
+            .try_fold(0, |sum, bytes| Ok(sum + bytes.map_err(|e| self.error(e))?))
     }
 
     /// How many revisions the `key` table holds (kept in the table's root: no rows are read).

@@ -419,8 +419,14 @@ pub(super) fn fragmented_engine<D: Disk + Clone + Send + Sync + 'static>(
 ) -> Engine {
     let mut engine = Engine::open(crate::disk::handles(disk), path, CACHE_BYTES).unwrap();
     commit_revisions(&mut engine, 300, 2048);
+    delete_revisions(&mut engine, 290);
+    engine
+}
+
+/// Deletes revisions 1 to `count` in one durable commit (applied index 301).
+fn delete_revisions(engine: &mut Engine, count: u64) {
     let mut batch = Batch::new();
-    for main in 1..=290u64 {
+    for main in 1..=count {
         batch.delete_revision(revision(main));
     }
     batch.set_applied(Applied {
@@ -428,7 +434,6 @@ pub(super) fn fragmented_engine<D: Disk + Clone + Send + Sync + 'static>(
         term: 1,
     });
     engine.commit(batch, true).unwrap();
-    engine
 }
 
 /// Commits revisions 1 to `count` of `value_bytes` each, one per commit (applied index = the
@@ -568,11 +573,7 @@ fn the_bytes_in_use_count_the_tables_pages_not_the_free_ones() {
         engine.size_bytes()
     );
 
-    let mut batch = Batch::new();
-    for main in 1..=290u64 {
-        batch.delete_revision(revision(main));
-    }
-    engine.commit(batch, true).unwrap();
+    delete_revisions(&mut engine, 290);
     let kept = engine.view().unwrap().bytes_in_use().unwrap();
     assert!(
         kept >= 10 * 2048,

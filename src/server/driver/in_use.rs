@@ -80,7 +80,7 @@ impl InUse {
     ) {
         assert!(self.measuring, "a measurement was under way");
         self.measuring = false;
-        self.not_before = Some(now + MIN_INTERVAL.max(took * IDLE_FACTOR));
+        self.not_before = Some(now + MIN_INTERVAL.max(took.saturating_mul(IDLE_FACTOR)));
         if took >= SLOW_MEASUREMENT {
             slog::info!(log, "measuring the engine's bytes in use took long";
                 "took_ms" => took.as_millis() as u64, "bytes" => measured.as_ref().ok());

@@ -3,9 +3,10 @@
 //! Client requests arrive as `Command`s on a bounded queue (`handle`), each with a oneshot for its
 //! reply. Persists are written at once and made durable by group commit (`commit`): one fsync in
 //! flight at a time, off the driver's task, while the driver goes on taking inputs. Own snapshot
-//! files are written on the side (`own_snapshot`), so is the WAL's next segment (`next_segment`), and
-//! the engine's bytes in use are measured there (`in_use`); watch responses go to bounded streams
-//! (`streams`), and the member's attributes are published through raft (`publish`).
+//! files are written on the side (`own_snapshot`), so is the WAL's next segment
+//! (`next_segment`), and the engine's bytes in use are measured there (`in_use`); watch responses
+//! go to bounded streams (`streams`), and the member's attributes are published through raft
+//! (`publish`).
 //!
 //! The simulator runs this same driver, with a simulated `Environment` (clock, disk, fsync).
 
