@@ -174,6 +174,11 @@ impl<D: Disk> MemberStorage<D> {
     /// Like [`persist_after_snapshot_file`](Self::persist_after_snapshot_file) without the fsync,
     /// for drivers that fsync several writes at once (group commit, [`begin_sync`](Self::begin_sync)):
     /// true if the write must be durable before the persist is reported.
+    ///
+    /// A write that needs an fsync waits in the WAL's buffer for it. One that needs none (a new
+    /// commit index) is reported at once, so it reaches the file at once: it must survive the
+    /// process being killed, or a `--force-new-cluster` start would take entries this member
+    /// applied for uncommitted and drop them.
     pub fn write_after_snapshot_file(&mut self, persist: &Persist) -> Result<bool, StorageError> {
         if let Some(snapshot) = &persist.snapshot {
             let meta = snapshot.get_metadata();
@@ -181,7 +186,11 @@ impl<D: Disk> MemberStorage<D> {
         }
         self.wal
             .append(&persist.entries, persist.hard_state.as_ref())?;
-        Ok(persist.must_sync || persist.snapshot.is_some())
+        let must_sync = persist.must_sync || persist.snapshot.is_some();
+        if !must_sync {
+            self.wal.write_buffered()?;
+        }
+        Ok(must_sync)
     }
 
     /// Starts making everything written so far durable on another disk handle: the file to fsync
@@ -294,6 +303,68 @@ mod tests {
     fn inside(buffer: &bytes::Bytes, entry: &Entry) -> bool {
         let range = buffer.as_ptr_range();
         range.contains(&entry.data.as_ptr())
+    }
+
+    fn storage() -> MemberStorage<crate::disk::MemDisk> {
+        let layout = StorageLayout::new(Path::new("/data"), None);
+        let metadata = Metadata {
+            member_id: 1,
+            cluster_id: 2,
+        };
+        let disk = crate::disk::MemDisk::new();
+        MemberStorage::create(disk, layout, metadata, WalOptions::default()).unwrap()
+    }
+
+    fn persist(ready_number: u64, entries: Vec<Entry>, commit: u64, must_sync: bool) -> Persist {
+        Persist {
+            ready_number,
+            hard_state: Some(HardState {
+                term: 1,
+                vote: 1,
+                commit,
+                ..Default::default()
+            }),
+            entries,
+            snapshot: None,
+            must_sync,
+        }
+    }
+
+    /// What a restart after the process was killed (the file kept, nothing lost) reads back.
+    fn after_a_kill(storage: MemberStorage<crate::disk::MemDisk>) -> DurableState {
+        let layout = storage.layout.clone();
+        let disk = storage.into_disk();
+        MemberStorage::open(disk, layout, WalOptions::default(), None)
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn a_write_waiting_for_an_fsync_stays_buffered_and_one_needing_none_reaches_the_file() {
+        let entry = |index| Entry {
+            index,
+            term: 1,
+            ..Default::default()
+        };
+        let mut storage = storage();
+        assert!(storage
+            .write_after_snapshot_file(&persist(1, vec![entry(1), entry(2)], 0, true))
+            .unwrap());
+        // Killed now: the entries were never reported, so losing them is allowed.
+        assert!(after_a_kill(storage).entries.is_empty());
+
+        let mut storage = self::storage();
+        storage
+            .write_after_snapshot_file(&persist(1, vec![entry(1), entry(2)], 0, true))
+            .unwrap();
+        assert!(storage.begin_sync().unwrap().is_some());
+        // The new commit index is reported at once: a kill must not lose it.
+        assert!(!storage
+            .write_after_snapshot_file(&persist(2, Vec::new(), 2, false))
+            .unwrap());
+        let durable = after_a_kill(storage);
+        assert_eq!(durable.entries.len(), 2);
+        assert_eq!(durable.hard_state.commit, 2);
     }
 
     #[test]

@@ -265,6 +265,8 @@ pub struct MemDisk {
     dirs: BTreeSet<PathBuf>,
     /// Number of `sync` and `sync_dir` calls, for tests and benchmarks.
     pub sync_count: u64,
+    /// Number of `append` and `write_at` calls, for tests and benchmarks.
+    pub write_count: u64,
     /// The entry `inode_mut` found last, by key (the WAL appends to and syncs one file over and
     /// over). Forgotten whenever an entry is renamed, removed or lost in a crash; inode numbers
     /// are never reused, so while the entry stands it names the same inode.
@@ -380,6 +382,7 @@ impl Disk for MemDisk {
     }
 
     fn append(&mut self, path: &Path, data: &[u8]) -> Result<(), DiskError> {
+        self.write_count += 1;
         let inode = self.inode_mut(path)?;
         if inode.in_place {
             let end = inode.data.len();
@@ -476,6 +479,7 @@ impl Disk for MemDisk {
 
     fn write_at(&mut self, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError> {
         let offset = usize::try_from(offset).map_err(|_| too_large(path, offset))?;
+        self.write_count += 1;
         self.inode_mut(path)?.write_at(offset, data);
         Ok(())
     }

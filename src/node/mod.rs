@@ -425,40 +425,32 @@ impl Node {
 
     /// Feeds one input to the node at time `now`.
     pub fn handle(&mut self, now: Instant, input: Input) {
-        if self.removed || self.failed {
-            if let Input::Client { id, .. } = input {
-                self.reply(id, Err(ClientError::Stopped));
-            }
-            return;
-        }
+        self.handle_all(now, std::iter::once(input));
+    }
+
+    /// Feeds inputs that arrived together, in order, at time `now`, then handles what raft made
+    /// of all of them at once: the proposals of a batch of client requests become one `Persist`
+    /// (one WAL write, one fsync) and one append message per follower.
+    pub fn handle_all(&mut self, now: Instant, inputs: impl IntoIterator<Item = Input>) {
         assert!(
             now >= self.now,
             "the driver's clock went backwards: {now:?} after {:?}",
             self.now
         );
         self.now = now;
-        self.advance_time();
-        let turn = matches!(input, Input::Tick | Input::Persisted { .. });
-        match input {
-            Input::Tick => {}
-            Input::Peer(message) => self.on_peer_message(message),
-            Input::Client {
-                id,
-                request,
-                caller,
-            } => self.on_client_request(id, request, caller),
-            Input::Persisted { ready_number } => self.on_persisted(ready_number),
-            Input::Unreachable(peer) => self.raw.report_unreachable(peer.0),
-            Input::SnapshotReport { to, ok } => {
-                let status = if ok {
-                    raft::SnapshotStatus::Finish
-                } else {
-                    raft::SnapshotStatus::Failure
-                };
-                self.raw.report_snapshot(to.0, status);
+        if !self.removed && !self.failed {
+            self.advance_time();
+        }
+        let mut turn = false;
+        for input in inputs {
+            if self.removed || self.failed {
+                if let Input::Client { id, .. } = input {
+                    self.reply(id, Err(ClientError::Stopped));
+                }
+                continue;
             }
-            Input::TransferLeader(to) => self.raw.transfer_leader(to.0),
-            Input::StateChunk(chunk) => self.on_state_chunk(chunk),
+            turn |= matches!(input, Input::Tick | Input::Persisted { .. });
+            self.take_input(input);
         }
         self.process_ready();
         if !self.removed && !self.failed {
@@ -482,6 +474,31 @@ impl Node {
             "{} outputs queued: the driver must drain them between inputs",
             self.outputs.len()
         );
+    }
+
+    /// Steps one input into raft or the node's own state; its outputs wait for `process_ready`.
+    fn take_input(&mut self, input: Input) {
+        match input {
+            Input::Tick => {}
+            Input::Peer(message) => self.on_peer_message(message),
+            Input::Client {
+                id,
+                request,
+                caller,
+            } => self.on_client_request(id, request, caller),
+            Input::Persisted { ready_number } => self.on_persisted(ready_number),
+            Input::Unreachable(peer) => self.raw.report_unreachable(peer.0),
+            Input::SnapshotReport { to, ok } => {
+                let status = if ok {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to.0, status);
+            }
+            Input::TransferLeader(to) => self.raw.transfer_leader(to.0),
+            Input::StateChunk(chunk) => self.on_state_chunk(chunk),
+        }
     }
 
     /// Peer messages dropped because no correct peer sends them, and why the last one was.

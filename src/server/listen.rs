@@ -291,6 +291,8 @@ impl ClientConnection {
         use hyper_util::rt::TokioIo;
         use hyper_util::service::TowerToHyperService;
         // etcdctl's per-endpoint commands send a URL as `:authority`, which hyper refuses.
+        // Responses finished together leave in one socket write.
+        let stream = super::write_batch::BatchingWriter::new(stream);
         let stream = super::h2_authority::RewritingStream::new(stream, self.log.clone());
         let service = TowerToHyperService::new(self.app);
         let connection = self

@@ -5,9 +5,9 @@
 //! etcd's gRPC services (`grpc`, with `route` sending leader-only requests to the leader), until
 //! a signal, removal or a fatal error. The machine itself — clock, disk, fsync — comes from an
 //! `env::Environment`: the real one in production, a simulated one in `sim/`, which runs this
-//! same code under `--cfg madsim`. The HTTP endpoints and the `:authority` rewriting listener
-//! (`http`, `v2_members`, `h2_authority`, served from `listen`) are the only client-facing code
-//! the simulator does not run.
+//! same code under `--cfg madsim`. The HTTP endpoints, the `:authority` rewriting listener and
+//! the client connections' write batching (`http`, `v2_members`, `h2_authority`, `write_batch`,
+//! served from `listen`) are the only client-facing code the simulator does not run.
 
 pub mod fs_disk;
 
@@ -41,6 +41,8 @@ mod grpc_metrics;
 pub mod h2_authority;
 #[cfg(feature = "server")]
 pub mod handle;
+#[cfg(feature = "server")]
+pub mod heap;
 #[cfg(all(feature = "server", not(madsim)))]
 pub mod http;
 #[cfg(feature = "server")]
@@ -73,6 +75,8 @@ pub mod v2_members;
 pub mod version;
 #[cfg(feature = "server")]
 pub mod watch_fragment;
+#[cfg(all(feature = "server", not(madsim)))]
+pub mod write_batch;
 
 #[cfg(all(feature = "server", not(madsim)))]
 pub use run::{run, shutdown_signal};

@@ -305,7 +305,8 @@ fn restart(
         (node, StartKind::Restart)
     };
     slog::info!(log, "restarted from {}", config.data_dir.display(); "applied_index" => node.applied_index());
-    release_freed_memory();
+    // The load's scratch (every row of the engine, sorted) would stay in the RSS.
+    super::heap::release_freed_memory();
     let started = Started {
         node,
         storage,
@@ -344,17 +345,6 @@ fn persist_forced_start(
     let layout = StorageLayout::new(&config.data_dir, config.wal_dir.as_deref());
     forced_identity::write(&mut env.disk(), &layout, flags)
         .map_err(|e| failed("the identity forced under", &e))
-}
-
-/// Hands the memory freed after a restart's load back to the system: glibc keeps freed heap
-/// mapped, and the load's scratch (every row of the engine, sorted) would stay in the RSS.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu", not(madsim)))]
-    // SAFETY: malloc_trim only returns free memory of glibc's heap to the system; it takes no
-    // pointer and may be called at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Starts a member whose WAL holds nothing durable as it started the first time: bootstraps the

@@ -182,9 +182,14 @@ pub struct Wal<D: Disk> {
     unsynced: bool,
     /// Set after a failed write: the file may hold a partial batch, so refuse to go on.
     failed: bool,
-    /// Encoding buffer, reused between appends.
+    /// Records appended but not yet written to the file (at most about `WRITE_BUFFER_BYTES`):
+    /// written in one go before an fsync, when full, or when the segment is finished.
     buf: Vec<u8>,
 }
+
+/// Appended records are written to the file once this many bytes wait, if no fsync asked first:
+/// a burst of appends between two fsyncs becomes one write, not one per append.
+pub const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 impl<D: Disk> Wal<D> {
     /// Whether `dir` holds any WAL segment.

@@ -451,9 +451,12 @@ fn a_failed_write_makes_the_wal_refuse_further_writes() {
     let mut wal = new_wal(small());
     let path = wal.segment_paths()[0].clone();
     wal.disk_mut().remove(&path).unwrap();
+    // Appends are buffered: the write, and its failure, come with the fsync.
+    wal.append(&entries(1, 1, 1), None).unwrap();
+    assert!(matches!(wal.sync(), Err(WalError::Disk(_))));
     assert!(matches!(
-        wal.append(&entries(1, 1, 1), None),
-        Err(WalError::Disk(_))
+        wal.append(&entries(2, 2, 1), None),
+        Err(WalError::Failed { .. })
     ));
     assert!(matches!(wal.sync(), Err(WalError::Failed { .. })));
 }
@@ -482,6 +485,43 @@ fn sync_without_new_bytes_does_not_touch_the_disk() {
     wal.sync().unwrap();
     wal.sync().unwrap();
     assert_eq!(wal.disk().sync_count, before + 1);
+}
+
+#[test]
+fn appends_between_fsyncs_reach_the_file_in_one_write() {
+    let mut wal = new_wal(WalOptions::default());
+    let before = wal.disk().write_count;
+    for index in 1..=50 {
+        wal.append(&entries(index, index, 1), Some(&hard_state(1, 1, index)))
+            .unwrap();
+    }
+    assert_eq!(wal.disk().write_count, before, "appends only buffer");
+    assert_eq!(
+        wal.begin_sync().unwrap(),
+        Some(wal.segment_paths()[0].clone())
+    );
+    assert_eq!(wal.disk().write_count, before + 1);
+    assert_eq!(wal.begin_sync().unwrap(), None, "nothing new to fsync");
+    wal.sync().unwrap();
+    let (_, rec) = reopen(wal);
+    assert_eq!(rec.entries, entries(1, 50, 1));
+    assert_eq!(rec.hard_state, hard_state(1, 1, 50));
+}
+
+#[test]
+fn a_full_buffer_is_written_without_waiting_for_an_fsync() {
+    let mut wal = new_wal(WalOptions::default());
+    let before = wal.disk().write_count;
+    let big = entry(1, 1, &vec![3; super::WRITE_BUFFER_BYTES]);
+    wal.append(std::slice::from_ref(&big), None).unwrap();
+    assert_eq!(wal.disk().write_count, before + 1);
+    let mut disk = wal.into_disk();
+    // Written but never fsynced: a crash may lose it, a process exit does not.
+    let (_, rec) = Wal::open(disk.clone(), &dir(), WalOptions::default()).unwrap();
+    assert_eq!(rec.entries, vec![big]);
+    disk.crash(CrashFault::LoseUnsynced, &mut crash_rng(1));
+    let (_, rec) = Wal::open(disk, &dir(), WalOptions::default()).unwrap();
+    assert!(rec.entries.is_empty());
 }
 
 // ---- prepared segments ----
@@ -552,6 +592,7 @@ fn a_write_with_a_sector_missing_in_a_prepared_segment_is_a_torn_tail() {
     let end = wal.segment_bytes;
     // A record spanning three sectors whose middle one never reached the disk.
     wal.append(&[entry(4, 1, &[7; 1100])], None).unwrap();
+    wal.sync().unwrap();
     let sector = end.div_ceil(512) * 512;
     wal.disk_mut().write_at(&last, sector, &[0; 512]).unwrap();
     let (mut wal, rec) = reopen_prepared(wal.into_disk()).unwrap();
@@ -653,7 +694,7 @@ fn write_positions(sizes: &[usize]) -> (Wal<MemDisk>, Vec<Entry>, Vec<(usize, u6
         let mut frame = Vec::new();
         record::encode(&Record::Entry(e.clone()), 0, &mut frame).unwrap();
         let seg = wal.segment_paths().len() - 1;
-        let end = wal.segment_bytes + frame.len() as u64;
+        let end = wal.end_of_records() + frame.len() as u64;
         wal.append(std::slice::from_ref(&e), None).unwrap();
         written.push(e);
         ends.push((seg, end));

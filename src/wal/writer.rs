@@ -49,8 +49,9 @@ impl<D: Disk> Wal<D> {
         Ok(wal)
     }
 
-    /// Appends entries, then the hard state if given. The bytes are in the file but not durable
-    /// until [`Wal::sync`].
+    /// Appends entries, then the hard state if given. The bytes are buffered, then written to the
+    /// file by the next fsync's start ([`Wal::sync`], [`Wal::begin_sync`]) or once
+    /// `WRITE_BUFFER_BYTES` wait; they are durable only after an fsync.
     pub fn append(
         &mut self,
         entries: &[Entry],
@@ -75,7 +76,7 @@ impl<D: Disk> Wal<D> {
                 wal.hard_state = hs.clone();
                 wal.rotate_if_full()?;
             }
-            wal.flush()
+            wal.flush_if_full()
         })
     }
 
@@ -91,7 +92,7 @@ impl<D: Disk> Wal<D> {
             wal.push(&Record::Metadata(metadata))?;
             wal.metadata = metadata;
             wal.rotate_if_full()?;
-            wal.flush()
+            wal.flush_if_full()
         })
     }
 
@@ -100,7 +101,7 @@ impl<D: Disk> Wal<D> {
         self.guard(|wal| {
             wal.push(&Record::SnapshotMarker { index, term })?;
             wal.rotate_if_full()?;
-            wal.flush()
+            wal.flush_if_full()
         })
     }
 
@@ -110,13 +111,20 @@ impl<D: Disk> Wal<D> {
         self.guard(|wal| {
             wal.push(&Record::SnapshotInstalled { index, term })?;
             wal.rotate_if_full()?;
-            wal.flush()
+            wal.flush_if_full()
         })
+    }
+
+    /// Writes every buffered record to the file now (not durable until an fsync): what a killed
+    /// process must not lose, though a machine crash may.
+    pub fn write_buffered(&mut self) -> Result<(), WalError> {
+        self.guard(|wal| wal.flush())
     }
 
     /// Makes everything appended so far durable; a no-op if nothing is unsynced.
     pub fn sync(&mut self) -> Result<(), WalError> {
         self.guard(|wal| {
+            wal.flush()?;
             if wal.unsynced {
                 let path = wal.current().path.clone();
                 wal.disk.sync(&path)?;
@@ -130,11 +138,7 @@ impl<D: Disk> Wal<D> {
     /// thread): returns the file to fsync, or `None` when nothing is unsynced. What was appended
     /// before this call is durable once that fsync finishes; later appends wait for the next.
     pub fn begin_sync(&mut self) -> Result<Option<PathBuf>, WalError> {
-        if self.failed {
-            return Err(WalError::Failed {
-                dir: self.dir.clone(),
-            });
-        }
+        self.write_buffered()?;
         if !self.unsynced {
             return Ok(None);
         }
@@ -150,7 +154,7 @@ impl<D: Disk> Wal<D> {
     /// Only once the current segment is half full: a member that writes little never fills 64 MiB
     /// of zeros, and many members starting on one machine do not all write them at once.
     pub fn segment_to_prepare(&mut self) -> Option<(PathBuf, u64)> {
-        let half_full = self.segment_bytes >= self.opts.segment_size_bytes / 2;
+        let half_full = self.end_of_records() >= self.opts.segment_size_bytes / 2;
         if self.failed || !half_full || self.next_segment != NextSegment::Wanted {
             return None;
         }
@@ -229,6 +233,14 @@ impl<D: Disk> Wal<D> {
         Ok(())
     }
 
+    /// Writes the buffered records if `WRITE_BUFFER_BYTES` or more wait.
+    fn flush_if_full(&mut self) -> Result<(), WalError> {
+        if self.buf.len() >= super::WRITE_BUFFER_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     /// Writes the buffered records after the last one in the current segment.
     pub(super) fn flush(&mut self) -> Result<(), WalError> {
         if self.buf.is_empty() {
@@ -259,9 +271,13 @@ impl<D: Disk> Wal<D> {
         Ok(())
     }
 
+    /// Where the current segment's records end, counting those still buffered.
+    pub(super) fn end_of_records(&self) -> u64 {
+        self.segment_bytes + self.buf.len() as u64
+    }
+
     fn rotate_if_full(&mut self) -> Result<(), WalError> {
-        let size = self.segment_bytes + self.buf.len() as u64;
-        if size > self.opts.segment_size_bytes {
+        if self.end_of_records() > self.opts.segment_size_bytes {
             self.rotate()?;
         }
         Ok(())

@@ -5,15 +5,16 @@
 //! changed (a commit, or a defragmentation's new file), at most once per [`MIN_INTERVAL`], and
 //! then not again before the thread has been idle [`IDLE_FACTOR`] times as long as the last one
 //! took: a few percent of one core for even the largest file. The figure lags the file by that
-//! much; it never exceeds the file's size.
+//! much; it never exceeds the file's size. The pages it read are handed back to the system after
+//! each measurement (`heap`), or they would stay in the member's RSS.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::engine::Engine;
-use crate::server::blocking;
 use crate::server::handle::Command;
+use crate::server::{blocking, heap};
 use crate::time::Instant;
 
 /// The shortest time between two measurements.
@@ -63,9 +64,15 @@ impl InUse {
         let done = done.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let measured = blocking::run(move || view.bytes_in_use().map_err(|e| e.to_string()))
-                .await
-                .and_then(|measured| measured);
+            let measured = blocking::run(move || {
+                let measured = view.bytes_in_use().map_err(|e| e.to_string());
+                drop(view);
+                // The pages read went to this thread's arena; the cache frees them elsewhere.
+                heap::release_freed_memory();
+                measured
+            })
+            .await
+            .and_then(|measured| measured);
             let took = started.elapsed();
             let _ = done.send(Command::InUseMeasured { measured, took }).await;
         });

@@ -294,19 +294,44 @@ impl Driver {
         Ok(())
     }
 
-    /// Takes `first` and whatever else is queued, up to a turn's worth.
+    /// Takes `first` and whatever else is queued, up to a turn's worth. The node takes the inputs
+    /// among them together (`Node::handle_all`): a burst of writes becomes one WAL write and one
+    /// append per follower, not one each.
     fn on_commands(&mut self, first: Command) {
-        self.on_command(first);
+        let mut inputs = Vec::new();
+        self.on_command(first, &mut inputs);
         for _ in 1..COMMANDS_PER_TURN {
             match self.commands.try_recv() {
-                Ok(command) => self.on_command(command),
+                Ok(command) => self.on_command(command, &mut inputs),
                 Err(_) => break,
             }
         }
+        self.handle_inputs(&mut inputs);
     }
 
-    fn on_command(&mut self, command: Command) {
-        let now = self.now();
+    /// Feeds the node the inputs gathered so far, in order.
+    fn handle_inputs(&mut self, inputs: &mut Vec<Input>) {
+        if !inputs.is_empty() {
+            let now = self.now();
+            self.node.handle_all(now, inputs.drain(..));
+        }
+    }
+
+    /// Turns a command into node inputs (added to `inputs`), or carries it out after the inputs
+    /// before it.
+    fn on_command(&mut self, command: Command, inputs: &mut Vec<Input>) {
+        let node_input = matches!(
+            command,
+            Command::Request { .. }
+                | Command::Peer(_)
+                | Command::StateChunk(_)
+                | Command::Unreachable { .. }
+                | Command::SnapshotReport { .. }
+                | Command::TransferLeader { .. }
+        );
+        if !node_input {
+            self.handle_inputs(inputs);
+        }
         match command {
             Command::Request {
                 request,
@@ -318,36 +343,34 @@ impl Driver {
                 }
                 let id = self.next_request_id();
                 self.waiting.insert(id, Waiter { reply });
-                let input = Input::Client {
+                inputs.push(Input::Client {
                     id,
                     request,
                     caller,
-                };
-                self.node.handle(now, input);
+                });
             }
-            Command::OpenWatchStream { stream, sender } => self.streams.open(stream, sender),
-            Command::Peer(message) => self.node.handle(now, Input::Peer(message)),
-            Command::StateChunk(chunk) => self.node.handle(now, Input::StateChunk(chunk)),
+            Command::Peer(message) => inputs.push(Input::Peer(message)),
+            Command::StateChunk(chunk) => inputs.push(Input::StateChunk(chunk)),
             Command::Unreachable {
                 to,
                 snapshot_failed,
             } => {
-                self.node.handle(now, Input::Unreachable(MemberId(to)));
+                inputs.push(Input::Unreachable(MemberId(to)));
                 if snapshot_failed {
-                    let report = Input::SnapshotReport {
+                    inputs.push(Input::SnapshotReport {
                         to: MemberId(to),
                         ok: false,
-                    };
-                    self.node.handle(now, report);
+                    });
                 }
             }
-            Command::SnapshotReport { to, ok } => {
-                let report = Input::SnapshotReport {
-                    to: MemberId(to),
-                    ok,
-                };
-                self.node.handle(now, report);
+            Command::SnapshotReport { to, ok } => inputs.push(Input::SnapshotReport {
+                to: MemberId(to),
+                ok,
+            }),
+            Command::TransferLeader { target } => {
+                inputs.push(Input::TransferLeader(MemberId(target)));
             }
+            Command::OpenWatchStream { stream, sender } => self.streams.open(stream, sender),
             Command::RemovedByPeer { peer } => {
                 slog::error!(self.log, "a peer refused this member as removed from the cluster"; "peer" => format!("{peer:x}"));
                 slog::error!(
@@ -365,16 +388,13 @@ impl Driver {
                 }
                 let _ = reply.send(export);
             }
-            Command::TransferLeader { target } => {
-                self.node
-                    .handle(now, Input::TransferLeader(MemberId(target)));
-            }
             Command::SnapshotFileWritten(Ok(snapshot)) => self.snapshots.file_written(snapshot),
             Command::SnapshotFileWritten(Err(reason)) => {
                 self.snapshots.file_failed();
                 self.failure = Some(Exit::Fatal(format!("saving a snapshot failed: {reason}")));
             }
             Command::InUseMeasured { measured, took } => {
+                let now = self.now();
                 self.in_use.finished((measured, took), now, &self.log);
             }
         }
