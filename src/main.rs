@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use stet::server::config::{self, ConfigError};
 
 fn main() -> ExitCode {
+    stet::server::heap::limit_arenas();
     let config = match config::from_process() {
         Ok(Some(config)) => config,
         Ok(None) => {
