@@ -175,10 +175,11 @@ impl<D: Disk> MemberStorage<D> {
     /// for drivers that fsync several writes at once (group commit, [`begin_sync`](Self::begin_sync)):
     /// true if the write must be durable before the persist is reported.
     ///
-    /// A write that needs an fsync waits in the WAL's buffer for it. One that needs none (a new
-    /// commit index) is reported at once, so it reaches the file at once: it must survive the
-    /// process being killed, or a `--force-new-cluster` start would take entries this member
-    /// applied for uncommitted and drop them.
+    /// Entries wait in the WAL's buffer for the fsync. A write with a hard state reaches the file
+    /// at once: raft applies (and clients are answered for) the entries a commit index covers
+    /// before the next fsync, so that index must survive the process being killed, or a
+    /// `--force-new-cluster` start would take entries this member applied for uncommitted and
+    /// drop them. (A machine crash may still lose it, as etcd's unsynced commit index.)
     pub fn write_after_snapshot_file(&mut self, persist: &Persist) -> Result<bool, StorageError> {
         if let Some(snapshot) = &persist.snapshot {
             let meta = snapshot.get_metadata();
@@ -186,11 +187,10 @@ impl<D: Disk> MemberStorage<D> {
         }
         self.wal
             .append(&persist.entries, persist.hard_state.as_ref())?;
-        let must_sync = persist.must_sync || persist.snapshot.is_some();
-        if !must_sync {
+        if persist.hard_state.is_some() {
             self.wal.write_buffered()?;
         }
-        Ok(must_sync)
+        Ok(persist.must_sync || persist.snapshot.is_some())
     }
 
     /// Starts making everything written so far durable on another disk handle: the file to fsync
@@ -339,32 +339,47 @@ mod tests {
             .1
     }
 
-    #[test]
-    fn a_write_waiting_for_an_fsync_stays_buffered_and_one_needing_none_reaches_the_file() {
-        let entry = |index| Entry {
+    fn entry(index: u64) -> Entry {
+        Entry {
             index,
             term: 1,
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn entries_wait_in_the_buffer_for_the_fsync() {
         let mut storage = storage();
-        assert!(storage
-            .write_after_snapshot_file(&persist(1, vec![entry(1), entry(2)], 0, true))
-            .unwrap());
+        let mut entries_only = persist(1, vec![entry(1), entry(2)], 0, true);
+        entries_only.hard_state = None;
+        assert!(storage.write_after_snapshot_file(&entries_only).unwrap());
         // Killed now: the entries were never reported, so losing them is allowed.
         assert!(after_a_kill(storage).entries.is_empty());
+    }
 
-        let mut storage = self::storage();
-        storage
-            .write_after_snapshot_file(&persist(1, vec![entry(1), entry(2)], 0, true))
-            .unwrap();
-        assert!(storage.begin_sync().unwrap().is_some());
-        // The new commit index is reported at once: a kill must not lose it.
-        assert!(!storage
-            .write_after_snapshot_file(&persist(2, Vec::new(), 2, false))
-            .unwrap());
-        let durable = after_a_kill(storage);
-        assert_eq!(durable.entries.len(), 2);
-        assert_eq!(durable.hard_state.commit, 2);
+    #[test]
+    fn a_commit_index_reaches_the_file_at_once_with_or_without_entries() {
+        for (with_entries, must_sync) in [(false, false), (true, true)] {
+            let mut storage = storage();
+            storage
+                .write_after_snapshot_file(&persist(1, vec![entry(1), entry(2)], 0, true))
+                .unwrap();
+            assert!(storage.begin_sync().unwrap().is_some());
+            // Entries up to the new commit index are applied and answered before the next
+            // fsync: a kill must not lose the index.
+            let more = if with_entries {
+                vec![entry(3)]
+            } else {
+                Vec::new()
+            };
+            let reported_at_once = !storage
+                .write_after_snapshot_file(&persist(2, more, 2, must_sync))
+                .unwrap();
+            assert_eq!(reported_at_once, !must_sync);
+            let durable = after_a_kill(storage);
+            assert_eq!(durable.hard_state.commit, 2, "with entries: {with_entries}");
+            assert_eq!(durable.entries.len(), if with_entries { 3 } else { 2 });
+        }
     }
 
     #[test]

@@ -251,6 +251,7 @@ impl Node {
             }
         };
         if result.is_err() {
+            self.proposal_dropped = true;
             if let Some(Pending {
                 kind: PendingKind::Write { waiting },
                 ..

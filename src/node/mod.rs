@@ -227,6 +227,8 @@ pub struct Node {
     incarnation: u64,
     /// A leader became known while handling a Ready: kept proposals go out once it is advanced.
     leader_appeared: bool,
+    /// Raft dropped a proposal during the inputs being handled (no leader known at the time).
+    proposal_dropped: bool,
     /// Peer messages dropped before raft saw them, and why the last one was.
     dropped_peer_messages: u64,
     last_bad_peer_message: Option<BadPeerMessage>,
@@ -329,6 +331,7 @@ impl Node {
             failed: false,
             incarnation: 0,
             leader_appeared: false,
+            proposal_dropped: false,
             dropped_peer_messages: 0,
             last_bad_peer_message: None,
             seen_read_contexts: BTreeSet::new(),
@@ -441,6 +444,7 @@ impl Node {
         if !self.removed && !self.failed {
             self.advance_time();
         }
+        self.proposal_dropped = false;
         let mut turn = false;
         for input in inputs {
             if self.removed || self.failed {
@@ -451,6 +455,11 @@ impl Node {
             }
             turn |= matches!(input, Input::Tick | Input::Persisted { .. });
             self.take_input(input);
+        }
+        if std::mem::take(&mut self.proposal_dropped) && self.raw.raft.leader_id != 0 {
+            // The leader went and came back within these inputs: the ready below shows no
+            // change of leader, so nothing else would propose what was dropped meanwhile.
+            self.propose_waiting();
         }
         self.process_ready();
         if !self.removed && !self.failed {

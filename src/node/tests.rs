@@ -592,6 +592,62 @@ fn a_peer_append_raft_would_panic_on_is_dropped_and_a_good_one_still_applies() {
 }
 
 #[test]
+fn a_write_dropped_while_the_leader_went_and_came_back_in_one_batch_is_proposed_again() {
+    let mut node = follower_of_three();
+    let now = Instant::from_micros(1);
+    node.handle(now, Input::Peer(append_from_2(4, 4)));
+    while let Some(output) = node.poll_output() {
+        if let Output::Persist(p) = output {
+            node.handle(
+                now,
+                Input::Persisted {
+                    ready_number: p.ready_number,
+                },
+            );
+        }
+    }
+    assert_eq!(node.leader(), Some(MemberId(2)));
+    // Ticks without word from the leader until the next one fires this member's election timer,
+    // at the batch's start (pre-vote: the leader is forgotten, the term stays); within the batch
+    // a put finds no leader and raft drops it, then the leader's heartbeat brings it back.
+    let tick_us = node.config.heartbeat_interval.as_micros() as u64;
+    let mut later = now;
+    while node.raw.raft.election_elapsed + 1 < node.raw.raft.randomized_election_timeout() {
+        later = Instant::from_micros(later.as_micros() + tick_us);
+        node.handle(later, Input::Tick);
+        while node.poll_output().is_some() {}
+    }
+    assert_eq!(node.leader(), Some(MemberId(2)));
+    let later = Instant::from_micros(later.as_micros() + tick_us);
+    let heartbeat = Message {
+        msg_type: raft::eraftpb::MessageType::MsgHeartbeat,
+        to: 1,
+        from: 2,
+        term: 2,
+        commit: 4,
+        ..Message::default()
+    };
+    let put = Input::Client {
+        id: 7,
+        request: put("k", "v"),
+        caller: None,
+    };
+    node.handle_all(later, [put, Input::Peer(heartbeat)]);
+    assert_eq!(node.leader(), Some(MemberId(2)));
+    let mut proposed = false;
+    while let Some(output) = node.poll_output() {
+        if let Output::Send(message) = output {
+            proposed |=
+                message.get_msg_type() == raft::eraftpb::MessageType::MsgPropose && message.to == 2;
+        }
+    }
+    assert!(
+        proposed,
+        "the dropped put must be forwarded to the leader that came back"
+    );
+}
+
+#[test]
 fn a_leader_transfer_request_reaching_a_follower_is_dropped_not_forwarded() {
     // The raft_message fuzz target's reproducer (2026-11-24): a MsgTransferLeader from a peer,
     // which carries the sender's term, reached a follower that knew a leader; raft-rs forwarded it
