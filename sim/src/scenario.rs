@@ -40,6 +40,9 @@ pub struct Scenario {
     /// Members run with `--experimental-auto-promote-learners`: the operator adds learners and
     /// leaves their promotion to the leader, which the final checks hold it to.
     pub auto_promote_learners: bool,
+    /// Watch responses each stream buffers in the runtime, if not the run's default: smaller,
+    /// so slow watchers fill their streams often.
+    pub watch_stream_buffer: Option<usize>,
 }
 
 /// Clients beside the register workload: watchers, lease clients, a compactor, and clients that
@@ -79,6 +82,7 @@ pub fn scenarios() -> Vec<Scenario> {
         quota_backend_bytes: None,
         max_request_bytes: None,
         auto_promote_learners: false,
+        watch_stream_buffer: None,
     };
     vec![
         scenario("calm", vec![]),
@@ -110,6 +114,9 @@ pub fn scenarios() -> Vec<Scenario> {
             // Small enough that a response with two large values, or a revision deleting a wide
             // span, goes to watchers that asked for fragments in several parts.
             max_request_bytes: Some(1024),
+            // Small enough that a watcher that stops reading fills its stream within a few
+            // batches of applied writes (the driver applies a burst of puts at once).
+            watch_stream_buffer: Some(2),
             ..scenario(
                 "watch",
                 vec![Partition, IsolateLeader, Crash, CrashAtPoint, Pause],
@@ -253,6 +260,9 @@ async fn run_world(seed: u64, scenario: Scenario, options: RunOptions) -> RunRep
     settings.quota_backend_bytes = scenario.quota_backend_bytes;
     settings.max_request_bytes = scenario.max_request_bytes;
     settings.auto_promote_learners = scenario.auto_promote_learners;
+    if let Some(buffer) = scenario.watch_stream_buffer {
+        settings.watch_stream_buffer = buffer;
+    }
     let world = Arc::new(World::new(
         settings,
         scenario.members.unwrap_or(options.members),
