@@ -183,12 +183,8 @@ async fn serve_connections(
     mut stopped: watch::Receiver<bool>,
     log: slog::Logger,
 ) {
-    use hyper_util::rt::TokioExecutor;
-    use hyper_util::server::conn::auto::Builder;
     use hyper_util::server::graceful::GracefulShutdown;
 
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http2().max_concurrent_streams(max_streams);
     let graceful = GracefulShutdown::new();
     let ClientListener {
         tcp,
@@ -217,7 +213,7 @@ async fn serve_connections(
             slog::warn!(log, "cannot set TCP_NODELAY on a client connection"; "error" => %error);
         }
         let connection = ClientConnection {
-            builder: builder.clone(),
+            max_streams,
             app: app.clone(),
             watcher: graceful.watcher(),
             cert_users,
@@ -250,7 +246,8 @@ fn client_cert_user(
 /// What serving one client connection needs.
 #[cfg(not(madsim))]
 struct ClientConnection {
-    builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    /// HTTP/2's concurrent-stream limit.
+    max_streams: u32,
     app: axum::Router,
     watcher: hyper_util::server::graceful::Watcher,
     cert_users: bool,
@@ -283,7 +280,8 @@ impl ClientConnection {
         }
     }
 
-    /// Serves HTTP/1.1 or HTTP/2 on `stream` until it ends.
+    /// Serves HTTP/1.1 or HTTP/2 on `stream` until it ends; HTTP/2's request streams run in
+    /// this connection's task (`conn_streams`).
     async fn serve<S>(self, stream: S)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -295,11 +293,13 @@ impl ClientConnection {
         let stream = super::write_batch::BatchingWriter::new(stream);
         let stream = super::h2_authority::RewritingStream::new(stream, self.log.clone());
         let service = TowerToHyperService::new(self.app);
-        let connection = self
-            .builder
+        let streams = super::conn_streams::ConnectionStreams::default();
+        let mut builder = hyper_util::server::conn::auto::Builder::new(streams.clone());
+        builder.http2().max_concurrent_streams(self.max_streams);
+        let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        if let Err(error) = self.watcher.watch(connection).await {
+        if let Err(error) = streams.run(self.watcher.watch(connection)).await {
             slog::debug!(self.log, "client connection ended"; "error" => %error);
         }
     }

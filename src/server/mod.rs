@@ -6,8 +6,8 @@
 //! a signal, removal or a fatal error. The machine itself — clock, disk, fsync — comes from an
 //! `env::Environment`: the real one in production, a simulated one in `sim/`, which runs this
 //! same code under `--cfg madsim`. The HTTP endpoints, the `:authority` rewriting listener and
-//! the client connections' write batching (`http`, `v2_members`, `h2_authority`, `write_batch`,
-//! served from `listen`) are the only client-facing code the simulator does not run.
+//! the client connections' write batching and stream polling (`http`, `v2_members`,
+//! `h2_authority`, `write_batch`, `conn_streams`, served from `listen`) are the only client-facing code the simulator does not run.
 
 pub mod fs_disk;
 
@@ -17,6 +17,8 @@ pub mod auth;
 pub mod blocking;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(all(feature = "server", not(madsim)))]
+pub mod conn_streams;
 #[cfg(all(feature = "server", not(madsim)))]
 pub mod dir_lock;
 #[cfg(feature = "server")]
