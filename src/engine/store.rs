@@ -467,7 +467,9 @@ impl Engine {
     }
 }
 
-/// Applies every change of `batch` inside `write`.
+/// Applies every change of `batch` inside `write`. A table is opened only when a change goes to
+/// it: opening one for writing makes redb rewrite its root at the commit even when nothing
+/// changed, and most batches touch only the revisions and the meta table.
 fn write_ops(write: &redb::WriteTransaction, batch: &Batch) -> Result<(), redb::Error> {
     if batch.replace_all {
         write.delete_table(KEY)?;
@@ -476,11 +478,11 @@ fn write_ops(write: &redb::WriteTransaction, batch: &Batch) -> Result<(), redb::
         write.delete_table(MEMBERS_REMOVED)?;
         write.delete_table(META)?;
     }
-    let mut key = write.open_table(KEY)?;
-    let mut lease = write.open_table(LEASE)?;
-    let mut members = write.open_table(MEMBERS)?;
-    let mut removed = write.open_table(MEMBERS_REMOVED)?;
-    let mut meta = write.open_table(META)?;
+    let mut key = None;
+    let mut lease = None;
+    let mut members = None;
+    let mut removed = None;
+    let mut meta = None;
     let mut value = Vec::new();
     for op in &batch.ops {
         match op {
@@ -492,64 +494,79 @@ fn write_ops(write: &redb::WriteTransaction, batch: &Batch) -> Result<(), redb::
                 };
                 let row = revision_key(revision.main, revision.sub);
                 seal(&row, tag, &stored.key_value, &mut value);
-                key.insert((revision.main, revision.sub), value.as_slice())?;
+                opened(&mut key, write, KEY)?
+                    .insert((revision.main, revision.sub), value.as_slice())?;
             }
             Op::DeleteRevision(revision) => {
-                key.remove((revision.main, revision.sub))?;
+                opened(&mut key, write, KEY)?.remove((revision.main, revision.sub))?;
             }
             Op::PutLease(id, record) => {
                 seal(&id.to_le_bytes(), Tag::Lease, record, &mut value);
-                lease.insert(id, value.as_slice())?;
+                opened(&mut lease, write, LEASE)?.insert(id, value.as_slice())?;
             }
             Op::DeleteLease(id) => {
-                lease.remove(id)?;
+                opened(&mut lease, write, LEASE)?.remove(id)?;
             }
             Op::PutMember(id, record) => {
                 seal(&id.to_le_bytes(), Tag::Member, record, &mut value);
-                members.insert(id, value.as_slice())?;
+                opened(&mut members, write, MEMBERS)?.insert(id, value.as_slice())?;
             }
             Op::RemoveMember(id) => {
-                members.remove(id)?;
+                opened(&mut members, write, MEMBERS)?.remove(id)?;
                 seal(&id.to_le_bytes(), Tag::Removed, &[], &mut value);
-                removed.insert(id, value.as_slice())?;
+                opened(&mut removed, write, MEMBERS_REMOVED)?.insert(id, value.as_slice())?;
             }
             Op::ClearMembers => {
-                members.retain(|_, _| false)?;
-                removed.retain(|_, _| false)?;
+                opened(&mut members, write, MEMBERS)?.retain(|_, _| false)?;
+                opened(&mut removed, write, MEMBERS_REMOVED)?.retain(|_, _| false)?;
             }
             Op::ClusterId(id) => {
                 seal_number(CLUSTER_ID, *id, &mut value);
-                meta.insert(CLUSTER_ID, value.as_slice())?;
+                opened(&mut meta, write, META)?.insert(CLUSTER_ID, value.as_slice())?;
             }
             Op::ConfState(bytes) => {
                 seal(CONF_STATE.as_bytes(), Tag::ConfState, bytes, &mut value);
-                meta.insert(CONF_STATE, value.as_slice())?;
+                opened(&mut meta, write, META)?.insert(CONF_STATE, value.as_slice())?;
             }
             Op::Alarms(bytes) => {
                 seal(ALARMS.as_bytes(), Tag::Alarms, bytes, &mut value);
-                meta.insert(ALARMS, value.as_slice())?;
+                opened(&mut meta, write, META)?.insert(ALARMS, value.as_slice())?;
             }
             Op::Auth(bytes) => {
                 seal(AUTH.as_bytes(), Tag::Auth, bytes, &mut value);
-                meta.insert(AUTH, value.as_slice())?;
+                opened(&mut meta, write, META)?.insert(AUTH, value.as_slice())?;
             }
             Op::CompactRevision(revision) => {
                 seal_number(COMPACT_REVISION, *revision, &mut value);
-                meta.insert(COMPACT_REVISION, value.as_slice())?;
+                opened(&mut meta, write, META)?.insert(COMPACT_REVISION, value.as_slice())?;
             }
             Op::CurrentRevision(revision) => {
                 seal_number(CURRENT_REVISION, *revision, &mut value);
-                meta.insert(CURRENT_REVISION, value.as_slice())?;
+                opened(&mut meta, write, META)?.insert(CURRENT_REVISION, value.as_slice())?;
             }
         }
     }
     if let Some(applied) = batch.applied {
+        let meta = opened(&mut meta, write, META)?;
         seal_number(APPLIED_INDEX, applied.index, &mut value);
         meta.insert(APPLIED_INDEX, value.as_slice())?;
         seal_number(APPLIED_TERM, applied.term, &mut value);
         meta.insert(APPLIED_TERM, value.as_slice())?;
     }
     Ok(())
+}
+
+/// The table in `slot`, opened for writing in `write` the first time it is asked for.
+fn opened<'s, 'w, K: redb::Key + 'static, V: redb::Value + 'static>(
+    slot: &'s mut Option<redb::Table<'w, K, V>>,
+    write: &'w redb::WriteTransaction,
+    definition: TableDefinition<K, V>,
+) -> Result<&'s mut redb::Table<'w, K, V>, redb::TableError> {
+    let table = match slot.take() {
+        Some(table) => table,
+        None => write.open_table(definition)?,
+    };
+    Ok(slot.insert(table))
 }
 
 fn seal_number(name: &str, number: u64, out: &mut Vec<u8>) {

@@ -78,6 +78,39 @@ fn every_table_round_trips_and_the_applied_index_survives_a_reopen() {
 }
 
 #[test]
+fn a_batch_opens_only_the_tables_it_changes() {
+    let disk = SharedDisk::new();
+    let path = engine_path(&disk);
+    let mut engine = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap();
+    let mut batch = Batch::new();
+    let (revision, stored) = put(2, 0, b"a=1");
+    batch.put_revision(revision, stored.clone());
+    batch.set_applied(Applied { index: 3, term: 1 });
+    engine.commit(batch, false).unwrap();
+    let view = engine.view().unwrap();
+    assert_eq!(view.revision(revision).unwrap(), Some(stored));
+    for (name, exists) in [
+        ("key", view.table(KEY).unwrap().is_some()),
+        ("meta", view.table(META).unwrap().is_some()),
+        ("lease", view.table(LEASE).unwrap().is_some()),
+        ("members", view.table(MEMBERS).unwrap().is_some()),
+        (
+            "members_removed",
+            view.table(MEMBERS_REMOVED).unwrap().is_some(),
+        ),
+    ] {
+        let changed = matches!(name, "key" | "meta");
+        assert_eq!(exists, changed, "table {name}");
+    }
+    assert_eq!(
+        view.leases().unwrap(),
+        Vec::new(),
+        "a missing table reads as empty"
+    );
+    assert_eq!(view.members().unwrap(), Vec::new());
+}
+
+#[test]
 fn a_view_keeps_its_state_while_writes_go_on() {
     let disk = SharedDisk::new();
     let path = engine_path(&disk);
