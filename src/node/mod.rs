@@ -454,6 +454,12 @@ impl Node {
                 continue;
             }
             turn |= matches!(input, Input::Tick | Input::Persisted { .. });
+            if matches!(input, Input::Client { .. }) && self.raw.raft.state != self.role {
+                // The time that passed or an earlier input changed raft's role: a request must
+                // see the role raft has now (a leader-only one would be refused as NotLeader
+                // right after an election this member won), as it did with a ready per input.
+                self.process_ready();
+            }
             self.take_input(input);
         }
         if std::mem::take(&mut self.proposal_dropped) && self.raw.raft.leader_id != 0 {
@@ -480,7 +486,7 @@ impl Node {
         }
         assert!(
             self.outputs.len() <= MAX_QUEUED_OUTPUTS,
-            "{} outputs queued: the driver must drain them between inputs",
+            "{} outputs queued: the driver must drain them between calls of `handle`",
             self.outputs.len()
         );
     }

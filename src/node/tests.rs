@@ -185,6 +185,40 @@ fn a_single_member_elects_itself_and_serves_writes_and_reads() {
 }
 
 #[test]
+fn a_request_batched_after_the_election_it_won_sees_the_new_role() {
+    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    config.set_snapshot_count(1000);
+    let mut solo = Solo::bootstrapped(config);
+    assert_ne!(solo.node.role(), StateRole::Leader);
+    // Ticks until the next one fires the election timer...
+    while solo.node.raw.raft.election_elapsed + 1 < solo.node.raw.raft.randomized_election_timeout()
+    {
+        let at = solo.node.poll_timeout().expect("a tick is due");
+        solo.now = solo.now.max(at);
+        let now = solo.now;
+        solo.node.handle(now, Input::Tick);
+        solo.drain();
+    }
+    assert_ne!(solo.node.role(), StateRole::Leader);
+    // ...at the start of this batch: the lease listing (leader only) within it must find the
+    // member leading, not be refused as NotLeader.
+    solo.now = solo
+        .now
+        .max(solo.node.poll_timeout().expect("a tick is due"));
+    let now = solo.now;
+    let leases = ClientRequest::LeaseLeases(pb::LeaseLeasesRequest {});
+    solo.node.handle_all(now, [Input::client(1, leases)]);
+    solo.drain();
+    solo.advance(Duration::from_millis(10));
+    assert_eq!(solo.node.role(), StateRole::Leader);
+    let reply = solo.replies.remove(&1).expect("answered");
+    assert!(
+        matches!(reply, Ok(ClientResponse::LeaseLeases(_))),
+        "{reply:?}"
+    );
+}
+
+#[test]
 fn errors_from_the_state_machine_reach_the_client() {
     let mut solo = Solo::new(1000);
     let compact = ClientRequest::Compact(pb::CompactionRequest {
