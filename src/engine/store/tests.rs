@@ -18,6 +18,13 @@ fn engine_path(disk: &SharedDisk) -> PathBuf {
     PathBuf::from("/member").join(ENGINE_FILE)
 }
 
+/// A new engine on a fresh simulated disk.
+fn fresh_engine() -> Engine {
+    let disk = SharedDisk::new();
+    let path = engine_path(&disk);
+    Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap()
+}
+
 fn put(main: u64, sub: u64, bytes: &[u8]) -> (Revision, Stored) {
     let stored = Stored {
         tombstone: false,
@@ -79,9 +86,7 @@ fn every_table_round_trips_and_the_applied_index_survives_a_reopen() {
 
 #[test]
 fn a_batch_opens_only_the_tables_it_changes() {
-    let disk = SharedDisk::new();
-    let path = engine_path(&disk);
-    let mut engine = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap();
+    let mut engine = fresh_engine();
     let mut batch = Batch::new();
     let (revision, stored) = put(2, 0, b"a=1");
     batch.put_revision(revision, stored.clone());
@@ -112,9 +117,7 @@ fn a_batch_opens_only_the_tables_it_changes() {
 
 #[test]
 fn a_view_keeps_its_state_while_writes_go_on() {
-    let disk = SharedDisk::new();
-    let path = engine_path(&disk);
-    let mut engine = Engine::open(crate::disk::handles(&disk), &path, CACHE_BYTES).unwrap();
+    let mut engine = fresh_engine();
     let mut batch = Batch::new();
     let (r, v) = put(2, 0, b"old");
     batch.put_revision(r, v.clone());
