@@ -61,8 +61,11 @@ fn command_via(
     let stet = env!("CARGO_BIN_EXE_stet");
     let mut command = match wrapper.split_first() {
         Some((program, args)) => {
+            use std::os::unix::process::CommandExt as _;
             let mut command = Command::new(program);
-            command.args(args).arg(stet);
+            // Its own process group, so that the member the wrapper starts dies with it
+            // (`KilledOnDrop`).
+            command.args(args).arg(stet).process_group(0);
             command
         }
         None => Command::new(stet),

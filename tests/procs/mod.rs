@@ -312,11 +312,21 @@ pub fn start_member(
     (member, url)
 }
 
-/// A child process killed when the test ends, however it ends.
+/// A child process killed when the test ends, however it ends. A child started as the leader
+/// of its own process group (a member under a wrapper such as `faketime`, which runs the member
+/// as its own child) takes the whole group with it: killing the wrapper alone left the member
+/// running after the test.
 pub struct KilledOnDrop(pub Child);
 
 impl Drop for KilledOnDrop {
     fn drop(&mut self) {
+        if let Ok(group) = i32::try_from(self.0.id()) {
+            // No such group unless the child leads one (then this is ESRCH, harmlessly).
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory is shared.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
