@@ -6,8 +6,12 @@ use std::process::ExitCode;
 
 use stet::server::config::{self, ConfigError};
 
+/// mimalloc, tuned by `stet::server::heap`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
-    stet::server::heap::limit_arenas();
+    stet::server::heap::configure();
     let config = match config::from_process() {
         Ok(Some(config)) => config,
         Ok(None) => {

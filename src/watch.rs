@@ -210,6 +210,8 @@ pub struct WatchHub {
     revision: i64,
     /// Events per catch-up response (a revision's events are never split).
     max_events_per_response: usize,
+    /// Open watchers that asked for `prev_kv` (see [`WatchHub::wants_prev_values`]).
+    prev_kv_watchers: usize,
 }
 
 fn response(watch_id: i64, revision: i64) -> WatchResponse {
@@ -220,6 +222,15 @@ fn response(watch_id: i64, revision: i64) -> WatchResponse {
         }),
         watch_id,
         ..Default::default()
+    }
+}
+
+/// Takes a removed watcher out of the count of those asking for `prev_kv`.
+fn forget(prev_kv_watchers: &mut usize, watcher: &Watcher) {
+    if watcher.prev_kv {
+        *prev_kv_watchers = prev_kv_watchers
+            .checked_sub(1)
+            .expect("every watcher asking for prev_kv was counted");
     }
 }
 
@@ -290,6 +301,7 @@ impl WatchHub {
             streams: BTreeMap::new(),
             revision: 0,
             max_events_per_response: max_events_per_response.max(1),
+            prev_kv_watchers: 0,
         }
     }
 
@@ -329,6 +341,7 @@ impl WatchHub {
             entry
                 .watchers
                 .insert(id, Watcher::from_request(req, next_revision));
+            self.prev_kv_watchers += usize::from(req.prev_kv);
             return vec![created];
         }
         let compact = source.compact_revision();
@@ -345,6 +358,7 @@ impl WatchHub {
                 let (out, caught_up) = watcher.advance(id, events, current, limit);
                 entry.lagging |= !caught_up;
                 entry.watchers.insert(id, watcher);
+                self.prev_kv_watchers += usize::from(req.prev_kv);
                 std::iter::once(created).chain(out).collect()
             }
         }
@@ -358,17 +372,38 @@ impl WatchHub {
             .get_mut(&stream)
             .and_then(|s| s.watchers.remove(&watch_id));
         match removed {
-            Some(_) => vec![WatchResponse {
-                canceled: true,
-                ..response(watch_id, self.revision)
-            }],
+            Some(watcher) => {
+                forget(&mut self.prev_kv_watchers, &watcher);
+                vec![WatchResponse {
+                    canceled: true,
+                    ..response(watch_id, self.revision)
+                }]
+            }
             None => Vec::new(),
         }
     }
 
     /// Drops every watcher of a closed client stream.
     pub fn close_stream(&mut self, stream: StreamId) {
-        self.streams.remove(&stream);
+        if let Some(closed) = self.streams.remove(&stream) {
+            for watcher in closed.watchers.values() {
+                forget(&mut self.prev_kv_watchers, watcher);
+            }
+        }
+    }
+
+    /// Whether some open watcher asked for `prev_kv`: only then must the events of writes carry
+    /// the values of the versions they replaced (`KvStore::set_prev_values_in_events`).
+    pub fn wants_prev_values(&self) -> bool {
+        debug_assert_eq!(
+            self.prev_kv_watchers,
+            self.streams
+                .values()
+                .flat_map(|s| s.watchers.values())
+                .filter(|w| w.prev_kv)
+                .count()
+        );
+        self.prev_kv_watchers > 0
     }
 
     /// Called after each applied write batch at `revision` with its events: one response per
@@ -497,7 +532,9 @@ impl WatchHub {
             }
         }
         for watch_id in canceled {
-            stream.watchers.remove(&watch_id);
+            if let Some(watcher) = stream.watchers.remove(&watch_id) {
+                forget(&mut self.prev_kv_watchers, &watcher);
+            }
         }
         if stream.watchers.values().all(|w| w.next_revision > current) {
             stream.lagging = false;

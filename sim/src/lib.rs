@@ -38,6 +38,7 @@ pub mod membership;
 pub mod nemesis;
 pub mod net;
 pub mod observer;
+pub mod prev_kv;
 pub mod records;
 pub mod report;
 pub mod revisions;

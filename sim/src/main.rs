@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
-                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion|drop-stream-chunk|unjoined-fragments|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk|ignore-permissions|tokens-name-last-login|in-use-never-measured]"
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion|drop-stream-chunk|unjoined-fragments|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk|ignore-permissions|tokens-name-last-login|in-use-never-measured|watch-prev-kv-without-value|put-prev-kv-without-value]"
                         .to_string(),
                 )
             }
@@ -113,6 +113,8 @@ fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
         "ignore-permissions" => SelfTest::IgnorePermissions,
         "tokens-name-last-login" => SelfTest::Mistake(Mistake::TokensNameLastLogin),
         "in-use-never-measured" => SelfTest::Mistake(Mistake::InUseNeverMeasured),
+        "watch-prev-kv-without-value" => SelfTest::Mistake(Mistake::WatchPrevKvWithoutValue),
+        "put-prev-kv-without-value" => SelfTest::Mistake(Mistake::PutPrevKvWithoutValue),
         "misread-peer-clock" => SelfTest::Mistake(Mistake::MisreadPeerClock),
         "forced-keeps-cluster" => SelfTest::Mistake(Mistake::ForcedStartKeepsClusterId),
         "ignore-forced-identity" => SelfTest::Mistake(Mistake::IgnoreForcedIdentity),

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use stet::proto::etcdserverpb::{
     self as pb, DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest,
 };
-use stet::proto::mvccpb::{event::EventType, Event};
+use stet::proto::mvccpb::{event::EventType, Event, KeyValue};
 
 /// One event as the oracle compares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,11 +20,19 @@ pub struct EventRecord {
     pub value: Vec<u8>,
     /// The lease a put attached the key to (0: none).
     pub lease: i64,
+    /// The key-value the event replaced, as a watcher that asked for `prev_kv` received it. Never
+    /// set in what members applied (`KvEvents`): the oracle derives it from their history.
+    pub prev: Option<KeyValue>,
 }
 
 impl EventRecord {
     pub fn from_event(event: &Event, fallback_revision: i64) -> Self {
         Self::from_owned_event(event.clone(), fallback_revision)
+    }
+
+    /// The event without what a watcher received besides the event itself.
+    pub fn without_prev(self) -> Self {
+        EventRecord { prev: None, ..self }
     }
 
     /// As `from_event`, taking the event's key and value instead of copying them.
@@ -36,6 +44,7 @@ impl EventRecord {
             .map_or(fallback_revision, |kv| kv.mod_revision);
         let kv = event.kv.unwrap_or_default();
         EventRecord {
+            prev: event.prev_kv,
             revision,
             key: kv.key,
             delete,
@@ -81,7 +90,8 @@ impl KvEvents {
         let mut by_revision: BTreeMap<i64, Vec<EventRecord>> =
             (from..=to).map(|r| (r, Vec::new())).collect();
         for event in events {
-            let record = EventRecord::from_owned_event(event, to);
+            // What an event replaced, the oracle derives from the history itself.
+            let record = EventRecord::from_owned_event(event, to).without_prev();
             if let Some(list) = by_revision.get_mut(&record.revision) {
                 list.push(record);
             }
@@ -253,6 +263,8 @@ pub struct WatchLog {
     pub watch: u64,
     pub key: Vec<u8>,
     pub range_end: Vec<u8>,
+    /// Whether the watch asked for the key-value each event replaced.
+    pub prev_kv: bool,
     pub segments: Vec<Segment>,
 }
 

@@ -3,8 +3,8 @@
 //! into a model of the key space (values, create and mod revisions, versions, leases); each
 //! acknowledged request is then checked against the model at the revision its response names:
 //! ranges (with limits, counts, keys only, at past revisions; unary, or streamed through
-//! `KV.RangeStream` with the chunks merged, which must be exactly the unary answer), puts, range
-//! deletes, and txns with compares on every target and nested txns — a txn that wrote must have
+//! `KV.RangeStream` with the chunks merged, which must be exactly the unary answer), puts and range
+//! deletes (with the key-values they replaced, when asked for: `prev_kv`), and txns with compares on every target and nested txns — a txn that wrote must have
 //! written exactly what the model says it should at its revision, one that did not must have read
 //! the model's state. Every answer carries a header naming its revision. Across
 //! requests, real time must agree with revisions (a request that started after another finished
@@ -47,6 +47,20 @@ struct ModelKv {
     mod_revision: i64,
     version: i64,
     lease: i64,
+}
+
+impl ModelKv {
+    /// The key-value a member answers for `key` holding this.
+    fn to_key_value(&self, key: &[u8]) -> KeyValue {
+        KeyValue {
+            key: key.to_vec(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            value: self.value.clone(),
+            lease: self.lease,
+        }
+    }
 }
 
 type State = BTreeMap<Vec<u8>, ModelKv>;
@@ -157,17 +171,12 @@ fn model_range(state: &State, request: &RangeRequest) -> pb::RangeResponse {
         matches
             .iter()
             .take(limit)
-            .map(|(key, kv)| KeyValue {
-                key: (*key).clone(),
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-                version: kv.version,
-                value: if request.keys_only {
-                    Vec::new()
-                } else {
-                    kv.value.clone()
-                },
-                lease: kv.lease,
+            .map(|(key, kv)| {
+                let mut kv = kv.to_key_value(key);
+                if request.keys_only {
+                    kv.value.clear();
+                }
+                kv
             })
             .collect()
     };
@@ -327,25 +336,33 @@ impl TxnRun<'_, '_> {
                     key: put.key.clone(),
                     put: Some((put.value.clone(), put.lease)),
                 });
-                Response::ResponsePut(pb::PutResponse::default())
+                let prev_kv = previous
+                    .filter(|_| put.prev_kv)
+                    .map(|p| p.to_key_value(&put.key));
+                Response::ResponsePut(pb::PutResponse {
+                    header: None,
+                    prev_kv,
+                })
             }
             Request::RequestDeleteRange(delete) => {
-                let doomed: Vec<Vec<u8>> = self
+                let doomed: Vec<KeyValue> = self
                     .working
-                    .keys()
-                    .filter(|k| in_range(k, &delete.key, &delete.range_end))
-                    .cloned()
+                    .iter()
+                    .filter(|(k, _)| in_range(k, &delete.key, &delete.range_end))
+                    .map(|(k, kv)| kv.to_key_value(k))
                     .collect();
-                for key in &doomed {
-                    self.working.remove(key);
+                for kv in &doomed {
+                    self.working.remove(&kv.key);
                     self.changes.push(Change {
-                        key: key.clone(),
+                        key: kv.key.clone(),
                         put: None,
                     });
                 }
                 Response::ResponseDeleteRange(pb::DeleteRangeResponse {
+                    header: None,
                     deleted: doomed.len() as i64,
-                    ..Default::default()
+                    // In key order, as members answer.
+                    prev_kvs: if delete.prev_kv { doomed } else { Vec::new() },
                 })
             }
             Request::RequestTxn(nested) => Response::ResponseTxn(self.txn(nested)),
@@ -492,10 +509,11 @@ fn check_one(
             }
             Ok(Some(place(false)))
         }
-        (RichRequest::Put(put), RichResponse::Put(_)) => {
+        (RichRequest::Put(put), RichResponse::Put(got)) => {
             let Some(at) = events.at(revision) else {
                 return Ok(None);
             };
+            check_put_prev_kv(replay, put, got, revision)?;
             let change = Change {
                 key: put.key.clone(),
                 put: Some((put.value.clone(), put.lease)),
@@ -528,6 +546,34 @@ fn check_one(
         }
         _ => Err("an answer of the wrong kind".to_string()),
     }
+}
+
+/// A put answered at `revision` returns the key-value it replaced (the key at the revision before)
+/// if and only if it asked for it.
+fn check_put_prev_kv(
+    replay: &mut Replay,
+    put: &pb::PutRequest,
+    got: &pb::PutResponse,
+    revision: i64,
+) -> Result<(), String> {
+    if !put.prev_kv {
+        return match &got.prev_kv {
+            None => Ok(()),
+            Some(kv) => Err(format!("a put that did not ask for prev_kv got {kv:?}")),
+        };
+    }
+    let Some(before) = replay.state_at(revision - 1) else {
+        return Ok(());
+    };
+    let expected = before.get(&put.key).map(|kv| kv.to_key_value(&put.key));
+    if got.prev_kv != expected {
+        return Err(format!(
+            "the put's prev_kv is {:?}; at revision {} the model holds {expected:?}",
+            got.prev_kv,
+            revision - 1
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `KV.RangeStream` serves `request`: its chunks come in key order, so it refuses any

@@ -1,8 +1,9 @@
 //! The rich workload: requests of every shape real clients send, on keys of their own (`r/…`, which
 //! the register checker never sees): ranges with limits, counts, keys only, and at past revisions
 //! (some just compacted), serializable or not, unary or streamed through `KV.RangeStream` (the
-//! chunks merged into one answer; some sorted, which it refuses); puts, some with values large
-//! next to `--max-request-bytes` where a scenario makes that small; range deletes; and txns over
+//! chunks merged into one answer; some sorted, which it refuses); puts and range deletes (some
+//! asking for the key-values they replaced, `prev_kv`), some puts with values large
+//! next to `--max-request-bytes` where a scenario makes that small; and txns over
 //! several keys, with compares on every target and result, both branches, and nested txns.
 //! Besides the ten keys every shape works on, a bulk of keys more than one chunk of a streamed
 //! range holds is written in batches (one txn each), rewritten, and deleted in wide spans (then
@@ -129,6 +130,7 @@ fn random_request(rng: &mut impl Rng, values: &mut Values, max_revision: i64) ->
         30..=47 => RichRequest::Put(pb::PutRequest {
             key: key(rng.gen_range(0..KEYS)),
             value: values.next_maybe_large(rng),
+            prev_kv: rng.gen_bool(0.3),
             ..Default::default()
         }),
         48..=55 => {
@@ -136,7 +138,7 @@ fn random_request(rng: &mut impl Rng, values: &mut Values, max_revision: i64) ->
             RichRequest::DeleteRange(pb::DeleteRangeRequest {
                 key,
                 range_end,
-                ..Default::default()
+                prev_kv: rng.gen_bool(0.3),
             })
         }
         56..=59 => RichRequest::Txn(bulk_batch(rng.gen_range(0..BULK_KEYS / BULK_BATCH), values)),
@@ -303,10 +305,12 @@ fn random_op(
         3..=5 => Request::RequestPut(pb::PutRequest {
             key: key(free.pop()?),
             value: values.next(),
+            prev_kv: rng.gen_bool(0.3),
             ..Default::default()
         }),
         6..=7 => Request::RequestDeleteRange(pb::DeleteRangeRequest {
             key: key(free.pop()?),
+            prev_kv: rng.gen_bool(0.3),
             ..Default::default()
         }),
         _ if depth == 0 => {

@@ -7,6 +7,7 @@
 //! watch oracle, which checks every watcher's log against the events members applied
 //! (`KvEvents`, recorded by `report`): ordered, no gaps, no duplicates, never back in time, the
 //! same events as the store (a revision's events in one response, however it was fragmented),
+//! with the key-value each replaced exactly when the watch asked for it (`prev_kv`),
 //! compaction cancels only for compacted starts, progress never ahead of delivery, and fragments
 //! only where asked for and never interleaved with other responses.
 
@@ -18,6 +19,7 @@ use futures::channel::mpsc;
 use rand::Rng;
 
 use crate::client::{Client, CLIENT_TIMEOUT, KEYS};
+use crate::prev_kv::KeyHistory;
 use crate::records::{list_events, EventRecord, Item, KvEvents, Segment, SegmentEnd, WatchLog};
 use crate::wait;
 use crate::world::{lock, SelfTest, World};
@@ -67,9 +69,10 @@ async fn one_watch(
     streams: &mut u64,
     until: Duration,
 ) -> WatchLog {
-    let (key, range_end, mut next_start, ends_at, mut member) = {
+    let (key, range_end, prev_kv, mut next_start, ends_at, mut member) = {
         let mut rng = madsim::rand::thread_rng();
         let (key, range_end) = random_range(&mut rng);
+        let prev_kv = rng.gen_bool(0.5);
         let max = world.max_revision();
         // From the past (maybe compacted), from now, or from the future.
         let start = match rng.gen_range(0..3) {
@@ -82,6 +85,7 @@ async fn one_watch(
         (
             key,
             range_end,
+            prev_kv,
             start,
             (world.elapsed() + lasts).min(until),
             member,
@@ -92,6 +96,7 @@ async fn one_watch(
         watch,
         key: key.clone(),
         range_end: range_end.clone(),
+        prev_kv,
         segments: Vec::new(),
     };
     while world.elapsed() < ends_at {
@@ -108,6 +113,7 @@ async fn one_watch(
             start_revision: next_start,
             progress_notify,
             fragment,
+            prev_kv,
             // A client-chosen ID for the watches that will be canceled and created again.
             watch_id: if recreates { RECREATED_WATCH_ID } else { 0 },
             ..Default::default()
@@ -525,6 +531,8 @@ pub struct WatchStats {
     /// fragments they came in.
     pub fragmented: usize,
     pub fragments: usize,
+    /// Events delivered with the key-value they replaced (checked against the history).
+    pub prev_kvs: usize,
 }
 
 fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
@@ -548,10 +556,16 @@ pub fn check_watches(
         return Err(violation.to_string());
     }
     let requested: BTreeSet<i64> = compactions.iter().map(|(r, _)| *r).collect();
+    let history = KeyHistory::new(kv);
     let mut stats = WatchStats::default();
     for log in logs {
         stats.watches += 1;
-        check_log(kv, log, &requested, compacted_at_create, &mut stats).map_err(|detail| {
+        let known = Known {
+            kv,
+            history: &history,
+            compactions: &requested,
+        };
+        check_log(&known, log, compacted_at_create, &mut stats).map_err(|detail| {
             format!(
                 "client {} watch {} on [{}, {}): {detail}",
                 log.client,
@@ -567,9 +581,8 @@ pub fn check_watches(
 /// Checks one logical watch: each segment on its own, and across segments nothing twice and never
 /// back in time.
 fn check_log(
-    kv: &KvEvents,
+    known: &Known,
     log: &WatchLog,
-    compactions: &BTreeSet<i64>,
     compacted_at_create: &BTreeMap<u64, i64>,
     stats: &mut WatchStats,
 ) -> Result<(), String> {
@@ -589,7 +602,7 @@ fn check_log(
             continue;
         };
         let mut check = SegmentCheck {
-            kv,
+            known,
             log,
             at: format!("segment {n} (member {:x}, from {start})", segment.member),
             start,
@@ -602,14 +615,24 @@ fn check_log(
             check.item(item, &mut next, stats)?;
         }
         check.no_gaps()?;
-        check.compaction_end(segment, compactions, stats)?;
+        check.compaction_end(segment, stats)?;
     }
     Ok(())
 }
 
+/// What the checks compare every watch log against.
+struct Known<'a> {
+    /// The events members applied.
+    kv: &'a KvEvents,
+    /// Every key's states, for the `prev_kv` of each event.
+    history: &'a KeyHistory,
+    /// The revisions clients asked to compact to.
+    compactions: &'a BTreeSet<i64>,
+}
+
 /// The checks of one segment: one watch on one member's stream.
 struct SegmentCheck<'a> {
-    kv: &'a KvEvents,
+    known: &'a Known<'a>,
     log: &'a WatchLog,
     /// Where in the log, for messages.
     at: String,
@@ -623,7 +646,7 @@ struct SegmentCheck<'a> {
 impl SegmentCheck<'_> {
     /// The events of `revision` in the watch's range, if some member reported the revision.
     fn expected_at(&self, revision: i64) -> Option<Vec<EventRecord>> {
-        self.kv.at(revision).map(|events| {
+        self.known.kv.at(revision).map(|events| {
             events
                 .iter()
                 .filter(|e| in_range(&e.key, &self.log.key, &self.log.range_end))
@@ -710,9 +733,14 @@ impl SegmentCheck<'_> {
                 group[0], self.claimed
             ));
         }
+        let events: Vec<EventRecord> = group
+            .iter()
+            .cloned()
+            .map(EventRecord::without_prev)
+            .collect();
         match self.expected_at(revision) {
             None => stats.unknown_revisions += 1,
-            Some(expected) if expected != group => {
+            Some(expected) if expected != events => {
                 return Err(format!(
                     "{at}: at revision {revision} got [{}], the store applied [{}]",
                     list_events(group),
@@ -720,6 +748,14 @@ impl SegmentCheck<'_> {
                 ))
             }
             Some(_) => {}
+        }
+        for event in group {
+            let known = self.known;
+            known
+                .history
+                .check(event, self.log.prev_kv, known.compactions)
+                .map_err(|violation| format!("{at}: {violation}"))?;
+            stats.prev_kvs += usize::from(event.prev.is_some());
         }
         self.delivered.insert(revision);
         *next = revision + 1;
@@ -751,12 +787,7 @@ impl SegmentCheck<'_> {
     }
 
     /// A compaction cancel names a revision the segment needed and a client compacted to.
-    fn compaction_end(
-        &self,
-        segment: &Segment,
-        compactions: &BTreeSet<i64>,
-        stats: &mut WatchStats,
-    ) -> Result<(), String> {
+    fn compaction_end(&self, segment: &Segment, stats: &mut WatchStats) -> Result<(), String> {
         let SegmentEnd::Compacted(compact) = segment.end else {
             return Ok(());
         };
@@ -768,7 +799,7 @@ impl SegmentCheck<'_> {
                 self.at, self.last_event
             ));
         }
-        if !compactions.contains(&compact) {
+        if !self.known.compactions.contains(&compact) {
             return Err(format!(
                 "{}: canceled as compacted at {compact}, a revision no client compacted to",
                 self.at
@@ -789,6 +820,7 @@ mod tests {
             delete: false,
             value: value.as_bytes().to_vec(),
             lease: 0,
+            prev: None,
         }
     }
 
@@ -807,6 +839,7 @@ mod tests {
             watch: 1,
             key: b"k1".to_vec(),
             range_end: Vec::new(),
+            prev_kv: false,
             segments,
         }
     }

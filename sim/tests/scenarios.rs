@@ -287,6 +287,28 @@ fn watch_fragments_taken_for_whole_responses_are_caught_by_the_watch_oracle() {
     );
 }
 
+/// Also proves watchers ask for `prev_kv` and get events that replaced a live key.
+#[test]
+fn watch_events_whose_prev_kv_lost_its_value_are_caught_by_the_watch_oracle() {
+    let fault = SelfTest::Mistake(Mistake::WatchPrevKvWithoutValue);
+    let caught = caught_within("watch", fault, "watch", 5);
+    assert!(
+        caught.is_some(),
+        "watch events with a prev_kv stripped of its value went unnoticed for 5 seeds"
+    );
+}
+
+/// Also proves rich clients' puts ask for `prev_kv` where the key was live.
+#[test]
+fn puts_answering_a_prev_kv_without_its_value_are_caught_by_the_revision_oracle() {
+    let fault = SelfTest::Mistake(Mistake::PutPrevKvWithoutValue);
+    let caught = caught_within("calm", fault, "revisions", 5);
+    assert!(
+        caught.is_some(),
+        "puts answering a prev_kv stripped of its value went unnoticed for 5 seeds"
+    );
+}
+
 /// Also proves the `auth` scenario enables authentication and makes users write where they may
 /// not.
 #[test]

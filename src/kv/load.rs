@@ -83,6 +83,7 @@ impl KvStore {
             compact_revision: compacted as i64,
             live_keys,
             values,
+            prev_values_in_events: true,
         })
     }
 }

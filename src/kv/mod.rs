@@ -204,6 +204,9 @@ pub struct KvStore {
     compact_revision: i64,
     live_keys: usize,
     values: Values,
+    /// Whether write events carry the value of the version they replaced (`prev_kv.value`; see
+    /// [`KvStore::set_prev_values_in_events`]).
+    prev_values_in_events: bool,
 }
 
 impl Default for KvStore {
@@ -233,7 +236,17 @@ impl KvStore {
             compact_revision: 0,
             live_keys: 0,
             values,
+            prev_values_in_events: true,
         }
+    }
+
+    /// Whether the events of the next writes carry the value of the version each replaced. Only
+    /// a watcher that asked for `prev_kv` needs it: without, an event's `prev_kv` holds that
+    /// version's key, revisions, version and lease (what lease tracking reads) with an empty
+    /// value, and the value is not read from the engine. A write that asks for `prev_kv` itself,
+    /// or keeps the old value (`ignore_value`), reads it anyway. On by default.
+    pub fn set_prev_values_in_events(&mut self, on: bool) {
+        self.prev_values_in_events = on;
     }
 
     /// The first storage error the store met: once there is one, it must not serve any more.
@@ -414,8 +427,10 @@ impl KvStore {
         sub: i64,
     ) -> Result<(PutResponse, Event), KvError> {
         let prev = self.latest_live(&req.key).cloned();
+        let prev_value_needed = req.prev_kv || req.ignore_value || self.prev_values_in_events;
         let prev_kv = match &prev {
-            Some(p) => Some(self.kv_of(&req.key, p)?),
+            Some(p) if prev_value_needed => Some(self.kv_of(&req.key, p)?),
+            Some(p) => Some(p.to_kv(&req.key, Vec::new())),
             None => None,
         };
         let (create_revision, version) = match &prev {
@@ -469,9 +484,11 @@ impl KvStore {
             prev_kvs: Vec::new(),
         };
         let mut events = Vec::with_capacity(doomed.len());
+        let prev_value_needed = req.prev_kv || self.prev_values_in_events;
         for key in doomed {
             let prev_kv = match self.latest_live(&key).cloned() {
-                Some(p) => Some(self.kv_of(&key, &p)?),
+                Some(p) if prev_value_needed => Some(self.kv_of(&key, &p)?),
+                Some(p) => Some(p.to_kv(&key, Vec::new())),
                 None => None,
             };
             let tombstone = Version {

@@ -184,6 +184,59 @@ fn put_event_carries_previous_value() {
 }
 
 #[test]
+fn events_leave_out_replaced_values_no_watcher_wants() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    put(&mut store, "b", "1");
+    store.set_prev_values_in_events(false);
+    let replaced = KeyValue {
+        key: b"a".to_vec(),
+        create_revision: 2,
+        mod_revision: 2,
+        version: 1,
+        value: Vec::new(),
+        lease: 0,
+    };
+    // The event keeps what lease tracking reads; the value is not read.
+    let events = put(&mut store, "a", "2");
+    assert_eq!(events[0].prev_kv, Some(replaced));
+    // A put that asks for prev_kv, or keeps the old value, still reads it.
+    let asked = PutRequest {
+        prev_kv: true,
+        ..put_req("a", "3")
+    };
+    let (resp, events) = store.put(&asked, &no_leases).unwrap_or_default();
+    assert_eq!(resp.prev_kv.map(|kv| kv.value), Some(b"2".to_vec()));
+    assert_eq!(
+        events[0].prev_kv.as_ref().map(|kv| &kv.value[..]),
+        Some(&b"2"[..])
+    );
+    let keep = PutRequest {
+        ignore_value: true,
+        ..put_req("a", "")
+    };
+    store.put(&keep, &no_leases).unwrap_or_default();
+    assert_eq!(get(&store, &range_req("a", "")).kvs[0].value, b"3");
+    let quiet = DeleteRangeRequest {
+        prev_kv: false,
+        ..del_req("b", "")
+    };
+    let (resp, events) = store.delete_range(&quiet).unwrap_or_default();
+    assert!(resp.prev_kvs.is_empty());
+    assert_eq!(
+        events[0]
+            .prev_kv
+            .as_ref()
+            .map(|kv| (kv.mod_revision, kv.value.len())),
+        Some((3, 0))
+    );
+    store.set_prev_values_in_events(true);
+    let events = put(&mut store, "a", "4");
+    let replaced = events[0].prev_kv.as_ref().map(|kv| &kv.value[..]);
+    assert_eq!(replaced, Some(&b"3"[..]));
+}
+
+#[test]
 fn delete_event_has_bare_kv_and_previous_value() {
     let mut store = KvStore::new();
     put(&mut store, "a", "1");

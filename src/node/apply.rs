@@ -64,6 +64,9 @@ impl Node {
         }
         let is_leader = self.role == StateRole::Leader;
         let revision_before = self.state.kv.current_revision();
+        // The events go to the watchers right after: read replaced values only if one wants them.
+        let prev_values = self.watches.wants_prev_values();
+        self.state.kv.set_prev_values_in_events(prev_values);
         let requester = request.requester.map(AuthInfo::from);
         // Only members propose without an origin: an expired lease's revoke, an alarm.
         let (now, requester) = (self.now, requester.as_ref());

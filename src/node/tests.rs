@@ -288,6 +288,36 @@ fn watchers_get_events_of_applied_writes() {
     assert_eq!((header.cluster_id, header.member_id), (9, 1));
 }
 
+/// Writes read the value they replace only while a watcher wants it, and a watcher that asks for
+/// `prev_kv` gets it whole from its first event on.
+#[test]
+fn a_watcher_asking_for_prev_kv_gets_replaced_values() {
+    let mut solo = Solo::new(1000);
+    let watch = |stream, prev_kv| ClientRequest::WatchCreate {
+        stream,
+        request: pb::WatchCreateRequest {
+            key: b"a".to_vec(),
+            prev_kv,
+            ..Default::default()
+        },
+    };
+    assert!(solo.call(1, watch(7, false)).is_ok());
+    assert!(solo.call(2, put("a", "1")).is_ok());
+    assert!(solo.call(3, put("a", "2")).is_ok());
+    assert!(solo.call(4, watch(8, true)).is_ok());
+    assert!(solo.call(5, put("a", "3")).is_ok());
+    let replaced: Vec<(u64, Option<Vec<u8>>)> = solo
+        .watch
+        .iter()
+        .flat_map(|(stream, r)| r.events.iter().map(move |e| (*stream, e)))
+        .map(|(stream, e)| (stream, e.prev_kv.as_ref().map(|kv| kv.value.clone())))
+        .collect();
+    assert_eq!(
+        replaced,
+        vec![(7, None), (7, None), (7, None), (8, Some(b"2".to_vec()))]
+    );
+}
+
 #[test]
 fn snapshots_are_taken_every_snapshot_count_entries_and_compact_the_log() {
     let mut solo = Solo::new(10);

@@ -63,6 +63,7 @@ impl ConnectionStreams {
             connection: Box::pin(connection),
             streams: FuturesUnordered::new(),
             shared: self.shared,
+            taken: Vec::new(),
         }
     }
 }
@@ -72,6 +73,9 @@ pub struct WithStreams<C> {
     connection: Pin<Box<C>>,
     streams: FuturesUnordered<StreamTask>,
     shared: Arc<Mutex<Handed>>,
+    /// Streams just taken from the queue, swapped with it so that both vectors keep their
+    /// capacity (no allocation per batch of new streams).
+    taken: Vec<StreamTask>,
 }
 
 impl<C: Future> Future for WithStreams<C> {
@@ -84,7 +88,7 @@ impl<C: Future> Future for WithStreams<C> {
             if let Poll::Ready(output) = this.connection.as_mut().poll(cx) {
                 return Poll::Ready(output);
             }
-            let handed = {
+            {
                 let mut handed = lock(&this.shared);
                 if !handed
                     .waker
@@ -93,10 +97,11 @@ impl<C: Future> Future for WithStreams<C> {
                 {
                     handed.waker = Some(cx.waker().clone());
                 }
-                std::mem::take(&mut handed.streams)
-            };
-            let any_new = !handed.is_empty();
-            this.streams.extend(handed);
+                debug_assert!(this.taken.is_empty());
+                std::mem::swap(&mut handed.streams, &mut this.taken);
+            }
+            let any_new = !this.taken.is_empty();
+            this.streams.extend(this.taken.drain(..));
             // Streams that finish or make progress wake this task through their own wakers.
             while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(cx) {}
             // A stream polled for the first time has usually queued its response: let the

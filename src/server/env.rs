@@ -111,6 +111,10 @@ pub enum Mistake {
     TokensNameLastLogin,
     /// The engine's bytes in use are never measured: `db_size_in_use` stays the file's size.
     InUseNeverMeasured,
+    /// Watch events go out with the key-value they replaced (`prev_kv`) stripped of its value.
+    WatchPrevKvWithoutValue,
+    /// A put's answer returns the key-value it replaced (`prev_kv`) stripped of its value.
+    PutPrevKvWithoutValue,
 }
 
 /// The machine under the member runtime.

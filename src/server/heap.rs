@@ -1,44 +1,75 @@
-//! The process heap: how many glibc arenas it may use, and handing freed memory back to the
-//! system. glibc keeps what is freed mapped, in the arena of the thread that allocated it, and
-//! gives each new thread its own arena (up to 8 per core): after a restart's load, or after a
-//! blocking thread read the whole engine (whose pages other threads free later), the RSS would
-//! stay at its peak.
+//! The process heap: mimalloc is the `stet` binary's allocator (`src/main.rs`), and this module
+//! sets how soon it hands freed memory back to the system, keeps transparent huge pages out of
+//! the process, and asks for freed memory to be handed back after a burst of allocation on one
+//! thread (a restart's load, a blocking thread reading the whole engine).
+//!
+//! One member under 64 clients' puts (`BENCHMARKS.md`, session 19): against glibc's allocator
+//! (with two arenas), mimalloc takes CPU off every put; with its default purge delay (1 s) its
+//! pages keep the RSS a quarter above glibc's, with [`PURGE_DELAY_MS`] a fifth below.
 
-/// The arenas the server's threads share, unless `MALLOC_ARENA_MAX` says otherwise. One member
-/// under 64 clients' puts (200k, `BENCHMARKS.md`, session 17): RSS after the load 65–69 MB with
-/// glibc's default, 61–63 MB with 2, 58–59 MB with 1, which costs ~4 % of the throughput in lock
-/// contention.
-pub const ARENAS: i32 = 2;
+/// How long mimalloc keeps freed pages before returning them to the system, unless the operator
+/// set `MIMALLOC_PURGE_DELAY`: long enough that a page freed and reused within one burst of
+/// requests is not returned and faulted in again, short enough that the RSS follows the load.
+pub const PURGE_DELAY_MS: i64 = 5;
 
-/// How many arenas to ask glibc for, given the `MALLOC_ARENA_MAX` the process started with:
-/// none when the operator chose (glibc applied it already).
-pub fn arena_limit(from_environment: Option<&std::ffi::OsStr>) -> Option<i32> {
+/// mimalloc's `mi_option_purge_delay` (`mimalloc.h` of mimalloc 3, which `libmimalloc-sys`
+/// builds by default; its Rust bindings leave this option out).
+#[cfg(not(madsim))]
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Transparent huge pages are kept out of the process unless the operator set
+/// `MIMALLOC_ALLOW_THP`. mimalloc asks for them (`MADV_HUGEPAGE`) on the memory it maps; where
+/// the kernel honours that with direct compaction (`defrag` = `madvise`, a common default), a
+/// page fault may wait for memory to be compacted: measured on one member, reading the WAL
+/// back at a restart took 70 ms or 400–500 ms from run to run with them, 157–162 ms without
+/// (`BENCHMARKS.md`, session 19), and databases are advised to run without them (a write's
+/// latency must not wait on compaction). glibc's allocator never asked for them.
+fn keep_huge_pages_out(from_environment: Option<&std::ffi::OsStr>) -> bool {
+    from_environment.is_none()
+}
+
+/// The purge delay to set, given the `MIMALLOC_PURGE_DELAY` the process started with: none when
+/// the operator chose (mimalloc read it already).
+pub fn purge_delay(from_environment: Option<&std::ffi::OsStr>) -> Option<i64> {
     match from_environment {
         Some(_) => None,
-        None => Some(ARENAS),
+        None => Some(PURGE_DELAY_MS),
     }
 }
 
-/// Limits glibc's arenas (see [`ARENAS`]); call it first thing in `main`, before threads start.
-pub fn limit_arenas() {
-    let Some(_arenas) = arena_limit(std::env::var_os("MALLOC_ARENA_MAX").as_deref()) else {
-        return;
-    };
-    #[cfg(all(target_os = "linux", target_env = "gnu", not(madsim)))]
-    // SAFETY: mallopt only changes glibc's allocator settings; it takes no pointer.
+/// Sets mimalloc's purge delay (see [`PURGE_DELAY_MS`]) and keeps transparent huge pages out of
+/// the process (see [`keep_huge_pages_out`]); call it first thing in `main`.
+pub fn configure() {
+    if let Some(_delay_ms) = purge_delay(std::env::var_os("MIMALLOC_PURGE_DELAY").as_deref()) {
+        #[cfg(not(madsim))]
+        // SAFETY: mi_option_set only changes one of mimalloc's settings; it takes no pointer.
+        unsafe {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, _delay_ms as _);
+        }
+    }
+    if keep_huge_pages_out(std::env::var_os("MIMALLOC_ALLOW_THP").as_deref()) {
+        disable_huge_pages();
+    }
+}
+
+/// Turns transparent huge pages off for the whole process, memory already mapped included (a
+/// no-op where the kernel cannot).
+fn disable_huge_pages() {
+    #[cfg(all(target_os = "linux", not(madsim)))]
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag of the calling process; it takes no pointer.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, _arenas);
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
 
-/// Returns the free memory of every glibc arena to the system (a no-op elsewhere). Takes the
-/// arenas' locks while it runs: call it after a burst of allocation, not on a hot path.
+/// Returns the memory mimalloc holds free for the calling thread, and for threads that ended, to
+/// the system. Call it after a burst of allocation, not on a hot path.
 pub fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu", not(madsim)))]
-    // SAFETY: malloc_trim only returns free memory of glibc's heap to the system; it takes no
-    // pointer and may be called at any time.
+    #[cfg(not(madsim))]
+    // SAFETY: mi_collect only returns free memory of mimalloc's heaps; it takes no pointer and
+    // may be called from any thread at any time.
     unsafe {
-        libc::malloc_trim(0);
+        libmimalloc_sys::mi_collect(true);
     }
 }
 
@@ -47,9 +78,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_operators_arena_setting_wins() {
-        assert_eq!(arena_limit(None), Some(ARENAS));
-        assert_eq!(arena_limit(Some(std::ffi::OsStr::new("8"))), None);
-        assert_eq!(arena_limit(Some(std::ffi::OsStr::new(""))), None);
+    fn the_operators_purge_delay_wins() {
+        assert_eq!(purge_delay(None), Some(PURGE_DELAY_MS));
+        assert_eq!(purge_delay(Some(std::ffi::OsStr::new("0"))), None);
+        assert_eq!(purge_delay(Some(std::ffi::OsStr::new(""))), None);
+    }
+
+    #[test]
+    fn the_operators_huge_page_setting_wins() {
+        assert!(keep_huge_pages_out(None));
+        assert!(!keep_huge_pages_out(Some(std::ffi::OsStr::new("1"))));
+    }
+
+    #[cfg(all(target_os = "linux", not(madsim)))]
+    #[test]
+    fn huge_pages_are_turned_off_for_the_process() {
+        disable_huge_pages();
+        // SAFETY: PR_GET_THP_DISABLE only reads a flag of the calling process.
+        let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(disabled, 1);
+    }
+
+    /// The option number is mimalloc's purge delay: its default is 1,000 ms (`options.c` of the
+    /// mimalloc 3 that `libmimalloc-sys` builds; the header's comment still says 10), and a value
+    /// set is read back.
+    #[cfg(not(madsim))]
+    #[test]
+    fn the_purge_delay_option_is_mimallocs() {
+        // SAFETY: reading and setting an option of mimalloc; no pointer.
+        unsafe {
+            if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+                assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), 1000);
+            }
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _);
+            let now_ms = libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY);
+            assert_eq!(now_ms, PURGE_DELAY_MS as std::ffi::c_long);
+        }
     }
 }

@@ -607,6 +607,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(hub.watcher_count(), open.len());
+        let wanted = open.values().any(|&i| watchers[i].req.prev_kv);
+        prop_assert_eq!(hub.wants_prev_values(), wanted);
     }
     for w in &watchers {
         let end = w.end.unwrap_or(store.current);

@@ -509,7 +509,14 @@ impl Driver {
         }
     }
 
-    fn reply(&mut self, id: RequestId, result: Result<ClientResponse, ClientError>) {
+    fn reply(&mut self, id: RequestId, mut result: Result<ClientResponse, ClientError>) {
+        if let Ok(ClientResponse::Put(put)) = &mut result {
+            if let Some(prev) = put.prev_kv.as_mut() {
+                if self.env.planted(Mistake::PutPrevKvWithoutValue) {
+                    prev.value.clear();
+                }
+            }
+        }
         let now = self.now();
         if let Some(publish) = &mut self.publish {
             if publish.on_reply(id, &result, now, &self.log) {
@@ -579,7 +586,16 @@ impl Driver {
         Ok(())
     }
 
-    fn deliver_watch(&mut self, stream: StreamId, response: pb::WatchResponse) {
+    fn deliver_watch(&mut self, stream: StreamId, mut response: pb::WatchResponse) {
+        if self.env.planted(Mistake::WatchPrevKvWithoutValue) {
+            for prev in response
+                .events
+                .iter_mut()
+                .filter_map(|e| e.prev_kv.as_mut())
+            {
+                prev.value.clear();
+            }
+        }
         let drop_when_full = self.env.planted(Mistake::DropWatchResponseWhenFull);
         match self
             .streams
