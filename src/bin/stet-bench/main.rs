@@ -6,6 +6,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// mimalloc, as the `stet` binary: the load generator shares the machine with the server it
+/// measures, so what it spends allocating is taken from the server, whichever server it is.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 mod load;
 mod summary;
