@@ -246,9 +246,12 @@ rss_mb() {
 # measure_restart KIND BINARY: the first member's RSS and data directory after the load, then a
 # SIGKILL and the time until it answers /health with true again, and its RSS then.
 measure_restart() {
-    local kind="$1" binary="$2" rss data started restart_s
+    local kind="$1" binary="$2" rss data led started restart_s
     rss="$(rss_mb "${pids[0]}")"
     data="$(du -sm "$work/data-$kind-m1" | cut -f1)"
+    # Whether it led (etcd and stet both export etcd_server_is_leader): then the restart waits
+    # for the others to elect a leader, which a follower's restart does not.
+    led="$(curl -s "http://127.0.0.1:$first_port/metrics" | awk '$1 == "etcd_server_is_leader" { print $2 }')"
     kill -KILL "${pids[0]}"
     wait "${pids[0]}" 2>/dev/null || true
     started="$(date +%s.%N)"
@@ -256,8 +259,8 @@ measure_restart() {
     pids[0]=$!
     poll_s=0.01 wait_healthy "$kind" "$first_port"
     restart_s="$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.3f", e - s }')"
-    printf '{"rss_mb":%s,"data_mb":%s,"restart_s":%s,"rss_restarted_mb":%s}\n' \
-        "$rss" "$data" "$restart_s" "$(rss_mb "${pids[0]}")" >>"$work/results-$kind-member"
+    printf '{"rss_mb":%s,"data_mb":%s,"restart_s":%s,"rss_restarted_mb":%s,"killed_leader":%s}\n' \
+        "$rss" "$data" "$restart_s" "$(rss_mb "${pids[0]}")" "${led:-0}" >>"$work/results-$kind-member"
 }
 
 # Alternating rounds, so that both see the same load from whatever else runs on the machine.
@@ -302,4 +305,14 @@ for metric in rss_mb data_mb restart_s rss_restarted_mb; do
     s="$(median "$work/results-stet-member" "$metric")"
     ratio="$(awk -v e="$e" -v s="$s" 'BEGIN { if (e > 0) printf "%.2f", s / e; else print "-" }')"
     printf "%-8s %-22s %12.3f %12.3f %10s\n" member "$metric" "$e" "$s" "$ratio"
+done
+echo "restart_s per round (* the member killed was the leader):"
+for kind in etcd stet; do
+    printf '  %-5s' "$kind"
+    while IFS= read -r line; do
+        r="$(printf '%s' "$line" | sed -E 's/.*"restart_s":([0-9.]+).*/\1/')"
+        l="$(printf '%s' "$line" | sed -E 's/.*"killed_leader":([0-9]+).*/\1/')"
+        if [ "$l" = 1 ]; then printf ' %s*' "$r"; else printf ' %s' "$r"; fi
+    done <"$work/results-$kind-member"
+    echo
 done

@@ -3,9 +3,10 @@
 //! the process, and asks for freed memory to be handed back after a burst of allocation on one
 //! thread (a restart's load, a blocking thread reading the whole engine).
 //!
-//! One member under 64 clients' puts (`BENCHMARKS.md`, session 19): against glibc's allocator
-//! (with two arenas), mimalloc takes CPU off every put; with its default purge delay (1 s) its
-//! pages keep the RSS a quarter above glibc's, with [`PURGE_DELAY_MS`] a fifth below.
+//! One member under 64 clients' puts with default flags (`BENCHMARKS.md`, session 19): against
+//! glibc's allocator (with two arenas), mimalloc costs a little less CPU per put; with its
+//! default purge delay (1 s) it keeps the RSS a quarter above glibc's, with [`PURGE_DELAY_MS`]
+//! and no huge pages about 30 % below.
 
 /// How long mimalloc keeps freed pages before returning them to the system, unless the operator
 /// set `MIMALLOC_PURGE_DELAY`: long enough that a page freed and reused within one burst of
