@@ -4,12 +4,13 @@
 //! acknowledged request is then checked against the model at the revision its response names:
 //! ranges (with limits, counts, keys only, at past revisions; unary, or streamed through
 //! `KV.RangeStream` with the chunks merged, which must be exactly the unary answer), puts and range
-//! deletes (with the key-values they replaced, when asked for: `prev_kv`), and txns with compares on every target and nested txns — a txn that wrote must have
-//! written exactly what the model says it should at its revision, one that did not must have read
-//! the model's state. Every answer carries a header naming its revision. Across
-//! requests, real time must agree with revisions (a request that started after another finished
-//! never sees an older revision, and a write after it gets a newer one), and no read returns a
-//! value whose write started after the read finished.
+//! deletes (with the key-values they replaced, when asked for: `prev_kv`), and txns with compares
+//! on every target and nested txns — a txn that wrote must have written exactly what the model
+//! says it should at its revision, one that did not must have read the model's state. Every
+//! answer carries a header naming its revision. Across requests, real time must agree with
+//! revisions (a request that started after another finished never sees an older revision, and a
+//! write after it gets a newer one), and no read returns a value whose write started after the
+//! read finished.
 //!
 //! It never talks to a cluster: it takes the finished history and the events.
 
