@@ -24,8 +24,12 @@ use crate::storage::{MemberStorage, StorageError, StorageLayout};
 use crate::types::{ClusterId, MemberId};
 use crate::wal::Metadata;
 
-/// The storage engine's page cache: what memory holds of the key-values beyond the index.
-const ENGINE_CACHE_BYTES: usize = 8 << 20;
+/// The storage engine's page cache: what memory holds of the key-values beyond the index (half
+/// of it at most for pages a write transaction changed; more are written to the file before the
+/// commit). Small, because the file's pages stay in the system's page cache, so a miss costs a
+/// read from memory, not the disk: on one member with 200,000 keys, a 2 MiB cache made puts and
+/// single-key reads no slower than 8 MiB and the RSS 8 MB smaller (`BENCHMARKS.md`, session 20).
+const ENGINE_CACHE_BYTES: usize = 2 << 20;
 
 /// How long a joining member keeps asking the others for the membership.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
