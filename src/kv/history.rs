@@ -19,7 +19,7 @@ impl KvStore {
         let values = &mut self.values;
         self.keys.retain(|_, versions| {
             for dropped in compact_versions(versions, revision) {
-                values.forget(dropped.main, dropped.sub);
+                values.forget(dropped.main, dropped.sub());
             }
             release_spare_versions(versions);
             !versions.is_empty()
@@ -89,7 +89,8 @@ impl KvStore {
                 let Some(versions) = self.keys.get(k) else {
                     return true;
                 };
-                let Ok(i) = versions.binary_search_by(|v| (v.main, v.sub).cmp(&(main, sub))) else {
+                let Ok(i) = versions.binary_search_by(|v| (v.main, v.sub()).cmp(&(main, sub)))
+                else {
                     return true;
                 };
                 let new_revision = picked.last().is_some_and(|(last, _, _)| *last != main);
@@ -132,7 +133,7 @@ impl KvStore {
         let mut buf = Vec::with_capacity(HASH_RUN_BYTES);
         for (key, versions) in &self.keys {
             for v in versions.iter().take_while(|v| v.main <= upto) {
-                if v.tombstone && v.main <= self.compact_revision {
+                if v.is_tombstone() && v.main <= self.compact_revision {
                     continue;
                 }
                 hash_version(&mut buf, key, v);
@@ -200,8 +201,8 @@ fn hash_version(out: &mut Vec<u8>, key: &[u8], v: &Version) {
     out.extend_from_slice(&(key.len() as u64).to_le_bytes());
     out.extend_from_slice(key);
     out.extend_from_slice(&v.main.to_le_bytes());
-    out.extend_from_slice(&v.sub.to_le_bytes());
-    out.push(u8::from(v.tombstone));
+    out.extend_from_slice(&v.sub().to_le_bytes());
+    out.push(u8::from(v.is_tombstone()));
     out.extend_from_slice(&v.create_revision.to_le_bytes());
     out.extend_from_slice(&v.main.to_le_bytes());
     out.extend_from_slice(&v.version.to_le_bytes());

@@ -145,7 +145,7 @@ fn group_by_key(
         }
     }
     for (key, versions) in &mut grouped {
-        dropped.extend(compact_versions(versions, compacted).map(|v| (v.main, v.sub)));
+        dropped.extend(compact_versions(versions, compacted).map(|v| (v.main, v.sub())));
         let mut previous = None;
         for version in versions.iter() {
             check_sequence(key, version, previous, compacted)?;

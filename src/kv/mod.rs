@@ -77,19 +77,61 @@ pub enum KvError {
 }
 
 /// One version of one key as the index holds it: a put (its key-value's fields but the value,
-/// which is in the engine, and the value's crc32) or a tombstone.
+/// which is in the engine, and the value's crc32) or a tombstone (version 0: a put's version
+/// counts from 1). 40 bytes, one per retained version, so kept tight: the sub-revision numbers
+/// the changes of one revision, which never reach 2³² (each change is a key in memory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Version {
     main: i64,
-    sub: i64,
-    tombstone: bool,
     create_revision: i64,
     version: i64,
     lease: i64,
+    sub: u32,
     value_crc: u32,
 }
 
+const _: () = assert!(std::mem::size_of::<Version>() == 40);
+
+/// A sub-revision as the index keeps it.
+fn sub_revision(sub: i64) -> u32 {
+    u32::try_from(sub).unwrap_or_else(|_| panic!("sub-revision {sub} out of range"))
+}
+
 impl Version {
+    /// A put at (main, sub).
+    fn put(main: i64, sub: i64, create_revision: i64, version: i64, lease: i64, crc: u32) -> Self {
+        assert!(version >= 1, "a put's version counts from 1, not {version}");
+        Version {
+            main,
+            create_revision,
+            version,
+            lease,
+            sub: sub_revision(sub),
+            value_crc: crc,
+        }
+    }
+
+    /// A tombstone at (main, sub).
+    fn tombstone(main: i64, sub: i64) -> Self {
+        Version {
+            main,
+            create_revision: 0,
+            version: 0,
+            lease: 0,
+            sub: sub_revision(sub),
+            value_crc: 0,
+        }
+    }
+
+    /// The sub-revision, as revisions are written elsewhere.
+    fn sub(&self) -> i64 {
+        i64::from(self.sub)
+    }
+
+    fn is_tombstone(&self) -> bool {
+        self.version == 0
+    }
+
     /// The key-value this version shows to readers, given its value (tombstones show only key
     /// and revision).
     fn to_kv(&self, key: &[u8], value: Vec<u8>) -> KeyValue {
@@ -104,7 +146,7 @@ impl Version {
     }
 
     fn is_live(&self) -> bool {
-        !self.tombstone
+        !self.is_tombstone()
     }
 }
 
@@ -336,10 +378,10 @@ impl KvStore {
 
     /// The key-value of a version of `key`, value read from the engine.
     fn kv_of(&self, key: &[u8], v: &Version) -> Result<KeyValue, KvError> {
-        let value = if v.tombstone {
+        let value = if v.is_tombstone() {
             Vec::new()
         } else {
-            self.values.value(key, v.main, v.sub)?
+            self.values.value(key, v.main, v.sub())?
         };
         Ok(v.to_kv(key, value))
     }
@@ -445,15 +487,14 @@ impl KvStore {
             (true, Some(p)) => p.lease,
             _ => req.lease,
         };
-        let new = Version {
+        let new = Version::put(
             main,
             sub,
-            tombstone: false,
             create_revision,
             version,
             lease,
-            value_crc: crc32fast::hash(&value),
-        };
+            crc32fast::hash(&value),
+        );
         let kv = new.to_kv(&req.key, value);
         if prev_kv.is_none() {
             self.live_keys += 1;
@@ -491,15 +532,7 @@ impl KvStore {
                 Some(p) => Some(p.to_kv(&key, Vec::new())),
                 None => None,
             };
-            let tombstone = Version {
-                main,
-                sub: *sub,
-                tombstone: true,
-                create_revision: 0,
-                version: 0,
-                lease: 0,
-                value_crc: 0,
-            };
+            let tombstone = Version::tombstone(main, *sub);
             *sub += 1;
             self.live_keys = self.live_keys.saturating_sub(1);
             let bare = tombstone.to_kv(&key, Vec::new());
@@ -519,7 +552,7 @@ impl KvStore {
             "revision went backwards"
         );
         debug_assert_eq!((kv.mod_revision, kv.key.as_slice()), (version.main, key));
-        self.values.record(version.sub, kv);
+        self.values.record(version.sub(), kv);
         match self.keys.get_mut(key) {
             Some(versions) => push_version_tightly(versions, version),
             None => {

@@ -67,7 +67,7 @@ impl KvStore {
             } else {
                 value_less_kv(key, version)
             };
-            kvs.push((kv, version.sub));
+            kvs.push((kv, version.sub()));
         }
         if let Some((target, descending)) = order {
             kvs.sort_by(|a, b| compare_by(target, &a.0, &b.0));

@@ -10,6 +10,8 @@ use crate::proto::stetpb::{KeyVersion, KvSnapshot};
 
 /// Revisions beyond this are refused: the store must be able to keep counting up from them.
 const MAX_REVISION: i64 = i64::MAX / 4;
+/// Sub-revisions beyond this are refused: the index keeps them in 32 bits.
+const MAX_SUB_REVISION: i64 = u32::MAX as i64;
 
 impl KvStore {
     /// Every retained version, in (key, main, sub) order, values read from the engine.
@@ -21,8 +23,8 @@ impl KvStore {
                 versions.push(KeyVersion {
                     key: key.to_vec(),
                     main: v.main,
-                    sub: v.sub,
-                    tombstone: v.tombstone,
+                    sub: v.sub(),
+                    tombstone: v.is_tombstone(),
                     kv: match v.is_live() {
                         true => Some(self.kv_of(key, v)?),
                         false => None,
@@ -60,7 +62,7 @@ impl KvStore {
             }
             let mut index = Vec::with_capacity(versions.len());
             for (version, kv) in versions {
-                self.values.record(version.sub, kv);
+                self.values.record(version.sub(), kv);
                 index.push(version);
             }
             self.keys.insert(key.into_boxed_slice(), index);
@@ -142,7 +144,7 @@ pub(super) fn check_row(kv: &Row<'_>, current: i64) -> Result<Version, KvError> 
     if kv.key.is_empty() {
         return Err(corrupt(format!("empty key at ({}, {})", kv.main, kv.sub)));
     }
-    if !(1..=current).contains(&kv.main) || !(0..=MAX_REVISION).contains(&kv.sub) {
+    if !(1..=current).contains(&kv.main) || !(0..=MAX_SUB_REVISION).contains(&kv.sub) {
         return Err(corrupt(format!("{}: revision outside 1..={current}", at())));
     }
     let checked = if kv.tombstone {
@@ -165,9 +167,9 @@ pub(super) fn check_sequence(
     let why = match prev {
         Some(p) if p.main >= v.main => "revisions not increasing",
         Some(_) if v.main <= compacted => "two versions at or before the compaction",
-        Some(p) if v.tombstone && !p.is_live() => "tombstone follows a tombstone",
-        None if v.tombstone && v.main != compacted => "tombstone of a key that never existed",
-        _ if v.tombstone => return Ok(()),
+        Some(p) if v.is_tombstone() && !p.is_live() => "tombstone follows a tombstone",
+        None if v.is_tombstone() && v.main != compacted => "tombstone of a key that never existed",
+        _ if v.is_tombstone() => return Ok(()),
         Some(p)
             if p.is_live()
                 && (v.create_revision, v.version) == (p.create_revision, p.version + 1) =>
@@ -186,7 +188,7 @@ pub(super) fn check_sequence(
         "key {} at ({}, {}): {why} (compaction at {compacted})",
         key.escape_ascii(),
         v.main,
-        v.sub
+        v.sub()
     )))
 }
 
@@ -199,15 +201,7 @@ fn check_tombstone(kv: &Row<'_>) -> Result<Version, &'static str> {
     if kv.kv.is_some_and(|k| k != bare) {
         return Err("tombstone carries a value");
     }
-    Ok(Version {
-        main: kv.main,
-        sub: kv.sub,
-        tombstone: true,
-        create_revision: 0,
-        version: 0,
-        lease: 0,
-        value_crc: 0,
-    })
+    Ok(Version::tombstone(kv.main, kv.sub))
 }
 
 fn check_put(kv: &Row<'_>) -> Result<Version, &'static str> {
@@ -221,13 +215,12 @@ fn check_put(kv: &Row<'_>) -> Result<Version, &'static str> {
     if !(1..=kv.main).contains(&create) || !(1..=kv.main - create + 1).contains(&version) {
         return Err("create revision or version out of range");
     }
-    Ok(Version {
-        main: kv.main,
-        sub: kv.sub,
-        tombstone: false,
-        create_revision: create,
+    Ok(Version::put(
+        kv.main,
+        kv.sub,
+        create,
         version,
-        lease: value.lease,
-        value_crc: crc32fast::hash(value.value),
-    })
+        value.lease,
+        crc32fast::hash(value.value),
+    ))
 }

@@ -1120,14 +1120,14 @@ fn hash_covers_each_version_field_by_field() {
         let mut hasher = crc32fast::Hasher::new();
         for (key, versions) in &store.keys {
             for v in versions {
-                if v.tombstone && v.main <= store.compact_revision {
+                if v.is_tombstone() && v.main <= store.compact_revision {
                     continue;
                 }
                 hasher.update(&(key.len() as u64).to_le_bytes());
                 hasher.update(key);
                 hasher.update(&v.main.to_le_bytes());
-                hasher.update(&v.sub.to_le_bytes());
-                hasher.update(&[u8::from(v.tombstone)]);
+                hasher.update(&v.sub().to_le_bytes());
+                hasher.update(&[u8::from(v.is_tombstone())]);
                 hasher.update(&v.create_revision.to_le_bytes());
                 hasher.update(&v.main.to_le_bytes());
                 hasher.update(&v.version.to_le_bytes());
@@ -1203,6 +1203,24 @@ fn snapshot_with_version_beyond_current_revision_is_corrupt() {
         ..KvSnapshot::default()
     };
     assert!(KvStore::from_snapshot(&bad).is_err());
+}
+
+#[test]
+fn snapshot_with_a_sub_revision_beyond_32_bits_is_corrupt() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let mut snap = store.to_snapshot().unwrap();
+    snap.versions[0].sub = i64::from(u32::MAX);
+    let copy = KvStore::from_snapshot(&snap).expect("the largest sub-revision the index keeps");
+    assert_eq!(
+        copy.to_snapshot().unwrap().versions[0].sub,
+        i64::from(u32::MAX)
+    );
+    snap.versions[0].sub = i64::from(u32::MAX) + 1;
+    assert!(matches!(
+        KvStore::from_snapshot(&snap),
+        Err(KvError::CorruptSnapshot(_))
+    ));
 }
 
 #[test]

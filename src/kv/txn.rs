@@ -158,7 +158,7 @@ impl KvStore {
             };
             any = true;
             let value = match target {
-                CompareTarget::Value => self.values.value(key, version.main, version.sub)?,
+                CompareTarget::Value => self.values.value(key, version.main, version.sub())?,
                 _ => Vec::new(),
             };
             let operand = c.target_union.as_ref();
@@ -175,13 +175,13 @@ impl KvStore {
     }
 }
 
+/// What a missing key compares as (all zeros; never in the index).
 const ZERO_VERSION: Version = Version {
     main: 0,
-    sub: 0,
-    tombstone: false,
     create_revision: 0,
     version: 0,
     lease: 0,
+    sub: 0,
     value_crc: 0,
 };
 
