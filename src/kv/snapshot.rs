@@ -145,7 +145,10 @@ pub(super) fn check_row(kv: &Row<'_>, current: i64) -> Result<Version, KvError> 
         return Err(corrupt(format!("empty key at ({}, {})", kv.main, kv.sub)));
     }
     if !(1..=current).contains(&kv.main) || !(0..=MAX_SUB_REVISION).contains(&kv.sub) {
-        return Err(corrupt(format!("{}: revision outside 1..={current}", at())));
+        return Err(corrupt(format!(
+            "{}: revision outside 1..={current} or sub-revision outside 0..={MAX_SUB_REVISION}",
+            at()
+        )));
     }
     let checked = if kv.tombstone {
         check_tombstone(kv)
