@@ -1,6 +1,10 @@
 //! `LogStore`: the raft log as raft-rs reads it (`raft::Storage`), held in memory by the node. It
 //! mirrors what the driver has been asked to persist: the latest snapshot, the entries, the hard
 //! state and the configuration. It never touches the disk; the WAL is the durable copy.
+//!
+//! Applied entries are kept only for followers that fall behind: the node trims them
+//! ([`LogStore::trim`]) once they hold more memory than it allows, so the log's memory does not
+//! grow with the snapshot count times the size of the values written.
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -16,6 +20,8 @@ pub struct LogStore {
     compacted: (u64, u64),
     /// Entries after the compaction point, contiguous: `entries[i].index == compacted.0 + 1 + i`.
     entries: Vec<Entry>,
+    /// What `entries` hold in memory, by [`entry_bytes`].
+    held_bytes: usize,
     /// Raft asked for a snapshot for a peer the latest snapshot's configuration leaves out (a
     /// member added after it was taken, which would refuse it): the node should take a new one.
     snapshot_wanted: std::cell::Cell<bool>,
@@ -79,6 +85,26 @@ impl LogStore {
         &self.entries
     }
 
+    /// The memory the held entries take, by [`entry_bytes`].
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Drops the entries up to and including `index`, as far as the latest snapshot allows: while
+    /// it can send the state it stands for, the entries after it stay, so a follower that
+    /// installs it catches up from the log (were they dropped, it would need another snapshot,
+    /// and under a steady load never catch up). The caller keeps `index` at or below the applied
+    /// index. Returns the index the log now starts after.
+    pub fn trim(&mut self, index: u64) -> Result<u64, StorageError> {
+        let index = if self.serves_state {
+            index.min(self.snapshot.get_metadata().index)
+        } else {
+            index
+        };
+        self.compact(index.min(self.last()))?;
+        Ok(self.compacted.0)
+    }
+
     /// Appends entries, replacing any existing entries from the first new index on (raft's
     /// conflict truncation). Entries at or below the compaction point are ignored.
     pub fn append(&mut self, new: &[Entry]) -> Result<(), StorageError> {
@@ -99,8 +125,17 @@ impl LogStore {
         let Some(start) = new.first().map(|e| e.index) else {
             return Ok(());
         };
-        self.entries.truncate((start - self.first()) as usize);
+        let keep = (start - self.first()) as usize;
+        let dropped: usize = self
+            .entries
+            .get(keep..)
+            .unwrap_or(&[])
+            .iter()
+            .map(entry_bytes)
+            .sum();
+        self.entries.truncate(keep);
         self.entries.extend_from_slice(new);
+        self.held_bytes = self.held_bytes - dropped + new.iter().map(entry_bytes).sum::<usize>();
         Ok(())
     }
 
@@ -112,6 +147,7 @@ impl LogStore {
         self.conf_state = meta.get_conf_state().clone();
         self.compacted = (meta.index, meta.term);
         self.entries.clear();
+        self.held_bytes = 0;
         self.snapshot = snapshot;
         self.serves_state = false;
     }
@@ -153,7 +189,8 @@ impl LogStore {
         }
         let term = self.term_of(index)?;
         let drop = (index + 1 - self.first()) as usize;
-        self.entries.drain(..drop);
+        let dropped: usize = self.entries.drain(..drop).map(|e| entry_bytes(&e)).sum();
+        self.held_bytes -= dropped;
         self.compacted = (index, term);
         Ok(())
     }
@@ -219,6 +256,12 @@ impl raft::Storage for LogStore {
         if self.snapshot.get_metadata().index < request_index {
             return unavailable;
         }
+        if self.snapshot.get_metadata().index < self.compacted.0 {
+            // The log was trimmed past it: a follower that installed it could not catch up
+            // from the log. The node makes one at its applied index, which the log reaches.
+            self.snapshot_wanted.set(true);
+            return unavailable;
+        }
         if self.snapshot.data.is_empty() || !self.serves_state {
             // The member's own snapshots mark where the log starts and carry no state (the
             // engine holds it), and one installed from elsewhere or read back at a restart has
@@ -242,6 +285,11 @@ impl raft::Storage for LogStore {
         }
         Ok(self.snapshot.clone())
     }
+}
+
+/// The memory an entry takes in the log: its payload and the entry itself.
+pub fn entry_bytes(entry: &Entry) -> usize {
+    std::mem::size_of::<Entry>() + entry.data.len() + entry.context.len()
 }
 
 #[cfg(test)]
@@ -334,5 +382,94 @@ mod tests {
         assert!(store.entries(2, 1, None, ctx()).is_err());
         assert!(store.term(9).is_err());
         assert!(store.snapshot(0, 2).is_err());
+    }
+
+    /// The held bytes, checked against the entries themselves.
+    fn held_bytes(store: &LogStore) -> usize {
+        let counted: usize = store.held_entries().iter().map(entry_bytes).sum();
+        assert_eq!(store.held_bytes(), counted);
+        counted
+    }
+
+    fn sized_entry(index: u64, data_bytes: usize) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            data: vec![7; data_bytes].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn held_bytes_follow_appends_truncations_trims_and_snapshots() {
+        let mut store = LogStore::new(ConfState::default());
+        let one = entry_bytes(&sized_entry(1, 100));
+        store
+            .append(&(1..=4).map(|i| sized_entry(i, 100)).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(held_bytes(&store), 4 * one);
+        // A conflicting suffix is replaced by a bigger entry.
+        store.append(&[sized_entry(3, 1000)]).unwrap();
+        assert_eq!(
+            held_bytes(&store),
+            2 * one + entry_bytes(&sized_entry(3, 1000))
+        );
+        assert_eq!(store.trim(2).unwrap(), 2);
+        assert_eq!(held_bytes(&store), entry_bytes(&sized_entry(3, 1000)));
+        assert_eq!(store.first_index().unwrap(), 3);
+        assert_eq!(store.term(2).unwrap(), 1);
+        // Past the last entry, a trim stops at it.
+        assert_eq!(store.trim(9).unwrap(), 3);
+        assert_eq!(held_bytes(&store), 0);
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 10;
+        store.append(&[sized_entry(4, 5)]).unwrap();
+        store.apply_snapshot(snap);
+        assert_eq!(held_bytes(&store), 0);
+    }
+
+    /// A snapshot the node keeps to send, its state available.
+    fn serving_snapshot(index: u64) -> Snapshot {
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = index;
+        snap.mut_metadata().term = 1;
+        snap.mut_metadata().mut_conf_state().voters = vec![1, 2];
+        snap.data = b"state".to_vec().into();
+        snap
+    }
+
+    #[test]
+    fn a_trim_keeps_the_entries_after_a_snapshot_that_can_be_sent() {
+        let mut store = store_with(&(1..=8).map(|i| (i, 1)).collect::<Vec<_>>());
+        store.install_own_snapshot(serving_snapshot(4), 2).unwrap();
+        // A follower that installs the snapshot at 4 goes on from entry 5.
+        assert_eq!(store.trim(7).unwrap(), 4);
+        assert_eq!(store.first_index().unwrap(), 5);
+        assert_eq!(store.snapshot(0, 2).unwrap().get_metadata().index, 4);
+        assert!(!store.take_snapshot_wanted());
+        // Once it can no longer be sent, the trim goes on, and raft's next request for a
+        // snapshot asks the node for a fresh one.
+        store.stop_serving_state();
+        assert_eq!(store.trim(7).unwrap(), 7);
+        assert!(store.snapshot(0, 2).is_err());
+        assert!(store.take_snapshot_wanted());
+    }
+
+    #[test]
+    fn a_snapshot_older_than_the_trimmed_log_is_never_sent() {
+        let mut store = store_with(&(1..=8).map(|i| (i, 1)).collect::<Vec<_>>());
+        store.install_own_snapshot(serving_snapshot(4), 2).unwrap();
+        store.stop_serving_state();
+        store.trim(6).unwrap();
+        // The state behind it is servable again (a view kept), yet the follower could not go
+        // on from entry 5: refused, and a fresh snapshot is asked for.
+        store.install_own_snapshot(serving_snapshot(4), 0).unwrap();
+        assert!(matches!(
+            store.snapshot(0, 2),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        assert!(store.take_snapshot_wanted());
     }
 }

@@ -40,6 +40,9 @@ pub struct Settings {
     pub election_timeout: Duration,
     pub snapshot_count: u64,
     pub catch_up_entries: u64,
+    /// The node's in-memory raft log budget (small, so applied entries are trimmed past the
+    /// latest snapshot and followers behind the trimmed log need a fresh one).
+    pub log_memory_bytes: usize,
     pub request_timeout: Duration,
     pub segment_size_bytes: u64,
     /// Range of simulated fsync latency.
@@ -78,6 +81,7 @@ impl Settings {
             election_timeout: Duration::from_millis(1000),
             snapshot_count: 32,
             catch_up_entries: 4,
+            log_memory_bytes: [2 << 10, 8 << 10, 64 << 10][(seed % 3) as usize],
             request_timeout: Duration::from_secs(3),
             segment_size_bytes: 64 * 1024,
             fsync_latency_us: (100, 2_000),
@@ -545,6 +549,7 @@ impl World {
     pub fn adjust_node_config(&self, config: &mut NodeConfig) {
         let settings = lock(&self.settings).clone();
         config.request_timeout = settings.request_timeout;
+        config.log_memory_bytes = settings.log_memory_bytes;
         config.unsafe_local_linearizable_reads = settings.self_test == Some(SelfTest::LocalReads);
         // One member only, so that it disagrees with the others.
         config.self_test_corrupt_applied_puts = settings.self_test.is_some_and(|t| t.diverges())

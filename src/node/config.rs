@@ -22,6 +22,9 @@ pub struct NodeConfig {
     pub durable_commit_entries: u64,
     /// Entries kept in the log behind a snapshot for slow followers.
     pub catch_up_entries: u64,
+    /// Memory the in-memory raft log may hold before its applied entries are trimmed down to
+    /// the last `catch_up_entries` (see [`LOG_MEMORY_BYTES`]).
+    pub log_memory_bytes: usize,
     /// Proposals and reads waiting for an answer; more are refused with "too many requests".
     pub max_pending_requests: usize,
     /// How long a request may wait for raft before it fails with "request timed out".
@@ -70,6 +73,13 @@ pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
 /// batch; one fsync per this many entries keeps the flushes off most commits).
 pub const DURABLE_COMMIT_ENTRIES: u64 = 10_000;
 
+/// The in-memory raft log's budget: past it, applied entries older than the last
+/// `catch_up_entries` are dropped, whatever the snapshot count. etcd keeps every entry since its
+/// last snapshot in memory (up to `--snapshot-count` of them, 100,000 by default: ~30 MB of
+/// 256-byte puts, ~100 MB of 1 KiB ones). A follower further behind than the log reaches gets
+/// the engine's state instead, which stet streams from its file without re-encoding it.
+pub const LOG_MEMORY_BYTES: usize = 4 << 20;
+
 impl NodeConfig {
     /// etcd's defaults for a member with the given identity.
     pub fn new(id: MemberId, cluster_id: ClusterId) -> Self {
@@ -82,6 +92,7 @@ impl NodeConfig {
             snapshot_count: 100_000,
             durable_commit_entries: DURABLE_COMMIT_ENTRIES,
             catch_up_entries: 5_000,
+            log_memory_bytes: LOG_MEMORY_BYTES,
             max_pending_requests: 10_000,
             request_timeout: Duration::from_secs(5),
             max_size_per_msg: 1024 * 1024,

@@ -442,6 +442,7 @@ impl Node {
         );
         self.now = now;
         if !self.removed && !self.failed {
+            self.trim_log();
             self.advance_time();
         }
         self.proposal_dropped = false;
@@ -909,6 +910,23 @@ impl Node {
         self.snapshot_index = index;
         self.drop_stale_state_view();
         self.outputs.push_back(Output::SaveSnapshot(snapshot));
+    }
+
+    /// Drops applied entries older than the last `catch_up_entries` once the log holds more
+    /// than `log_memory_bytes`. Done before a call's inputs, so what the previous call applied
+    /// is still in the log for whoever reads it (the simulator's oracles).
+    fn trim_log(&mut self) {
+        if self.raw.store().held_bytes() <= self.config.log_memory_bytes {
+            return;
+        }
+        let upto = self
+            .applied_index
+            .saturating_sub(self.config.catch_up_entries);
+        if let Err(error) = self.raw.mut_store().trim(upto) {
+            self.fail(format!(
+                "trimming the raft log to index {upto} failed: {error}"
+            ));
+        }
     }
 
     /// A snapshot at the applied index carrying `data`.

@@ -319,6 +319,42 @@ fn a_watcher_asking_for_prev_kv_gets_replaced_values() {
 }
 
 #[test]
+fn applied_entries_beyond_the_log_memory_budget_are_trimmed_between_snapshots() {
+    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    config.set_snapshot_count(1_000_000);
+    config.catch_up_entries = 3;
+    config.log_memory_bytes = 4096;
+    let mut solo = Solo::bootstrapped(config);
+    solo.advance(Duration::from_secs(3));
+    assert_eq!(solo.node.role(), StateRole::Leader);
+    let value = "v".repeat(300);
+    let mut most_held = 0;
+    for i in 0..200 {
+        assert!(solo.call(i, put(&format!("k{i}"), &value)).is_ok());
+        let held = solo.node.log().held_bytes();
+        let counted: usize = solo
+            .node
+            .log()
+            .held_entries()
+            .iter()
+            .map(crate::raftlog::entry_bytes)
+            .sum();
+        assert_eq!(held, counted);
+        most_held = most_held.max(held);
+    }
+    assert!(solo.snapshots.is_empty(), "no snapshot was due");
+    let first = raft::Storage::first_index(solo.node.log()).unwrap();
+    let applied = solo.node.applied_index();
+    assert!(
+        first > applied - 20,
+        "the log starts at {first}, {applied} applied: it was trimmed"
+    );
+    assert!(first <= applied + 1 - 3, "the catch-up entries stay");
+    // At most the budget plus what one call appended before the next trim.
+    assert!(most_held < 4096 + 2_000, "held {most_held} bytes");
+}
+
+#[test]
 fn snapshots_are_taken_every_snapshot_count_entries_and_compact_the_log() {
     let mut solo = Solo::new(10);
     for i in 0..25 {
