@@ -430,12 +430,14 @@ pub async fn compaction_workload(world: Arc<World>, id: u64, members: Vec<u64>, 
         return;
     };
     while world.elapsed() < until {
-        let (pause, behind, member) = {
+        let (pause, behind, member, physical) = {
             let mut rng = madsim::rand::thread_rng();
             (
                 rng.gen_range(1_500..4_000),
                 rng.gen_range(3..40),
                 members[rng.gen_range(0..members.len())],
+                // Answered once the member deleted the dropped revisions from its file.
+                rng.gen_bool(0.5),
             )
         };
         madsim::time::sleep(Duration::from_millis(pause)).await;
@@ -443,13 +445,10 @@ pub async fn compaction_workload(world: Arc<World>, id: u64, members: Vec<u64>, 
         if revision <= 1 {
             continue;
         }
-        let request = ClientRequest::Compact(pb::CompactionRequest {
-            revision,
-            physical: false,
-        });
+        let request = ClientRequest::Compact(pb::CompactionRequest { revision, physical });
         let acknowledged = matches!(client.call(member, request).await, Some(Ok(_)));
         world.trace(format!(
-            "compactor asked member {member:x} to compact to {revision}: acknowledged {acknowledged}"
+            "compactor asked member {member:x} to compact to {revision} (physical {physical}): acknowledged {acknowledged}"
         ));
         lock(&world.compactions).push((revision, acknowledged));
         if acknowledged && madsim::rand::thread_rng().gen_bool(0.5) {
@@ -463,9 +462,10 @@ pub async fn compaction_workload(world: Arc<World>, id: u64, members: Vec<u64>, 
 pub async fn recover_space(world: &World, client: &mut Client, members: &[u64]) {
     let revision = world.max_revision();
     for &member in members {
+        // As an operator would before defragmenting: answered once the file dropped them.
         let compact = ClientRequest::Compact(pb::CompactionRequest {
             revision,
-            physical: false,
+            physical: true,
         });
         if let Some(Ok(_)) = client.call(member, compact).await {
             world.trace(format!("operator compacted to {revision} to recover space"));

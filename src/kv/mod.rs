@@ -301,6 +301,12 @@ impl KvStore {
         self.values.uncommitted()
     }
 
+    /// How many revisions compaction dropped the engine's file still holds: the commits to come
+    /// delete them, `COMPACTION_DELETES_PER_COMMIT` at a time.
+    pub fn deletes_waiting(&self) -> usize {
+        self.values.deletes_waiting()
+    }
+
     /// Writes every change since the last commit to the engine, with the entry the state ends at;
     /// fsynced if `durable`.
     pub fn commit(

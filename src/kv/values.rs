@@ -19,14 +19,17 @@ use crate::proto::mvccpb::KeyValue;
 /// The engine's page cache when the store makes its own in-memory engine.
 const IN_MEMORY_CACHE_BYTES: usize = 4 << 20;
 /// The most revisions compaction dropped that one commit deletes from the file (etcd deletes
-/// them in batches of 1,000 in the background): compacting a million revisions is then spread
-/// over many commits instead of stalling one for seconds. Until deleted, a dropped revision is
+/// them in batches of 1,000, pausing 10 ms between batches; the node commits every
+/// `COMPACTION_PAUSE` while deletes wait): compacting a million revisions is then spread over
+/// many short commits instead of stalling the node. With 10,000 per commit, each commit with
+/// 1 KiB values took 100–560 ms under a put load, back to back (`BENCHMARKS.md`, session 21).
+/// Until deleted, a dropped revision is
 /// still in the file but no longer in the index: reads never reach it (they go through the
 /// index, and history reads start at the compaction), and a load drops it again (`load`).
 /// The simulator's runs write a few thousand revisions: it deletes a few per commit, so its
 /// crashes, snapshots, state transfers and defragmentations meet leftovers (same code path).
 #[cfg(not(madsim))]
-pub(crate) const COMPACTION_DELETES_PER_COMMIT: usize = 10_000;
+pub(crate) const COMPACTION_DELETES_PER_COMMIT: usize = 1_000;
 #[cfg(madsim)]
 pub(crate) const COMPACTION_DELETES_PER_COMMIT: usize = 16;
 
@@ -122,11 +125,18 @@ impl Values {
         self.replace_all = true;
     }
 
-    /// How many changes wait for the next commit (replacing everything counts as one), and
-    /// their bytes (a bound on what they hold).
+    /// How many changes the next commit makes (replacing everything counts as one; of the
+    /// revisions compaction dropped, only those it deletes), and the bytes of the pending
+    /// versions (a bound on what they hold).
     pub(crate) fn uncommitted(&self) -> (usize, usize) {
-        let changes = self.pending.len() + self.doomed.len() + usize::from(self.replace_all);
+        let deletes = self.doomed.len().min(COMPACTION_DELETES_PER_COMMIT);
+        let changes = self.pending.len() + deletes + usize::from(self.replace_all);
         (changes, self.pending_bytes)
+    }
+
+    /// How many revisions compaction dropped are still in the file, to be deleted.
+    pub(crate) fn deletes_waiting(&self) -> usize {
+        self.doomed.len()
     }
 
     /// The value of version (main, sub) of `key`.

@@ -62,6 +62,10 @@ impl Node {
                 put.value.push(b'!');
             }
         }
+        let physical_compaction = matches!(
+            &body,
+            stetpb::internal_request::Request::Compaction(compact) if compact.physical
+        );
         let is_leader = self.role == StateRole::Leader;
         let revision_before = self.state.kv.current_revision();
         // The events go to the watchers right after: read replaced values only if one wants them.
@@ -92,8 +96,12 @@ impl Node {
             }
         }
         if request.origin == self.config.id.0 && request.incarnation == self.incarnation {
-            if let Some(reply) = applied.reply {
-                self.complete(request.id, reply);
+            match applied.reply {
+                Some(reply) if physical_compaction => {
+                    self.hold_physical_compaction(request.id, reply)
+                }
+                Some(reply) => self.complete(request.id, reply),
+                None => {}
             }
         }
     }

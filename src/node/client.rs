@@ -173,7 +173,7 @@ impl Node {
         true
     }
 
-    fn finish(&mut self, id: RequestId) -> Option<Pending> {
+    pub(super) fn finish(&mut self, id: RequestId) -> Option<Pending> {
         let pending = self.pending.remove(&id)?;
         self.deadlines.remove(&(pending.deadline, id));
         if matches!(pending.kind, PendingKind::Write { .. }) {

@@ -207,6 +207,9 @@ pub struct Node {
     /// Requests waiting for raft, by request id; `deadlines` orders them for expiry.
     pending: BTreeMap<RequestId, Pending>,
     deadlines: BTreeSet<(Instant, RequestId)>,
+    /// Applied `physical` compactions, answered once compaction's deletes are all committed
+    /// (`engine_commit`); at most `max_pending_requests`.
+    physical_compactions: Vec<(RequestId, Result<ClientResponse, ClientError>)>,
     /// How many of `pending` are writes (proposals).
     pending_writes: usize,
     /// Writes that reached their deadline unapplied (etcd's failed proposals), since start.
@@ -251,6 +254,10 @@ pub struct Node {
     uncommitted_since: Option<Instant>,
     /// The applied index as of the engine's last durable commit: a crash replays the WAL after it.
     state_durable_index: u64,
+    /// Revisions compaction dropped that commits deleted from the engine since its last durable
+    /// commit: they count toward the next durable one as applied entries do, so the flush of
+    /// a large compaction's deletes is spread over many commits, not left to one.
+    deletes_since_durable: u64,
     /// The view of the engine the latest snapshot stands for, if it was taken to send.
     state_view: Option<state_transfer::StateView>,
     /// The state a leader is sending this member, staged chunk by chunk.
@@ -320,6 +327,7 @@ impl Node {
             pending_writes: 0,
             proposals_failed: 0,
             deadlines: BTreeSet::new(),
+            physical_compactions: Vec::new(),
             unpersisted: VecDeque::new(),
             durable_hard_state: HardState::default(),
             persisted_ready: 0,
@@ -343,6 +351,7 @@ impl Node {
             read_round_dropped: false,
             uncommitted_since: None,
             state_durable_index: applied_index,
+            deletes_since_durable: 0,
             state_view: None,
             incoming_state: None,
             dropped_state_chunks: 0,

@@ -1105,6 +1105,69 @@ fn a_member_past_the_quota_raises_the_alarm_on_its_own() {
     assert!(solo.node.state().alarms().no_space());
 }
 
+/// Compaction's deletes leave the file at most 1,000 per commit, a commit every pause, and a
+/// `physical` compaction is answered only once they all did (etcd's meaning); a plain one at once.
+#[test]
+fn a_physical_compaction_is_answered_once_its_deletes_are_committed() {
+    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    config.set_snapshot_count(1_000_000);
+    config.durable_commit_entries = 1_000;
+    let mut solo = Solo::bootstrapped(config);
+    solo.advance(Duration::from_secs(3));
+    for i in 0..2_500 {
+        assert!(solo.call(i, put(&format!("k{}", i % 2), "v")).is_ok());
+    }
+    let head = solo.node.state().kv.current_revision();
+    let compact =
+        |revision, physical| ClientRequest::Compact(pb::CompactionRequest { revision, physical });
+    assert!(solo.call(10_000, compact(head - 1_000, false)).is_ok());
+    let waiting = solo.node.state().kv.deletes_waiting();
+    assert!(
+        waiting > 0,
+        "{waiting} deletes wait, the plain one was answered"
+    );
+    let now = solo.now;
+    solo.node
+        .handle(now, Input::client(10_001, compact(head, true)));
+    solo.drain();
+    assert!(
+        !solo.replies.contains_key(&10_001),
+        "held while its deletes wait"
+    );
+    let (mut commits, mut durable_for_deletes) = (0, 0);
+    let applied = solo.node.applied_index();
+    while !solo.replies.contains_key(&10_001) {
+        let before = solo.node.state().kv.deletes_waiting();
+        let unflushed = solo.node.deletes_since_durable;
+        solo.advance(engine_commit::COMPACTION_PAUSE);
+        let after = solo.node.state().kv.deletes_waiting();
+        assert!(before - after <= 1_000, "{before} -> {after} in one pause");
+        commits += usize::from(after < before);
+        assert!(commits < 100, "the deletes finish");
+        // Deletes count toward the next durable commit, as applied entries do.
+        assert!(solo.node.deletes_since_durable < 2_000);
+        durable_for_deletes += usize::from(solo.node.deletes_since_durable < unflushed);
+    }
+    assert!(
+        durable_for_deletes >= 1 && solo.node.applied_index() < applied + 1_000,
+        "a durable commit came from the deletes alone"
+    );
+    assert_eq!(solo.node.state().kv.deletes_waiting(), 0);
+    assert!(commits >= 2, "spread over {commits} commits");
+    assert!(matches!(
+        solo.replies.remove(&10_001),
+        Some(Ok(ClientResponse::Compact(_)))
+    ));
+    // Nothing left to delete: answered at once.
+    assert!(
+        solo.call(10_002, compact(head, true)).is_err(),
+        "compacted already"
+    );
+    assert!(solo.call(10_003, put("k0", "w")).is_ok());
+    let head = solo.node.state().kv.current_revision();
+    assert!(solo.call(10_004, compact(head, true)).is_ok());
+}
+
 /// An engine in a file of `/member` on a simulated disk, with the disk and the directory.
 fn engine_on_disk() -> (crate::disk::SharedDisk, std::path::PathBuf, Engine) {
     let disk = crate::disk::SharedDisk::new();
