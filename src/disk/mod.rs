@@ -12,6 +12,7 @@ pub use power_cut::{Breaker, PowerCut};
 pub use shared::SharedDisk;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// An error from a disk operation, naming the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,19 @@ pub trait Disk {
     fn write_at(&mut self, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError>;
     /// Sets a file's length: cuts it, or grows it with zeros. Durable on `sync`.
     fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError>;
+    /// A handle that reads the file at `path` at offsets from any thread at once, without going
+    /// through this disk, and goes on reading the same file if it is renamed (a real file's
+    /// descriptor). `None`, the default: every read goes through the disk.
+    fn shared_reader(&mut self, _path: &Path) -> Result<Option<Arc<dyn SharedRead>>, DiskError> {
+        Ok(None)
+    }
+}
+
+/// Reads of one file at offsets, from any thread ([`Disk::shared_reader`]).
+pub trait SharedRead: Send + Sync {
+    /// Fills `out` from the file at `offset`; fails if that runs past the end of the file. The
+    /// error does not name the file: its owner knows what the file is called by now.
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()>;
 }
 
 /// Makes handles on a disk whose clones are handles on the same disk (`SharedDisk`, the power
@@ -128,6 +142,12 @@ macro_rules! forward_disk {
             }
             fn set_len(&mut self, path: &Path, len: u64) -> Result<(), DiskError> {
                 (**self).set_len(path, len)
+            }
+            fn shared_reader(
+                &mut self,
+                path: &Path,
+            ) -> Result<Option<Arc<dyn SharedRead>>, DiskError> {
+                (**self).shared_reader(path)
             }
         }
     };

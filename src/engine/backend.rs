@@ -6,9 +6,9 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crate::disk::{Disk, DiskError};
+use crate::disk::{Disk, DiskError, SharedRead};
 
 /// One engine file on a disk. redb calls it from whichever thread runs a transaction; the lock
 /// serializes those calls on the disk handle. The file can be renamed under it
@@ -21,6 +21,10 @@ pub struct DiskBackend<D> {
 /// A disk handle and the name the file has on it now.
 struct Located<D> {
     inner: Mutex<(D, PathBuf)>,
+    /// The disk's reader of the file, if it has one (a real file's descriptor): reads then take
+    /// no lock, so readers on several threads and the writer do not wait for one another.
+    /// Looked for at the first read.
+    reader: OnceLock<Option<Arc<dyn SharedRead>>>,
 }
 
 impl<D> Located<D> {
@@ -68,6 +72,7 @@ impl<D: Disk + Send + 'static> DiskBackend<D> {
         DiskBackend {
             file: Arc::new(Located {
                 inner: Mutex::new((disk, path.to_path_buf())),
+                reader: OnceLock::new(),
             }),
         }
     }
@@ -75,6 +80,17 @@ impl<D: Disk + Send + 'static> DiskBackend<D> {
     /// A handle that names and renames the file while redb uses it.
     pub fn file(&self) -> Arc<dyn EngineFile> {
         self.file.clone()
+    }
+
+    /// The disk's lock-free reader of the file, if it offers one (a failure to make one only
+    /// sends reads through the disk).
+    fn shared_reader(&self) -> Option<&Arc<dyn SharedRead>> {
+        let reader = self.file.reader.get_or_init(|| {
+            let mut guard = self.file.lock();
+            let (disk, path) = &mut *guard;
+            disk.shared_reader(path).ok().flatten()
+        });
+        reader.as_ref()
     }
 
     fn with<T>(&self, op: impl FnOnce(&mut D, &Path) -> Result<T, DiskError>) -> io::Result<T> {
@@ -108,6 +124,13 @@ impl<D: Disk + Send + 'static> redb::StorageBackend for DiskBackend<D> {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        if let Some(reader) = self.shared_reader() {
+            // Named by the file's path now: it may have been renamed since the reader was made.
+            return reader.read_at(offset, out).map_err(|source| {
+                let path = self.file.lock().1.clone();
+                to_io(DiskError::Io { path, source })
+            });
+        }
         self.with(|disk, path| disk.read_at(path, offset, out))
     }
 
@@ -186,5 +209,44 @@ impl<B: redb::StorageBackend> redb::StorageBackend for Measured<B> {
 
     fn close(&self) -> Result<(), io::Error> {
         self.inner.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::StorageBackend as _;
+
+    use super::*;
+    use crate::server::fs_disk::FsDisk;
+
+    #[test]
+    fn reads_on_a_real_disk_take_no_lock_and_follow_the_file_through_a_rename() {
+        let dir = std::env::temp_dir().join(format!("stet-backend-{}", std::process::id()));
+        let mut disk = FsDisk::new();
+        disk.create_dir_all(&dir).unwrap();
+        let path = dir.join("engine.redb.copy");
+        disk.create(&path).unwrap();
+        let backend = DiskBackend::new(FsDisk::new(), &path);
+        backend.write(0, &[7u8; 4096]).unwrap();
+        let mut page = [0u8; 4096];
+        backend.read(0, &mut page[..1]).unwrap();
+        // Once the reader is made, the lock the writes take, held, does not stop a read.
+        let guard = backend.file.lock();
+        backend.read(0, &mut page).unwrap();
+        drop(guard);
+        assert!(page.iter().all(|b| *b == 7));
+        let moved = dir.join("engine.redb");
+        backend.file().rename_to(&moved).unwrap();
+        backend.write(0, b"renamed").unwrap();
+        backend.read(0, &mut page[..7]).unwrap();
+        assert_eq!(&page[..7], b"renamed");
+        let error = backend.read(4095, &mut page[..2]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        let message = error.to_string();
+        assert!(
+            message.contains("engine.redb") && !message.contains(".copy"),
+            "named by the file's path now: {message}"
+        );
+        disk.remove(&moved).unwrap();
     }
 }

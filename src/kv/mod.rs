@@ -25,6 +25,7 @@ use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
 
 mod history;
 mod load;
+pub use load::{set_side_by_side, SideBySide};
 mod range;
 mod row;
 mod snapshot;

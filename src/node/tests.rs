@@ -19,6 +19,11 @@ struct Solo {
     wal: DurableState,
 }
 
+/// The configuration of member 1 of cluster 9, the member these tests run.
+fn member_config() -> NodeConfig {
+    NodeConfig::new(MemberId(1), ClusterId(9))
+}
+
 fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
 }
@@ -66,9 +71,14 @@ impl Solo {
 
     /// A single member that has elected itself.
     fn new(snapshot_count: u64) -> Self {
-        let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+        let mut config = member_config();
         config.set_snapshot_count(snapshot_count);
         config.catch_up_entries = 2;
+        Solo::leader(config)
+    }
+
+    /// A single member configured by `config` that has elected itself.
+    fn leader(config: NodeConfig) -> Self {
         let mut solo = Solo::bootstrapped(config);
         solo.advance(Duration::from_secs(3));
         assert_eq!(solo.node.role(), StateRole::Leader);
@@ -186,7 +196,7 @@ fn a_single_member_elects_itself_and_serves_writes_and_reads() {
 
 #[test]
 fn a_request_batched_after_the_election_it_won_sees_the_new_role() {
-    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let mut config = member_config();
     config.set_snapshot_count(1000);
     let mut solo = Solo::bootstrapped(config);
     assert_ne!(solo.node.role(), StateRole::Leader);
@@ -320,12 +330,11 @@ fn a_watcher_asking_for_prev_kv_gets_replaced_values() {
 
 #[test]
 fn applied_entries_beyond_the_log_memory_budget_are_trimmed_between_snapshots() {
-    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let mut config = member_config();
     config.set_snapshot_count(1_000_000);
     config.catch_up_entries = 3;
     config.log_memory_bytes = 4096;
-    let mut solo = Solo::bootstrapped(config);
-    solo.advance(Duration::from_secs(3));
+    let mut solo = Solo::leader(config);
     assert_eq!(solo.node.role(), StateRole::Leader);
     let value = "v".repeat(300);
     let mut most_held = 0;
@@ -396,7 +405,7 @@ fn snapshots_are_taken_every_snapshot_count_entries_and_compact_the_log() {
 
 #[test]
 fn requests_beyond_the_pending_bound_are_refused() {
-    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let mut config = member_config();
     config.max_pending_requests = 2;
     let now = Instant::from_micros(0);
     // A member that never becomes leader (its single peer never answers) keeps requests waiting.
@@ -434,7 +443,7 @@ fn requests_beyond_the_pending_bound_are_refused() {
 
 #[test]
 fn writes_without_a_leader_are_pending_then_failed_proposals() {
-    let config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let config = member_config();
     let now = Instant::from_micros(0);
     let mut node =
         Node::bootstrap(config, &[member(1), member(2)], engine(), now, &logger()).unwrap();
@@ -464,7 +473,7 @@ fn writes_without_a_leader_are_pending_then_failed_proposals() {
 }
 
 fn run_solo_script(seed: u64) -> Vec<String> {
-    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let mut config = member_config();
     config.seed = seed;
     let now = Instant::from_micros(0);
     let mut node = Node::bootstrap(
@@ -528,7 +537,7 @@ fn watchers_that_asked_for_progress_get_it_periodically() {
 
 #[test]
 fn a_write_sent_before_the_first_election_is_answered_once_a_leader_exists() {
-    let mut solo = Solo::bootstrapped(NodeConfig::new(MemberId(1), ClusterId(9)));
+    let mut solo = Solo::bootstrapped(member_config());
     let now = solo.now;
     solo.node
         .handle(now, Input::client(1, put("early", "bird")));
@@ -608,7 +617,7 @@ fn malformed_peer_messages_are_dropped_without_panicking() {
 
 #[test]
 fn a_restart_whose_disk_lost_committed_entries_is_refused() {
-    let config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let config = member_config();
     let durable = DurableState {
         hard_state: HardState {
             term: 3,
@@ -626,7 +635,7 @@ fn a_restart_whose_disk_lost_committed_entries_is_refused() {
 
 /// Member 1 of three, freshly bootstrapped (log at index 3, term 1), with its first persist done.
 fn follower_of_three() -> Node {
-    let config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let config = member_config();
     let now = Instant::from_micros(0);
     let mut node = Node::bootstrap(
         config,
@@ -781,7 +790,7 @@ fn a_leader_transfer_request_reaching_a_follower_is_dropped_not_forwarded() {
 /// puts `a`, `b` committed at 4 and 5 in term 2, and put `c` at 6 never committed.
 fn durable_member_of_three() -> DurableState {
     use prost::Message as _;
-    let config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let config = member_config();
     let members = [member(1), member(2), member(3)];
     let mut node = Node::bootstrap(config, &members, engine(), Instant::ZERO, &logger()).unwrap();
     let mut entries = Vec::new();
@@ -823,7 +832,7 @@ fn durable_member_of_three() -> DurableState {
 
 #[test]
 fn force_new_cluster_keeps_committed_data_drops_the_rest_and_leads_alone() {
-    let config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let config = member_config();
     let node = Node::restart_forced(
         config,
         durable_member_of_three(),
@@ -993,11 +1002,10 @@ fn a_restarted_only_voter_leads_at_once_and_serves_its_first_read_without_waitin
 
 #[test]
 fn a_commit_of_the_engine_is_fsynced_every_durable_commit_entries() {
-    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let mut config = member_config();
     config.set_snapshot_count(1_000_000);
     config.durable_commit_entries = 50;
-    let mut solo = Solo::bootstrapped(config);
-    solo.advance(Duration::from_secs(3));
+    let mut solo = Solo::leader(config);
     let start = solo.node.state_durable_index;
     let mut id = 0;
     let mut put_until = |solo: &mut Solo, index: u64| {
@@ -1037,12 +1045,11 @@ fn listed_alarms(solo: &mut Solo, id: RequestId) -> Vec<pb::AlarmMember> {
 #[test]
 fn past_the_quota_writes_raise_nospace_until_compacted_defragmented_and_disarmed() {
     use pb::alarm_request::AlarmAction;
-    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let mut config = member_config();
     config.set_snapshot_count(1_000_000);
     let start_bytes = engine().file_bytes();
     config.quota_backend_bytes = Some(start_bytes + (512 << 10));
-    let mut solo = Solo::bootstrapped(config);
-    solo.advance(Duration::from_secs(3));
+    let mut solo = Solo::leader(config);
     let value = "v".repeat(8 << 10);
     let mut id = 1;
     let refused = loop {
@@ -1098,10 +1105,9 @@ fn past_the_quota_writes_raise_nospace_until_compacted_defragmented_and_disarmed
 
 #[test]
 fn a_member_past_the_quota_raises_the_alarm_on_its_own() {
-    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let mut config = member_config();
     config.quota_backend_bytes = Some(1);
-    let mut solo = Solo::bootstrapped(config);
-    solo.advance(Duration::from_secs(3));
+    let solo = Solo::leader(config);
     assert!(solo.node.state().alarms().no_space());
 }
 
@@ -1109,11 +1115,10 @@ fn a_member_past_the_quota_raises_the_alarm_on_its_own() {
 /// `physical` compaction is answered only once they all did (etcd's meaning); a plain one at once.
 #[test]
 fn a_physical_compaction_is_answered_once_its_deletes_are_committed() {
-    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let mut config = member_config();
     config.set_snapshot_count(1_000_000);
     config.durable_commit_entries = 1_000;
-    let mut solo = Solo::bootstrapped(config);
-    solo.advance(Duration::from_secs(3));
+    let mut solo = Solo::leader(config);
     for i in 0..2_500 {
         assert!(solo.call(i, put(&format!("k{}", i % 2), "v")).is_ok());
     }
@@ -1184,7 +1189,7 @@ fn engine_on_disk() -> (crate::disk::SharedDisk, std::path::PathBuf, Engine) {
 #[test]
 fn defragmenting_online_answers_puts_meanwhile_and_keeps_them() {
     let (disk, dir, engine) = engine_on_disk();
-    let mut config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let mut config = member_config();
     config.set_snapshot_count(1_000_000);
     let mut solo = Solo::bootstrapped_on(config, engine);
     solo.advance(Duration::from_secs(3));
@@ -1252,7 +1257,7 @@ fn defragmenting_online_answers_puts_meanwhile_and_keeps_them() {
 #[test]
 fn a_defragmentation_lets_go_of_the_view_kept_to_send_the_latest_snapshot() {
     let (disk, dir, engine) = engine_on_disk();
-    let mut solo = Solo::bootstrapped_on(NodeConfig::new(MemberId(1), ClusterId(9)), engine);
+    let mut solo = Solo::bootstrapped_on(member_config(), engine);
     solo.advance(Duration::from_secs(3));
     for i in 0..100 {
         assert!(solo
@@ -1288,10 +1293,10 @@ fn a_defragmentation_lets_go_of_the_view_kept_to_send_the_latest_snapshot() {
 #[test]
 fn a_defragmentation_waits_for_a_state_being_received() {
     let (_, _, engine) = engine_on_disk();
-    let mut solo = Solo::bootstrapped_on(NodeConfig::new(MemberId(1), ClusterId(9)), engine);
+    let mut solo = Solo::bootstrapped_on(member_config(), engine);
     solo.advance(Duration::from_secs(3));
     assert!(solo.call(1, put("k", "v")).is_ok());
-    let mut sender = Solo::bootstrapped(NodeConfig::new(MemberId(1), ClusterId(9)));
+    let mut sender = Solo::bootstrapped(member_config());
     sender.advance(Duration::from_secs(3));
     assert!(sender.call(1, put("other", "v")).is_ok());
     let (meta, mut export) = sender.node.export_applied_state().unwrap();
@@ -1328,7 +1333,7 @@ fn a_defragmentation_waits_for_a_state_being_received() {
 /// the plain one answers at once.
 #[test]
 fn a_linearizable_member_list_waits_for_raft_and_a_plain_one_does_not() {
-    let config = NodeConfig::new(MemberId(1), ClusterId(9));
+    let config = member_config();
     let now = Instant::from_micros(0);
     let mut node =
         Node::bootstrap(config, &[member(1), member(2)], engine(), now, &logger()).unwrap();

@@ -21,6 +21,25 @@ where
     }
 }
 
+/// Runs `a` and `b` at the same time, `b` on a thread of its own (a panic in either goes on in
+/// the caller); under the simulator, one after the other. What a restart's load runs its two
+/// halves with (`kv::set_side_by_side`).
+pub fn side_by_side(a: &mut (dyn FnMut() + Send), b: &mut (dyn FnMut() + Send)) {
+    #[cfg(not(madsim))]
+    std::thread::scope(|scope| {
+        let b = scope.spawn(b);
+        a();
+        if let Err(panic) = b.join() {
+            std::panic::resume_unwind(panic);
+        }
+    });
+    #[cfg(madsim)]
+    {
+        a();
+        b();
+    }
+}
+
 /// The next chunk of rows of `export` (read where blocking is allowed: the engine reads its
 /// file), at most about `max_bytes`; `None` once every row was read, after which `export` is
 /// `None` too.
@@ -41,4 +60,18 @@ pub async fn next_chunk(
         *export = Some(reading);
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn side_by_side_runs_both_and_passes_a_panic_on() {
+        let (mut first, mut second) = (0, 0);
+        super::side_by_side(&mut || first = 1, &mut || second = 2);
+        assert_eq!((first, second), (1, 2));
+        let panicked = std::panic::catch_unwind(|| {
+            super::side_by_side(&mut || {}, &mut || panic!("in the second"));
+        });
+        assert!(panicked.is_err());
+    }
 }

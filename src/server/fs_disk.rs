@@ -7,8 +7,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::disk::{Disk, DiskError};
+use crate::disk::{Disk, DiskError, SharedRead};
 
 /// At most this many append handles stay open; past it the cache is emptied.
 const MAX_OPEN_FILES: usize = 64;
@@ -190,6 +191,21 @@ impl Disk for FsDisk {
         let result = self.positional(path)?.set_len(len);
         result.map_err(|e| map_err(path, e))
     }
+
+    fn shared_reader(&mut self, path: &Path) -> Result<Option<Arc<dyn SharedRead>>, DiskError> {
+        let file = File::open(path).map_err(|e| map_err(path, e))?;
+        Ok(Some(Arc::new(ReadOnlyFile(file))))
+    }
+}
+
+/// A file's own read-only descriptor: `pread` needs no lock, and the descriptor follows the file
+/// through renames.
+struct ReadOnlyFile(File);
+
+impl SharedRead for ReadOnlyFile {
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        self.0.read_exact_at(out, offset)
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +303,44 @@ mod tests {
         disk.rename(&path, &tmp.0.join("moved")).unwrap();
         disk.write_at(&tmp.0.join("moved"), 0, b"x").unwrap();
         assert_eq!(fs::read(tmp.0.join("moved")).unwrap()[0], b'x');
+    }
+
+    #[test]
+    fn a_shared_reader_reads_from_threads_and_follows_the_file_through_a_rename() {
+        let tmp = TempDir::new("shared-reader");
+        let mut disk = FsDisk::new();
+        let path = tmp.0.join("engine");
+        assert!(matches!(
+            disk.shared_reader(&path),
+            Err(DiskError::NotFound { .. })
+        ));
+        disk.create(&path).unwrap();
+        disk.write_at(&path, 0, &[1u8; 8192]).unwrap();
+        let reader = disk
+            .shared_reader(&path)
+            .unwrap()
+            .expect("a real file has one");
+        // Writes made after the reader opened are read back.
+        disk.write_at(&path, 4096, &[2u8; 4096]).unwrap();
+        std::thread::scope(|scope| {
+            for (offset, byte) in [(0u64, 1u8), (4096, 2)] {
+                let reader = &reader;
+                scope.spawn(move || {
+                    let mut page = [0u8; 4096];
+                    reader.read_at(offset, &mut page).unwrap();
+                    assert!(page.iter().all(|b| *b == byte));
+                });
+            }
+        });
+        let moved = tmp.0.join("moved");
+        disk.rename(&path, &moved).unwrap();
+        disk.write_at(&moved, 0, b"after").unwrap();
+        let mut out = [0u8; 5];
+        reader.read_at(0, &mut out).unwrap();
+        assert_eq!(&out, b"after");
+        let mut past_the_end = [0u8; 2];
+        let error = reader.read_at(8191, &mut past_the_end).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

@@ -275,6 +275,8 @@ fn restart(
     } = opened;
     let member_id = MemberId(metadata.member_id);
     let raft_log = log.new(slog::o!("from" => "raft"));
+    // The load rebuilds the key index in two halves, on two threads.
+    crate::kv::set_side_by_side(crate::server::blocking::side_by_side);
     let (node, kind) = if config.force_new_cluster {
         let previous = ClusterId(metadata.cluster_id);
         let cluster_id = if env.planted(Mistake::ForcedStartKeepsClusterId) {
