@@ -441,14 +441,40 @@ impl StateMachine {
     }
 
     /// Commits every change since the last commit to the engine, ending at `applied` with raft's
-    /// configuration as of it (`ConfState` bytes); fsynced if `durable`.
+    /// configuration as of it (`ConfState` bytes); fsynced if `durable`. A commit in flight must
+    /// have been finished ([`StateMachine::finish_commit`]).
     pub fn commit(
         &mut self,
         applied: Option<(AppliedIndex, Vec<u8>)>,
         durable: bool,
     ) -> Result<(), KvError> {
+        let (batch, _) = self.stage(applied);
+        self.kv.commit_batch(batch, durable)
+    }
+
+    /// [`StateMachine::commit`], written by the returned job on any thread while the state goes
+    /// on (reads see the versions it writes); then [`StateMachine::finish_commit`]. One at a
+    /// time, and not while the whole state is being replaced ([`KvStore::replaces_all`]).
+    pub fn begin_commit(
+        &mut self,
+        applied: Option<(AppliedIndex, Vec<u8>)>,
+        durable: bool,
+    ) -> Result<crate::engine::CommitJob, KvError> {
+        let (batch, versions) = self.stage(applied);
+        self.kv.begin_commit(batch, durable, versions)
+    }
+
+    /// Takes in the commit in flight, if any (running it here if nobody started it, waiting for
+    /// it if it is running); true if there was one.
+    pub fn finish_commit(&mut self) -> Result<bool, KvError> {
+        self.kv.finish_commit()
+    }
+
+    /// Every change since the last commit, in one batch ending at `applied`, and the versions
+    /// it writes.
+    fn stage(&mut self, applied: Option<(AppliedIndex, Vec<u8>)>) -> (Batch, crate::kv::Versions) {
         let mut batch = Batch::new();
-        self.kv.stage(&mut batch);
+        let versions = self.kv.stage_keeping(&mut batch);
         for id in std::mem::take(&mut self.changed_leases) {
             match self.lessor.granted_ttl_seconds(id) {
                 Some(ttl_seconds) => {
@@ -485,7 +511,7 @@ impl StateMachine {
             batch.set_applied(applied);
             batch.set_conf_state(conf_state);
         }
-        self.kv.commit_batch(batch, durable)
+        (batch, versions)
     }
 
     /// The state the engine's last commit holds, with the entry it ends at and raft's

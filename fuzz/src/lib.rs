@@ -372,6 +372,10 @@ impl NodeHarness {
                 }
                 Output::Fatal { .. } => self.fatal = true,
                 Output::CloseFile(file) => file.close(),
+                Output::CommitState { number, job } => {
+                    job.run();
+                    self.node.handle(self.now, Input::StateCommitted { number });
+                }
                 Output::SaveSnapshot(_)
                 | Output::Reply { .. }
                 | Output::Watch { .. }

@@ -239,6 +239,12 @@ impl Segment {
             return (false, true);
         }
         if response.events.is_empty() {
+            if self.created_revision.is_none() {
+                // A progress answer for the whole stream sent before this watch was created (its
+                // predecessor under the same ID was just canceled): it speaks for the watches
+                // the stream had then, not for this one, which may start further back.
+                return (false, false);
+            }
             self.items.push(Item::Progress(revision));
             let learned = revision > *best;
             *best = (*best).max(revision);

@@ -377,6 +377,18 @@ fn watch_seed_5_leaves_no_replaced_engine_file_behind() {
     assert!(report.outcome.is_ok(), "{:?}", report.outcome);
 }
 
+/// Seed 2 of `watch`, once engine commits were written off the driver's task: a watch canceled
+/// and created again under the same ID on one stream, and between the two a progress answer for
+/// the stream (which then had no watch) claimed the current revision; the oracle counted it
+/// against the new watch, which starts further back. A segment's progress now counts only once
+/// its watch was created.
+#[test]
+fn watch_seed_2_progress_before_a_recreated_watch_is_not_its_own() {
+    let scenario = scenario::scenario("watch").expect("scenario");
+    let report = scenario::run(2, &scenario, &RunOptions::default());
+    assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+}
+
 /// Seed 32 of `disk`: a bit flip in a synced WAL record whose data ended in zeros, followed by
 /// another record in the same sector, was taken for a torn write and the log cut there, losing
 /// an acknowledged write. Only a sector that is zeros to its end now counts as never written.

@@ -38,6 +38,8 @@ pub enum EngineError {
     Damaged { path: PathBuf, what: String },
     #[error("storage engine file {path}: a state sent by another member was refused: {what}")]
     Transfer { path: PathBuf, what: String },
+    #[error("storage engine file {path}: the thread writing a commit panicked")]
+    CommitPanicked { path: PathBuf },
 }
 
 /// An open database and the engine's handle on its file.

@@ -3,13 +3,15 @@
 //! created atomically and opened with errors that name the file (`file`), holding etcd's tables
 //! with the applied index beside the data (`store`), every value sealed with a checksum over its
 //! key and bytes (`record`), moved whole to another member's engine in bounded chunks
-//! (`transfer`), and rewritten compactly while writes go on (`defrag`).
+//! (`transfer`), and rewritten compactly while writes go on (`defrag`). A commit can be written
+//! off its owner's thread while the owner goes on (`job`).
 //!
 //! [`Disk`]: crate::disk::Disk
 
 mod backend;
 mod defrag;
 mod file;
+mod job;
 pub mod record;
 mod store;
 mod transfer;
@@ -17,7 +19,8 @@ mod transfer;
 pub use backend::DiskBackend;
 pub use defrag::{copy_path, DefragError, DefragStep, RetiredFile, MAX_QUEUED_BYTES};
 pub use file::{open, Db, EngineError, ENGINE_FILE};
-pub use store::{Applied, Batch, Engine, Revision, Stored, View};
+pub use job::CommitJob;
+pub use store::{Applied, Batch, Engine, PreparedCommit, Revision, Stored, View};
 pub use transfer::Export;
 
 #[cfg(test)]

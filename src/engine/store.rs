@@ -154,6 +154,11 @@ impl Batch {
         self.ops.iter().map(|op| op_bytes + payload(op)).sum()
     }
 
+    /// Whether the batch empties every table first.
+    pub fn replaces_all(&self) -> bool {
+        self.replace_all
+    }
+
     /// Empties every table before the batch's changes are written: the batch holds the whole
     /// state.
     pub fn replace_all(&mut self) {
@@ -390,6 +395,22 @@ impl Engine {
 
     /// Writes `batch` in one transaction, fsynced if `durable`.
     pub fn commit(&mut self, batch: Batch, durable: bool) -> Result<(), EngineError> {
+        let (write, applied) = self.prepare_commit(batch, durable)?;
+        write.run()?;
+        self.finish_commit(applied);
+        Ok(())
+    }
+
+    /// Starts a commit of `batch` (fsynced if `durable`): the write transaction, opened here, and
+    /// the changes, to be written where blocking is allowed ([`PreparedCommit::run`]); then
+    /// [`Engine::finish_commit`] with the entry the batch ends at. Until then the engine's
+    /// state, views and applied index are those of the last commit, and no other write may
+    /// start: redb has one writer, and a second one is refused here.
+    pub fn prepare_commit(
+        &mut self,
+        batch: Batch,
+        durable: bool,
+    ) -> Result<(PreparedCommit, Option<Applied>), EngineError> {
         if let Some(applied) = batch.applied {
             // Only a batch that replaces the whole state may start over at a lower index (a new
             // member's state written over an engine file left from an earlier one).
@@ -398,8 +419,6 @@ impl Engine {
                 "a batch must not go back before the applied index"
             );
         }
-        // A defragmentation's copy gets every change made after the state it copies.
-        self.queue_for_defrag(&batch);
         // One writer: the engine's owner. A second live write transaction would block.
         let mut write = self.db.try_begin_write().map_err(|e| self.error(e))?;
         if durable {
@@ -410,14 +429,26 @@ impl Engine {
                 .set_durability(Durability::None)
                 .map_err(|e| self.error(e))?;
         }
-        write_ops(&write, &batch).map_err(|e| self.error(e))?;
-        write.commit().map_err(|e| self.error(e))?;
-        if let Some(applied) = batch.applied {
+        // A defragmentation's copy gets every change made after the state it copies, in the
+        // order they are committed.
+        self.queue_for_defrag(&batch);
+        let applied = batch.applied;
+        let prepared = PreparedCommit {
+            write,
+            batch,
+            path: self.path.clone(),
+        };
+        Ok((prepared, applied))
+    }
+
+    /// Takes in a commit [`PreparedCommit::run`] made: the file holds the state after
+    /// `applied` (if the batch named it) from now on.
+    pub fn finish_commit(&mut self, applied: Option<Applied>) {
+        if let Some(applied) = applied {
             self.applied = applied;
         }
         self.measure_size();
         self.close_retired();
-        Ok(())
     }
 
     /// Makes the state the file holds the first state of a new cluster (a restored backup), durably:
@@ -464,6 +495,42 @@ impl Engine {
         };
         view.keys = view.table(KEY)?;
         Ok(view)
+    }
+}
+
+/// A commit's changes and the write transaction they go into, opened by the engine's owner
+/// ([`Engine::prepare_commit`]); [`PreparedCommit::run`] writes them, on any thread. Dropped
+/// without running, nothing is written.
+pub struct PreparedCommit {
+    write: redb::WriteTransaction,
+    batch: Batch,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for PreparedCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedCommit")
+            .field("path", &self.path)
+            .field("ops", &self.batch.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedCommit {
+    /// The engine's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes the changes and commits them (with the fsync a durable commit makes).
+    pub fn run(self) -> Result<(), EngineError> {
+        let PreparedCommit { write, batch, path } = self;
+        let error = |source: redb::Error| EngineError::Engine {
+            path: path.clone(),
+            source: Box::new(source),
+        };
+        write_ops(&write, &batch).map_err(error)?;
+        write.commit().map_err(|e| error(e.into()))
     }
 }
 

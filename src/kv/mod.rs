@@ -33,6 +33,7 @@ mod txn;
 mod values;
 
 use values::Values;
+pub(crate) use values::Versions;
 
 #[cfg(test)]
 mod model_tests;
@@ -325,8 +326,46 @@ impl KvStore {
 
     /// Moves every change since the last commit into `batch`.
     pub fn stage(&mut self, batch: &mut crate::engine::Batch) {
+        self.stage_keeping(batch);
+    }
+
+    /// [`KvStore::stage`], giving back the versions staged, for [`KvStore::begin_commit`].
+    pub(crate) fn stage_keeping(&mut self, batch: &mut crate::engine::Batch) -> Versions {
         self.values
-            .stage(batch, self.current_revision, self.compact_revision);
+            .stage(batch, self.current_revision, self.compact_revision)
+    }
+
+    /// Whether the next commit replaces the whole state (it is then made in place).
+    pub fn replaces_all(&self) -> bool {
+        self.values.replaces_all()
+    }
+
+    /// Starts a commit of `batch`, which holds the staged `versions`, to be written by the
+    /// returned job on any thread; reads see those versions meanwhile. Then
+    /// [`KvStore::finish_commit`].
+    pub(crate) fn begin_commit(
+        &mut self,
+        batch: crate::engine::Batch,
+        durable: bool,
+        versions: Versions,
+    ) -> Result<crate::engine::CommitJob, KvError> {
+        self.values.begin_commit(batch, durable, versions)
+    }
+
+    /// Takes in the commit in flight, running or waiting for it as needed; true if there was
+    /// one.
+    pub fn finish_commit(&mut self) -> Result<bool, KvError> {
+        self.values.finish_commit()
+    }
+
+    /// The commit being written off the owner's thread, if one is.
+    pub fn commit_in_flight(&self) -> Option<&crate::engine::CommitJob> {
+        self.values.commit_in_flight()
+    }
+
+    /// Replaced engine files no view reads any more, to be closed where blocking is allowed.
+    pub(crate) fn take_closable_files(&mut self) -> Vec<crate::engine::RetiredFile> {
+        self.values.take_closable_files()
     }
 
     /// The engine, to stage and install a state another member sends.

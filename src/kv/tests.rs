@@ -1461,3 +1461,82 @@ fn a_keys_versions_grow_by_half_and_compaction_gives_their_room_back() {
     assert_eq!(store.keys[&b"k"[..]].len(), 1);
     assert_eq!(capacity(&store), 1);
 }
+
+/// A commit written off the owner's thread: until it is taken in, reads find its versions in the
+/// store (the engine's view is still the older state), history runs from the view through the
+/// commit to what was written meanwhile, and the writes made meanwhile go to the next commit.
+#[test]
+fn reads_see_a_commit_in_flight_and_writes_go_on_meanwhile() {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    store.commit(None, false).unwrap();
+    put(&mut store, "a", "2");
+    put(&mut store, "b", "1");
+    let mut batch = crate::engine::Batch::new();
+    let versions = store.stage_keeping(&mut batch);
+    let job = store.begin_commit(batch, false, versions).unwrap();
+    assert!(store.commit_in_flight().is_some());
+    put(&mut store, "c", "1");
+    assert_eq!(
+        engine_revisions(&store),
+        vec![2],
+        "the view is the older state"
+    );
+    let values = |store: &KvStore| -> Vec<String> {
+        get(store, &range_req("a", "z"))
+            .kvs
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+            .collect()
+    };
+    assert_eq!(values(&store), vec!["2", "1", "1"]);
+    let history = |store: &KvStore| -> Vec<i64> {
+        let events = store.events_since(1, b"a", b"z").unwrap();
+        events
+            .iter()
+            .map(|e| e.kv.as_ref().unwrap().mod_revision)
+            .collect()
+    };
+    assert_eq!(history(&store), vec![2, 3, 4, 5]);
+    let hash_in_flight = store.hash_kv(0).unwrap();
+    job.run();
+    assert_eq!(engine_revisions(&store), vec![2, 3, 4], "in the file");
+    assert!(store.finish_commit().unwrap());
+    assert!(!store.finish_commit().unwrap(), "taken in once");
+    assert_eq!(engine_revisions(&store), vec![2, 3, 4]);
+    assert_eq!(values(&store), vec!["2", "1", "1"]);
+    assert_eq!(history(&store), vec![2, 3, 4, 5]);
+    assert_eq!(store.hash_kv(0).unwrap(), hash_in_flight);
+    store.commit(None, false).unwrap();
+    assert_eq!(engine_revisions(&store), vec![2, 3, 4, 5]);
+    let loaded = KvStore::from_engine(store.into_engine()).unwrap();
+    assert_eq!(loaded.hash_kv(0).unwrap(), hash_in_flight);
+}
+
+/// A store dropped with a commit in flight writes it first: the engine never closes under a
+/// write.
+#[test]
+fn a_store_dropped_with_a_commit_in_flight_writes_it_first() {
+    let (store, job) = store_with_a_commit_in_flight();
+    assert!(!job.ran());
+    drop(store);
+    assert!(job.ran());
+}
+
+/// The engine is the store's alone while a commit is in flight: it has one writer.
+#[test]
+#[should_panic(expected = "commit in flight must be finished first")]
+fn the_engine_is_not_handed_out_while_a_commit_is_in_flight() {
+    let (store, _job) = store_with_a_commit_in_flight();
+    let _ = store.into_engine();
+}
+
+/// A store holding one put, whose commit was begun and not run.
+fn store_with_a_commit_in_flight() -> (KvStore, crate::engine::CommitJob) {
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    let mut batch = crate::engine::Batch::new();
+    let versions = store.stage_keeping(&mut batch);
+    let job = store.begin_commit(batch, false, versions).unwrap();
+    (store, job)
+}

@@ -1,7 +1,9 @@
 //! [`Values`]: where the store keeps what its in-memory index leaves out — every version's
 //! key-value, value included — in the storage engine's `key` table (revision → encoded
 //! `KeyValue`, etcd's layout), plus the versions written since the last commit, which the engine
-//! does not hold yet. Reads look at those first, then at a view of the last commit.
+//! does not hold yet. Reads look at those first, then at the versions of a commit being written
+//! off the owner's thread ([`Values::begin_commit`], taken in by [`Values::finish_commit`]), then
+//! at a view of the last commit.
 //!
 //! A read that finds the file damaged answers a storage error and latches it ([`Values::failure`]):
 //! the store can no longer be trusted, and its owner stops the member.
@@ -13,7 +15,9 @@ use prost::Message as _;
 
 use super::row::decode_key_value;
 use super::KvError;
-use crate::engine::{Batch, DefragError, DefragStep, Engine, EngineError, Revision, Stored, View};
+use crate::engine::{
+    Applied, Batch, CommitJob, DefragError, DefragStep, Engine, EngineError, Revision, Stored, View,
+};
 use crate::proto::mvccpb::KeyValue;
 
 /// The engine's page cache when the store makes its own in-memory engine.
@@ -33,15 +37,37 @@ pub(crate) const COMPACTION_DELETES_PER_COMMIT: usize = 1_000;
 #[cfg(madsim)]
 pub(crate) const COMPACTION_DELETES_PER_COMMIT: usize = 16;
 
+/// Versions by (main, sub) revision.
+pub(crate) type Versions = BTreeMap<(i64, i64), KeyValue>;
+
+/// A commit being written off the owner's thread.
+struct Committing {
+    job: CommitJob,
+    /// The versions it writes: reads find them here until it is taken in.
+    versions: Versions,
+    applied: Option<Applied>,
+}
+
+impl Drop for Committing {
+    /// A commit dropped in flight (its store went away) is written first, or waited for: the
+    /// engine must not close under a write. Its result no longer matters to anyone.
+    fn drop(&mut self) {
+        self.job.run();
+    }
+}
+
 /// The key-values of every retained version: committed ones in the engine, newer ones pending.
 pub(crate) struct Values {
+    /// The commit being written, if one is (at most one at a time). First, so that it is dropped
+    /// — written, or waited for — before the engine it writes to.
+    committing: Option<Committing>,
     engine: Engine,
     /// The state as of the last commit; replaced after every commit, so the engine can reuse the
     /// pages older commits freed. `None` only while the engine is being defragmented (or if a view
     /// could not be opened after it, which stops the member).
     view: Option<View>,
-    /// Versions written since the last commit, by (main, sub).
-    pending: BTreeMap<(i64, i64), KeyValue>,
+    /// Versions written since the last commit began, by (main, sub).
+    pending: Versions,
     pending_bytes: usize,
     /// Committed versions compaction dropped since the last commit.
     doomed: Vec<(i64, i64)>,
@@ -66,6 +92,7 @@ impl Values {
     pub(crate) fn new(engine: Engine) -> Result<Self, EngineError> {
         let view = engine.view()?;
         Ok(Values {
+            committing: None,
             engine,
             view: Some(view),
             pending: BTreeMap::new(),
@@ -119,6 +146,7 @@ impl Values {
 
     /// Drops everything: the next commit writes the whole state anew.
     pub(crate) fn clear(&mut self) {
+        self.assert_no_commit_in_flight();
         self.pending.clear();
         self.pending_bytes = 0;
         self.doomed.clear();
@@ -141,7 +169,12 @@ impl Values {
 
     /// The value of version (main, sub) of `key`.
     pub(crate) fn value(&self, key: &[u8], main: i64, sub: i64) -> Result<Vec<u8>, KvError> {
-        if let Some(kv) = self.pending.get(&(main, sub)) {
+        let committing = self.committing.as_ref().map(|c| &c.versions);
+        if let Some(kv) = [Some(&self.pending), committing]
+            .into_iter()
+            .flatten()
+            .find_map(|versions| versions.get(&(main, sub)))
+        {
             return Ok(kv.value.clone());
         }
         let revision = Revision {
@@ -219,9 +252,15 @@ impl Values {
                 )));
             }
         }
-        if going {
-            for (&revision, kv) in self.pending.range((main, i64::MIN)..) {
-                if !each(revision, &kv.key) {
+        // A commit in flight holds versions newer than the view's, older than the pending ones.
+        let committing = self.committing.as_ref().map(|c| &c.versions);
+        for versions in [committing, Some(&self.pending)].into_iter().flatten() {
+            if !going {
+                break;
+            }
+            for (&revision, kv) in versions.range((main, i64::MIN)..) {
+                going = each(revision, &kv.key);
+                if !going {
                     break;
                 }
             }
@@ -229,17 +268,19 @@ impl Values {
         Ok(())
     }
 
-    /// Moves what changed since the last commit into `batch`, with the store's revisions.
+    /// Moves what changed since the last commit into `batch`, with the store's revisions; gives
+    /// back the versions it staged.
     pub(crate) fn stage(
         &mut self,
         batch: &mut Batch,
         current_revision: i64,
         compact_revision: i64,
-    ) {
+    ) -> Versions {
         if std::mem::take(&mut self.replace_all) {
             batch.replace_all();
         }
-        for ((main, sub), kv) in std::mem::take(&mut self.pending) {
+        let staged = std::mem::take(&mut self.pending);
+        for (&(main, sub), kv) in &staged {
             let revision = Revision {
                 main: main as u64,
                 sub: sub as u64,
@@ -266,10 +307,78 @@ impl Values {
         }
         batch.set_current_revision(current_revision as u64);
         batch.set_compact_revision(compact_revision as u64);
+        staged
+    }
+
+    /// Whether the next commit replaces everything the engine holds.
+    pub(crate) fn replaces_all(&self) -> bool {
+        self.replace_all
+    }
+
+    /// Starts committing `batch` (fsynced if `durable`), which holds the staged `versions`:
+    /// the returned job writes it, on any thread, while reads find those versions here; then
+    /// [`Values::finish_commit`]. One commit at a time, and not one replacing the whole state
+    /// (reads would find the old state's rows in the view meanwhile).
+    pub(crate) fn begin_commit(
+        &mut self,
+        batch: Batch,
+        durable: bool,
+        versions: Versions,
+    ) -> Result<CommitJob, KvError> {
+        self.assert_no_commit_in_flight();
+        assert!(
+            !batch.replaces_all(),
+            "a commit replacing the whole state is made in place"
+        );
+        match self.engine.prepare_commit(batch, durable) {
+            Ok((prepared, applied)) => {
+                let job = CommitJob::new(prepared);
+                self.committing = Some(Committing {
+                    job: job.clone(),
+                    versions,
+                    applied,
+                });
+                Ok(job)
+            }
+            Err(error) => Err(self.fail(error.to_string())),
+        }
+    }
+
+    /// Takes in the commit in flight, if any — running it here if nobody started it, waiting
+    /// for it if it is running — and reads the new state from then on; true if there was one.
+    pub(crate) fn finish_commit(&mut self) -> Result<bool, KvError> {
+        let Some(committing) = self.committing.take() else {
+            return Ok(false);
+        };
+        let finished = committing.job.take_result().and_then(|()| {
+            self.engine.finish_commit(committing.applied);
+            self.engine.view()
+        });
+        match finished {
+            Ok(view) => {
+                self.view = Some(view);
+                Ok(true)
+            }
+            Err(error) => Err(self.fail(error.to_string())),
+        }
+    }
+
+    /// The commit being written, if one is.
+    pub(crate) fn commit_in_flight(&self) -> Option<&CommitJob> {
+        self.committing.as_ref().map(|c| &c.job)
+    }
+
+    /// The engine is its owner's alone (no commit being written) where that is required.
+    fn assert_no_commit_in_flight(&self) {
+        assert!(
+            self.committing.is_none(),
+            "the engine's commit in flight must be finished first"
+        );
     }
 
     /// Commits `batch` (fsynced if `durable`) and reads the new state from then on.
     pub(crate) fn commit(&mut self, batch: Batch, durable: bool) -> Result<(), KvError> {
+        self.assert_no_commit_in_flight();
         let committed = self
             .engine
             .commit(batch, durable)
@@ -290,13 +399,22 @@ impl Values {
 
     /// The engine, given back.
     pub(crate) fn into_engine(self) -> Engine {
+        self.assert_no_commit_in_flight();
         self.engine
     }
 
     /// The engine, to stage and install a state another member sends (and to plant faults in
-    /// tests).
+    /// tests). No commit may be in flight: the engine has one writer.
     pub(crate) fn engine_mut(&mut self) -> &mut Engine {
+        self.assert_no_commit_in_flight();
         &mut self.engine
+    }
+
+    /// Replaced files no view reads any more, to be closed where blocking is allowed (a commit
+    /// may be in flight: this writes nothing).
+    pub(crate) fn take_closable_files(&mut self) -> Vec<crate::engine::RetiredFile> {
+        self.engine.close_retired();
+        self.engine.take_closable()
     }
 
     /// Reads the engine's newest state from now on.
@@ -319,6 +437,7 @@ impl Values {
     /// Starts rewriting the engine's file compactly while writes go on (every change must be
     /// committed first); false if that is already under way.
     pub(crate) fn start_defragment(&mut self) -> Result<bool, DefragError> {
+        self.assert_no_commit_in_flight();
         // Compacted revisions still to delete are fine: the copy gets their deletes in the
         // batches committed after it started.
         assert!(
@@ -335,6 +454,7 @@ impl Values {
     /// Moves an online defragmentation on by about `max_bytes`; once the copy replaced the file,
     /// reads go to it.
     pub(crate) fn defragment_step(&mut self, max_bytes: usize) -> Result<DefragStep, DefragError> {
+        self.assert_no_commit_in_flight();
         let step = self.engine.defragment_step(max_bytes);
         match &step {
             Ok(DefragStep::Done) => match self.engine.view() {
@@ -359,6 +479,7 @@ impl Values {
     /// Rewrites the engine's file compactly in place (every change must be committed first). Its
     /// view is let go meanwhile: the engine can only move pages no reader holds.
     pub(crate) fn defragment(&mut self) -> Result<(), EngineError> {
+        self.assert_no_commit_in_flight();
         assert!(
             self.pending.is_empty() && !self.replace_all,
             "defragmenting with uncommitted changes"

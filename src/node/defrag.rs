@@ -66,6 +66,11 @@ impl Node {
         if self.failed || !self.defragment_due() {
             return;
         }
+        // A step may swap the file in: the engine is the node's alone for it.
+        self.finish_state_commit();
+        if self.failed {
+            return;
+        }
         let result = match self.state.kv.defragment_step(DEFRAG_STEP_BYTES) {
             Ok(DefragStep::Working) => return,
             Ok(DefragStep::Done) => {

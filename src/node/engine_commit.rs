@@ -14,7 +14,7 @@ use std::time::Duration;
 use protobuf::Message as _;
 
 use super::request::{ClientError, ClientResponse};
-use super::Node;
+use super::{Node, Output};
 use crate::engine::Applied;
 use crate::time::Instant;
 
@@ -29,8 +29,33 @@ pub const BATCH_INTERVAL: Duration = Duration::from_millis(100);
 /// long between its batches of deletes, so writes get the node between two.
 pub const COMPACTION_PAUSE: Duration = Duration::from_millis(10);
 
+/// Changes that may wait while a commit is being written before applying waits for it: what
+/// waits in memory stays bounded however slow the disk.
+pub const MAX_WAITING_OPS: usize = 2 * BATCH_OPS;
+pub const MAX_WAITING_BYTES: usize = 2 * BATCH_BYTES;
+
+/// A commit of the applied state being written off the node's thread (`Output::CommitState`).
+#[derive(Debug)]
+pub(super) struct InFlight {
+    /// What `Input::StateCommitted` names it by.
+    number: u64,
+    marks: Marks,
+}
+
+/// What a commit stands for once it is taken in.
+#[derive(Debug)]
+struct Marks {
+    durable: bool,
+    /// The applied index it makes durable, if it is durable.
+    durable_index: Option<u64>,
+    /// How many revisions compaction dropped it deletes.
+    deletes: usize,
+}
+
 impl Node {
-    /// Commits the applied state's changes if a batch is full or has waited long enough.
+    /// Starts committing the applied state's changes if a batch is full or has waited long
+    /// enough. While a commit is being written the next one waits for it, unless the changes
+    /// waiting outgrow `MAX_WAITING_*`: then the node waits for it here.
     pub(super) fn commit_state_if_due(&mut self) {
         let (ops, bytes) = self.state.kv.uncommitted();
         if ops == 0 {
@@ -40,16 +65,36 @@ impl Node {
             return;
         }
         let since = *self.uncommitted_since.get_or_insert(self.now);
-        if ops >= BATCH_OPS || bytes >= BATCH_BYTES || self.now >= since + self.commit_interval() {
-            let every = self.config.durable_commit_entries.max(1);
-            let durable = self.applied_index >= self.state_durable_index + every
-                || self.deletes_since_durable >= every;
+        if ops < BATCH_OPS && bytes < BATCH_BYTES && self.now < since + self.commit_interval() {
+            return;
+        }
+        if self.state_commit.is_some() {
+            if ops < MAX_WAITING_OPS && bytes < MAX_WAITING_BYTES {
+                // Started when the one being written is taken in (`Input::StateCommitted`).
+                return;
+            }
+            self.finish_state_commit();
+            if self.failed {
+                return;
+            }
+        }
+        let every = self.config.durable_commit_entries.max(1);
+        let durable = self.applied_index >= self.state_durable_index + every
+            || self.deletes_since_durable >= every;
+        if self.state.kv.replaces_all() {
+            // Reads would find the old state in the engine while it was written elsewhere.
             self.commit_state(durable);
+        } else {
+            self.start_state_commit(durable);
         }
     }
 
-    /// When the changes waiting for a commit are due, if any wait.
+    /// When the changes waiting for a commit are due, if any wait and no commit is being
+    /// written (its end wakes the node).
     pub(super) fn state_commit_due(&self) -> Option<Instant> {
+        if self.state_commit.is_some() {
+            return None;
+        }
         self.uncommitted_since
             .map(|since| since + self.commit_interval())
     }
@@ -63,39 +108,138 @@ impl Node {
         }
     }
 
-    /// Commits the applied state up to the applied index (fsynced if `durable`).
-    pub(super) fn commit_state(&mut self, durable: bool) {
-        if self.failed {
-            return;
-        }
+    /// The applied index and term, and raft's configuration as of it: what a commit ends at.
+    fn applied_as_of_now(&self) -> Option<(Applied, Vec<u8>)> {
         let index = self.applied_index;
         let conf_state = self.raw.store().conf_state().write_to_bytes();
-        let applied = match (raft::Storage::term(self.raw.store(), index), conf_state) {
+        match (raft::Storage::term(self.raw.store(), index), conf_state) {
             (Ok(term), Ok(conf_state)) => Some((Applied { index, term }, conf_state)),
             _ => None,
-        };
-        self.uncommitted_since = None;
-        let marks_index = durable && applied.is_some();
-        let deletes_before = self.state.kv.deletes_waiting();
-        match self.state.commit(applied, durable) {
-            Ok(()) if marks_index => self.state_durable_index = index,
-            Ok(()) => {}
-            Err(error) => self.fail(format!("committing the applied state failed: {error}")),
         }
-        let deleted = deletes_before.saturating_sub(self.state.kv.deletes_waiting());
-        if durable {
-            self.deletes_since_durable = 0;
-        } else {
-            self.deletes_since_durable += deleted as u64;
-        }
+    }
+
+    /// Starts a commit of the applied state up to the applied index (fsynced if `durable`),
+    /// written by the driver where blocking is allowed (`Output::CommitState`).
+    pub(super) fn start_state_commit(&mut self, durable: bool) {
+        assert!(self.state_commit.is_none(), "one commit in flight");
         if self.failed {
             return;
+        }
+        let begun = self.stage_state_commit(durable, |state, applied| {
+            state.begin_commit(applied, durable)
+        });
+        if let Some((job, marks)) = begun {
+            self.state_commits_started += 1;
+            let number = self.state_commits_started;
+            self.state_commit = Some(InFlight { number, marks });
+            self.outputs.push_back(Output::CommitState { number, job });
+        }
+    }
+
+    /// Commits (or begins committing) the applied state up to the applied index with `commit`,
+    /// which is given what the commit ends at; what the commit stands for, or `None` if it
+    /// failed (the node stops).
+    fn stage_state_commit<T>(
+        &mut self,
+        durable: bool,
+        commit: impl FnOnce(
+            &mut crate::state::StateMachine,
+            Option<(Applied, Vec<u8>)>,
+        ) -> Result<T, crate::kv::KvError>,
+    ) -> Option<(T, Marks)> {
+        let applied = self.applied_as_of_now();
+        let durable_index = applied
+            .as_ref()
+            .filter(|_| durable)
+            .map(|(applied, _)| applied.index);
+        self.uncommitted_since = None;
+        let deletes_before = self.state.kv.deletes_waiting();
+        match commit(&mut self.state, applied) {
+            Ok(done) => {
+                let deletes = deletes_before.saturating_sub(self.state.kv.deletes_waiting());
+                let marks = Marks {
+                    durable,
+                    durable_index,
+                    deletes,
+                };
+                Some((done, marks))
+            }
+            Err(error) => {
+                self.fail(format!("committing the applied state failed: {error}"));
+                None
+            }
+        }
+    }
+
+    /// The driver wrote commit `number` (or could not: its result says).
+    pub(super) fn on_state_committed(&mut self, number: u64) {
+        // An older one was taken in already, by a step that needed the engine to itself.
+        if self
+            .state_commit
+            .as_ref()
+            .is_some_and(|c| c.number == number)
+        {
+            self.finish_state_commit();
+        }
+    }
+
+    /// Takes in the commit being written, if any: runs it here if the driver did not start it,
+    /// waits for it if it is running. Every step that needs the engine to itself calls this
+    /// first.
+    pub(super) fn finish_state_commit(&mut self) {
+        let Some(in_flight) = self.state_commit.take() else {
+            return;
+        };
+        if let Err(error) = self.state.finish_commit() {
+            self.fail(format!("committing the applied state failed: {error}"));
+            return;
+        }
+        self.after_state_commit(in_flight.marks);
+        // A periodic snapshot waits only for the commit started with it, the one in flight.
+        if let Some((number, snapshot)) = self.snapshot_commit.take() {
+            assert_eq!(
+                number, in_flight.number,
+                "a snapshot waits for its own commit"
+            );
+            self.save_own_snapshot(snapshot);
+        }
+    }
+
+    /// The number of the commit in flight, if one is.
+    pub(super) fn state_commit_number(&self) -> Option<u64> {
+        self.state_commit.as_ref().map(|c| c.number)
+    }
+
+    /// Commits the applied state up to the applied index (fsynced if `durable`) in place, after
+    /// the commit being written, if any.
+    pub(super) fn commit_state(&mut self, durable: bool) {
+        self.finish_state_commit();
+        if self.failed {
+            return;
+        }
+        let committed =
+            self.stage_state_commit(durable, |state, applied| state.commit(applied, durable));
+        if let Some(((), marks)) = committed {
+            self.after_state_commit(marks);
+        }
+    }
+
+    /// Takes note of a commit taken in: the applied state it made durable (if it did), the
+    /// revisions compaction dropped it deleted.
+    fn after_state_commit(&mut self, marks: Marks) {
+        if let Some(index) = marks.durable_index {
+            self.state_durable_index = self.state_durable_index.max(index);
+        }
+        if marks.durable {
+            self.deletes_since_durable = 0;
+        } else {
+            self.deletes_since_durable += marks.deletes as u64;
         }
         if self.state.kv.deletes_waiting() == 0 {
             self.answer_physical_compactions();
         } else {
             // The next batch of deletes is due one pause from now, however idle the node.
-            self.uncommitted_since = Some(self.now);
+            self.uncommitted_since.get_or_insert(self.now);
         }
     }
 

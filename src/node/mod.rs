@@ -58,6 +58,8 @@ pub enum Input {
     },
     /// Everything in `Output::Persist` up to and including this ready number is durable.
     Persisted { ready_number: u64 },
+    /// The job of `Output::CommitState` with this number ran (its result is in the job).
+    StateCommitted { number: u64 },
     /// The transport could not reach a peer.
     Unreachable(MemberId),
     /// A snapshot sent to a peer was delivered (`ok`) or failed.
@@ -151,6 +153,13 @@ pub enum Output {
     CloseFile(crate::engine::RetiredFile),
     /// An applied entry issued or ended login tokens: every member keeps its own table.
     Tokens(TokenChange),
+    /// Run `job` where blocking is allowed — it writes a commit of the applied state to the
+    /// engine's file — then hand in `Input::StateCommitted { number }`. Until then the node
+    /// goes on; if it needs the engine to itself first, it runs or waits for the job itself.
+    CommitState {
+        number: u64,
+        job: crate::engine::CommitJob,
+    },
 }
 
 /// A client request waiting for raft.
@@ -252,6 +261,13 @@ pub struct Node {
     read_round_dropped: bool,
     /// Since when applied changes wait for their commit to the storage engine.
     uncommitted_since: Option<Instant>,
+    /// The commit of the applied state being written off the node's thread, if one is.
+    state_commit: Option<engine_commit::InFlight>,
+    /// How many commits were handed to the driver to write (the last one's number).
+    state_commits_started: u64,
+    /// A periodic snapshot waiting for the durable commit (by number) that makes the state it
+    /// stands for durable in the engine: saved once that commit is taken in.
+    snapshot_commit: Option<(u64, Snapshot)>,
     /// The applied index as of the engine's last durable commit: a crash replays the WAL after it.
     state_durable_index: u64,
     /// Revisions compaction dropped that commits deleted from the engine since its last durable
@@ -350,6 +366,9 @@ impl Node {
             read_round: None,
             read_round_dropped: false,
             uncommitted_since: None,
+            state_commit: None,
+            state_commits_started: 0,
+            snapshot_commit: None,
             state_durable_index: applied_index,
             deletes_since_durable: 0,
             state_view: None,
@@ -488,9 +507,7 @@ impl Node {
             }
             // A view may have ended since the last commit (a snapshot sent, a watch caught up):
             // an idle member releases the file it read too.
-            let engine = self.state.kv.engine_mut();
-            engine.close_retired();
-            for file in engine.take_closable() {
+            for file in self.state.kv.take_closable_files() {
                 self.outputs.push_back(Output::CloseFile(file));
             }
         }
@@ -512,6 +529,7 @@ impl Node {
                 caller,
             } => self.on_client_request(id, request, caller),
             Input::Persisted { ready_number } => self.on_persisted(ready_number),
+            Input::StateCommitted { number } => self.on_state_committed(number),
             Input::Unreachable(peer) => self.raw.report_unreachable(peer.0),
             Input::SnapshotReport { to, ok } => {
                 let status = if ok {
@@ -850,6 +868,10 @@ impl Node {
 
     /// Replaces the state machine with a snapshot the leader sent. Returns false if it was corrupt.
     fn install_leader_snapshot(&mut self, snapshot: &Snapshot) -> bool {
+        self.finish_state_commit();
+        if self.failed {
+            return false;
+        }
         let installed = if state_transfer::is_engine_state(snapshot) {
             self.install_staged_state(snapshot)
         } else {
@@ -880,31 +902,70 @@ impl Node {
 
     /// Every `snapshot_count` entries, makes the applied state durable in the engine and takes a
     /// snapshot that marks it (index, term, configuration; no state: the engine holds it), so the
-    /// log and the WAL can drop entries before it. When raft needs a snapshot to send to a
-    /// follower, takes one that carries the state.
+    /// log and the WAL can drop entries before it (`start_periodic_snapshot`). When raft needs a
+    /// snapshot to send to a follower, takes one that carries the state.
     fn maybe_snapshot(&mut self) {
         let wanted = self.raw.store().take_snapshot_wanted()
             && (self.applied_index > self.snapshot_index || !self.raw.store().serves_state());
         if !wanted && self.applied_index < self.snapshot_index + self.config.snapshot_count.max(1) {
             return;
         }
+        if !wanted {
+            return self.start_periodic_snapshot();
+        }
         // A snapshot to send stands for the engine's state at its index (see `state_transfer`).
-        let data = if wanted {
-            state_transfer::ENGINE_STATE.to_vec()
-        } else {
-            Vec::new()
-        };
+        let data = state_transfer::ENGINE_STATE.to_vec();
         let Some(snapshot) = self.snapshot_at_applied_index(data) else {
             return;
         };
         // The WAL drops entries before a saved snapshot: restarts must find the applied state
-        // up to it in the engine, so it is made durable first.
+        // up to it in the engine, so it is made durable first — here in place, since the view
+        // to send must be of exactly the snapshot's index.
         self.commit_state(true);
         if self.failed {
             return;
         }
         let index = snapshot.get_metadata().index;
-        if wanted && !self.keep_state_view(index) {
+        if !self.keep_state_view(index) {
+            return;
+        }
+        self.save_own_snapshot(snapshot);
+    }
+
+    /// A periodic snapshot: the durable commit of the state it stands for is written off the
+    /// node like any other (`engine_commit`), and the snapshot is saved once it is taken in
+    /// (`save_own_snapshot`). One at a time, started when no commit is in flight (the one in
+    /// flight may not be durable); a commit replacing the whole state is made in place.
+    fn start_periodic_snapshot(&mut self) {
+        if self.snapshot_commit.is_some() || self.state_commit.is_some() {
+            return;
+        }
+        let Some(snapshot) = self.snapshot_at_applied_index(Vec::new()) else {
+            return;
+        };
+        if self.state.kv.replaces_all() {
+            self.commit_state(true);
+            if !self.failed {
+                self.save_own_snapshot(snapshot);
+            }
+            return;
+        }
+        self.start_state_commit(true);
+        if let Some(number) = self.state_commit_number() {
+            self.snapshot_commit = Some((number, snapshot));
+        }
+    }
+
+    /// Installs `snapshot` of this member's state — its state made durable in the engine up to
+    /// the snapshot's index — in raft's log, which drops entries before it, and has it saved.
+    /// One older than the latest (a leader's installed meanwhile) is dropped.
+    pub(super) fn save_own_snapshot(&mut self, snapshot: Snapshot) {
+        let index = snapshot.get_metadata().index;
+        assert!(
+            self.state_durable_index >= index,
+            "a snapshot is saved only once the engine holds its state durably"
+        );
+        if index < self.raw.store().latest_snapshot().get_metadata().index {
             return;
         }
         let compact_to = index.saturating_sub(self.config.catch_up_entries);

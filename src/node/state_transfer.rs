@@ -158,6 +158,11 @@ impl Node {
     /// Stages a chunk of the state a leader is sending; a chunk out of order, of another
     /// transfer or refused by the engine ends the transfer (the leader starts over).
     pub(super) fn on_state_chunk(&mut self, chunk: StateChunk) {
+        // Staging writes to the engine, which has one writer.
+        self.finish_state_commit();
+        if self.failed {
+            return;
+        }
         if chunk.seq == 0 {
             if let Err(error) = self.state.kv.engine_mut().clear_staged() {
                 self.fail(format!("preparing to receive a state failed: {error}"));
@@ -225,6 +230,13 @@ impl Node {
     pub(super) fn drop_stale_transfer(&mut self) -> Result<(), crate::engine::EngineError> {
         debug_assert!(!self.receiving_state());
         self.incoming_state = None;
+        self.finish_state_commit();
+        if let Some(why) = self.state.kv.storage_failure() {
+            return Err(crate::engine::EngineError::Damaged {
+                path: self.state.kv.engine().path().to_path_buf(),
+                what: why.to_string(),
+            });
+        }
         let engine = self.state.kv.engine_mut();
         if engine.has_staged()? {
             engine.clear_staged()?;

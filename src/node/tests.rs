@@ -17,6 +17,9 @@ struct Solo {
     snapshots: Vec<Snapshot>,
     /// What the member persisted: its WAL (a single member's log never conflicts).
     wal: DurableState,
+    /// Engine commits are kept here, not run, while set: a driver whose thread is slow.
+    hold_commits: bool,
+    held_commits: Vec<(u64, crate::engine::CommitJob)>,
 }
 
 /// The configuration of member 1 of cluster 9, the member these tests run.
@@ -61,6 +64,8 @@ impl Solo {
             watch: Vec::new(),
             persisted_entries: 0,
             snapshots: Vec::new(),
+            hold_commits: false,
+            held_commits: Vec::new(),
             wal: DurableState {
                 hard_state: HardState::default(),
                 snapshot: None,
@@ -113,6 +118,14 @@ impl Solo {
                 }
                 Output::Fatal { reason } => panic!("{reason}"),
                 Output::CloseFile(file) => file.close(),
+                Output::CommitState { number, job } if self.hold_commits => {
+                    self.held_commits.push((number, job));
+                }
+                Output::CommitState { number, job } => {
+                    job.run();
+                    let now = self.now;
+                    self.node.handle(now, Input::StateCommitted { number });
+                }
                 Output::LeaderChanged { .. } | Output::Removed | Output::Tokens(_) => {}
             }
         }
@@ -120,14 +133,19 @@ impl Solo {
 
     fn drain_ignoring_sends(&mut self) {
         while let Some(output) = self.node.poll_output() {
-            if let Output::Persist(p) = output {
-                let now = self.now;
-                self.node.handle(
+            let now = self.now;
+            match output {
+                Output::Persist(p) => self.node.handle(
                     now,
                     Input::Persisted {
                         ready_number: p.ready_number,
                     },
-                );
+                ),
+                Output::CommitState { number, job } => {
+                    job.run();
+                    self.node.handle(now, Input::StateCommitted { number });
+                }
+                _ => {}
             }
         }
     }
@@ -1351,4 +1369,119 @@ fn a_linearizable_member_list_waits_for_raft_and_a_plain_one_does_not() {
     assert_eq!(replies(&mut node), vec![(2, true)]);
     node.handle(now + Duration::from_secs(6), Input::Tick);
     assert_eq!(replies(&mut node), vec![(1, false)]);
+}
+
+/// Engine commits are written off the node's thread: while one is being written the node goes
+/// on applying and answering from memory; the next commit waits for it; the commit is taken in
+/// when the driver hands it back; a step that needs the engine to itself (here a durable commit
+/// before a snapshot) takes it in first, running it if the driver had not, and the driver's late
+/// report is then ignored.
+#[test]
+fn engine_commits_are_written_off_the_node_and_taken_in_once() {
+    let mut solo = Solo::new(1_000_000);
+    let engine_applied = |solo: &Solo| solo.node.state().kv.engine().applied().index;
+    solo.hold_commits = true;
+    assert!(solo.call(1, put("a", "1")).is_ok());
+    solo.advance(engine_commit::BATCH_INTERVAL);
+    assert_eq!(solo.held_commits.len(), 1, "a commit was handed out");
+    let (first, job) = solo.held_commits.pop().unwrap();
+    let written_up_to = solo.node.applied_index();
+    assert!(engine_applied(&solo) < written_up_to);
+    assert_eq!(solo.node.poll_timeout().map(|t| t > solo.now), Some(true));
+    // Meanwhile writes are applied and read back, and no second commit starts.
+    assert!(solo.call(2, put("b", "1")).is_ok());
+    solo.advance(engine_commit::BATCH_INTERVAL * 3);
+    assert!(solo.held_commits.is_empty(), "one commit at a time");
+    let Ok(ClientResponse::Range(r)) = solo.call(3, get("a")) else {
+        panic!("range failed")
+    };
+    assert_eq!(r.kvs[0].value, b"1", "read from the commit in flight");
+    // The driver ran it and says so: taken in, and the next one starts.
+    job.run();
+    let now = solo.now;
+    solo.node
+        .handle(now, Input::StateCommitted { number: first });
+    solo.drain();
+    assert_eq!(engine_applied(&solo), written_up_to);
+    assert_eq!(solo.held_commits.len(), 1, "the waiting changes' commit");
+    let (second, late_job) = solo.held_commits.pop().unwrap();
+    assert!(second > first);
+    // A durable commit (an export for a backup) takes the second one in itself.
+    let Some((meta, _export)) = solo.node.export_applied_state() else {
+        panic!("no export");
+    };
+    assert_eq!(meta.index, solo.node.applied_index());
+    assert_eq!(engine_applied(&solo), solo.node.applied_index());
+    assert!(
+        late_job.ran(),
+        "run by the node, not waiting for the driver"
+    );
+    late_job.run();
+    let now = solo.now;
+    solo.node
+        .handle(now, Input::StateCommitted { number: second });
+    solo.drain();
+    assert!(
+        solo.held_commits.is_empty(),
+        "a late report changes nothing"
+    );
+    let Ok(ClientResponse::Range(r)) = solo.call(4, get("b")) else {
+        panic!("range failed")
+    };
+    assert_eq!(r.kvs[0].value, b"1");
+}
+
+/// Applying outruns a slow engine: once the changes waiting reach the bound, the node waits for
+/// the commit in flight itself instead of holding more in memory.
+#[test]
+fn changes_waiting_behind_a_slow_commit_stay_bounded() {
+    let mut solo = Solo::new(1_000_000);
+    solo.hold_commits = true;
+    let big = "x".repeat(1 << 20);
+    let puts = (engine_commit::BATCH_BYTES + engine_commit::MAX_WAITING_BYTES) >> 20;
+    for n in 0..puts as u64 + 2 {
+        assert!(solo.call(n, put(&format!("k{n}"), &big)).is_ok());
+        let (_, bytes) = solo.node.state().kv.uncommitted();
+        assert!(
+            bytes <= engine_commit::MAX_WAITING_BYTES,
+            "{bytes} bytes wait"
+        );
+    }
+    assert!(
+        solo.held_commits.len() >= 2,
+        "the node took in a commit the driver never ran, and went on"
+    );
+    assert!(solo.held_commits[0].1.ran());
+}
+
+/// A periodic snapshot's durable commit is written off the node too: the snapshot is saved (and
+/// the log trimmed before it) only once that commit is taken in, at the index the commit made
+/// durable, while writes went on meanwhile.
+#[test]
+fn a_periodic_snapshot_is_saved_once_its_durable_commit_is_taken_in() {
+    let mut solo = Solo::new(5);
+    let saved_before = solo.snapshots.len();
+    solo.hold_commits = true;
+    let mut n = 0;
+    while solo.held_commits.is_empty() {
+        n += 1;
+        assert!(n < 20, "no snapshot's commit was started");
+        assert!(solo.call(n, put("k", "v")).is_ok());
+    }
+    let (number, job) = solo.held_commits.pop().unwrap();
+    let snapshot_index = solo.node.applied_index();
+    assert!(solo.call(100, put("k", "later")).is_ok());
+    assert_eq!(solo.snapshots.len(), saved_before, "not before its commit");
+    job.run();
+    let now = solo.now;
+    solo.node.handle(now, Input::StateCommitted { number });
+    solo.drain();
+    assert_eq!(solo.snapshots.len(), saved_before + 1);
+    let saved = solo.snapshots.last().unwrap().get_metadata().index;
+    assert_eq!(saved, snapshot_index);
+    assert!(
+        solo.node.applied_index() > saved,
+        "writes went on meanwhile"
+    );
+    assert_eq!(solo.node.state().kv.engine().applied().index, saved);
 }

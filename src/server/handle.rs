@@ -60,6 +60,12 @@ pub enum Command {
         measured: Result<u64, String>,
         took: std::time::Duration,
     },
+    /// The engine commit the node numbered `number` was written off the driver's task after
+    /// `took` (its result is in the node's job).
+    StateCommitted {
+        number: u64,
+        took: std::time::Duration,
+    },
 }
 
 /// A cheap handle for sending the driver requests.

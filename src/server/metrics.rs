@@ -141,6 +141,7 @@ impl Metrics {
         self.wal_fsync.observe(elapsed.as_secs_f64());
     }
 
+    /// An engine commit took `elapsed` to write (etcd's backend commit).
     pub fn observe_backend_commit(&self, elapsed: Duration) {
         self.backend_commit.observe(elapsed.as_secs_f64());
     }

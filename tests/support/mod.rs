@@ -672,6 +672,13 @@ impl Cluster {
                 }
                 Output::Fatal { reason } => panic!("member {id} failed: {reason}"),
                 Output::CloseFile(file) => file.close(),
+                Output::CommitState { number, job } => {
+                    job.run();
+                    let now = self.now;
+                    let member = self.members.get_mut(&id).expect("member");
+                    let node = member.node.as_mut().expect("running");
+                    node.handle(now, Input::StateCommitted { number });
+                }
                 // Tokens are the runtime's; the harness drives bare nodes.
                 Output::Tokens(_) => {}
             }
@@ -977,5 +984,6 @@ fn describe(output: &Output) -> String {
         Output::Fatal { reason } => format!("fatal {reason}"),
         Output::CloseFile(file) => format!("close {file:?}"),
         Output::Tokens(change) => format!("tokens {change:?}"),
+        Output::CommitState { number, .. } => format!("commit state #{number}"),
     }
 }

@@ -260,7 +260,6 @@ impl Driver {
                     let started = std::time::Instant::now();
                     // Durable entries are committed and applied inside this call.
                     self.node.handle(now, Input::Persisted { ready_number });
-                    self.metrics.observe_backend_commit(started.elapsed());
                     self.warn_if_slow("persisted", started.elapsed());
                     self.env.persisted(&self.node);
                     continue;
@@ -328,6 +327,7 @@ impl Driver {
                 | Command::Unreachable { .. }
                 | Command::SnapshotReport { .. }
                 | Command::TransferLeader { .. }
+                | Command::StateCommitted { .. }
         );
         if !node_input {
             self.handle_inputs(inputs);
@@ -397,6 +397,10 @@ impl Driver {
                 let now = self.now();
                 self.in_use.finished((measured, took), now, &self.log);
             }
+            Command::StateCommitted { number, took } => {
+                self.metrics.observe_backend_commit(took);
+                inputs.push(Input::StateCommitted { number });
+            }
         }
     }
 
@@ -460,6 +464,7 @@ impl Driver {
                     std::mem::forget(file);
                 }
                 Output::Tokens(change) => self.auth.on_tokens(change),
+                Output::CommitState { number, job } => self.write_state_commit(number, job),
                 Output::CloseFile(file) => {
                     let log = self.log.clone();
                     tokio::spawn(async move {
@@ -472,6 +477,19 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Writes an engine commit where blocking is allowed, then hands it back to the node. A
+    /// failure is the job's result, which the node takes in; a panic in the thread leaves the
+    /// job unfinished, which the node reports.
+    fn write_state_commit(&self, number: u64, job: crate::engine::CommitJob) {
+        let done = self.own_commands.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let _ = crate::server::blocking::run(move || job.run()).await;
+            let took = started.elapsed();
+            let _ = done.send(Command::StateCommitted { number, took }).await;
+        });
     }
 
     /// Makes a snapshot received from the leader durable before its WAL record is written.
