@@ -31,6 +31,8 @@ pub struct Client {
     pub id: u64,
     world: Arc<World>,
     channels: BTreeMap<u64, Channel>,
+    /// The error of the last operation that failed (for traces), if any.
+    pub last_error: Option<String>,
 }
 
 impl Client {
@@ -44,6 +46,7 @@ impl Client {
             id,
             world,
             channels: BTreeMap::new(),
+            last_error: None,
         })
     }
 
@@ -91,6 +94,9 @@ impl Client {
         let invoke_us = self.world.elapsed().as_micros() as u64;
         let reply = self.call(member, request_for(&op)).await;
         let complete_us = self.world.elapsed().as_micros() as u64;
+        if let Some(Err(error)) = &reply {
+            self.last_error = Some(format!("{error:?}"));
+        }
         let outcome = match reply {
             None => Outcome::Unknown,
             Some(result) => outcome_of(&op, result),

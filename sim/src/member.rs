@@ -4,6 +4,8 @@
 //! nothing of it survives but its disk.
 
 use std::future::Future;
+
+use slog::Drain as _;
 use std::sync::{Arc, Weak};
 
 use crate::env::SimEnvironment;
@@ -47,7 +49,7 @@ pub async fn run(world: Arc<World>, host: u64) {
         Err(error) => return stopped(&world, member, format!("bad flags: {error}")),
     };
     let env = SimEnvironment::new(world.clone(), member);
-    let result = stet::server::run_in(config, logger(), std::future::pending(), env).await;
+    let result = stet::server::run_in(config, logger(member), std::future::pending(), env).await;
     {
         let mut status = lock(&world.status);
         let entry = status.entry(member).or_default();
@@ -73,6 +75,48 @@ fn stopped(world: &World, member: u64, reason: String) {
     lock(&world.refused).insert(member, reason);
 }
 
-fn logger() -> slog::Logger {
-    slog::Logger::root(slog::Discard, slog::o!())
+/// The member's log: discarded, unless `STET_SIM_LOG` is set (to debug one seed), then printed
+/// to stderr with the simulated time (since the simulation began, not the run) and the member's ID.
+fn logger(member: u64) -> slog::Logger {
+    if std::env::var_os("STET_SIM_LOG").is_some() {
+        slog::Logger::root(StderrDrain { member }.fuse(), slog::o!())
+    } else {
+        slog::Logger::root(slog::Discard, slog::o!())
+    }
+}
+
+/// Prints each record on one line: time, member, level, message, then its key-values.
+struct StderrDrain {
+    member: u64,
+}
+
+impl slog::Drain for StderrDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        use slog::KV as _;
+        let mut line = KeyValues(String::new());
+        let _ = record.kv().serialize(record, &mut line);
+        let _ = values.serialize(record, &mut line);
+        let now = madsim::time::TimeHandle::current().elapsed();
+        eprintln!(
+            "{:>9.3}s {:x} {} {}{}",
+            now.as_secs_f64(),
+            self.member,
+            record.level().as_short_str(),
+            record.msg(),
+            line.0
+        );
+        Ok(())
+    }
+}
+
+struct KeyValues(String);
+
+impl slog::Serializer for KeyValues {
+    fn emit_arguments(&mut self, key: slog::Key, value: &std::fmt::Arguments) -> slog::Result {
+        self.0.push_str(&format!(" {key}={value}"));
+        Ok(())
+    }
 }

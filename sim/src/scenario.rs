@@ -745,9 +745,15 @@ async fn liveness_and_final_reads(world: Arc<World>, members: Vec<u64>) -> bool 
                 key: b"liveness".to_vec(),
                 value: format!("at-{}", world.elapsed().as_millis()).into_bytes(),
             };
-            if client.perform(member, op).await == Outcome::Put {
-                committed = true;
-                break 'outer;
+            match client.perform(member, op).await {
+                Outcome::Put => {
+                    committed = true;
+                    break 'outer;
+                }
+                other => world.trace(format!(
+                    "liveness: a put through {member:x}: {other:?} ({})",
+                    client.last_error.take().unwrap_or_default()
+                )),
             }
         }
         madsim::time::sleep(Duration::from_millis(200)).await;

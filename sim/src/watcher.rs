@@ -476,15 +476,26 @@ pub async fn recover_space(world: &World, client: &mut Client, members: &[u64]) 
     defragment_and_disarm(world, client, members).await;
 }
 
-/// Defragments every member's storage engine file, then disarms every raised alarm.
+/// How often the operator asks a member to defragment before going on without it.
+const DEFRAGMENT_ATTEMPTS: usize = 10;
+
+/// Defragments every member's storage engine file (again, as an operator would, while a member
+/// says to try again), then disarms every raised alarm. A member whose file stays over the quota
+/// raises its alarm again (watch seed 56: one was installing the leader's state).
 async fn defragment_and_disarm(world: &World, client: &mut Client, members: &[u64]) {
     for &member in members {
-        let defragment = ClientRequest::Defragment(pb::DefragmentRequest {});
-        let result = client.call(member, defragment).await;
-        world.trace(format!(
-            "defragmented member {member:x}: {}",
-            describe(&result)
-        ));
+        for _ in 0..DEFRAGMENT_ATTEMPTS {
+            let defragment = ClientRequest::Defragment(pb::DefragmentRequest {});
+            let result = client.call(member, defragment).await;
+            world.trace(format!(
+                "defragmented member {member:x}: {}",
+                describe(&result)
+            ));
+            if matches!(result, Some(Ok(_))) {
+                break;
+            }
+            madsim::time::sleep(Duration::from_millis(500)).await;
+        }
     }
     for &member in members {
         let list = ClientRequest::Alarm(pb::AlarmRequest::default());

@@ -463,3 +463,34 @@ fn seeds_that_found_bugs_pass() {
         );
     }
 }
+
+/// Seed 105 of `auto-promote`: a member re-added on the host of a removed one (same peer URLs)
+/// took the removed member's ID from the first peer that answered, one that had not applied the
+/// removal yet, and started as that removed voter with an empty log. A joiner now takes the most
+/// recent answer of a round and never an ID some answer knows was removed (`server/join.rs`).
+#[test]
+fn auto_promote_seed_105_a_rejoining_host_takes_its_new_id() {
+    let scenario = scenario::scenario("auto-promote").expect("scenario");
+    let report = scenario::run(105, &scenario, &RunOptions::default());
+    assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+}
+
+/// Seed 243 of `auth`: a client's `AuthEnable`, held in a peer connection through a partition,
+/// was applied 0.6 s after root's final disable, and the liveness check's puts without
+/// credentials were refused. The final checks now start once the disabled store has held for 5 s.
+#[test]
+fn auth_seed_243_a_held_enable_lands_before_the_final_checks() {
+    let scenario = scenario::scenario("auth").expect("scenario");
+    let report = scenario::run(243, &scenario, &RunOptions::default());
+    assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+}
+
+/// Seed 56 of `watch`: the operator's space recovery asked a member installing the leader's
+/// state to defragment, was told to try again, and did not; the member's file stayed over the
+/// quota and raised the alarm again after the disarm. The operator now retries.
+#[test]
+fn watch_seed_56_space_recovery_retries_a_refused_defragmentation() {
+    let scenario = scenario::scenario("watch").expect("scenario");
+    let report = scenario::run(56, &scenario, &RunOptions::default());
+    assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+}

@@ -48,6 +48,8 @@ pub mod heap;
 #[cfg(all(feature = "server", not(madsim)))]
 pub mod http;
 #[cfg(feature = "server")]
+mod join;
+#[cfg(feature = "server")]
 mod listen;
 #[cfg(feature = "server")]
 pub mod log;

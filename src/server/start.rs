@@ -6,12 +6,11 @@
 //! new cluster.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::config::{ClusterState, ServerConfig};
 use super::env::{BoxDisk, Environment, Mistake, StartKind};
 use super::forced_identity;
-use super::peer::conn::{dial, Identity};
+use super::join::discover_identity;
 use super::run::ServerError;
 use super::tls::peer::PeerTls;
 use crate::backup::offline;
@@ -19,7 +18,6 @@ use crate::engine::Engine;
 use crate::member;
 use crate::node::{DurableState, Node, NodeConfig, StartError};
 use crate::proto::etcdserverpb as pb;
-use crate::proto::stetpeerpb as peerpb;
 use crate::storage::{MemberStorage, StorageError, StorageLayout};
 use crate::types::{ClusterId, MemberId};
 use crate::wal::Metadata;
@@ -30,11 +28,6 @@ use crate::wal::Metadata;
 /// read from memory, not the disk: on one member with 200,000 keys, a 2 MiB cache made puts and
 /// single-key reads no slower than 8 MiB and the RSS 8 MB smaller (`BENCHMARKS.md`, session 20).
 const ENGINE_CACHE_BYTES: usize = 2 << 20;
-
-/// How long a joining member keeps asking the others for the membership.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long it waits between rounds of asking.
-const JOIN_RETRY: Duration = Duration::from_millis(500);
 
 /// A started node and what its driver needs besides.
 pub struct Started {
@@ -472,89 +465,4 @@ fn bootstrap(
 /// neither; a running member's has both.
 fn holds_restored_state(engine: &Engine) -> Result<bool, crate::engine::EngineError> {
     Ok(engine.applied().index == 0 && engine.view()?.cluster_id()? != 0)
-}
-
-/// Asks the other members of `--initial-cluster` for the cluster's ID and membership, and finds
-/// this member in it by its peer URLs (`member add` gave it its ID), as etcd does.
-async fn discover_identity(
-    config: &ServerConfig,
-    peer_tls: Option<Arc<PeerTls>>,
-) -> Result<(ClusterId, MemberId, Vec<pb::Member>), ServerError> {
-    let others: Vec<String> = config
-        .initial_members
-        .iter()
-        .filter(|m| m.id != config.member_id.0)
-        .flat_map(|m| m.peer_ur_ls.clone())
-        .collect();
-    if others.is_empty() {
-        return Err(ServerError::Join(
-            "--initial-cluster names no other member to ask".to_string(),
-        ));
-    }
-    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-    let mut last_error = None;
-    loop {
-        for url in &others {
-            match ask_membership(url, &peer_tls).await {
-                // A member that has not applied this member's addition yet does not know it;
-                // another one (or the same one a little later) will.
-                Ok(welcome) => match identity_in(config, welcome) {
-                    Ok(identity) => return Ok(identity),
-                    Err(error) => last_error = Some(error),
-                },
-                Err(error) => {
-                    let error = format!("no member of --initial-cluster answered ({url}: {error})");
-                    last_error = Some(ServerError::Join(error));
-                }
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(last_error.unwrap_or_else(|| {
-                ServerError::Join("no member of --initial-cluster answered".to_string())
-            }));
-        }
-        tokio::time::sleep(JOIN_RETRY).await;
-    }
-}
-
-async fn ask_membership(
-    url: &str,
-    tls: &Option<Arc<PeerTls>>,
-) -> Result<peerpb::Welcome, super::peer::conn::PeerError> {
-    let unknown = Identity {
-        cluster_id: 0,
-        member_id: 0,
-        tls: tls.clone(),
-    };
-    let (_, welcome) = dial(url, &unknown, peerpb::Purpose::Members, 0).await?;
-    Ok(welcome)
-}
-
-/// This member's identity in the membership a peer answered with, found by peer URLs.
-fn identity_in(
-    config: &ServerConfig,
-    welcome: peerpb::Welcome,
-) -> Result<(ClusterId, MemberId, Vec<pb::Member>), ServerError> {
-    let mut own_urls = config.peer_urls.clone();
-    own_urls.sort();
-    let found = welcome.members.iter().find(|m| {
-        let mut urls = m.peer_ur_ls.clone();
-        urls.sort();
-        urls == own_urls
-    });
-    match found {
-        Some(member) => Ok((
-            ClusterId(welcome.cluster_id),
-            MemberId(member.id),
-            welcome.members.clone(),
-        )),
-        None => Err(ServerError::Join(format!(
-            "cluster {:x} has no member with peer URLs {}; add it first \
-             (etcdctl member add {} --peer-urls={})",
-            welcome.cluster_id,
-            config.peer_urls.join(","),
-            config.name,
-            config.peer_urls.join(",")
-        ))),
-    }
 }

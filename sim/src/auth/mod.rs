@@ -316,11 +316,17 @@ fn record(world: &World, client: u64, op: Op, invoke_us: u64, complete_us: u64, 
     });
 }
 
+/// How long the members must agree on the same disabled store before the final checks start:
+/// longer than a peer connection takes to come back after healing (its backoff is at most 1 s),
+/// so proposals it held have been applied.
+const QUIET_AFTER_DISABLE: Duration = Duration::from_secs(5);
+
 /// After healing: root disables authentication (so the final checks' clients need no
 /// credentials), then every live member must report the same auth store. An enable whose
 /// attempt got no answer may still be applied after the disable (its proposal may wait in a
 /// peer connection's queue until the network heals), so root disables again whenever the members
-/// agree that authentication is enabled.
+/// agree that authentication is enabled, and the disabled store must hold for
+/// `QUIET_AFTER_DISABLE` (auth seed 243 applied a held enable 0.6 s after the disable).
 pub async fn settle(world: Arc<World>, members: Vec<u64>) -> Result<(), String> {
     let id = crate::scenario::AUTH_ADMIN;
     let Ok(mut client) = Client::connect(world.clone(), id, crate::net::client_ip(id)).await else {
@@ -329,15 +335,26 @@ pub async fn settle(world: Arc<World>, members: Vec<u64>) -> Result<(), String> 
     let mut root = Session::new("root", ROOT_PASSWORD);
     let deadline = world.elapsed() + Duration::from_secs(60);
     let mut disables = 0;
+    // Since when the members have agreed on the same disabled store (after a disable).
+    let mut disabled_since: Option<(Duration, pb::AuthStatusResponse)> = None;
     loop {
         let statuses = auth_statuses(&world, &mut client, &members).await;
         let first = statuses.first().map(|(_, status)| *status);
         let agree = statuses
             .iter()
             .all(|(_, status)| Some(status) == first.as_ref());
+        let now = world.elapsed();
         match first {
-            Some(status) if agree && !status.enabled && disables > 0 => return Ok(()),
+            Some(status) if agree && !status.enabled && disables > 0 => match disabled_since {
+                Some((since, seen)) if seen == status => {
+                    if now >= since + QUIET_AFTER_DISABLE {
+                        return Ok(());
+                    }
+                }
+                _ => disabled_since = Some((now, status)),
+            },
             Some(status) if agree && (status.enabled || disables == 0) => {
+                disabled_since = None;
                 let disable = Request::AuthDisable;
                 let sent =
                     until_settled(&world, &mut client, &mut root, &members, &disable, deadline)

@@ -142,6 +142,7 @@ async fn serve_connection(
     } else {
         Vec::new()
     };
+    let answers_members = refused.is_empty() && purpose == peerpb::Purpose::Members;
     let welcome = peerpb::Welcome {
         cluster_id: status.cluster_id,
         member_id: status.member_id,
@@ -149,6 +150,17 @@ async fn serve_connection(
         members,
         removed,
         clock_micros: env.wall_clock_micros(),
+        // Read after the membership: never older than it.
+        applied_index: if answers_members {
+            driver.status().applied_index
+        } else {
+            0
+        },
+        removed_ids: if answers_members {
+            addresses.removed()
+        } else {
+            Vec::new()
+        },
     };
     let mut bytes = Vec::new();
     peer_wire::encode_message(FrameKind::Welcome, &welcome, &mut bytes);

@@ -89,6 +89,14 @@ impl AddressBook {
             .is_ok_and(|book| book.removed.binary_search(&id).is_ok())
     }
 
+    /// The IDs of the members removed for good, in ascending order.
+    pub fn removed(&self) -> Vec<u64> {
+        self.0
+            .read()
+            .map(|book| book.removed.clone())
+            .unwrap_or_default()
+    }
+
     fn replace(&self, urls: HashMap<u64, Vec<String>>, removed: Vec<u64>) {
         if let Ok(mut book) = self.0.write() {
             *book = Addresses { urls, removed };
