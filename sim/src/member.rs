@@ -4,9 +4,9 @@
 //! nothing of it survives but its disk.
 
 use std::future::Future;
+use std::sync::{Arc, Weak};
 
 use slog::Drain as _;
-use std::sync::{Arc, Weak};
 
 use crate::env::SimEnvironment;
 use crate::world::{lock, World};

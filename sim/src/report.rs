@@ -27,6 +27,9 @@ pub struct Reporter {
     last_members: (Vec<u64>, Vec<u64>),
     /// (applied index, revision, term, is leader) at the last report.
     last_reported: Option<(u64, i64, u64, bool)>,
+    /// The node started under another member's ID (an identity violation is recorded): nothing
+    /// it does is reported as the placed member's.
+    impostor: bool,
 }
 
 impl Reporter {
@@ -39,17 +42,26 @@ impl Reporter {
             last_compact: 0,
             last_members: (Vec::new(), Vec::new()),
             last_reported: None,
+            impostor: false,
         }
     }
 
     /// The member's node just started.
     pub fn started(&mut self, node: &Node, kind: StartKind) {
         let id = node.id().0;
-        assert_eq!(
-            id, self.member,
-            "the world placed member {:x} here",
-            self.member
-        );
+        if id != self.member {
+            // A joining member that took someone else's ID (a removed predecessor's, from a
+            // stale answer): its reports would be taken for the placed member's.
+            let violation = format!(
+                "the world placed member {:x} on this host, but it started as member {id:x}",
+                self.member
+            );
+            self.world.trace(format!("identity violation: {violation}"));
+            lock(&self.world.identity_violations).push(violation);
+            self.impostor = true;
+            return;
+        }
+        self.impostor = false;
         self.world.trace(format!(
             "member {id:x} started ({kind:?}, applied index {})",
             node.applied_index()
@@ -71,6 +83,9 @@ impl Reporter {
     /// After a turn of the driver: reports what is new, and returns a crash point the member
     /// just passed (a compaction or a membership change applied), if any.
     pub fn report(&mut self, node: &Node) -> Option<CrashPoint> {
+        if self.impostor {
+            return None;
+        }
         let seen = (
             node.applied_index(),
             node.state().kv.current_revision(),

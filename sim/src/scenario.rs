@@ -451,6 +451,14 @@ async fn final_checks(
     let checks = checker_node.spawn(async move { liveness_and_final_reads(w, m).await });
     let live = checks.await.unwrap_or(false);
 
+    // First: a member with the wrong identity makes the other oracles' findings secondary.
+    if let Some(violation) = lock(&world.identity_violations).first().cloned() {
+        return Err(Failure {
+            key: None,
+            property: "cluster identity",
+            detail: violation,
+        });
+    }
     corruption_checked(world)?;
     if let Some(violation) = lock(&world.durability_violation).clone() {
         return Err(Failure {
@@ -486,13 +494,6 @@ async fn final_checks(
     on_checker(&checker_node, "backup", crate::backup::check(w, m)).await?;
     let (w, m) = (world.clone(), world.live_members(members));
     on_checker(&checker_node, "bytes in use", crate::in_use::check(w, m)).await?;
-    if let Some(violation) = lock(&world.identity_violations).first().cloned() {
-        return Err(Failure {
-            key: None,
-            property: "cluster identity",
-            detail: violation,
-        });
-    }
     if let Some(violation) = lock(&world.clock_violations).first().cloned() {
         return Err(Failure {
             key: None,

@@ -115,6 +115,10 @@ pub enum Mistake {
     WatchPrevKvWithoutValue,
     /// A put's answer returns the key-value it replaced (`prev_kv`) stripped of its value.
     PutPrevKvWithoutValue,
+    /// A joining member takes its identity from the least recent answer naming its peer URLs,
+    /// even an ID another answer lists as removed (`server::join`; etcd takes the first answer,
+    /// which can be that one).
+    JoinTakesStalestAnswer,
 }
 
 /// The machine under the member runtime.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::ServerConfig;
+use super::env::{Environment, Mistake};
 use super::peer::conn::{dial, Identity, PeerError};
 use super::run::ServerError;
 use super::tls::peer::PeerTls;
@@ -32,8 +33,14 @@ pub type JoinIdentity = (ClusterId, MemberId, Vec<pb::Member>);
 /// name this member (see the module's doc), or `JOIN_TIMEOUT` passes.
 pub async fn discover_identity(
     config: &ServerConfig,
+    env: &dyn Environment,
     peer_tls: Option<Arc<PeerTls>>,
 ) -> Result<JoinIdentity, ServerError> {
+    let reading = if env.planted(Mistake::JoinTakesStalestAnswer) {
+        Reading::Stalest
+    } else {
+        Reading::Weighed
+    };
     let others: Vec<String> = config
         .initial_members
         .iter()
@@ -54,7 +61,7 @@ pub async fn discover_identity(
             .map(String::as_str)
             .zip(answers.into_iter().map(|a| a.map_err(|e| e.to_string())))
             .collect();
-        let error = match identity_in_answers(&config.peer_urls, &config.name, &answers) {
+        let error = match identity_in_answers(&config.peer_urls, &config.name, &answers, reading) {
             Ok(identity) => return Ok(identity),
             Err(error) => error,
         };
@@ -78,6 +85,17 @@ async fn ask_membership(
     Ok(welcome)
 }
 
+/// How a round of answers is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// The most recent answer wins, and no removed ID is taken (see the module's doc).
+    Weighed,
+    /// The least recent answer naming this member wins, removed or not: only as a planted
+    /// mistake, for the simulator's self-test (`Mistake::JoinTakesStalestAnswer`). etcd takes
+    /// the first answer, which can be that one.
+    Stalest,
+}
+
 /// This member's identity in one round of answers (peer URL, answer or why none): the member at
 /// `own_urls` in the most recent answer that lists one, unless some answer knows that member was
 /// removed. Otherwise why not, for the operator.
@@ -85,12 +103,16 @@ fn identity_in_answers(
     own_urls: &[String],
     own_name: &str,
     answers: &[(&str, Result<peerpb::Welcome, String>)],
+    reading: Reading,
 ) -> Result<JoinIdentity, String> {
-    let removed: BTreeSet<u64> = answers
-        .iter()
-        .filter_map(|(_, answer)| answer.as_ref().ok())
-        .flat_map(|welcome| welcome.removed_ids.iter().copied())
-        .collect();
+    let removed: BTreeSet<u64> = match reading {
+        Reading::Weighed => answers
+            .iter()
+            .filter_map(|(_, answer)| answer.as_ref().ok())
+            .flat_map(|welcome| welcome.removed_ids.iter().copied())
+            .collect(),
+        Reading::Stalest => BTreeSet::new(),
+    };
     let mut best: Option<(u64, JoinIdentity)> = None;
     let mut last_error = None;
     for (url, answer) in answers {
@@ -124,10 +146,11 @@ fn identity_in_answers(
             ));
             continue;
         }
-        if best
-            .as_ref()
-            .is_none_or(|(applied, _)| welcome.applied_index > *applied)
-        {
+        let better = |applied: u64| match reading {
+            Reading::Weighed => welcome.applied_index > applied,
+            Reading::Stalest => welcome.applied_index < applied,
+        };
+        if best.as_ref().is_none_or(|(applied, _)| better(*applied)) {
             let identity = (
                 ClusterId(welcome.cluster_id),
                 MemberId(member.id),
@@ -167,6 +190,11 @@ mod tests {
         }
     }
 
+    /// A member of the cluster other than the joiner.
+    fn first_peer() -> pb::Member {
+        member(1, "http://10.0.0.1:2380")
+    }
+
     fn welcome(applied_index: u64, members: Vec<pb::Member>, removed: &[u64]) -> peerpb::Welcome {
         peerpb::Welcome {
             cluster_id: 0xc1,
@@ -178,18 +206,26 @@ mod tests {
     }
 
     fn identity(answers: &[(&str, Result<peerpb::Welcome, String>)]) -> Result<u64, String> {
-        identity_in_answers(&[OWN_URL.to_string()], "a3", answers).map(|(_, id, _)| id.0)
+        read(answers, Reading::Weighed)
+    }
+
+    fn read(
+        answers: &[(&str, Result<peerpb::Welcome, String>)],
+        reading: Reading,
+    ) -> Result<u64, String> {
+        identity_in_answers(&[OWN_URL.to_string()], "a3", answers, reading).map(|(_, id, _)| id.0)
     }
 
     #[test]
     fn the_member_at_the_own_peer_urls_is_found() {
-        let answer = welcome(
-            10,
-            vec![member(1, "http://10.0.0.1:2380"), member(7, OWN_URL)],
-            &[],
-        );
-        let (cluster, id, members) =
-            identity_in_answers(&[OWN_URL.to_string()], "a3", &[("u1", Ok(answer))]).unwrap();
+        let answer = welcome(10, vec![first_peer(), member(7, OWN_URL)], &[]);
+        let (cluster, id, members) = identity_in_answers(
+            &[OWN_URL.to_string()],
+            "a3",
+            &[("u1", Ok(answer))],
+            Reading::Weighed,
+        )
+        .unwrap();
         assert_eq!((cluster.0, id.0, members.len()), (0xc1, 7, 2));
     }
 
@@ -197,16 +233,8 @@ mod tests {
     fn a_lagging_answer_naming_a_removed_predecessor_loses_to_a_recent_one() {
         // Member 5 ran at these URLs and was removed; member 7 was added there since. The
         // lagging member answers first and has applied neither change.
-        let lagging = welcome(
-            10,
-            vec![member(1, "http://10.0.0.1:2380"), member(5, OWN_URL)],
-            &[],
-        );
-        let recent = welcome(
-            14,
-            vec![member(1, "http://10.0.0.1:2380"), member(7, OWN_URL)],
-            &[5],
-        );
+        let lagging = welcome(10, vec![first_peer(), member(5, OWN_URL)], &[]);
+        let recent = welcome(14, vec![first_peer(), member(7, OWN_URL)], &[5]);
         assert_eq!(
             identity(&[("u1", Ok(lagging.clone())), ("u2", Ok(recent.clone()))]),
             Ok(7)
@@ -215,10 +243,21 @@ mod tests {
     }
 
     #[test]
+    fn the_planted_stalest_reading_takes_the_lagging_answer() {
+        // What the simulator's self-test plants: the removed predecessor's ID, as etcd takes it
+        // when the lagging member answers first.
+        let lagging = welcome(10, vec![first_peer(), member(5, OWN_URL)], &[]);
+        let recent = welcome(14, vec![first_peer(), member(7, OWN_URL)], &[5]);
+        let answers = [("u2", Ok(recent)), ("u1", Ok(lagging))];
+        assert_eq!(read(&answers, Reading::Stalest), Ok(5));
+        assert_eq!(read(&answers, Reading::Weighed), Ok(7));
+    }
+
+    #[test]
     fn an_id_any_answer_knows_was_removed_is_never_taken() {
         // The member that applied the removal has not applied the addition yet.
         let lagging = welcome(10, vec![member(5, OWN_URL)], &[]);
-        let removal_only = welcome(9, vec![member(1, "http://10.0.0.1:2380")], &[5]);
+        let removal_only = welcome(9, vec![first_peer()], &[5]);
         let error = identity(&[("u1", Ok(lagging)), ("u2", Ok(removal_only))]).unwrap_err();
         assert!(
             error.contains("removed") || error.contains("no member"),
@@ -230,7 +269,7 @@ mod tests {
     fn no_answer_and_no_listing_explain_themselves() {
         let error = identity(&[("u1", Err("connection refused".into()))]).unwrap_err();
         assert!(error.contains("u1: connection refused"), "{error}");
-        let other = welcome(3, vec![member(1, "http://10.0.0.1:2380")], &[]);
+        let other = welcome(3, vec![first_peer()], &[]);
         let error = identity(&[("u1", Ok(other))]).unwrap_err();
         assert!(error.contains("member add a3"), "{error}");
     }

@@ -364,7 +364,8 @@ async fn fresh(
             StartKind::Bootstrap,
         ));
     }
-    let (cluster_id, member_id, members) = discover_identity(config, peer_tls).await?;
+    let (cluster_id, member_id, members) =
+        discover_identity(config, env.as_ref(), peer_tls).await?;
     if (member_id.0, cluster_id.0) != (metadata.member_id, metadata.cluster_id) {
         return Err(ServerError::Join(format!(
             "the data directory was made for member {:x} of cluster {:x}, but the cluster now \
@@ -393,7 +394,8 @@ async fn join(
     peer_tls: Option<Arc<PeerTls>>,
     log: &slog::Logger,
 ) -> Result<Started, ServerError> {
-    let (cluster_id, member_id, members) = discover_identity(config, peer_tls).await?;
+    let (cluster_id, member_id, members) =
+        discover_identity(config, env.as_ref(), peer_tls).await?;
     let metadata = Metadata {
         member_id: member_id.0,
         cluster_id: cluster_id.0,

@@ -128,7 +128,8 @@ async fn serve_connection(
         refused = format!("member {:x} was removed from the cluster", hello.from);
     }
     let purpose = peerpb::Purpose::try_from(hello.purpose).unwrap_or_default();
-    let members = if refused.is_empty() && purpose == peerpb::Purpose::Members {
+    let answers_members = refused.is_empty() && purpose == peerpb::Purpose::Members;
+    let members = if answers_members {
         match driver
             .call_local(
                 ClientRequest::MemberList(pb::MemberListRequest::default()),
@@ -142,7 +143,6 @@ async fn serve_connection(
     } else {
         Vec::new()
     };
-    let answers_members = refused.is_empty() && purpose == peerpb::Purpose::Members;
     let welcome = peerpb::Welcome {
         cluster_id: status.cluster_id,
         member_id: status.member_id,
