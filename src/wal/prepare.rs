@@ -14,7 +14,11 @@ use crate::disk::{Disk, DiskError};
 /// The name of the prepared file in the WAL directory (not a segment name: open ignores it).
 pub const PREPARED_NAME: &str = "next-segment.wal.tmp";
 
-/// Zeros written per call while preparing.
+/// Zeros written per call while preparing; each chunk is made durable before the next one is
+/// written. One fsync of the whole segment at the end would put all of it (64 MiB) in the
+/// disk's queue at once, and every WAL fsync issued meanwhile waited behind it: the slowest
+/// puts of a put load were those (70–80 ms on this project's machine; `BENCHMARKS.md`, session
+/// 25). A chunk at a time, a WAL fsync waits behind at most one chunk.
 const FILL_CHUNK_BYTES: u64 = 1024 * 1024;
 
 /// Where the writer stands with the next segment's file.
@@ -53,7 +57,11 @@ pub fn prepare_segment_file<D: Disk + ?Sized>(
     while written < len_bytes {
         let chunk = (len_bytes - written).min(FILL_CHUNK_BYTES) as usize;
         disk.write_at(path, written, &zeros[..chunk])?;
+        disk.sync(path)?;
         written += chunk as u64;
     }
-    disk.sync(path)
+    if len_bytes == 0 {
+        disk.sync(path)?;
+    }
+    Ok(())
 }

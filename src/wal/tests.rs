@@ -534,6 +534,24 @@ fn prepare_next(wal: &mut Wal<MemDisk>) {
     }
 }
 
+/// The zero-fill makes each 1 MiB chunk durable before it writes the next, so the disk's queue
+/// never holds more than a chunk of it ahead of a WAL fsync; the file ends durable and whole.
+#[test]
+fn preparing_a_segment_syncs_each_chunk_before_writing_the_next() {
+    let mut disk = MemDisk::new();
+    disk.create_dir_all(&dir()).unwrap();
+    let path = dir().join(prepare::PREPARED_NAME);
+    let len = 3 * 1024 * 1024 + 512 * 1024;
+    let (writes, syncs) = (disk.write_count, disk.sync_count);
+    prepare::prepare_segment_file(&mut disk, &path, len).unwrap();
+    assert_eq!(disk.write_count - writes, 4, "one write per chunk");
+    assert_eq!(disk.sync_count - syncs, 4, "one sync per chunk");
+    // Its name is made durable by the rename into place; its bytes already are.
+    disk.sync_dir(&dir()).unwrap();
+    disk.crash(CrashFault::LoseUnsynced, &mut crash_rng(7));
+    assert_eq!(disk.read(&path).unwrap(), vec![0; len as usize]);
+}
+
 /// A WAL whose current segment is a prepared one (2,048 bytes), holding entries 1..=3, synced:
 /// hard states fill the first segment past half (when the next may be prepared) and then past
 /// full (when the WAL rotates onto it).
