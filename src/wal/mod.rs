@@ -172,6 +172,10 @@ pub struct Wal<D: Disk> {
     /// Bytes of records in the current segment, including those not yet synced: where the next
     /// record goes (the file may be longer, zero-filled ahead of time).
     segment_bytes: u64,
+    /// Whether the current segment's file was zero-filled to the segment size ahead of time
+    /// (see `prepare`), so appends do not change its length. A plain one (the first segment, or
+    /// one started when no prepared file was ready) is left as soon as a prepared file is.
+    current_preallocated: bool,
     /// Whether the next segment's file is prepared (see `prepare`).
     next_segment: NextSegment,
     /// The crc of the last record written (seed of the next one).

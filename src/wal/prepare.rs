@@ -21,6 +21,11 @@ pub const PREPARED_NAME: &str = "next-segment.wal.tmp";
 /// 25). A chunk at a time, a WAL fsync waits behind at most one chunk.
 const FILL_CHUNK_BYTES: u64 = 1024 * 1024;
 
+/// Records a plain segment (one whose file grows with each append) holds before the writer asks
+/// for a prepared file to move to: the first segment of a new WAL is plain, so a member under load
+/// leaves it after about this much instead of after half a segment.
+pub const LEAVE_PLAIN_AFTER_BYTES: u64 = 1024 * 1024;
+
 /// Where the writer stands with the next segment's file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum NextSegment {

@@ -37,6 +37,11 @@ impl<D: Disk> Wal<D> {
         if let Some(last) = segments.last() {
             disk.sync(&last.path)?;
         }
+        // Zeros after the records (a prepared file) mean appends do not grow the file.
+        let current_preallocated = match segments.last() {
+            Some(last) => disk.len(&last.path)? > last_len,
+            None => false,
+        };
         let last_index = match (replay.entries.last(), segments.last()) {
             (Some(e), _) => e.index,
             (None, Some(seg)) => seg.first_index.saturating_sub(1),
@@ -50,6 +55,7 @@ impl<D: Disk> Wal<D> {
             hard_state: replay.hard_state.clone(),
             segments,
             segment_bytes: last_len,
+            current_preallocated,
             next_segment: NextSegment::Wanted,
             crc: replay.crc.unwrap_or(0),
             last_index,

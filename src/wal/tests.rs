@@ -553,8 +553,8 @@ fn preparing_a_segment_syncs_each_chunk_before_writing_the_next() {
 }
 
 /// A WAL whose current segment is a prepared one (2,048 bytes), holding entries 1..=3, synced:
-/// hard states fill the first segment past half (when the next may be prepared) and then past
-/// full (when the WAL rotates onto it).
+/// hard states fill the plain first segment past half (when the next may be prepared), and the
+/// WAL moves onto the prepared file at the next append.
 fn wal_in_prepared_segment() -> (Wal<MemDisk>, PathBuf) {
     let opts = WalOptions {
         segment_size_bytes: 2048,
@@ -602,6 +602,104 @@ fn a_prepared_segment_takes_over_and_its_zeros_are_not_a_torn_tail() {
     assert_eq!(wal.disk_mut().len(&last).unwrap(), 2048);
     let (_, rec) = reopen_prepared(wal.into_disk()).unwrap();
     assert_eq!(rec.entries, entries(1, 5, 1));
+}
+
+/// 8 MiB segments: half of one (4 MiB) is well past [`prepare::LEAVE_PLAIN_AFTER_BYTES`].
+fn large() -> WalOptions {
+    WalOptions {
+        segment_size_bytes: 8 * 1024 * 1024,
+    }
+}
+
+/// Appends 64 KiB entries from `next` until the current segment holds `bytes` of records, asking
+/// for a prepared file after each append; returns the next index and whether one was asked for.
+fn append_until(wal: &mut Wal<MemDisk>, next: &mut u64, bytes: u64) -> bool {
+    let value = vec![7u8; 64 * 1024];
+    let mut asked = false;
+    while wal.end_of_records() < bytes {
+        wal.append(&[entry(*next, 1, &value)], None).unwrap();
+        *next += 1;
+        asked |= wal.segment_to_prepare().is_some();
+    }
+    asked
+}
+
+/// A new WAL's first segment is a plain file whose every fsync also commits its growing length;
+/// the writer asks for a prepared file once 1 MiB is written there (not half a segment) and moves
+/// to it at the next append, though the plain one is far from full.
+#[test]
+fn a_new_wal_leaves_its_plain_first_segment_once_a_prepared_one_is_ready() {
+    let mut wal = Wal::create(MemDisk::new(), &dir(), META, large()).unwrap();
+    let mut next = 1;
+    let below = prepare::LEAVE_PLAIN_AFTER_BYTES - 64 * 1024;
+    assert!(!append_until(&mut wal, &mut next, below), "asked too early");
+    let (path, len) = loop {
+        wal.append(&[entry(next, 1, b"x")], None).unwrap();
+        next += 1;
+        if let Some(asked) = wal.segment_to_prepare() {
+            break asked;
+        }
+    };
+    assert!(wal.end_of_records() >= prepare::LEAVE_PLAIN_AFTER_BYTES);
+    assert!(wal.end_of_records() < prepare::LEAVE_PLAIN_AFTER_BYTES + 128 * 1024);
+    // Until the prepared file is ready, appends stay in the plain segment.
+    wal.append(&[entry(next, 1, b"y")], None).unwrap();
+    next += 1;
+    assert_eq!(wal.segment_paths().len(), 1);
+    prepare::prepare_segment_file(wal.disk_mut(), &path, len).unwrap();
+    wal.segment_prepared(true);
+    wal.append(&[entry(next, 1, b"z")], None).unwrap();
+    wal.sync().unwrap();
+    let paths = wal.segment_paths();
+    assert_eq!(paths.len(), 2, "the plain segment was not left");
+    assert_eq!(wal.disk_mut().len(&paths[1]).unwrap(), len);
+    // The prepared segment is kept until half full, as every prepared one.
+    assert!(!append_until(&mut wal, &mut next, 3 * 1024 * 1024));
+    wal.sync().unwrap();
+    let (mut wal, rec) = Wal::open(wal.into_disk(), &dir(), large()).unwrap();
+    assert_eq!(rec.entries.len() as u64, next - 1);
+    assert_eq!(rec.torn_tail, None);
+    // Reopened, it is still known to be prepared: no early request, no early move.
+    assert!(!append_until(
+        &mut wal,
+        &mut next,
+        3 * 1024 * 1024 + 64 * 1024
+    ));
+    assert!(append_until(&mut wal, &mut next, 4 * 1024 * 1024));
+    assert_eq!(wal.segment_paths().len(), 2);
+}
+
+/// A plain segment found on open (the first one, or one started when no prepared file was ready)
+/// is left early too.
+#[test]
+fn a_reopened_plain_segment_is_left_once_a_prepared_one_is_ready() {
+    let mut wal = Wal::create(MemDisk::new(), &dir(), META, large()).unwrap();
+    let mut next = 1;
+    append_until(&mut wal, &mut next, 512 * 1024);
+    wal.sync().unwrap();
+    let (mut wal, rec) = Wal::open(wal.into_disk(), &dir(), large()).unwrap();
+    assert_eq!(rec.entries.len() as u64, next - 1);
+    assert!(append_until(&mut wal, &mut next, 2 * 1024 * 1024));
+    // `append_until` took the request without preparing: report it prepared now.
+    let path = prepare::prepared_path(&dir());
+    prepare::prepare_segment_file(wal.disk_mut(), &path, large().segment_size_bytes).unwrap();
+    wal.segment_prepared(true);
+    wal.append(&[entry(next, 1, b"z")], None).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(wal.segment_paths().len(), 2);
+    let (_, rec) = Wal::open(wal.into_disk(), &dir(), large()).unwrap();
+    assert_eq!(rec.entries.len() as u64, next);
+}
+
+/// A plain segment is not left before a prepared file is ready, nor when preparing failed.
+#[test]
+fn a_plain_segment_stays_when_preparing_fails() {
+    let mut wal = Wal::create(MemDisk::new(), &dir(), META, large()).unwrap();
+    let mut next = 1;
+    assert!(append_until(&mut wal, &mut next, 2 * 1024 * 1024));
+    wal.segment_prepared(false);
+    append_until(&mut wal, &mut next, 3 * 1024 * 1024);
+    assert_eq!(wal.segment_paths().len(), 1);
 }
 
 #[test]

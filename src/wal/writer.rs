@@ -37,6 +37,7 @@ impl<D: Disk> Wal<D> {
             hard_state: HardState::default(),
             segments: vec![first],
             segment_bytes: 0,
+            current_preallocated: false,
             next_segment: NextSegment::Wanted,
             crc: 0,
             last_index: 0,
@@ -151,11 +152,21 @@ impl<D: Disk> Wal<D> {
     /// writer's path) and reports with [`segment_prepared`](Self::segment_prepared). Without it,
     /// rotations create plain segments.
     ///
-    /// Only once the current segment is half full: a member that writes little never fills 64 MiB
-    /// of zeros, and many members starting on one machine do not all write them at once.
+    /// Only once the current segment is half full, or holds [`prepare::LEAVE_PLAIN_AFTER_BYTES`]
+    /// if it is a plain file (which the writer leaves as soon as the prepared one is ready): a
+    /// member that writes little never fills 64 MiB of zeros, and many members starting on one
+    /// machine do not all write them at once.
     pub fn segment_to_prepare(&mut self) -> Option<(PathBuf, u64)> {
-        let half_full = self.end_of_records() >= self.opts.segment_size_bytes / 2;
-        if self.failed || !half_full || self.next_segment != NextSegment::Wanted {
+        let half = self.opts.segment_size_bytes / 2;
+        let wanted_at = if self.current_preallocated {
+            half
+        } else {
+            half.min(prepare::LEAVE_PLAIN_AFTER_BYTES)
+        };
+        if self.failed
+            || self.end_of_records() < wanted_at
+            || self.next_segment != NextSegment::Wanted
+        {
             return None;
         }
         self.next_segment = NextSegment::Preparing;
@@ -276,8 +287,13 @@ impl<D: Disk> Wal<D> {
         self.segment_bytes + self.buf.len() as u64
     }
 
+    /// Starts the next segment when the current one is full, or when it is a plain file and a
+    /// prepared one is ready: every fsync of a plain file also commits its new length to the file
+    /// system's journal, which costs each fsync more and makes it wait behind other files'
+    /// metadata (`BENCHMARKS.md`, session 26).
     fn rotate_if_full(&mut self) -> Result<(), WalError> {
-        if self.end_of_records() > self.opts.segment_size_bytes {
+        let leave_plain = !self.current_preallocated && self.next_segment == NextSegment::Ready;
+        if self.end_of_records() > self.opts.segment_size_bytes || leave_plain {
             self.rotate()?;
         }
         Ok(())
@@ -294,7 +310,8 @@ impl<D: Disk> Wal<D> {
         }
         self.disk.sync(&old.path)?;
         let next = Segment::new(&self.dir, old.seq + 1, self.last_index.saturating_add(1));
-        if self.next_segment == NextSegment::Ready {
+        self.current_preallocated = self.next_segment == NextSegment::Ready;
+        if self.current_preallocated {
             self.disk
                 .rename(&prepare::prepared_path(&self.dir), &next.path)?;
         } else {
