@@ -267,6 +267,8 @@ pub struct MemDisk {
     pub sync_count: u64,
     /// Number of `append` and `write_at` calls, for tests and benchmarks.
     pub write_count: u64,
+    /// Number of `start_writeback` hints (which change nothing here), for tests.
+    pub writeback_count: u64,
     /// The entry `inode_mut` found last, by key (the WAL appends to and syncs one file over and
     /// over). Forgotten whenever an entry is renamed, removed or lost in a crash; inode numbers
     /// are never reused, so while the entry stands it names the same inode.
@@ -401,6 +403,12 @@ impl Disk for MemDisk {
     fn sync(&mut self, path: &Path) -> Result<(), DiskError> {
         self.sync_count += 1;
         self.inode_mut(path)?.sync();
+        Ok(())
+    }
+
+    fn start_writeback(&mut self, path: &Path) -> Result<(), DiskError> {
+        self.writeback_count += 1;
+        self.inode_mut(path)?;
         Ok(())
     }
 

@@ -43,6 +43,9 @@ impl Disk for SharedDisk {
     fn sync_dir(&mut self, dir: &Path) -> Result<(), DiskError> {
         self.lock().sync_dir(dir)
     }
+    fn start_writeback(&mut self, path: &Path) -> Result<(), DiskError> {
+        self.lock().start_writeback(path)
+    }
     fn read(&self, path: &Path) -> Result<Vec<u8>, DiskError> {
         self.lock().read(path)
     }

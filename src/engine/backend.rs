@@ -25,7 +25,16 @@ struct Located<D> {
     /// no lock, so readers on several threads and the writer do not wait for one another.
     /// Looked for at the first read.
     reader: OnceLock<Option<Arc<dyn SharedRead>>>,
+    /// Bytes written since the file's last sync or writeback hint.
+    written_bytes: AtomicU64,
 }
+
+/// Bytes of writes after which the backend asks the disk to start writing them out
+/// ([`Disk::start_writeback`]). redb writes a non-durable commit's pages without an fsync and
+/// the next durable commit (every `--snapshot-count` entries) fsyncs them all: 10,000 puts of
+/// 1 KiB left ~10 MiB for that fsync, and the WAL's fsyncs waited 8–12 ms behind it
+/// (`BENCHMARKS.md`, session 26). Started a MiB at a time, most of it is on the device by then.
+const WRITEBACK_EVERY_BYTES: u64 = 1024 * 1024;
 
 impl<D> Located<D> {
     fn lock(&self) -> MutexGuard<'_, (D, PathBuf)> {
@@ -73,6 +82,7 @@ impl<D: Disk + Send + 'static> DiskBackend<D> {
             file: Arc::new(Located {
                 inner: Mutex::new((disk, path.to_path_buf())),
                 reader: OnceLock::new(),
+                written_bytes: AtomicU64::new(0),
             }),
         }
     }
@@ -139,11 +149,22 @@ impl<D: Disk + Send + 'static> redb::StorageBackend for DiskBackend<D> {
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
+        self.file.written_bytes.store(0, Ordering::Relaxed);
         self.with(|disk, path| disk.sync(path))
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        self.with(|disk, path| disk.write_at(path, offset, data))
+        let written = &self.file.written_bytes;
+        self.with(|disk, path| {
+            disk.write_at(path, offset, data)?;
+            let since = written.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+            if since >= WRITEBACK_EVERY_BYTES {
+                written.store(0, Ordering::Relaxed);
+                // Only a hint: a failed write-out is reported by the sync that makes it durable.
+                let _ = disk.start_writeback(path);
+            }
+            Ok(())
+        })
     }
 }
 
@@ -218,6 +239,51 @@ mod tests {
 
     use super::*;
     use crate::server::fs_disk::FsDisk;
+
+    /// Every MiB written since the last sync or hint asks the disk to start writing it out; a
+    /// sync starts the count over.
+    #[test]
+    fn writes_ask_for_writeback_every_mib_and_a_sync_starts_over() {
+        use crate::disk::SharedDisk;
+        let mut disk = SharedDisk::new();
+        let path = PathBuf::from("/data/engine.redb");
+        disk.create_dir_all(Path::new("/data")).unwrap();
+        disk.create(&path).unwrap();
+        let backend = DiskBackend::new(disk.clone(), &path);
+        let quarter = vec![1u8; 256 * 1024];
+        let hints = || disk.lock().writeback_count;
+        for i in 0..3 {
+            backend.write(i * quarter.len() as u64, &quarter).unwrap();
+        }
+        assert_eq!(hints(), 0, "under a MiB");
+        backend.write(3 * quarter.len() as u64, &quarter).unwrap();
+        assert_eq!(hints(), 1);
+        for i in 0..3 {
+            backend.write(i * quarter.len() as u64, &quarter).unwrap();
+        }
+        backend.sync_data().unwrap();
+        backend.write(0, &quarter).unwrap();
+        assert_eq!(hints(), 1, "the sync wrote out what the hint had not");
+        backend.write(0, &vec![2u8; 3 * 1024 * 1024]).unwrap();
+        assert_eq!(hints(), 2, "one hint for one large write");
+    }
+
+    #[test]
+    fn a_writeback_hint_on_a_real_file_succeeds_and_names_a_missing_one() {
+        let dir = std::env::temp_dir().join(format!("stet-writeback-{}", std::process::id()));
+        let mut disk = FsDisk::new();
+        disk.create_dir_all(&dir).unwrap();
+        let path = dir.join("engine.redb");
+        disk.create(&path).unwrap();
+        disk.write_at(&path, 0, &[3u8; 65536]).unwrap();
+        disk.start_writeback(&path).unwrap();
+        disk.sync(&path).unwrap();
+        let missing = dir.join("gone.redb");
+        let error = disk.start_writeback(&missing).unwrap_err();
+        assert!(matches!(error, DiskError::NotFound { .. }), "{error}");
+        disk.remove(&path).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+    }
 
     #[test]
     fn reads_on_a_real_disk_take_no_lock_and_follow_the_file_through_a_rename() {
