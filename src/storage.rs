@@ -211,10 +211,22 @@ impl<D: Disk> MemberStorage<D> {
         self.wal.segment_prepared(ok);
     }
 
-    /// Saves the node's own snapshot, marks it in the WAL, and releases WAL segments before it.
+    /// Saves the node's own snapshot, marks it in the WAL, and releases WAL segments before it,
+    /// removing their files here and now.
     pub fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.write_snapshot_file(snapshot)?;
-        self.finish_own_snapshot(snapshot)
+        self.finish_own_snapshot(snapshot)?;
+        let released = self.wal.take_released();
+        crate::wal::remove_released_files(self.wal.disk_mut(), &released)
+            .map_err(WalError::from)?;
+        Ok(())
+    }
+
+    /// The files of WAL segments released from the log (by
+    /// [`finish_own_snapshot`](Self::finish_own_snapshot), or left by an earlier run), for the
+    /// caller to remove off its path.
+    pub fn take_released_wal_files(&mut self) -> Vec<PathBuf> {
+        self.wal.take_released()
     }
 
     /// Where snapshot files live (a driver may write one elsewhere, then call
@@ -231,7 +243,10 @@ impl<D: Disk> MemberStorage<D> {
     }
 
     /// The second half of [`save_snapshot`](Self::save_snapshot): marks the (durable) file in the
-    /// WAL, syncs, then drops WAL segments and snapshot files the new snapshot makes unnecessary.
+    /// WAL, syncs, then releases the WAL segments (their files: [`take_released_wal_files`]) and
+    /// removes the snapshot files the new snapshot makes unnecessary.
+    ///
+    /// [`take_released_wal_files`]: Self::take_released_wal_files
     pub fn finish_own_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         let meta = snapshot.get_metadata();
         self.wal.save_snapshot_marker(meta.index, meta.term)?;

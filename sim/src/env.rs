@@ -18,6 +18,7 @@ use stet::server::env::{
 };
 use stet::time::Instant;
 use stet::wal::prepare::prepare_segment_file;
+use stet::wal::remove_released_files;
 use stet::wal::WalOptions;
 
 use crate::report::Reporter;
@@ -122,6 +123,16 @@ impl Environment for SimEnvironment {
         Box::pin(async move {
             latency.await;
             prepare_segment_file(&mut disk, &path, len_bytes)
+        })
+    }
+
+    fn remove_files(&self, paths: Vec<PathBuf>) -> BoxFuture<Result<(), DiskError>> {
+        // Through the power-cut breaker, so a crash can land between two removals.
+        let mut disk = PowerCut::with_breaker(self.world.disk(self.member), self.power.clone());
+        let latency = Deadline::after(self.fsync_latency());
+        Box::pin(async move {
+            latency.await;
+            remove_released_files(&mut disk, &paths)
         })
     }
 

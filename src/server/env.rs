@@ -143,6 +143,10 @@ pub trait Environment: Send + Sync + 'static {
     /// of `len_bytes` zeros at `path`) off the runtime's task.
     fn prepare_segment(&self, path: PathBuf, len_bytes: u64) -> BoxFuture<Result<(), DiskError>>;
 
+    /// Removes the files at `paths` (released WAL segments), off the runtime's task; a file
+    /// already gone is not an error.
+    fn remove_files(&self, paths: Vec<PathBuf>) -> BoxFuture<Result<(), DiskError>>;
+
     /// A seed for this start of the member (every start needs its own: `NodeConfig::seed`).
     fn seed(&self) -> u64;
 
@@ -221,6 +225,7 @@ mod os {
     use crate::server::fs_disk::FsDisk;
     use crate::time::Instant;
     use crate::wal::prepare::prepare_segment_file;
+    use crate::wal::remove_released_files;
 
     /// The real machine: a monotonic clock from the process's start, the local file system, fsync on a
     /// blocking thread, and a fresh random seed per start.
@@ -292,6 +297,20 @@ mod os {
                 prepared.unwrap_or_else(|error| {
                     Err(DiskError::Io {
                         path,
+                        source: std::io::Error::other(error),
+                    })
+                })
+            })
+        }
+
+        fn remove_files(&self, paths: Vec<PathBuf>) -> BoxFuture<Result<(), DiskError>> {
+            Box::pin(async move {
+                let first = paths.first().cloned().unwrap_or_default();
+                let removed =
+                    blocking::run(move || remove_released_files(&mut FsDisk::new(), &paths)).await;
+                removed.unwrap_or_else(|error| {
+                    Err(DiskError::Io {
+                        path: first,
                         source: std::io::Error::other(error),
                     })
                 })

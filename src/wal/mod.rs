@@ -30,6 +30,7 @@ mod writer;
 mod tests;
 
 pub use reader::{inspect, Inspection, SegmentReport};
+pub use writer::remove_released_files;
 
 use prepare::NextSegment;
 use record::RecordKind;
@@ -178,6 +179,8 @@ pub struct Wal<D: Disk> {
     current_preallocated: bool,
     /// Whether the next segment's file is prepared (see `prepare`).
     next_segment: NextSegment,
+    /// Files of segments released from the log, not yet handed to the caller to remove.
+    released: Vec<PathBuf>,
     /// The crc of the last record written (seed of the next one).
     crc: u32,
     /// Index of the last entry written (names the next segment).

@@ -1,5 +1,6 @@
 //! Opening the WAL: list the segments, replay every record while checking the crc chain, segment
 //! sequence and metadata, cut a torn tail off the last segment, and position the writer after it.
+//! Files of segments released earlier and not yet removed are handed over to be removed.
 //!
 //! The end of the last segment is the end of its file or the first all-zero frame header (the
 //! rest of a prepared segment). What follows the last whole record there is a torn write when it
@@ -47,6 +48,13 @@ impl<D: Disk> Wal<D> {
             (None, Some(seg)) => seg.first_index.saturating_sub(1),
             (None, None) => 0,
         };
+        // Segments released before a crash or stop whose files were not removed yet.
+        let released = disk
+            .list(dir)?
+            .into_iter()
+            .filter(|name| name.ends_with(segment::RELEASED_SUFFIX))
+            .map(|name| dir.join(name))
+            .collect();
         let mut wal = Wal {
             disk,
             dir: dir.to_path_buf(),
@@ -57,6 +65,7 @@ impl<D: Disk> Wal<D> {
             segment_bytes: last_len,
             current_preallocated,
             next_segment: NextSegment::Wanted,
+            released,
             crc: replay.crc.unwrap_or(0),
             last_index,
             unsynced: false,

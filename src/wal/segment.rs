@@ -30,6 +30,17 @@ pub fn name(seq: u64, first_index: u64) -> String {
     format!("{seq:016x}-{first_index:016x}{SUFFIX}")
 }
 
+/// What a released segment's file name ends with ([`released_path`]).
+pub const RELEASED_SUFFIX: &str = ".released";
+
+/// The name a segment released from the log takes until its file is removed: not a segment name,
+/// so opening the log ignores it (and removes the file).
+pub fn released_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(RELEASED_SUFFIX);
+    PathBuf::from(name)
+}
+
 /// Parses a segment file name; `None` if it is not exactly the form [`name`] produces.
 pub fn parse_name(file_name: &str) -> Option<(u64, u64)> {
     let stem = file_name.strip_suffix(SUFFIX)?;

@@ -8,6 +8,7 @@ use raft::eraftpb::{Entry, EntryType, HardState};
 use rand::SeedableRng;
 
 use super::record::{self, Record};
+use super::segment;
 use super::*;
 use crate::disk::{CrashFault, MemDisk};
 
@@ -215,6 +216,45 @@ fn release_to_removes_only_segments_entirely_below_the_index() {
     wal.sync().unwrap();
     let (_, rec) = reopen(wal);
     assert_eq!(rec.entries.last().map(|e| e.index), Some(61));
+}
+
+/// Released segments leave the log by a rename, durably; their files go to the caller to remove,
+/// and files a crash left under released names go to the next opener.
+#[test]
+fn released_segments_are_renamed_out_of_the_log_and_handed_over_for_removal() {
+    let mut wal = wal_with_segments(60);
+    let before = wal.segment_paths();
+    wal.release_to(30).unwrap();
+    let gone = &before[..before.len() - wal.segment_paths().len()];
+    assert!(!gone.is_empty());
+    let released = wal.take_released();
+    let expected: Vec<PathBuf> = gone.iter().map(|p| segment::released_path(p)).collect();
+    assert_eq!(released, expected);
+    assert!(wal.take_released().is_empty(), "handed over once");
+    // The renames are durable: a crash now still finds the log without them.
+    let mut disk = wal.into_disk();
+    disk.crash(CrashFault::LoseUnsynced, &mut crash_rng(3));
+    for path in gone {
+        assert!(
+            disk.read(path).is_err(),
+            "{} is still a segment",
+            path.display()
+        );
+    }
+    let (mut wal, rec) = Wal::open(disk, &dir(), small()).unwrap();
+    assert!(rec.entries[0].index <= 30);
+    assert_eq!(rec.entries.last().map(|e| e.index), Some(60));
+    // Not removed before the crash: the next opener gets them.
+    assert_eq!(wal.take_released(), expected);
+    remove_released_files(wal.disk_mut(), &expected).unwrap();
+    remove_released_files(wal.disk_mut(), &expected).unwrap();
+    let (mut wal, _) = reopen(wal);
+    assert!(wal.take_released().is_empty());
+    let names = wal.disk().list(&dir()).unwrap();
+    assert!(
+        names.iter().all(|n| !n.ends_with(segment::RELEASED_SUFFIX)),
+        "{names:?}"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! reply. Persists are written at once and made durable by group commit (`commit`): one fsync in
 //! flight at a time, off the driver's task, while the driver goes on taking inputs. Own snapshot
 //! files are written on the side (`own_snapshot`), so is the WAL's next segment
-//! (`next_segment`), and the engine's bytes in use are measured there (`in_use`); watch responses
+//! (`next_segment`), released WAL segments are removed there (`released`), and the engine's bytes in use are measured there (`in_use`); watch responses
 //! go to bounded streams (`streams`), and the member's attributes are published through raft
 //! (`publish`).
 //!
@@ -15,6 +15,7 @@ mod in_use;
 mod next_segment;
 mod own_snapshot;
 mod publish;
+mod released;
 mod streams;
 
 pub use streams::TOO_SLOW;
@@ -31,6 +32,7 @@ use self::in_use::InUse;
 use self::next_segment::NextSegment;
 use self::own_snapshot::OwnSnapshots;
 use self::publish::Publish;
+use self::released::ReleasedSegments;
 use self::streams::{Delivery, Streams};
 use super::auth::AuthGate;
 use super::env::{BoxDisk, BoxFuture, Checkpoint, Environment, Mistake};
@@ -95,6 +97,8 @@ pub struct Driver {
     commit: GroupCommit,
     sync: Option<Sync>,
     next_segment: NextSegment,
+    /// Released WAL segments' files being removed.
+    released: ReleasedSegments,
     snapshots: OwnSnapshots,
     /// The engine's bytes in use, measured on the side.
     in_use: InUse,
@@ -142,6 +146,7 @@ impl Driver {
             commit: GroupCommit::default(),
             sync: None,
             next_segment: NextSegment::default(),
+            released: ReleasedSegments::default(),
             snapshots: OwnSnapshots::default(),
             in_use: InUse::default(),
             alarm: Alarm::default(),
@@ -209,6 +214,7 @@ impl Driver {
                 prepared = self.next_segment.finished() => {
                     self.next_segment.on_finished(prepared, &mut self.storage, &self.log);
                 }
+                removed = self.released.finished() => self.released.on_finished(removed, &self.log),
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_commands(command),
                     None => break Exit::Shutdown,
@@ -274,6 +280,7 @@ impl Driver {
             self.hand_back_undelivered();
             self.next_segment
                 .start_if_wanted(&mut self.storage, &*self.env);
+            self.released.start_if_any(&mut self.storage, &*self.env);
             self.sync_members();
             self.maybe_publish();
             if !self.node.has_outputs() {
