@@ -269,23 +269,6 @@ mod tests {
     }
 
     #[test]
-    fn a_writeback_hint_on_a_real_file_succeeds_and_names_a_missing_one() {
-        let dir = std::env::temp_dir().join(format!("stet-writeback-{}", std::process::id()));
-        let mut disk = FsDisk::new();
-        disk.create_dir_all(&dir).unwrap();
-        let path = dir.join("engine.redb");
-        disk.create(&path).unwrap();
-        disk.write_at(&path, 0, &[3u8; 65536]).unwrap();
-        disk.start_writeback(&path).unwrap();
-        disk.sync(&path).unwrap();
-        let missing = dir.join("gone.redb");
-        let error = disk.start_writeback(&missing).unwrap_err();
-        assert!(matches!(error, DiskError::NotFound { .. }), "{error}");
-        disk.remove(&path).unwrap();
-        std::fs::remove_dir(&dir).unwrap();
-    }
-
-    #[test]
     fn reads_on_a_real_disk_take_no_lock_and_follow_the_file_through_a_rename() {
         let dir = std::env::temp_dir().join(format!("stet-backend-{}", std::process::id()));
         let mut disk = FsDisk::new();

@@ -295,6 +295,20 @@ mod tests {
     }
 
     #[test]
+    fn a_writeback_hint_on_a_real_file_succeeds_and_names_a_missing_one() {
+        let tmp = TempDir::new("writeback");
+        let mut disk = FsDisk::new();
+        let path = tmp.0.join("engine.redb");
+        disk.create(&path).unwrap();
+        disk.write_at(&path, 0, &[3u8; 65536]).unwrap();
+        disk.start_writeback(&path).unwrap();
+        disk.sync(&path).unwrap();
+        assert_eq!(disk.read(&path).unwrap(), vec![3u8; 65536]);
+        let error = disk.start_writeback(&tmp.0.join("gone.redb")).unwrap_err();
+        assert!(matches!(error, DiskError::NotFound { .. }), "{error}");
+    }
+
+    #[test]
     fn files_are_read_and_written_in_place() {
         let tmp = TempDir::new("in-place");
         let mut disk = FsDisk::new();
