@@ -120,7 +120,7 @@ impl<D: Disk> MemberStorage<D> {
         options: WalOptions,
         expected: Option<Metadata>,
     ) -> Result<(Self, DurableState, OpenReport), StorageError> {
-        let (wal, recovered) = Wal::open(disk, &layout.wal_dir, options)?;
+        let (mut wal, recovered) = Wal::open(disk, &layout.wal_dir, options)?;
         if let Some(expected) = expected {
             let found = &recovered.metadata;
             if found.member_id != expected.member_id || found.cluster_id != expected.cluster_id {
@@ -139,6 +139,9 @@ impl<D: Disk> MemberStorage<D> {
         let snapshot = loaded.snapshot;
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
         let entries = entries_after(recovered.entries, snapshot_index);
+        // Finishes a release a crash cut short (after the snapshot's marker, before or during the
+        // renames): the segments wholly below the loaded snapshot hold nothing replay needs.
+        wal.release_to(snapshot_index)?;
         let durable = DurableState {
             hard_state: recovered.hard_state,
             snapshot,
@@ -248,10 +251,24 @@ impl<D: Disk> MemberStorage<D> {
     ///
     /// [`take_released_wal_files`]: Self::take_released_wal_files
     pub fn finish_own_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.mark_own_snapshot(snapshot)?;
+        self.release_before(snapshot)
+    }
+
+    /// The first step of [`finish_own_snapshot`](Self::finish_own_snapshot): marks the snapshot
+    /// in the WAL and syncs. From here on a restart loads it (and finishes the release).
+    pub fn mark_own_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         let meta = snapshot.get_metadata();
         self.wal.save_snapshot_marker(meta.index, meta.term)?;
         self.wal.sync()?;
-        self.wal.release_to(meta.index)?;
+        Ok(())
+    }
+
+    /// The second step of [`finish_own_snapshot`](Self::finish_own_snapshot), once the marker
+    /// is durable: releases the WAL segments wholly below the snapshot and removes the snapshot
+    /// files it makes unnecessary.
+    pub fn release_before(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.wal.release_to(snapshot.get_metadata().index)?;
         snap::purge(self.wal.disk_mut(), &self.layout.snap_dir, SNAPSHOTS_KEPT)?;
         Ok(())
     }
@@ -395,6 +412,55 @@ mod tests {
             assert_eq!(durable.hard_state.commit, 2, "with entries: {with_entries}");
             assert_eq!(durable.entries.len(), if with_entries { 3 } else { 2 });
         }
+    }
+
+    /// A crash after an own snapshot's marker was durable but before its segments were released
+    /// (or before the renames were): the next open finishes the release.
+    #[test]
+    fn an_open_releases_the_segments_a_crash_kept_below_the_snapshot() {
+        let layout = StorageLayout::new(Path::new("/data"), None);
+        let metadata = Metadata {
+            member_id: 1,
+            cluster_id: 2,
+        };
+        let small = WalOptions {
+            segment_size_bytes: 512,
+        };
+        let disk = crate::disk::MemDisk::new();
+        let mut storage = MemberStorage::create(disk, layout.clone(), metadata, small).unwrap();
+        for index in 1..=60 {
+            let mut e = entry(index);
+            e.data = vec![9u8; 64].into();
+            storage
+                .persist(&persist(index, vec![e], index, true))
+                .unwrap();
+        }
+        let segments_before = storage.wal.segment_paths().len();
+        assert!(segments_before >= 5, "{segments_before} segments");
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = 40;
+        snapshot.mut_metadata().term = 1;
+        storage.write_snapshot_file(&snapshot).unwrap();
+        storage.wal.save_snapshot_marker(40, 1).unwrap();
+        storage.wal.sync().unwrap();
+        // Crashed here: nothing released.
+        let disk = storage.into_disk();
+        let (mut reopened, durable, _) = MemberStorage::open(disk, layout, small, None).unwrap();
+        let kept = reopened.wal.segment_paths();
+        assert!(kept.len() < segments_before, "{} kept", kept.len());
+        assert_eq!(
+            reopened.take_released_wal_files().len(),
+            segments_before - kept.len()
+        );
+        assert_eq!(durable.snapshot.map(|s| s.get_metadata().index), Some(40));
+        let indexes: Vec<u64> = durable.entries.iter().map(|e| e.index).collect();
+        assert_eq!(indexes, (41..=60).collect::<Vec<_>>());
+        // And the log still opens to the same state.
+        let disk = reopened.into_disk();
+        let layout = StorageLayout::new(Path::new("/data"), None);
+        let (_, again, _) = MemberStorage::open(disk, layout, small, None).unwrap();
+        assert_eq!(again.entries.len(), 20);
+        assert_eq!(again.hard_state.commit, 60);
     }
 
     #[test]

@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
-                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|backup-drops-rows|no-auto-promotion|drop-stream-chunk|unjoined-fragments|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk|ignore-permissions|tokens-name-last-login|in-use-never-measured|watch-prev-kv-without-value|put-prev-kv-without-value|stale-join-answer]"
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|keep-released-wal|never-release-wal|backup-drops-rows|no-auto-promotion|drop-stream-chunk|unjoined-fragments|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk|ignore-permissions|tokens-name-last-login|in-use-never-measured|watch-prev-kv-without-value|put-prev-kv-without-value|stale-join-answer]"
                         .to_string(),
                 )
             }
@@ -106,6 +106,8 @@ fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
         "skip-fsync" => SelfTest::Mistake(Mistake::SkipGroupCommitFsync),
         "drop-watch" => SelfTest::Mistake(Mistake::DropWatchResponseWhenFull),
         "keep-engine-files" => SelfTest::Mistake(Mistake::KeepReplacedEngineFiles),
+        "keep-released-wal" => SelfTest::Mistake(Mistake::KeepReleasedWalFiles),
+        "never-release-wal" => SelfTest::Mistake(Mistake::NeverReleaseWal),
         "backup-drops-rows" => SelfTest::Mistake(Mistake::BackupDropsFirstRows),
         "no-auto-promotion" => SelfTest::NoAutoPromotion,
         "drop-stream-chunk" => SelfTest::DropStreamedChunk,

@@ -13,6 +13,7 @@ use rand::Rng;
 use crate::checker::{self, CheckError, Op, Outcome};
 use crate::client::{self, Client, KEYS};
 use crate::clock::ClockModel;
+use crate::disk::SharedDisk;
 use crate::leases;
 use crate::nemesis::{Fault, Nemesis};
 use crate::watcher;
@@ -507,6 +508,7 @@ async fn final_checks(
         on_checker(&checker_node, "auto-promotion", promoted).await?;
     }
     engine_files_settled(world).await?;
+    wal_files_settled(world).await?;
     let history = lock(&world.history).clone();
     for history in crate::membership::histories_to_check(world, &history) {
         check_history(&history)?;
@@ -606,38 +608,116 @@ async fn engine_files_settled(world: &World) -> Result<(), Failure> {
         return Ok(());
     };
     let prefix = format!("{}.", stet::engine::ENGINE_FILE);
-    let leftovers = || -> Vec<String> {
+    let leftovers = |disk: &SharedDisk| -> Vec<String> {
+        let names = stet::disk::Disk::list(disk, &dir).unwrap_or_default();
+        names
+            .into_iter()
+            .filter(|name| name.starts_with(&prefix))
+            .collect()
+    };
+    settled(
+        world,
+        "engine files",
+        "files a defragmentation left behind",
+        leftovers,
+    )
+    .await
+}
+
+/// Every running member's WAL holds no segment wholly below its newest own snapshot (an own
+/// snapshot releases them; a start finishes a release a crash cut short), and no file
+/// of a released segment is left: its removal runs off the driver shortly after the release.
+/// Waits up to 10 s for removals in flight.
+async fn wal_files_settled(world: &World) -> Result<(), Failure> {
+    let layout =
+        stet::storage::StorageLayout::new(std::path::Path::new(crate::world::DATA_DIR), None);
+    let problems = |disk: &SharedDisk| wal_problems(disk, &layout);
+    settled(world, "WAL files", "WAL files", problems).await
+}
+
+/// Waits up to 10 s for `problems` to find nothing on every running member's disk; what it
+/// still finds then fails the run as a violation of `property`.
+async fn settled(
+    world: &World,
+    property: &'static str,
+    what: &str,
+    problems: impl Fn(&SharedDisk) -> Vec<String>,
+) -> Result<(), Failure> {
+    let found = || -> Vec<String> {
         let running: Vec<u64> = lock(&world.status)
             .iter()
             .filter(|(_, s)| s.running)
             .map(|(id, _)| *id)
             .collect();
-        let mut found = Vec::new();
-        for id in running {
-            let names = stet::disk::Disk::list(&world.disk(id), &dir).unwrap_or_default();
-            found.extend(
-                names
+        running
+            .into_iter()
+            .flat_map(|id| {
+                problems(&world.disk(id))
                     .into_iter()
-                    .filter(|name| name.starts_with(&prefix))
-                    .map(|name| format!("member {id:x}: {name}")),
-            );
-        }
-        found
+                    .map(move |p| format!("member {id:x}: {p}"))
+            })
+            .collect()
     };
     for _ in 0..50 {
-        if leftovers().is_empty() {
+        if found().is_empty() {
             return Ok(());
         }
         madsim::time::sleep(Duration::from_millis(200)).await;
     }
     Err(Failure {
         key: None,
-        property: "engine files",
+        property,
         detail: format!(
-            "files a defragmentation left behind 10 s after the clients stopped: {}",
-            leftovers().join(", ")
+            "{what} 10 s after the clients stopped: {}",
+            found().join("; ")
         ),
     })
+}
+
+/// What is wrong with one member's WAL directory now (see [`wal_files_settled`]).
+fn wal_problems<D: stet::disk::Disk>(
+    disk: &D,
+    layout: &stet::storage::StorageLayout,
+) -> Vec<String> {
+    use stet::wal::segment::RELEASED_SUFFIX;
+    let mut problems: Vec<String> = disk
+        .list(&layout.wal_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|name| name.ends_with(RELEASED_SUFFIX))
+        .map(|name| format!("released segment {name} not removed"))
+        .collect();
+    let inspection = match stet::wal::inspect(disk, &layout.wal_dir) {
+        Ok(inspection) => inspection,
+        Err(e) => return vec![format!("reading the WAL failed: {e}")],
+    };
+    // Own snapshots only: a received one releases nothing until the member's next own one.
+    let recovered = &inspection.recovered;
+    let acceptable = |index: u64, term: u64| {
+        let marker = (index, term);
+        recovered.snapshot_markers.contains(&marker)
+            && !recovered.installed_snapshots.contains(&marker)
+    };
+    let loaded = match stet::snap::load_newest(disk, &layout.snap_dir, &acceptable) {
+        Ok(loaded) => loaded,
+        Err(e) => return vec![format!("loading the newest snapshot failed: {e}")],
+    };
+    let Some(snapshot) = loaded.snapshot else {
+        return problems;
+    };
+    let index = snapshot.get_metadata().index;
+    let segments = &inspection.segments;
+    let below = segments
+        .windows(2)
+        .filter(|pair| pair[1].first_index <= index)
+        .count();
+    if below > 0 {
+        problems.push(format!(
+            "{below} of {} WAL segments wholly below the snapshot at index {index}",
+            segments.len()
+        ));
+    }
+    problems
 }
 
 /// Linearizability of one history.

@@ -169,6 +169,26 @@ fn replaced_engine_files_left_open_are_caught_by_the_engine_files_oracle() {
     );
 }
 
+#[test]
+fn released_wal_files_never_removed_are_caught_by_the_wal_files_oracle() {
+    let fault = SelfTest::Mistake(Mistake::KeepReleasedWalFiles);
+    let caught = caught_within("calm", fault, "WAL files", 3);
+    assert!(
+        caught.is_some(),
+        "released WAL segments left on disk went unnoticed for 3 seeds"
+    );
+}
+
+#[test]
+fn snapshots_that_release_no_wal_segment_are_caught_by_the_wal_files_oracle() {
+    let fault = SelfTest::Mistake(Mistake::NeverReleaseWal);
+    let caught = caught_within("crash", fault, "WAL files", 3);
+    assert!(
+        caught.is_some(),
+        "a WAL growing past its snapshots went unnoticed for 3 seeds"
+    );
+}
+
 /// `Status.db_size_in_use` must be measured, not the file's size.
 #[test]
 fn members_that_never_measure_their_bytes_in_use_are_caught() {

@@ -95,6 +95,10 @@ pub enum Mistake {
     DropWatchResponseWhenFull,
     /// Engine files replaced by a defragmentation are never closed nor removed.
     KeepReplacedEngineFiles,
+    /// WAL segments released from the log keep their files: none is ever removed.
+    KeepReleasedWalFiles,
+    /// An own snapshot releases no WAL segment: the log grows for ever.
+    NeverReleaseWal,
     /// A backup (`Maintenance.Snapshot`) leaves out the first rows of the state.
     BackupDropsFirstRows,
     /// The clock comparison with a peer takes the offset with the wrong sign.
@@ -242,6 +246,21 @@ mod os {
         }
     }
 
+    /// Runs a disk job on a blocking thread; a job that panicked fails as an error on `path`.
+    fn disk_job<F>(path: PathBuf, job: F) -> BoxFuture<Result<(), DiskError>>
+    where
+        F: FnOnce() -> Result<(), DiskError> + Send + 'static,
+    {
+        Box::pin(async move {
+            blocking::run(job).await.unwrap_or_else(|error| {
+                Err(DiskError::Io {
+                    path,
+                    source: std::io::Error::other(error),
+                })
+            })
+        })
+    }
+
     impl Environment for OsEnvironment {
         fn now(&self) -> Instant {
             let micros = self.origin.elapsed().as_micros();
@@ -268,19 +287,8 @@ mod os {
         }
 
         fn sync_file(&self, path: PathBuf) -> BoxFuture<Result<(), DiskError>> {
-            Box::pin(async move {
-                let synced = blocking::run({
-                    let path = path.clone();
-                    move || FsDisk::new().sync(&path)
-                })
-                .await;
-                synced.unwrap_or_else(|error| {
-                    Err(DiskError::Io {
-                        path,
-                        source: std::io::Error::other(error),
-                    })
-                })
-            })
+            let named = path.clone();
+            disk_job(named, move || FsDisk::new().sync(&path))
         }
 
         fn prepare_segment(
@@ -288,32 +296,16 @@ mod os {
             path: PathBuf,
             len_bytes: u64,
         ) -> BoxFuture<Result<(), DiskError>> {
-            Box::pin(async move {
-                let prepared = blocking::run({
-                    let path = path.clone();
-                    move || prepare_segment_file(&mut FsDisk::new(), &path, len_bytes)
-                })
-                .await;
-                prepared.unwrap_or_else(|error| {
-                    Err(DiskError::Io {
-                        path,
-                        source: std::io::Error::other(error),
-                    })
-                })
+            let named = path.clone();
+            disk_job(named, move || {
+                prepare_segment_file(&mut FsDisk::new(), &path, len_bytes)
             })
         }
 
         fn remove_files(&self, paths: Vec<PathBuf>) -> BoxFuture<Result<(), DiskError>> {
-            Box::pin(async move {
-                let first = paths.first().cloned().unwrap_or_default();
-                let removed =
-                    blocking::run(move || remove_released_files(&mut FsDisk::new(), &paths)).await;
-                removed.unwrap_or_else(|error| {
-                    Err(DiskError::Io {
-                        path: first,
-                        source: std::io::Error::other(error),
-                    })
-                })
+            let named = paths.first().cloned().unwrap_or_default();
+            disk_job(named, move || {
+                remove_released_files(&mut FsDisk::new(), &paths)
             })
         }
 

@@ -84,6 +84,9 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// `(index, term)` of every snapshot marker, in log order.
     pub snapshot_markers: Vec<(u64, u64)>,
+    /// The markers among them of snapshots received from the leader (the rest are the member's
+    /// own: their segments below are released when the marker is written).
+    pub installed_snapshots: Vec<(u64, u64)>,
     /// The incomplete record open cut off the end of the last segment, if any.
     pub torn_tail: Option<TornTail>,
 }

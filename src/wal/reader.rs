@@ -82,6 +82,7 @@ impl<D: Disk> Wal<D> {
             hard_state: replay.hard_state,
             entries: replay.entries,
             snapshot_markers: replay.snapshot_markers,
+            installed_snapshots: replay.installed_snapshots,
             torn_tail,
         };
         Ok((wal, recovered))
@@ -106,6 +107,7 @@ pub fn inspect<D: Disk>(disk: &D, dir: &Path) -> Result<Inspection, WalError> {
             hard_state: replay.hard_state,
             entries: replay.entries,
             snapshot_markers: replay.snapshot_markers,
+            installed_snapshots: replay.installed_snapshots,
             torn_tail,
         },
     })
@@ -276,6 +278,7 @@ struct Replay {
     hard_state: HardState,
     entries: Vec<Entry>,
     snapshot_markers: Vec<(u64, u64)>,
+    installed_snapshots: Vec<(u64, u64)>,
     /// The index of a snapshot marker seen since the last entry (the next entry may jump past it).
     after_marker: Option<u64>,
 }
@@ -392,6 +395,7 @@ impl Replay {
             }
             Record::SnapshotInstalled { index, term } => {
                 self.snapshot_markers.push((index, term));
+                self.installed_snapshots.push((index, term));
                 self.after_marker = Some(index);
                 self.entries.clear();
             }

@@ -1055,3 +1055,19 @@ fn inspect_names_the_file_and_offset_of_a_damaged_record() {
         other => panic!("expected corruption, got {other:?}"),
     }
 }
+
+/// A snapshot received from the leader replaces the log; its marker is told apart from the
+/// member's own (whose segments below are released at once).
+#[test]
+fn an_installed_snapshot_replaces_the_log_and_is_told_apart_from_own_markers() {
+    let mut wal = new_wal(small());
+    wal.append(&entries(1, 5, 1), None).unwrap();
+    wal.save_snapshot_marker(4, 1).unwrap();
+    wal.save_installed_snapshot(50, 3).unwrap();
+    wal.append(&entries(51, 52, 3), None).unwrap();
+    wal.sync().unwrap();
+    let (_, rec) = reopen(wal);
+    assert_eq!(rec.entries, entries(51, 52, 3));
+    assert_eq!(rec.snapshot_markers, vec![(4, 1), (50, 3)]);
+    assert_eq!(rec.installed_snapshots, vec![(50, 3)]);
+}

@@ -596,9 +596,13 @@ impl Driver {
             if let Some(pause) = self.env.checkpoint(Checkpoint::OwnSnapshotFile) {
                 pause.await;
             }
-            self.storage
-                .finish_own_snapshot(&snapshot)
-                .map_err(|e| Exit::Fatal(format!("saving a snapshot failed: {e}")))?;
+            let failed = |e: crate::storage::StorageError| {
+                Exit::Fatal(format!("saving a snapshot failed: {e}"))
+            };
+            self.storage.mark_own_snapshot(&snapshot).map_err(failed)?;
+            if !self.env.planted(Mistake::NeverReleaseWal) {
+                self.storage.release_before(&snapshot).map_err(failed)?;
+            }
             // The marker's fsync covered every write before it.
             self.commit.all_durable();
             slog::info!(self.log, "saved a snapshot"; "index" => snapshot.get_metadata().index);

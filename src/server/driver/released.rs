@@ -6,7 +6,7 @@
 use std::future::pending;
 use std::path::PathBuf;
 
-use super::super::env::{BoxDisk, BoxFuture, Environment};
+use super::super::env::{BoxDisk, BoxFuture, Environment, Mistake};
 use crate::disk::DiskError;
 use crate::storage::MemberStorage;
 
@@ -27,7 +27,11 @@ impl ReleasedSegments {
         storage: &mut MemberStorage<BoxDisk>,
         env: &dyn Environment,
     ) {
-        self.waiting.extend(storage.take_released_wal_files());
+        let released = storage.take_released_wal_files();
+        if env.planted(Mistake::KeepReleasedWalFiles) {
+            return;
+        }
+        self.waiting.extend(released);
         assert!(
             self.waiting.len() <= MAX_WAITING_FILES,
             "released WAL files pile up"
