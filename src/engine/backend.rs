@@ -270,10 +270,11 @@ mod tests {
 
     #[test]
     fn reads_on_a_real_disk_take_no_lock_and_follow_the_file_through_a_rename() {
-        let dir = std::env::temp_dir().join(format!("stet-backend-{}", std::process::id()));
+        // Files straight in the temporary directory, removed at the end: no directory left.
+        let dir = std::env::temp_dir();
+        let name = format!("stet-backend-{}-engine.redb", std::process::id());
         let mut disk = FsDisk::new();
-        disk.create_dir_all(&dir).unwrap();
-        let path = dir.join("engine.redb.copy");
+        let path = dir.join(format!("{name}.copy"));
         disk.create(&path).unwrap();
         let backend = DiskBackend::new(FsDisk::new(), &path);
         backend.write(0, &[7u8; 4096]).unwrap();
@@ -284,7 +285,7 @@ mod tests {
         backend.read(0, &mut page).unwrap();
         drop(guard);
         assert!(page.iter().all(|b| *b == 7));
-        let moved = dir.join("engine.redb");
+        let moved = dir.join(&name);
         backend.file().rename_to(&moved).unwrap();
         backend.write(0, b"renamed").unwrap();
         backend.read(0, &mut page[..7]).unwrap();

@@ -11,7 +11,11 @@
 /// How long mimalloc keeps freed pages before returning them to the system, unless the operator
 /// set `MIMALLOC_PURGE_DELAY`: long enough that a page freed and reused within one burst of
 /// requests is not returned and faulted in again, short enough that the RSS follows the load.
-pub const PURGE_DELAY_MS: i64 = 5;
+/// At 5 ms one member under 64 clients' puts made ~640 `madvise` calls a second (each a page
+/// table flush on every core, and faults to map the pages back); at 50 ms, 8 alternating pairs:
+/// member CPU per put 41.9 → 39.3 us and puts/s 22.7k → 23.9k (means), the RSS after the load
+/// 1–2 MB higher (`BENCHMARKS.md`, session 27).
+pub const PURGE_DELAY_MS: i64 = 50;
 
 /// mimalloc's `mi_option_purge_delay` (`mimalloc.h` of mimalloc 3, which `libmimalloc-sys`
 /// builds by default; its Rust bindings leave this option out).

@@ -155,7 +155,10 @@ mod tests {
         let secret = dir.join("secret");
         std::fs::write(&secret, b"a shared secret of some length").unwrap();
         let option = format!("priv-key={}", secret.display());
-        JwtKeys::from_options(&["sign-method=HS256", &option, "ttl=10m"]).unwrap()
+        let keys = JwtKeys::from_options(&["sign-method=HS256", &option, "ttl=10m"]).unwrap();
+        // The key is read; nothing is left in the temporary directory.
+        std::fs::remove_dir_all(&dir).unwrap();
+        keys
     }
 
     #[test]
