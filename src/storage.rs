@@ -139,9 +139,19 @@ impl<D: Disk> MemberStorage<D> {
         let snapshot = loaded.snapshot;
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
         let entries = entries_after(recovered.entries, snapshot_index);
-        // Finishes a release a crash cut short (after the snapshot's marker, before or during the
-        // renames): the segments wholly below the loaded snapshot hold nothing replay needs.
-        wal.release_to(snapshot_index)?;
+        // Finishes a release a crash cut short (after an own snapshot's marker, before or during
+        // the renames): the segments wholly below it hold nothing replay needs. Not below a
+        // snapshot received from the leader: its record may be in such a segment (and the
+        // running member releases nothing for it either).
+        let own = snapshot.as_ref().is_some_and(|s| {
+            let meta = s.get_metadata();
+            !recovered
+                .installed_snapshots
+                .contains(&(meta.index, meta.term))
+        });
+        if own {
+            wal.release_to(snapshot_index)?;
+        }
         let durable = DurableState {
             hard_state: recovered.hard_state,
             snapshot,
@@ -414,27 +424,38 @@ mod tests {
         }
     }
 
-    /// A crash after an own snapshot's marker was durable but before its segments were released
-    /// (or before the renames were): the next open finishes the release.
-    #[test]
-    fn an_open_releases_the_segments_a_crash_kept_below_the_snapshot() {
+    /// WAL segments of a few entries each.
+    const SMALL: WalOptions = WalOptions {
+        segment_size_bytes: 512,
+    };
+
+    /// Storage whose WAL segments hold a few entries each, with entries 1..=`last` of 64 bytes
+    /// written and committed.
+    fn storage_with_small_segments(
+        last: u64,
+    ) -> (MemberStorage<crate::disk::MemDisk>, StorageLayout) {
         let layout = StorageLayout::new(Path::new("/data"), None);
         let metadata = Metadata {
             member_id: 1,
             cluster_id: 2,
         };
-        let small = WalOptions {
-            segment_size_bytes: 512,
-        };
         let disk = crate::disk::MemDisk::new();
-        let mut storage = MemberStorage::create(disk, layout.clone(), metadata, small).unwrap();
-        for index in 1..=60 {
+        let mut storage = MemberStorage::create(disk, layout.clone(), metadata, SMALL).unwrap();
+        for index in 1..=last {
             let mut e = entry(index);
             e.data = vec![9u8; 64].into();
             storage
                 .persist(&persist(index, vec![e], index, true))
                 .unwrap();
         }
+        (storage, layout)
+    }
+
+    /// A crash after an own snapshot's marker was durable but before its segments were released
+    /// (or before the renames were): the next open finishes the release.
+    #[test]
+    fn an_open_releases_the_segments_a_crash_kept_below_the_snapshot() {
+        let (mut storage, layout) = storage_with_small_segments(60);
         let segments_before = storage.wal.segment_paths().len();
         assert!(segments_before >= 5, "{segments_before} segments");
         let mut snapshot = Snapshot::default();
@@ -445,7 +466,7 @@ mod tests {
         storage.wal.sync().unwrap();
         // Crashed here: nothing released.
         let disk = storage.into_disk();
-        let (mut reopened, durable, _) = MemberStorage::open(disk, layout, small, None).unwrap();
+        let (mut reopened, durable, _) = MemberStorage::open(disk, layout, SMALL, None).unwrap();
         let kept = reopened.wal.segment_paths();
         assert!(kept.len() < segments_before, "{} kept", kept.len());
         assert_eq!(
@@ -458,9 +479,35 @@ mod tests {
         // And the log still opens to the same state.
         let disk = reopened.into_disk();
         let layout = StorageLayout::new(Path::new("/data"), None);
-        let (_, again, _) = MemberStorage::open(disk, layout, small, None).unwrap();
+        let (_, again, _) = MemberStorage::open(disk, layout, SMALL, None).unwrap();
         assert_eq!(again.entries.len(), 20);
         assert_eq!(again.hard_state.commit, 60);
+    }
+
+    /// A snapshot received from the leader releases nothing, at open either: its record may sit
+    /// in a segment wholly below it, and the next start needs it to accept the snapshot.
+    #[test]
+    fn an_open_keeps_the_segments_below_a_received_snapshot() {
+        let (mut storage, layout) = storage_with_small_segments(30);
+        let mut received = persist(31, (501..=505).map(entry).collect(), 505, true);
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = 500;
+        snapshot.mut_metadata().term = 1;
+        received.snapshot = Some(snapshot);
+        storage.persist(&received).unwrap();
+        let segments = storage.wal.segment_paths();
+        assert!(segments.len() >= 3, "{} segments", segments.len());
+        let mut disk = storage.into_disk();
+        for _ in 0..2 {
+            let (mut reopened, durable, _) =
+                MemberStorage::open(disk, layout.clone(), SMALL, None).unwrap();
+            assert_eq!(reopened.wal.segment_paths(), segments);
+            assert!(reopened.take_released_wal_files().is_empty());
+            assert_eq!(durable.snapshot.map(|s| s.get_metadata().index), Some(500));
+            let indexes: Vec<u64> = durable.entries.iter().map(|e| e.index).collect();
+            assert_eq!(indexes, (501..=505).collect::<Vec<_>>());
+            disk = reopened.into_disk();
+        }
     }
 
     #[test]

@@ -1071,3 +1071,55 @@ fn an_installed_snapshot_replaces_the_log_and_is_told_apart_from_own_markers() {
     assert_eq!(rec.snapshot_markers, vec![(4, 1), (50, 3)]);
     assert_eq!(rec.installed_snapshots, vec![(50, 3)]);
 }
+
+/// A segment the writer starts right after a snapshot received from the leader is named after
+/// the snapshot's index (the log ends there), not after the entries the snapshot replaced: a
+/// release below a later snapshot must not take the segment holding the received one's record.
+#[test]
+fn a_segment_started_right_after_an_installed_snapshot_is_named_after_it() {
+    let mut rotated_at_the_record = 0;
+    for before in 1..=12 {
+        let mut wal = new_wal(small());
+        wal.append(&entries(1, before, 1), None).unwrap();
+        let segments = wal.segment_paths().len();
+        wal.save_installed_snapshot(500, 3).unwrap();
+        if wal.segment_paths().len() > segments {
+            rotated_at_the_record += 1;
+            let newest = wal.segment_paths().last().cloned().unwrap();
+            let name = newest.file_name().unwrap().to_str().unwrap();
+            let (_, first_index) = segment::parse_name(name).unwrap();
+            assert_eq!(first_index, 501, "{name}");
+        }
+        wal.append(&entries(501, 502, 3), None).unwrap();
+        wal.sync().unwrap();
+        let (_, rec) = reopen(wal);
+        assert_eq!(rec.entries, entries(501, 502, 3));
+    }
+    assert!(rotated_at_the_record > 0, "no case rotated at the record");
+}
+
+/// Opened with the received snapshot as the log's last record, the writer goes on after it: a
+/// segment started before the next entry (here by hard states alone) is named after it.
+#[test]
+fn an_open_after_an_installed_snapshot_goes_on_after_its_index() {
+    let mut wal = new_wal(small());
+    wal.append(&entries(1, 8, 1), None).unwrap();
+    wal.save_installed_snapshot(500, 3).unwrap();
+    wal.sync().unwrap();
+    let (mut wal, _) = reopen(wal);
+    let segments = wal.segment_paths().len();
+    for _ in 0..100 {
+        if wal.segment_paths().len() > segments {
+            break;
+        }
+        wal.append(&[], Some(&hard_state(3, 1, 500))).unwrap();
+    }
+    let newest = wal.segment_paths().last().cloned().unwrap();
+    let name = newest.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(wal.segment_paths().len() > segments, "never rotated");
+    assert_eq!(segment::parse_name(&name).unwrap().1, 501, "{name}");
+    wal.append(&entries(501, 502, 3), None).unwrap();
+    wal.sync().unwrap();
+    let (_, rec) = reopen(wal);
+    assert_eq!(rec.entries, entries(501, 502, 3));
+}

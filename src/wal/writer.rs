@@ -112,6 +112,8 @@ impl<D: Disk> Wal<D> {
     pub fn save_installed_snapshot(&mut self, index: u64, term: u64) -> Result<(), WalError> {
         self.guard(|wal| {
             wal.push(&Record::SnapshotInstalled { index, term })?;
+            // The log now ends at the snapshot: a segment started next is named after it.
+            wal.last_index = index;
             wal.rotate_if_full()?;
             wal.flush_if_full()
         })
