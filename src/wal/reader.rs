@@ -43,16 +43,14 @@ impl<D: Disk> Wal<D> {
             Some(last) => disk.len(&last.path)? > last_len,
             None => false,
         };
-        // With no entry after it, a snapshot received from the leader ends the log (a segment
-        // written before the writer knew that may be named after an older index).
-        let installed = replay
-            .installed_snapshots
-            .last()
-            .map_or(0, |&(index, _)| index);
-        let last_index = match (replay.entries.last(), segments.last()) {
-            (Some(e), _) => e.index,
-            (None, Some(seg)) => seg.first_index.saturating_sub(1).max(installed),
-            (None, None) => installed,
+        // With no entry after it, a snapshot received from the leader ends the log, above or
+        // below the last segment's name (written before the writer knew of it).
+        let installed = replay.installed_snapshots.last().map(|&(index, _)| index);
+        let last_index = match (replay.entries.last(), installed, segments.last()) {
+            (Some(e), _, _) => e.index,
+            (None, Some(index), _) => index,
+            (None, None, Some(seg)) => seg.first_index.saturating_sub(1),
+            (None, None, None) => 0,
         };
         // Segments released before a crash or stop whose files were not removed yet.
         let released = disk

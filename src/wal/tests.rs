@@ -1123,3 +1123,30 @@ fn an_open_after_an_installed_snapshot_goes_on_after_its_index() {
     let (_, rec) = reopen(wal);
     assert_eq!(rec.entries, entries(501, 502, 3));
 }
+
+/// A snapshot received below the end of the log (a follower's conflicting tail) ends it there:
+/// reopened, the writer names its next segment after the snapshot, not after the old tail.
+#[test]
+fn an_open_after_an_installed_snapshot_below_the_old_tail_goes_on_after_the_snapshot() {
+    let mut wal = new_wal(small());
+    wal.append(&entries(1, 100, 1), None).unwrap();
+    wal.save_installed_snapshot(80, 2).unwrap();
+    wal.sync().unwrap();
+    let (mut wal, rec) = reopen(wal);
+    assert!(rec.entries.is_empty());
+    let segments = wal.segment_paths().len();
+    for _ in 0..100 {
+        if wal.segment_paths().len() > segments {
+            break;
+        }
+        wal.append(&[], Some(&hard_state(2, 1, 80))).unwrap();
+    }
+    assert!(wal.segment_paths().len() > segments, "never rotated");
+    let newest = wal.segment_paths().last().cloned().unwrap();
+    let name = newest.file_name().unwrap().to_str().unwrap().to_string();
+    assert_eq!(segment::parse_name(&name).unwrap().1, 81, "{name}");
+    wal.append(&entries(81, 82, 2), None).unwrap();
+    wal.sync().unwrap();
+    let (_, rec) = reopen(wal);
+    assert_eq!(rec.entries, entries(81, 82, 2));
+}
