@@ -1098,6 +1098,20 @@ fn a_segment_started_right_after_an_installed_snapshot_is_named_after_it() {
     assert!(rotated_at_the_record > 0, "no case rotated at the record");
 }
 
+/// Appends `hs` alone until the writer starts a new segment; returns the first index in its name.
+fn first_index_of_next_segment(wal: &mut Wal<MemDisk>, hs: HardState) -> u64 {
+    let segments = wal.segment_paths().len();
+    for _ in 0..100 {
+        if wal.segment_paths().len() > segments {
+            let newest = wal.segment_paths().last().cloned().unwrap();
+            let name = newest.file_name().unwrap().to_str().unwrap().to_string();
+            return segment::parse_name(&name).unwrap().1;
+        }
+        wal.append(&[], Some(&hs)).unwrap();
+    }
+    panic!("100 hard states never rotated the WAL");
+}
+
 /// Opened with the received snapshot as the log's last record, the writer goes on after it: a
 /// segment started before the next entry (here by hard states alone) is named after it.
 #[test]
@@ -1107,17 +1121,10 @@ fn an_open_after_an_installed_snapshot_goes_on_after_its_index() {
     wal.save_installed_snapshot(500, 3).unwrap();
     wal.sync().unwrap();
     let (mut wal, _) = reopen(wal);
-    let segments = wal.segment_paths().len();
-    for _ in 0..100 {
-        if wal.segment_paths().len() > segments {
-            break;
-        }
-        wal.append(&[], Some(&hard_state(3, 1, 500))).unwrap();
-    }
-    let newest = wal.segment_paths().last().cloned().unwrap();
-    let name = newest.file_name().unwrap().to_str().unwrap().to_string();
-    assert!(wal.segment_paths().len() > segments, "never rotated");
-    assert_eq!(segment::parse_name(&name).unwrap().1, 501, "{name}");
+    assert_eq!(
+        first_index_of_next_segment(&mut wal, hard_state(3, 1, 500)),
+        501
+    );
     wal.append(&entries(501, 502, 3), None).unwrap();
     wal.sync().unwrap();
     let (_, rec) = reopen(wal);
@@ -1134,17 +1141,10 @@ fn an_open_after_an_installed_snapshot_below_the_old_tail_goes_on_after_the_snap
     wal.sync().unwrap();
     let (mut wal, rec) = reopen(wal);
     assert!(rec.entries.is_empty());
-    let segments = wal.segment_paths().len();
-    for _ in 0..100 {
-        if wal.segment_paths().len() > segments {
-            break;
-        }
-        wal.append(&[], Some(&hard_state(2, 1, 80))).unwrap();
-    }
-    assert!(wal.segment_paths().len() > segments, "never rotated");
-    let newest = wal.segment_paths().last().cloned().unwrap();
-    let name = newest.file_name().unwrap().to_str().unwrap().to_string();
-    assert_eq!(segment::parse_name(&name).unwrap().1, 81, "{name}");
+    assert_eq!(
+        first_index_of_next_segment(&mut wal, hard_state(2, 1, 80)),
+        81
+    );
     wal.append(&entries(81, 82, 2), None).unwrap();
     wal.sync().unwrap();
     let (_, rec) = reopen(wal);
