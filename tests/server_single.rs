@@ -749,6 +749,69 @@ fn health_version_and_metrics_over_plain_http() {
     assert_eq!((code, body.as_str()), (404, "404 page not found\n"));
 }
 
+/// Runs `stet-bench` with `args`; returns its exit code, stdout and stderr.
+fn stet_bench(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_stet-bench"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run stet-bench");
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    (
+        output.status.code(),
+        text(output.stdout),
+        text(output.stderr),
+    )
+}
+
+/// The load generator's own client (HTTP/2 straight over hyper, writes batched) against the
+/// real binary: every put lands as one revision, every range finds its one key.
+#[test]
+fn stet_bench_puts_and_ranges_through_its_own_client() {
+    let dir = TempDir::new("bench");
+    let member = Member::start(&dir.0, &[]);
+    let endpoint = member.endpoint();
+    let common = [
+        "--endpoints",
+        &endpoint,
+        "--conns",
+        "2",
+        "--clients",
+        "8",
+        "--key-space",
+        "50",
+        "--json",
+    ];
+    let (code, stdout, stderr) = stet_bench(&[&common[..], &["--total", "400", "put"]].concat());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with(r#"{"op":"put","requests":400,"errors":0,"#),
+        "{stdout}"
+    );
+    // The range phase first puts each of the 50 keys once, then checks each answer holds one.
+    let range = ["--total", "200", "range", "--consistency", "l"];
+    let (code, stdout, stderr) = stet_bench(&[&common[..], &range].concat());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with(r#"{"op":"range-l","requests":200,"errors":0,"#),
+        "{stdout}"
+    );
+    let (_, metrics) = http_get(member.port, "/metrics").expect("GET /metrics");
+    assert!(
+        metrics.contains("etcd_debugging_mvcc_keys_total 50\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("etcd_debugging_mvcc_current_revision 451\n"),
+        "{metrics}"
+    );
+    // What it cannot speak is refused by name, before any request.
+    let https = format!("https://127.0.0.1:{}", member.port);
+    let (code, _, stderr) = stet_bench(&["--endpoints", &https, "--total", "1", "put"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("only http://"), "{stderr}");
+}
+
 /// One accepted put, one refused (empty key) and one watch stream opened and closed: each is
 /// counted under its method, gRPC type and status code, with its messages and bytes.
 fn grpc_calls_are_counted_as_go_grpc_prometheus_counts_them(member: &Member) {

@@ -1,5 +1,5 @@
-//! Connections and request loops. `connect` opens M gRPC connections (one `Channel` each, spread
-//! round-robin over the endpoints); `run` starts N clients, client i on connection i mod M, each
+//! Connections and request loops. `connect` opens M gRPC connections (one `Connection` each, spread
+//! round-robin over the endpoints: `connection`); `run` starts N clients, client i on connection i mod M, each
 //! issuing one request at a time until the `Plan` says stop. `fill` writes every key of the key
 //! space once, untimed, so a range phase reads keys that exist. Keys are the zero-padded decimal
 //! index (`--key-size` bytes), values `--val-size` bytes; random keys come from a seeded ChaCha8
@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint};
+use tonic::codegen::http::uri::{InvalidUri, Uri};
 
+use super::connection::{self, Connection};
 use super::summary::{ErrorCounts, Report};
 use stet::proto::etcdserverpb::{kv_client::KvClient, PutRequest, RangeRequest};
 
@@ -117,42 +118,41 @@ impl Workload {
 }
 
 /// Opens `workload.conns` connections, the i-th to endpoint i mod the number of endpoints.
-pub async fn connect(workload: &Workload) -> Result<Vec<Channel>, BenchError> {
-    let mut channels = Vec::with_capacity(workload.conns);
+pub async fn connect(workload: &Workload) -> Result<Vec<Connection>, BenchError> {
+    let mut connections = Vec::with_capacity(workload.conns);
     for i in 0..workload.conns {
         let url = &workload.endpoints[i % workload.endpoints.len()];
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|error| BenchError::Endpoint {
+        let uri: Uri = url
+            .parse()
+            .map_err(|error: InvalidUri| BenchError::Endpoint {
                 endpoint: url.clone(),
                 reason: error.to_string(),
-            })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(workload.request_timeout);
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await;
-        let channel = match connected {
-            Ok(Ok(channel)) => channel,
-            Ok(Err(error)) => {
-                return Err(BenchError::Connect {
-                    endpoint: url.clone(),
-                    reason: error_chain(&error),
-                })
-            }
-            Err(_) => {
-                return Err(BenchError::Connect {
-                    endpoint: url.clone(),
-                    reason: format!("no connection within {CONNECT_TIMEOUT:?}"),
-                })
-            }
-        };
-        channels.push(channel);
+            })?;
+        let connection =
+            match tokio::time::timeout(CONNECT_TIMEOUT, connection::connect(&uri)).await {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(reason)) => {
+                    return Err(BenchError::Connect {
+                        endpoint: url.clone(),
+                        reason,
+                    })
+                }
+                Err(_) => {
+                    return Err(BenchError::Connect {
+                        endpoint: url.clone(),
+                        reason: format!("no connection within {CONNECT_TIMEOUT:?}"),
+                    })
+                }
+            };
+        connections.push(connection);
     }
-    Ok(channels)
+    Ok(connections)
 }
 
 /// Puts every key of the key space once (untimed), so that range reads find what they ask for.
-pub async fn fill(channels: &[Channel], workload: &Workload) -> Result<(), BenchError> {
+pub async fn fill(connections: &[Connection], workload: &Workload) -> Result<(), BenchError> {
     let report = drive(
-        channels,
+        connections,
         workload,
         Op::Put,
         Plan::Total(workload.key_space),
@@ -178,12 +178,12 @@ pub async fn fill(channels: &[Channel], workload: &Workload) -> Result<(), Bench
 
 /// One timed phase: `workload.clients` clients issue `op` on random keys until `plan` says stop.
 pub async fn run(
-    channels: &[Channel],
+    connections: &[Connection],
     workload: &Workload,
     op: Op,
     plan: Plan,
 ) -> Result<Report, BenchError> {
-    drive(channels, workload, op, plan, Keys::Random).await
+    drive(connections, workload, op, plan, Keys::Random).await
 }
 
 /// How a client picks the key of its next request.
@@ -237,14 +237,14 @@ struct Shared {
 }
 
 async fn drive(
-    channels: &[Channel],
+    connections: &[Connection],
     workload: &Workload,
     op: Op,
     plan: Plan,
     keys: Keys,
 ) -> Result<Report, BenchError> {
     workload.check()?;
-    if channels.is_empty() {
+    if connections.is_empty() {
         return Err(BenchError::Workload("no connections".to_string()));
     }
     let started = Instant::now();
@@ -257,7 +257,7 @@ async fn drive(
     });
     let mut tasks = JoinSet::new();
     for client in 0..workload.clients {
-        let kv = KvClient::new(channels[client % channels.len()].clone());
+        let kv = KvClient::new(connections[client % connections.len()].clone());
         // Client i's keys depend only on the seed and i.
         let rng = ChaCha8Rng::seed_from_u64(workload.seed ^ (client as u64).rotate_left(32));
         tasks.spawn(client_loop(kv, Arc::clone(&shared), rng));
@@ -274,7 +274,7 @@ async fn drive(
 
 /// One client: a request at a time, each timed from send to answer.
 async fn client_loop(
-    mut kv: KvClient<Channel>,
+    mut kv: KvClient<Connection>,
     shared: Arc<Shared>,
     mut rng: ChaCha8Rng,
 ) -> (Vec<u64>, ErrorCounts) {
@@ -287,7 +287,11 @@ async fn client_loop(
         };
         let key = shared.workload.key(index);
         let sent = Instant::now();
-        let outcome = request(&mut kv, shared.op, key, &shared.value).await;
+        let timeout = shared.workload.request_timeout;
+        let outcome =
+            tokio::time::timeout(timeout, request(&mut kv, shared.op, key, &shared.value))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
         let latency = sent.elapsed();
         match outcome {
             Ok(()) => latencies_ns.push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX)),
@@ -299,7 +303,7 @@ async fn client_loop(
 
 /// One request; the error is its kind as counted in the report.
 async fn request(
-    kv: &mut KvClient<Channel>,
+    kv: &mut KvClient<Connection>,
     op: Op,
     key: Vec<u8>,
     value: &[u8],
@@ -331,21 +335,6 @@ async fn request(
 
 fn status_kind(status: tonic::Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
-}
-
-/// An error with its sources, since tonic's transport errors hide the cause one level down (and
-/// some levels repeat the one below: those are skipped).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if parts.last() != Some(&part) {
-            parts.push(part);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+mod connection;
 mod load;
 mod summary;
 
@@ -160,10 +161,10 @@ fn main() -> ExitCode {
 }
 
 async fn measure(workload: &Workload, op: Op, plan: Plan) -> Result<Summary, load::BenchError> {
-    let channels = load::connect(workload).await?;
+    let connections = load::connect(workload).await?;
     if let Op::Range { .. } = op {
-        load::fill(&channels, workload).await?;
+        load::fill(&connections, workload).await?;
     }
-    let report = load::run(&channels, workload, op, plan).await?;
+    let report = load::run(&connections, workload, op, plan).await?;
     Ok(Summary::new(op.name(), report))
 }
