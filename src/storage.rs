@@ -141,13 +141,11 @@ impl<D: Disk> MemberStorage<D> {
         let entries = entries_after(recovered.entries, snapshot_index);
         // Finishes a release a crash cut short (after an own snapshot's marker, before or during
         // the renames): the segments wholly below it hold nothing replay needs. Not below a
-        // snapshot received from the leader: its record may be in such a segment (and the
+        // snapshot only received from the leader: its record may be in such a segment (and the
         // running member releases nothing for it either).
         let own = snapshot.as_ref().is_some_and(|s| {
             let meta = s.get_metadata();
-            !recovered
-                .installed_snapshots
-                .contains(&(meta.index, meta.term))
+            recovered.own_snapshots.contains(&(meta.index, meta.term))
         });
         if own {
             wal.release_to(snapshot_index)?;
@@ -507,6 +505,45 @@ mod tests {
             let indexes: Vec<u64> = durable.entries.iter().map(|e| e.index).collect();
             assert_eq!(indexes, (501..=505).collect::<Vec<_>>());
             disk = reopened.into_disk();
+        }
+    }
+
+    /// An own snapshot taken right after one received from the leader shares its index and
+    /// term; once its marker is durable, a crash before the release is finished at open as after
+    /// any own snapshot (the segment holding the received snapshot's record is not wholly below
+    /// it, so it stays).
+    #[test]
+    fn an_open_finishes_the_release_of_an_own_snapshot_at_a_received_ones_place() {
+        let (mut storage, layout) = storage_with_small_segments(30);
+        let mut received = persist(31, (501..=505).map(entry).collect(), 505, true);
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = 500;
+        snapshot.mut_metadata().term = 1;
+        received.snapshot = Some(snapshot.clone());
+        storage.persist(&received).unwrap();
+        storage.write_snapshot_file(&snapshot).unwrap();
+        storage.mark_own_snapshot(&snapshot).unwrap();
+        let segments_before = storage.wal.segment_paths().len();
+        assert!(segments_before >= 3, "{segments_before} segments");
+        // Crashed here: nothing released.
+        let mut disk = storage.into_disk();
+        let (mut reopened, durable, _) =
+            MemberStorage::open(disk, layout.clone(), SMALL, None).unwrap();
+        let kept = reopened.wal.segment_paths().len();
+        assert!(kept < segments_before, "{kept} of {segments_before} kept");
+        assert_eq!(
+            reopened.take_released_wal_files().len() + kept,
+            segments_before
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                durable.snapshot.as_ref().map(|s| s.get_metadata().index),
+                Some(500)
+            );
+            let indexes: Vec<u64> = durable.entries.iter().map(|e| e.index).collect();
+            assert_eq!(indexes, (501..=505).collect::<Vec<_>>());
+            disk = reopened.into_disk();
+            (reopened, _, _) = MemberStorage::open(disk, layout.clone(), SMALL, None).unwrap();
         }
     }
 

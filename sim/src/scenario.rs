@@ -693,11 +693,7 @@ fn wal_problems<D: stet::disk::Disk>(
     };
     // Own snapshots only: a received one releases nothing until the member's next own one.
     let recovered = &inspection.recovered;
-    let acceptable = |index: u64, term: u64| {
-        let marker = (index, term);
-        recovered.snapshot_markers.contains(&marker)
-            && !recovered.installed_snapshots.contains(&marker)
-    };
+    let acceptable = |index: u64, term: u64| recovered.own_snapshots.contains(&(index, term));
     let loaded = match stet::snap::load_newest(disk, &layout.snap_dir, &acceptable) {
         Ok(loaded) => loaded,
         Err(e) => return vec![format!("loading the newest snapshot failed: {e}")],

@@ -84,8 +84,11 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// `(index, term)` of every snapshot marker, in log order.
     pub snapshot_markers: Vec<(u64, u64)>,
-    /// The markers among them of snapshots received from the leader (the rest are the member's
-    /// own: their segments below are released when the marker is written).
+    /// The markers among them of the member's own snapshots (their segments below are released
+    /// once the marker is written), in log order.
+    pub own_snapshots: Vec<(u64, u64)>,
+    /// The markers among them of snapshots received from the leader, in log order. An own
+    /// snapshot taken right after one is received has the same index and term, and is in both.
     pub installed_snapshots: Vec<(u64, u64)>,
     /// The incomplete record open cut off the end of the last segment, if any.
     pub torn_tail: Option<TornTail>,

@@ -86,6 +86,7 @@ impl<D: Disk> Wal<D> {
             hard_state: replay.hard_state,
             entries: replay.entries,
             snapshot_markers: replay.snapshot_markers,
+            own_snapshots: replay.own_snapshots,
             installed_snapshots: replay.installed_snapshots,
             torn_tail,
         };
@@ -111,6 +112,7 @@ pub fn inspect<D: Disk>(disk: &D, dir: &Path) -> Result<Inspection, WalError> {
             hard_state: replay.hard_state,
             entries: replay.entries,
             snapshot_markers: replay.snapshot_markers,
+            own_snapshots: replay.own_snapshots,
             installed_snapshots: replay.installed_snapshots,
             torn_tail,
         },
@@ -282,6 +284,7 @@ struct Replay {
     hard_state: HardState,
     entries: Vec<Entry>,
     snapshot_markers: Vec<(u64, u64)>,
+    own_snapshots: Vec<(u64, u64)>,
     installed_snapshots: Vec<(u64, u64)>,
     /// The index of a snapshot marker seen since the last entry (the next entry may jump past it).
     after_marker: Option<u64>,
@@ -395,6 +398,7 @@ impl Replay {
             Record::HardState(hs) => self.hard_state = hs,
             Record::SnapshotMarker { index, term } => {
                 self.snapshot_markers.push((index, term));
+                self.own_snapshots.push((index, term));
                 self.after_marker = Some(index);
             }
             Record::SnapshotInstalled { index, term } => {

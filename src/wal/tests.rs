@@ -1065,10 +1065,13 @@ fn an_installed_snapshot_replaces_the_log_and_is_told_apart_from_own_markers() {
     wal.save_snapshot_marker(4, 1).unwrap();
     wal.save_installed_snapshot(50, 3).unwrap();
     wal.append(&entries(51, 52, 3), None).unwrap();
+    // An own snapshot at the received one's place (taken before anything more was applied).
+    wal.save_snapshot_marker(50, 3).unwrap();
     wal.sync().unwrap();
     let (_, rec) = reopen(wal);
     assert_eq!(rec.entries, entries(51, 52, 3));
-    assert_eq!(rec.snapshot_markers, vec![(4, 1), (50, 3)]);
+    assert_eq!(rec.snapshot_markers, vec![(4, 1), (50, 3), (50, 3)]);
+    assert_eq!(rec.own_snapshots, vec![(4, 1), (50, 3)]);
     assert_eq!(rec.installed_snapshots, vec![(50, 3)]);
 }
 
