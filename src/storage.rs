@@ -482,17 +482,24 @@ mod tests {
         assert_eq!(again.hard_state.commit, 60);
     }
 
+    /// Persists a snapshot received from the leader at index 500 (term 1) with entries 501..=505
+    /// after it, as ready 31; returns the snapshot.
+    fn receive_snapshot_at_500(storage: &mut MemberStorage<crate::disk::MemDisk>) -> Snapshot {
+        let mut received = persist(31, (501..=505).map(entry).collect(), 505, true);
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = 500;
+        snapshot.mut_metadata().term = 1;
+        received.snapshot = Some(snapshot.clone());
+        storage.persist(&received).unwrap();
+        snapshot
+    }
+
     /// A snapshot received from the leader releases nothing, at open either: its record may sit
     /// in a segment wholly below it, and the next start needs it to accept the snapshot.
     #[test]
     fn an_open_keeps_the_segments_below_a_received_snapshot() {
         let (mut storage, layout) = storage_with_small_segments(30);
-        let mut received = persist(31, (501..=505).map(entry).collect(), 505, true);
-        let mut snapshot = Snapshot::default();
-        snapshot.mut_metadata().index = 500;
-        snapshot.mut_metadata().term = 1;
-        received.snapshot = Some(snapshot);
-        storage.persist(&received).unwrap();
+        receive_snapshot_at_500(&mut storage);
         let segments = storage.wal.segment_paths();
         assert!(segments.len() >= 3, "{} segments", segments.len());
         let mut disk = storage.into_disk();
@@ -515,12 +522,7 @@ mod tests {
     #[test]
     fn an_open_finishes_the_release_of_an_own_snapshot_at_a_received_ones_place() {
         let (mut storage, layout) = storage_with_small_segments(30);
-        let mut received = persist(31, (501..=505).map(entry).collect(), 505, true);
-        let mut snapshot = Snapshot::default();
-        snapshot.mut_metadata().index = 500;
-        snapshot.mut_metadata().term = 1;
-        received.snapshot = Some(snapshot.clone());
-        storage.persist(&received).unwrap();
+        let snapshot = receive_snapshot_at_500(&mut storage);
         storage.write_snapshot_file(&snapshot).unwrap();
         storage.mark_own_snapshot(&snapshot).unwrap();
         let segments_before = storage.wal.segment_paths().len();
