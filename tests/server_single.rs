@@ -812,6 +812,48 @@ fn stet_bench_puts_and_ranges_through_its_own_client() {
     assert!(stderr.contains("only http://"), "{stderr}");
 }
 
+/// A member that goes away mid-run ends the bench's run: its clients stop on a closed
+/// connection (counting what failed) instead of failing requests as fast as they can until the
+/// `--duration` deadline.
+#[test]
+fn stet_bench_clients_stop_when_their_connection_ends() {
+    let dir = TempDir::new("bench-ends");
+    let member = Member::start(&dir.0, &[]);
+    let endpoint = member.endpoint();
+    let bench = Command::new(env!("CARGO_BIN_EXE_stet-bench"))
+        .args(["--endpoints", &endpoint, "--conns", "2", "--clients", "8"])
+        .args(["--duration", "300", "--json", "put"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stet-bench");
+    // Some puts land before the member goes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = http_get(member.port, "/metrics").expect("GET /metrics");
+        if !metrics.contains("etcd_debugging_mvcc_current_revision 1\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no put landed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(member);
+    let output = bench.wait_with_output().expect("stet-bench output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let field = |name: &str| -> f64 {
+        let start = stdout.find(&format!("\"{name}\":")).expect(name) + name.len() + 3;
+        let end = start + stdout[start..].find([',', '}']).expect("field end");
+        stdout[start..end].parse().expect("a number")
+    };
+    assert!(field("errors") >= 1.0, "{stdout}");
+    assert!(field("requests") > field("errors"), "{stdout}");
+    // Ended by the clients stopping, not by the deadline.
+    assert!(field("elapsed_s") < 300.0, "{stdout}");
+}
+
 /// One accepted put, one refused (empty key) and one watch stream opened and closed: each is
 /// counted under its method, gRPC type and status code, with its messages and bytes.
 fn grpc_calls_are_counted_as_go_grpc_prometheus_counts_them(member: &Member) {

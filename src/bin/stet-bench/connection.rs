@@ -4,11 +4,12 @@
 //! The load generator shares the machine with the server it measures, so what it spends per
 //! request is CPU taken from that server, stet or etcd alike. tonic's `Channel` costs two things
 //! the bench does not need: a `tower` buffer (each request hops through a queue to a worker task
-//! before it reaches hyper), and a `writev` for nearly every request, because hyper's connection
+//! before it reaches hyper), and a `writev` for nearly every request, because hyper's HTTP/2 I/O
 //! task flushes each time a request wakes it and the clients wake it one by one as their answers
 //! come in. grpc-go's client, which etcd's own tools use, batches its writes. Here a client's
-//! request goes from its task straight to the connection's, and the requests issued while that
-//! task yields once leave in one write.
+//! request goes to hyper without the buffer hop, and the requests issued while hyper's I/O task
+//! yields once leave in one write. A connection is opened once: when it ends, the clients on it
+//! stop (their failed requests are counted) rather than reconnect.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +33,13 @@ pub struct Connection {
     authority: uri::Authority,
 }
 
+impl Connection {
+    /// Whether the connection ended (closed by the server, or failed): every request on it fails.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
 /// Connects to `url` (`http://host:port`) and starts the HTTP/2 connection's task.
 pub async fn connect(url: &Uri) -> Result<Connection, String> {
     let (host, port) = host_and_port(url)?;
@@ -45,7 +53,15 @@ pub async fn connect(url: &Uri) -> Result<Connection, String> {
     let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
         .await
         .map_err(|error| format!("HTTP/2 handshake: {}", error_chain(&error)))?;
-    tokio::spawn(connection);
+    let named = url.clone();
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            eprintln!(
+                "stet-bench: connection to {named} ended: {}",
+                error_chain(&error)
+            );
+        }
+    });
     let authority = url
         .authority()
         .cloned()

@@ -257,10 +257,11 @@ async fn drive(
     });
     let mut tasks = JoinSet::new();
     for client in 0..workload.clients {
-        let kv = KvClient::new(connections[client % connections.len()].clone());
+        let connection = connections[client % connections.len()].clone();
+        let kv = KvClient::new(connection.clone());
         // Client i's keys depend only on the seed and i.
         let rng = ChaCha8Rng::seed_from_u64(workload.seed ^ (client as u64).rotate_left(32));
-        tasks.spawn(client_loop(kv, Arc::clone(&shared), rng));
+        tasks.spawn(client_loop(kv, connection, Arc::clone(&shared), rng));
     }
     let mut report = Report::default();
     while let Some(joined) = tasks.join_next().await {
@@ -272,9 +273,12 @@ async fn drive(
     Ok(report)
 }
 
-/// One client: a request at a time, each timed from send to answer.
+/// One client: a request at a time, each timed from send to answer, until the plan says stop or
+/// its connection ends (after that every request would fail at once: the tickets left go to the
+/// clients of other connections).
 async fn client_loop(
     mut kv: KvClient<Connection>,
+    connection: Connection,
     shared: Arc<Shared>,
     mut rng: ChaCha8Rng,
 ) -> (Vec<u64>, ErrorCounts) {
@@ -295,7 +299,12 @@ async fn client_loop(
         let latency = sent.elapsed();
         match outcome {
             Ok(()) => latencies_ns.push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX)),
-            Err(kind) => errors.add(&kind),
+            Err(kind) => {
+                errors.add(&kind);
+                if connection.is_closed() {
+                    break;
+                }
+            }
         }
     }
     (latencies_ns, errors)
