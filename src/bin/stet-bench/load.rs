@@ -1,9 +1,10 @@
-//! Connections and request loops. `connect` opens M gRPC connections (one `Connection` each, spread
-//! round-robin over the endpoints: `connection`); `run` starts N clients, client i on connection i mod M, each
-//! issuing one request at a time until the `Plan` says stop. `fill` writes every key of the key
-//! space once, untimed, so a range phase reads keys that exist. Keys are the zero-padded decimal
-//! index (`--key-size` bytes), values `--val-size` bytes; random keys come from a seeded ChaCha8
-//! RNG per client, so a seed gives the same key sequence against every server.
+//! Connections and request loops. `connect` opens M gRPC connections (one `Connection` each,
+//! spread round-robin over the endpoints: `connection`); `run` starts N clients, client i on
+//! connection i mod M, each issuing one request at a time until the `Plan` says stop. `fill`
+//! writes every key of the key space once, untimed, so a range phase reads keys that exist. Keys
+//! are the zero-padded decimal index (`--key-size` bytes), values `--val-size` bytes; random keys
+//! come from a seeded ChaCha8 RNG per client, so a seed gives the same key sequence against every
+//! server.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
