@@ -7,10 +7,14 @@
 # with the very same flags, and prints both and the ratio stet/etcd. Installs Debian's etcd-server if `etcd` is missing; builds stet and stet-bench in
 # release. Every member it starts is stopped when it exits, however it exits.
 #
+# With --server-cpus and --client-cpus (taskset lists, e.g. 0 and 1), the members run on the
+# first CPUs and stet-bench on the second, so that the client's work does not take CPU from the
+# server it measures (unpinned, a faster server also makes its client busier on the same cores).
+#
 # Usage: benches/compare-etcd.sh [--members 3] [--conns 8] [--clients 64] [--total 20000]
 #          [--key-size 8] [--val-size 256] [--key-space 10000] [--heartbeat-interval 100]
 #          [--election-timeout 1000] [--snapshot-count 10000] [--rounds 1] [--phases put,range]
-#          [--keep-logs]
+#          [--server-cpus LIST --client-cpus LIST] [--keep-logs]
 # Clients go to every member's client URL (stet-bench spreads its connections over them). With
 # --rounds N, etcd and stet take turns N times and the table shows each figure's median.
 set -euo pipefail
@@ -29,10 +33,12 @@ snapshot_count=10000
 keep_logs=0
 rounds=1
 phases="put,range"
+server_cpus=""
+client_cpus=""
 health_timeout_s=30
 stop_timeout_s=10
 
-usage() { sed -n '8,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '14,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     if [ "$1" != --keep-logs ] && [ $# -lt 2 ]; then usage; fi
     case "$1" in
@@ -48,10 +54,30 @@ while [ $# -gt 0 ]; do
         --snapshot-count) snapshot_count="$2"; shift 2 ;;
         --rounds) rounds="$2"; shift 2 ;;
         --phases) phases="$2"; shift 2 ;;
+        --server-cpus) server_cpus="$2"; shift 2 ;;
+        --client-cpus) client_cpus="$2"; shift 2 ;;
         --keep-logs) keep_logs=1; shift ;;
         *) usage ;;
     esac
 done
+
+if [ -n "$server_cpus$client_cpus" ] && { [ -z "$server_cpus" ] || [ -z "$client_cpus" ]; }; then
+    echo "--server-cpus and --client-cpus go together" >&2
+    exit 2
+fi
+# on_cpus LIST COMMAND...: COMMAND, pinned to the CPUs in LIST when LIST is not empty.
+on_cpus() {
+    local cpus="$1"
+    shift
+    if [ -n "$cpus" ]; then
+        exec taskset -c "$cpus" "$@"
+    else
+        exec "$@"
+    fi
+}
+if [ -n "$server_cpus" ]; then
+    taskset -c "$server_cpus" true && taskset -c "$client_cpus" true
+fi
 
 # Settings from this shell's environment would reach one server and not the other (and stet
 # refuses a setting given both as a flag and as a variable).
@@ -144,7 +170,7 @@ start_cluster() {
             first_port="${client_ports[$i]}"
         fi
         echo "== round $round" >>"$work/$kind-${names[$i]}.log"
-        "$binary" "${flags[@]}" >>"$work/$kind-${names[$i]}.log" 2>&1 &
+        (on_cpus "$server_cpus" "$binary" "${flags[@]}") >>"$work/$kind-${names[$i]}.log" 2>&1 &
         pids+=("$!")
         client_urls="${client_urls:+$client_urls,}$client"
     done
@@ -210,7 +236,8 @@ run_bench() {
     local kind="$1" phase="$2" cpu_before line
     shift 2
     cpu_before="$(members_cpu_ticks)"
-    "$bench_bin" "$@" --endpoints "$client_urls" "${bench_flags[@]}" >"$work/result.json" &
+    (on_cpus "$client_cpus" "$bench_bin" "$@" --endpoints "$client_urls" "${bench_flags[@]}") \
+        >"$work/result.json" &
     bench_pid=$!
     if ! wait "$bench_pid"; then
         echo "$kind: stet-bench $phase failed" >&2
@@ -255,7 +282,7 @@ measure_restart() {
     kill -KILL "${pids[0]}"
     wait "${pids[0]}" 2>/dev/null || true
     started="$(date +%s.%N)"
-    "$binary" "${first_flags[@]}" >>"$work/$kind-m1.log" 2>&1 &
+    (on_cpus "$server_cpus" "$binary" "${first_flags[@]}") >>"$work/$kind-m1.log" 2>&1 &
     pids[0]=$!
     poll_s=0.01 wait_healthy "$kind" "$first_port"
     restart_s="$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.3f", e - s }')"
@@ -282,6 +309,7 @@ echo "$members member(s) on 127.0.0.1; $conns conns, $clients clients, $total re
 echo "$key_size-byte keys out of $key_space, $val_size-byte values; heartbeat ${heartbeat_interval} ms,"
 echo "election timeout ${election_timeout} ms, snapshot count $snapshot_count. etcd $("$etcd_bin" --version | sed -n "s/^etcd Version: //p")."
 [ "$rounds" = 1 ] || echo "Medians over $rounds alternating rounds."
+[ -z "$server_cpus" ] || echo "Members on CPUs $server_cpus, stet-bench on CPUs $client_cpus (taskset)."
 echo
 printf '%-8s %-22s %12s %12s %10s\n' phase metric etcd stet stet/etcd
 for phase in put range; do
