@@ -131,7 +131,7 @@ fn parse_content(content: &[u8]) -> Result<StreamedBackup<'_>, BackupError> {
                         chunks.len()
                     )));
                 }
-                if rest.iter().any(|&b| b != 0) {
+                if !crate::disk::all_zero(rest) {
                     return Err(BackupError::Malformed("bytes after END".into()));
                 }
                 let meta = meta.unwrap_or_default();

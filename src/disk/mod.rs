@@ -6,10 +6,12 @@
 mod mem;
 mod power_cut;
 mod shared;
+mod zeros;
 
 pub use mem::{CrashFault, MemDisk, SECTOR_BYTES};
 pub use power_cut::{Breaker, PowerCut};
 pub use shared::SharedDisk;
+pub use zeros::all_zero;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -16,7 +16,7 @@ use super::prepare::NextSegment;
 use super::record::{self, Framed, Record, RecordKind};
 use super::segment::{self, Segment};
 use super::{Corruption, Metadata, Recovered, TornTail, Wal, WalError, WalOptions};
-use crate::disk::{Disk, SECTOR_BYTES};
+use crate::disk::{all_zero, Disk, SECTOR_BYTES};
 
 impl<D: Disk> Wal<D> {
     /// Opens the WAL in `dir`: returns everything it recorded, having repaired a torn tail of the
@@ -326,7 +326,7 @@ impl Replay {
             if is_last && is_unwritten_header(rest) {
                 // The zero-filled rest of a prepared segment, or a write whose first sector
                 // never made it (then bytes other than zeros follow).
-                let torn = rest.iter().any(|&b| b != 0);
+                let torn = !all_zero(rest);
                 return end(pos, torn, records, entries);
             }
             let frame = match record::read_frame(rest) {
