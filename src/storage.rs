@@ -27,6 +27,8 @@ pub enum StorageError {
     Snap(#[from] snap::SnapError),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
+    #[error("the snapshot at index {index} in {dir} loaded before the WAL was read and not after it; the WAL's entries below it were not kept")]
+    SnapshotLost { dir: PathBuf, index: u64 },
     #[error("member {found:x} of cluster {found_cluster:x} owns the data in {dir} but this is member {expected:x} of cluster {expected_cluster:x}")]
     IdentityMismatch {
         dir: PathBuf,
@@ -59,13 +61,18 @@ impl StorageLayout {
 }
 
 /// The entries after `snapshot_index`. Entries read back share the buffer of their whole WAL
-/// segment (64 MiB), which lives as long as any of them: when most of what was read is dropped,
-/// the kept entries get buffers of their own, so the dropped ones free theirs.
-fn entries_after(entries: Vec<Entry>, snapshot_index: u64) -> Vec<Entry> {
+/// segment (64 MiB), which lives as long as any of them: when most of what was read is dropped
+/// (here, or already `dropped_while_reading` at the snapshot's marker), the kept entries get
+/// buffers of their own, so the dropped ones free theirs.
+fn entries_after(
+    entries: Vec<Entry>,
+    snapshot_index: u64,
+    dropped_while_reading: bool,
+) -> Vec<Entry> {
     let (dropped, kept): (Vec<Entry>, Vec<Entry>) =
         entries.into_iter().partition(|e| e.index <= snapshot_index);
     let bytes = |entries: &[Entry]| -> usize { entries.iter().map(|e| e.data.len()).sum() };
-    if bytes(&dropped) <= bytes(&kept) {
+    if !dropped_while_reading && bytes(&dropped) <= bytes(&kept) {
         return kept;
     }
     drop(dropped);
@@ -120,7 +127,12 @@ impl<D: Disk> MemberStorage<D> {
         options: WalOptions,
         expected: Option<Metadata>,
     ) -> Result<(Self, DurableState, OpenReport), StorageError> {
-        let (mut wal, recovered) = Wal::open(disk, &layout.wal_dir, options)?;
+        // The newest snapshot file that loads: the WAL keeps only the entries from it on if it
+        // marked it (else the one loaded below is older, and every entry is kept).
+        let newest = snap::load_newest(&disk, &layout.snap_dir, &|_, _| true)?
+            .snapshot
+            .map(|s| (s.get_metadata().index, s.get_metadata().term));
+        let (mut wal, recovered) = Wal::open_from(disk, &layout.wal_dir, options, newest)?;
         if let Some(expected) = expected {
             let found = &recovered.metadata;
             if found.member_id != expected.member_id || found.cluster_id != expected.cluster_id {
@@ -138,7 +150,16 @@ impl<D: Disk> MemberStorage<D> {
         let loaded = snap::load_newest(wal.disk(), &layout.snap_dir, &acceptable)?;
         let snapshot = loaded.snapshot;
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
-        let entries = entries_after(recovered.entries, snapshot_index);
+        if let Some(below) = recovered.entries_dropped_below {
+            if snapshot_index < below {
+                return Err(StorageError::SnapshotLost {
+                    dir: layout.snap_dir.clone(),
+                    index: below,
+                });
+            }
+        }
+        let dropped_while_reading = recovered.entries_dropped_below.is_some();
+        let entries = entries_after(recovered.entries, snapshot_index, dropped_while_reading);
         // Finishes a release a crash cut short (after an own snapshot's marker, before or during
         // the renames): the segments wholly below it hold nothing replay needs. Not below a
         // snapshot only received from the leader: its record may be in such a segment (and the
@@ -552,7 +573,7 @@ mod tests {
     #[test]
     fn entries_kept_after_a_snapshot_let_go_of_a_buffer_mostly_dropped() {
         let buffer = bytes::Bytes::from(vec![7u8; 1000]);
-        let kept = entries_after(entries_sharing(&buffer), 8);
+        let kept = entries_after(entries_sharing(&buffer), 8, false);
         assert_eq!(
             kept.iter().map(|e| e.index).collect::<Vec<_>>(),
             vec![9, 10]
@@ -561,11 +582,16 @@ mod tests {
             .iter()
             .all(|e| !inside(&buffer, e) && e.data[..] == [7u8; 100][..]));
 
-        let kept = entries_after(entries_sharing(&buffer), 3);
+        let kept = entries_after(entries_sharing(&buffer), 3, false);
         assert_eq!(kept.len(), 7);
         assert!(
             kept.iter().all(|e| inside(&buffer, e)),
             "most of the buffer is kept: not copied"
         );
+
+        // What the WAL dropped while reading it is not in the list, but was in the buffer.
+        let kept = entries_after(entries_sharing(&buffer), 3, true);
+        assert_eq!(kept.len(), 7);
+        assert!(kept.iter().all(|e| !inside(&buffer, e)));
     }
 }

@@ -92,6 +92,9 @@ pub struct Recovered {
     pub installed_snapshots: Vec<(u64, u64)>,
     /// The incomplete record open cut off the end of the last segment, if any.
     pub torn_tail: Option<TornTail>,
+    /// Entries below this index were dropped while reading, at the marker of the snapshot the
+    /// caller said it will load ([`Wal::open_from`]); `None` if none were.
+    pub entries_dropped_below: Option<u64>,
 }
 
 /// An incomplete record at the end of the last segment, removed by [`Wal::open`].

@@ -21,14 +21,27 @@ use crate::disk::{all_zero, Disk, SECTOR_BYTES};
 impl<D: Disk> Wal<D> {
     /// Opens the WAL in `dir`: returns everything it recorded, having repaired a torn tail of the
     /// last segment (reported in [`Recovered::torn_tail`]); later appends go after it.
-    pub fn open(mut disk: D, dir: &Path, opts: WalOptions) -> Result<(Self, Recovered), WalError> {
+    pub fn open(disk: D, dir: &Path, opts: WalOptions) -> Result<(Self, Recovered), WalError> {
+        Self::open_from(disk, dir, opts, None)
+    }
+
+    /// [`open`](Self::open) for a caller that will load the own snapshot `(index, term)`: at its
+    /// marker, the entries read so far below its index are dropped instead of kept (as etcd reads
+    /// its WAL from the snapshot it loads), so a segment of many entries is not held whole. What
+    /// was dropped is told in [`Recovered::entries_dropped_below`].
+    pub fn open_from(
+        mut disk: D,
+        dir: &Path,
+        opts: WalOptions,
+        snapshot: Option<(u64, u64)>,
+    ) -> Result<(Self, Recovered), WalError> {
         let ReadBack {
             segments,
             reports,
             replay,
             metadata,
             torn_tail,
-        } = read_back(&disk, dir)?;
+        } = read_back(&disk, dir, snapshot)?;
         let last_len = reports.last().map_or(0, |r| r.record_bytes);
         if let Some(torn) = &torn_tail {
             disk.truncate(&torn.file, torn.offset)?;
@@ -89,6 +102,7 @@ impl<D: Disk> Wal<D> {
             own_snapshots: replay.own_snapshots,
             installed_snapshots: replay.installed_snapshots,
             torn_tail,
+            entries_dropped_below: replay.dropped_below,
         };
         Ok((wal, recovered))
     }
@@ -104,7 +118,7 @@ pub fn inspect<D: Disk>(disk: &D, dir: &Path) -> Result<Inspection, WalError> {
         metadata,
         torn_tail,
         ..
-    } = read_back(disk, dir)?;
+    } = read_back(disk, dir, None)?;
     Ok(Inspection {
         segments: reports,
         recovered: Recovered {
@@ -115,6 +129,7 @@ pub fn inspect<D: Disk>(disk: &D, dir: &Path) -> Result<Inspection, WalError> {
             own_snapshots: replay.own_snapshots,
             installed_snapshots: replay.installed_snapshots,
             torn_tail,
+            entries_dropped_below: replay.dropped_below,
         },
     })
 }
@@ -152,9 +167,16 @@ struct ReadBack {
     torn_tail: Option<TornTail>,
 }
 
-fn read_back<D: Disk>(disk: &D, dir: &Path) -> Result<ReadBack, WalError> {
+fn read_back<D: Disk>(
+    disk: &D,
+    dir: &Path,
+    keep_from: Option<(u64, u64)>,
+) -> Result<ReadBack, WalError> {
     let segments = list_segments(disk, dir)?;
-    let mut replay = Replay::default();
+    let mut replay = Replay {
+        keep_from,
+        ..Replay::default()
+    };
     let mut torn_tail = None;
     let mut reports = Vec::with_capacity(segments.len());
     for (i, seg) in segments.iter().enumerate() {
@@ -288,6 +310,12 @@ struct Replay {
     installed_snapshots: Vec<(u64, u64)>,
     /// The index of a snapshot marker seen since the last entry (the next entry may jump past it).
     after_marker: Option<u64>,
+    /// The own snapshot at whose marker the entries below it are dropped.
+    keep_from: Option<(u64, u64)>,
+    /// The index below which entries were dropped there.
+    dropped_below: Option<u64>,
+    /// The index of the last entry dropped while none is kept: the next one must follow it.
+    last_dropped: Option<u64>,
 }
 
 impl Replay {
@@ -400,12 +428,16 @@ impl Replay {
                 self.snapshot_markers.push((index, term));
                 self.own_snapshots.push((index, term));
                 self.after_marker = Some(index);
+                if self.keep_from == Some((index, term)) {
+                    self.drop_entries_below(index);
+                }
             }
             Record::SnapshotInstalled { index, term } => {
                 self.snapshot_markers.push((index, term));
                 self.installed_snapshots.push((index, term));
                 self.after_marker = Some(index);
                 self.entries.clear();
+                self.last_dropped = None;
             }
         }
         Ok(())
@@ -429,13 +461,28 @@ impl Replay {
         }
     }
 
+    /// Drops the entries below `index` (the one at it stays, to check the next one against).
+    fn drop_entries_below(&mut self, index: u64) {
+        let below = self.entries.partition_point(|e| e.index < index);
+        if below == 0 {
+            return;
+        }
+        self.last_dropped = Some(self.entries[below - 1].index);
+        self.entries.drain(..below);
+        self.dropped_below = Some(index);
+    }
+
     /// Adds an entry with raft's rules: rewriting an index drops it and everything after it.
     fn apply_entry(&mut self, entry: Entry) -> Result<(), Corruption> {
-        let (Some(first), Some(last)) = (self.entries.first(), self.entries.last()) else {
+        let bounds = match (self.entries.first(), self.entries.last()) {
+            (Some(first), Some(last)) => Some((first.index, last.index)),
+            // Every entry read so far was dropped: the log goes on after the last of them.
+            _ => self.last_dropped.map(|last| (last + 1, last)),
+        };
+        let Some((first, last)) = bounds else {
             self.entries.push(entry);
             return Ok(());
         };
-        let (first, last) = (first.index, last.index);
         if entry.index < first {
             self.entries.clear();
         } else if entry.index <= last {

@@ -78,10 +78,27 @@ fn wal_with_segments(n: u64) -> Wal<MemDisk> {
 }
 
 fn open_err(disk: MemDisk) -> WalError {
-    match Wal::open(disk, &dir(), small()) {
+    open_from_err(disk, None)
+}
+
+fn open_from_err(disk: MemDisk, snapshot: Option<(u64, u64)>) -> WalError {
+    match Wal::open_from(disk, &dir(), small(), snapshot) {
         Ok(_) => panic!("open should fail"),
         Err(e) => e,
     }
+}
+
+fn assert_index_gap(err: WalError, expected_index: u64, found_index: u64) {
+    assert!(
+        matches!(
+            err,
+            WalError::Corrupt {
+                detail: Corruption::IndexGap { expected, found },
+                ..
+            } if (expected, found) == (expected_index, found_index)
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -166,20 +183,7 @@ fn an_entry_gap_without_a_snapshot_marker_is_corruption() {
     wal.append(&entries(1, 3, 1), None).unwrap();
     wal.append(&entries(5, 5, 1), None).unwrap();
     wal.sync().unwrap();
-    let err = open_err(wal.into_disk());
-    assert!(
-        matches!(
-            err,
-            WalError::Corrupt {
-                detail: Corruption::IndexGap {
-                    expected: 4,
-                    found: 5
-                },
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_index_gap(open_err(wal.into_disk()), 4, 5);
 }
 
 #[test]
@@ -1152,4 +1156,64 @@ fn an_open_after_an_installed_snapshot_below_the_old_tail_goes_on_after_the_snap
     wal.sync().unwrap();
     let (_, rec) = reopen(wal);
     assert_eq!(rec.entries, entries(81, 82, 2));
+}
+
+/// Opened from an own snapshot, the WAL drops the entries read below it at its marker (keeping
+/// the one at it), and says so; the entries after it are what a plain open would give from it.
+#[test]
+fn opening_from_a_snapshot_drops_the_entries_below_its_marker() {
+    let mut wal = new_wal(small());
+    wal.append(&entries(1, 10, 1), None).unwrap();
+    wal.save_snapshot_marker(6, 1).unwrap();
+    wal.append(&entries(11, 20, 1), None).unwrap();
+    wal.save_snapshot_marker(15, 1).unwrap();
+    wal.append(&entries(21, 22, 1), None).unwrap();
+    wal.sync().unwrap();
+    let disk = wal.into_disk();
+    let (_, all) = Wal::open(disk.clone(), &dir(), small()).unwrap();
+    assert_eq!(all.entries, entries(1, 22, 1));
+    assert_eq!(all.entries_dropped_below, None);
+    let (_, from) = Wal::open_from(disk.clone(), &dir(), small(), Some((15, 1))).unwrap();
+    assert_eq!(from.entries, entries(15, 22, 1));
+    assert_eq!(from.entries_dropped_below, Some(15));
+    assert_eq!(from.snapshot_markers, all.snapshot_markers);
+    // A snapshot the WAL never marked (or of another term) drops nothing.
+    for unmarked in [(16, 1), (15, 2)] {
+        let (_, rec) = Wal::open_from(disk.clone(), &dir(), small(), Some(unmarked)).unwrap();
+        assert_eq!(rec.entries, all.entries, "{unmarked:?}");
+        assert_eq!(rec.entries_dropped_below, None);
+    }
+}
+
+/// Entries dropped at a marker past the end of the log still bound the next one: a gap after
+/// them is corruption, as it is when they are kept.
+#[test]
+fn after_dropping_every_entry_the_next_must_still_follow_them() {
+    let mut wal = new_wal(small());
+    wal.append(&entries(1, 3, 1), None).unwrap();
+    wal.save_snapshot_marker(5, 1).unwrap();
+    wal.append(&entries(6, 6, 1), None).unwrap();
+    wal.sync().unwrap();
+    let disk = wal.into_disk();
+    let (_, rec) = Wal::open_from(disk.clone(), &dir(), small(), Some((5, 1))).unwrap();
+    assert_eq!(
+        rec.entries,
+        entries(6, 6, 1),
+        "the entry right after the marker starts afresh"
+    );
+
+    let mut wal = new_wal(small());
+    wal.append(&entries(1, 3, 1), None).unwrap();
+    wal.save_snapshot_marker(3, 1).unwrap();
+    wal.append(&entries(4, 4, 1), None).unwrap();
+    wal.append(&entries(6, 6, 1), None).unwrap();
+    wal.sync().unwrap();
+    assert_index_gap(open_from_err(wal.into_disk(), Some((3, 1))), 5, 6);
+
+    let mut wal = new_wal(small());
+    wal.append(&entries(1, 3, 1), None).unwrap();
+    wal.save_snapshot_marker(9, 1).unwrap();
+    wal.append(&entries(5, 5, 1), None).unwrap();
+    wal.sync().unwrap();
+    assert_index_gap(open_from_err(wal.into_disk(), Some((9, 1))), 4, 5);
 }
