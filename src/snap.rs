@@ -59,7 +59,21 @@ pub enum Damage {
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub snapshot: Option<Snapshot>,
-    pub skipped: Vec<SnapError>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// A snapshot file that did not load, by the index and term its name gives.
+#[derive(Debug)]
+pub struct Skipped {
+    pub index: u64,
+    pub term: u64,
+    pub error: SnapError,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
 }
 
 /// The file name of the snapshot at `(term, index)`.
@@ -218,7 +232,7 @@ pub fn load_newest<D: Disk + ?Sized>(
                 loaded.snapshot = Some(snapshot);
                 break;
             }
-            Err(e) => loaded.skipped.push(e),
+            Err(error) => loaded.skipped.push(Skipped { index, term, error }),
         }
     }
     Ok(loaded)
@@ -334,8 +348,9 @@ mod tests {
         disk.rename(&path, &lying).unwrap();
         let loaded = load_newest(&disk, &dir(), &any_index).unwrap();
         assert_eq!(loaded.snapshot, None);
+        assert_eq!((loaded.skipped[0].index, loaded.skipped[0].term), (50, 1));
         assert!(matches!(
-            loaded.skipped[0],
+            loaded.skipped[0].error,
             SnapError::Damaged {
                 detail: Damage::NameMismatch { .. },
                 ..

@@ -27,8 +27,6 @@ pub enum StorageError {
     Snap(#[from] snap::SnapError),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
-    #[error("the snapshot at index {index} in {dir} loaded before the WAL was read and not after it; the WAL's entries below it were not kept")]
-    SnapshotLost { dir: PathBuf, index: u64 },
     #[error("member {found:x} of cluster {found_cluster:x} owns the data in {dir} but this is member {expected:x} of cluster {expected_cluster:x}")]
     IdentityMismatch {
         dir: PathBuf,
@@ -62,17 +60,17 @@ impl StorageLayout {
 
 /// The entries after `snapshot_index`. Entries read back share the buffer of their whole WAL
 /// segment (64 MiB), which lives as long as any of them: when most of what was read is dropped
-/// (here, or already `dropped_while_reading` at the snapshot's marker), the kept entries get
-/// buffers of their own, so the dropped ones free theirs.
+/// (here, or already while reading, `dropped_bytes_while_reading` at the snapshot's marker), the
+/// kept entries get buffers of their own, so the dropped ones free theirs.
 fn entries_after(
     entries: Vec<Entry>,
     snapshot_index: u64,
-    dropped_while_reading: bool,
+    dropped_bytes_while_reading: usize,
 ) -> Vec<Entry> {
     let (dropped, kept): (Vec<Entry>, Vec<Entry>) =
         entries.into_iter().partition(|e| e.index <= snapshot_index);
     let bytes = |entries: &[Entry]| -> usize { entries.iter().map(|e| e.data.len()).sum() };
-    if !dropped_while_reading && bytes(&dropped) <= bytes(&kept) {
+    if dropped_bytes_while_reading + bytes(&dropped) <= bytes(&kept) {
         return kept;
     }
     drop(dropped);
@@ -92,6 +90,24 @@ pub struct OpenReport {
     pub torn_tail: Option<TornTail>,
     /// Damaged snapshot files that were passed over for an older good one.
     pub skipped_snapshots: Vec<String>,
+}
+
+/// Fails unless the WAL's metadata names the `expected` member of the `expected` cluster.
+fn check_identity(
+    layout: &StorageLayout,
+    found: &Metadata,
+    expected: Metadata,
+) -> Result<(), StorageError> {
+    if found.member_id == expected.member_id && found.cluster_id == expected.cluster_id {
+        return Ok(());
+    }
+    Err(StorageError::IdentityMismatch {
+        dir: layout.wal_dir.clone(),
+        expected: expected.member_id,
+        expected_cluster: expected.cluster_id,
+        found: found.member_id,
+        found_cluster: found.cluster_id,
+    })
 }
 
 /// A member's WAL and snapshots.
@@ -128,38 +144,41 @@ impl<D: Disk> MemberStorage<D> {
         expected: Option<Metadata>,
     ) -> Result<(Self, DurableState, OpenReport), StorageError> {
         // The newest snapshot file that loads: the WAL keeps only the entries from it on if it
-        // marked it (else the one loaded below is older, and every entry is kept).
-        let newest = snap::load_newest(&disk, &layout.snap_dir, &|_, _| true)?
-            .snapshot
-            .map(|s| (s.get_metadata().index, s.get_metadata().term));
-        let (mut wal, recovered) = Wal::open_from(disk, &layout.wal_dir, options, newest)?;
+        // marked it (else an older one that it marked loads below, and every entry is kept).
+        let newest = snap::load_newest(&disk, &layout.snap_dir, &|_, _| true)?;
+        let newest_at = newest.snapshot.as_ref().map(|s| {
+            let meta = s.get_metadata();
+            (meta.index, meta.term)
+        });
+        let (mut wal, recovered) = Wal::open_from(disk, &layout.wal_dir, options, newest_at)?;
         if let Some(expected) = expected {
-            let found = &recovered.metadata;
-            if found.member_id != expected.member_id || found.cluster_id != expected.cluster_id {
-                return Err(StorageError::IdentityMismatch {
-                    dir: layout.wal_dir.clone(),
-                    expected: expected.member_id,
-                    expected_cluster: expected.cluster_id,
-                    found: found.member_id,
-                    found_cluster: found.cluster_id,
-                });
-            }
+            check_identity(&layout, &recovered.metadata, expected)?;
         }
-        let markers = recovered.snapshot_markers.clone();
+        let markers = &recovered.snapshot_markers;
         let acceptable = |index: u64, term: u64| markers.contains(&(index, term));
-        let loaded = snap::load_newest(wal.disk(), &layout.snap_dir, &acceptable)?;
+        let loaded = match newest_at {
+            // Already read: only the damaged files the WAL marked are worth a report.
+            Some((index, term)) if acceptable(index, term) => snap::Loaded {
+                snapshot: newest.snapshot,
+                skipped: newest
+                    .skipped
+                    .into_iter()
+                    .filter(|skip| acceptable(skip.index, skip.term))
+                    .collect(),
+            },
+            _ => snap::load_newest(wal.disk(), &layout.snap_dir, &acceptable)?,
+        };
         let snapshot = loaded.snapshot;
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
-        if let Some(below) = recovered.entries_dropped_below {
-            if snapshot_index < below {
-                return Err(StorageError::SnapshotLost {
-                    dir: layout.snap_dir.clone(),
-                    index: below,
-                });
-            }
-        }
-        let dropped_while_reading = recovered.entries_dropped_below.is_some();
-        let entries = entries_after(recovered.entries, snapshot_index, dropped_while_reading);
+        // Replay drops entries only at the marker of `newest`, which is the one loaded then.
+        assert!(recovered
+            .entries_dropped_below
+            .is_none_or(|below| below == snapshot_index));
+        let entries = entries_after(
+            recovered.entries,
+            snapshot_index,
+            recovered.entries_dropped_bytes,
+        );
         // Finishes a release a crash cut short (after an own snapshot's marker, before or during
         // the renames): the segments wholly below it hold nothing replay needs. Not below a
         // snapshot only received from the leader: its record may be in such a segment (and the
@@ -503,6 +522,61 @@ mod tests {
         assert_eq!(again.hard_state.commit, 60);
     }
 
+    /// Writes the file of a snapshot at `index` (term 1); damages its last byte when asked.
+    fn snapshot_file_at(
+        storage: &mut MemberStorage<crate::disk::MemDisk>,
+        index: u64,
+        damaged: bool,
+    ) -> (Snapshot, String) {
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = index;
+        snapshot.mut_metadata().term = 1;
+        let dir = storage.layout.snap_dir.clone();
+        let path = snap::save(storage.wal.disk_mut(), &dir, &snapshot).unwrap();
+        if damaged {
+            let len = storage.wal.disk().read(&path).unwrap().len();
+            storage
+                .wal
+                .disk_mut()
+                .corrupt_byte(&path, len - 1, 0x5a)
+                .unwrap();
+        }
+        (snapshot, path.display().to_string())
+    }
+
+    /// Open loads the newest snapshot the WAL marked that is whole, and reports only the
+    /// damaged files the WAL marked: an unmarked file is one a crash cut short of its marker.
+    #[test]
+    fn an_open_loads_the_newest_whole_marked_snapshot_and_reports_damaged_marked_ones() {
+        let (mut storage, layout) = storage_with_small_segments(60);
+        let (at_20, _) = snapshot_file_at(&mut storage, 20, false);
+        storage.mark_own_snapshot(&at_20).unwrap();
+        let (at_40, damaged_40) = snapshot_file_at(&mut storage, 40, true);
+        storage.mark_own_snapshot(&at_40).unwrap();
+        snapshot_file_at(&mut storage, 50, false);
+        snapshot_file_at(&mut storage, 55, true);
+        let disk = storage.into_disk();
+        let (storage, durable, report) =
+            MemberStorage::open(disk, layout.clone(), SMALL, None).unwrap();
+        assert_eq!(durable.snapshot, Some(at_20.clone()));
+        let indexes: Vec<u64> = durable.entries.iter().map(|e| e.index).collect();
+        assert_eq!(indexes, (21..=60).collect::<Vec<_>>());
+        assert_eq!(report.skipped_snapshots.len(), 1, "{report:?}");
+        assert!(report.skipped_snapshots[0].contains(&damaged_40));
+
+        // With the newest file both whole and marked, it loads; the damaged unmarked one newer
+        // than it goes unreported.
+        let mut storage = storage;
+        let (at_50, _) = snapshot_file_at(&mut storage, 50, false);
+        storage.mark_own_snapshot(&at_50).unwrap();
+        let disk = storage.into_disk();
+        let (_, durable, report) = MemberStorage::open(disk, layout, SMALL, None).unwrap();
+        assert_eq!(durable.snapshot, Some(at_50));
+        let indexes: Vec<u64> = durable.entries.iter().map(|e| e.index).collect();
+        assert_eq!(indexes, (51..=60).collect::<Vec<_>>());
+        assert!(report.skipped_snapshots.is_empty(), "{report:?}");
+    }
+
     /// Persists a snapshot received from the leader at index 500 (term 1) with entries 501..=505
     /// after it, as ready 31; returns the snapshot.
     fn receive_snapshot_at_500(storage: &mut MemberStorage<crate::disk::MemDisk>) -> Snapshot {
@@ -573,7 +647,7 @@ mod tests {
     #[test]
     fn entries_kept_after_a_snapshot_let_go_of_a_buffer_mostly_dropped() {
         let buffer = bytes::Bytes::from(vec![7u8; 1000]);
-        let kept = entries_after(entries_sharing(&buffer), 8, false);
+        let kept = entries_after(entries_sharing(&buffer), 8, 0);
         assert_eq!(
             kept.iter().map(|e| e.index).collect::<Vec<_>>(),
             vec![9, 10]
@@ -582,7 +656,7 @@ mod tests {
             .iter()
             .all(|e| !inside(&buffer, e) && e.data[..] == [7u8; 100][..]));
 
-        let kept = entries_after(entries_sharing(&buffer), 3, false);
+        let kept = entries_after(entries_sharing(&buffer), 3, 0);
         assert_eq!(kept.len(), 7);
         assert!(
             kept.iter().all(|e| inside(&buffer, e)),
@@ -590,8 +664,13 @@ mod tests {
         );
 
         // What the WAL dropped while reading it is not in the list, but was in the buffer.
-        let kept = entries_after(entries_sharing(&buffer), 3, true);
+        let kept = entries_after(entries_sharing(&buffer), 3, 500);
         assert_eq!(kept.len(), 7);
         assert!(kept.iter().all(|e| !inside(&buffer, e)));
+
+        // A few entries dropped while reading do not make the many kept ones copies.
+        let kept = entries_after(entries_sharing(&buffer), 3, 100);
+        assert_eq!(kept.len(), 7);
+        assert!(kept.iter().all(|e| inside(&buffer, e)));
     }
 }

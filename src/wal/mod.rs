@@ -95,6 +95,8 @@ pub struct Recovered {
     /// Entries below this index were dropped while reading, at the marker of the snapshot the
     /// caller said it will load ([`Wal::open_from`]); `None` if none were.
     pub entries_dropped_below: Option<u64>,
+    /// The bytes of entry data dropped there (0 if none were).
+    pub entries_dropped_bytes: usize,
 }
 
 /// An incomplete record at the end of the last segment, removed by [`Wal::open`].

@@ -103,6 +103,7 @@ impl<D: Disk> Wal<D> {
             installed_snapshots: replay.installed_snapshots,
             torn_tail,
             entries_dropped_below: replay.dropped_below,
+            entries_dropped_bytes: replay.dropped_bytes,
         };
         Ok((wal, recovered))
     }
@@ -130,6 +131,7 @@ pub fn inspect<D: Disk>(disk: &D, dir: &Path) -> Result<Inspection, WalError> {
             installed_snapshots: replay.installed_snapshots,
             torn_tail,
             entries_dropped_below: replay.dropped_below,
+            entries_dropped_bytes: replay.dropped_bytes,
         },
     })
 }
@@ -314,6 +316,8 @@ struct Replay {
     keep_from: Option<(u64, u64)>,
     /// The index below which entries were dropped there.
     dropped_below: Option<u64>,
+    /// The bytes of entry data dropped there.
+    dropped_bytes: usize,
     /// The index of the last entry dropped while none is kept: the next one must follow it.
     last_dropped: Option<u64>,
 }
@@ -468,7 +472,8 @@ impl Replay {
             return;
         }
         self.last_dropped = Some(self.entries[below - 1].index);
-        self.entries.drain(..below);
+        let dropped = self.entries.drain(..below);
+        self.dropped_bytes += dropped.map(|e| e.data.len()).sum::<usize>();
         self.dropped_below = Some(index);
     }
 

@@ -1173,15 +1173,20 @@ fn opening_from_a_snapshot_drops_the_entries_below_its_marker() {
     let (_, all) = Wal::open(disk.clone(), &dir(), small()).unwrap();
     assert_eq!(all.entries, entries(1, 22, 1));
     assert_eq!(all.entries_dropped_below, None);
+    assert_eq!(all.entries_dropped_bytes, 0);
     let (_, from) = Wal::open_from(disk.clone(), &dir(), small(), Some((15, 1))).unwrap();
     assert_eq!(from.entries, entries(15, 22, 1));
     assert_eq!(from.entries_dropped_below, Some(15));
+    let below_15: usize = entries(1, 14, 1).iter().map(|e| e.data.len()).sum();
+    assert!(below_15 > 0);
+    assert_eq!(from.entries_dropped_bytes, below_15);
     assert_eq!(from.snapshot_markers, all.snapshot_markers);
     // A snapshot the WAL never marked (or of another term) drops nothing.
     for unmarked in [(16, 1), (15, 2)] {
         let (_, rec) = Wal::open_from(disk.clone(), &dir(), small(), Some(unmarked)).unwrap();
         assert_eq!(rec.entries, all.entries, "{unmarked:?}");
         assert_eq!(rec.entries_dropped_below, None);
+        assert_eq!(rec.entries_dropped_bytes, 0);
     }
 }
 
