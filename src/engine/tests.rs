@@ -194,7 +194,12 @@ fn commit(
 ) -> Result<(), ()> {
     let mut write = db.begin_write().map_err(drop)?;
     if durable {
-        write.set_quick_repair(rng.gen_bool(0.5));
+        // The engine's own durable commits are in two phases; quick repair as well for variety.
+        match rng.gen_range(0..3) {
+            0 => {}
+            1 => write.set_two_phase_commit(true),
+            _ => write.set_quick_repair(true),
+        }
     } else {
         write.set_durability(Durability::None).map_err(drop)?;
     }

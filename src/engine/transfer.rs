@@ -352,7 +352,7 @@ impl Engine {
             });
         }
         swap_in_staged(&write).map_err(|e| self.error(e))?;
-        write.set_quick_repair(true);
+        write.set_two_phase_commit(true);
         write.commit().map_err(|e| self.error(e))?;
         self.set_applied(expected);
         Ok(())
