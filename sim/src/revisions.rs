@@ -15,6 +15,7 @@
 //! It never talks to a cluster: it takes the finished history and the events.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use stet::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use stet::proto::etcdserverpb::request_op::Request;
@@ -43,7 +44,8 @@ pub struct RevisionStats {
 /// One key in the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ModelKv {
-    value: Vec<u8>,
+    /// Shared: the replay keeps a state per revision, and cloning one must not copy values.
+    value: Rc<[u8]>,
     create_revision: i64,
     mod_revision: i64,
     version: i64,
@@ -58,13 +60,14 @@ impl ModelKv {
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
-            value: self.value.clone(),
+            value: self.value.to_vec(),
             lease: self.lease,
         }
     }
 }
 
-type State = BTreeMap<Vec<u8>, ModelKv>;
+/// Keys and values shared between the states of successive revisions (cloned per revision).
+type State = BTreeMap<Rc<[u8]>, ModelKv>;
 
 /// A change a write makes, as it shows among a revision's events.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -131,18 +134,18 @@ impl<'a> Replay<'a> {
 fn apply(state: &mut State, revision: i64, events: &[EventRecord]) {
     for e in events {
         if e.delete {
-            state.remove(&e.key);
+            state.remove(&e.key[..]);
             continue;
         }
-        let previous = state.get(&e.key);
+        let previous = state.get(&e.key[..]);
         let kv = ModelKv {
-            value: e.value.clone(),
+            value: Rc::from(&e.value[..]),
             create_revision: previous.map_or(revision, |p| p.create_revision),
             mod_revision: revision,
             version: previous.map_or(1, |p| p.version + 1),
             lease: e.lease,
         };
-        state.insert(e.key.clone(), kv);
+        state.insert(Rc::from(&e.key[..]), kv);
     }
 }
 
@@ -156,7 +159,7 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 
 /// What a range over `state` answers.
 fn model_range(state: &State, request: &RangeRequest) -> pb::RangeResponse {
-    let matches: Vec<(&Vec<u8>, &ModelKv)> = state
+    let matches: Vec<(&Rc<[u8]>, &ModelKv)> = state
         .iter()
         .filter(|(k, _)| in_range(k, &request.key, &request.range_end))
         .collect();
@@ -206,7 +209,7 @@ fn compare_holds(state: &State, c: &Compare) -> bool {
         .collect();
     if live.is_empty() {
         let zero = ModelKv {
-            value: Vec::new(),
+            value: Rc::from(&[][..]),
             create_revision: 0,
             mod_revision: 0,
             version: 0,
@@ -220,8 +223,8 @@ fn compare_holds(state: &State, c: &Compare) -> bool {
 fn compare_one(target: CompareTarget, result: CompareResult, c: &Compare, kv: &ModelKv) -> bool {
     let int = |x: Option<i64>| x.unwrap_or(0);
     let ordering = match (target, c.target_union.as_ref()) {
-        (CompareTarget::Value, Some(TargetUnion::Value(v))) => kv.value.as_slice().cmp(v),
-        (CompareTarget::Value, _) => kv.value.as_slice().cmp(&[][..]),
+        (CompareTarget::Value, Some(TargetUnion::Value(v))) => kv.value[..].cmp(&v[..]),
+        (CompareTarget::Value, _) => kv.value[..].cmp(&[][..]),
         (CompareTarget::Version, u) => kv.version.cmp(&int(match u {
             Some(TargetUnion::Version(x)) => Some(*x),
             _ => None,
@@ -322,9 +325,9 @@ impl TxnRun<'_, '_> {
                 Response::ResponseRange(model_range(self.working, range))
             }
             Request::RequestPut(put) => {
-                let previous = self.working.get(&put.key).cloned();
+                let previous = self.working.get(&put.key[..]).cloned();
                 let kv = ModelKv {
-                    value: put.value.clone(),
+                    value: Rc::from(&put.value[..]),
                     create_revision: previous
                         .as_ref()
                         .map_or(self.revision, |p| p.create_revision),
@@ -332,7 +335,7 @@ impl TxnRun<'_, '_> {
                     version: previous.as_ref().map_or(1, |p| p.version + 1),
                     lease: put.lease,
                 };
-                self.working.insert(put.key.clone(), kv);
+                self.working.insert(Rc::from(&put.key[..]), kv);
                 self.changes.push(Change {
                     key: put.key.clone(),
                     put: Some((put.value.clone(), put.lease)),
@@ -353,7 +356,7 @@ impl TxnRun<'_, '_> {
                     .map(|(k, kv)| kv.to_key_value(k))
                     .collect();
                 for kv in &doomed {
-                    self.working.remove(&kv.key);
+                    self.working.remove(&kv.key[..]);
                     self.changes.push(Change {
                         key: kv.key.clone(),
                         put: None,
@@ -566,7 +569,7 @@ fn check_put_prev_kv(
     let Some(before) = replay.state_at(revision - 1) else {
         return Ok(());
     };
-    let expected = before.get(&put.key).map(|kv| kv.to_key_value(&put.key));
+    let expected = before.get(&put.key[..]).map(|kv| kv.to_key_value(&put.key));
     if got.prev_kv != expected {
         return Err(format!(
             "the put's prev_kv is {:?}; at revision {} the model holds {expected:?}",
