@@ -241,12 +241,23 @@ pub struct RunReport {
     pub simulated: Duration,
 }
 
-/// Runs one seed of a scenario on a fresh madsim runtime.
+/// Runs one seed of a scenario on a fresh madsim runtime, on a thread of its own.
+///
+/// The thread is what makes a seed replay alone as it ran among others: std draws the keys of a
+/// thread's `HashMap`s once, at the first one the thread makes, and madsim can make them the
+/// seed's only while that has not happened. On a thread that already ran a seed, the maps would
+/// iterate in an order set by the seeds run before, and so would whatever follows that order.
 pub fn run(seed: u64, scenario: &Scenario, options: &RunOptions) -> RunReport {
-    let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
-    let scenario = scenario.clone();
-    let options = options.clone();
-    runtime.block_on(async move { run_world(seed, scenario, options).await })
+    std::thread::scope(|scope| {
+        let run_alone = scope.spawn(|| {
+            let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+            let (scenario, options) = (scenario.clone(), options.clone());
+            runtime.block_on(async move { run_world(seed, scenario, options).await })
+        });
+        run_alone
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// Runs one seed inside the current madsim runtime (for `Runtime::check_determinism`).

@@ -1,11 +1,11 @@
 //! The simulator's own tests: every scenario passes on a set of seeds, the same seed replays the
-//! same run, and each oracle catches a fault planted on purpose (`SelfTest`): stale local reads
-//! (linearizability), a diverging replica (raft safety), a group commit that skips its fsync
-//! (durability), watch responses dropped from full streams (watch), ranges miscounted on every
-//! member (revisions), a streamed range merged without one of its chunks (revisions), fragments
-//! of watch responses taken for whole responses (watch), leases expiring early on a clock
-//! faster than its model (lease), and a joining member taking a stale answer's ID (cluster
-//! identity).
+//! same run (alone as after other seeds), and each oracle catches a fault planted on purpose
+//! (`SelfTest`): stale local reads (linearizability), a diverging replica (raft safety), a group
+//! commit that skips its fsync (durability), watch responses dropped from full streams (watch),
+//! ranges miscounted on every member (revisions), a streamed range merged without one of its chunks
+//! (revisions), fragments of watch responses taken for whole responses (watch), leases expiring
+//! early on a clock faster than its model (lease), and a joining member taking a stale answer's ID
+//! (cluster identity).
 //!
 //! `STET_SIM_SEEDS` sets how many seeds each scenario runs (default: 5,000 seeds in all).
 
@@ -96,6 +96,28 @@ fn the_same_seed_replays_the_same_run() {
     assert_eq!(first.trace_hash, second.trace_hash);
     let other = scenario::run(12, &mixed, &short());
     assert_ne!(first.trace_hash, other.trace_hash);
+}
+
+/// A seed replays alone as it ran after others on the same thread: the seeds run before it
+/// must not leave it anything (std's `HashMap` keys are drawn once per thread). `disk-full` is
+/// a scenario whose runs followed that order before each run had a thread of its own.
+#[test]
+fn a_seed_runs_the_same_after_other_seeds_as_alone() {
+    let disk_full = scenario::scenario("disk-full").expect("disk-full scenario");
+    for seed in 0..4 {
+        let after_others = scenario::run(seed, &disk_full, &short());
+        let alone = std::thread::scope(|scope| {
+            scope
+                .spawn(|| scenario::run(seed, &disk_full, &short()))
+                .join()
+                .expect("the run on a thread of its own")
+        });
+        assert_eq!(
+            (after_others.operations, after_others.trace_hash),
+            (alone.operations, alone.trace_hash),
+            "disk-full seed {seed} after seeds 0..{seed} on one thread, then alone"
+        );
+    }
 }
 
 /// The first of `seeds` seeds on which `scenario`, with `fault` planted, fails on `property`.
