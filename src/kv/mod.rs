@@ -424,12 +424,7 @@ impl KvStore {
 
     /// The key-value of a version of `key`, value read from the engine.
     fn kv_of(&self, key: &[u8], v: &Version) -> Result<KeyValue, KvError> {
-        let value = if v.is_tombstone() {
-            Vec::new()
-        } else {
-            self.values.value(key, v.main, v.sub())?
-        };
-        Ok(v.to_kv(key, value))
+        kv_from(&self.values, key, v)
     }
 
     /// The revision of the last write (1 for an empty store).
@@ -508,16 +503,30 @@ impl KvStore {
     }
 
     /// Applies a validated put at (main, sub). Fails only if the engine does (see `values`).
+    /// The key is looked up once: the index entry found serves both the version it replaces and
+    /// the new version's push (a put's hottest path is this lookup).
     fn apply_put(
         &mut self,
         req: &PutRequest,
         main: i64,
         sub: i64,
     ) -> Result<(PutResponse, Event), KvError> {
-        let prev = self.latest_live(&req.key).cloned();
+        debug_assert!(main > self.current_revision, "revision went backwards");
         let prev_value_needed = req.prev_kv || req.ignore_value || self.prev_values_in_events;
+        let Self {
+            keys,
+            values,
+            live_keys,
+            ..
+        } = self;
+        let versions = keys.get_mut(req.key.as_slice());
+        let prev = versions
+            .as_deref()
+            .and_then(|v| v.last())
+            .filter(|v| v.is_live())
+            .cloned();
         let prev_kv = match &prev {
-            Some(p) if prev_value_needed => Some(self.kv_of(&req.key, p)?),
+            Some(p) if prev_value_needed => Some(kv_from(values, &req.key, p)?),
             Some(p) => Some(p.to_kv(&req.key, Vec::new())),
             None => None,
         };
@@ -543,9 +552,15 @@ impl KvStore {
         );
         let kv = new.to_kv(&req.key, value);
         if prev_kv.is_none() {
-            self.live_keys += 1;
+            *live_keys += 1;
         }
-        self.push_version(&req.key, new, kv.clone());
+        values.record(sub, kv.clone());
+        match versions {
+            Some(versions) => push_version_tightly(versions, new),
+            None => {
+                keys.insert(req.key.as_slice().into(), vec![new]);
+            }
+        }
         let resp = PutResponse {
             header: None,
             prev_kv: if req.prev_kv { prev_kv.clone() } else { None },
@@ -606,6 +621,16 @@ impl KvStore {
             }
         }
     }
+}
+
+/// The key-value of a version of `key`, value read from `values` (the engine).
+fn kv_from(values: &Values, key: &[u8], v: &Version) -> Result<KeyValue, KvError> {
+    let value = if v.is_tombstone() {
+        Vec::new()
+    } else {
+        values.value(key, v.main, v.sub())?
+    };
+    Ok(v.to_kv(key, value))
 }
 
 /// Checks the parts of a put that need no state: key present, ignore flags used consistently.

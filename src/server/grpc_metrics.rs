@@ -17,7 +17,11 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Frame;
 
-use super::metrics::{GrpcCall, Metrics};
+use axum::http::HeaderName;
+
+use super::metrics::{
+    GrpcCall, GrpcMethod, Metrics, GRPC_CANCELED, GRPC_UNKNOWN, MAX_GRPC_METHODS,
+};
 
 /// Every method of etcd's v3 services, with its gRPC type as go-grpc-prometheus names it.
 const METHODS: &[(&str, &[&str])] = &[
@@ -90,50 +94,54 @@ const METHODS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// The call a request path (`/etcdserverpb.KV/Range`) names, if it is one of etcd's methods.
-pub fn call_for_path(path: &str) -> Option<GrpcCall> {
+/// How many methods `METHODS` lists; each has its place among the metrics' kept series.
+const METHOD_COUNT: usize = {
+    let mut count = 0;
+    let mut service = 0;
+    while service < METHODS.len() {
+        count += METHODS[service].1.len();
+        service += 1;
+    }
+    count
+};
+const _: () = assert!(METHOD_COUNT <= MAX_GRPC_METHODS);
+
+/// The header a gRPC status travels in.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// The method a request path (`/etcdserverpb.KV/Range`) names, if it is one of etcd's.
+pub fn call_for_path(path: &str) -> Option<GrpcMethod> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    let (service, methods) = METHODS.iter().find(|(name, _)| *name == service)?;
-    let method = methods.iter().find(|name| **name == method)?;
-    let grpc_type = match *method {
+    let mut index = 0;
+    let (service, methods) = METHODS.iter().find(|(name, methods)| {
+        let found = *name == service;
+        if !found {
+            index += methods.len();
+        }
+        found
+    })?;
+    let at = methods.iter().position(|name| *name == method)?;
+    let method = methods[at];
+    index += at;
+    let grpc_type = match method {
         "Watch" | "LeaseKeepAlive" => "bidi_stream",
         "Snapshot" | "RangeStream" => "server_stream",
         _ => "unary",
     };
-    Some(GrpcCall {
-        grpc_type,
-        grpc_service: service,
-        grpc_method: method,
+    Some(GrpcMethod {
+        labels: GrpcCall {
+            grpc_type,
+            grpc_service: service,
+            grpc_method: method,
+        },
+        index,
     })
 }
 
-/// The name go-grpc-prometheus gives a `grpc-status` code.
-pub fn code_name(code: u32) -> &'static str {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "Canceled",
-        "Unknown",
-        "InvalidArgument",
-        "DeadlineExceeded",
-        "NotFound",
-        "AlreadyExists",
-        "PermissionDenied",
-        "ResourceExhausted",
-        "FailedPrecondition",
-        "Aborted",
-        "OutOfRange",
-        "Unimplemented",
-        "Internal",
-        "Unavailable",
-        "DataLoss",
-        "Unauthenticated",
-    ];
-    NAMES.get(code as usize).copied().unwrap_or("Unknown")
-}
-
-fn grpc_status(headers: &axum::http::HeaderMap) -> Option<&'static str> {
-    let value = headers.get("grpc-status")?.to_str().ok()?;
-    Some(code_name(value.trim().parse().ok()?))
+/// The `grpc-status` code in `headers`, if there is one.
+fn grpc_status(headers: &axum::http::HeaderMap) -> Option<u32> {
+    let value = headers.get(&GRPC_STATUS)?.to_str().ok()?;
+    value.trim().parse().ok()
 }
 
 /// The middleware: counts the call if the path names one of etcd's methods.
@@ -224,8 +232,8 @@ enum Side {
     Request,
     Response {
         started: Instant,
-        /// The status, once the response said it.
-        code: Option<&'static str>,
+        /// The status code, once the response said it.
+        code: Option<u32>,
         recorded: bool,
     },
 }
@@ -235,7 +243,7 @@ struct Counted {
     inner: Body,
     messages: Messages,
     side: Side,
-    call: GrpcCall,
+    call: GrpcMethod,
     metrics: Arc<Metrics>,
 }
 
@@ -250,7 +258,7 @@ impl Counted {
             if !*recorded {
                 *recorded = true;
                 // A response that ends without a status was cut short: the client left.
-                let code = code.unwrap_or(if gone { "Canceled" } else { "Unknown" });
+                let code = code.unwrap_or(if gone { GRPC_CANCELED } else { GRPC_UNKNOWN });
                 self.metrics
                     .grpc_handled(&self.call, code, started.elapsed());
             }
@@ -347,23 +355,22 @@ mod tests {
     fn only_etcds_methods_are_counted_with_their_types() {
         let call = call_for_path("/etcdserverpb.KV/Range").expect("KV.Range");
         assert_eq!(
-            (call.grpc_type, call.grpc_service, call.grpc_method),
-            ("unary", "etcdserverpb.KV", "Range")
+            (call.labels.grpc_type, call.labels.grpc_service),
+            ("unary", "etcdserverpb.KV")
         );
+        assert_eq!(call.labels.grpc_method, "Range");
+        let type_of = |path| call_for_path(path).map(|c| c.labels.grpc_type);
+        assert_eq!(type_of("/etcdserverpb.Watch/Watch"), Some("bidi_stream"));
         assert_eq!(
-            call_for_path("/etcdserverpb.Watch/Watch").map(|c| c.grpc_type),
+            type_of("/etcdserverpb.Lease/LeaseKeepAlive"),
             Some("bidi_stream")
         );
         assert_eq!(
-            call_for_path("/etcdserverpb.Lease/LeaseKeepAlive").map(|c| c.grpc_type),
-            Some("bidi_stream")
-        );
-        assert_eq!(
-            call_for_path("/etcdserverpb.Maintenance/Snapshot").map(|c| c.grpc_type),
+            type_of("/etcdserverpb.Maintenance/Snapshot"),
             Some("server_stream")
         );
         assert_eq!(
-            call_for_path("/etcdserverpb.KV/RangeStream").map(|c| c.grpc_type),
+            type_of("/etcdserverpb.KV/RangeStream"),
             Some("server_stream")
         );
         assert_eq!(call_for_path("/etcdserverpb.KV/Nope"), None);
@@ -372,12 +379,34 @@ mod tests {
     }
 
     #[test]
-    fn status_codes_have_go_grpc_prometheus_names() {
-        assert_eq!(code_name(0), "OK");
-        assert_eq!(code_name(1), "Canceled");
-        assert_eq!(code_name(4), "DeadlineExceeded");
-        assert_eq!(code_name(14), "Unavailable");
-        assert_eq!(code_name(16), "Unauthenticated");
-        assert_eq!(code_name(99), "Unknown");
+    fn every_method_has_a_place_of_its_own() {
+        let mut places = std::collections::BTreeMap::new();
+        for (service, methods) in METHODS {
+            for method in *methods {
+                let call = call_for_path(&format!("/{service}/{method}")).expect("a method");
+                assert_eq!(
+                    (call.labels.grpc_service, call.labels.grpc_method),
+                    (*service, *method)
+                );
+                let earlier = places.insert(call.index, (*service, *method));
+                assert_eq!(
+                    earlier, None,
+                    "{service}/{method} shares place {}",
+                    call.index
+                );
+            }
+        }
+        assert_eq!(places.len(), METHOD_COUNT);
+        assert!(places.keys().all(|&index| index < MAX_GRPC_METHODS));
+    }
+
+    #[test]
+    fn statuses_are_read_from_the_grpc_status_header() {
+        let mut headers = axum::http::HeaderMap::new();
+        assert_eq!(grpc_status(&headers), None);
+        headers.insert("grpc-status", " 14".parse().expect("a header value"));
+        assert_eq!(grpc_status(&headers), Some(14));
+        headers.insert("grpc-status", "nope".parse().expect("a header value"));
+        assert_eq!(grpc_status(&headers), None);
     }
 }

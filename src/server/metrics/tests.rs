@@ -123,17 +123,22 @@ fn disk_latencies_are_histograms_with_etcds_buckets() {
 #[test]
 fn grpc_calls_are_counted_by_method_type_and_code() {
     let metrics = Metrics::new(0);
-    let put = GrpcCall {
-        grpc_type: "unary",
-        grpc_service: "etcdserverpb.KV",
-        grpc_method: "Put",
+    let put = GrpcMethod {
+        labels: GrpcCall {
+            grpc_type: "unary",
+            grpc_service: "etcdserverpb.KV",
+            grpc_method: "Put",
+        },
+        index: 1,
     };
     metrics.grpc_started(&put);
     metrics.grpc_started(&put);
     metrics.grpc_received(&put, 1, 10);
     metrics.grpc_sent(&put, 1, 20);
-    metrics.grpc_handled(&put, "OK", Duration::from_millis(1));
-    metrics.grpc_handled(&put, "Unavailable", Duration::from_millis(1));
+    metrics.grpc_handled(&put, 0, Duration::from_millis(1));
+    metrics.grpc_handled(&put, 14, Duration::from_millis(1));
+    metrics.grpc_handled(&put, 14, Duration::from_millis(1));
+    metrics.grpc_handled(&put, 99, Duration::from_millis(1));
     let page = metrics.render(&status());
     let labels = "grpc_type=\"unary\",grpc_service=\"etcdserverpb.KV\",grpc_method=\"Put\"";
     for (series, value) in [
@@ -144,11 +149,15 @@ fn grpc_calls_are_counted_by_method_type_and_code() {
         ),
         (
             format!("grpc_server_handled_total{{{labels},grpc_code=\"Unavailable\"}}"),
+            "2",
+        ),
+        (
+            format!("grpc_server_handled_total{{{labels},grpc_code=\"Unknown\"}}"),
             "1",
         ),
         (
             format!("grpc_server_handling_seconds_count{{{labels}}}"),
-            "2",
+            "4",
         ),
         (format!("grpc_server_msg_received_total{{{labels}}}"), "1"),
         (format!("grpc_server_msg_sent_total{{{labels}}}"), "1"),
