@@ -254,9 +254,12 @@ fn chunk_rows(mut chunk: &[u8]) -> Result<Vec<ChunkRow<'_>>, String> {
     let mut rows = Vec::new();
     while let Some((&table, rest)) = chunk.split_first() {
         let at = rows.len();
-        let table = Table::from_byte(table).ok_or(format!("row {at}: unknown table {table}"))?;
-        let (key, rest) = length_prefixed(rest).ok_or(format!("row {at}: key cut short"))?;
-        let (value, rest) = length_prefixed(rest).ok_or(format!("row {at}: value cut short"))?;
+        let table =
+            Table::from_byte(table).ok_or_else(|| format!("row {at}: unknown table {table}"))?;
+        let (key, rest) =
+            length_prefixed(rest).ok_or_else(|| format!("row {at}: key cut short"))?;
+        let (value, rest) =
+            length_prefixed(rest).ok_or_else(|| format!("row {at}: value cut short"))?;
         let (tag, _) = unseal(key, value).map_err(|e| format!("row {at}: {e}"))?;
         if !table.tags().contains(&tag) {
             return Err(format!("row {at}: a {tag:?} value in table {table:?}"));

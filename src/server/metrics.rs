@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -119,6 +119,51 @@ struct PeerMetrics {
     clock_offset: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     /// Each peer's last clock offset in microseconds (for [`Metrics::record_clock_offset`]).
     clock_offsets_micros: Mutex<BTreeMap<u64, i64>>,
+    /// The byte counters of each peer, kept once resolved (counted at every frame).
+    sent_by_peer: PeerCounters,
+    received_by_peer: PeerCounters,
+}
+
+/// At most this many peers' byte counters are kept; past it a peer's series is looked up in
+/// its family at each count, as before (a cluster has a handful of members).
+const MAX_KEPT_PEER_COUNTERS: usize = 32;
+
+/// Peers' counters of one family, kept once resolved: resolving one formats the member ID into
+/// its label and hashes it (`peer`, `Family::get_or_create`), which every raft frame would
+/// otherwise pay — ~2 % of the simulator's instructions. Each handle shares its value with the
+/// family's series, created at the first count as before.
+#[derive(Debug, Default)]
+struct PeerCounters(RwLock<Vec<(u64, Counter)>>);
+
+impl PeerCounters {
+    /// Adds `by` to the counter of `id` in `family`, labelled `direction`.
+    fn inc_by(
+        &self,
+        family: &Family<PeerLabels, Counter>,
+        direction: &'static str,
+        id: u64,
+        by: u64,
+    ) {
+        {
+            let kept = self
+                .0
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some((_, counter)) = kept.iter().find(|(peer, _)| *peer == id) {
+                counter.inc_by(by);
+                return;
+            }
+        }
+        let counter = family.get_or_create(&peer(id, direction)).clone();
+        counter.inc_by(by);
+        let mut kept = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if kept.len() < MAX_KEPT_PEER_COUNTERS && !kept.iter().any(|(peer, _)| *peer == id) {
+            kept.push((id, counter));
+        }
+    }
 }
 
 /// Everything `/metrics` reports.
@@ -263,14 +308,18 @@ impl Metrics {
 
     /// Raft traffic written to peer `to`.
     pub fn peer_sent(&self, to: u64, bytes: usize) {
-        let counter = self.peers.sent_bytes.get_or_create(&peer(to, "To"));
-        counter.inc_by(bytes as u64);
+        let peers = &self.peers;
+        let family = &peers.sent_bytes;
+        peers.sent_by_peer.inc_by(family, "To", to, bytes as u64);
     }
 
     /// Raft traffic read from peer `from`.
     pub fn peer_received(&self, from: u64, bytes: usize) {
-        let counter = self.peers.received_bytes.get_or_create(&peer(from, "From"));
-        counter.inc_by(bytes as u64);
+        let peers = &self.peers;
+        let family = &peers.received_bytes;
+        peers
+            .received_by_peer
+            .inc_by(family, "From", from, bytes as u64);
     }
 
     /// A message or batch for peer `to` could not be sent.
@@ -384,6 +433,8 @@ impl PeerMetrics {
             sent_failures: Family::default(),
             clock_offset: Family::default(),
             clock_offsets_micros: Mutex::new(BTreeMap::new()),
+            sent_by_peer: PeerCounters::default(),
+            received_by_peer: PeerCounters::default(),
         };
         registry.register(
             "etcd_network_peer_round_trip_time_seconds",

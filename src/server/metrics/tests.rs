@@ -226,3 +226,22 @@ fn the_process_is_described_on_linux() {
         }
     }
 }
+
+#[test]
+fn every_peers_bytes_are_counted_past_the_kept_counters() {
+    let metrics = Metrics::new(0);
+    let peers = MAX_KEPT_PEER_COUNTERS as u64 + 8;
+    for round in 0..3 {
+        for id in 1..=peers {
+            metrics.peer_sent(id, 10 + round);
+            metrics.peer_received(id, 1);
+        }
+    }
+    let page = metrics.render(&status());
+    for id in 1..=peers {
+        let sent = format!("etcd_network_peer_sent_bytes_total{{To=\"{id:x}\"}}");
+        assert_eq!(sample(&page, &sent).as_deref(), Some("33"), "{sent}");
+        let received = format!("etcd_network_peer_received_bytes_total{{From=\"{id:x}\"}}");
+        assert_eq!(sample(&page, &received).as_deref(), Some("3"), "{received}");
+    }
+}
