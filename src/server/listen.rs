@@ -7,8 +7,8 @@
 
 use std::net::SocketAddr;
 
+use super::stop::Stopped;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use super::config::{ListenAddr, ServerConfig};
 use super::grpc::Services;
@@ -93,14 +93,14 @@ impl ClientListeners {
         Ok(ClientListeners { addresses })
     }
 
-    /// Serves gRPC and HTTP on every client port until `stopped` changes.
+    /// Serves gRPC and HTTP on every client port until `stopped` says stop.
     #[cfg(not(madsim))]
     pub fn serve(
         self,
         services: Services,
         driver: DriverHandle,
         config: &ServerConfig,
-        stopped: watch::Receiver<bool>,
+        stopped: Stopped,
         log: &slog::Logger,
     ) {
         use super::{http, v2_keys, v2_members};
@@ -133,24 +133,22 @@ impl ClientListeners {
         }
     }
 
-    /// Serves the gRPC services on every client address until `stopped` changes.
+    /// Serves the gRPC services on every client address until `stopped` says stop.
     #[cfg(madsim)]
     pub fn serve(
         self,
         services: Services,
         _driver: DriverHandle,
         _config: &ServerConfig,
-        stopped: watch::Receiver<bool>,
+        stopped: Stopped,
         log: &slog::Logger,
     ) {
         for address in self.addresses {
             let services = services.clone();
             let log = log.clone();
-            let mut stopped = stopped.clone();
+            let stopped = stopped.clone();
             tokio::spawn(async move {
-                let stop = async move {
-                    let _ = stopped.changed().await;
-                };
+                let stop = async move { stopped.wait().await };
                 if let Err(error) = services.serve_simulated(address, stop).await {
                     slog::error!(log, "client listener failed"; "error" => %error);
                 }
@@ -172,7 +170,7 @@ struct ClientListener {
 #[cfg(not(madsim))]
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Accepts client connections until `stopped` changes and serves each (HTTP/1.1 or HTTP/2, at
+/// Accepts client connections until `stopped` says stop and serves each (HTTP/1.1 or HTTP/2, at
 /// most `max_streams` concurrent streams per connection; TLS first on an https port, each
 /// handshake in the connection's own task), then lets the open ones finish.
 #[cfg(not(madsim))]
@@ -180,7 +178,7 @@ async fn serve_connections(
     listener: ClientListener,
     app: axum::Router,
     max_streams: u32,
-    mut stopped: watch::Receiver<bool>,
+    stopped: Stopped,
     log: slog::Logger,
 ) {
     use hyper_util::server::graceful::GracefulShutdown;
@@ -193,8 +191,9 @@ async fn serve_connections(
     } = listener;
     loop {
         let accepted = tokio::select! {
+            biased;
+            _ = stopped.wait() => break,
             accepted = tcp.accept() => accepted,
-            _ = stopped.changed() => break,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,

@@ -70,6 +70,8 @@ mod start;
 #[cfg(feature = "server")]
 pub mod status;
 #[cfg(feature = "server")]
+pub mod stop;
+#[cfg(feature = "server")]
 pub mod tls;
 #[cfg(all(feature = "server", not(madsim)))]
 mod v2_keys;

@@ -6,8 +6,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::watch;
-
 use super::auth::AuthGate;
 use super::config::ServerConfig;
 use super::disk_space;
@@ -183,7 +181,7 @@ async fn run_member(
     let clients = ClientListeners::bind(config, log).await?;
     let peers = PeerListeners::bind(config, log).await?;
     let started = start_node(config, &env, peers.tls.clone(), log).await?;
-    let (stop, stopped) = watch::channel(false);
+    let (stop, stopped) = super::stop::channel();
     let (inconsistent_tx, inconsistent) = tokio::sync::oneshot::channel();
     let driver_task = spawn_member(
         config,
@@ -200,17 +198,17 @@ async fn run_member(
         biased;
         exit = &mut driver_task => exit,
         Ok(why) = &mut inconsistent => {
-            let _ = stop.send(true);
+            stop.stop();
             let _ = driver_task.await;
             return Err(ServerError::Fatal(why));
         }
         _ = shutdown => {
             slog::info!(log, "received a shutdown signal; stopping");
-            let _ = stop.send(true);
+            stop.stop();
             driver_task.await
         }
     };
-    let _ = stop.send(true);
+    stop.stop();
     match exit {
         Ok(Exit::Shutdown) => {
             slog::info!(log, "stopped");
@@ -256,7 +254,7 @@ fn spawn_member(
     env: Arc<dyn Environment>,
     peers: PeerListeners,
     clients: ClientListeners,
-    (stopped, inconsistent): (watch::Receiver<bool>, tokio::sync::oneshot::Sender<String>),
+    (stopped, inconsistent): (super::stop::Stopped, tokio::sync::oneshot::Sender<String>),
     log: &slog::Logger,
 ) -> tokio::task::JoinHandle<Exit> {
     let Started {

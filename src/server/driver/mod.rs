@@ -40,6 +40,7 @@ use super::handle::{Command, DriverHandle, COMMAND_QUEUE};
 use super::metrics::Metrics;
 use super::peer::Transport;
 use super::status::MemberStatus;
+use super::stop::Stopped;
 use crate::disk::DiskError;
 use crate::node::{ClientError, ClientRequest, ClientResponse, Input, Node, Output, RequestId};
 use crate::proto::etcdserverpb as pb;
@@ -86,7 +87,7 @@ pub struct Driver {
     commands: mpsc::Receiver<Command>,
     /// The driver's own command sender, for work it hands to other tasks.
     own_commands: mpsc::Sender<Command>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Stopped,
     status: watch::Sender<MemberStatus>,
     metrics: Arc<Metrics>,
     /// Where applied auth changes go: the published store and the token table.
@@ -123,7 +124,7 @@ impl Driver {
         env: Arc<dyn Environment>,
         node: Node,
         storage: MemberStorage<BoxDisk>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Stopped,
         (metrics, auth): (Arc<Metrics>, Arc<AuthGate>),
         log: slog::Logger,
     ) -> (Driver, DriverHandle) {
@@ -196,8 +197,8 @@ impl Driver {
     /// Runs until shut down, removed or failed.
     pub async fn run(mut self) -> Exit {
         // One wait for shutdown for the whole run, not a new one per turn of the loop.
-        let mut shutdown = self.shutdown.clone();
-        let shutdown = shutdown.changed();
+        let stop_signal = self.shutdown.clone();
+        let shutdown = stop_signal.wait();
         tokio::pin!(shutdown);
         let exit = loop {
             if let Err(exit) = self.turn().await {

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
+use crate::server::stop::Stopped;
 use raft::eraftpb::Message;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use super::conn::{spawn_frame_writer, FramedStream, PeerError, PeerStream, HANDSHAKE_TIMEOUT};
 use super::{forward, AddressBook};
@@ -25,7 +25,7 @@ use crate::types::MemberId;
 /// holds whole rows, so one value as large as a request may allow goes past it.
 const MAX_STATE_CHUNK_BYTES: usize = 64 << 20;
 
-/// Accepts peer connections on `listener` until `stopped` changes; then every connection it
+/// Accepts peer connections on `listener` until `stopped` says stop; then every connection it
 /// accepted is closed too (a member that stops, to start again in the same process after a
 /// full disk, leaves nothing holding its port or talking for it).
 pub async fn serve(
@@ -34,12 +34,12 @@ pub async fn serve(
     driver: DriverHandle,
     addresses: AddressBook,
     env: Arc<dyn Environment>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: Stopped,
 ) {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = stopped.changed() => return,
+            _ = stopped.wait() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -48,7 +48,7 @@ pub async fn serve(
                 let addresses = addresses.clone();
                 let log = log.clone();
                 let env = env.clone();
-                let mut stopped = stopped.clone();
+                let stopped = stopped.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let Some(stream) = secure(stream, tls.as_deref(), &log).await else {
@@ -57,7 +57,7 @@ pub async fn serve(
                     let served = serve_connection(stream, driver, addresses, env.as_ref(), &log);
                     let served = tokio::select! {
                         biased;
-                        _ = stopped.changed() => return,
+                        _ = stopped.wait() => return,
                         served = served => served,
                     };
                     if let Err(error) = served {

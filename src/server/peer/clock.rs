@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use crate::server::stop::Stopped;
 
 use super::conn::{dial, Identity};
 use super::AddressBook;
@@ -53,13 +53,13 @@ pub fn change(previous: Option<i64>, offset: i64) -> Change {
     }
 }
 
-/// Compares clocks with every peer until `stopped` changes.
+/// Compares clocks with every peer until `stopped` says stop.
 pub async fn watch_clocks(
     env: Arc<dyn Environment>,
     identity: Identity,
     addresses: AddressBook,
     metrics: Arc<Metrics>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: Stopped,
     log: slog::Logger,
 ) {
     let mut wait = FIRST_CHECK_AFTER;
@@ -67,7 +67,7 @@ pub async fn watch_clocks(
         let at = env.now() + wait;
         tokio::select! {
             biased;
-            _ = stopped.changed() => return,
+            _ = stopped.wait() => return,
             () = env.sleep_until(at) => {}
         }
         wait = CHECK_INTERVAL;

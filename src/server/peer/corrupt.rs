@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use crate::server::stop::Stopped;
 
 use super::conn::{dial, Identity, HANDSHAKE_TIMEOUT};
 use crate::node::{ClientRequest, ClientResponse};
@@ -70,13 +70,13 @@ pub fn culprits(
 /// How long a check waits for the peers' answers (hashing a large history takes a while).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Runs the check every `interval` while this member leads, until `stopped` changes.
+/// Runs the check every `interval` while this member leads, until `stopped` says stop.
 pub async fn check_periodically(
     env: Arc<dyn Environment>,
     identity: Identity,
     driver: DriverHandle,
     interval: Duration,
-    mut stopped: watch::Receiver<bool>,
+    stopped: Stopped,
     log: slog::Logger,
 ) {
     assert!(!interval.is_zero(), "a corruption check needs an interval");
@@ -84,7 +84,7 @@ pub async fn check_periodically(
         let at = env.now() + interval;
         tokio::select! {
             biased;
-            _ = stopped.changed() => return,
+            _ = stopped.wait() => return,
             () = env.sleep_until(at) => {}
         }
         if driver.status().is_leader {
