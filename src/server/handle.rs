@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use raft::eraftpb::Message;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tonic::Status;
 
 use super::metrics::Metrics;
@@ -73,6 +73,12 @@ pub enum Command {
 pub struct DriverHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<MemberStatus>,
+    /// Rung by the driver whenever it publishes a changed status, and when it stops. Waits for a
+    /// status go through it, not the watch's `changed()`: a watch has each waiter wait on one of
+    /// eight notifiers picked with tokio's thread-local generator, seeded from a process-wide
+    /// counter, so the order in which waiters woke depended on what the process ran before (in
+    /// the simulator, on earlier seeds). A `Notify` wakes them in the order they began to wait.
+    status_changed: Arc<Notify>,
     metrics: Arc<Metrics>,
 }
 
@@ -80,12 +86,13 @@ impl DriverHandle {
     /// A handle over the driver's command queue and published status.
     pub fn new(
         commands: mpsc::Sender<Command>,
-        status: watch::Receiver<MemberStatus>,
+        (status, status_changed): (watch::Receiver<MemberStatus>, Arc<Notify>),
         metrics: Arc<Metrics>,
     ) -> Self {
         DriverHandle {
             commands,
             status,
+            status_changed,
             metrics,
         }
     }
@@ -201,13 +208,87 @@ impl DriverHandle {
     }
 
     /// Waits until the published status satisfies `holds`, at most `within`; whether it does.
+    /// False at once if the driver stopped.
     async fn status_within(
         &self,
         within: std::time::Duration,
-        holds: impl FnMut(&MemberStatus) -> bool,
+        mut holds: impl FnMut(&MemberStatus) -> bool,
     ) -> bool {
-        let mut status = self.status.clone();
-        let reached = async move { status.wait_for(holds).await.is_ok() };
+        let reached = async {
+            loop {
+                let changed = self.status_changed.notified();
+                tokio::pin!(changed);
+                // Registered before the status is read: a change in between still wakes it.
+                changed.as_mut().enable();
+                if holds(&self.status.borrow()) {
+                    return true;
+                }
+                if self.commands.is_closed() {
+                    return false;
+                }
+                changed.await;
+            }
+        };
         tokio::time::timeout(within, reached).await.unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> (
+        DriverHandle,
+        mpsc::Receiver<Command>,
+        watch::Sender<MemberStatus>,
+        Arc<Notify>,
+    ) {
+        let (commands, queue) = mpsc::channel(1);
+        let (status, status_rx) = watch::channel(MemberStatus::default());
+        let changed = Arc::new(Notify::new());
+        let metrics = Arc::new(Metrics::new(0));
+        let handle = DriverHandle::new(commands, (status_rx, changed.clone()), metrics);
+        (handle, queue, status, changed)
+    }
+
+    #[tokio::test]
+    async fn a_status_wait_ends_when_the_published_status_holds() {
+        let (handle, _queue, status, changed) = handle();
+        let waiting = tokio::spawn({
+            let handle = handle.clone();
+            async move {
+                handle
+                    .leader_known_within(std::time::Duration::from_secs(60))
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        status.send_modify(|status| status.leader = Some(7));
+        changed.notify_waiters();
+        assert!(waiting.await.expect("the waiting task"));
+        assert!(
+            handle
+                .leader_known_within(std::time::Duration::from_secs(60))
+                .await
+        );
+    }
+
+    #[tokio::test]
+    async fn a_status_wait_gives_up_once_the_driver_stopped() {
+        let (handle, mut queue, _status, changed) = handle();
+        let waiting = tokio::spawn({
+            let handle = handle.clone();
+            async move {
+                handle
+                    .applied_revision(5, std::time::Duration::from_secs(3600))
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        queue.close();
+        changed.notify_waiters();
+        // Not a timing check: only a guard against hanging for the wait's hour.
+        let gave_up = tokio::time::timeout(std::time::Duration::from_secs(60), waiting).await;
+        assert!(!gave_up.expect("the wait ended").expect("the waiting task"));
     }
 }

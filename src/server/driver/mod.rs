@@ -25,7 +25,7 @@ use std::future::pending;
 use std::sync::Arc;
 
 use raft::eraftpb::{Message, MessageType, Snapshot};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use self::commit::{GroupCommit, Next};
 use self::in_use::InUse;
@@ -89,6 +89,8 @@ pub struct Driver {
     own_commands: mpsc::Sender<Command>,
     shutdown: Stopped,
     status: watch::Sender<MemberStatus>,
+    /// Rung whenever `status` changes, and when the driver stops (see `DriverHandle`).
+    status_changed: Arc<Notify>,
     metrics: Arc<Metrics>,
     /// Where applied auth changes go: the published store and the token table.
     auth: Arc<AuthGate>,
@@ -130,6 +132,7 @@ impl Driver {
     ) -> (Driver, DriverHandle) {
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let (status, status_rx) = watch::channel(MemberStatus::default());
+        let status_changed = Arc::new(Notify::new());
         let driver = Driver {
             log,
             env,
@@ -139,6 +142,7 @@ impl Driver {
             own_commands: commands_tx.clone(),
             shutdown,
             status,
+            status_changed: status_changed.clone(),
             metrics: metrics.clone(),
             auth,
             next_request: 1,
@@ -160,7 +164,7 @@ impl Driver {
             publish: None,
         };
         driver.publish_status(false);
-        let handle = DriverHandle::new(commands_tx, status_rx, metrics);
+        let handle = DriverHandle::new(commands_tx, (status_rx, status_changed), metrics);
         (driver, handle)
     }
 
@@ -249,6 +253,9 @@ impl Driver {
         for (_, waiter) in std::mem::take(&mut self.waiting) {
             let _ = waiter.reply.send(Err(ClientError::Stopped));
         }
+        // Waiters on the status see the queue closed and give up.
+        self.commands.close();
+        self.status_changed.notify_waiters();
         exit
     }
 
@@ -756,7 +763,7 @@ impl Driver {
         };
         log_alarm_changes(&self.log, &self.status.borrow().alarms, &status.alarms);
         self.auth.publish(node.state().auth());
-        self.status.send_if_modified(|current| {
+        let changed = self.status.send_if_modified(|current| {
             if *current == status {
                 false
             } else {
@@ -764,6 +771,9 @@ impl Driver {
                 true
             }
         });
+        if changed {
+            self.status_changed.notify_waiters();
+        }
     }
 }
 
