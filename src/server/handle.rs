@@ -194,6 +194,11 @@ impl DriverHandle {
         self.status.borrow().clone()
     }
 
+    /// Whether the driver has stopped (its command queue is closed): nothing sent now is answered.
+    pub fn stopped(&self) -> bool {
+        self.commands.is_closed()
+    }
+
     /// Waits until this member knows a leader (itself or another), at most `within`; whether
     /// it does.
     pub async fn leader_known_within(&self, within: std::time::Duration) -> bool {
@@ -214,21 +219,13 @@ impl DriverHandle {
         within: std::time::Duration,
         mut holds: impl FnMut(&MemberStatus) -> bool,
     ) -> bool {
-        let reached = async {
-            loop {
-                let changed = self.status_changed.notified();
-                tokio::pin!(changed);
-                // Registered before the status is read: a change in between still wakes it.
-                changed.as_mut().enable();
-                if holds(&self.status.borrow()) {
-                    return true;
-                }
-                if self.commands.is_closed() {
-                    return false;
-                }
-                changed.await;
+        let reached = super::notified::until(&self.status_changed, || {
+            if holds(&self.status.borrow()) {
+                Some(true)
+            } else {
+                self.stopped().then_some(false)
             }
-        };
+        });
         tokio::time::timeout(within, reached).await.unwrap_or(false)
     }
 }

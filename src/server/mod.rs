@@ -56,6 +56,8 @@ pub mod log;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
+pub mod notified;
+#[cfg(feature = "server")]
 pub mod peer;
 #[cfg(feature = "server")]
 pub mod process_metrics;

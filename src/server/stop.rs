@@ -55,16 +55,7 @@ impl Stopped {
 
     /// Resolves once stop is said (at once if it was).
     pub async fn wait(&self) {
-        loop {
-            let notified = self.0.notify.notified();
-            tokio::pin!(notified);
-            // Registered before the flag is read: a stop said in between still wakes it.
-            notified.as_mut().enable();
-            if self.is_stopped() {
-                return;
-            }
-            notified.await;
-        }
+        super::notified::until(&self.0.notify, || self.is_stopped().then_some(())).await
     }
 }
 
