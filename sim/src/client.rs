@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 
 use stet::node::{ClientError, ClientRequest, ClientResponse};
 use stet::proto::etcdserverpb as pb;
+use stet::server::route::ELECTION_WAIT;
 
 use crate::checker::{Op, Operation, Outcome};
 use crate::rpc;
@@ -69,9 +70,28 @@ impl Client {
         request: ClientRequest,
     ) -> Option<Result<ClientResponse, ClientError>> {
         let channel = self.channel(member)?;
+        let leader_only = request.leader_only().then(|| format!("{request:?}"));
+        let sent = self.world.elapsed();
         // Boxed: the call's future holds the largest of every service's client futures, and
         // moving it by value into the timeout copied kilobytes per request.
-        wait::timeout(CLIENT_TIMEOUT, Box::pin(rpc::call(channel, request))).await
+        let reply = wait::timeout(CLIENT_TIMEOUT, Box::pin(rpc::call(channel, request))).await;
+        if let (Some(request), Some(Err(ClientError::NoLeader))) = (leader_only, &reply) {
+            self.check_election_wait(member, request, self.world.elapsed() - sent);
+        }
+        reply
+    }
+
+    /// The election-wait oracle: a leader-only request is refused with "no leader" only after
+    /// its member tried to reach a leader for `ELECTION_WAIT` (`stet::server::route`).
+    fn check_election_wait(&self, member: u64, request: String, waited: Duration) {
+        if waited < ELECTION_WAIT {
+            lock(&self.world.early_no_leader).push(format!(
+                "member {member:x} answered \"no leader\" after {} ms, before its {} ms election wait, to {}",
+                waited.as_millis(),
+                ELECTION_WAIT.as_millis(),
+                request.chars().take(160).collect::<String>()
+            ));
+        }
     }
 
     /// Streams a range from `member` through `KV.RangeStream` (`rpc::range_stream`); `None` if

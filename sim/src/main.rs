@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
-                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|keep-released-wal|never-release-wal|backup-drops-rows|no-auto-promotion|drop-stream-chunk|unjoined-fragments|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk|ignore-permissions|tokens-name-last-login|in-use-never-measured|watch-prev-kv-without-value|put-prev-kv-without-value|stale-join-answer]"
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|keep-released-wal|never-release-wal|backup-drops-rows|no-auto-promotion|drop-stream-chunk|unjoined-fragments|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk|ignore-permissions|tokens-name-last-login|in-use-never-measured|watch-prev-kv-without-value|put-prev-kv-without-value|stale-join-answer|skip-election-wait]"
                         .to_string(),
                 )
             }
@@ -123,6 +123,7 @@ fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
         "ignore-divergent-peers" => SelfTest::Mistake(Mistake::IgnoreDivergentPeers),
         "stay-down-after-full-disk" => SelfTest::Mistake(Mistake::StayDownAfterFullDisk),
         "stale-join-answer" => SelfTest::Mistake(Mistake::JoinTakesStalestAnswer),
+        "skip-election-wait" => SelfTest::Mistake(Mistake::SkipElectionWait),
         other => return Err(format!("unknown fault to plant: {other}")),
     })
 }

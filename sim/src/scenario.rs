@@ -506,6 +506,13 @@ async fn final_checks(
     on_checker(&checker_node, "backup", crate::backup::check(w, m)).await?;
     let (w, m) = (world.clone(), world.live_members(members));
     on_checker(&checker_node, "bytes in use", crate::in_use::check(w, m)).await?;
+    if let Some(violation) = lock(&world.early_no_leader).first().cloned() {
+        return Err(Failure {
+            key: None,
+            property: "election wait",
+            detail: violation,
+        });
+    }
     if let Some(violation) = lock(&world.clock_violations).first().cloned() {
         return Err(Failure {
             key: None,

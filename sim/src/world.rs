@@ -259,6 +259,9 @@ pub struct World {
     pub clock_comparisons: Mutex<BTreeMap<(u64, u64), i64>>,
     /// Clock comparisons whose result is off the true offset by more than they could be.
     pub clock_violations: Mutex<Vec<String>>,
+    /// Leader-only requests refused with "no leader" before the member had waited
+    /// `stet::server::route::ELECTION_WAIT` for an election (the election-wait oracle).
+    pub early_no_leader: Mutex<Vec<String>>,
     /// What each member last counted on being durable (the per-member durability oracle).
     pub durable: Mutex<BTreeMap<u64, stet::node::DurableMarks>>,
     /// The first thing the per-member durability oracle found lost.
@@ -328,6 +331,7 @@ impl World {
             auth_ops: Mutex::new(Vec::new()),
             lease_revocations: Mutex::new(BTreeMap::new()),
             clock_distortion: Mutex::new(None),
+            early_no_leader: Mutex::new(Vec::new()),
             durable: Mutex::new(BTreeMap::new()),
             durability_violation: Mutex::new(None),
             crash_point: Mutex::new(None),

@@ -323,6 +323,19 @@ fn a_member_that_stays_down_after_a_full_disk_is_caught_by_the_availability_orac
     );
 }
 
+/// A lease keep-alive to a follower whose leader just crashed finds no leader; refusing it at
+/// once instead of retrying through the election (as etcd's followers do) is caught: with the
+/// tests' 15 s of faults, `mixed` seeds 3 and 5 catch it (of seeds 0..10, when this was written).
+#[test]
+fn a_leader_only_request_refused_without_waiting_for_the_election_is_caught() {
+    let fault = SelfTest::Mistake(Mistake::SkipElectionWait);
+    let caught = caught_within("mixed", fault, "election wait", 10);
+    assert!(
+        caught.is_some(),
+        "leader-only requests refused at once during elections went unnoticed for 10 seeds"
+    );
+}
+
 /// A joining member that takes its ID from a stale answer (a removed predecessor's at the same
 /// peer URLs) starts as someone the world did not place there. The situation needs a removal and
 /// a re-add on the same host while a member lags, which few seeds bring about: 907 of

@@ -123,6 +123,9 @@ pub enum Mistake {
     /// even an ID another answer lists as removed (`server::join`; etcd takes the first answer,
     /// which can be that one).
     JoinTakesStalestAnswer,
+    /// A leader-only request (lease keep-alive, time-to-live, promotion) that finds no leader is
+    /// refused with "no leader" at once, not after waiting for the election (`server::route`).
+    SkipElectionWait,
 }
 
 /// The machine under the member runtime.

@@ -324,7 +324,8 @@ fn spawn_member(
         ));
     }
     let driver_task = tokio::spawn(driver.run());
-    let router = Router::new(handle.clone(), Forwarder::new(identity.clone(), addresses));
+    let router = Router::new(handle.clone(), Forwarder::new(identity.clone(), addresses))
+        .skipping_election_wait(env.planted(super::env::Mistake::SkipElectionWait));
     let limits = Limits {
         max_request_bytes: config.max_request_bytes,
         ..limits
