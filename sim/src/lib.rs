@@ -18,10 +18,26 @@
 
 /// The simulator allocates and frees small objects at a high rate (messages, futures, protobuf
 /// buffers); mimalloc takes about a tenth off its CPU time next to glibc's allocator. It is the
-/// allocator of every binary that links the simulator (`stet-sim` and its tests); the production
-/// server keeps the system allocator.
+/// allocator of every binary that links the simulator (`stet-sim` and its tests), as it is the
+/// `stet` binary's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Sets the process's heap up for the simulator, once, before the first seed runs
+/// (`scenario::run` calls it): mimalloc keeps the pages it freed instead of handing them back to
+/// the system, and transparent huge pages are off. Each seed runs on a fresh thread; with
+/// mimalloc's defaults the memory one seed freed went back to the system and the next seed
+/// faulted it in again, each fresh huge page zeroed by the kernel (2 MiB a fault): page faults
+/// took ~10 % of the CPU time (perf, `mixed` seeds 0..12); with both settings one thread's CPU
+/// time for `mixed` seeds 0..20 fell 6 % (`BENCHMARKS.md`, session 32). The production server sets its own
+/// (`stet::server::heap::configure`); a simulated member never touches these settings.
+pub fn configure_heap() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        stet::server::heap::set_purge_delay(-1);
+        stet::server::heap::disable_huge_pages();
+    });
+}
 
 pub mod auth;
 pub mod backup;

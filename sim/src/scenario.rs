@@ -248,6 +248,7 @@ pub struct RunReport {
 /// seed's only while that has not happened. On a thread that already ran a seed, the maps would
 /// iterate in an order set by the seeds run before, and so would whatever follows that order.
 pub fn run(seed: u64, scenario: &Scenario, options: &RunOptions) -> RunReport {
+    crate::configure_heap();
     std::thread::scope(|scope| {
         let run_alone = scope.spawn(|| {
             let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());

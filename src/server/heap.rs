@@ -19,7 +19,6 @@ pub const PURGE_DELAY_MS: i64 = 50;
 
 /// mimalloc's `mi_option_purge_delay` (`mimalloc.h` of mimalloc 3, which `libmimalloc-sys`
 /// builds by default; its Rust bindings leave this option out).
-#[cfg(not(madsim))]
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Transparent huge pages are kept out of the process unless the operator set
@@ -45,22 +44,27 @@ pub fn purge_delay(from_environment: Option<&std::ffi::OsStr>) -> Option<i64> {
 /// Sets mimalloc's purge delay (see [`PURGE_DELAY_MS`]) and keeps transparent huge pages out of
 /// the process (see [`keep_huge_pages_out`]); call it first thing in `main`.
 pub fn configure() {
-    if let Some(_delay_ms) = purge_delay(std::env::var_os("MIMALLOC_PURGE_DELAY").as_deref()) {
-        #[cfg(not(madsim))]
-        // SAFETY: mi_option_set only changes one of mimalloc's settings; it takes no pointer.
-        unsafe {
-            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, _delay_ms as _);
-        }
+    if let Some(delay_ms) = purge_delay(std::env::var_os("MIMALLOC_PURGE_DELAY").as_deref()) {
+        set_purge_delay(delay_ms);
     }
     if keep_huge_pages_out(std::env::var_os("MIMALLOC_ALLOW_THP").as_deref()) {
         disable_huge_pages();
     }
 }
 
+/// Sets how long mimalloc keeps freed pages before handing them back to the system (-1: never).
+/// Process-wide: the simulator sets it once for all its members (`stet_sim::configure_heap`).
+pub fn set_purge_delay(delay_ms: i64) {
+    // SAFETY: mi_option_set only changes one of mimalloc's settings; it takes no pointer.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay_ms as _);
+    }
+}
+
 /// Turns transparent huge pages off for the whole process, memory already mapped included (a
 /// no-op where the kernel cannot).
-fn disable_huge_pages() {
-    #[cfg(all(target_os = "linux", not(madsim)))]
+pub fn disable_huge_pages() {
+    #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE only sets a flag of the calling process; it takes no pointer.
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
