@@ -29,8 +29,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc's defaults the memory one seed freed went back to the system and the next seed
 /// faulted it in again, each fresh huge page zeroed by the kernel (2 MiB a fault): page faults
 /// took ~10 % of the CPU time (perf, `mixed` seeds 0..12); with both settings one thread's CPU
-/// time for `mixed` seeds 0..20 fell 6 % (`BENCHMARKS.md`, session 32). The production server sets its own
-/// (`stet::server::heap::configure`); a simulated member never touches these settings.
+/// time for `mixed` seeds 0..20 fell 6 % (`BENCHMARKS.md`, session 32). The production server
+/// sets its own (`stet::server::heap::configure`); a simulated member never touches these.
 pub fn configure_heap() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
