@@ -70,7 +70,8 @@ impl Client {
         request: ClientRequest,
     ) -> Option<Result<ClientResponse, ClientError>> {
         let channel = self.channel(member)?;
-        let leader_only = request.leader_only().then(|| format!("{request:?}"));
+        // Kept for the oracle's message; leader-only requests are a few integers.
+        let leader_only = request.leader_only().then(|| request.clone());
         let sent = self.world.elapsed();
         // Boxed: the call's future holds the largest of every service's client futures, and
         // moving it by value into the timeout copied kilobytes per request.
@@ -83,13 +84,13 @@ impl Client {
 
     /// The election-wait oracle: a leader-only request is refused with "no leader" only after
     /// its member tried to reach a leader for `ELECTION_WAIT` (`stet::server::route`).
-    fn check_election_wait(&self, member: u64, request: String, waited: Duration) {
+    fn check_election_wait(&self, member: u64, request: ClientRequest, waited: Duration) {
         if waited < ELECTION_WAIT {
             lock(&self.world.early_no_leader).push(format!(
                 "member {member:x} answered \"no leader\" after {} ms, before its {} ms election wait, to {}",
                 waited.as_millis(),
                 ELECTION_WAIT.as_millis(),
-                request.chars().take(160).collect::<String>()
+                format!("{request:?}").chars().take(160).collect::<String>()
             ));
         }
     }
