@@ -30,16 +30,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-cd "$(dirname "$0")/.."
-etcd_bin="$(command -v etcd || true)"
-etcdctl_bin="$(command -v etcdctl || true)"
-if [ -z "$etcd_bin" ] || [ -z "$etcdctl_bin" ]; then
-    echo "etcd and etcdctl are needed: apt-get install -y etcd-server etcd-client" >&2
-    exit 1
-fi
-cargo build --release --locked --bin stet --bin stet-bench
-stet_bin="$PWD/target/release/stet"
-bench_bin="$PWD/target/release/stet-bench"
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
 work="$(mktemp -d /tmp/growth.XXXXXX)"
 pid=""
 cleanup() {

@@ -2,7 +2,7 @@
 //! messages. The adapter maps `ClientError::grpc_code` onto gRPC status codes.
 
 use crate::auth::{AuthError, AuthResponse};
-use crate::kv::KvError;
+use crate::kv::{HashProgress, KvError};
 use crate::lease::LeaseError;
 use crate::member::MemberError;
 use crate::proto::etcdserverpb as pb;
@@ -30,7 +30,15 @@ pub enum ClientRequest {
     MemberUpdate(pb::MemberUpdateRequest),
     MemberList(pb::MemberListRequest),
     MemberPromote(pb::MemberPromoteRequest),
+    /// The hash of the key-value history. The runtime never sends it to the node: the driver's
+    /// handle hashes in steps (`HashKvStep`), so a large history does not stall the node.
     HashKv(pb::HashKvRequest),
+    /// One step of a `HashKv`: from `progress` (`None` to begin), at most the node's
+    /// `hash_kv_step_entries` index entries.
+    HashKvStep {
+        revision: i64,
+        progress: Option<HashProgress>,
+    },
     /// List, raise or clear alarms (through raft, as etcd does for every action).
     Alarm(pb::AlarmRequest),
     /// Rewrite this member's storage engine file compactly (not replicated: each member's own).
@@ -107,12 +115,22 @@ pub enum ClientResponse {
     MemberList(pb::MemberListResponse),
     MemberPromote(pb::MemberPromoteResponse),
     HashKv(pb::HashKvResponse),
+    /// The answer to one `HashKvStep`: the hash when it is done (its header names the revision
+    /// current when the hash began, as etcd's does), else where the next step starts.
+    HashKvStep(HashKvStepped),
     Alarm(pb::AlarmResponse),
     Defragment(pb::DefragmentResponse),
     Auth(AuthResponse),
     /// Done, with nothing to say: watch control requests (their answers arrive as
     /// `Output::Watch`) and internal commands such as member attribute updates.
     Accepted,
+}
+
+/// What one step of a hash answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashKvStepped {
+    Done(pb::HashKvResponse),
+    More(HashProgress),
 }
 
 /// Why a request failed. Display strings are etcd's, so clients recognise them.
@@ -276,6 +294,8 @@ impl ClientResponse {
             ClientResponse::MemberList(r) => &mut r.header,
             ClientResponse::MemberPromote(r) => &mut r.header,
             ClientResponse::HashKv(r) => &mut r.header,
+            // A finished hash carries the revision it was taken at, not the current one.
+            ClientResponse::HashKvStep(_) => return None,
             ClientResponse::Alarm(r) => &mut r.header,
             ClientResponse::Defragment(r) => &mut r.header,
             ClientResponse::Auth(r) => r.header_mut()?,

@@ -854,6 +854,68 @@ fn stet_bench_clients_stop_when_their_connection_ends() {
     assert!(field("elapsed_s") < 300.0, "{stdout}");
 }
 
+/// `HashKV` of a history larger than one step of the member's hash (10,000 index entries), taken
+/// while puts go on: the hash of the revision asked for, the same as once the puts stopped, and
+/// for revision 0 the hash of the revision current when it began.
+#[test]
+fn a_hash_kv_of_a_large_history_taken_under_writes_is_the_hash_of_its_revision() {
+    let dir = TempDir::new("hashkv-steps");
+    let member = Member::start(&dir.0, &[]);
+    let endpoint = member.endpoint();
+    let common = ["--endpoints", &endpoint, "--conns", "2", "--clients", "16"];
+    // 12,000 keys of one version each: 24,000 index entries, three steps.
+    let fill = ["--key-space", "12000", "--total", "1", "range"];
+    let (code, _, stderr) = stet_bench(&[&common[..], &fill].concat());
+    assert_eq!(code, Some(0), "{stderr}");
+    let hash_kv = |revision: i64| {
+        let endpoint = endpoint.clone();
+        async move {
+            let mut c = connect(endpoint).await;
+            bounded(
+                "hash_kv",
+                c.maintenance.hash_kv(pb::HashKvRequest { revision }),
+            )
+            .await
+            .expect("hash_kv")
+            .into_inner()
+        }
+    };
+    let (during, during_current) = runtime().block_on(async {
+        let revision = connect(endpoint.clone()).await.get("k", b"").await;
+        let revision = revision.expect("get").header.expect("header").revision;
+        let load = ["--key-space", "12000", "--total", "4000", "put"];
+        let args: Vec<String> = [&common[..], &load]
+            .concat()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let writes = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            stet_bench(&args)
+        });
+        let mut hashes = Vec::new();
+        while !writes.is_finished() {
+            hashes.push((revision, hash_kv(revision).await));
+            let current = hash_kv(0).await;
+            hashes.push((current.header.expect("header").revision, current));
+        }
+        let (code, _, stderr) = writes.await.expect("the put load");
+        assert_eq!(code, Some(0), "{stderr}");
+        (hashes, revision)
+    });
+    assert!(during.len() >= 2, "no hash was taken during the puts");
+    runtime().block_on(async {
+        for (revision, answer) in during {
+            let after = hash_kv(revision).await;
+            assert_eq!(
+                (answer.hash, answer.compact_revision),
+                (after.hash, after.compact_revision),
+                "revision {revision} (the first at {during_current})"
+            );
+        }
+    });
+}
+
 /// One accepted put, one refused (empty key) and one watch stream opened and closed: each is
 /// counted under its method, gRPC type and status code, with its messages and bytes.
 fn grpc_calls_are_counted_as_go_grpc_prometheus_counts_them(member: &Member) {

@@ -160,6 +160,7 @@ impl Environment for SimEnvironment {
         Limits {
             watch_stream_buffer: settings.watch_stream_buffer,
             peer_message_part_bytes: settings.peer_message_part_bytes,
+            hash_kv_step_pause: settings.hash_kv_step_pause,
             ..Limits::default()
         }
     }

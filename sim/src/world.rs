@@ -53,6 +53,12 @@ pub struct Settings {
     pub watch_stream_buffer: usize,
     /// Events per watch catch-up response (small, so catch-ups take several).
     pub watch_max_events_per_response: usize,
+    /// Index entries per step of a member's `HashKV` (production: 10,000): small, so that the
+    /// simulator's histories are hashed in many steps with writes and compactions in between.
+    pub hash_kv_step_entries: usize,
+    /// Simulated time between two steps of a `HashKV` (production: none), so that writes,
+    /// compactions and crashes land in the middle of hashes.
+    pub hash_kv_step_pause: Duration,
     /// Raft messages larger than this go to peers in parts (small, so snapshots are split).
     pub peer_message_part_bytes: usize,
     /// How often a write to a peer connection is cut (reset) or stalls part-way.
@@ -88,6 +94,8 @@ impl Settings {
             self_test: None,
             watch_stream_buffer: 8,
             watch_max_events_per_response: 4,
+            hash_kv_step_entries: 16,
+            hash_kv_step_pause: Duration::from_millis([0, 3, 20][(seed / 3 % 3) as usize]),
             peer_message_part_bytes: 1024,
             peer_fault_rate: 0.0,
             watch_progress_interval: Duration::from_secs(2),
@@ -566,6 +574,7 @@ impl World {
         }
         config.watch_progress_interval = settings.watch_progress_interval;
         config.watch_max_events_per_response = settings.watch_max_events_per_response;
+        config.hash_kv_step_entries = settings.hash_kv_step_entries;
     }
 
     pub fn wal_options(&self) -> WalOptions {

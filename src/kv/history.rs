@@ -1,5 +1,5 @@
 //! The store's history: compaction (dropping versions nobody can read any more), the event log
-//! that watches catch up from, and `hash_kv`, the checksum members compare to detect divergence.
+//! that watches catch up from.
 
 use super::{delete_event, in_range, put_event, release_spare_versions, KvError, KvStore, Version};
 use crate::proto::mvccpb::Event;
@@ -109,44 +109,6 @@ impl KvStore {
         Ok(events)
     }
 
-    /// crc32 over every retained version with main <= revision (0 = current), in (key, main,
-    /// sub) order, each with its value's crc32 (the index holds it, so hashing reads no values).
-    /// Tombstones at or before the compaction point are not part of the hash.
-    /// Returns (hash, compact_revision).
-    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64), KvError> {
-        if revision > self.current_revision {
-            return Err(KvError::FutureRevision);
-        }
-        if revision > 0 && revision < self.compact_revision {
-            return Err(KvError::Compacted {
-                compact_revision: self.compact_revision,
-            });
-        }
-        let upto = if revision > 0 {
-            revision
-        } else {
-            self.current_revision
-        };
-        // The fields go through a buffer and reach the hasher in long runs, where its fast path
-        // works; the crc of the concatenation is the same as field by field.
-        let mut hasher = crc32fast::Hasher::new();
-        let mut buf = Vec::with_capacity(HASH_RUN_BYTES);
-        for (key, versions) in &self.keys {
-            for v in versions.iter().take_while(|v| v.main <= upto) {
-                if v.is_tombstone() && v.main <= self.compact_revision {
-                    continue;
-                }
-                hash_version(&mut buf, key, v);
-                if buf.len() >= HASH_RUN_BYTES {
-                    hasher.update(&buf);
-                    buf.clear();
-                }
-            }
-        }
-        hasher.update(&buf);
-        Ok((hasher.finalize(), self.compact_revision))
-    }
-
     /// The event that created `versions[i]` of `key`.
     fn event_at(
         &self,
@@ -192,37 +154,3 @@ pub(super) fn compact_versions(
     };
     versions.drain(..drop)
 }
-
-/// How many bytes of versions `hash_kv` gathers before handing them to the hasher.
-const HASH_RUN_BYTES: usize = 4 * 1024;
-
-/// Appends what `hash_kv` hashes of one version to `out`.
-fn hash_version(out: &mut Vec<u8>, key: &[u8], v: &Version) {
-    out.extend_from_slice(&(key.len() as u64).to_le_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(&version_fields(v));
-}
-
-/// The bytes [`hash_version`] hashes after the key, in one array: one copy into the run instead
-/// of one per field.
-fn version_fields(v: &Version) -> [u8; VERSION_FIELDS_BYTES] {
-    let mut fields = [0u8; VERSION_FIELDS_BYTES];
-    let mut at = 0;
-    let mut put = |bytes: &[u8]| {
-        fields[at..at + bytes.len()].copy_from_slice(bytes);
-        at += bytes.len();
-    };
-    put(&v.main.to_le_bytes());
-    put(&v.sub().to_le_bytes());
-    put(&[u8::from(v.is_tombstone())]);
-    put(&v.create_revision.to_le_bytes());
-    put(&v.main.to_le_bytes());
-    put(&v.version.to_le_bytes());
-    put(&v.value_crc.to_le_bytes());
-    put(&v.lease.to_le_bytes());
-    assert_eq!(at, VERSION_FIELDS_BYTES);
-    fields
-}
-
-/// main, sub, the tombstone flag, create revision, mod revision, version, the value's crc, lease.
-const VERSION_FIELDS_BYTES: usize = 8 + 8 + 1 + 8 + 8 + 8 + 4 + 8;

@@ -7,9 +7,10 @@
 //!
 //! Code map: this file owns [`KvStore`], [`KvError`] and the per-key version index plus the
 //! single-key write primitives; `range.rs` answers Range requests; `txn.rs` validates and applies
-//! transactions; `history.rs` owns compaction, the event log and `hash_kv`; `snapshot.rs` converts
-//! to and from [`KvSnapshot`](crate::proto::stetpb::KvSnapshot); `load.rs` rebuilds the index from
-//! the engine at a restart; `row.rs` is the borrowed row both loaders check; `values.rs` keeps the
+//! transactions; `history.rs` owns compaction and the event log; `hash.rs` the history's hash
+//! (`hash_kv`, whole or in bounded steps); `snapshot.rs` converts to and from
+//! [`KvSnapshot`](crate::proto::stetpb::KvSnapshot); `load.rs` rebuilds the index from the engine
+//! at a restart; `row.rs` is the borrowed row both loaders check; `values.rs` keeps the
 //! key-values.
 //! The store never reads a clock, does IO only through its engine's `Disk`, and learns whether a
 //! lease exists only through the caller's callback.
@@ -23,6 +24,8 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::mvccpb::{event::EventType, Event, KeyValue};
 
+mod hash;
+pub use hash::{HashProgress, HashStep};
 mod history;
 mod load;
 pub use load::{set_side_by_side, SideBySide};

@@ -1149,6 +1149,140 @@ fn hash_covers_each_version_field_by_field() {
     assert_eq!(store.hash_kv(0), Ok((reference(&store), 200)));
 }
 
+/// A hash taken in steps of `budget` index entries, with `between` run on the store before each
+/// step after the first; also the number of steps.
+fn stepped_hash(
+    store: &mut KvStore,
+    revision: i64,
+    budget: usize,
+    mut between: impl FnMut(&mut KvStore, usize),
+) -> (Result<(u32, i64), KvError>, usize) {
+    let mut progress = None;
+    for step in 1.. {
+        if step > 1 {
+            between(store, step);
+        }
+        match store.hash_kv_step(revision, progress.take(), budget) {
+            Ok(HashStep::Done {
+                hash,
+                compact_revision,
+                ..
+            }) => return (Ok((hash, compact_revision)), step),
+            Ok(HashStep::More(next)) => progress = Some(next),
+            Err(error) => return (Err(error), step),
+        }
+        assert!(step < 100_000, "a stepped hash never finished");
+    }
+    unreachable!()
+}
+
+/// Keys with several versions, tombstones and a compaction, then more writes.
+fn store_with_history() -> KvStore {
+    let mut store = KvStore::new();
+    for n in 0..120 {
+        put(&mut store, &format!("k{:02}", n % 37), &format!("v{n}"));
+    }
+    assert!(store.delete_range(&del_req("k1", "k2")).is_ok());
+    assert!(store.compact(90).is_ok());
+    for n in 0..20 {
+        put(&mut store, &format!("k{:02}", n % 5 + 10), "again");
+    }
+    store
+}
+
+#[test]
+fn a_hash_in_steps_equals_the_hash_in_one_go_at_every_budget() {
+    let mut store = store_with_history();
+    let current = store.current_revision();
+    for revision in [0, 90, 100, 121, current] {
+        let whole = store.hash_kv(revision);
+        assert!(whole.is_ok(), "{revision}: {whole:?}");
+        for budget in [1, 2, 3, 7, 16, 64, 1_000] {
+            let (stepped, steps) = stepped_hash(&mut store, revision, budget, |_, _| {});
+            assert_eq!(stepped, whole, "revision {revision}, budget {budget}");
+            if budget == 1 {
+                // Each step ends after the first key that used up the budget.
+                assert_eq!(steps, store.keys.len(), "revision {revision}");
+            }
+        }
+    }
+}
+
+#[test]
+fn writes_between_steps_leave_the_hash_of_the_revision_the_first_step_fixed() {
+    let mut store = store_with_history();
+    let before = store.current_revision();
+    let whole = store.hash_kv(before);
+    // Revision 0 means the current one when the hash begins; new keys sort before, among and
+    // after the ones hashed, and old keys get new versions.
+    let (stepped, steps) = stepped_hash(&mut store, 0, 4, |store, step| {
+        put(store, &format!("k{:02}", step % 50), "during");
+        put(store, &format!("a{step}"), "during");
+        put(store, &format!("z{step}"), "during");
+        assert!(store.delete_range(&del_req("k05", "")).is_ok());
+    });
+    assert!(steps > 10, "only {steps} steps");
+    assert_eq!(stepped, whole);
+    assert_ne!(
+        store.hash_kv(0),
+        whole,
+        "the writes changed the current hash"
+    );
+}
+
+#[test]
+fn a_compaction_between_steps_starts_the_hash_over_or_refuses_it() {
+    let mut store = store_with_history();
+    let current = store.current_revision();
+    // Compacted below the hashed revision: the hash begins again and is the one after.
+    let (stepped, _) = stepped_hash(&mut store, current, 8, |store, step| {
+        if step == 3 {
+            assert!(store.compact(100).is_ok());
+        }
+    });
+    assert_eq!(stepped, store.hash_kv(current));
+    assert_eq!(stepped.map(|(_, compact)| compact), Ok(100));
+    // Compacted past it: refused as etcd refuses a compacted revision.
+    let mut store = store_with_history();
+    let (stepped, _) = stepped_hash(&mut store, 100, 8, |store, step| {
+        if step == 3 {
+            assert!(store.compact(110).is_ok());
+        }
+    });
+    assert_eq!(
+        stepped,
+        Err(KvError::Compacted {
+            compact_revision: 110
+        })
+    );
+}
+
+#[test]
+fn a_stepped_hash_refuses_future_and_compacted_revisions_at_the_start() {
+    let store = store_with_history();
+    let current = store.current_revision();
+    assert_eq!(
+        store.hash_kv_step(current + 1, None, 8),
+        Err(KvError::FutureRevision)
+    );
+    assert_eq!(
+        store.hash_kv_step(50, None, 8),
+        Err(KvError::Compacted {
+            compact_revision: 90
+        })
+    );
+    // An empty store hashes in one step.
+    let empty = KvStore::new();
+    assert_eq!(
+        empty.hash_kv_step(0, None, 1),
+        Ok(HashStep::Done {
+            hash: crc32fast::hash(&[]),
+            compact_revision: 0,
+            began_at: 1
+        })
+    );
+}
+
 // --- snapshots ---
 
 #[test]

@@ -6,9 +6,10 @@ use raft::eraftpb::{ConfChange, ConfChangeType};
 use raft::StateRole;
 use rand::Rng;
 
-use super::request::{ClientError, ClientRequest, ClientResponse, RequestId};
+use super::request::{ClientError, ClientRequest, ClientResponse, HashKvStepped, RequestId};
 use super::{Node, Pending, PendingKind, Proposal, ReadRequest};
 use crate::auth::{is_auth_request, watch_refused, AuthError, AuthInfo};
+use crate::kv::HashStep;
 use crate::member;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::stetpb::{self, internal_request::Request};
@@ -115,6 +116,27 @@ impl Node {
                     })
                     .map_err(ClientError::from);
                 self.reply(id, result)
+            }
+            ClientRequest::HashKvStep { revision, progress } => {
+                let budget = self.config.hash_kv_step_entries;
+                let result = match self.state.kv.hash_kv_step(revision, progress, budget) {
+                    Ok(HashStep::Done {
+                        hash,
+                        compact_revision,
+                        began_at,
+                    }) => Ok(HashKvStepped::Done(pb::HashKvResponse {
+                        // As etcd's: the revision current when the hash was taken.
+                        header: Some(pb::ResponseHeader {
+                            revision: began_at,
+                            ..self.response_header()
+                        }),
+                        hash,
+                        compact_revision,
+                    })),
+                    Ok(HashStep::More(progress)) => Ok(HashKvStepped::More(progress)),
+                    Err(error) => Err(ClientError::from(error)),
+                };
+                self.reply(id, result.map(ClientResponse::HashKvStep))
             }
             ClientRequest::WatchCreate { stream, request } => {
                 if let Err(error) = self.state.auth().check_watch(caller.as_ref(), &request) {
@@ -658,6 +680,7 @@ fn needs_admin(request: &ClientRequest) -> bool {
             | ClientRequest::MemberUpdate(_)
             | ClientRequest::MemberPromote(_)
             | ClientRequest::HashKv(_)
+            | ClientRequest::HashKvStep { .. }
             | ClientRequest::Defragment(_)
     )
 }

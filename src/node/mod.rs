@@ -39,7 +39,7 @@ use crate::watch::{StreamId, WatchHub};
 pub use bootstrap::{DurableState, StartError};
 pub use config::{NodeConfig, DEFAULT_QUOTA_BACKEND_BYTES};
 pub use peer::BadPeerMessage;
-pub use request::{ClientError, ClientRequest, ClientResponse, RequestId};
+pub use request::{ClientError, ClientRequest, ClientResponse, HashKvStepped, RequestId};
 pub use state_transfer::{is_engine_state, StateChunk, ENGINE_STATE};
 
 /// Something that happened outside the node.

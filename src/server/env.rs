@@ -64,6 +64,9 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Raft messages larger than this travel to a peer in parts (snapshots).
     pub peer_message_part_bytes: usize,
+    /// A pause between two steps of a `HashKV` (none in production): the simulator stretches its
+    /// small hashes over simulated time, so writes, compactions and crashes come in between.
+    pub hash_kv_step_pause: Duration,
 }
 
 impl Default for Limits {
@@ -72,6 +75,7 @@ impl Default for Limits {
             watch_stream_buffer: 1024,
             max_request_bytes: 1_572_864,
             peer_message_part_bytes: crate::peer_wire::MAX_FRAME_PAYLOAD,
+            hash_kv_step_pause: Duration::ZERO,
         }
     }
 }

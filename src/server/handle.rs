@@ -11,7 +11,7 @@ use tonic::Status;
 use super::metrics::Metrics;
 use super::status::MemberStatus;
 use crate::auth::AuthInfo;
-use crate::node::{ClientError, ClientRequest, ClientResponse};
+use crate::node::{ClientError, ClientRequest, ClientResponse, HashKvStepped};
 use crate::proto::etcdserverpb as pb;
 use crate::watch::StreamId;
 
@@ -80,6 +80,8 @@ pub struct DriverHandle {
     /// the simulator, on earlier seeds). A `Notify` wakes them in the order they began to wait.
     status_changed: Arc<Notify>,
     metrics: Arc<Metrics>,
+    /// Waited between two steps of a `HashKV` (the environment's `hash_kv_step_pause`).
+    hash_step_pause: std::time::Duration,
 }
 
 impl DriverHandle {
@@ -94,12 +96,57 @@ impl DriverHandle {
             status,
             status_changed,
             metrics,
+            hash_step_pause: std::time::Duration::ZERO,
         }
     }
 
+    /// The same handle, waiting `pause` between two steps of a `HashKV`.
+    pub fn pausing_between_hash_steps(mut self, pause: std::time::Duration) -> Self {
+        self.hash_step_pause = pause;
+        self
+    }
+
     /// Sends a request to this member's own node and waits for its answer; `Stopped` if the
-    /// driver is gone.
+    /// driver is gone. A `HashKv` goes as a series of steps (`hash_kv`).
     pub async fn call_local(
+        &self,
+        request: ClientRequest,
+        caller: Option<AuthInfo>,
+    ) -> Result<ClientResponse, ClientError> {
+        match request {
+            ClientRequest::HashKv(hash) => self.hash_kv(hash.revision, caller).await,
+            request => self.call_node(request, caller).await,
+        }
+    }
+
+    /// etcd's `HashKV`, taken by the node a bounded number of index entries per step: between
+    /// two steps the driver applies, commits and answers whatever else waits, so hashing a large
+    /// history stalls nothing (etcd's hash holds its backend's read lock, and with it the next
+    /// batch commit, for the whole pass). The node keeps no state between steps; each step goes
+    /// on from where the last one stopped, and starts over if a compaction came in between.
+    async fn hash_kv(
+        &self,
+        revision: i64,
+        caller: Option<AuthInfo>,
+    ) -> Result<ClientResponse, ClientError> {
+        let mut progress = None;
+        loop {
+            let step = ClientRequest::HashKvStep { revision, progress };
+            match self.call_node(step, caller.clone()).await? {
+                ClientResponse::HashKvStep(HashKvStepped::Done(hash)) => {
+                    return Ok(ClientResponse::HashKv(hash))
+                }
+                ClientResponse::HashKvStep(HashKvStepped::More(next)) => progress = Some(next),
+                other => return Ok(other),
+            }
+            if !self.hash_step_pause.is_zero() {
+                tokio::time::sleep(self.hash_step_pause).await;
+            }
+        }
+    }
+
+    /// One request to the node, as it is.
+    async fn call_node(
         &self,
         request: ClientRequest,
         caller: Option<AuthInfo>,

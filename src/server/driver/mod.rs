@@ -164,7 +164,8 @@ impl Driver {
             publish: None,
         };
         driver.publish_status(false);
-        let handle = DriverHandle::new(commands_tx, (status_rx, status_changed), metrics);
+        let handle = DriverHandle::new(commands_tx, (status_rx, status_changed), metrics)
+            .pausing_between_hash_steps(driver.env.limits().hash_kv_step_pause);
         (driver, handle)
     }
 
