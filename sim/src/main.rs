@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
-                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|keep-released-wal|never-release-wal|backup-drops-rows|no-auto-promotion|drop-stream-chunk|unjoined-fragments|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk|ignore-permissions|tokens-name-last-login|in-use-never-measured|watch-prev-kv-without-value|put-prev-kv-without-value|stale-join-answer|skip-election-wait]"
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|keep-released-wal|never-release-wal|backup-drops-rows|no-auto-promotion|drop-stream-chunk|unjoined-fragments|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk|ignore-permissions|tokens-name-last-login|in-use-never-measured|watch-prev-kv-without-value|put-prev-kv-without-value|stale-join-answer|skip-election-wait|hash-times-out]"
                         .to_string(),
                 )
             }
@@ -124,6 +124,7 @@ fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
         "stay-down-after-full-disk" => SelfTest::Mistake(Mistake::StayDownAfterFullDisk),
         "stale-join-answer" => SelfTest::Mistake(Mistake::JoinTakesStalestAnswer),
         "skip-election-wait" => SelfTest::Mistake(Mistake::SkipElectionWait),
+        "hash-times-out" => SelfTest::Mistake(Mistake::HashKvTimesOutAfterFirstStep),
         other => return Err(format!("unknown fault to plant: {other}")),
     })
 }

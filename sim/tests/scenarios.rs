@@ -362,6 +362,19 @@ fn a_backup_missing_rows_is_caught_by_the_backup_oracle() {
     );
 }
 
+/// A member whose `HashKV` fails whenever the hash takes more than one step (the simulator's
+/// members hash 16 index entries per step) serves backups it cannot then hash: a local hash has
+/// no cause to time out, so the backup oracle fails the seed rather than skipping the member.
+#[test]
+fn a_hash_kv_that_fails_after_its_first_step_is_caught_by_the_backup_oracle() {
+    let fault = SelfTest::Mistake(Mistake::HashKvTimesOutAfterFirstStep);
+    let caught = caught_within("calm", fault, "backup", 3);
+    assert!(
+        caught.is_some(),
+        "HashKV timing out after its first step went unnoticed for 3 seeds"
+    );
+}
+
 #[test]
 fn ranges_answering_a_wrong_count_on_every_member_are_caught_by_the_revision_oracle() {
     let caught = caught_within("calm", SelfTest::MiscountRanges, "revisions", 3);

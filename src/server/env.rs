@@ -130,6 +130,9 @@ pub enum Mistake {
     /// A leader-only request (lease keep-alive, time-to-live, promotion) that finds no leader is
     /// refused with "no leader" at once, not after waiting for the election (`server::route`).
     SkipElectionWait,
+    /// A `HashKV` that needs more than one step fails with "request timed out" after the first
+    /// (`DriverHandle::hash_kv`).
+    HashKvTimesOutAfterFirstStep,
 }
 
 /// The machine under the member runtime.

@@ -82,6 +82,9 @@ pub struct DriverHandle {
     metrics: Arc<Metrics>,
     /// Waited between two steps of a `HashKV` (the environment's `hash_kv_step_pause`).
     hash_step_pause: std::time::Duration,
+    /// FOR THE SIMULATOR'S SELF-TEST ONLY (`Mistake::HashKvTimesOutAfterFirstStep`): a hash
+    /// that needs a second step fails with a timeout instead.
+    hash_times_out_after_first_step: bool,
 }
 
 impl DriverHandle {
@@ -97,12 +100,20 @@ impl DriverHandle {
             status_changed,
             metrics,
             hash_step_pause: std::time::Duration::ZERO,
+            hash_times_out_after_first_step: false,
         }
     }
 
     /// The same handle, waiting `pause` between two steps of a `HashKV`.
     pub fn pausing_between_hash_steps(mut self, pause: std::time::Duration) -> Self {
         self.hash_step_pause = pause;
+        self
+    }
+
+    /// The same handle with a planted mistake (`Mistake::HashKvTimesOutAfterFirstStep`), for
+    /// the simulator's self-test of its backup oracle.
+    pub fn timing_out_after_first_hash_step(mut self, planted: bool) -> Self {
+        self.hash_times_out_after_first_step = planted;
         self
     }
 
@@ -135,6 +146,11 @@ impl DriverHandle {
             match self.call_node(step, caller.clone()).await? {
                 ClientResponse::HashKvStep(HashKvStepped::Done(hash)) => {
                     return Ok(ClientResponse::HashKv(hash))
+                }
+                ClientResponse::HashKvStep(HashKvStepped::More(_))
+                    if self.hash_times_out_after_first_step =>
+                {
+                    return Err(ClientError::Timeout)
                 }
                 ClientResponse::HashKvStep(HashKvStepped::More(next)) => progress = Some(next),
                 other => return Ok(other),

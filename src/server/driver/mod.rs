@@ -165,7 +165,10 @@ impl Driver {
         };
         driver.publish_status(false);
         let handle = DriverHandle::new(commands_tx, (status_rx, status_changed), metrics)
-            .pausing_between_hash_steps(driver.env.limits().hash_kv_step_pause);
+            .pausing_between_hash_steps(driver.env.limits().hash_kv_step_pause)
+            .timing_out_after_first_hash_step(
+                driver.env.planted(Mistake::HashKvTimesOutAfterFirstStep),
+            );
         (driver, handle)
     }
 
