@@ -243,7 +243,7 @@ impl StateMachine {
             Request::Txn(txn) => self.txn(&txn),
             Request::Compaction(compact) => self
                 .kv
-                .compact(compact.revision)
+                .begin_compaction(compact.revision)
                 .map(|()| (ClientResponse::Compact(Default::default()), Vec::new()))
                 .map_err(ClientError::from),
             Request::LeaseGrant(grant) => self

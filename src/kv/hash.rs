@@ -94,7 +94,8 @@ impl KvStore {
         let mut stopped_after = None;
         while let Some((key, versions)) = keys.next() {
             read += 1;
-            for v in versions.iter().take_while(|v| v.main <= progress.upto) {
+            let retained = self.retained(versions);
+            for v in retained.iter().take_while(|v| v.main <= progress.upto) {
                 read += 1;
                 if v.is_tombstone() && v.main <= self.compact_revision {
                     continue;

@@ -74,6 +74,7 @@ impl KvStore {
             live_keys,
             values,
             prev_values_in_events: true,
+            compaction_pass: None,
         })
     }
 }

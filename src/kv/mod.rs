@@ -240,10 +240,11 @@ fn release_spare_versions(versions: &mut Vec<Version>) {
 /// themselves are in `values`.
 ///
 /// Invariants: versions of one key have strictly increasing main revisions (a key changes at
-/// most once per revision); every version's main is <= `current_revision`; after a compaction
-/// at C, each key holds at most one version with main <= C, and if that one is a tombstone its
-/// main is exactly C (kept so that `events_since(C)` still reports the delete); `values` holds a
-/// key-value for exactly the versions the index holds.
+/// most once per revision); every version's main is <= `current_revision`; once a compaction at
+/// C has passed over a key (`compaction_pass`), the key holds at most one version with
+/// main <= C, and if that one is a tombstone its main is exactly C (kept so that
+/// `events_since(C)` still reports the delete); `values` holds a key-value for exactly the
+/// versions the index holds.
 #[derive(Debug)]
 pub struct KvStore {
     keys: KeyIndex,
@@ -254,6 +255,8 @@ pub struct KvStore {
     /// Whether write events carry the value of the version they replaced (`prev_kv.value`; see
     /// [`KvStore::set_prev_values_in_events`]).
     prev_values_in_events: bool,
+    /// The last compaction's pass over the index, while it has keys to go (`history`).
+    compaction_pass: Option<history::CompactionPass>,
 }
 
 impl Default for KvStore {
@@ -284,6 +287,7 @@ impl KvStore {
             live_keys: 0,
             values,
             prev_values_in_events: true,
+            compaction_pass: None,
         }
     }
 
@@ -301,15 +305,28 @@ impl KvStore {
         self.values.failure()
     }
 
-    /// How many changes the engine has not been given yet, and how many bytes they hold.
+    /// How many changes the engine has not been given yet, and how many bytes they hold. A
+    /// compaction's pass with keys to go counts as one: the next commit moves it on.
     pub fn uncommitted(&self) -> (usize, usize) {
-        self.values.uncommitted()
+        let (changes, bytes) = self.values.uncommitted();
+        (changes + usize::from(self.compacting()), bytes)
     }
 
     /// How many revisions compaction dropped the engine's file still holds: the commits to come
     /// delete them, `COMPACTION_DELETES_PER_COMMIT` at a time.
     pub fn deletes_waiting(&self) -> usize {
         self.values.deletes_waiting()
+    }
+
+    /// How many revisions compaction dropped the commits so far deleted from the engine's file.
+    pub fn deletes_staged(&self) -> u64 {
+        self.values.deletes_staged()
+    }
+
+    /// Whether the last compaction is done: its pass went over every key and the engine's file
+    /// no longer holds any revision it dropped.
+    pub fn compaction_finished(&self) -> bool {
+        !self.compacting() && self.deletes_waiting() == 0
     }
 
     /// Writes every change since the last commit to the engine, with the entry the state ends at;
@@ -332,8 +349,13 @@ impl KvStore {
         self.stage_keeping(batch);
     }
 
-    /// [`KvStore::stage`], giving back the versions staged, for [`KvStore::begin_commit`].
+    /// [`KvStore::stage`], giving back the versions staged, for [`KvStore::begin_commit`]. A
+    /// compaction's pass goes on by a step first, unless a commit's worth of its deletes
+    /// already waits (so what waits stays bounded).
     pub(crate) fn stage_keeping(&mut self, batch: &mut crate::engine::Batch) -> Versions {
+        if self.values.deletes_waiting() < values::COMPACTION_DELETES_PER_COMMIT {
+            self.compact_step(history::COMPACTION_KEYS_PER_STEP);
+        }
         self.values
             .stage(batch, self.current_revision, self.compact_revision)
     }

@@ -203,8 +203,14 @@ enum Op {
         count_only: bool,
     },
     Txn(TxnSpec),
+    /// Moves the compaction point; the pass over the index waits for `CompactStep`s and
+    /// commits, so the other operations meet keys it has not reached.
     Compact {
         back: i64,
+    },
+    /// Moves the compaction's pass on by this many keys.
+    CompactStep {
+        keys: usize,
     },
     Events {
         back: i64,
@@ -285,6 +291,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         ),
         2 => txn_spec_strategy(txn_op_strategy()).prop_map(Op::Txn),
         1 => (-1i64..6).prop_map(|back| Op::Compact { back }),
+        1 => (1usize..3).prop_map(|keys| Op::CompactStep { keys }),
         1 => (-1i64..6, key_strategy(), end_strategy())
             .prop_map(|(back, key, end)| Op::Events { back, key, end }),
         1 => Just(Op::Commit),
@@ -500,10 +507,13 @@ fn step(store: &mut KvStore, model: &mut Model, op: &Op) -> Result<(), TestCaseE
             } else {
                 Ok(())
             };
-            prop_assert_eq!(store.compact(rev), want.clone());
+            prop_assert_eq!(store.begin_compaction(rev), want.clone());
             if want.is_ok() {
                 model.compacted = rev;
             }
+        }
+        Op::CompactStep { keys } => {
+            store.compact_step(*keys);
         }
         Op::Events { back, key, end } => {
             let start = model.current() - back;

@@ -19,7 +19,7 @@ impl KvStore {
     pub fn to_snapshot(&self) -> Result<KvSnapshot, KvError> {
         let mut versions = Vec::new();
         for (key, kept) in &self.keys {
-            for v in kept {
+            for v in self.retained(kept) {
                 versions.push(KeyVersion {
                     key: key.to_vec(),
                     main: v.main,
@@ -56,6 +56,7 @@ impl KvStore {
         self.live_keys = 0;
         self.current_revision = s.current_revision;
         self.compact_revision = s.compact_revision;
+        self.compaction_pass = None;
         for (key, versions) in loaded {
             if versions.last().is_some_and(|(v, _)| v.is_live()) {
                 self.live_keys += 1;

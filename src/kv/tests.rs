@@ -1674,3 +1674,116 @@ fn store_with_a_commit_in_flight() -> (KvStore, crate::engine::CommitJob) {
     let job = store.begin_commit(batch, false, versions).unwrap();
     (store, job)
 }
+
+/// Writes a history with every shape compaction meets: keys overwritten, keys deleted before the
+/// compaction point, a key deleted exactly at it, keys created after it.
+fn history_for_compaction(store: &mut KvStore) -> i64 {
+    for round in 0..4 {
+        for k in 0..30 {
+            put(store, &format!("k{k:02}"), &format!("v{round}"));
+        }
+    }
+    store.delete_range(&del_req("k05", "k09")).unwrap();
+    put(store, "gone", "x");
+    store.delete_range(&del_req("gone", "")).unwrap();
+    let compact_at = store.current_revision();
+    for k in 10..15 {
+        put(store, &format!("k{k:02}"), "after");
+    }
+    put(store, "new", "n");
+    compact_at
+}
+
+/// Everything a reader can learn of the store's history from `from` on.
+fn readable(store: &KvStore, from: i64) -> Vec<String> {
+    let mut seen = Vec::new();
+    for revision in [0, from, from + 1] {
+        let mut all = range_req("\0", "\0");
+        all.revision = revision;
+        seen.push(format!("{revision}: {:?}", store.range(&all)));
+        seen.push(format!("hash {revision}: {:?}", store.hash_kv(revision)));
+    }
+    seen.push(format!("{:?}", store.events_since(from, b"\0", b"\0")));
+    for key in ["k00", "k05", "k12", "gone", "new"] {
+        let events = store.events_since(from, key.as_bytes(), b"");
+        seen.push(format!("{key}: {events:?}"));
+    }
+    seen.push(format!("{:?}", store.to_snapshot()));
+    seen
+}
+
+/// A compaction in steps reads, from its first step to its last and with writes between steps,
+/// exactly as the same compaction made in one go: reads at and after the compaction point,
+/// hashes, events (none replacing a dropped version carries it), the snapshot; and it ends with
+/// the same index and the same revisions to delete from the engine.
+#[test]
+fn a_compaction_in_steps_reads_as_one_made_in_one_go() {
+    let (mut stepped, mut whole) = (KvStore::new(), KvStore::new());
+    let compact_at = history_for_compaction(&mut stepped);
+    assert_eq!(history_for_compaction(&mut whole), compact_at);
+    for store in [&mut stepped, &mut whole] {
+        store.commit(None, false).unwrap();
+    }
+    whole.compact(compact_at).unwrap();
+    stepped.begin_compaction(compact_at).unwrap();
+    assert!(stepped.compacting() && !whole.compacting());
+    assert_eq!(stepped.deletes_waiting(), 0, "the pass has not begun");
+    assert_eq!(
+        stepped.range(&RangeRequest {
+            revision: compact_at - 1,
+            ..range_req("k00", "")
+        }),
+        Err(KvError::Compacted {
+            compact_revision: compact_at
+        }),
+        "older revisions are refused at once"
+    );
+    let mut steps = 0;
+    loop {
+        assert_eq!(readable(&stepped, compact_at), readable(&whole, compact_at));
+        for store in [&mut stepped, &mut whole] {
+            put(store, &format!("k{:02}", steps % 30), "between");
+        }
+        steps += 1;
+        if !stepped.compact_step(4) {
+            break;
+        }
+    }
+    assert_eq!(steps, 8, "32 keys, 4 a step");
+    assert!(!stepped.compacting());
+    assert_eq!(readable(&stepped, compact_at), readable(&whole, compact_at));
+    assert_eq!(stepped.keys, whole.keys);
+    assert_eq!(stepped.deletes_waiting(), whole.deletes_waiting());
+    // Three of four puts of 26 keys; four puts and a delete of k05..k08; gone's put.
+    assert_eq!(stepped.deletes_waiting(), 26 * 3 + 4 * 5 + 1);
+}
+
+/// A compaction to a later point while a pass is under way starts the pass over there; commits
+/// move a pass on by themselves until it is done, and the engine then holds what a compaction in
+/// one go leaves.
+#[test]
+fn a_pass_under_way_gives_way_to_a_later_compaction_and_commits_finish_it() {
+    let mut store = KvStore::new();
+    let first = history_for_compaction(&mut store);
+    store.commit(None, false).unwrap();
+    store.begin_compaction(first - 20).unwrap();
+    assert!(store.compact_step(5));
+    assert!(store.deletes_waiting() > 0);
+    store.begin_compaction(first).unwrap();
+    assert!(store.compacting() && !store.compaction_finished());
+    while store.uncommitted().0 > 0 {
+        store.commit(None, false).unwrap();
+    }
+    assert!(store.compaction_finished());
+    let mut whole = KvStore::new();
+    history_for_compaction(&mut whole);
+    whole.compact(first).unwrap();
+    assert_eq!(store.keys, whole.keys);
+    let loaded = KvStore::from_engine(store.into_engine()).unwrap();
+    assert_eq!(
+        loaded.deletes_waiting(),
+        0,
+        "every dropped revision left the file"
+    );
+    assert_eq!(readable(&loaded, first), readable(&whole, first));
+}

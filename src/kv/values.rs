@@ -71,6 +71,8 @@ pub(crate) struct Values {
     pending_bytes: usize,
     /// Committed versions compaction dropped since the last commit.
     doomed: Vec<(i64, i64)>,
+    /// How many of `doomed` the commits so far deleted.
+    deletes_staged: u64,
     /// The next commit replaces everything the engine holds (the state was replaced).
     replace_all: bool,
     failure: OnceLock<String>,
@@ -98,6 +100,7 @@ impl Values {
             pending: BTreeMap::new(),
             pending_bytes: 0,
             doomed: Vec::new(),
+            deletes_staged: 0,
             replace_all: false,
             failure: OnceLock::new(),
         })
@@ -165,6 +168,11 @@ impl Values {
     /// How many revisions compaction dropped are still in the file, to be deleted.
     pub(crate) fn deletes_waiting(&self) -> usize {
         self.doomed.len()
+    }
+
+    /// How many revisions compaction dropped the commits so far deleted.
+    pub(crate) fn deletes_staged(&self) -> u64 {
+        self.deletes_staged
     }
 
     /// The value of version (main, sub) of `key`.
@@ -299,6 +307,7 @@ impl Values {
             self.doomed.sort_unstable();
         }
         let deleted = self.doomed.len().min(COMPACTION_DELETES_PER_COMMIT);
+        self.deletes_staged += deleted as u64;
         for (main, sub) in self.doomed.drain(..deleted) {
             batch.delete_revision(Revision {
                 main: main as u64,

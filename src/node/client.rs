@@ -104,38 +104,16 @@ impl Node {
             ClientRequest::Defragment(_) => self.on_defragment(id),
             ClientRequest::HashKv(hash) => {
                 let result = self
-                    .state
-                    .kv
-                    .hash_kv(hash.revision)
-                    .map(|(hash, compact_revision)| {
-                        ClientResponse::HashKv(pb::HashKvResponse {
-                            hash,
-                            compact_revision,
-                            ..Default::default()
-                        })
-                    })
-                    .map_err(ClientError::from);
+                    .hash_kv_step(hash.revision, None, usize::MAX)
+                    .map(|step| match step {
+                        HashKvStepped::Done(response) => ClientResponse::HashKv(response),
+                        HashKvStepped::More(_) => unreachable!("an unbounded hash step finishes"),
+                    });
                 self.reply(id, result)
             }
             ClientRequest::HashKvStep { revision, progress } => {
                 let budget = self.config.hash_kv_step_entries;
-                let result = match self.state.kv.hash_kv_step(revision, progress, budget) {
-                    Ok(HashStep::Done {
-                        hash,
-                        compact_revision,
-                        began_at,
-                    }) => Ok(HashKvStepped::Done(pb::HashKvResponse {
-                        // As etcd's: the revision current when the hash was taken.
-                        header: Some(pb::ResponseHeader {
-                            revision: began_at,
-                            ..self.response_header()
-                        }),
-                        hash,
-                        compact_revision,
-                    })),
-                    Ok(HashStep::More(progress)) => Ok(HashKvStepped::More(progress)),
-                    Err(error) => Err(ClientError::from(error)),
-                };
+                let result = self.hash_kv_step(revision, progress, budget);
                 self.reply(id, result.map(ClientResponse::HashKvStep))
             }
             ClientRequest::WatchCreate { stream, request } => {
@@ -468,6 +446,31 @@ impl Node {
     }
 
     /// Answers `MemberList` from the applied membership.
+    /// A step of a `HashKV` over at most `budget` index entries (see `KvStore::hash_kv_step`);
+    /// a finished hash's header names the revision current when it began, as etcd's does.
+    fn hash_kv_step(
+        &self,
+        revision: i64,
+        progress: Option<crate::kv::HashProgress>,
+        budget: usize,
+    ) -> Result<HashKvStepped, ClientError> {
+        match self.state.kv.hash_kv_step(revision, progress, budget)? {
+            HashStep::Done {
+                hash,
+                compact_revision,
+                began_at,
+            } => Ok(HashKvStepped::Done(pb::HashKvResponse {
+                header: Some(pb::ResponseHeader {
+                    revision: began_at,
+                    ..self.response_header()
+                }),
+                hash,
+                compact_revision,
+            })),
+            HashStep::More(progress) => Ok(HashKvStepped::More(progress)),
+        }
+    }
+
     fn member_list(&mut self, id: RequestId) {
         let response = pb::MemberListResponse {
             members: self.state.members().list(),

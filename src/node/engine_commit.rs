@@ -4,10 +4,11 @@
 //! of it. Most commits are not fsynced — the WAL holds the entries — so they cost a write to the
 //! file's cache, not a disk flush. One is fsynced when `durable_commit_entries` entries were
 //! applied since the last durable one (a restart after a crash replays at most about that many from the WAL),
-//! and the commit before a snapshot lets the WAL drop entries, so it is fsynced too. While
-//! revisions compaction dropped wait to leave the file, a commit deleting the next batch of them
-//! is due every `COMPACTION_PAUSE`, and the deletes count toward the next durable commit; a
-//! `physical` compaction is answered once none wait. A storage error stops the member.
+//! and the commit before a snapshot lets the WAL drop entries, so it is fsynced too. While a
+//! compaction is not finished — its pass over the index has keys to go, or revisions it dropped
+//! wait to leave the file — a commit moving it on (the pass by a step, the deletes by a batch) is
+//! due every `COMPACTION_PAUSE`, and the deletes count toward the next durable commit; a
+//! `physical` compaction is answered once it is finished. A storage error stops the member.
 
 use std::time::Duration;
 
@@ -101,7 +102,7 @@ impl Node {
 
     /// How long changes wait for their commit: shorter while compaction's deletes wait.
     fn commit_interval(&self) -> Duration {
-        if self.state.kv.deletes_waiting() > 0 {
+        if !self.state.kv.compaction_finished() {
             COMPACTION_PAUSE
         } else {
             BATCH_INTERVAL
@@ -153,10 +154,10 @@ impl Node {
             .filter(|_| durable)
             .map(|(applied, _)| applied.index);
         self.uncommitted_since = None;
-        let deletes_before = self.state.kv.deletes_waiting();
+        let deletes_before = self.state.kv.deletes_staged();
         match commit(&mut self.state, applied) {
             Ok(done) => {
-                let deletes = deletes_before.saturating_sub(self.state.kv.deletes_waiting());
+                let deletes = (self.state.kv.deletes_staged() - deletes_before) as usize;
                 let marks = Marks {
                     durable,
                     durable_index,
@@ -235,7 +236,7 @@ impl Node {
         } else {
             self.deletes_since_durable += marks.deletes as u64;
         }
-        if self.state.kv.deletes_waiting() == 0 {
+        if self.state.kv.compaction_finished() {
             self.answer_physical_compactions();
         } else {
             // The next batch of deletes is due one pause from now, however idle the node.
@@ -253,7 +254,7 @@ impl Node {
         reply: Result<ClientResponse, ClientError>,
     ) {
         if reply.is_err()
-            || self.state.kv.deletes_waiting() == 0
+            || self.state.kv.compaction_finished()
             || self.physical_compactions.len() >= self.config.max_pending_requests
         {
             self.complete(id, reply);

@@ -1144,10 +1144,9 @@ fn a_physical_compaction_is_answered_once_its_deletes_are_committed() {
     let compact =
         |revision, physical| ClientRequest::Compact(pb::CompactionRequest { revision, physical });
     assert!(solo.call(10_000, compact(head - 1_000, false)).is_ok());
-    let waiting = solo.node.state().kv.deletes_waiting();
     assert!(
-        waiting > 0,
-        "{waiting} deletes wait, the plain one was answered"
+        !solo.node.state().kv.compaction_finished(),
+        "the plain one was answered before its pass and deletes"
     );
     let now = solo.now;
     solo.node
@@ -1160,12 +1159,12 @@ fn a_physical_compaction_is_answered_once_its_deletes_are_committed() {
     let (mut commits, mut durable_for_deletes) = (0, 0);
     let applied = solo.node.applied_index();
     while !solo.replies.contains_key(&10_001) {
-        let before = solo.node.state().kv.deletes_waiting();
+        let before = solo.node.state().kv.deletes_staged();
         let unflushed = solo.node.deletes_since_durable;
         solo.advance(engine_commit::COMPACTION_PAUSE);
-        let after = solo.node.state().kv.deletes_waiting();
-        assert!(before - after <= 1_000, "{before} -> {after} in one pause");
-        commits += usize::from(after < before);
+        let deleted = solo.node.state().kv.deletes_staged() - before;
+        assert!(deleted <= 1_000, "{deleted} deleted in one pause");
+        commits += usize::from(deleted > 0);
         assert!(commits < 100, "the deletes finish");
         // Deletes count toward the next durable commit, as applied entries do.
         assert!(solo.node.deletes_since_durable < 2_000);
@@ -1175,7 +1174,7 @@ fn a_physical_compaction_is_answered_once_its_deletes_are_committed() {
         durable_for_deletes >= 1 && solo.node.applied_index() < applied + 1_000,
         "a durable commit came from the deletes alone"
     );
-    assert_eq!(solo.node.state().kv.deletes_waiting(), 0);
+    assert!(solo.node.state().kv.compaction_finished());
     assert!(commits >= 2, "spread over {commits} commits");
     assert!(matches!(
         solo.replies.remove(&10_001),
