@@ -766,6 +766,16 @@ fn stet_bench(args: &[&str]) -> (Option<i32>, String, String) {
 
 /// The load generator's own client (HTTP/2 straight over hyper, writes batched) against the
 /// real binary: every put lands as one revision, every range finds its one key.
+/// Runs `stet-bench` with `args` on a blocking thread of the current runtime (a load beside the
+/// test's own requests).
+fn stet_bench_beside(args: &[&str]) -> tokio::task::JoinHandle<(Option<i32>, String, String)> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        stet_bench(&args)
+    })
+}
+
 #[test]
 fn stet_bench_puts_and_ranges_through_its_own_client() {
     let dir = TempDir::new("bench");
@@ -884,15 +894,7 @@ fn a_hash_kv_of_a_large_history_taken_under_writes_is_the_hash_of_its_revision()
         let revision = connect(endpoint.clone()).await.get("k", b"").await;
         let revision = revision.expect("get").header.expect("header").revision;
         let load = ["--key-space", "12000", "--total", "4000", "put"];
-        let args: Vec<String> = [&common[..], &load]
-            .concat()
-            .iter()
-            .map(|a| a.to_string())
-            .collect();
-        let writes = tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            stet_bench(&args)
-        });
+        let writes = stet_bench_beside(&[&common[..], &load].concat());
         let mut hashes = Vec::new();
         while !writes.is_finished() {
             hashes.push((revision, hash_kv(revision).await));
@@ -912,6 +914,80 @@ fn a_hash_kv_of_a_large_history_taken_under_writes_is_the_hash_of_its_revision()
                 (after.hash, after.compact_revision),
                 "revision {revision} (the first at {during_current})"
             );
+        }
+    });
+}
+
+/// A unary `Range` over many keys is read in parts at one revision while writes go on (so that
+/// it never stalls the member): each answer taken during a put load is exactly the range at the
+/// revision its header names, as read afterwards in one go (sorted descending, which is never
+/// read in parts) — key-values, count and `more`, with and without a limit.
+#[test]
+fn a_large_unary_range_read_in_parts_under_writes_is_the_range_at_its_revision() {
+    const KEYS: i64 = 12_000;
+    let dir = TempDir::new("range-parts");
+    let member = Member::start(&dir.0, &[]);
+    let endpoint = member.endpoint();
+    let common = ["--endpoints", &endpoint, "--conns", "2", "--clients", "16"];
+    // 12,000 keys of 256-byte values: ~3.2 MB, parts of up to ~0.75 MB (half the default
+    // --max-request-bytes) after a first part of 1,024 keys.
+    let fill = ["--key-space", "12000", "--total", "1", "range"];
+    let (code, _, stderr) = stet_bench(&[&common[..], &fill].concat());
+    assert_eq!(code, Some(0), "{stderr}");
+    let everything = |limit: i64, keys_only: bool| pb::RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        limit,
+        keys_only,
+        ..Default::default()
+    };
+    let range = |request: pb::RangeRequest| {
+        let endpoint = endpoint.clone();
+        async move {
+            let mut c = connect(endpoint).await;
+            bounded("range", c.kv.range(request))
+                .await
+                .expect("range")
+                .into_inner()
+        }
+    };
+    let during = runtime().block_on(async {
+        let load = ["--key-space", "12000", "--total", "6000", "put"];
+        let writes = stet_bench_beside(&[&common[..], &load].concat());
+        let mut answers = Vec::new();
+        let requests = [
+            everything(0, false),
+            everything(7_000, false),
+            everything(0, true),
+        ];
+        while !writes.is_finished() || answers.len() < requests.len() {
+            let request = requests[answers.len() % requests.len()].clone();
+            answers.push((request.clone(), range(request).await));
+        }
+        let (code, _, stderr) = writes.await.expect("the put load");
+        assert_eq!(code, Some(0), "{stderr}");
+        answers
+    });
+    runtime().block_on(async {
+        for (request, answer) in during {
+            let revision = answer.header.as_ref().expect("header").revision;
+            let mut whole = range(pb::RangeRequest {
+                revision,
+                sort_order: pb::range_request::SortOrder::Descend as i32,
+                sort_target: pb::range_request::SortTarget::Key as i32,
+                limit: 0,
+                ..request.clone()
+            })
+            .await;
+            whole.kvs.reverse();
+            if request.limit > 0 {
+                whole.kvs.truncate(request.limit as usize);
+            }
+            let what = format!("limit {} at revision {revision}", request.limit);
+            assert_eq!(answer.count, KEYS, "{what}");
+            assert_eq!(answer.more, request.limit > 0, "{what}");
+            assert_eq!(answer.kvs.len(), whole.kvs.len(), "{what}");
+            assert!(answer.kvs == whole.kvs, "{what}: the key-values differ");
         }
     });
 }

@@ -161,6 +161,7 @@ impl Environment for SimEnvironment {
             watch_stream_buffer: settings.watch_stream_buffer,
             peer_message_part_bytes: settings.peer_message_part_bytes,
             hash_kv_step_pause: settings.hash_kv_step_pause,
+            range_first_part_keys: settings.range_first_part_keys,
             ..Limits::default()
         }
     }

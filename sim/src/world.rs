@@ -59,6 +59,10 @@ pub struct Settings {
     /// Simulated time between two steps of a `HashKV` (production: none), so that writes,
     /// compactions and crashes land in the middle of hashes.
     pub hash_kv_step_pause: Duration,
+    /// Keys in the first part of a unary range read in parts (production: 1,024): small, so
+    /// that the simulator's ranges are read in several parts with writes, compactions and
+    /// crashes in between.
+    pub range_first_part_keys: i64,
     /// Raft messages larger than this go to peers in parts (small, so snapshots are split).
     pub peer_message_part_bytes: usize,
     /// How often a write to a peer connection is cut (reset) or stalls part-way.
@@ -96,6 +100,7 @@ impl Settings {
             watch_max_events_per_response: 4,
             hash_kv_step_entries: 16,
             hash_kv_step_pause: Duration::from_millis([0, 3, 20][(seed / 3 % 3) as usize]),
+            range_first_part_keys: 2,
             peer_message_part_bytes: 1024,
             peer_fault_rate: 0.0,
             watch_progress_interval: Duration::from_secs(2),

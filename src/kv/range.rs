@@ -12,7 +12,17 @@ impl KvStore {
     /// Reads the keys in the request's range at its revision (0 = current). The header is None.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, KvError> {
         self.check_range(req, self.current_revision)?;
-        self.range_at(req, self.current_revision)
+        self.range_at(req, self.current_revision, true)
+    }
+
+    /// A part of a range read in parts (the runtime's chunked ranges): as [`KvStore::range`],
+    /// but the walk stops once the limit is passed, so `count` counts only the keys walked
+    /// (the first part's count is the whole range's). Walking on to count every key of a large
+    /// range at each part would cost the square of its size. A request that sorts, filters or
+    /// has no limit is answered whole.
+    pub fn range_part(&self, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+        self.check_range(req, self.current_revision)?;
+        self.range_at(req, self.current_revision, false)
     }
 
     /// Checks a range's key and revision against a store whose newest readable revision is
@@ -26,10 +36,12 @@ impl KvStore {
 
     /// Answers a checked range; a request revision <= 0 reads at `default_revision`. Values are
     /// read from the engine only for the key-values returned (all of them to sort by value).
+    /// Unless `count_all`, the walk stops once it found one key past the limit.
     pub(super) fn range_at(
         &self,
         req: &RangeRequest,
         default_revision: i64,
+        count_all: bool,
     ) -> Result<RangeResponse, KvError> {
         let revision = if req.revision > 0 {
             req.revision
@@ -48,6 +60,9 @@ impl KvStore {
         let mut count: i64 = 0;
         let mut found: Vec<(&[u8], &Version)> = Vec::new();
         for (key, versions) in self.key_range(&req.key, &req.range_end) {
+            if !count_all && found.len() >= keep_at_most {
+                break;
+            }
             let Some(version) = visible_at(versions, revision) else {
                 continue;
             };

@@ -1787,3 +1787,36 @@ fn a_pass_under_way_gives_way_to_a_later_compaction_and_commits_finish_it() {
     );
     assert_eq!(readable(&loaded, first), readable(&whole, first));
 }
+
+/// A part of a range read in parts answers the same key-values and `more` as the range, but
+/// walks no further than one key past its limit: its count is the keys walked. Without a limit,
+/// or sorted, it is the range.
+#[test]
+fn a_range_part_stops_walking_past_its_limit() {
+    let mut store = KvStore::new();
+    for k in 0..50 {
+        put(&mut store, &format!("p{k:02}"), "v");
+    }
+    store.delete_range(&del_req("p10", "p20")).unwrap();
+    for limit in [1, 3, 15, 39, 40, 100] {
+        let request = RangeRequest {
+            limit,
+            ..range_req("p", "q")
+        };
+        let (whole, part) = (get(&store, &request), store.range_part(&request).unwrap());
+        assert_eq!((&part.kvs, part.more), (&whole.kvs, whole.more), "{limit}");
+        assert_eq!(whole.count, 40);
+        assert_eq!(part.count, (limit + 1).min(40), "limit {limit}");
+    }
+    let unlimited = range_req("p", "q");
+    assert_eq!(
+        store.range_part(&unlimited).unwrap(),
+        get(&store, &unlimited)
+    );
+    let sorted = RangeRequest {
+        limit: 5,
+        sort_order: SortOrder::Descend as i32,
+        ..range_req("p", "q")
+    };
+    assert_eq!(store.range_part(&sorted).unwrap(), get(&store, &sorted));
+}

@@ -115,7 +115,11 @@ impl KvStore {
             let response = match &op.request {
                 Some(Request::RequestRange(range)) => {
                     // Reads see the txn's own earlier writes, which sit at the txn's revision.
-                    Some(Response::ResponseRange(self.range_at(range, writer.main)?))
+                    Some(Response::ResponseRange(self.range_at(
+                        range,
+                        writer.main,
+                        true,
+                    )?))
                 }
                 Some(Request::RequestPut(put)) => {
                     let (resp, event) = self.apply_put(put, writer.main, writer.sub)?;

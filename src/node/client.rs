@@ -41,6 +41,10 @@ impl Node {
         }
         match request {
             ClientRequest::Range(range) => self.read(id, range, caller),
+            ClientRequest::RangePart(range) => {
+                let result = self.range_part(&range, caller.as_ref());
+                self.reply(id, result)
+            }
             // Linearizable like reads: a revoke committed before them must be seen.
             ClientRequest::Put(put) => self.propose(id, Request::Put(put), caller),
             ClientRequest::DeleteRange(delete) => {
@@ -297,6 +301,16 @@ impl Node {
             response.count += 1;
         }
         Ok(ClientResponse::Range(response))
+    }
+
+    /// Answers a part of a range read in parts from the applied state, if `caller` may read it.
+    fn range_part(
+        &self,
+        range: &pb::RangeRequest,
+        caller: Option<&AuthInfo>,
+    ) -> Result<ClientResponse, ClientError> {
+        self.state.auth().check_range_request(caller, range)?;
+        Ok(ClientResponse::Range(self.state.kv.range_part(range)?))
     }
 
     /// Serves `request` once raft confirmed leadership and everything committed before is applied.

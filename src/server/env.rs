@@ -67,6 +67,10 @@ pub struct Limits {
     /// A pause between two steps of a `HashKV` (none in production): the simulator stretches its
     /// small hashes over simulated time, so writes, compactions and crashes come in between.
     pub hash_kv_step_pause: Duration,
+    /// Keys in the first part of a unary range read in parts
+    /// (`range_stream::FIRST_PART_KEYS`); the simulator's stores are small, so it reads its
+    /// ranges in parts of a few keys.
+    pub range_first_part_keys: i64,
 }
 
 impl Default for Limits {
@@ -76,6 +80,7 @@ impl Default for Limits {
             max_request_bytes: 1_572_864,
             peer_message_part_bytes: crate::peer_wire::MAX_FRAME_PAYLOAD,
             hash_kv_step_pause: Duration::ZERO,
+            range_first_part_keys: super::range_stream::FIRST_PART_KEYS,
         }
     }
 }

@@ -35,6 +35,43 @@ const RANGE_STREAM_CHUNKS: usize = 2;
 /// Keep-alive responses buffered per stream before the stream waits for the client to read.
 const KEEP_ALIVE_BUFFER: usize = 16;
 
+/// How many times a unary range read in parts starts over when a compaction passed the revision
+/// its first part pinned; then it is read in one go.
+const RANGE_RESTARTS_ON_COMPACTION: usize = 2;
+
+/// A future the range readers give.
+type RangeRead =
+    Pin<Box<dyn std::future::Future<Output = Result<pb::RangeResponse, Status>> + Send>>;
+
+/// Reads one part of a range read in parts (`range_stream`) through `router` as `caller`.
+fn part_reader(
+    router: Router,
+    caller: Option<AuthInfo>,
+) -> impl FnMut(pb::RangeRequest, super::range_stream::Part) -> RangeRead {
+    move |request, part| {
+        let (router, caller) = (router.clone(), caller.clone());
+        let request = match part {
+            super::range_stream::Part::First => ClientRequest::Range(request),
+            super::range_stream::Part::Later => ClientRequest::RangePart(request),
+        };
+        Box::pin(async move {
+            match router.call(request, caller).await {
+                Ok(ClientResponse::Range(response)) => Ok(response),
+                Ok(other) => Err(unexpected(&other)),
+                Err(error) => Err(to_status(&error)),
+            }
+        })
+    }
+}
+
+/// Whether `status` says a revision was compacted.
+fn compacted(status: &Status) -> bool {
+    let error = ClientError::Kv(crate::kv::KvError::Compacted {
+        compact_revision: 0,
+    });
+    status.code() == tonic::Code::OutOfRange && status.message() == to_status(&error).message()
+}
+
 fn unexpected(response: &ClientResponse) -> Status {
     Status::internal(format!("stet: unexpected response {response:?}"))
 }
@@ -166,11 +203,40 @@ macro_rules! unary {
 
 #[tonic::async_trait]
 impl kv_server::Kv for Services {
+    /// A range over many keys is read in parts and merged (`range_stream::gather`), so that it
+    /// never stalls the driver for a time that grows with the range. A part refused because a
+    /// compaction passed the revision the first part pinned starts the read over (the answer is
+    /// then as of a later revision, still within the request's span); one that named its
+    /// revision gets the refusal, as a read at a compacted revision does.
     async fn range(
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        unary!(self, request, Range)
+        if !super::range_stream::read_in_parts(request.get_ref()) {
+            return unary!(self, request, Range);
+        }
+        let caller = self.caller(&request)?;
+        let request = request.into_inner();
+        let target_bytes = (self.limits.max_request_bytes / 2).max(1);
+        let first_keys = self.limits.range_first_part_keys.max(1);
+        for _ in 0..RANGE_RESTARTS_ON_COMPACTION {
+            let reader = part_reader(self.router.clone(), caller.clone());
+            let read =
+                super::range_stream::gather(request.clone(), target_bytes, first_keys, reader);
+            match read.await {
+                Err(status) if request.revision == 0 && compacted(&status) => continue,
+                result => return result.map(Response::new),
+            }
+        }
+        match self
+            .router
+            .call(ClientRequest::Range(request), caller)
+            .await
+        {
+            Ok(ClientResponse::Range(response)) => Ok(Response::new(response)),
+            Ok(other) => Err(unexpected(&other)),
+            Err(error) => Err(to_status(&error)),
+        }
     }
 
     type RangeStreamStream = ResponseStream<pb::RangeStreamResponse>;
@@ -189,22 +255,14 @@ impl kv_server::Kv for Services {
         let target_bytes = (self.limits.max_request_bytes / 2).max(1);
         tokio::spawn(async move {
             let chunks = sender.clone();
-            let range = |request: pb::RangeRequest| {
-                let (router, caller) = (router.clone(), caller.clone());
-                async move {
-                    match router.call(ClientRequest::Range(request), caller).await {
-                        Ok(ClientResponse::Range(response)) => Ok(response),
-                        Ok(other) => Err(unexpected(&other)),
-                        Err(error) => Err(to_status(&error)),
-                    }
-                }
-            };
+            let range = part_reader(router, caller);
             let send = |chunk: pb::RangeStreamResponse| {
                 let chunks = chunks.clone();
                 async move { chunks.send(Ok(chunk)).await.is_ok() }
             };
+            let first_keys = super::range_stream::FIRST_CHUNK_KEYS;
             if let Err(status) =
-                super::range_stream::stream(request, target_bytes, range, send).await
+                super::range_stream::stream(request, target_bytes, first_keys, range, send).await
             {
                 let _ = sender.send(Err(status)).await;
             }

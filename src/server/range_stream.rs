@@ -1,11 +1,18 @@
-//! etcd 3.7's `KV.RangeStream`: a range answered in chunks, so listing 100,000 keys never holds
-//! the whole answer in memory (kube-apiserver 1.37 fills its watch cache this way). The first
-//! chunk is read as the request asks (linearizable unless `serializable`) and pins the revision;
-//! the next chunks are read at that revision from the key after the last one sent. Chunks grow
-//! or shrink towards a byte target derived from `--max-request-bytes`. Intermediate chunks carry
+//! Ranges read in parts. etcd 3.7's `KV.RangeStream` answers a range in chunks, so listing
+//! 100,000 keys never holds the whole answer in memory (kube-apiserver 1.37 fills its watch
+//! cache this way); and a unary `Range` over many keys is read the same way and its parts merged
+//! (`gather`), so that reading a large range never stalls the member's driver for a time that
+//! grows with the range: between two parts it applies, commits and answers whatever else waits
+//! (etcd reads a range beside its writes, in a read transaction of its own).
+//!
+//! The first part is read as the request asks (linearizable unless `serializable`) and pins the
+//! revision; the next parts are read at that revision from the key after the last one sent, as
+//! `ClientRequest::RangePart`s, which walk no further than their limit (`Part`). Parts grow or
+//! shrink towards a byte target derived from `--max-request-bytes`. Intermediate chunks carry
 //! only key-values; the last carries the header, the count and `more`, so that merging every
 //! chunk gives the unary answer. Sorted requests are refused with `Unimplemented`, as etcd
-//! does; requests filtering on revisions are answered in one chunk.
+//! does (a unary one is read in one go); requests filtering on revisions, and count-only ones,
+//! are answered in one part.
 
 use std::future::Future;
 
@@ -15,8 +22,39 @@ use tonic::Status;
 use crate::proto::etcdserverpb as pb;
 use pb::range_request::{SortOrder, SortTarget};
 
-/// Keys in the first chunk; later chunks adapt to the byte target.
+/// Keys in a stream's first chunk; later chunks adapt to the byte target.
 pub const FIRST_CHUNK_KEYS: i64 = 128;
+/// Keys in the first part of a unary range read in parts: most ranges (kube-apiserver's pages
+/// of 500 among them) are then read in one part, as before.
+pub const FIRST_PART_KEYS: i64 = 1024;
+
+/// Which part of a range a read is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The first: read as the request asks; its header pins the revision and its count is
+    /// the whole range's.
+    First,
+    /// A later one, at the pinned revision: a `ClientRequest::RangePart`.
+    Later,
+}
+
+/// Whether a unary `request` is read in parts: a key range, in key order, neither count-only
+/// nor filtered on revisions.
+pub fn read_in_parts(request: &pb::RangeRequest) -> bool {
+    !request.range_end.is_empty()
+        && !request.count_only
+        && !filtered(request)
+        && check(request).is_ok()
+}
+
+/// Whether `request` filters on mod or create revisions (then it is read in one part: a part
+/// could hold no key and still not be the last).
+fn filtered(request: &pb::RangeRequest) -> bool {
+    request.min_mod_revision != 0
+        || request.max_mod_revision != 0
+        || request.min_create_revision != 0
+        || request.max_create_revision != 0
+}
 
 /// Whether `request` can be streamed: refused with etcd's `Unimplemented` when sorted other
 /// than by key, ascending (the order chunks come in).
@@ -53,36 +91,63 @@ fn next_chunk_keys(keys: i64, chunk_bytes: usize, target_bytes: usize) -> i64 {
     }
 }
 
-/// Streams `request` through `range` (one unary range read) into `send` (false once the client
-/// is gone). Errors of a read end the stream with that error.
+/// `request` read in parts through `range` (one read of a part), the first of `first_keys`
+/// keys, merged into the unary answer.
+pub async fn gather<R, RF>(
+    request: pb::RangeRequest,
+    target_bytes: usize,
+    first_keys: i64,
+    range: R,
+) -> Result<pb::RangeResponse, Status>
+where
+    R: FnMut(pb::RangeRequest, Part) -> RF,
+    RF: Future<Output = Result<pb::RangeResponse, Status>>,
+{
+    let mut merged = pb::RangeResponse::default();
+    let collect = |chunk: pb::RangeStreamResponse| {
+        let part = chunk.range_response.unwrap_or_default();
+        merged.kvs.extend(part.kvs);
+        // Intermediate chunks carry none of these; the last carries the answer's.
+        (merged.header, merged.count, merged.more) = (part.header, part.count, part.more);
+        async { true }
+    };
+    stream(request, target_bytes, first_keys, range, collect).await?;
+    Ok(merged)
+}
+
+/// Streams `request` through `range` (one read of a part) into `send` (false once the client
+/// is gone), the first part of `first_keys` keys. Errors of a read end the stream with that
+/// error.
 pub async fn stream<R, RF, S, SF>(
     request: pb::RangeRequest,
     target_bytes: usize,
+    first_keys: i64,
     mut range: R,
     mut send: S,
 ) -> Result<(), Status>
 where
-    R: FnMut(pb::RangeRequest) -> RF,
+    R: FnMut(pb::RangeRequest, Part) -> RF,
     RF: Future<Output = Result<pb::RangeResponse, Status>>,
     S: FnMut(pb::RangeStreamResponse) -> SF,
     SF: Future<Output = bool>,
 {
-    let filtered = request.min_mod_revision != 0
-        || request.max_mod_revision != 0
-        || request.min_create_revision != 0
-        || request.max_create_revision != 0;
-    if request.count_only || filtered {
-        let whole = range(request).await?;
+    assert!(first_keys > 0, "a part holds at least one key");
+    if request.count_only || filtered(&request) {
+        let whole = range(request, Part::First).await?;
         send(wrap(whole)).await;
         return Ok(());
     }
     let wanted = request.limit;
-    let mut chunk_keys = FIRST_CHUNK_KEYS;
+    let mut chunk_keys = first_keys;
     let mut next = pb::RangeRequest {
-        limit: chunk_keys,
+        limit: if wanted > 0 {
+            chunk_keys.min(wanted)
+        } else {
+            chunk_keys
+        },
         ..request.clone()
     };
-    let first = range(next.clone()).await?;
+    let first = range(next.clone(), Part::First).await?;
     let (header, count) = (first.header, first.count);
     // The revision asked for, or the one the first read saw (a header names the store's current
     // revision, not the one a read was made at).
@@ -127,7 +192,7 @@ where
         } else {
             chunk_keys
         };
-        chunk = range(next.clone()).await?;
+        chunk = range(next.clone(), Part::Later).await?;
     }
 }
 
@@ -199,7 +264,8 @@ mod tests {
             .block_on(stream(
                 request,
                 4096,
-                move |r: pb::RangeRequest| {
+                FIRST_CHUNK_KEYS,
+                move |r: pb::RangeRequest, _part: Part| {
                     asked2.lock().expect("lock").push(r.clone());
                     let answer = answer(&kvs, &r);
                     async move { Ok(answer) }
@@ -262,6 +328,64 @@ mod tests {
             sizes[4..].iter().all(|&size| size < 2 * 4096 + 200),
             "chunks near the target: {sizes:?}"
         );
+    }
+
+    /// A unary range gathered from parts is the unary answer, whatever the later parts count
+    /// (a `RangePart` counts only the keys it walked): the count is the first part's. A limit
+    /// below the first part's size is read in one part of that limit.
+    #[test]
+    fn gathered_parts_are_the_unary_answer() {
+        let kvs = store(5000);
+        for request in [
+            range("k", "l", 0),
+            range("k", "l", 3000),
+            range("k", "l", 10),
+        ] {
+            let asked = Arc::new(Mutex::new(Vec::new()));
+            let (kvs2, asked2) = (kvs.clone(), asked.clone());
+            let reader = move |r: pb::RangeRequest, part: Part| {
+                asked2.lock().expect("lock").push((r.clone(), part));
+                let mut answer = answer(&kvs2, &r);
+                if part == Part::Later {
+                    answer.count = answer.kvs.len() as i64 + i64::from(answer.more);
+                }
+                async move { Ok(answer) }
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let gathered = runtime
+                .block_on(gather(request.clone(), 4096, FIRST_PART_KEYS, reader))
+                .expect("gather");
+            assert_eq!(gathered, answer(&kvs, &request), "{request:?}");
+            let asked = asked.lock().expect("lock").clone();
+            let parts: Vec<Part> = asked.iter().map(|(_, part)| *part).collect();
+            assert_eq!(parts[0], Part::First);
+            assert!(parts[1..].iter().all(|p| *p == Part::Later));
+            if request.limit == 10 {
+                assert_eq!(asked.len(), 1);
+                assert_eq!(asked[0].0.limit, 10);
+            } else {
+                assert_eq!(asked[0].0.limit, FIRST_PART_KEYS);
+                assert!(asked.len() > 2, "{} parts", asked.len());
+            }
+        }
+    }
+
+    #[test]
+    fn unary_ranges_over_a_key_range_in_key_order_are_read_in_parts() {
+        assert!(read_in_parts(&range("a", "b", 0)));
+        assert!(read_in_parts(&range("a", "b", 10)));
+        assert!(!read_in_parts(&range("a", "", 0)), "one key");
+        let mut counted = range("a", "b", 0);
+        counted.count_only = true;
+        assert!(!read_in_parts(&counted));
+        let mut filtered = range("a", "b", 0);
+        filtered.min_mod_revision = 3;
+        assert!(!read_in_parts(&filtered));
+        let mut sorted = range("a", "b", 0);
+        sorted.sort_order = SortOrder::Descend as i32;
+        assert!(!read_in_parts(&sorted));
     }
 
     #[test]

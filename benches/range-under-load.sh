@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A range over the whole key space while a put load runs, etcd beside stet (issue 9).
+# For each of etcd and stet (and, with --before BINARY, another stet build): starts one member on
+# loopback, puts every key of --keys keys once (`stet-bench range`'s untimed fill, 256-byte
+# values), then runs two put loads of --puts puts (64 clients over 8 connections into the same
+# keys): one alone, one with `etcdctl get "" --prefix` asked 1 s in, keys only and then with
+# values. Reports both loads' throughput, p99 and slowest put, and how long each range took
+# (etcdctl's printing included).
+#
+# Usage: benches/range-under-load.sh [--keys 1000000] [--puts 200000] [--before BINARY]
+#          [--keep-logs]
+set -euo pipefail
+
+keys=1000000
+puts=200000
+# shellcheck source=benches/under-load.sh
+source "$(dirname "$0")/under-load.sh" "$@"
+
+# timed_range FILE ARGS...: `etcdctl get "" --prefix ARGS`, its milliseconds and output lines
+# appended to FILE.
+timed_range() {
+    local file=$1 start end lines
+    shift
+    start=$(date +%s%N)
+    lines=$(ETCDCTL_API=3 "$etcdctl_bin" --endpoints "$endpoint" get "" --prefix "$@" 2>&1 | wc -l)
+    end=$(date +%s%N)
+    echo "get --prefix${*:+ $*}: $(((end - start) / 1000000)) ms, $lines lines" >>"$file"
+}
+
+# ranges_soon FILE: waits 1 s, then the two ranges.
+ranges_soon() {
+    sleep 1
+    timed_range "$1" --keys-only
+    timed_range "$1"
+}
+
+# measure KIND BINARY: one member, filled, then the two loads.
+measure() {
+    local kind=$1
+    start_member "$kind" "$2"
+    fill_keys "$kind.fill"
+    echo "$kind: $keys keys, RSS $(awk '/VmRSS/{print $2}' "/proc/$pid/status") kB"
+    echo "  puts alone:         $(put_load "$kind-quiet")"
+    ranges_soon "$work/$kind.ranges" &
+    helper=$!
+    echo "  puts while ranging: $(put_load "$kind-ranging")"
+    wait "$helper"; helper=""
+    sed 's/^/  /' "$work/$kind.ranges"
+    stop_member
+}
+
+measure_all
