@@ -17,14 +17,21 @@ puts=200000
 source "$(dirname "$0")/under-load.sh" "$@"
 
 # timed_range FILE ARGS...: `etcdctl get "" --prefix ARGS`, its milliseconds and output lines
-# appended to FILE.
+# (or its failure and etcdctl's message) appended to FILE.
 timed_range() {
-    local file=$1 start end lines
+    local file=$1 start end lines rc=0
     shift
     start=$(date +%s%N)
-    lines=$(ETCDCTL_API=3 "$etcdctl_bin" --endpoints "$endpoint" get "" --prefix "$@" 2>&1 | wc -l)
+    lines=$(ETCDCTL_API=3 "$etcdctl_bin" --endpoints "$endpoint" --command-timeout=120s \
+        get "" --prefix "$@" \
+        2>"$file.err" | wc -l) || rc=$?
     end=$(date +%s%N)
-    echo "get --prefix${*:+ $*}: $(((end - start) / 1000000)) ms, $lines lines" >>"$file"
+    local what="get --prefix${*:+ $*}: $(((end - start) / 1000000)) ms"
+    if [ "$rc" = 0 ]; then
+        echo "$what, $lines lines" >>"$file"
+    else
+        echo "$what, FAILED (etcdctl exit $rc: $(head -c 300 "$file.err"))" >>"$file"
+    fi
 }
 
 # ranges_soon FILE: waits 1 s, then the two ranges.

@@ -929,8 +929,8 @@ fn a_large_unary_range_read_in_parts_under_writes_is_the_range_at_its_revision()
     let member = Member::start(&dir.0, &[]);
     let endpoint = member.endpoint();
     let common = ["--endpoints", &endpoint, "--conns", "2", "--clients", "16"];
-    // 12,000 keys of 256-byte values: ~3.2 MB, parts of up to ~0.75 MB (half the default
-    // --max-request-bytes) after a first part of 1,024 keys.
+    // 12,000 keys of 256-byte values: ~3.2 MB, read in four parts (1,024 keys, then doubling
+    // towards 4 MiB).
     let fill = ["--key-space", "12000", "--total", "1", "range"];
     let (code, _, stderr) = stet_bench(&[&common[..], &fill].concat());
     assert_eq!(code, Some(0), "{stderr}");
