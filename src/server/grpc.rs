@@ -42,10 +42,6 @@ const KEEP_ALIVE_BUFFER: usize = 16;
 /// load), each still a short turn of the driver.
 const RANGE_PART_BYTES: usize = 4 << 20;
 
-/// How many times a unary range read in parts starts over when a compaction passed the revision
-/// its first part pinned; then it is read in one go.
-const RANGE_RESTARTS_ON_COMPACTION: usize = 2;
-
 /// A future the range readers give.
 type RangeRead =
     Pin<Box<dyn std::future::Future<Output = Result<pb::RangeResponse, Status>> + Send>>;
@@ -69,14 +65,6 @@ fn part_reader(
             }
         })
     }
-}
-
-/// Whether `status` says a revision was compacted.
-fn compacted(status: &Status) -> bool {
-    let error = ClientError::Kv(crate::kv::KvError::Compacted {
-        compact_revision: 0,
-    });
-    status.code() == tonic::Code::OutOfRange && status.message() == to_status(&error).message()
 }
 
 fn unexpected(response: &ClientResponse) -> Status {
@@ -210,11 +198,8 @@ macro_rules! unary {
 
 #[tonic::async_trait]
 impl kv_server::Kv for Services {
-    /// A range over many keys is read in parts and merged (`range_stream::gather`), so that it
-    /// never stalls the driver for a time that grows with the range. A part refused because a
-    /// compaction passed the revision the first part pinned starts the read over (the answer is
-    /// then as of a later revision, still within the request's span); one that named its
-    /// revision gets the refusal, as a read at a compacted revision does.
+    /// A range over many keys is read in parts and merged (`range_stream::gather_restarting`),
+    /// so that it never stalls the driver for a time that grows with the range.
     async fn range(
         &self,
         request: Request<pb::RangeRequest>,
@@ -226,24 +211,10 @@ impl kv_server::Kv for Services {
         let request = request.into_inner();
         let target_bytes = RANGE_PART_BYTES.max(self.limits.max_request_bytes / 2);
         let first_keys = self.limits.range_first_part_keys.max(1);
-        for _ in 0..RANGE_RESTARTS_ON_COMPACTION {
-            let reader = part_reader(self.router.clone(), caller.clone());
-            let read =
-                super::range_stream::gather(request.clone(), target_bytes, first_keys, reader);
-            match read.await {
-                Err(status) if request.revision == 0 && compacted(&status) => continue,
-                result => return result.map(Response::new),
-            }
-        }
-        match self
-            .router
-            .call(ClientRequest::Range(request), caller)
+        let reader = part_reader(self.router.clone(), caller);
+        super::range_stream::gather_restarting(request, target_bytes, first_keys, reader)
             .await
-        {
-            Ok(ClientResponse::Range(response)) => Ok(Response::new(response)),
-            Ok(other) => Err(unexpected(&other)),
-            Err(error) => Err(to_status(&error)),
-        }
+            .map(Response::new)
     }
 
     type RangeStreamStream = ResponseStream<pb::RangeStreamResponse>;

@@ -19,6 +19,9 @@ use std::future::Future;
 use prost::Message as _;
 use tonic::Status;
 
+use super::status::to_status;
+use crate::kv::KvError;
+use crate::node::ClientError;
 use crate::proto::etcdserverpb as pb;
 use pb::range_request::{SortOrder, SortTarget};
 
@@ -89,6 +92,41 @@ fn next_chunk_keys(keys: i64, chunk_bytes: usize, target_bytes: usize) -> i64 {
     } else {
         keys
     }
+}
+
+/// How many times a unary range read in parts starts over when a compaction passed the revision
+/// its first part pinned; then it is read in one part.
+const RESTARTS_ON_COMPACTION: usize = 2;
+
+/// [`gather`], starting over when a compaction passed the revision the first part pinned (the
+/// answer is then as of a later revision, still within the request's span); after
+/// `RESTARTS_ON_COMPACTION` tries the range is read in one part. A request that named its
+/// revision gets the refusal, as a read at a compacted revision does.
+pub async fn gather_restarting<R, RF>(
+    request: pb::RangeRequest,
+    target_bytes: usize,
+    first_keys: i64,
+    mut range: R,
+) -> Result<pb::RangeResponse, Status>
+where
+    R: FnMut(pb::RangeRequest, Part) -> RF,
+    RF: Future<Output = Result<pb::RangeResponse, Status>>,
+{
+    for _ in 0..RESTARTS_ON_COMPACTION {
+        match gather(request.clone(), target_bytes, first_keys, &mut range).await {
+            Err(status) if request.revision == 0 && compacted(&status) => continue,
+            result => return result,
+        }
+    }
+    range(request, Part::First).await
+}
+
+/// Whether `status` says a revision was compacted.
+fn compacted(status: &Status) -> bool {
+    let error = ClientError::Kv(KvError::Compacted {
+        compact_revision: 0,
+    });
+    status.code() == tonic::Code::OutOfRange && status.message() == to_status(&error).message()
 }
 
 /// `request` read in parts through `range` (one read of a part), the first of `first_keys`
@@ -370,6 +408,57 @@ mod tests {
                 assert!(asked.len() > 2, "{} parts", asked.len());
             }
         }
+    }
+
+    /// A unary range whose later part finds its pinned revision compacted starts over and
+    /// answers whole; one compacted at every try is read in one part, as asked; a request that
+    /// named its revision gets the refusal.
+    #[test]
+    fn a_gather_starts_over_when_a_compaction_passes_its_revision() {
+        let kvs = store(3000);
+        let compacted = || {
+            to_status(&ClientError::Kv(KvError::Compacted {
+                compact_revision: 9,
+            }))
+        };
+        // Fails the first `failing` tries at their first later part; every read asked, with its part.
+        let run = |request: pb::RangeRequest, failing: usize| {
+            let asked = Arc::new(Mutex::new(Vec::new()));
+            let (kvs, asked2) = (kvs.clone(), asked.clone());
+            let mut tries = 0;
+            let reader = move |r: pb::RangeRequest, part: Part| {
+                asked2.lock().expect("lock").push((r.clone(), part));
+                if part == Part::First {
+                    tries += 1;
+                }
+                let answer = match part {
+                    Part::Later if tries <= failing => Err(compacted()),
+                    _ => Ok(answer(&kvs, &r)),
+                };
+                async move { answer }
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let result = runtime.block_on(gather_restarting(request, 4096, 16, reader));
+            let asked = asked.lock().expect("lock").clone();
+            (result, asked)
+        };
+        let whole = range("k", "l", 0);
+        let (result, asked) = run(whole.clone(), 1);
+        assert_eq!(result.expect("restarted"), answer(&kvs, &whole));
+        let firsts = asked.iter().filter(|(_, p)| *p == Part::First).count();
+        assert_eq!(firsts, 2, "one restart");
+        let (result, asked) = run(whole.clone(), usize::MAX);
+        assert_eq!(result.expect("read in one part"), answer(&kvs, &whole));
+        let last = asked.last().expect("asked");
+        assert_eq!(last, &(whole.clone(), Part::First), "the request as asked");
+        assert_eq!(asked.iter().filter(|(_, p)| *p == Part::First).count(), 3);
+        let mut at_five = whole;
+        at_five.revision = 5;
+        let (result, asked) = run(at_five, 1);
+        assert_eq!(result.expect_err("refused").code(), tonic::Code::OutOfRange);
+        assert_eq!(asked.iter().filter(|(_, p)| *p == Part::First).count(), 1);
     }
 
     #[test]
