@@ -81,7 +81,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: stet-sim --seeds A..B [--scenario NAME|all] [--members N] \
                             [--clients N] [--seconds S] [--jobs N] [--trace] [--html DIR] \
-                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|keep-released-wal|never-release-wal|backup-drops-rows|no-auto-promotion|drop-stream-chunk|unjoined-fragments|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk|ignore-permissions|tokens-name-last-login|in-use-never-measured|watch-prev-kv-without-value|put-prev-kv-without-value|stale-join-answer|skip-election-wait|hash-times-out]"
+                            [--plant local-reads|corrupt-puts|miscount-ranges|fast-clock|skip-fsync|drop-watch|keep-engine-files|keep-released-wal|never-release-wal|backup-drops-rows|no-auto-promotion|drop-stream-chunk|unjoined-fragments|misread-peer-clock|forced-keeps-cluster|ignore-forced-identity|ignore-divergent-peers|stay-down-after-full-disk|ignore-permissions|tokens-name-last-login|in-use-never-measured|watch-prev-kv-without-value|put-prev-kv-without-value|stale-join-answer|skip-election-wait|hash-times-out|never-restart-ranges]"
                         .to_string(),
                 )
             }
@@ -125,6 +125,7 @@ fn plant(name: &str) -> Result<stet_sim::world::SelfTest, String> {
         "stale-join-answer" => SelfTest::Mistake(Mistake::JoinTakesStalestAnswer),
         "skip-election-wait" => SelfTest::Mistake(Mistake::SkipElectionWait),
         "hash-times-out" => SelfTest::Mistake(Mistake::HashKvTimesOutAfterFirstStep),
+        "never-restart-ranges" => SelfTest::Mistake(Mistake::NeverRestartCompactedRange),
         other => return Err(format!("unknown fault to plant: {other}")),
     })
 }

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::runtime::{Handle, NodeHandle};
+use madsim::task::NodeId;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
@@ -156,6 +157,9 @@ struct ChurnState {
     readd_host: Option<u64>,
     /// Hosts added so far.
     added_hosts: u64,
+    /// Links cut to keep one member behind while a voter is removed and a member re-added at its
+    /// URL (`hold_back`), restored after the re-add.
+    held_back: Vec<(NodeId, NodeId)>,
 }
 
 /// Carries out membership changes through the client API, from its own madsim node, and starts
@@ -487,7 +491,8 @@ impl Operator {
     }
 
     /// One step of membership churn: promote a learner if there is one; else with six voters
-    /// remove a random follower; else re-add a member on the last removed member's host (same
+    /// remove a random follower (half the time while another is held back from its peers,
+    /// until the re-add); else re-add a member on the last removed member's host (same
     /// URL, empty data dir, new ID) or a fresh one, as a learner.
     pub async fn churn_step(&self) {
         let Some(members) = self.members().await else {
@@ -517,13 +522,70 @@ impl Operator {
                 return;
             };
             let id = victim.id;
+            if madsim::rand::thread_rng().gen_bool(0.5) {
+                let others: Vec<u64> = followers
+                    .iter()
+                    .map(|m| m.id)
+                    .filter(|&m| m != id)
+                    .collect();
+                // Not from the removed one's host, where the re-added member will ask it.
+                let peers: Vec<&pb::Member> =
+                    voters.iter().copied().filter(|m| m.id != id).collect();
+                self.hold_back(&others, &peers);
+            }
             if self.remove(id, None).await {
                 lock(&self.churn).readd_host = self.world.host_of(id);
+            } else {
+                self.release_held_back();
             }
             return;
         }
         let host = self.host_for_readd();
         self.add(host, true).await;
+        if !lock(&self.churn).held_back.is_empty() {
+            // The new member asks every member, the one held back too, who it is.
+            madsim::time::sleep(Duration::from_secs(2)).await;
+            self.release_held_back();
+        }
+    }
+
+    /// Cuts one of `candidates` off from `voters` (not from other hosts nor clients), so
+    /// that it misses a removal and still answers the member re-added at the removed one's URL
+    /// with a membership that names the removed member there: the joiner must not take that
+    /// stale identity (`server::join`; etcd can).
+    fn hold_back(&self, candidates: &[u64], voters: &[&pb::Member]) {
+        let Some(&held) = candidates.choose(&mut madsim::rand::thread_rng()) else {
+            return;
+        };
+        let Some(node) = self.world.node_of(held) else {
+            return;
+        };
+        let net = madsim::net::NetSim::current();
+        let mut churn = lock(&self.churn);
+        for peer in voters.iter().filter_map(|m| self.world.node_of(m.id)) {
+            if peer != node {
+                net.clog_link(node, peer);
+                net.clog_link(peer, node);
+                churn.held_back.extend([(node, peer), (peer, node)]);
+            }
+        }
+        self.world.trace(format!(
+            "operator: hold member {held:x} back from its peers while removing a voter"
+        ));
+    }
+
+    /// Restores the links `hold_back` cut.
+    fn release_held_back(&self) {
+        let links = std::mem::take(&mut lock(&self.churn).held_back);
+        if links.is_empty() {
+            return;
+        }
+        let net = madsim::net::NetSim::current();
+        for (from, to) in links {
+            net.unclog_link(from, to);
+        }
+        self.world
+            .trace("operator: the member held back rejoins its peers");
     }
 
     /// Loses every member but one for good, stops the survivor cleanly, restarts it with

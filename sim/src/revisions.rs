@@ -452,6 +452,7 @@ pub fn check(events: &KvEvents, history: &[RichOp]) -> Result<RevisionStats, Str
     }
     check_real_time(&placed)?;
     check_no_future_values(history)?;
+    check_no_compacted_current_range(history)?;
     Ok(stats)
 }
 
@@ -712,6 +713,28 @@ fn check_no_future_values(history: &[RichOp]) -> Result<(), String> {
                     ));
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// A unary range at the current revision (revision 0) is never refused as compacted: the
+/// current revision is never compacted away, and a member that read it in parts starts over
+/// when a compaction passes the revision its first part pinned (etcd reads it in one go).
+fn check_no_compacted_current_range(history: &[RichOp]) -> Result<(), String> {
+    let compacted = stet::kv::KvError::Compacted {
+        compact_revision: 0,
+    }
+    .to_string();
+    for op in history {
+        let (RichRequest::Range(request), Some(Err(error))) = (&op.request, &op.outcome) else {
+            continue;
+        };
+        if request.revision == 0 && error.contains(&compacted) {
+            return Err(format!(
+                "client {} {:?} invoked at {}us, at the current revision, was refused: {error}",
+                op.client, request, op.invoke_us
+            ));
         }
     }
     Ok(())

@@ -63,6 +63,9 @@ pub struct Settings {
     /// that the simulator's ranges are read in several parts with writes, compactions and
     /// crashes in between.
     pub range_first_part_keys: i64,
+    /// Simulated time before each later part of a range read in parts (production: none), so
+    /// that compactions pass the revisions ranges pinned while they read.
+    pub range_part_pause: Duration,
     /// Raft messages larger than this go to peers in parts (small, so snapshots are split).
     pub peer_message_part_bytes: usize,
     /// How often a write to a peer connection is cut (reset) or stalls part-way.
@@ -101,6 +104,7 @@ impl Settings {
             hash_kv_step_entries: 16,
             hash_kv_step_pause: Duration::from_millis([0, 3, 20][(seed / 3 % 3) as usize]),
             range_first_part_keys: 2,
+            range_part_pause: Duration::from_millis([0, 10, 100][(seed / 9 % 3) as usize]),
             peer_message_part_bytes: 1024,
             peer_fault_rate: 0.0,
             watch_progress_interval: Duration::from_secs(2),

@@ -71,6 +71,10 @@ pub struct Limits {
     /// (`range_stream::FIRST_PART_KEYS`); the simulator's stores are small, so it reads its
     /// ranges in parts of a few keys.
     pub range_first_part_keys: i64,
+    /// A pause before each later part of a range read in parts (none in production): the
+    /// simulator stretches its small ranges over simulated time, so writes and compactions come
+    /// in between their parts.
+    pub range_part_pause: Duration,
 }
 
 impl Default for Limits {
@@ -81,6 +85,7 @@ impl Default for Limits {
             peer_message_part_bytes: crate::peer_wire::MAX_FRAME_PAYLOAD,
             hash_kv_step_pause: Duration::ZERO,
             range_first_part_keys: super::range_stream::FIRST_PART_KEYS,
+            range_part_pause: Duration::ZERO,
         }
     }
 }
@@ -138,6 +143,9 @@ pub enum Mistake {
     /// A `HashKV` that needs more than one step fails with "request timed out" after the first
     /// (`DriverHandle::hash_kv`).
     HashKvTimesOutAfterFirstStep,
+    /// A unary range read in parts whose pinned revision a compaction passed fails with the
+    /// compaction's error instead of starting over (`range_stream::gather_restarting`).
+    NeverRestartCompactedRange,
 }
 
 /// The machine under the member runtime.

@@ -46,18 +46,23 @@ const RANGE_PART_BYTES: usize = 4 << 20;
 type RangeRead =
     Pin<Box<dyn std::future::Future<Output = Result<pb::RangeResponse, Status>> + Send>>;
 
-/// Reads one part of a range read in parts (`range_stream`) through `router` as `caller`.
+/// Reads one part of a range read in parts (`range_stream`) through `router` as `caller`,
+/// waiting `pause` before each later part (`Limits::range_part_pause`).
 fn part_reader(
     router: Router,
     caller: Option<AuthInfo>,
+    pause: std::time::Duration,
 ) -> impl FnMut(pb::RangeRequest, super::range_stream::Part) -> RangeRead {
     move |request, part| {
         let (router, caller) = (router.clone(), caller.clone());
-        let request = match part {
-            super::range_stream::Part::First => ClientRequest::Range(request),
-            super::range_stream::Part::Later => ClientRequest::RangePart(request),
+        let (request, pause) = match part {
+            super::range_stream::Part::First => (ClientRequest::Range(request), None),
+            super::range_stream::Part::Later => (ClientRequest::RangePart(request), Some(pause)),
         };
         Box::pin(async move {
+            if let Some(pause) = pause.filter(|p| !p.is_zero()) {
+                tokio::time::sleep(pause).await;
+            }
             match router.call(request, caller).await {
                 Ok(ClientResponse::Range(response)) => Ok(response),
                 Ok(other) => Err(unexpected(&other)),
@@ -83,6 +88,8 @@ pub struct Services {
     limits: Limits,
     gate: Arc<AuthGate>,
     next_stream: Arc<AtomicU64>,
+    /// FOR THE SIMULATOR'S SELF-TEST ONLY (`Mistake::NeverRestartCompactedRange`).
+    never_restart_ranges: bool,
 }
 
 impl Services {
@@ -93,6 +100,16 @@ impl Services {
             limits,
             gate,
             next_stream: Arc::new(AtomicU64::new(1)),
+            never_restart_ranges: false,
+        }
+    }
+
+    /// The same services with a planted mistake (`Mistake::NeverRestartCompactedRange`), for
+    /// the simulator's self-test of its revision oracle.
+    pub fn never_restarting_ranges(self, planted: bool) -> Self {
+        Services {
+            never_restart_ranges: planted,
+            ..self
         }
     }
 
@@ -211,10 +228,14 @@ impl kv_server::Kv for Services {
         let request = request.into_inner();
         let target_bytes = RANGE_PART_BYTES.max(self.limits.max_request_bytes / 2);
         let first_keys = self.limits.range_first_part_keys.max(1);
-        let reader = part_reader(self.router.clone(), caller);
-        super::range_stream::gather_restarting(request, target_bytes, first_keys, reader)
-            .await
-            .map(Response::new)
+        let pause = self.limits.range_part_pause;
+        let reader = part_reader(self.router.clone(), caller, pause);
+        let answer = if self.never_restart_ranges {
+            super::range_stream::gather(request, target_bytes, first_keys, reader).await
+        } else {
+            super::range_stream::gather_restarting(request, target_bytes, first_keys, reader).await
+        };
+        answer.map(Response::new)
     }
 
     type RangeStreamStream = ResponseStream<pb::RangeStreamResponse>;
@@ -231,9 +252,10 @@ impl kv_server::Kv for Services {
         let (sender, receiver) = mpsc::channel(RANGE_STREAM_CHUNKS);
         let router = self.router.clone();
         let target_bytes = (self.limits.max_request_bytes / 2).max(1);
+        let pause = self.limits.range_part_pause;
         tokio::spawn(async move {
             let chunks = sender.clone();
-            let range = part_reader(router, caller);
+            let range = part_reader(router, caller, pause);
             let send = |chunk: pb::RangeStreamResponse| {
                 let chunks = chunks.clone();
                 async move { chunks.send(Ok(chunk)).await.is_ok() }

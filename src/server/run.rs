@@ -330,7 +330,8 @@ fn spawn_member(
         max_request_bytes: config.max_request_bytes,
         ..limits
     };
-    let services = Services::new(router, limits, gate);
+    let services = Services::new(router, limits, gate)
+        .never_restarting_ranges(env.planted(super::env::Mistake::NeverRestartCompactedRange));
     if !config.initial_corrupt_check {
         clients.serve(services, handle, config, stopped, log);
         return driver_task;

@@ -147,6 +147,27 @@ fn a_stale_or_wrong_range_is_caught() {
 }
 
 #[test]
+fn a_range_at_the_current_revision_refused_as_compacted_is_caught() {
+    let refused = |revision: i64| {
+        let mut op = range_all(0, 4, vec![], 0, 600);
+        if let RichRequest::Range(request) = &mut op.request {
+            request.revision = revision;
+        }
+        op.outcome = Some(Err(
+            "etcdserver: mvcc: required revision has been compacted".to_string(),
+        ));
+        op
+    };
+    let mut at_a_revision = history();
+    at_a_revision.push(refused(3));
+    check(&store(), &at_a_revision).expect("a compacted revision it named");
+    let mut current = history();
+    current.push(refused(0));
+    let err = check(&store(), &current).unwrap_err();
+    assert!(err.contains("at the current revision"), "{err}");
+}
+
+#[test]
 fn an_acknowledged_put_missing_from_its_revision_is_caught() {
     let mut lost = history();
     lost.push(put("r/c", "9", 5, 700));
