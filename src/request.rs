@@ -16,9 +16,10 @@ pub type RequestId = u64;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientRequest {
     Range(pb::RangeRequest),
-    /// A part of a range the runtime reads in parts (`server::range_stream`), at the revision
-    /// the first part pinned: served from the applied state, as a serializable range, and its
-    /// count counts only the keys walked (`KvStore::range_part`). Answered as a `Range`.
+    /// A part of a range the runtime reads in parts (`server::range_stream`): a later one at
+    /// the revision the first part pinned, serializable; or a first one of a range without a
+    /// limit, read as asked (linearizable unless `serializable`). Its count counts only the keys
+    /// walked (`KvStore::range_part`). Answered as a `Range`.
     RangePart(pb::RangeRequest),
     Put(pb::PutRequest),
     DeleteRange(pb::DeleteRangeRequest),

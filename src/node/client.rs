@@ -41,10 +41,7 @@ impl Node {
         }
         match request {
             ClientRequest::Range(range) => self.read(id, range, caller),
-            ClientRequest::RangePart(range) => {
-                let result = self.range_part(&range, caller.as_ref());
-                self.reply(id, result)
-            }
+            ClientRequest::RangePart(range) => self.read_part(id, range, caller),
             // Linearizable like reads: a revoke committed before them must be seen.
             ClientRequest::Put(put) => self.propose(id, Request::Put(put), caller),
             ClientRequest::DeleteRange(delete) => {
@@ -289,6 +286,16 @@ impl Node {
         self.linearizable(id, ReadRequest::Range(range, caller));
     }
 
+    /// A part of a range read in parts: a later part is serializable at the revision the first
+    /// pinned; a first part that counts only the keys it walks is linearizable unless asked not.
+    fn read_part(&mut self, id: RequestId, range: pb::RangeRequest, caller: Option<AuthInfo>) {
+        if range.serializable || self.config.unsafe_local_linearizable_reads {
+            let result = self.range_part(&range, caller.as_ref());
+            return self.reply(id, result);
+        }
+        self.linearizable(id, ReadRequest::RangePart(range, caller));
+    }
+
     /// Answers a range from the applied state, if `caller` may read it there.
     fn range(
         &self,
@@ -449,6 +456,10 @@ impl Node {
                 match request {
                     ReadRequest::Range(range, caller) => {
                         let result = self.range(&range, caller.as_ref());
+                        self.reply(id, result);
+                    }
+                    ReadRequest::RangePart(range, caller) => {
+                        let result = self.range_part(&range, caller.as_ref());
                         self.reply(id, result);
                     }
                     ReadRequest::KeepAlive(lease) => self.keep_alive(id, lease),

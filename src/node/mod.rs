@@ -188,6 +188,8 @@ enum PendingKind {
 enum ReadRequest {
     /// A range, checked against the auth store for its caller when it is served.
     Range(pb::RangeRequest, Option<AuthInfo>),
+    /// A linearizable first part of a range read in parts (`ClientRequest::RangePart`).
+    RangePart(pb::RangeRequest, Option<AuthInfo>),
     KeepAlive(i64),
     TimeToLive(pb::LeaseTimeToLiveRequest),
     /// `MemberList` with etcd 3.5's `linearizable`: no older membership than any committed.

@@ -1350,13 +1350,27 @@ fn a_defragmentation_waits_for_a_state_being_received() {
 /// the plain one answers at once.
 #[test]
 fn a_linearizable_member_list_waits_for_raft_and_a_plain_one_does_not() {
-    let config = member_config();
-    let now = Instant::from_micros(0);
-    let mut node =
-        Node::bootstrap(config, &[member(1), member(2)], engine(), now, &logger()).unwrap();
     let list = |linearizable| ClientRequest::MemberList(pb::MemberListRequest { linearizable });
-    node.handle(now, Input::client(1, list(true)));
-    node.handle(now, Input::client(2, list(false)));
+    assert_only_the_local_one_answers_without_a_leader(list(true), list(false));
+}
+
+/// Sends `waiting` (id 1) and `local` (id 2) to a member of two that has no leader: only the
+/// local one is answered at once; the waiting one times out once the request timeout passed.
+fn assert_only_the_local_one_answers_without_a_leader(
+    waiting: ClientRequest,
+    local: ClientRequest,
+) {
+    let now = Instant::from_micros(0);
+    let mut node = Node::bootstrap(
+        member_config(),
+        &[member(1), member(2)],
+        engine(),
+        now,
+        &logger(),
+    )
+    .unwrap();
+    node.handle(now, Input::client(1, waiting));
+    node.handle(now, Input::client(2, local));
     let replies = |node: &mut Node| -> Vec<(u64, bool)> {
         std::iter::from_fn(|| node.poll_output())
             .filter_map(|o| match o {
@@ -1368,6 +1382,23 @@ fn a_linearizable_member_list_waits_for_raft_and_a_plain_one_does_not() {
     assert_eq!(replies(&mut node), vec![(2, true)]);
     node.handle(now + Duration::from_secs(6), Input::Tick);
     assert_eq!(replies(&mut node), vec![(1, false)]);
+}
+
+/// A part of a range read in parts is linearizable unless it says `serializable` (the first part
+/// of a range without a limit is read as asked): on a member without a leader it waits for a
+/// read index, and times out; a serializable part (every later part) answers at once.
+#[test]
+fn a_linearizable_range_part_waits_for_raft_and_a_serializable_one_does_not() {
+    let part = |serializable| {
+        ClientRequest::RangePart(pb::RangeRequest {
+            key: b"a".to_vec(),
+            range_end: b"z".to_vec(),
+            limit: 2,
+            serializable,
+            ..Default::default()
+        })
+    };
+    assert_only_the_local_one_answers_without_a_leader(part(false), part(true));
 }
 
 /// Engine commits are written off the node's thread: while one is being written the node goes

@@ -57,6 +57,7 @@ fn part_reader(
         let (router, caller) = (router.clone(), caller.clone());
         let (request, pause) = match part {
             super::range_stream::Part::First => (ClientRequest::Range(request), None),
+            super::range_stream::Part::FirstUncounted => (ClientRequest::RangePart(request), None),
             super::range_stream::Part::Later => (ClientRequest::RangePart(request), Some(pause)),
         };
         Box::pin(async move {

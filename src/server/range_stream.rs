@@ -6,7 +6,8 @@
 //! (etcd reads a range beside its writes, in a read transaction of its own).
 //!
 //! The first part is read as the request asks (linearizable unless `serializable`) and pins the
-//! revision; the next parts are read at that revision from the key after the last one sent, as
+//! revision (with a limit it counts the whole range; without one the count is the keys the parts
+//! return, so it walks no further than its own limit); the next parts are read at that revision from the key after the last one sent, as
 //! `ClientRequest::RangePart`s, which walk no further than their limit (`Part`). Parts grow or
 //! shrink towards a byte target derived from `--max-request-bytes`. Intermediate chunks carry
 //! only key-values; the last carries the header, the count and `more`, so that merging every
@@ -37,6 +38,11 @@ pub enum Part {
     /// The first: read as the request asks; its header pins the revision and its count is
     /// the whole range's.
     First,
+    /// The first of a range without a limit: read as the request asks and pins the revision,
+    /// but walks no further than its own limit, as a later part (a `ClientRequest::RangePart`):
+    /// the parts read every key anyway, so the count is the number of keys they return, and
+    /// counting the whole range up front would walk it twice, the first time in one turn.
+    FirstUncounted,
     /// A later one, at the pinned revision: a `ClientRequest::RangePart`.
     Later,
 }
@@ -185,8 +191,14 @@ where
         },
         ..request.clone()
     };
-    let first = range(next.clone(), Part::First).await?;
-    let (header, count) = (first.header, first.count);
+    let first_part = if wanted > 0 {
+        Part::First
+    } else {
+        Part::FirstUncounted
+    };
+    let first = range(next.clone(), first_part).await?;
+    // Without a limit the count is every key sent, known at the end.
+    let (header, counted) = (first.header, first.count);
     // The revision asked for, or the one the first read saw (a header names the store's current
     // revision, not the one a read was made at).
     next.revision = if request.revision > 0 {
@@ -206,6 +218,7 @@ where
         let last_key = kvs.last().map(|kv| kv.key.clone());
         let done = !chunk.more || (wanted > 0 && sent >= wanted) || last_key.is_none();
         if done {
+            let count = if wanted > 0 { counted } else { sent };
             let last = pb::RangeResponse {
                 header,
                 kvs,
@@ -287,6 +300,16 @@ mod tests {
         }
     }
 
+    /// What the node answers a part: a `RangePart` (every part but `Part::First`) counts only
+    /// the keys it walked, one past its limit at most.
+    fn part_answer(kvs: &[KeyValue], request: &pb::RangeRequest, part: Part) -> pb::RangeResponse {
+        let mut answer = answer(kvs, request);
+        if part != Part::First {
+            answer.count = answer.kvs.len() as i64 + i64::from(answer.more);
+        }
+        answer
+    }
+
     /// Streams `request` over `kvs`; the chunks, and every range request made.
     fn run(
         kvs: Vec<KeyValue>,
@@ -303,9 +326,9 @@ mod tests {
                 request,
                 4096,
                 FIRST_CHUNK_KEYS,
-                move |r: pb::RangeRequest, _part: Part| {
+                move |r: pb::RangeRequest, part: Part| {
                     asked2.lock().expect("lock").push(r.clone());
-                    let answer = answer(&kvs, &r);
+                    let answer = part_answer(&kvs, &r, part);
                     async move { Ok(answer) }
                 },
                 move |c: pb::RangeStreamResponse| {
@@ -368,9 +391,11 @@ mod tests {
         );
     }
 
-    /// A unary range gathered from parts is the unary answer, whatever the later parts count
-    /// (a `RangePart` counts only the keys it walked): the count is the first part's. A limit
-    /// below the first part's size is read in one part of that limit.
+    /// A unary range gathered from parts is the unary answer, whatever the parts read as
+    /// `RangePart`s count (only the keys they walked): with a limit the count is the first
+    /// part's, without one it is every key the parts returned, and the first part does not
+    /// count the whole range. A limit below the first part's size is read in one part of that
+    /// limit.
     #[test]
     fn gathered_parts_are_the_unary_answer() {
         let kvs = store(5000);
@@ -383,10 +408,7 @@ mod tests {
             let (kvs2, asked2) = (kvs.clone(), asked.clone());
             let reader = move |r: pb::RangeRequest, part: Part| {
                 asked2.lock().expect("lock").push((r.clone(), part));
-                let mut answer = answer(&kvs2, &r);
-                if part == Part::Later {
-                    answer.count = answer.kvs.len() as i64 + i64::from(answer.more);
-                }
+                let answer = part_answer(&kvs2, &r, part);
                 async move { Ok(answer) }
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -398,7 +420,12 @@ mod tests {
             assert_eq!(gathered, answer(&kvs, &request), "{request:?}");
             let asked = asked.lock().expect("lock").clone();
             let parts: Vec<Part> = asked.iter().map(|(_, part)| *part).collect();
-            assert_eq!(parts[0], Part::First);
+            let first = if request.limit > 0 {
+                Part::First
+            } else {
+                Part::FirstUncounted
+            };
+            assert_eq!(parts[0], first, "{request:?}");
             assert!(parts[1..].iter().all(|p| *p == Part::Later));
             if request.limit == 10 {
                 assert_eq!(asked.len(), 1);
@@ -428,7 +455,7 @@ mod tests {
             let mut tries = 0;
             let reader = move |r: pb::RangeRequest, part: Part| {
                 asked2.lock().expect("lock").push((r.clone(), part));
-                if part == Part::First {
+                if part != Part::Later {
                     tries += 1;
                 }
                 let answer = match part {
@@ -447,18 +474,20 @@ mod tests {
         let whole = range("k", "l", 0);
         let (result, asked) = run(whole.clone(), 1);
         assert_eq!(result.expect("restarted"), answer(&kvs, &whole));
-        let firsts = asked.iter().filter(|(_, p)| *p == Part::First).count();
-        assert_eq!(firsts, 2, "one restart");
+        let firsts = |asked: &[(pb::RangeRequest, Part)]| {
+            asked.iter().filter(|(_, p)| *p != Part::Later).count()
+        };
+        assert_eq!(firsts(&asked), 2, "one restart");
         let (result, asked) = run(whole.clone(), usize::MAX);
         assert_eq!(result.expect("read in one part"), answer(&kvs, &whole));
         let last = asked.last().expect("asked");
         assert_eq!(last, &(whole.clone(), Part::First), "the request as asked");
-        assert_eq!(asked.iter().filter(|(_, p)| *p == Part::First).count(), 3);
+        assert_eq!(firsts(&asked), 3);
         let mut at_five = whole;
         at_five.revision = 5;
         let (result, asked) = run(at_five, 1);
         assert_eq!(result.expect_err("refused").code(), tonic::Code::OutOfRange);
-        assert_eq!(asked.iter().filter(|(_, p)| *p == Part::First).count(), 1);
+        assert_eq!(firsts(&asked), 1);
     }
 
     #[test]
