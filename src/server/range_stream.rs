@@ -7,8 +7,9 @@
 //!
 //! The first part is read as the request asks (linearizable unless `serializable`) and pins the
 //! revision (with a limit it counts the whole range; without one the count is the keys the parts
-//! return, so it walks no further than its own limit); the next parts are read at that revision from the key after the last one sent, as
-//! `ClientRequest::RangePart`s, which walk no further than their limit (`Part`). Parts grow or
+//! return, so it walks no further than its own limit); the next parts are read at that revision
+//! from the key after the last one sent, as `ClientRequest::RangePart`s, which walk no further
+//! than their limit (`Part`). Parts grow or
 //! shrink towards a byte target derived from `--max-request-bytes`. Intermediate chunks carry
 //! only key-values; the last carries the header, the count and `more`, so that merging every
 //! chunk gives the unary answer. Sorted requests are refused with `Unimplemented`, as etcd
