@@ -29,16 +29,9 @@ hash_forever() {
 
 # measure KIND BINARY: one member, filled, then the two loads.
 measure() {
-    local kind=$1
-    start_member "$kind" "$2"
-    fill_keys "$kind.fill"
-    echo "$kind: $keys keys, RSS $(awk '/VmRSS/{print $2}' "/proc/$pid/status") kB"
-    echo "  puts alone:        $(put_load "$kind-quiet")"
-    hash_forever "$work/$kind.hash-ms" &
-    helper=$!
-    echo "  puts while hashing: $(put_load "$kind-hashing")"
+    load_beside "$1" "$2" hashing hash_forever
     kill "$helper"; wait "$helper" 2>/dev/null || true; helper=""
-    echo "  each hashkv, ms:   $(sort -n "$work/$kind.hash-ms" | tr '\n' ' ')"
+    echo "  each hashkv, ms:   $(sort -n "$work/$1.side" | tr '\n' ' ')"
     stop_member
 }
 

@@ -43,16 +43,9 @@ ranges_soon() {
 
 # measure KIND BINARY: one member, filled, then the two loads.
 measure() {
-    local kind=$1
-    start_member "$kind" "$2"
-    fill_keys "$kind.fill"
-    echo "$kind: $keys keys, RSS $(awk '/VmRSS/{print $2}' "/proc/$pid/status") kB"
-    echo "  puts alone:         $(put_load "$kind-quiet")"
-    ranges_soon "$work/$kind.ranges" &
-    helper=$!
-    echo "  puts while ranging: $(put_load "$kind-ranging")"
+    load_beside "$1" "$2" ranging ranges_soon
     wait "$helper"; helper=""
-    sed 's/^/  /' "$work/$kind.ranges"
+    sed 's/^/  /' "$work/$1.side"
     stop_member
 }
 

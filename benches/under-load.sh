@@ -4,7 +4,8 @@
 # else prints the script's header), sets up as common.sh does, and makes a scratch directory
 # (work, removed on exit unless --keep-logs) and the member's port. On exit the member (pid)
 # and the script's background helper (helper) are killed. `measure_all` then runs the script's
-# `measure KIND BINARY` for the --before build, stet and etcd, in that order.
+# `measure KIND BINARY` for the --before build, stet and etcd, in that order; `load_beside`
+# is the usual first half of such a `measure`.
 before=""
 keep_logs=0
 while [ $# -gt 0 ]; do
@@ -41,4 +42,20 @@ measure_all() {
     if [ -n "$before" ]; then measure stet-before "$before"; fi
     measure stet "$stet_bin"
     measure etcd "$etcd_bin"
+}
+
+# load_beside KIND BINARY WHAT SIDE: one member of BINARY, filled with $keys keys, then two put
+# loads, printing each: one alone, one ("puts while WHAT") while `SIDE $work/KIND.side` runs in
+# the background as $helper. The caller then waits for the helper or kills it, reports what
+# it wrote, and stops the member.
+load_beside() {
+    local kind=$1 what=$3 side=$4
+    start_member "$kind" "$2"
+    fill_keys "$kind.fill"
+    echo "$kind: $keys keys, RSS $(awk '/VmRSS/{print $2}' "/proc/$pid/status") kB"
+    local label="puts while $what:"
+    printf '  %-*s %s\n' "${#label}" "puts alone:" "$(put_load "$kind-quiet")"
+    "$side" "$work/$kind.side" &
+    helper=$!
+    echo "  $label $(put_load "$kind-$what")"
 }

@@ -16,10 +16,11 @@ pub type RequestId = u64;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientRequest {
     Range(pb::RangeRequest),
-    /// A part of a range the runtime reads in parts (`server::range_stream`): a later one at
-    /// the revision the first part pinned, serializable; or a first one of a range without a
-    /// limit, read as asked (linearizable unless `serializable`). Its count counts only the keys
-    /// walked (`KvStore::range_part`). Answered as a `Range`.
+    /// A part of a range the runtime reads in parts (`server::range_stream`): the first one,
+    /// read as asked (linearizable unless `serializable`), or a later one at the revision the
+    /// first pinned, serializable. Its count counts only the keys walked
+    /// (`KvStore::range_part`); a count-only one with a limit is a count part, which walks at
+    /// most that many keys of the index (`KvStore::count_part`). Answered as a `Range`.
     RangePart(pb::RangeRequest),
     Put(pb::PutRequest),
     DeleteRange(pb::DeleteRangeRequest),

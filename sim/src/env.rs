@@ -162,6 +162,7 @@ impl Environment for SimEnvironment {
             peer_message_part_bytes: settings.peer_message_part_bytes,
             hash_kv_step_pause: settings.hash_kv_step_pause,
             range_first_part_keys: settings.range_first_part_keys,
+            range_count_part_keys: settings.range_count_part_keys,
             range_part_pause: settings.range_part_pause,
             ..Limits::default()
         }

@@ -63,6 +63,9 @@ pub struct Settings {
     /// that the simulator's ranges are read in several parts with writes, compactions and
     /// crashes in between.
     pub range_first_part_keys: i64,
+    /// Keys of the index a count part of a limited range walks at most (production: 32,768):
+    /// small, so that what follows a limited range's keys is counted in several parts.
+    pub range_count_part_keys: i64,
     /// Simulated time before each later part of a range read in parts (production: none), so
     /// that compactions pass the revisions ranges pinned while they read.
     pub range_part_pause: Duration,
@@ -104,6 +107,7 @@ impl Settings {
             hash_kv_step_entries: 16,
             hash_kv_step_pause: Duration::from_millis([0, 3, 20][(seed / 3 % 3) as usize]),
             range_first_part_keys: 2,
+            range_count_part_keys: 2,
             range_part_pause: Duration::from_millis([0, 10, 100][(seed / 9 % 3) as usize]),
             peer_message_part_bytes: 1024,
             peer_fault_rate: 0.0,

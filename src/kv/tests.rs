@@ -1820,3 +1820,47 @@ fn a_range_part_stops_walking_past_its_limit() {
     };
     assert_eq!(store.range_part(&sorted).unwrap(), get(&store, &sorted));
 }
+
+/// Count parts (count-only range parts with a limit) walk at most their limit of index keys,
+/// deleted ones included, and name the last key walked when keys remain: going on from the key
+/// after it until none remain counts the range exactly, at the current revision and at a past
+/// one where the deleted keys were still live.
+#[test]
+fn count_parts_cover_a_range_a_bounded_walk_at_a_time() {
+    let mut store = KvStore::new();
+    for k in 0..50 {
+        put(&mut store, &format!("p{k:02}"), "v");
+    }
+    let before_delete = store.current_revision;
+    store.delete_range(&del_req("p10", "p20")).unwrap();
+    put(&mut store, "q", "outside");
+    for (revision, expected) in [(0, 40), (before_delete, 50)] {
+        for budget in [1, 3, 7, 49, 50, 100] {
+            let mut part = RangeRequest {
+                limit: budget,
+                count_only: true,
+                revision,
+                ..range_req("p", "q")
+            };
+            let (mut counted, mut parts) = (0, 0);
+            loop {
+                let answer = store.range_part(&part).unwrap();
+                assert!(answer.count <= budget, "at most its budget");
+                counted += answer.count;
+                parts += 1;
+                if !answer.more {
+                    assert!(answer.kvs.is_empty());
+                    break;
+                }
+                let [last] = answer.kvs.as_slice() else {
+                    panic!("a part that stopped early names its last key");
+                };
+                assert!(last.value.is_empty() && last.key >= part.key);
+                part.key = [last.key.as_slice(), b"\0"].concat();
+            }
+            assert_eq!(counted, expected, "revision {revision}, budget {budget}");
+            // Every one of the 50 index keys is walked once, live or not.
+            assert_eq!(parts, (50 + budget - 1) / budget, "budget {budget}");
+        }
+    }
+}

@@ -286,8 +286,8 @@ impl Node {
         self.linearizable(id, ReadRequest::Range(range, caller));
     }
 
-    /// A part of a range read in parts: a later part is serializable at the revision the first
-    /// pinned; a first part that counts only the keys it walks is linearizable unless asked not.
+    /// A part of a range read in parts: a later part (or a count part) is serializable at the
+    /// revision the first pinned; the first part is linearizable unless asked not.
     fn read_part(&mut self, id: RequestId, range: pb::RangeRequest, caller: Option<AuthInfo>) {
         if range.serializable || self.config.unsafe_local_linearizable_reads {
             let result = self.range_part(&range, caller.as_ref());

@@ -71,6 +71,9 @@ pub struct Limits {
     /// (`range_stream::FIRST_PART_KEYS`); the simulator's stores are small, so it reads its
     /// ranges in parts of a few keys.
     pub range_first_part_keys: i64,
+    /// Keys of the index a count part of a limited range walks at most
+    /// (`range_stream::COUNT_PART_KEYS`); the simulator's are a few keys.
+    pub range_count_part_keys: i64,
     /// A pause before each later part of a range read in parts (none in production): the
     /// simulator stretches its small ranges over simulated time, so writes and compactions come
     /// in between their parts.
@@ -85,6 +88,7 @@ impl Default for Limits {
             peer_message_part_bytes: crate::peer_wire::MAX_FRAME_PAYLOAD,
             hash_kv_step_pause: Duration::ZERO,
             range_first_part_keys: super::range_stream::FIRST_PART_KEYS,
+            range_count_part_keys: super::range_stream::COUNT_PART_KEYS,
             range_part_pause: Duration::ZERO,
         }
     }

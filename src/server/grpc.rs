@@ -58,7 +58,9 @@ fn part_reader(
         let (request, pause) = match part {
             super::range_stream::Part::First => (ClientRequest::Range(request), None),
             super::range_stream::Part::FirstUncounted => (ClientRequest::RangePart(request), None),
-            super::range_stream::Part::Later => (ClientRequest::RangePart(request), Some(pause)),
+            super::range_stream::Part::Later | super::range_stream::Part::Count => {
+                (ClientRequest::RangePart(request), Some(pause))
+            }
         };
         Box::pin(async move {
             if let Some(pause) = pause.filter(|p| !p.is_zero()) {
@@ -227,14 +229,17 @@ impl kv_server::Kv for Services {
         }
         let caller = self.caller(&request)?;
         let request = request.into_inner();
-        let target_bytes = RANGE_PART_BYTES.max(self.limits.max_request_bytes / 2);
-        let first_keys = self.limits.range_first_part_keys.max(1);
+        let sizes = super::range_stream::Sizes {
+            target_bytes: RANGE_PART_BYTES.max(self.limits.max_request_bytes / 2),
+            first_keys: self.limits.range_first_part_keys.max(1),
+            count_keys: self.limits.range_count_part_keys.max(1),
+        };
         let pause = self.limits.range_part_pause;
         let reader = part_reader(self.router.clone(), caller, pause);
         let answer = if self.never_restart_ranges {
-            super::range_stream::gather(request, target_bytes, first_keys, reader).await
+            super::range_stream::gather(request, sizes, reader).await
         } else {
-            super::range_stream::gather_restarting(request, target_bytes, first_keys, reader).await
+            super::range_stream::gather_restarting(request, sizes, reader).await
         };
         answer.map(Response::new)
     }
@@ -252,7 +257,11 @@ impl kv_server::Kv for Services {
         super::range_stream::check(&request)?;
         let (sender, receiver) = mpsc::channel(RANGE_STREAM_CHUNKS);
         let router = self.router.clone();
-        let target_bytes = (self.limits.max_request_bytes / 2).max(1);
+        let sizes = super::range_stream::Sizes {
+            target_bytes: (self.limits.max_request_bytes / 2).max(1),
+            first_keys: super::range_stream::FIRST_CHUNK_KEYS,
+            count_keys: self.limits.range_count_part_keys.max(1),
+        };
         let pause = self.limits.range_part_pause;
         tokio::spawn(async move {
             let chunks = sender.clone();
@@ -261,10 +270,7 @@ impl kv_server::Kv for Services {
                 let chunks = chunks.clone();
                 async move { chunks.send(Ok(chunk)).await.is_ok() }
             };
-            let first_keys = super::range_stream::FIRST_CHUNK_KEYS;
-            if let Err(status) =
-                super::range_stream::stream(request, target_bytes, first_keys, range, send).await
-            {
+            if let Err(status) = super::range_stream::stream(request, sizes, range, send).await {
                 let _ = sender.send(Err(status)).await;
             }
         });

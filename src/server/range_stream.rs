@@ -6,11 +6,13 @@
 //! (etcd reads a range beside its writes, in a read transaction of its own).
 //!
 //! The first part is read as the request asks (linearizable unless `serializable`) and pins the
-//! revision (with a limit it counts the whole range; without one the count is the keys the parts
-//! return, so it walks no further than its own limit); the next parts are read at that revision
-//! from the key after the last one sent, as `ClientRequest::RangePart`s, which walk no further
-//! than their limit (`Part`). Parts grow or
-//! shrink towards a byte target derived from `--max-request-bytes`. Intermediate chunks carry
+//! revision; the next parts are read at that revision from the key after the last one sent. Every
+//! part is a `ClientRequest::RangePart`, which walks no further than its limit (`Part`), so no
+//! part walks the whole range in one turn. Without a limit the count is the keys the parts
+//! return; with one, what follows the last key sent is counted in count parts, each walking a
+//! bounded stretch of the key index (`Part::Count`) — etcd counts the rest of the range in the
+//! request, so each page of a paginated list walks every key after it. Parts grow or shrink
+//! towards a byte target derived from `--max-request-bytes`. Intermediate chunks carry
 //! only key-values; the last carries the header, the count and `more`, so that merging every
 //! chunk gives the unary answer. Sorted requests are refused with `Unimplemented`, as etcd
 //! does (a unary one is read in one go); requests filtering on revisions, and count-only ones,
@@ -32,20 +34,35 @@ pub const FIRST_CHUNK_KEYS: i64 = 128;
 /// Keys in the first part of a unary range read in parts: most ranges (kube-apiserver's pages
 /// of 500 among them) are then read in one part, as before.
 pub const FIRST_PART_KEYS: i64 = 1024;
+/// Keys of the index a count part walks at most: a turn of the driver of a millisecond or two.
+pub const COUNT_PART_KEYS: i64 = 32 * 1024;
+
+/// How a range read in parts is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    /// The encoded size later parts grow or shrink towards.
+    pub target_bytes: usize,
+    /// Keys in the first part.
+    pub first_keys: i64,
+    /// Keys of the index a count part walks at most (`Part::Count`).
+    pub count_keys: i64,
+}
 
 /// Which part of a range a read is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
-    /// The first: read as the request asks; its header pins the revision and its count is
-    /// the whole range's.
+    /// The whole request in one read (a `ClientRequest::Range`): count-only and filtered
+    /// requests, and a range that found its revision compacted at every try.
     First,
-    /// The first of a range without a limit: read as the request asks and pins the revision,
-    /// but walks no further than its own limit, as a later part (a `ClientRequest::RangePart`):
-    /// the parts read every key anyway, so the count is the number of keys they return, and
-    /// counting the whole range up front would walk it twice, the first time in one turn.
+    /// The first part: read as the request asks and pins the revision, but walks no further
+    /// than its own limit (a `ClientRequest::RangePart`); the count comes from the keys the
+    /// parts return and the count parts.
     FirstUncounted,
     /// A later one, at the pinned revision: a `ClientRequest::RangePart`.
     Later,
+    /// A count part at the pinned revision: a count-only `ClientRequest::RangePart` whose
+    /// limit bounds the keys of the index it walks (`KvStore::count_part`).
+    Count,
 }
 
 /// Whether a unary `request` is read in parts: a key range, in key order, neither count-only
@@ -111,8 +128,7 @@ const RESTARTS_ON_COMPACTION: usize = 2;
 /// revision gets the refusal, as a read at a compacted revision does.
 pub async fn gather_restarting<R, RF>(
     request: pb::RangeRequest,
-    target_bytes: usize,
-    first_keys: i64,
+    sizes: Sizes,
     mut range: R,
 ) -> Result<pb::RangeResponse, Status>
 where
@@ -120,7 +136,7 @@ where
     RF: Future<Output = Result<pb::RangeResponse, Status>>,
 {
     for _ in 0..RESTARTS_ON_COMPACTION {
-        match gather(request.clone(), target_bytes, first_keys, &mut range).await {
+        match gather(request.clone(), sizes, &mut range).await {
             Err(status) if request.revision == 0 && compacted(&status) => continue,
             result => return result,
         }
@@ -136,12 +152,10 @@ fn compacted(status: &Status) -> bool {
     status.code() == tonic::Code::OutOfRange && status.message() == to_status(&error).message()
 }
 
-/// `request` read in parts through `range` (one read of a part), the first of `first_keys`
-/// keys, merged into the unary answer.
+/// `request` read in parts through `range` (one read of a part), merged into the unary answer.
 pub async fn gather<R, RF>(
     request: pb::RangeRequest,
-    target_bytes: usize,
-    first_keys: i64,
+    sizes: Sizes,
     range: R,
 ) -> Result<pb::RangeResponse, Status>
 where
@@ -156,17 +170,15 @@ where
         (merged.header, merged.count, merged.more) = (part.header, part.count, part.more);
         async { true }
     };
-    stream(request, target_bytes, first_keys, range, collect).await?;
+    stream(request, sizes, range, collect).await?;
     Ok(merged)
 }
 
 /// Streams `request` through `range` (one read of a part) into `send` (false once the client
-/// is gone), the first part of `first_keys` keys. Errors of a read end the stream with that
-/// error.
+/// is gone), cut as `sizes` says. Errors of a read end the stream with that error.
 pub async fn stream<R, RF, S, SF>(
     request: pb::RangeRequest,
-    target_bytes: usize,
-    first_keys: i64,
+    sizes: Sizes,
     mut range: R,
     mut send: S,
 ) -> Result<(), Status>
@@ -176,14 +188,15 @@ where
     S: FnMut(pb::RangeStreamResponse) -> SF,
     SF: Future<Output = bool>,
 {
-    assert!(first_keys > 0, "a part holds at least one key");
+    assert!(sizes.first_keys > 0, "a part holds at least one key");
+    assert!(sizes.count_keys > 0, "a count part walks at least one key");
     if request.count_only || filtered(&request) {
         let whole = range(request, Part::First).await?;
         send(wrap(whole)).await;
         return Ok(());
     }
     let wanted = request.limit;
-    let mut chunk_keys = first_keys;
+    let mut chunk_keys = sizes.first_keys;
     let mut next = pb::RangeRequest {
         limit: if wanted > 0 {
             chunk_keys.min(wanted)
@@ -192,14 +205,8 @@ where
         },
         ..request.clone()
     };
-    let first_part = if wanted > 0 {
-        Part::First
-    } else {
-        Part::FirstUncounted
-    };
-    let first = range(next.clone(), first_part).await?;
-    // Without a limit the count is every key sent, known at the end.
-    let (header, counted) = (first.header, first.count);
+    let first = range(next.clone(), Part::FirstUncounted).await?;
+    let header = first.header;
     // The revision asked for, or the one the first read saw (a header names the store's current
     // revision, not the one a read was made at).
     next.revision = if request.revision > 0 {
@@ -219,12 +226,18 @@ where
         let last_key = kvs.last().map(|kv| kv.key.clone());
         let done = !chunk.more || (wanted > 0 && sent >= wanted) || last_key.is_none();
         if done {
-            let count = if wanted > 0 { counted } else { sent };
+            // Keys remain past a limit: count them at the pinned revision.
+            let rest = match (&last_key, chunk.more) {
+                (Some(last_key), true) => {
+                    count_rest(&next, next_key(last_key), sizes.count_keys, &mut range).await?
+                }
+                _ => 0,
+            };
             let last = pb::RangeResponse {
                 header,
                 kvs,
-                more: wanted > 0 && count > wanted,
-                count,
+                more: rest > 0,
+                count: sent + rest,
             };
             send(wrap(last)).await;
             return Ok(());
@@ -237,7 +250,7 @@ where
         if !send(wrap(partial)).await {
             return Ok(());
         }
-        chunk_keys = next_chunk_keys(chunk_keys, bytes, target_bytes);
+        chunk_keys = next_chunk_keys(chunk_keys, bytes, sizes.target_bytes);
         next.key = next_key(&last_key.unwrap_or_default());
         next.limit = if wanted > 0 {
             chunk_keys.min(wanted - sent)
@@ -245,6 +258,44 @@ where
             chunk_keys
         };
         chunk = range(next.clone(), Part::Later).await?;
+    }
+}
+
+/// Counts the keys of `pinned`'s range from `from` on at its revision, in count parts of at
+/// most `count_keys` keys of the index each.
+async fn count_rest<R, RF>(
+    pinned: &pb::RangeRequest,
+    from: Vec<u8>,
+    count_keys: i64,
+    range: &mut R,
+) -> Result<i64, Status>
+where
+    R: FnMut(pb::RangeRequest, Part) -> RF,
+    RF: Future<Output = Result<pb::RangeResponse, Status>>,
+{
+    let mut part = pb::RangeRequest {
+        key: from,
+        limit: count_keys,
+        count_only: true,
+        keys_only: true,
+        ..pinned.clone()
+    };
+    let mut counted: i64 = 0;
+    loop {
+        let answer = range(part.clone(), Part::Count).await?;
+        counted = counted.saturating_add(answer.count);
+        if !answer.more {
+            return Ok(counted);
+        }
+        // A count part that stopped early names the last key it walked.
+        let Some(last) = answer.kvs.last() else {
+            return Err(Status::internal(
+                "stet: a count part stopped early without naming where",
+            ));
+        };
+        let resume = next_key(&last.key);
+        assert!(resume > part.key, "count parts move forward");
+        part.key = resume;
     }
 }
 
@@ -302,13 +353,39 @@ mod tests {
     }
 
     /// What the node answers a part: a `RangePart` (every part but `Part::First`) counts only
-    /// the keys it walked, one past its limit at most.
+    /// the keys it walked, one past its limit at most; a count part (`KvStore::count_part`)
+    /// counts at most its limit and names the last key it walked when more follow.
     fn part_answer(kvs: &[KeyValue], request: &pb::RangeRequest, part: Part) -> pb::RangeResponse {
         let mut answer = answer(kvs, request);
-        if part != Part::First {
-            answer.count = answer.kvs.len() as i64 + i64::from(answer.more);
+        match part {
+            Part::First => {}
+            Part::FirstUncounted | Part::Later => {
+                assert!(!request.count_only, "{part:?} reads keys");
+                answer.count = answer.kvs.len() as i64 + i64::from(answer.more);
+            }
+            Part::Count => {
+                assert!(request.count_only && request.limit > 0, "a count part");
+                let last = answer.kvs.last().cloned();
+                answer.count = answer.kvs.len() as i64;
+                answer.kvs = match last {
+                    Some(kv) if answer.more => vec![KeyValue {
+                        key: kv.key,
+                        ..Default::default()
+                    }],
+                    _ => Vec::new(),
+                };
+            }
         }
         answer
+    }
+
+    /// How the tests cut their ranges: count parts of 700 keys.
+    fn sizes(target_bytes: usize, first_keys: i64) -> Sizes {
+        Sizes {
+            target_bytes,
+            first_keys,
+            count_keys: 700,
+        }
     }
 
     /// Streams `request` over `kvs`; the chunks, and every range request made.
@@ -325,8 +402,7 @@ mod tests {
         runtime
             .block_on(stream(
                 request,
-                4096,
-                FIRST_CHUNK_KEYS,
+                sizes(4096, FIRST_CHUNK_KEYS),
                 move |r: pb::RangeRequest, part: Part| {
                     asked2.lock().expect("lock").push(r.clone());
                     let answer = part_answer(&kvs, &r, part);
@@ -392,11 +468,11 @@ mod tests {
         );
     }
 
-    /// A unary range gathered from parts is the unary answer, whatever the parts read as
-    /// `RangePart`s count (only the keys they walked): with a limit the count is the first
-    /// part's, without one it is every key the parts returned, and the first part does not
-    /// count the whole range. A limit below the first part's size is read in one part of that
-    /// limit.
+    /// A unary range gathered from parts is the unary answer, though no part counts the whole
+    /// range (each counts only the keys it walked): without a limit the count is every key the
+    /// parts returned; with one, the keys sent and what count parts of a bounded walk each
+    /// counted after them. A limit below the first part's size is read in one part of that
+    /// limit, then counted.
     #[test]
     fn gathered_parts_are_the_unary_answer() {
         let kvs = store(5000);
@@ -404,6 +480,9 @@ mod tests {
             range("k", "l", 0),
             range("k", "l", 3000),
             range("k", "l", 10),
+            range("k", "k00011", 10),
+            range("k", "k00010", 10),
+            range("k04990", "l", 10),
         ] {
             let asked = Arc::new(Mutex::new(Vec::new()));
             let (kvs2, asked2) = (kvs.clone(), asked.clone());
@@ -416,24 +495,34 @@ mod tests {
                 .build()
                 .expect("runtime");
             let gathered = runtime
-                .block_on(gather(request.clone(), 4096, FIRST_PART_KEYS, reader))
+                .block_on(gather(
+                    request.clone(),
+                    sizes(4096, FIRST_PART_KEYS),
+                    reader,
+                ))
                 .expect("gather");
             assert_eq!(gathered, answer(&kvs, &request), "{request:?}");
             let asked = asked.lock().expect("lock").clone();
             let parts: Vec<Part> = asked.iter().map(|(_, part)| *part).collect();
-            let first = if request.limit > 0 {
-                Part::First
-            } else {
-                Part::FirstUncounted
+            assert_eq!(parts[0], Part::FirstUncounted, "{request:?}");
+            let reads = parts.iter().filter(|p| **p != Part::Count).count();
+            assert!(parts[1..reads].iter().all(|p| *p == Part::Later));
+            let counts = &asked[reads..];
+            assert!(counts.iter().all(|(r, p)| *p == Part::Count
+                && r.revision == 7
+                && r.serializable
+                && r.limit == 700));
+            // The keys after the limit, in count parts of 700 index keys.
+            let after = match request.limit {
+                0 => 0,
+                limit => (answer(&kvs, &request).count - limit).max(0),
             };
-            assert_eq!(parts[0], first, "{request:?}");
-            assert!(parts[1..].iter().all(|p| *p == Part::Later));
+            assert_eq!(counts.len() as i64, (after + 699) / 700, "{request:?}");
             if request.limit == 10 {
-                assert_eq!(asked.len(), 1);
-                assert_eq!(asked[0].0.limit, 10);
+                assert_eq!((reads, asked[0].0.limit), (1, 10), "{request:?}");
             } else {
                 assert_eq!(asked[0].0.limit, FIRST_PART_KEYS);
-                assert!(asked.len() > 2, "{} parts", asked.len());
+                assert!(reads > 2, "{reads} parts");
             }
         }
     }
@@ -456,19 +545,19 @@ mod tests {
             let mut tries = 0;
             let reader = move |r: pb::RangeRequest, part: Part| {
                 asked2.lock().expect("lock").push((r.clone(), part));
-                if part != Part::Later {
+                if !matches!(part, Part::Later | Part::Count) {
                     tries += 1;
                 }
                 let answer = match part {
                     Part::Later if tries <= failing => Err(compacted()),
-                    _ => Ok(answer(&kvs, &r)),
+                    _ => Ok(part_answer(&kvs, &r, part)),
                 };
                 async move { answer }
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .expect("runtime");
-            let result = runtime.block_on(gather_restarting(request, 4096, 16, reader));
+            let result = runtime.block_on(gather_restarting(request, sizes(4096, 16), reader));
             let asked = asked.lock().expect("lock").clone();
             (result, asked)
         };
@@ -476,7 +565,10 @@ mod tests {
         let (result, asked) = run(whole.clone(), 1);
         assert_eq!(result.expect("restarted"), answer(&kvs, &whole));
         let firsts = |asked: &[(pb::RangeRequest, Part)]| {
-            asked.iter().filter(|(_, p)| *p != Part::Later).count()
+            asked
+                .iter()
+                .filter(|(_, p)| matches!(p, Part::First | Part::FirstUncounted))
+                .count()
         };
         assert_eq!(firsts(&asked), 2, "one restart");
         let (result, asked) = run(whole.clone(), usize::MAX);

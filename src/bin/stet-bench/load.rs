@@ -343,6 +343,87 @@ async fn request(
     }
 }
 
+/// One client lists every key page by page as kube-apiserver's pager does, again and again until
+/// `plan` says stop (`Plan::Total` counts pages): the first page at the current revision, each
+/// next one at the first page's revision from the key after the last one it returned, with
+/// `page_size` keys each. Every page is timed, and checked: a page's count is the keys from its
+/// first on at that revision, so it must be the previous page's count less that page's keys.
+pub async fn list_pages(
+    connections: &[Connection],
+    workload: &Workload,
+    page_size: i64,
+    plan: Plan,
+) -> Result<Report, BenchError> {
+    workload.check()?;
+    if page_size < 1 {
+        return Err(BenchError::Workload(
+            "--page-size must be at least 1".into(),
+        ));
+    }
+    let connection = connections
+        .first()
+        .ok_or_else(|| BenchError::Workload("no connections".to_string()))?;
+    let mut kv = KvClient::new(connection.clone());
+    let started = Instant::now();
+    let tickets = Tickets::new(plan, started);
+    let mut report = Report::default();
+    // The next page, and the count the previous page left for it, while a listing goes on.
+    let mut listing: Option<(RangeRequest, i64)> = None;
+    while tickets.take().is_some() {
+        let page = listing.as_ref().map_or_else(
+            || RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                limit: page_size,
+                ..Default::default()
+            },
+            |(next, _)| next.clone(),
+        );
+        let sent = Instant::now();
+        let timeout = workload.request_timeout;
+        let answer = tokio::time::timeout(timeout, kv.range(page.clone()))
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")));
+        let latency = sent.elapsed();
+        let response = match answer {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                report.errors.add(&status_kind(status));
+                listing = None;
+                continue;
+            }
+        };
+        if let Some(expected) = listing.as_ref().map(|(_, left)| *left) {
+            if response.count != expected {
+                let kind = format!("a page counted {} keys, not {expected}", response.count);
+                report.errors.add(&kind);
+                listing = None;
+                continue;
+            }
+        }
+        report
+            .latencies_ns
+            .push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+        listing = match (response.more, response.kvs.last()) {
+            (true, Some(last)) => {
+                let revision = match page.revision {
+                    0 => response.header.as_ref().map_or(0, |h| h.revision),
+                    pinned => pinned,
+                };
+                let next = RangeRequest {
+                    key: [last.key.as_slice(), &[0]].concat(),
+                    revision,
+                    ..page
+                };
+                Some((next, response.count - response.kvs.len() as i64))
+            }
+            _ => None,
+        };
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
 fn status_kind(status: tonic::Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
 }

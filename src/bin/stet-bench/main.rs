@@ -1,6 +1,7 @@
 //! `stet-bench`: a load generator that speaks etcd's v3 gRPC API, so it measures stet and etcd the
 //! same way. `put` times puts of random keys; `range` first writes every key of the key space
-//! (untimed), then times single-key ranges of random keys. Prints a summary, or with `--json` one
+//! (untimed), then times single-key ranges of random keys; `pages` lists every key page by page
+//! as kube-apiserver does, timing each page. Prints a summary, or with `--json` one
 //! line of JSON on stdout (the summary then goes to stderr). Exit 1 if it cannot connect or fill.
 
 use std::process::ExitCode;
@@ -41,6 +42,14 @@ enum Command {
         /// l: linearizable (etcd's default), s: serializable (served from the member's own state).
         #[arg(long, value_enum, default_value_t = Consistency::L)]
         consistency: Consistency,
+    },
+    /// One client lists every key page by page, as kube-apiserver's pager: each later page at
+    /// the first page's revision from the key after the last; times each page (`--total`
+    /// counts pages) and checks every page's count.
+    Pages {
+        /// Keys per page (kube-apiserver asks for 500).
+        #[arg(long, default_value_t = 500)]
+        page_size: i64,
     },
 }
 
@@ -128,10 +137,15 @@ fn main() -> ExitCode {
         }
     };
     let op = match cli.command {
-        Command::Put => Op::Put,
-        Command::Range { consistency } => Op::Range {
+        Command::Put => Some(Op::Put),
+        Command::Range { consistency } => Some(Op::Range {
             serializable: matches!(consistency, Consistency::S),
-        },
+        }),
+        Command::Pages { .. } => None,
+    };
+    let page_size = match cli.command {
+        Command::Pages { page_size } => page_size,
+        _ => 0,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -143,7 +157,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(measure(&workload, op, plan)) {
+    let measured = match op {
+        Some(op) => runtime.block_on(measure(&workload, op, plan)),
+        None => runtime.block_on(measure_pages(&workload, page_size, plan)),
+    };
+    match measured {
         Ok(summary) => {
             if common.json {
                 eprint!("{summary}");
@@ -167,4 +185,14 @@ async fn measure(workload: &Workload, op: Op, plan: Plan) -> Result<Summary, loa
     }
     let report = load::run(&connections, workload, op, plan).await?;
     Ok(Summary::new(op.name(), report))
+}
+
+async fn measure_pages(
+    workload: &Workload,
+    page_size: i64,
+    plan: Plan,
+) -> Result<Summary, load::BenchError> {
+    let connections = load::connect(workload).await?;
+    let report = load::list_pages(&connections, workload, page_size, plan).await?;
+    Ok(Summary::new("page", report))
 }
