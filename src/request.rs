@@ -2,7 +2,7 @@
 //! messages. The adapter maps `ClientError::grpc_code` onto gRPC status codes.
 
 use crate::auth::{AuthError, AuthResponse};
-use crate::kv::{HashProgress, KvError};
+use crate::kv::{HashProgress, KvError, ValueReads};
 use crate::lease::LeaseError;
 use crate::member::MemberError;
 use crate::proto::etcdserverpb as pb;
@@ -106,6 +106,9 @@ impl ClientRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientResponse {
     Range(pb::RangeResponse),
+    /// A part of a range read in parts (`ClientRequest::RangePart`), whose values of committed
+    /// versions are still to read: `ValueReads::read_into` its key-values, off the driver.
+    RangePart(pb::RangeResponse, ValueReads),
     Put(pb::PutResponse),
     DeleteRange(pb::DeleteRangeResponse),
     Txn(pb::TxnResponse),
@@ -284,7 +287,7 @@ impl ClientResponse {
     /// The response header, for drivers that need to read or adjust it.
     pub fn header_mut(&mut self) -> Option<&mut pb::ResponseHeader> {
         let header = match self {
-            ClientResponse::Range(r) => &mut r.header,
+            ClientResponse::Range(r) | ClientResponse::RangePart(r, _) => &mut r.header,
             ClientResponse::Put(r) => &mut r.header,
             ClientResponse::DeleteRange(r) => &mut r.header,
             ClientResponse::Txn(r) => &mut r.header,

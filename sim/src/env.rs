@@ -234,7 +234,7 @@ impl Environment for SimEnvironment {
         entry.waiting_for_space = true;
     }
 
-    fn persisted(&self, node: &Node) {
+    fn durable_marks_changed(&self, node: &Node) {
         lock(&self.world.durable).insert(self.member, node.durable_marks());
     }
 
@@ -266,6 +266,10 @@ impl Environment for SimEnvironment {
                 CrashPoint::SnapshotFile
             }
             Checkpoint::VoteSent => CrashPoint::VoteSent,
+            // A disk's time to write it (the commit's pages, and its fsync if durable).
+            Checkpoint::EngineCommitWriting => {
+                return Some(Box::pin(Deadline::after(self.fsync_latency())))
+            }
         };
         self.crash_point(point)
     }

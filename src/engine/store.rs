@@ -666,6 +666,11 @@ pub struct View {
 }
 
 impl View {
+    /// The file this view reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub(super) fn error(&self, source: impl Into<redb::Error>) -> EngineError {
         EngineError::Engine {
             path: self.path.clone(),

@@ -33,6 +33,8 @@ mod range;
 mod row;
 mod snapshot;
 mod txn;
+mod value_reads;
+pub use value_reads::ValueReads;
 mod values;
 
 use values::Values;

@@ -3,6 +3,7 @@
 
 use std::cmp::Ordering;
 
+use super::value_reads::ValueReads;
 use super::{visible_at, KvError, KvStore, Version};
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
@@ -21,13 +22,16 @@ impl KvStore {
     /// range at each part would cost the square of its size. A request that sorts, filters or
     /// has no limit is answered whole.
     ///
+    /// The values of versions already committed are left to read: the answer's key-values
+    /// carry them once `ValueReads::read_into` ran, off the store's owner if it likes.
+    ///
     /// A count-only part with a limit is a *count part*: see [`KvStore::count_part`].
-    pub fn range_part(&self, req: &RangeRequest) -> Result<RangeResponse, KvError> {
+    pub fn range_part(&self, req: &RangeRequest) -> Result<(RangeResponse, ValueReads), KvError> {
         self.check_range(req, self.current_revision)?;
         if req.count_only && req.limit > 0 {
-            return Ok(self.count_part(req));
+            return Ok((self.count_part(req), ValueReads::default()));
         }
-        self.range_at(req, self.current_revision, false)
+        self.range_deferring_values(req, self.current_revision, false)
     }
 
     /// Counts a stretch of a range at the request's revision (0 = current) without returning
@@ -86,6 +90,20 @@ impl KvStore {
         default_revision: i64,
         count_all: bool,
     ) -> Result<RangeResponse, KvError> {
+        let (mut response, reads) =
+            self.range_deferring_values(req, default_revision, count_all)?;
+        reads.read_into(&mut response.kvs)?;
+        Ok(response)
+    }
+
+    /// As [`KvStore::range_at`], but the values of committed versions are left to `ValueReads`
+    /// (except to sort by value, which needs them now).
+    fn range_deferring_values(
+        &self,
+        req: &RangeRequest,
+        default_revision: i64,
+        count_all: bool,
+    ) -> Result<(RangeResponse, ValueReads), KvError> {
         let revision = if req.revision > 0 {
             req.revision
         } else {
@@ -140,17 +158,24 @@ impl KvStore {
                 more = true;
             }
         }
+        let mut reads = ValueReads::default();
         if !by_value && !req.keys_only {
-            for (kv, sub) in &mut kvs {
-                kv.value = self.values.value(&kv.key, kv.mod_revision, *sub)?;
+            for (slot, (kv, sub)) in kvs.iter_mut().enumerate() {
+                let uncommitted =
+                    self.values
+                        .value_or_defer(kv.mod_revision, *sub, slot, &mut reads)?;
+                if let Some(value) = uncommitted {
+                    kv.value = value;
+                }
             }
         }
-        Ok(RangeResponse {
+        let response = RangeResponse {
             header: None,
             kvs: kvs.into_iter().map(|(kv, _)| kv).collect(),
             more,
             count,
-        })
+        };
+        Ok((response, reads))
     }
 }
 

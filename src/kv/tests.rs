@@ -55,6 +55,13 @@ fn get(store: &KvStore, req: &RangeRequest) -> RangeResponse {
     }
 }
 
+/// A range part with its values read (as the runtime reads them, off the store's owner).
+fn part(store: &KvStore, req: &RangeRequest) -> RangeResponse {
+    let (mut answer, reads) = store.range_part(req).unwrap();
+    reads.read_into(&mut answer.kvs).unwrap();
+    answer
+}
+
 fn keys_of(resp: &RangeResponse) -> Vec<String> {
     resp.kvs
         .iter()
@@ -1402,16 +1409,21 @@ fn values_live_in_the_engine_after_a_commit_and_compaction_removes_them_there() 
     assert_eq!(view.current_revision().unwrap(), 4);
 }
 
-#[test]
-fn a_value_the_engine_lost_is_a_storage_error_that_stops_the_store() {
+/// A store holding "a" at revision 2, whose row then disappears from the file (a planted fault).
+fn store_that_lost_revision_2() -> KvStore {
     let mut store = KvStore::new();
     put(&mut store, "a", "1");
     store.commit(None, false).unwrap();
-    // Plant the fault: the row of revision 2 disappears from the file.
     let mut batch = crate::engine::Batch::new();
     batch.delete_revision(crate::engine::Revision { main: 2, sub: 0 });
     store.values.engine_mut().commit(batch, false).unwrap();
     store.values.refresh_view().unwrap();
+    store
+}
+
+#[test]
+fn a_value_the_engine_lost_is_a_storage_error_that_stops_the_store() {
+    let store = store_that_lost_revision_2();
     assert!(store.storage_failure().is_none());
     let error = store.range(&range_req("a", "")).unwrap_err();
     assert!(matches!(error, KvError::Storage(_)), "{error:?}");
@@ -1424,6 +1436,72 @@ fn a_value_the_engine_lost_is_a_storage_error_that_stops_the_store() {
         ..range_req("a", "")
     };
     assert_eq!(keys_of(&get(&store, &keys_only)), vec!["a"]);
+}
+
+/// A range part's values are read after the store moved on — as the runtime reads them, off
+/// the store's owner: committed versions from the view the part was walked in (kept readable
+/// through later commits and the deletes of a compaction), the versions of a commit in flight
+/// and those not committed yet copied at the walk.
+#[test]
+fn a_range_parts_values_are_read_from_the_state_it_walked_however_the_store_moves_on() {
+    let mut store = KvStore::new();
+    for key in ["a", "b", "c", "d"] {
+        put(&mut store, key, "1");
+    }
+    store.commit(None, false).unwrap();
+    put(&mut store, "b", "2");
+    let mut batch = crate::engine::Batch::new();
+    let versions = store.stage_keeping(&mut batch);
+    let job = store.begin_commit(batch, false, versions).unwrap();
+    put(&mut store, "c", "2");
+    let request = RangeRequest {
+        limit: 10,
+        ..range_req("a", "z")
+    };
+    let (mut answer, reads) = store.range_part(&request).unwrap();
+    assert_eq!(reads.len(), 2, "a and d are committed; b and c are copied");
+    let values = |answer: &RangeResponse| -> Vec<String> {
+        answer
+            .kvs
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+            .collect()
+    };
+    assert_eq!(values(&answer), vec!["", "2", "2", ""]);
+    // The store moves on: the commit lands, a and d change, everything older is compacted
+    // and deleted from the file.
+    job.run();
+    assert!(store.finish_commit().unwrap());
+    put(&mut store, "a", "3");
+    store.delete_range(&del_req("d", "")).expect("d is deleted");
+    store.commit(None, false).unwrap();
+    store.compact(store.current_revision).unwrap();
+    while !store.compaction_finished() {
+        store.commit(None, false).unwrap();
+    }
+    store.commit(None, false).unwrap();
+    assert!(
+        !engine_revisions(&store).contains(&2),
+        "a's first version left the file"
+    );
+    reads.read_into(&mut answer.kvs).unwrap();
+    assert_eq!(values(&answer), vec!["1", "2", "2", "1"]);
+    assert_eq!(values(&part(&store, &request)), vec!["3", "2", "2"]);
+    assert!(store.storage_failure().is_none());
+}
+
+/// A value the file lost, found by a read off the store's owner, is a storage error there and
+/// latches the store's failure, which stops its owner.
+#[test]
+fn a_value_lost_from_the_file_read_off_the_owner_latches_the_stores_failure() {
+    let store = store_that_lost_revision_2();
+    let (mut answer, reads) = store.range_part(&range_req("a", "b")).unwrap();
+    assert!(store.storage_failure().is_none(), "nothing read yet");
+    let error = reads.read_into(&mut answer.kvs).unwrap_err();
+    assert!(matches!(error, KvError::Storage(_)), "{error:?}");
+    assert!(store
+        .storage_failure()
+        .is_some_and(|why| why.contains("missing")));
 }
 
 #[test]
@@ -1803,22 +1881,19 @@ fn a_range_part_stops_walking_past_its_limit() {
             limit,
             ..range_req("p", "q")
         };
-        let (whole, part) = (get(&store, &request), store.range_part(&request).unwrap());
+        let (whole, part) = (get(&store, &request), part(&store, &request));
         assert_eq!((&part.kvs, part.more), (&whole.kvs, whole.more), "{limit}");
         assert_eq!(whole.count, 40);
         assert_eq!(part.count, (limit + 1).min(40), "limit {limit}");
     }
     let unlimited = range_req("p", "q");
-    assert_eq!(
-        store.range_part(&unlimited).unwrap(),
-        get(&store, &unlimited)
-    );
+    assert_eq!(part(&store, &unlimited), get(&store, &unlimited));
     let sorted = RangeRequest {
         limit: 5,
         sort_order: SortOrder::Descend as i32,
         ..range_req("p", "q")
     };
-    assert_eq!(store.range_part(&sorted).unwrap(), get(&store, &sorted));
+    assert_eq!(part(&store, &sorted), get(&store, &sorted));
 }
 
 /// Count parts (count-only range parts with a limit) walk at most their limit of index keys,
@@ -1844,7 +1919,8 @@ fn count_parts_cover_a_range_a_bounded_walk_at_a_time() {
             };
             let (mut counted, mut parts) = (0, 0);
             loop {
-                let answer = store.range_part(&part).unwrap();
+                let (answer, reads) = store.range_part(&part).unwrap();
+                assert!(reads.is_empty(), "a count part reads no value");
                 assert!(answer.count <= budget, "at most its budget");
                 counted += answer.count;
                 parts += 1;

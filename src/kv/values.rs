@@ -9,11 +9,12 @@
 //! the store can no longer be trusted, and its owner stops the member.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use prost::Message as _;
 
 use super::row::decode_key_value;
+use super::value_reads::ValueReads;
 use super::KvError;
 use crate::engine::{
     Applied, Batch, CommitJob, DefragError, DefragStep, Engine, EngineError, Revision, Stored, View,
@@ -63,9 +64,10 @@ pub(crate) struct Values {
     committing: Option<Committing>,
     engine: Engine,
     /// The state as of the last commit; replaced after every commit, so the engine can reuse the
-    /// pages older commits freed. `None` only while the engine is being defragmented (or if a view
-    /// could not be opened after it, which stops the member).
-    view: Option<View>,
+    /// pages older commits freed (a read off the owner's thread may hold it a little longer:
+    /// [`ValueReads`]). `None` only while the engine is being defragmented in place (or if a
+    /// view could not be opened after it, which stops the member).
+    view: Option<Arc<View>>,
     /// Versions written since the last commit began, by (main, sub).
     pending: Versions,
     pending_bytes: usize,
@@ -75,7 +77,8 @@ pub(crate) struct Values {
     deletes_staged: u64,
     /// The next commit replaces everything the engine holds (the state was replaced).
     replace_all: bool,
-    failure: OnceLock<String>,
+    /// Shared with the reads handed off the owner's thread ([`ValueReads`]), which latch it too.
+    failure: Arc<OnceLock<String>>,
 }
 
 impl std::fmt::Debug for Values {
@@ -96,13 +99,13 @@ impl Values {
         Ok(Values {
             committing: None,
             engine,
-            view: Some(view),
+            view: Some(Arc::new(view)),
             pending: BTreeMap::new(),
             pending_bytes: 0,
             doomed: Vec::new(),
             deletes_staged: 0,
             replace_all: false,
-            failure: OnceLock::new(),
+            failure: Arc::new(OnceLock::new()),
         })
     }
 
@@ -177,37 +180,36 @@ impl Values {
 
     /// The value of version (main, sub) of `key`.
     pub(crate) fn value(&self, key: &[u8], main: i64, sub: i64) -> Result<Vec<u8>, KvError> {
+        if let Some(kv) = self.uncommitted_version(main, sub) {
+            return Ok(kv.value.clone());
+        }
+        read_value(self.view()?, key, main, sub).map_err(|what| self.fail(what))
+    }
+
+    /// The value of version (main, sub) of `key` if it is not committed yet (only the owner
+    /// holds it); else `None`, and `reads` will read it, into `kvs[slot]`, from the view of the
+    /// last commit — off the owner's thread if its holder likes.
+    pub(crate) fn value_or_defer(
+        &self,
+        main: i64,
+        sub: i64,
+        slot: usize,
+        reads: &mut ValueReads,
+    ) -> Result<Option<Vec<u8>>, KvError> {
+        if let Some(kv) = self.uncommitted_version(main, sub) {
+            return Ok(Some(kv.value.clone()));
+        }
+        reads.add(self.view_shared()?, &self.failure, slot, main, sub);
+        Ok(None)
+    }
+
+    /// Version (main, sub) if it was written since the last commit (or is being committed).
+    fn uncommitted_version(&self, main: i64, sub: i64) -> Option<&KeyValue> {
         let committing = self.committing.as_ref().map(|c| &c.versions);
-        if let Some(kv) = [Some(&self.pending), committing]
+        [Some(&self.pending), committing]
             .into_iter()
             .flatten()
             .find_map(|versions| versions.get(&(main, sub)))
-        {
-            return Ok(kv.value.clone());
-        }
-        let revision = Revision {
-            main: main as u64,
-            sub: sub as u64,
-        };
-        let stored = match self.view()?.revision(revision) {
-            Ok(Some(stored)) => stored,
-            Ok(None) => {
-                return Err(self.fail(format!(
-                    "{}: revision {main}.{sub} of key {} is missing",
-                    self.engine.path().display(),
-                    key.escape_ascii()
-                )))
-            }
-            Err(error) => return Err(self.fail(error.to_string())),
-        };
-        match KeyValue::decode(stored.key_value.as_slice()) {
-            Ok(kv) if kv.key == key && kv.mod_revision == main && !stored.tombstone => Ok(kv.value),
-            _ => Err(self.fail(format!(
-                "{}: revision {main}.{sub} does not hold a value of key {}",
-                self.engine.path().display(),
-                key.escape_ascii()
-            ))),
-        }
     }
 
     /// The key of every version from revision `main` on, handed to `each` in (main, sub) order —
@@ -365,7 +367,7 @@ impl Values {
         });
         match finished {
             Ok(view) => {
-                self.view = Some(view);
+                self.view = Some(Arc::new(view));
                 Ok(true)
             }
             Err(error) => Err(self.fail(error.to_string())),
@@ -394,7 +396,7 @@ impl Values {
             .and_then(|()| self.engine.view());
         match committed {
             Ok(view) => {
-                self.view = Some(view);
+                self.view = Some(Arc::new(view));
                 Ok(())
             }
             Err(error) => Err(self.fail(error.to_string())),
@@ -429,11 +431,15 @@ impl Values {
     /// Reads the engine's newest state from now on.
     #[cfg(test)]
     pub(crate) fn refresh_view(&mut self) -> Result<(), EngineError> {
-        self.view = Some(self.engine.view()?);
+        self.view = Some(Arc::new(self.engine.view()?));
         Ok(())
     }
 
     fn view(&self) -> Result<&View, KvError> {
+        self.view_shared().map(|view| view.as_ref())
+    }
+
+    fn view_shared(&self) -> Result<&Arc<View>, KvError> {
         match &self.view {
             Some(view) => Ok(view),
             None => Err(self.fail(format!(
@@ -469,7 +475,7 @@ impl Values {
             Ok(DefragStep::Done) => match self.engine.view() {
                 Ok(view) => {
                     // The old file's last reader here is let go.
-                    self.view = Some(view);
+                    self.view = Some(Arc::new(view));
                     self.engine.close_retired();
                 }
                 Err(error) => {
@@ -496,12 +502,40 @@ impl Values {
         self.view = None;
         let defragmented = self.engine.defragment();
         match self.engine.view() {
-            Ok(view) => self.view = Some(view),
+            Ok(view) => self.view = Some(Arc::new(view)),
             Err(error) => {
                 self.fail(error.to_string());
                 return Err(error);
             }
         }
         defragmented
+    }
+}
+
+/// The value of version (main, sub) of `key`, read from `view`; what is wrong with the file if
+/// it does not hold that.
+pub(super) fn read_value(view: &View, key: &[u8], main: i64, sub: i64) -> Result<Vec<u8>, String> {
+    let revision = Revision {
+        main: main as u64,
+        sub: sub as u64,
+    };
+    let stored = match view.revision(revision) {
+        Ok(Some(stored)) => stored,
+        Ok(None) => {
+            return Err(format!(
+                "{}: revision {main}.{sub} of key {} is missing",
+                view.path().display(),
+                key.escape_ascii()
+            ))
+        }
+        Err(error) => return Err(error.to_string()),
+    };
+    match KeyValue::decode(stored.key_value.as_slice()) {
+        Ok(kv) if kv.key == key && kv.mod_revision == main && !stored.tombstone => Ok(kv.value),
+        _ => Err(format!(
+            "{}: revision {main}.{sub} does not hold a value of key {}",
+            view.path().display(),
+            key.escape_ascii()
+        )),
     }
 }

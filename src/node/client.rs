@@ -317,7 +317,8 @@ impl Node {
         caller: Option<&AuthInfo>,
     ) -> Result<ClientResponse, ClientError> {
         self.state.auth().check_range_request(caller, range)?;
-        Ok(ClientResponse::Range(self.state.kv.range_part(range)?))
+        let (response, reads) = self.state.kv.range_part(range)?;
+        Ok(ClientResponse::RangePart(response, reads))
     }
 
     /// Serves `request` once raft confirmed leadership and everything committed before is applied.

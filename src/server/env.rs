@@ -50,6 +50,9 @@ pub enum Checkpoint {
     OwnSnapshotFile,
     /// The member just sent a vote for a candidate.
     VoteSent,
+    /// An engine commit is about to be written off the driver: the simulator makes it take
+    /// simulated time, as a disk does, so reads and writes meet commits in flight.
+    EngineCommitWriting,
 }
 
 /// Bounds of the runtime's buffers that an environment may tighten: the simulator does, so that its
@@ -226,8 +229,10 @@ pub trait Environment: Send + Sync + 'static {
     /// round trip of `round_trip_micros` (the estimate's error is at most half of it).
     fn clock_offset_measured(&self, _peer: u64, _offset_micros: i64, _round_trip_micros: u64) {}
 
-    /// The driver just told the node that writes are durable (`Input::Persisted`).
-    fn persisted(&self, _node: &Node) {}
+    /// What the node counts on being durable may have changed (`Node::durable_marks`): the
+    /// driver just told it that writes are durable (`Input::Persisted`), or it took inputs, among
+    /// which a new leader's entries may have truncated its log (raft then counts on less).
+    fn durable_marks_changed(&self, _node: &Node) {}
 
     /// The node changed leader (`leader` is `None` when it lost it).
     fn leader_changed(&self, _node: &Node, _term: u64, _leader: Option<u64>) {}

@@ -17,6 +17,7 @@ use super::route::Router;
 use super::status::{to_status, MemberStatus};
 use super::watch_fragment::{FragmentWatchers, FragmentingStream};
 use crate::auth::{watch_refused, AuthError, AuthInfo};
+use crate::kv::ValueReads;
 use crate::lease::LeaseError;
 use crate::node::{ClientError, ClientRequest, ClientResponse};
 use crate::proto::etcdserverpb as pb;
@@ -68,11 +69,34 @@ fn part_reader(
             }
             match router.call(request, caller).await {
                 Ok(ClientResponse::Range(response)) => Ok(response),
+                Ok(ClientResponse::RangePart(response, reads)) => {
+                    read_values(response, reads).await
+                }
                 Ok(other) => Err(unexpected(&other)),
                 Err(error) => Err(to_status(&error)),
             }
         })
     }
+}
+
+/// Values a part reads in the task that asked for it; more go to a thread where blocking is
+/// allowed (reading them can take tens of milliseconds: `RANGE_PART_BYTES`).
+const VALUES_READ_IN_TASK: usize = 64;
+
+/// Reads the values a range part left to read (`ValueReads`), off the driver.
+async fn read_values(
+    mut response: pb::RangeResponse,
+    reads: ValueReads,
+) -> Result<pb::RangeResponse, Status> {
+    let read = if reads.len() <= VALUES_READ_IN_TASK {
+        reads.read_into(&mut response.kvs).map(|()| response)
+    } else {
+        let read =
+            super::blocking::run(move || reads.read_into(&mut response.kvs).map(|()| response));
+        read.await
+            .map_err(|why| Status::internal(format!("stet: reading a range: {why}")))?
+    };
+    read.map_err(|error| to_status(&ClientError::Kv(error)))
 }
 
 fn unexpected(response: &ClientResponse) -> Status {

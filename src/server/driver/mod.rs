@@ -279,7 +279,7 @@ impl Driver {
                     // Durable entries are committed and applied inside this call.
                     self.node.handle(now, Input::Persisted { ready_number });
                     self.warn_if_slow("persisted", started.elapsed());
-                    self.env.persisted(&self.node);
+                    self.env.durable_marks_changed(&self.node);
                     continue;
                 }
                 Next::Sync => {
@@ -332,6 +332,7 @@ impl Driver {
         if !inputs.is_empty() {
             let now = self.now();
             self.node.handle_all(now, inputs.drain(..));
+            self.env.durable_marks_changed(&self.node);
         }
     }
 
@@ -503,8 +504,12 @@ impl Driver {
     /// job unfinished, which the node reports.
     fn write_state_commit(&self, number: u64, job: crate::engine::CommitJob) {
         let done = self.own_commands.clone();
+        let disk_time = self.env.checkpoint(Checkpoint::EngineCommitWriting);
         tokio::spawn(async move {
             let started = std::time::Instant::now();
+            if let Some(disk_time) = disk_time {
+                disk_time.await;
+            }
             let _ = crate::server::blocking::run(move || job.run()).await;
             let took = started.elapsed();
             let _ = done.send(Command::StateCommitted { number, took }).await;
