@@ -101,7 +101,11 @@ impl ValueReads {
             assert!(self.reads.is_empty(), "reads without a view");
             return Ok(());
         };
-        for read in self.reads {
+        let mut reads = self.reads;
+        // In revision order: neighbouring revisions share the engine's pages, so a part's
+        // lookups go through each page once instead of once per key.
+        reads.sort_unstable_by_key(|read| (read.main, read.sub));
+        for read in reads {
             let Some(kv) = kvs.get_mut(read.slot) else {
                 panic!("a value read for key-value {} of {}", read.slot, kvs.len());
             };
