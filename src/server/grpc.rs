@@ -88,12 +88,14 @@ async fn read_values(
     mut response: pb::RangeResponse,
     reads: ValueReads,
 ) -> Result<pb::RangeResponse, Status> {
-    let read = if reads.len() <= VALUES_READ_IN_TASK {
-        reads.read_into(&mut response.kvs).map(|()| response)
+    let in_task = reads.len() <= VALUES_READ_IN_TASK;
+    // One body wherever it runs: the simulator, whose parts are small, runs the same code.
+    let read = move || reads.read_into(&mut response.kvs).map(|()| response);
+    let read = if in_task {
+        read()
     } else {
-        let read =
-            super::blocking::run(move || reads.read_into(&mut response.kvs).map(|()| response));
-        read.await
+        super::blocking::run(read)
+            .await
             .map_err(|why| Status::internal(format!("stet: reading a range: {why}")))?
     };
     read.map_err(|error| to_status(&ClientError::Kv(error)))
