@@ -90,6 +90,7 @@ impl KvStore {
         let after = last.cloned();
         for key in emptied {
             self.keys.remove(&key);
+            self.stretches.key_removed(&self.keys, &key, revision);
         }
         if more {
             self.compaction_pass = Some(CompactionPass { after });

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use super::history::compact_versions;
 use super::row::{decode_key_value, Row};
 use super::snapshot::{check_row, check_sequence};
-use super::{KeyIndex, KvError, KvStore, Values, Version};
+use super::{KeyIndex, KvError, KvStore, Stretches, Values, Version};
 use crate::engine::{Engine, EngineError, Revision, View};
 
 impl KvStore {
@@ -57,6 +57,7 @@ impl KvStore {
         );
         // Sorted and unique: the map is built without comparing keys again.
         let keys: KeyIndex = low.into_iter().chain(high).collect();
+        let stretches = Stretches::build(&keys, compacted);
         let live_keys = keys
             .values()
             .filter(|versions| versions.last().is_some_and(Version::is_live))
@@ -72,6 +73,7 @@ impl KvStore {
             current_revision: current.max(newest).max(1) as i64,
             compact_revision: compacted,
             live_keys,
+            stretches,
             values,
             prev_values_in_events: true,
             compaction_pass: None,

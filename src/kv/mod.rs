@@ -10,8 +10,8 @@
 //! transactions; `history.rs` owns compaction and the event log; `hash.rs` the history's hash
 //! (`hash_kv`, whole or in bounded steps); `snapshot.rs` converts to and from
 //! [`KvSnapshot`](crate::proto::stetpb::KvSnapshot); `load.rs` rebuilds the index from the engine
-//! at a restart; `row.rs` is the borrowed row both loaders check; `values.rs` keeps the
-//! key-values.
+//! at a restart; `row.rs` is the borrowed row both loaders check; `stretches.rs` counts a range
+//! without walking all of it; `values.rs` keeps the key-values.
 //! The store never reads a clock, does IO only through its engine's `Disk`, and learns whether a
 //! lease exists only through the caller's callback.
 
@@ -32,11 +32,13 @@ pub use load::{set_side_by_side, SideBySide};
 mod range;
 mod row;
 mod snapshot;
+mod stretches;
 mod txn;
 mod value_reads;
 pub use value_reads::ValueReads;
 mod values;
 
+use stretches::Stretches;
 use values::Values;
 pub(crate) use values::Versions;
 
@@ -253,6 +255,8 @@ pub struct KvStore {
     current_revision: i64,
     compact_revision: i64,
     live_keys: usize,
+    /// The index cut into stretches that count a range without walking all of it.
+    stretches: Stretches,
     values: Values,
     /// Whether write events carry the value of the version they replaced (`prev_kv.value`; see
     /// [`KvStore::set_prev_values_in_events`]).
@@ -287,6 +291,7 @@ impl KvStore {
             current_revision: 1,
             compact_revision: 0,
             live_keys: 0,
+            stretches: Stretches::new(),
             values,
             prev_values_in_events: true,
             compaction_pass: None,
@@ -544,6 +549,8 @@ impl KvStore {
             keys,
             values,
             live_keys,
+            stretches,
+            compact_revision,
             ..
         } = self;
         let versions = keys.get_mut(req.key.as_slice());
@@ -582,11 +589,17 @@ impl KvStore {
             *live_keys += 1;
         }
         values.record(sub, kv.clone());
+        let added = versions.is_none();
         match versions {
             Some(versions) => push_version_tightly(versions, new),
             None => {
                 keys.insert(req.key.as_slice().into(), vec![new]);
             }
+        }
+        if added {
+            stretches.key_created(keys, &req.key, main, *compact_revision);
+        } else if prev_kv.is_none() {
+            stretches.liveness_changed(&req.key, main, true, *compact_revision);
         }
         let resp = PutResponse {
             header: None,
@@ -625,6 +638,9 @@ impl KvStore {
             self.live_keys = self.live_keys.saturating_sub(1);
             let bare = tombstone.to_kv(&key, Vec::new());
             self.push_version(&key, tombstone, bare);
+            let compacted = self.compact_revision;
+            self.stretches
+                .liveness_changed(&key, main, false, compacted);
             if req.prev_kv {
                 resp.prev_kvs.extend(prev_kv.clone());
             }

@@ -2,9 +2,10 @@
 //! limit, keys-only and count-only options.
 
 use std::cmp::Ordering;
+use std::ops::Bound;
 
 use super::value_reads::ValueReads;
-use super::{visible_at, KvError, KvStore, Version};
+use super::{range_bounds, visible_at, KvError, KvStore, Version};
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::{RangeRequest, RangeResponse};
 use crate::proto::mvccpb::KeyValue;
@@ -34,13 +35,13 @@ impl KvStore {
         self.range_deferring_values(req, self.current_revision, false)
     }
 
-    /// Counts a stretch of a range at the request's revision (0 = current) without returning
-    /// it: walks at most `req.limit` keys of the index from `req.key` (live or not at the
-    /// revision, so that a stretch of deleted keys bounds the walk too) and answers `count` =
-    /// those visible at the revision; when keys of the range remain, `more` and one key-value,
-    /// holding only the last key walked, from which the next count part goes on. The runtime
-    /// counts what follows a limited range's last page this way, a bounded stretch per turn of
-    /// the driver, instead of the whole rest of the range in one turn.
+    /// Counts a range, or the first stretch of it, at the request's revision (0 = current)
+    /// without returning it: spends at most about `req.limit` (a key of the index walked, or a
+    /// stretch of the index counted whole, costs one; see `stretches`) from `req.key` on and
+    /// answers `count` = the keys covered that are visible at the revision; when keys of the
+    /// range remain, `more` and one key-value, holding only the last key covered, from which
+    /// the next count part goes on. The runtime counts what follows a limited range's last page
+    /// this way, a bounded cost per turn of the driver.
     fn count_part(&self, req: &RangeRequest) -> RangeResponse {
         debug_assert!(req.count_only && req.limit > 0, "a count part has a budget");
         let revision = if req.revision > 0 {
@@ -49,26 +50,20 @@ impl KvStore {
             self.current_revision
         };
         let budget = usize::try_from(req.limit).unwrap_or(usize::MAX);
-        let mut walk = self.key_range(&req.key, &req.range_end);
-        let mut count: i64 = 0;
-        let mut last: Option<&[u8]> = None;
-        for (key, versions) in walk.by_ref().take(budget) {
-            count += i64::from(visible_at(versions, revision).is_some());
-            last = Some(key);
-        }
-        let more = walk.next().is_some();
-        let kvs = match last {
-            Some(key) if more => vec![KeyValue {
+        let bounds = range_bounds(&req.key, &req.range_end);
+        let counted = self.stretches.count(&self.keys, bounds, revision, budget);
+        let kvs = match counted.stopped_after {
+            Some(key) => vec![KeyValue {
                 key: key.to_vec(),
                 ..Default::default()
             }],
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         RangeResponse {
             header: None,
             kvs,
-            more,
-            count,
+            more: counted.stopped_after.is_some(),
+            count: counted.count,
         }
     }
 
@@ -120,15 +115,35 @@ impl KvStore {
 
         let mut count: i64 = 0;
         let mut found: Vec<(&[u8], &Version)> = Vec::new();
-        for (key, versions) in self.key_range(&req.key, &req.range_end) {
-            if !count_all && found.len() >= keep_at_most {
+        if req.count_only {
+            // Every key is counted and none returned: the stretches count without a walk.
+            let bounds = range_bounds(&req.key, &req.range_end);
+            count = self
+                .stretches
+                .count(&self.keys, bounds, revision, usize::MAX)
+                .count;
+        }
+        let mut walked: Option<&[u8]> = None;
+        let walk = (!req.count_only).then(|| self.key_range(&req.key, &req.range_end));
+        for (key, versions) in walk.into_iter().flatten() {
+            if found.len() >= keep_at_most {
+                if count_all {
+                    // The rest is only counted: the stretches count it without a walk.
+                    let (_, end) = range_bounds(&req.key, &req.range_end);
+                    let rest = (Bound::Excluded(walked.unwrap_or_default()), end);
+                    count += self
+                        .stretches
+                        .count(&self.keys, rest, revision, usize::MAX)
+                        .count;
+                }
                 break;
             }
+            walked = Some(key);
             let Some(version) = visible_at(versions, revision) else {
                 continue;
             };
             count += 1;
-            if req.count_only || found.len() >= keep_at_most || !filter.admits(version) {
+            if !filter.admits(version) {
                 continue;
             }
             found.push((key, version));

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::row::{KeyValueRef, Row};
-use super::{KvError, KvStore, Version};
+use super::{KvError, KvStore, Stretches, Version};
 use crate::proto::mvccpb::KeyValue;
 use crate::proto::stetpb::{KeyVersion, KvSnapshot};
 
@@ -68,6 +68,7 @@ impl KvStore {
             }
             self.keys.insert(key.into_boxed_slice(), index);
         }
+        self.stretches = Stretches::build(&self.keys, self.compact_revision);
         Ok(())
     }
 }

@@ -1898,10 +1898,11 @@ fn a_range_part_stops_walking_past_its_limit() {
     assert_eq!(part(&store, &sorted), get(&store, &sorted));
 }
 
-/// Count parts (count-only range parts with a limit) walk at most their limit of index keys,
-/// deleted ones included, and name the last key walked when keys remain: going on from the key
-/// after it until none remain counts the range exactly, at the current revision and at a past
-/// one where the deleted keys were still live.
+/// Count parts (count-only range parts with a limit) spend at most their limit — a key of the
+/// index walked, deleted ones included, or a stretch of the index counted whole — and name the
+/// last key covered when keys remain: going on from the key after it until none remain counts
+/// the range exactly, at the current revision and at a past one where the deleted keys were
+/// still live, in fewer parts than walking every key would take.
 #[test]
 fn count_parts_cover_a_range_a_bounded_walk_at_a_time() {
     let mut store = KvStore::new();
@@ -1923,7 +1924,6 @@ fn count_parts_cover_a_range_a_bounded_walk_at_a_time() {
             loop {
                 let (answer, reads) = store.range_part(&part).unwrap();
                 assert!(reads.is_empty(), "a count part reads no value");
-                assert!(answer.count <= budget, "at most its budget");
                 counted += answer.count;
                 parts += 1;
                 if !answer.more {
@@ -1937,8 +1937,15 @@ fn count_parts_cover_a_range_a_bounded_walk_at_a_time() {
                 part.key = [last.key.as_slice(), b"\0"].concat();
             }
             assert_eq!(counted, expected, "revision {revision}, budget {budget}");
-            // Every one of the 50 index keys is walked once, live or not.
-            assert_eq!(parts, (50 + budget - 1) / budget, "budget {budget}");
+            // Walking every one of the 50 index keys, live or not, would take this many.
+            let walking = (50 + budget - 1) / budget;
+            assert!(parts <= walking, "budget {budget}: {parts} parts");
+            if (3..=7).contains(&budget) {
+                assert!(
+                    parts < walking,
+                    "budget {budget}: {parts} parts, no stretch whole"
+                );
+            }
         }
     }
 }
