@@ -19,8 +19,9 @@ pub enum ClientRequest {
     /// A part of a range the runtime reads in parts (`server::range_stream`): the first one,
     /// read as asked (linearizable unless `serializable`), or a later one at the revision the
     /// first pinned, serializable. Its count counts only the keys walked
-    /// (`KvStore::range_part`); a count-only one with a limit is a count part, which walks at
-    /// most that many keys of the index (`KvStore::count_part`). Answered as a `Range`.
+    /// (`KvStore::range_part`); a count-only one with a limit is a count part, which spends at
+    /// most that much (a key of the index walked, or a stretch of it counted whole, costs one;
+    /// `KvStore::count_part`). Answered as a `Range`.
     RangePart(pb::RangeRequest),
     Put(pb::PutRequest),
     DeleteRange(pb::DeleteRangeRequest),

@@ -29,7 +29,10 @@ const SPLIT_KEYS: usize = 4096;
 #[cfg(any(madsim, test))]
 const SPLIT_KEYS: usize = 12;
 /// A stretch holding fewer keys (compaction removed them) is merged with a neighbour.
-const MERGE_KEYS: usize = SPLIT_KEYS / 8;
+#[cfg(not(any(madsim, test)))]
+const MERGE_KEYS: usize = 512;
+#[cfg(any(madsim, test))]
+const MERGE_KEYS: usize = 4;
 /// Liveness changes a stretch remembers at most.
 #[cfg(not(any(madsim, test)))]
 const CHANGES_KEPT: usize = 256;
@@ -121,10 +124,14 @@ impl Stretch {
         for versions in keys {
             stretch.keys += 1;
             stretch.live += usize::from(versions.last().is_some_and(Version::is_live));
-            let mut was_live = false;
-            for version in versions {
+            // Versions up to the compaction point only tell whether the key was live there.
+            let after = versions.partition_point(|v| v.main <= compacted);
+            let mut was_live = after
+                .checked_sub(1)
+                .is_some_and(|before| versions[before].is_live());
+            for version in &versions[after..] {
                 let live = version.is_live();
-                if version.main > compacted && live != was_live {
+                if live != was_live {
                     deltas.push((version.main, if live { 1 } else { -1 }));
                 }
                 was_live = live;

@@ -74,7 +74,7 @@ pub struct Limits {
     /// (`range_stream::FIRST_PART_KEYS`); the simulator's stores are small, so it reads its
     /// ranges in parts of a few keys.
     pub range_first_part_keys: i64,
-    /// Keys of the index a count part of a limited range walks at most
+    /// What a count part of a limited range spends at most
     /// (`range_stream::COUNT_PART_KEYS`); the simulator's are a few keys.
     pub range_count_part_keys: i64,
     /// A pause before each later part of a range read in parts (none in production): the

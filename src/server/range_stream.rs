@@ -9,8 +9,9 @@
 //! revision; the next parts are read at that revision from the key after the last one sent. Every
 //! part is a `ClientRequest::RangePart`, which walks no further than its limit (`Part`), so no
 //! part walks the whole range in one turn. Without a limit the count is the keys the parts
-//! return; with one, what follows the last key sent is counted in count parts, each walking a
-//! bounded stretch of the key index (`Part::Count`) — etcd counts the rest of the range in the
+//! return; with one, what follows the last key sent is counted in count parts, each of a
+//! bounded cost (`Part::Count`; the store counts whole stretches of its index without walking
+//! them, so one part usually counts the rest) — etcd walks the rest of the range in the
 //! request, so each page of a paginated list walks every key after it. Parts grow or shrink
 //! towards a byte target derived from `--max-request-bytes`. Intermediate chunks carry
 //! only key-values; the last carries the header, the count and `more`, so that merging every
@@ -34,7 +35,8 @@ pub const FIRST_CHUNK_KEYS: i64 = 128;
 /// Keys in the first part of a unary range read in parts: most ranges (kube-apiserver's pages
 /// of 500 among them) are then read in one part, as before.
 pub const FIRST_PART_KEYS: i64 = 1024;
-/// Keys of the index a count part walks at most: a turn of the driver of a millisecond or two.
+/// What a count part spends at most (a key of the index walked, or a stretch of it counted
+/// whole, costs one): a turn of the driver of a millisecond or two.
 pub const COUNT_PART_KEYS: i64 = 32 * 1024;
 
 /// How a range read in parts is cut.
@@ -44,7 +46,7 @@ pub struct Sizes {
     pub target_bytes: usize,
     /// Keys in the first part.
     pub first_keys: i64,
-    /// Keys of the index a count part walks at most (`Part::Count`).
+    /// What a count part spends at most (`Part::Count`).
     pub count_keys: i64,
 }
 
@@ -61,7 +63,7 @@ pub enum Part {
     /// A later one, at the pinned revision: a `ClientRequest::RangePart`.
     Later,
     /// A count part at the pinned revision: a count-only `ClientRequest::RangePart` whose
-    /// limit bounds the keys of the index it walks (`KvStore::count_part`).
+    /// limit bounds what it spends (`KvStore::count_part`).
     Count,
 }
 
@@ -354,7 +356,8 @@ mod tests {
 
     /// What the node answers a part: a `RangePart` (every part but `Part::First`) counts only
     /// the keys it walked, one past its limit at most; a count part (`KvStore::count_part`)
-    /// counts at most its limit and names the last key it walked when more follow.
+    /// here walks at most its limit and names the last key it walked when more follow (the
+    /// store's may count more, taking stretches of its index whole).
     fn part_answer(kvs: &[KeyValue], request: &pb::RangeRequest, part: Part) -> pb::RangeResponse {
         let mut answer = answer(kvs, request);
         match part {

@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 
 use super::super::{range_bounds, visible_at, KvStore};
+use super::SPLIT_KEYS;
 use crate::proto::etcdserverpb::{DeleteRangeRequest, PutRequest};
 
 #[derive(Debug, Clone)]
@@ -210,4 +211,37 @@ fn compaction_removing_keys_merges_the_stretches_it_empties() {
         store.stretches.by_fence.len()
     );
     assert_eq!(walked(&store, b"k", b"\0", store.current_revision()), 5);
+}
+
+#[test]
+fn a_merge_that_comes_out_full_is_split_again() {
+    // Rebuilt from a snapshot, 18 keys make stretches of 6: [k000, k006), [k006, k012), [k012..
+    let mut store = store_of(18);
+    apply(&mut store, &Op::Restore);
+    assert_eq!(store.stretches.by_fence.len(), 3);
+    // The first stretch filled to the brim, without splitting.
+    for k in 0..6u8 {
+        let put = PutRequest {
+            key: format!("k{k:03}a").into_bytes(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        };
+        store.put(&put, &|_| true).expect("a put");
+    }
+    let first = &store.stretches.by_fence[&b""[..]];
+    assert_eq!(first.keys, SPLIT_KEYS);
+    // Three of the second stretch's keys compacted away: it merges into the first, which is
+    // then too full and splits.
+    apply(&mut store, &Op::DeleteRange(6, 9));
+    apply(&mut store, &Op::Put(17));
+    store
+        .compact(store.current_revision())
+        .expect("a compaction");
+    check(&store);
+    assert!(store
+        .stretches
+        .by_fence
+        .values()
+        .all(|s| s.keys <= SPLIT_KEYS));
+    assert_eq!(walked(&store, b"k", b"\0", store.current_revision()), 21);
 }
