@@ -992,6 +992,188 @@ fn a_large_unary_range_read_in_parts_under_writes_is_the_range_at_its_revision()
     });
 }
 
+/// kube-apiserver's paginated list (pages of 500, each later page at the first page's revision
+/// from the key after the last) while keys are deleted and created all along: every page's
+/// `count` — the keys left, which the member counts by whole stretches of its index without
+/// walking them (4,096 keys a stretch here, production's size) — is what a range of the same
+/// keys at the same revision read in one go, sorted (never read in parts; it walks), counts.
+/// The churn changes which keys are live after the pinned revision, so the counts must take
+/// the stretches' remembered changes, or walk a stretch that forgot, to come out right.
+#[test]
+fn every_page_of_a_list_under_churn_counts_the_keys_left_at_its_revision() {
+    let dir = TempDir::new("pages-churn");
+    let member = Member::start(&dir.0, &[]);
+    let endpoint = member.endpoint();
+    runtime().block_on(async {
+        let mut c = connect(endpoint.clone()).await;
+        fill_even_pods(&mut c).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = tokio::spawn(churn_pods(endpoint.clone(), stop.clone()));
+        let mut pages = 0;
+        for _list in 0..2 {
+            pages += check_page_counts(&mut c).await;
+        }
+        check_span_counts(&mut c, 150).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let churned = churn.await.expect("the churn");
+        assert!(churned > 100, "only {churned} keys churned while listing");
+        assert!(pages > 30, "{pages} pages");
+    });
+}
+
+/// The pods' key space: keys `pod_key(0..PODS)`, every even one filled.
+const PODS: usize = 20_000;
+
+fn pod_key(n: usize) -> Vec<u8> {
+    format!("/registry/pods/p{n:06}").into_bytes()
+}
+
+/// The keys of the pods' prefix from `from` on at `revision`, keys only.
+fn pods_from(from: Vec<u8>, revision: i64, limit: i64) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: from,
+        range_end: b"/registry/pods0".to_vec(),
+        revision,
+        limit,
+        keys_only: true,
+        ..Default::default()
+    }
+}
+
+/// `request`'s count as a walk of its keys gives it: sorted, so read in one go, not by
+/// stretches.
+async fn walked_count(c: &mut Clients, request: pb::RangeRequest) -> i64 {
+    let walked = pb::RangeRequest {
+        sort_order: pb::range_request::SortOrder::Descend as i32,
+        sort_target: pb::range_request::SortTarget::Key as i32,
+        limit: 0,
+        count_only: false,
+        ..request
+    };
+    bounded("walk", c.kv.range(walked))
+        .await
+        .expect("walk")
+        .into_inner()
+        .count
+}
+
+/// Every even pod, a hundred to a txn.
+async fn fill_even_pods(c: &mut Clients) {
+    let evens: Vec<usize> = (0..PODS).step_by(2).collect();
+    for batch in evens.chunks(100) {
+        let puts = batch.iter().map(|&n| pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                key: pod_key(n),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })),
+        });
+        let txn = pb::TxnRequest {
+            success: puts.collect(),
+            ..Default::default()
+        };
+        bounded("fill", c.kv.txn(txn)).await.expect("fill");
+    }
+}
+
+/// Until `stop`: deletes an even pod and creates an odd one, all over the prefix. How many
+/// rounds it made.
+async fn churn_pods(
+    endpoint: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> usize {
+    let mut c = connect(endpoint).await;
+    let mut n = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let at = n.wrapping_mul(7_919) % PODS;
+        let del = pb::DeleteRangeRequest {
+            key: pod_key(at & !1),
+            ..Default::default()
+        };
+        bounded("churn delete", c.kv.delete_range(del))
+            .await
+            .expect("delete");
+        let put = pb::PutRequest {
+            key: pod_key(at | 1),
+            value: b"new".to_vec(),
+            ..Default::default()
+        };
+        bounded("churn put", c.kv.put(put)).await.expect("put");
+        n += 1;
+    }
+    n
+}
+
+/// One paginated list of the pods, each page's count checked against a walk at the list's
+/// revision. The pages it took.
+async fn check_page_counts(c: &mut Clients) -> usize {
+    let first = pods_from(b"/registry/pods/".to_vec(), 0, 500);
+    let mut page = bounded("page", c.kv.range(first.clone()))
+        .await
+        .expect("page")
+        .into_inner();
+    let revision = page.header.as_ref().expect("header").revision;
+    let mut from = first.key;
+    for pages in 1.. {
+        let walked = walked_count(c, pods_from(from.clone(), revision, 0)).await;
+        let at = format!("from {} at {revision}", String::from_utf8_lossy(&from));
+        assert_eq!(page.count, walked, "page {pages} {at}");
+        assert_eq!(
+            page.more,
+            page.count > page.kvs.len() as i64,
+            "page {pages} {at}"
+        );
+        let Some(last) = page.kvs.last().filter(|_| page.more) else {
+            return pages;
+        };
+        from = [last.key.as_slice(), b"\0"].concat();
+        let next = pods_from(from.clone(), revision, 500);
+        page = bounded("page", c.kv.range(next))
+            .await
+            .expect("page")
+            .into_inner();
+    }
+    unreachable!("a list ends")
+}
+
+/// `checks` count-only ranges at recent revisions, over spans all over the prefix (to a key
+/// inside a stretch, or to the prefix's end), each against a walk.
+async fn check_span_counts(c: &mut Clients, checks: usize) {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound
+    };
+    for _ in 0..checks {
+        let now = bounded("now", c.kv.range(pods_from(pod_key(0), 0, 1))).await;
+        let now = now
+            .expect("now")
+            .into_inner()
+            .header
+            .expect("header")
+            .revision;
+        let revision = now - next(20) as i64;
+        let from = pod_key(next(PODS as u64) as usize);
+        let mut counted = pb::RangeRequest {
+            count_only: true,
+            ..pods_from(from.clone(), revision, 0)
+        };
+        if next(2) == 0 {
+            counted.range_end = pod_key(next(PODS as u64) as usize).max(from);
+        }
+        let walked = walked_count(c, counted.clone()).await;
+        let what = format!(
+            "{} to {} at {revision}",
+            String::from_utf8_lossy(&counted.key),
+            String::from_utf8_lossy(&counted.range_end)
+        );
+        let counted = bounded("count", c.kv.range(counted)).await.expect("count");
+        assert_eq!(counted.into_inner().count, walked, "{what}");
+    }
+}
+
 /// One accepted put, one refused (empty key) and one watch stream opened and closed: each is
 /// counted under its method, gRPC type and status code, with its messages and bytes.
 fn grpc_calls_are_counted_as_go_grpc_prometheus_counts_them(member: &Member) {
