@@ -55,9 +55,13 @@ impl KvStore {
             low.map_err(|e| damaged(e.to_string()))?,
             high.map_err(|e| damaged(e.to_string()))?,
         );
+        let (mut stretches, later) = side_by_side(
+            || Stretches::build_from(low.iter().map(|(k, v)| (k, v)), compacted),
+            || Stretches::build_from(high.iter().map(|(k, v)| (k, v)), compacted),
+        );
+        stretches.append(later, high.first().map(|(key, _)| key.as_ref()));
         // Sorted and unique: the map is built without comparing keys again.
         let keys: KeyIndex = low.into_iter().chain(high).collect();
-        let stretches = Stretches::build(&keys, compacted);
         let live_keys = keys
             .values()
             .filter(|versions| versions.last().is_some_and(Version::is_live))

@@ -137,8 +137,19 @@ impl Stretch {
                 was_live = live;
             }
         }
-        deltas.sort_unstable_by_key(|&(main, _)| main);
-        for (main, delta) in deltas {
+        // Only the newest `CHANGES_KEPT` are kept: found without sorting the others (a stretch
+        // rebuilt after a fill holds a change per key).
+        let forget = deltas.len().saturating_sub(CHANGES_KEPT);
+        if forget > 0 {
+            deltas.select_nth_unstable_by_key(forget, |&(main, _)| main);
+        }
+        let (forgotten, kept) = deltas.split_at_mut(forget);
+        stretch.forgotten_sum = forgotten.iter().map(|&(_, delta)| delta).sum();
+        if let Some(newest) = forgotten.iter().map(|&(main, _)| main).max() {
+            stretch.forgotten_up_to = stretch.forgotten_up_to.max(newest);
+        }
+        kept.sort_unstable_by_key(|&(main, _)| main);
+        for &(main, delta) in kept.iter() {
             stretch.record(main, delta, compacted);
         }
         stretch
@@ -176,9 +187,17 @@ impl Stretches {
 
     /// The stretches of `keys`, half full, changes remembered from after `compacted`.
     pub fn build(keys: &KeyIndex, compacted: i64) -> Self {
+        Self::build_from(keys.iter(), compacted)
+    }
+
+    /// As [`Stretches::build`], from the index's entries in key order.
+    pub fn build_from<'a>(
+        entries: impl Iterator<Item = (&'a Box<[u8]>, &'a Vec<Version>)>,
+        compacted: i64,
+    ) -> Self {
         let mut by_fence = BTreeMap::new();
         let mut fence: Box<[u8]> = Box::default();
-        let mut walk = keys.iter().peekable();
+        let mut walk = entries.peekable();
         loop {
             let taken = walk
                 .by_ref()
@@ -191,6 +210,31 @@ impl Stretches {
                 None => return Self { by_fence },
             }
         }
+    }
+
+    /// Takes on the stretches built from the entries that follow this one's, the first of
+    /// which is `first_key` (the loader builds the two halves of the index side by side).
+    pub fn append(&mut self, mut later: Stretches, first_key: Option<&[u8]>) {
+        let Some(first_key) = first_key else {
+            assert!(
+                later.by_fence.values().all(|s| s.keys == 0),
+                "keys without a first"
+            );
+            return;
+        };
+        assert!(
+            self.by_fence
+                .keys()
+                .next_back()
+                .is_none_or(|last| **last < *first_key),
+            "the later stretches follow"
+        );
+        let first = later
+            .by_fence
+            .remove(&[][..])
+            .expect("the first stretch starts at the empty key");
+        self.by_fence.insert(first_key.into(), first);
+        self.by_fence.append(&mut later.by_fence);
     }
 
     /// The fence of the stretch holding `key`, and the stretch.

@@ -1654,6 +1654,40 @@ fn a_load_rebuilds_the_index_of_keys_sharing_a_long_prefix() {
     assert_eq!(loaded.events_since(1, b"/", b"0").unwrap(), history);
 }
 
+/// A load builds the stretches of the index's two halves side by side and joins them: the
+/// counts are the index's, at every readable revision, however many keys (none, one, a few
+/// stretches) and whatever was deleted and compacted.
+#[test]
+fn a_load_builds_the_stretches_that_count_the_index() {
+    for keys in [0, 1, 2, 7, 40, 130] {
+        let mut store = KvStore::new();
+        for round in 0..3 {
+            for k in 0..keys {
+                put(&mut store, &format!("k{k:04}"), &format!("v{round}"));
+            }
+            if round == 1 && keys > 1 {
+                store
+                    .delete_range(&del_req("k0000", &format!("k{:04}", keys / 2)))
+                    .unwrap();
+            }
+        }
+        if keys > 0 {
+            store
+                .compact(store.current_revision - i64::from(keys / 3))
+                .unwrap();
+        }
+        store.commit(None, false).unwrap();
+        let loaded = KvStore::from_engine(store.into_engine()).unwrap();
+        let (compacted, current) = (loaded.compact_revision, loaded.current_revision);
+        loaded.stretches.check(&loaded.keys, compacted, current);
+        let count = RangeRequest {
+            count_only: true,
+            ..range_req("k", "l")
+        };
+        assert_eq!(get(&loaded, &count).count, keys as i64, "{keys} keys");
+    }
+}
+
 #[test]
 fn a_keys_versions_grow_by_half_and_compaction_gives_their_room_back() {
     let mut store = KvStore::new();
